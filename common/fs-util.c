@@ -1,0 +1,151 @@
+/* fs-util.c: reading, durable writing and directory helpers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs-util.h"
+#include "macro.h"
+
+int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0, cap = 0;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                if (n + 1 >= cap) {
+                        size_t ncap = cap ? cap * 2 : 4096;
+                        char *nb;
+                        if (ncap > max_size + 2)
+                                ncap = max_size + 2;
+                        if (ncap <= n + 1)
+                                return -EFBIG;
+                        nb = realloc(buf, ncap);
+                        if (!nb)
+                                return -ENOMEM;
+                        buf = nb;
+                        cap = ncap;
+                }
+                ssize_t k = read(fd, buf + n, cap - n - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (n > max_size)
+                        return -EFBIG;
+        }
+        if (!buf) {
+                buf = strdup("");
+                if (!buf)
+                        return -ENOMEM;
+        }
+        buf[n] = 0;
+        *ret = TAKE_PTR(buf);
+        if (ret_size)
+                *ret_size = n;
+        return 0;
+}
+
+int read_secret_file(const char *path, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        size_t n;
+        int r;
+
+        r = read_full_file(path, 4096, &s, &n);
+        if (r < 0)
+                return r;
+        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+                s[--n] = 0;
+        if (n == 0)
+                return -ENODATA;
+        if (strchr(s, '\n'))
+                return -EBADMSG;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int fsync_path(const char *path) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                return -errno;
+        return 0;
+}
+
+int fsync_directory_of(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return -ENOMEM;
+        return fsync_path(dirname(copy));
+}
+
+int write_file_durable(const char *path, const void *data, size_t size, mode_t mode) {
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        const char *p = data;
+
+        if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
+                return -ENOMEM;
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (fchmod(fd, mode) < 0)
+                goto fail;
+        while (size > 0) {
+                ssize_t k = write(fd, p, size);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        goto fail;
+                }
+                p += k;
+                size -= (size_t) k;
+        }
+        if (fsync(fd) < 0 || rename(tmp, path) < 0)
+                goto fail;
+        return fsync_directory_of(path);
+fail:;
+        int r = -errno;
+        unlink(tmp);
+        return r;
+}
+
+int mkdir_parents_and_self(const char *path, mode_t mode) {
+        _cleanup_free_ char *p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+int directory_writable(const char *dir) {
+        struct stat st;
+        if (stat(dir, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        if (access(dir, W_OK | X_OK) < 0)
+                return -errno;
+        return 0;
+}

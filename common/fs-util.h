@@ -1,0 +1,17 @@
+/* fs-util.h: reading, durable writing and directory helpers. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Reads a whole file, refusing one larger than max_size (-EFBIG). The result is NUL-terminated. */
+int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
+/* Reads a one-line secret (token) file, stripping trailing whitespace; empty is -ENODATA. */
+int read_secret_file(const char *path, char **ret);
+/* Writes via a temporary file, fsyncs it, renames it in place and fsyncs the directory. */
+int write_file_durable(const char *path, const void *data, size_t size, mode_t mode);
+int fsync_directory_of(const char *path);
+int fsync_path(const char *path);
+int mkdir_parents_and_self(const char *path, mode_t mode);
+/* Checks that dir is a directory this process can create files in. */
+int directory_writable(const char *dir);

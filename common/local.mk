@@ -1,0 +1,20 @@
+# common/: code shared by entropy-control, entropy-worker and entropyctl.
+noinst_LIBRARIES += libentropy-common.a
+libentropy_common_a_SOURCES = \
+	common/macro.h \
+	common/log.c common/log.h \
+	common/time-util.c common/time-util.h \
+	common/strv.c common/strv.h \
+	common/fs-util.c common/fs-util.h \
+	common/crypto.c common/crypto.h \
+	common/json-util.c common/json-util.h \
+	common/conf.c common/conf.h \
+	common/protocol.c common/protocol.h
+libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS)
+COMMON_LIBS = libentropy-common.a $(JSONC_LIBS) $(GNUTLS_LIBS) $(INIH_LIBS) -lm
+
+check_PROGRAMS += tests/unit/test-common
+TESTS += tests/unit/test-common
+tests_unit_test_common_SOURCES = tests/unit/test-common.c tests/tap.h
+tests_unit_test_common_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
+tests_unit_test_common_LDADD = $(COMMON_LIBS)

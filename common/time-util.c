@@ -1,0 +1,158 @@
+/* time-util.c: clocks and systemd-style time span parsing and formatting. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "macro.h"
+#include "time-util.h"
+
+static usec_t clock_usec(clockid_t id) {
+        struct timespec ts;
+        if (clock_gettime(id, &ts) < 0)
+                abort();
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
+
+usec_t now_realtime_usec(void) {
+        return clock_usec(CLOCK_REALTIME);
+}
+
+usec_t now_monotonic_usec(void) {
+        return clock_usec(CLOCK_MONOTONIC);
+}
+
+static const struct {
+        const char *suffix;
+        usec_t usec;
+} units[] = {
+        /* Longest suffixes first so that "ms" is not read as "m" + "s". */
+        { "seconds", USEC_PER_SEC }, { "second", USEC_PER_SEC }, { "minutes", USEC_PER_MINUTE },
+        { "minute", USEC_PER_MINUTE }, { "hours", USEC_PER_HOUR }, { "hour", USEC_PER_HOUR },
+        { "days", USEC_PER_DAY }, { "day", USEC_PER_DAY }, { "msec", USEC_PER_MSEC },
+        { "usec", 1 }, { "min", USEC_PER_MINUTE }, { "sec", USEC_PER_SEC }, { "hr", USEC_PER_HOUR },
+        { "ms", USEC_PER_MSEC }, { "us", 1 }, { "s", USEC_PER_SEC }, { "m", USEC_PER_MINUTE },
+        { "h", USEC_PER_HOUR }, { "d", USEC_PER_DAY }, { "w", 7 * USEC_PER_DAY },
+};
+
+int parse_timespan(const char *s, usec_t *ret) {
+        usec_t total = 0;
+        bool any = false;
+
+        if (!s)
+                return -EINVAL;
+        while (isspace((unsigned char) *s))
+                s++;
+        if (streq(s, "infinity")) {
+                *ret = USEC_INFINITY;
+                return 0;
+        }
+
+        while (*s) {
+                char *end;
+                double v;
+                usec_t mult = USEC_PER_SEC;
+
+                if (*s == '-' || *s == '+')
+                        return -EINVAL;
+                errno = 0;
+                v = strtod(s, &end);
+                if (errno != 0 || end == s || !isfinite(v) || v < 0)
+                        return -EINVAL;
+                s = end;
+                while (isspace((unsigned char) *s))
+                        s++;
+                if (isalpha((unsigned char) *s)) {
+                        bool found = false;
+                        for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+                                size_t n = strlen(units[i].suffix);
+                                if (strncmp(s, units[i].suffix, n) == 0 && !isalpha((unsigned char) s[n])) {
+                                        mult = units[i].usec;
+                                        s += n;
+                                        found = true;
+                                        break;
+                                }
+                        }
+                        if (!found)
+                                return -EINVAL;
+                }
+                if (v * (double) mult > (double) (UINT64_MAX / 2))
+                        return -ERANGE;
+                total += (usec_t) llround(v * (double) mult);
+                any = true;
+                while (isspace((unsigned char) *s))
+                        s++;
+        }
+        if (!any)
+                return -EINVAL;
+        *ret = total;
+        return 0;
+}
+
+char *format_timespan(char *buf, size_t len, usec_t span) {
+        static const struct {
+                const char *suffix;
+                usec_t usec;
+        } table[] = {
+                { "d", USEC_PER_DAY }, { "h", USEC_PER_HOUR }, { "min", USEC_PER_MINUTE },
+                { "s", USEC_PER_SEC }, { "ms", USEC_PER_MSEC }, { "us", 1 },
+        };
+        size_t off = 0;
+
+        if (len == 0)
+                return buf;
+        if (span == USEC_INFINITY) {
+                snprintf(buf, len, "infinity");
+                return buf;
+        }
+        if (span == 0) {
+                snprintf(buf, len, "0");
+                return buf;
+        }
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(table) && span > 0; i++) {
+                usec_t n = span / table[i].usec;
+                if (n == 0)
+                        continue;
+                int k = snprintf(buf + off, len - off, "%s%llu%s", off ? " " : "", (unsigned long long) n,
+                                 table[i].suffix);
+                if (k < 0 || (size_t) k >= len - off)
+                        break;
+                off += (size_t) k;
+                span -= n * table[i].usec;
+        }
+        return buf;
+}
+
+char *format_relative(char *buf, size_t len, usec_t when, usec_t now) {
+        char span[64];
+        usec_t d;
+
+        if (when == 0) {
+                snprintf(buf, len, "n/a");
+                return buf;
+        }
+        d = when > now ? when - now : now - when;
+        /* Coarsen to the biggest unit so "3min ago" reads like systemctl, not "3min 2s 41ms ago". */
+        if (d >= USEC_PER_DAY)
+                d -= d % USEC_PER_HOUR;
+        else if (d >= USEC_PER_HOUR)
+                d -= d % USEC_PER_MINUTE;
+        else if (d >= USEC_PER_MINUTE)
+                d -= d % USEC_PER_SEC;
+        else if (d >= USEC_PER_SEC)
+                d -= d % USEC_PER_SEC;
+        else
+                d -= d % USEC_PER_MSEC;
+        format_timespan(span, sizeof(span), d);
+        if (when > now)
+                snprintf(buf, len, "in %s", span);
+        else if (d == 0)
+                snprintf(buf, len, "now");
+        else
+                snprintf(buf, len, "%s ago", span);
+        return buf;
+}

@@ -1,0 +1,29 @@
+/* time-util.h: clocks, systemd-style time spans ("500ms", "8s", "2min") and their formatting. */
+#pragma once
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef uint64_t usec_t;
+
+#define USEC_INFINITY ((usec_t) UINT64_MAX)
+#define USEC_PER_MSEC ((usec_t) 1000ULL)
+#define USEC_PER_SEC ((usec_t) 1000000ULL)
+#define USEC_PER_MINUTE (60ULL * USEC_PER_SEC)
+#define USEC_PER_HOUR (60ULL * USEC_PER_MINUTE)
+#define USEC_PER_DAY (24ULL * USEC_PER_HOUR)
+
+usec_t now_realtime_usec(void);
+usec_t now_monotonic_usec(void);
+
+/* Parses a span in systemd's syntax; a bare number is seconds. "infinity" gives USEC_INFINITY. */
+int parse_timespan(const char *s, usec_t *ret);
+/* "1min 30s", "500ms", "0". */
+char *format_timespan(char *buf, size_t len, usec_t span);
+/* "3min ago", "in 2s", relative to now (both realtime usec). */
+char *format_relative(char *buf, size_t len, usec_t when, usec_t now);
+
+/* Unix seconds (as a JSON number with fractional part) from realtime usec. */
+static inline double usec_to_unix_seconds(usec_t u) {
+        return (double) u / (double) USEC_PER_SEC;
+}

@@ -1,0 +1,1 @@
+# ctl/: (rules added as this part is built)

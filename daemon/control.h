@@ -1,0 +1,95 @@
+/* control.h: the control plane's context. One struct owns the event loop, the settings, the store,
+ * the HTTP server and the bus; everything else receives a Control * and borrows from it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "protocol.h"
+#include "time-util.h"
+
+typedef struct Store Store;
+typedef struct HttpServer HttpServer;
+typedef struct AuditEvent AuditEvent;
+
+typedef struct ControlSettings {
+        char *config;
+        char *listen;            /* ADDR:PORT, used when no socket is passed by systemd */
+        char *database;
+        char *synchronous;       /* "full" (default) or "normal" (may lose the last commits on power loss) */
+        char *admin_token_file;
+        char *admin_token_previous_file;
+        char *worker_token_file;
+        char *worker_token_previous_file;
+        char *metrics_token_file;
+        char *log_level;
+
+        usec_t lease_timeout;       /* an assignment's lease length, renewed by each heartbeat */
+        usec_t disconnect_timeout;  /* heartbeat age after which a worker is DISCONNECTED */
+        usec_t heartbeat_timeout;   /* heartbeat age after which a worker is OFFLINE and its jobs LOST */
+        usec_t reconcile_interval;
+        usec_t retry_backoff;       /* base of the exponential backoff before a retry */
+        usec_t retry_backoff_max;   /* its cap */
+        double retry_jitter;        /* fraction of the backoff added at random, 0..1 */
+
+        usec_t aging_window;              /* a pending job gains one priority per window waited; 0 = off */
+        int64_t max_retry_jobs_per_worker;/* retried jobs one worker may hold at once; 0 = no limit */
+        int64_t preempt_priority_floor;   /* jobs at or above this priority are "high" */
+        int64_t preempt_backlog;          /* high backlog above this hands out only high jobs; 0 = off */
+
+        int64_t job_retention_days;    /* terminal jobs (and their artifact records) */
+        int64_t event_retention_days;  /* audit events */
+        usec_t retention_interval;     /* how often the retention sweep runs */
+
+        int64_t max_body_size;      /* bytes; larger requests get 413 */
+        int64_t max_connections;
+        int64_t max_connections_per_ip;
+
+        bool user_bus;              /* D-Bus: own the name on the session bus (development) */
+} ControlSettings;
+
+typedef struct ControlCounters {
+        uint64_t submitted, claimed, completed, failed, retried, lost, aborted, refused;
+        uint64_t journal_failures; /* audit events whose journal copy could not be sent */
+} ControlCounters;
+
+/* Called after an audit event's transaction has committed (journal copy, D-Bus signals, live
+ * event streams, worker wake-ups). Listeners must not write to the store. */
+typedef void (*ControlEventListener)(void *userdata, const AuditEvent *event);
+
+#define CONTROL_MAX_LISTENERS 8
+
+typedef struct Control {
+        sd_event *event;
+        ControlSettings settings;
+        int argc;   /* kept for SIGHUP: the command line is re-applied over the reloaded file */
+        char **argv;
+
+        Store *store;
+        HttpServer *http;
+        sd_bus *bus;
+
+        /* Tokens as currently loaded; the previous ones are accepted during rotation. */
+        char *admin_token, *admin_token_previous;
+        char *worker_token, *worker_token_previous;
+        char *metrics_token;
+
+        sd_event_source *reconcile_timer;
+        sd_event_source *retention_timer;
+        sd_event_source *status_timer;
+
+        ControlCounters counters;
+        struct {
+                ControlEventListener fn;
+                void *userdata;
+        } listeners[CONTROL_MAX_LISTENERS];
+        size_t n_listeners;
+
+        usec_t started_at;
+        bool shutting_down;
+} Control;
+
+int control_add_listener(Control *c, ControlEventListener fn, void *userdata);
+void control_emit(Control *c, const AuditEvent *event);

@@ -1,0 +1,1 @@
+# daemon/: (rules added as this part is built)

@@ -1,0 +1,1 @@
+# dbus/: (rules added as this part is built)

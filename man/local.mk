@@ -1,0 +1,1 @@
+# man/: (rules added as this part is built)

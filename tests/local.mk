@@ -1,0 +1,1 @@
+# tests/: (rules added as this part is built)

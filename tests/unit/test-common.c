@@ -1,0 +1,157 @@
+/* test-common.c: time spans, string vectors, JSON validation, option precedence and crypto helpers. */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "conf.h"
+#include "crypto.h"
+#include "fs-util.h"
+#include "json-util.h"
+#include "strv.h"
+#include "tap.h"
+#include "time-util.h"
+
+static void test_timespan_parses_systemd_syntax(void) {
+        usec_t u = 0;
+        ok(parse_timespan("500ms", &u) == 0 && u == 500 * USEC_PER_MSEC, "500ms");
+        ok(parse_timespan("8s", &u) == 0 && u == 8 * USEC_PER_SEC, "8s");
+        ok(parse_timespan("2min", &u) == 0 && u == 2 * USEC_PER_MINUTE, "2min");
+        ok(parse_timespan("1min 30s", &u) == 0 && u == 90 * USEC_PER_SEC, "1min 30s");
+        ok(parse_timespan("7", &u) == 0 && u == 7 * USEC_PER_SEC, "bare number is seconds");
+        ok(parse_timespan("1.5s", &u) == 0 && u == 1500 * USEC_PER_MSEC, "fractions");
+        ok(parse_timespan("infinity", &u) == 0 && u == USEC_INFINITY, "infinity");
+        ok(parse_timespan("", &u) < 0, "empty refused");
+        ok(parse_timespan("-1s", &u) < 0, "negative refused");
+        ok(parse_timespan("5 parsecs", &u) < 0, "unknown unit refused");
+}
+
+static void test_timespan_formats(void) {
+        char buf[64];
+        is_str(format_timespan(buf, sizeof(buf), 90 * USEC_PER_SEC), "1min 30s", "format 90s");
+        is_str(format_timespan(buf, sizeof(buf), 500 * USEC_PER_MSEC), "500ms", "format 500ms");
+        usec_t now = 1000 * USEC_PER_DAY;
+        is_str(format_relative(buf, sizeof(buf), now - 3 * USEC_PER_MINUTE - 2 * USEC_PER_SEC, now), "3min 2s ago",
+               "relative past");
+        is_str(format_relative(buf, sizeof(buf), now + 2 * USEC_PER_SEC, now), "in 2s", "relative future");
+}
+
+static void test_strv(void) {
+        _cleanup_strv_free_ char **l = NULL;
+        ok(strv_split("gpu, cuda  linux", ", ", &l) == 0, "split");
+        is_int(strv_length(l), 3, "three items");
+        ok(strv_contains(l, "cuda") && !strv_contains(l, "x"), "contains");
+        _cleanup_free_ char *j = strv_join(l, ",");
+        is_str(j, "gpu,cuda,linux", "join");
+}
+
+static void test_json_validation_names_the_field(void) {
+        _cleanup_json_ json_object *o = NULL;
+        JsonError err = {};
+        const char *s;
+        int64_t i;
+
+        ok(json_parse_object("{\"a\": 1", 7, &o, &err) < 0, "truncated JSON refused");
+        ok(json_parse_object("[1]", 3, &o, &err) < 0, "non-object refused");
+        ok(json_parse_object("{} x", 4, &o, &err) < 0, "trailing garbage refused");
+        ok(json_parse_object("{\"command\": 5, \"n\": 3, \"big\": 1e300}", 36, &o, &err) == 0, "object parsed");
+        ok(json_get_string(o, "command", 10, true, &s, &err) == -EINVAL && strstr(err.message, "command"),
+           "wrong type names the field: %s", err.message);
+        ok(json_get_string(o, "missing", 10, false, &s, &err) == -ENOENT, "absent optional is ENOENT");
+        ok(json_get_string(o, "missing", 10, true, &s, &err) == -EINVAL, "absent required is EINVAL");
+        ok(json_get_int64(o, "n", 0, 2, true, &i, &err) == -EINVAL, "range checked");
+        ok(json_get_int64(o, "n", 0, 5, true, &i, &err) == 0 && i == 3, "int read");
+        ok(json_get_int64(o, "big", 0, INT64_MAX, true, &i, &err) == -EINVAL, "huge double refused as int");
+}
+
+typedef struct TestSettings {
+        char *listen;
+        usec_t timeout;
+        int64_t slots;
+        bool flag;
+        char **caps;
+        char *config;
+} TestSettings;
+
+static const ConfOption test_options[] = {
+        { "listen", 0, CONF_STRING, offsetof(TestSettings, listen), "127.0.0.1:1", "ADDR", "listen", 0, 0 },
+        { "timeout", 0, CONF_TIMESPAN, offsetof(TestSettings, timeout), "10s", "SPAN", "timeout", 0, 0 },
+        { "slots", 0, CONF_INT, offsetof(TestSettings, slots), "1", "N", "slots", 1, 64 },
+        { "flag", 0, CONF_BOOL, offsetof(TestSettings, flag), "no", NULL, "flag", 0, 0 },
+        { "capabilities", 0, CONF_STRV, offsetof(TestSettings, caps), NULL, "LIST", "caps", 0, 0 },
+        { "config", 0, CONF_STRING, offsetof(TestSettings, config), NULL, "FILE", "config", 0, 0 },
+};
+static const ConfProgram test_program = {
+        .name = "test", .section = "test", .summary = "", .usage_args = "", .default_config = "/nonexistent",
+        .options = test_options, .n_options = ELEMENTSOF(test_options),
+};
+
+static void test_conf_precedence_flag_env_file_default(void) {
+        char path[] = "/tmp/entropy-test-conf-XXXXXX";
+        int fd = mkstemp(path);
+        const char *text = "[test]\nlisten = file:1\ntimeout = 3s\nslots = 4\n[other]\nbogus = 1\n";
+        if (fd < 0 || write(fd, text, strlen(text)) < 0)
+                tap_bail("cannot write temp config");
+        close(fd);
+
+        setenv("ENTROPY_TIMEOUT", "2s", 1);
+        setenv("ENTROPY_CAPABILITIES", "gpu,cuda", 1);
+        char *argv[] = { "test", "--config", path, "--slots=9", "--flag", NULL };
+        TestSettings s = {};
+        int r = conf_load(&test_program, 5, argv, &s, NULL);
+        is_int(r, 0, "conf_load succeeds");
+        is_str(s.listen, "file:1", "file beats default");
+        ok(s.timeout == 2 * USEC_PER_SEC, "env beats file");
+        is_int(s.slots, 9, "flag beats file");
+        ok(s.flag, "bare boolean flag means yes");
+        ok(strv_length(s.caps) == 2 && strv_contains(s.caps, "gpu"), "list from env");
+        conf_free(&test_program, &s);
+
+        char *bad[] = { "test", "--config", path, "--slots=99", NULL };
+        TestSettings t = {};
+        ok(conf_load(&test_program, 4, bad, &t, NULL) < 0, "out-of-range flag refused");
+        conf_free(&test_program, &t);
+
+        char *missing[] = { "test", "--config", "/nonexistent/x.conf", NULL };
+        TestSettings m = {};
+        ok(conf_load(&test_program, 3, missing, &m, NULL) < 0, "explicit missing config file refused");
+        conf_free(&test_program, &m);
+        unsetenv("ENTROPY_TIMEOUT");
+        unsetenv("ENTROPY_CAPABILITIES");
+        unlink(path);
+}
+
+static void test_crypto(void) {
+        char hex[SHA256_HEX_SIZE], id1[RANDOM_ID_SIZE], id2[RANDOM_ID_SIZE];
+        ok(sha256_hex("abc", 3, hex) == 0, "sha256");
+        is_str(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256 of abc");
+        ok(random_id(id1) == 0 && random_id(id2) == 0 && !streq(id1, id2) && strlen(id1) == 32, "random ids");
+        ok(streq_consttime("token", "token") && !streq_consttime("token", "tokem") &&
+                   !streq_consttime("token", "token2") && !streq_consttime(NULL, "x"),
+           "constant-time compare");
+}
+
+static void test_durable_write(void) {
+        char dir[] = "/tmp/entropy-test-fs-XXXXXX";
+        _cleanup_free_ char *path = NULL, *back = NULL;
+        struct stat st;
+        if (!mkdtemp(dir) || asprintf(&path, "%s/f", dir) < 0)
+                tap_bail("mkdtemp");
+        ok(write_file_durable(path, "hello", 5, 0600) == 0, "durable write");
+        ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "mode 0600");
+        ok(read_full_file(path, 100, &back, NULL) == 0 && streq(back, "hello"), "read back");
+        free(back);
+        back = NULL;
+        ok(read_full_file(path, 3, &back, NULL) == -EFBIG, "size limit enforced");
+        unlink(path);
+        rmdir(dir);
+}
+
+int main(void) {
+        test_timespan_parses_systemd_syntax();
+        test_timespan_formats();
+        test_strv();
+        test_json_validation_names_the_field();
+        test_conf_precedence_flag_env_file_default();
+        test_crypto();
+        test_durable_write();
+        return tap_done();
+}

@@ -1,0 +1,1 @@
+# units/: (rules added as this part is built)

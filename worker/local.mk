@@ -1,0 +1,1 @@
+# worker/: (rules added as this part is built)
