@@ -89,7 +89,13 @@ typedef struct Control {
 
         usec_t started_at;
         bool shutting_down;
+
+        /* Tests only: when non-zero, control_now() returns it instead of the realtime clock. */
+        usec_t clock_override;
 } Control;
+
+/* The realtime clock the control plane's decisions use (leases, ages, backoff). */
+usec_t control_now(const Control *c);
 
 int control_add_listener(Control *c, ControlEventListener fn, void *userdata);
 void control_emit(Control *c, const AuditEvent *event);

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds, and runs Entropy's whole test suite:
+#   1. unit and integration tests (make check) in a normal build;
+#   2. the same suite in a build with AddressSanitizer and UndefinedBehaviorSanitizer;
+#   3. the system tests on a booted systemd in containers (make check-system), as root.
+# Run as root on Debian 12. Exits non-zero when anything failed.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+jobs=$(nproc 2>/dev/null || echo 2)
+started=$(date +%s)
+
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/install-deps.sh all
+else
+    echo "test.sh: not root, not installing packages; the system tests will be skipped" >&2
+fi
+
+[ -x configure ] || ./autogen.sh
+
+summary=()
+total_pass=0 total_fail=0 total_skip=0
+status=0
+
+# Adds the counts of a finished `make check` run (from its test-suite.log) to the totals.
+count_results() {
+    local log=$1 label=$2 p f s e x
+    p=$(sed -n 's/^# PASS: *//p' "$log" | head -n1)
+    f=$(sed -n 's/^# FAIL: *//p' "$log" | head -n1)
+    s=$(sed -n 's/^# SKIP: *//p' "$log" | head -n1)
+    e=$(sed -n 's/^# ERROR: *//p' "$log" | head -n1)
+    x=$(sed -n 's/^# XPASS: *//p' "$log" | head -n1)
+    p=${p:-0} f=$(( ${f:-0} + ${e:-0} + ${x:-0} )) s=${s:-0}
+    total_pass=$(( total_pass + p )) total_fail=$(( total_fail + f )) total_skip=$(( total_skip + s ))
+    summary+=("$label: $p passed, $f failed, $s skipped")
+}
+
+# run_suite NAME CONFIGURE-ARGS... : builds in build/NAME and runs make check there.
+run_suite() {
+    local name=$1; shift
+    local dir="$top/build/$name"
+    mkdir -p "$dir"
+    echo "=== $name: configure $*"
+    (cd "$dir" && "$top/configure" -q "$@")
+    echo "=== $name: build"
+    make -C "$dir" -j"$jobs" >/dev/null
+    echo "=== $name: make check"
+    if ! make -C "$dir" -j"$jobs" check; then
+        status=1
+        # Show what failed, in full, where CI keeps it.
+        [ -f "$dir/test-suite.log" ] && cat "$dir/test-suite.log"
+    fi
+    [ -f "$dir/test-suite.log" ] && count_results "$dir/test-suite.log" "$name"
+}
+
+run_suite default
+run_suite sanitizers --enable-sanitizers
+
+if [ "$(id -u)" -eq 0 ]; then
+    echo "=== system tests (booted systemd in containers)"
+    if ! make -C "$top/build/default" check-system; then
+        status=1
+        [ -f "$top/build/default/tests/system/test-suite.log" ] && cat "$top/build/default/tests/system/test-suite.log"
+    fi
+    for log in "$top"/build/default/tests/system/test-suite.log; do
+        [ -f "$log" ] && count_results "$log" "system"
+    done
+else
+    echo "SKIP: system tests need root"
+    total_skip=$(( total_skip + 1 ))
+fi
+
+echo
+echo "=== summary ($(( $(date +%s) - started ))s)"
+for line in "${summary[@]}"; do echo "  $line"; done
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+[ "$total_fail" -eq 0 ] || status=1
+exit $status

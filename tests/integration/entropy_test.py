@@ -1,0 +1,430 @@
+"""entropy_test: the harness for Entropy's integration tests.
+
+Tests start the real daemons from the build tree on 127.0.0.1, speak to them only through their
+public interfaces (HTTP, D-Bus, the CLI) and print TAP for automake's tap-driver.sh.
+
+    from entropy_test import test, run, ControlPlane
+
+    @test
+    def test_submit_returns_pending(t):
+        cp = t.control_plane()
+        status, body = cp.admin("POST", "/jobs", {"command": "true"})
+        t.eq(status, 201, "submit answers 201")
+
+    if __name__ == "__main__":
+        run()
+
+Every test gets a fresh context `t` whose daemons and temporary files are cleaned up after it,
+whatever happens. Waiting is on events (the daemon's sd_notify READY) or bounded polling of an
+observable condition with `t.wait_for`, never a fixed sleep.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILDDIR = os.environ.get("ENTROPY_BUILDDIR", os.getcwd())
+SRCDIR = os.environ.get("ENTROPY_SRCDIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KEEP_TMP = bool(os.environ.get("ENTROPY_KEEP_TMP"))
+# e.g. ENTROPY_TEST_WRAPPER="valgrind --leak-check=full --error-exitcode=99"
+WRAPPER = os.environ.get("ENTROPY_TEST_WRAPPER", "").split()
+# Timeouts scale up under slow wrappers (valgrind) or loaded machines.
+TIME_SCALE = float(os.environ.get("ENTROPY_TIME_SCALE", "3" if WRAPPER else "1"))
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+WORKER_TOKEN = "worker-token-0123456789abcdef"
+
+
+def binary(name):
+    """Path of a program built in this tree (entropy-control, entropy-worker, entropyctl)."""
+    for sub in ("", "daemon", "worker", "ctl"):
+        p = os.path.join(BUILDDIR, sub, name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    raise FileNotFoundError(f"{name} is not built in {BUILDDIR}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TestFailure(Exception):
+    pass
+
+
+class Http:
+    """A keep-alive HTTP/1.1 client for one server, reconnecting when the server closed the link."""
+
+    def __init__(self, host, port, token=None, timeout=10.0):
+        self.host, self.port, self.token, self.timeout = host, port, token, timeout
+        self.conn = None
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+            self.conn = None
+
+    def raw(self, method, path, body=None, headers=None):
+        """Sends bytes as they are; returns (status, headers dict, body bytes)."""
+        hdrs = dict(headers or {})
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                self.conn.connect()
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                self.conn.request(method, path, body=body, headers=hdrs)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                # A kept-alive connection the server closed meanwhile: one fresh try.
+                self.close()
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def request(self, method, path, body=None, token=None, headers=None):
+        """JSON in, JSON out: returns (status, decoded body or None). token=False sends none."""
+        hdrs = dict(headers or {})
+        tok = self.token if token is None else token
+        if tok:
+            hdrs["X-API-Token"] = tok
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        status, rh, raw = self.raw(method, path, data, hdrs)
+        if not raw:
+            return status, None
+        if rh.get("content-type", "").startswith("application/json"):
+            return status, json.loads(raw)
+        return status, raw.decode("utf-8", "replace")
+
+
+class Daemon:
+    """A program from the build tree run as a child, its output kept in a log file."""
+
+    def __init__(self, ctx, name, argv, env=None, notify=True, pass_fds=()):
+        self.ctx, self.name, self.argv = ctx, name, argv
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.notify = notify
+        self.pass_fds = pass_fds
+        self.proc = None
+        self.log_path = os.path.join(ctx.tmp, f"{name}.log")
+        self.notify_sock = None
+        self.status_messages = []
+
+    def start(self, wait_ready=True, timeout=10.0):
+        if self.notify:
+            path = os.path.join(self.ctx.tmp, f"{self.name}.notify")
+            if os.path.exists(path):
+                os.unlink(path)
+            self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify_sock.bind(path)
+            self.env["NOTIFY_SOCKET"] = path
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(WRAPPER + self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, pass_fds=self.pass_fds)
+        log.close()
+        self.ctx.cleanups.append(self.cleanup)
+        if wait_ready and self.notify:
+            self.wait_notify("READY=1", timeout)
+        return self
+
+    def wait_notify(self, what, timeout=10.0):
+        """Waits for an sd_notify message containing `what` (e.g. READY=1); returns the message."""
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TestFailure(f"{self.name}: no '{what}' notification in {timeout}s\n{self.log_tail()}")
+            if self.proc.poll() is not None:
+                raise TestFailure(f"{self.name} exited with {self.proc.returncode} before '{what}'\n"
+                                  f"{self.log_tail()}")
+            self.notify_sock.settimeout(min(remaining, 0.2))
+            try:
+                msg = self.notify_sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            self.status_messages.append(msg)
+            if what in msg.split("\n"):
+                return msg
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill9(self):
+        """A crash: SIGKILL, nothing flushed or cleaned up by the process."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout * TIME_SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise TestFailure(f"{self.name} did not exit within {timeout}s of SIGTERM\n{self.log_tail()}")
+        return self.proc.returncode
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                data = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(f"  {self.name}| {l}" for l in data[-lines:])
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.notify_sock:
+            self.notify_sock.close()
+            self.notify_sock = None
+
+
+# Short intervals so that time-dependent behaviour shows within a test's budget.
+FAST_CONTROL = {
+    "lease-timeout": "1500ms",
+    "disconnect-timeout": "700ms",
+    "heartbeat-timeout": "1500ms",
+    "reconcile-interval": "100ms",
+    "retry-backoff": "100ms",
+    "retry-backoff-max": "1s",
+}
+
+
+class ControlPlane(Daemon):
+    """entropy-control on 127.0.0.1 with a fresh database and token files."""
+
+    def __init__(self, ctx, options=None, env=None, name="control", state_dir=None):
+        self.state_dir = state_dir or os.path.join(ctx.tmp, name)
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.port = free_port()
+        self.admin_token_file = os.path.join(self.state_dir, "admin-token")
+        self.worker_token_file = os.path.join(self.state_dir, "worker-token")
+        for path, tok in ((self.admin_token_file, ADMIN_TOKEN), (self.worker_token_file, WORKER_TOKEN)):
+            if not os.path.exists(path):
+                with open(path, "w") as f:
+                    f.write(tok + "\n")
+                os.chmod(path, 0o600)
+        self.database = os.path.join(self.state_dir, "control.db")
+        opts = dict(FAST_CONTROL)
+        opts.update({
+            "listen": f"127.0.0.1:{self.port}",
+            "database": self.database,
+            "admin-token-file": self.admin_token_file,
+            "worker-token-file": self.worker_token_file,
+            "config": "",
+        })
+        opts.update(options or {})
+        argv = [binary("entropy-control")] + [f"--{k}={v}" for k, v in opts.items() if v is not None]
+        super().__init__(ctx, name, argv, env=env)
+        self.options = opts
+        self.http = Http("127.0.0.1", self.port)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def restart(self, wait_ready=True):
+        """Starts the same control plane again (same port, database and tokens) after a stop or crash."""
+        self.http.close()
+        return self.start(wait_ready=wait_ready)
+
+    def admin(self, method, path, body=None, **kw):
+        return self.http.request(method, path, body, token=kw.pop("token", ADMIN_TOKEN), **kw)
+
+    def worker(self, method, path, body=None, **kw):
+        return self.http.request(method, path, body, token=kw.pop("token", WORKER_TOKEN), **kw)
+
+    def submit(self, command="true", **fields):
+        fields["command"] = command
+        status, body = self.admin("POST", "/jobs", fields)
+        if status != 201:
+            raise TestFailure(f"submit failed: {status} {body}")
+        return body["job_id"]
+
+    def job(self, job_id):
+        status, body = self.admin("GET", f"/jobs/{job_id}")
+        if status != 200:
+            raise TestFailure(f"GET /jobs/{job_id}: {status} {body}")
+        return body
+
+    def events(self, **filters):
+        q = "&".join(f"{k}={v}" for k, v in filters.items())
+        status, body = self.admin("GET", "/events" + (f"?{q}" if q else ""))
+        if status != 200:
+            raise TestFailure(f"GET /events: {status} {body}")
+        return body
+
+    def wait_job_state(self, job_id, states, timeout=10.0):
+        """Waits until the job is in one of `states` (a name or a list); returns the job."""
+        if isinstance(states, str):
+            states = [states]
+        box = {}
+
+        def reached():
+            box["job"] = self.job(job_id)
+            return box["job"]["status"] in states
+        self.ctx.wait_for(reached, timeout, f"job {job_id} to reach {'/'.join(states)}",
+                          lambda: f"last seen: {box.get('job', {}).get('status')}")
+        return box["job"]
+
+
+class Context:
+    """One test's resources: a temporary directory and everything to clean up after it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.tmp = tempfile.mkdtemp(prefix=f"entropy-{name[:40]}-")
+        self.cleanups = []
+        self.failures = []
+        self.daemons = []
+
+    # -- resources ---------------------------------------------------------------------------
+    def control_plane(self, start=True, **kw):
+        cp = ControlPlane(self, **kw)
+        self.daemons.append(cp)
+        if start:
+            cp.start()
+        return cp
+
+    def daemon(self, name, argv, **kw):
+        d = Daemon(self, name, argv, **kw)
+        self.daemons.append(d)
+        return d
+
+    def run_cmd(self, argv, env=None, timeout=30.0, input=None):
+        """Runs a command to completion; returns CompletedProcess with text stdout/stderr."""
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run(argv, env=e, capture_output=True, text=True, timeout=timeout * TIME_SCALE,
+                              input=input)
+
+    # -- waiting -----------------------------------------------------------------------------
+    def wait_for(self, predicate, timeout=10.0, what="condition", detail=None, interval=0.02):
+        """Polls an observable condition until true, bounded by `timeout` seconds."""
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        while True:
+            v = predicate()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                extra = f" ({detail()})" if detail else ""
+                raise TestFailure(f"timed out after {timeout}s waiting for {what}{extra}")
+            time.sleep(interval)
+
+    # -- assertions (recorded; the test goes on) ---------------------------------------------
+    def ok(self, cond, desc):
+        if not cond:
+            self.failures.append(desc)
+        return bool(cond)
+
+    def eq(self, got, want, desc):
+        if got != want:
+            self.failures.append(f"{desc}: got {got!r}, want {want!r}")
+            return False
+        return True
+
+    def require(self, cond, desc):
+        """Like ok(), but stops the test: for what later steps depend on."""
+        if not cond:
+            raise TestFailure(desc)
+
+    def close(self):
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:  # cleanup must go on
+                print(f"# cleanup error: {e}")
+        if not KEEP_TMP:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_tests = []
+
+
+def test(fn):
+    """Registers a test function taking a Context."""
+    _tests.append(fn)
+    return fn
+
+
+def skip_all(reason):
+    """No test can run here: a TAP skip plan. Outside automake's driver, exit 77."""
+    print(f"1..0 # SKIP {reason}")
+    sys.stdout.flush()
+    sys.exit(0 if os.environ.get("ENTROPY_BUILDDIR") else 77)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        skip_all("needs root")
+
+
+def _diag(text):
+    for line in str(text).splitlines():
+        print(f"# {line}")
+
+
+def run():
+    """Runs the registered tests (or those named on the command line) and prints TAP."""
+    selected = [t for t in _tests if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]]
+    failed = 0
+    for n, fn in enumerate(selected, 1):
+        ctx = Context(fn.__name__)
+        started = time.monotonic()
+        error = None
+        try:
+            fn(ctx)
+            for d in ctx.daemons:
+                # A daemon that died on its own during the test (crash, sanitizer report) fails it.
+                if d.proc and d.proc.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM) \
+                        and not getattr(d, "expect_exit", False):
+                    ctx.failures.append(f"{d.name} exited with status {d.proc.returncode}\n{d.log_tail()}")
+        except Exception as e:
+            error = e
+        ctx_tail = "\n".join(d.log_tail() for d in ctx.daemons) if (error or ctx.failures) else ""
+        ctx.close()
+        elapsed = time.monotonic() - started
+        if error is None and not ctx.failures:
+            print(f"ok {n} - {fn.__name__} ({elapsed:.1f}s)")
+        else:
+            failed += 1
+            print(f"not ok {n} - {fn.__name__} ({elapsed:.1f}s)")
+            for f in ctx.failures:
+                _diag(f)
+            if error is not None:
+                _diag("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            _diag(ctx_tail)
+        sys.stdout.flush()
+    print(f"1..{len(selected)}")
+    sys.exit(1 if failed else 0)
