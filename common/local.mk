@@ -9,7 +9,8 @@ libentropy_common_a_SOURCES = \
 	common/crypto.c common/crypto.h \
 	common/json-util.c common/json-util.h \
 	common/conf.c common/conf.h \
-	common/protocol.c common/protocol.h
+	common/protocol.c common/protocol.h \
+	common/signed-token.c common/signed-token.h
 libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS)
 COMMON_LIBS = libentropy-common.a $(JSONC_LIBS) $(GNUTLS_LIBS) $(INIH_LIBS) -lm
 
@@ -18,3 +19,8 @@ TESTS += tests/unit/test-common
 tests_unit_test_common_SOURCES = tests/unit/test-common.c tests/tap.h
 tests_unit_test_common_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
 tests_unit_test_common_LDADD = $(COMMON_LIBS)
+
+check_PROGRAMS += tests/unit/test-signed-token
+TESTS += tests/unit/test-signed-token
+tests_unit_test_signed_token_SOURCES = tests/unit/test-signed-token.c tests/tap.h
+tests_unit_test_signed_token_LDADD = $(COMMON_LIBS)
