@@ -10,6 +10,7 @@ libentropy_common_a_SOURCES = \
 	common/json-util.c common/json-util.h \
 	common/conf.c common/conf.h \
 	common/protocol.c common/protocol.h \
+	common/wake-proto.c common/wake-proto.h \
 	common/signed-token.c common/signed-token.h
 libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS)
 COMMON_LIBS = libentropy-common.a $(JSONC_LIBS) $(GNUTLS_LIBS) $(INIH_LIBS) -lm

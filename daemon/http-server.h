@@ -6,6 +6,8 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #include "macro.h"
@@ -13,28 +15,90 @@
 struct MHD_Connection;
 
 typedef struct HttpRequest {
-        const char *method;  /* "GET", "POST", ... */
-        const char *path;    /* without the query string */
-        const char *body;    /* NUL-terminated; body_size excludes the NUL */
+        const char *method; /* "GET", "POST", ... */
+        const char *path;   /* without the query string */
+        const char *body;   /* NUL-terminated; body_size excludes the NUL */
         size_t body_size;
         const char *request_id; /* X-Request-ID as sent (validated), or NULL */
         char remote[64];        /* peer address, for audit of refused requests */
         struct MHD_Connection *connection;
 } HttpRequest;
 
+#define HTTP_RESPONSE_MAX_HEADERS 4
+
 typedef struct HttpResponse {
         unsigned status;
         char *body; /* owned, may be NULL for an empty body */
         size_t body_size;
         const char *content_type; /* static string; defaults to application/json */
+        /* Extra headers (e.g. Allow on a 405); names are static strings, values owned. */
+        struct {
+                const char *name;
+                char *value;
+        } headers[HTTP_RESPONSE_MAX_HEADERS];
+        size_t n_headers;
+        /* A streamed body (server-sent events) instead of body: libmicrohttpd calls stream_read
+         * (an MHD_ContentReaderCallback) as the client can take more, and stream_free once the
+         * connection is done. The request stays in flight until then. */
+        ssize_t (*stream_read)(void *userdata, uint64_t pos, char *buf, size_t max);
+        void (*stream_free)(void *userdata);
+        void *stream_userdata;
 } HttpResponse;
 
 /* Query-string argument, or NULL. */
 const char *http_request_query(const HttpRequest *req, const char *key);
 const char *http_request_header(const HttpRequest *req, const char *name);
 
-/* Fill a response. They return 0, or -ENOMEM. */
+/* Fill a response (replacing whatever it held). They return 0, or -ENOMEM.
+ * http_response_json() serializes body and leaves it to the caller (borrowed: put it yourself);
+ * http_response_text() takes ownership of body (malloc'd). */
 int http_response_json(HttpResponse *resp, unsigned status, json_object *body);
 int http_response_error(HttpResponse *resp, unsigned status, const char *format, ...) _printf_(3, 4);
 int http_response_text(HttpResponse *resp, unsigned status, const char *content_type, char *body, size_t size);
+/* Adds a header (name: a static string; value copied). -E2BIG past HTTP_RESPONSE_MAX_HEADERS. */
+int http_response_add_header(HttpResponse *resp, const char *name, const char *value);
 void http_response_done(HttpResponse *resp);
+
+/* X-Request-ID as the server accepts it: 1..128 printable ASCII characters. */
+#define HTTP_REQUEST_ID_MAX 128
+bool http_request_id_valid(const char *id);
+
+/* --- The server ------------------------------------------------------------------------------ */
+
+typedef struct HttpServer HttpServer;
+
+/* Called once per complete request (headers and body read and bounded). It fills resp and returns
+ * 0; a negative return becomes a 500 JSON error. */
+typedef int (*HttpDispatch)(void *userdata, const HttpRequest *req, HttpResponse *resp);
+
+typedef struct HttpServerConfig {
+        const char *listen;              /* ADDR:PORT or [ADDR6]:PORT, bound when no socket is passed */
+        int listen_fd;                   /* an already listening socket (socket activation), or -1 */
+        size_t max_body_size;            /* larger bodies get 413 */
+        unsigned max_connections;        /* 0: the library's default */
+        unsigned max_connections_per_ip; /* 0: no limit */
+        unsigned connection_timeout_sec; /* idle connections are closed after this */
+        size_t connection_memory_limit;  /* per-connection buffer: bounds the request line + headers */
+        /* TLS (issue 7) adds its certificate, key and priorities here; http-server.c turns them into
+         * MHD_USE_TLS and MHD_OPTION_HTTPS_* in one place (server_options()). */
+} HttpServerConfig;
+
+/* The socket systemd passed (exactly one stream socket expected), or -ENOENT when none was
+ * passed. Clears $LISTEN_FDS so that children do not inherit it. */
+int http_listen_fd_from_systemd(void);
+
+/* Starts serving on cfg's socket from e; returns with the listening socket open. */
+int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispatch, void *userdata, HttpServer **ret);
+/* Runs the server at the next loop iteration: for code that resumed a suspended connection
+ * (MHD_resume_connection) outside the server's own callbacks. */
+void http_server_wake(HttpServer *s);
+/* Limits that may change at runtime (SIGHUP). */
+void http_server_set_max_body_size(HttpServer *s, size_t max_body_size);
+/* Graceful stop: stops accepting connections, lets the requests in flight finish (answering them
+ * with Connection: close), then calls done. Requests still unfinished after timeout are cut. */
+typedef void (*HttpDrainDone)(HttpServer *s, void *userdata);
+int http_server_drain(HttpServer *s, uint64_t timeout_usec, HttpDrainDone done, void *userdata);
+/* Requests between their headers and the end of their response. */
+unsigned http_server_n_in_flight(const HttpServer *s);
+HttpServer *http_server_free(HttpServer *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);

@@ -9,7 +9,7 @@ build_pkgs=(
     libgnutls28-dev libinih-dev libsqlite3-dev
 )
 test_pkgs=(
-    python3 dbus dbus-daemon curl jq sqlite3 valgrind mandoc clang
+    python3 python3-dbus python3-gi dbus dbus-daemon curl jq sqlite3 valgrind mandoc clang
     libclang-rt-14-dev systemd systemd-container iproute2 util-linux
     beanstalkd prometheus chromium
 )

@@ -1,1 +1,66 @@
-# units/: (rules added as this part is built)
+# units/: systemd units, sysusers.d and tmpfiles.d files; the journal catalog's install rule;
+# the system tests (tests/system/) that check all of them and the packages.
+#
+# Unit files with program paths are built from .in templates (the iwd pattern), so they name
+# the programs where this build installs them.
+units_in_files = \
+	units/entropy-control.service.in \
+	units/entropy-worker.service.in \
+	units/entropy-worker@.service.in
+units_built = \
+	units/entropy-control.service \
+	units/entropy-worker.service \
+	units/entropy-worker@.service
+units_static = \
+	units/entropy-control.socket \
+	units/entropy-worker.socket
+
+systemdsystemunit_DATA += $(units_built) $(units_static)
+CLEANFILES += $(units_built)
+EXTRA_DIST += $(units_in_files) $(units_static)
+
+units_sed = $(SED) \
+	-e 's|@bindir[@]|$(bindir)|g' \
+	-e 's|@sbindir[@]|$(sbindir)|g' \
+	-e 's|@libexecdir[@]|$(libexecdir)|g' \
+	-e 's|@sysconfdir[@]|$(sysconfdir)|g' \
+	-e 's|@localstatedir[@]|$(localstatedir)|g' \
+	-e 's|@PACKAGE_VERSION[@]|$(PACKAGE_VERSION)|g'
+
+$(units_built): Makefile
+	$(AM_V_GEN)$(MKDIR_P) $(@D) && $(units_sed) < $(srcdir)/$@.in > $@.tmp && mv -f $@.tmp $@
+units/entropy-control.service: $(srcdir)/units/entropy-control.service.in
+units/entropy-worker.service: $(srcdir)/units/entropy-worker.service.in
+units/entropy-worker@.service: $(srcdir)/units/entropy-worker@.service.in
+
+# sysusers.d and tmpfiles.d files are installed under the package's name, as those tools expect
+# (entropy.conf, entropy-worker.conf).
+EXTRA_DIST += units/entropy.sysusers units/entropy-worker.sysusers \
+	units/entropy.tmpfiles units/entropy-worker.tmpfiles
+install-data-local: install-units-data-local
+uninstall-local: uninstall-units-data-local
+install-units-data-local:
+	$(MKDIR_P) '$(DESTDIR)$(sysusersdir)' '$(DESTDIR)$(tmpfilesdir)'
+	$(INSTALL_DATA) $(srcdir)/units/entropy.sysusers '$(DESTDIR)$(sysusersdir)/entropy.conf'
+	$(INSTALL_DATA) $(srcdir)/units/entropy-worker.sysusers '$(DESTDIR)$(sysusersdir)/entropy-worker.conf'
+	$(INSTALL_DATA) $(srcdir)/units/entropy.tmpfiles '$(DESTDIR)$(tmpfilesdir)/entropy.conf'
+	$(INSTALL_DATA) $(srcdir)/units/entropy-worker.tmpfiles '$(DESTDIR)$(tmpfilesdir)/entropy-worker.conf'
+uninstall-units-data-local:
+	rm -f '$(DESTDIR)$(sysusersdir)/entropy.conf' '$(DESTDIR)$(sysusersdir)/entropy-worker.conf' \
+	      '$(DESTDIR)$(tmpfilesdir)/entropy.conf' '$(DESTDIR)$(tmpfilesdir)/entropy-worker.conf'
+
+# distcheck installs into a private prefix; systemd's pkg-config file puts units under
+# ${rootprefix} (/lib/systemd/system on Debian), which does not follow --prefix, so point it
+# inside the distcheck prefix.
+AM_DISTCHECK_CONFIGURE_FLAGS = --with-systemdsystemunitdir='$$dc_install_base/lib/systemd/system'
+
+# --- tests/system: unit checks run by `make check` (unprivileged, no container).
+dist_check_SCRIPTS += tests/system/test-units.sh
+TESTS += tests/system/test-units.sh
+
+# --- tests/system: the container suite, as root: `make check-system` (see tests/system/README).
+EXTRA_DIST += tests/system/README tests/system/lib.sh tests/system/run-system-tests.sh
+check-system: all
+	ENTROPY_BUILDDIR='$(abs_top_builddir)' ENTROPY_SRCDIR='$(abs_top_srcdir)' \
+		$(SHELL) $(srcdir)/tests/system/run-system-tests.sh
+.PHONY: check-system install-units-data-local uninstall-units-data-local

@@ -1,1 +1,56 @@
-# worker/: (rules added as this part is built)
+# worker/: entropy-worker. Everything but main() is in a convenience library, so that the unit
+# tests link the same code the daemon runs.
+noinst_LIBRARIES += libentropy-worker.a
+libentropy_worker_a_SOURCES = \
+	worker/worker.h \
+	worker/worker.c \
+	worker/worker-settings.c worker/worker-settings.h \
+	worker/client.c worker/client.h \
+	worker/session.c \
+	worker/run.c \
+	worker/lease.c \
+	worker/wake.c worker/wake.h \
+	worker/executor.c worker/executor.h \
+	worker/artifacts.c worker/artifacts.h \
+	worker/replay.c worker/replay.h \
+	worker/policy.c worker/policy.h \
+	worker/gpu.c worker/gpu.h
+WORKER_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(CURL_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(SQLITE_CFLAGS)
+libentropy_worker_a_CFLAGS = $(WORKER_CFLAGS)
+WORKER_LIBS = libentropy-worker.a $(COMMON_LIBS) $(SYSTEMD_LIBS) $(CURL_LIBS) $(SQLITE_LIBS)
+
+bin_PROGRAMS += entropy-worker
+entropy_worker_SOURCES = worker/worker-main.c
+entropy_worker_CFLAGS = $(WORKER_CFLAGS)
+entropy_worker_LDADD = $(WORKER_LIBS)
+
+# Unit tests of the worker's mechanisms (no control plane needed).
+WORKER_UNIT_TESTS = \
+	tests/unit/test-worker-policy \
+	tests/unit/test-worker-replay \
+	tests/unit/test-worker-wake \
+	tests/unit/test-worker-artifacts \
+	tests/unit/test-worker-executor
+check_PROGRAMS += $(WORKER_UNIT_TESTS)
+TESTS += $(WORKER_UNIT_TESTS)
+tests_unit_test_worker_policy_SOURCES = tests/unit/test-worker-policy.c tests/tap.h
+tests_unit_test_worker_policy_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_policy_LDADD = $(WORKER_LIBS)
+tests_unit_test_worker_replay_SOURCES = tests/unit/test-worker-replay.c tests/tap.h
+tests_unit_test_worker_replay_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_replay_LDADD = $(WORKER_LIBS)
+# wake-send.c is the control plane's half of the protocol; linked here to test both halves.
+tests_unit_test_worker_wake_SOURCES = tests/unit/test-worker-wake.c daemon/wake-send.c daemon/wake-send.h tests/tap.h
+tests_unit_test_worker_wake_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_wake_LDADD = $(WORKER_LIBS)
+tests_unit_test_worker_artifacts_SOURCES = tests/unit/test-worker-artifacts.c tests/tap.h
+tests_unit_test_worker_artifacts_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_artifacts_LDADD = $(WORKER_LIBS)
+tests_unit_test_worker_executor_SOURCES = tests/unit/test-worker-executor.c tests/tap.h
+tests_unit_test_worker_executor_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_executor_LDADD = $(WORKER_LIBS)
+
+# Integration tests against the real entropy-control on 127.0.0.1.
+TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py
+EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
+	tests/integration/worker_harness.py

@@ -378,6 +378,14 @@ def test(fn):
     return fn
 
 
+def todo(reason):
+    """Marks a test as expected to fail until `reason` is resolved."""
+    def mark(fn):
+        fn.todo = reason
+        return fn
+    return mark
+
+
 def skip_all(reason):
     """No test can run here: a TAP skip plan. Outside automake's driver, exit 77."""
     print(f"1..0 # SKIP {reason}")
@@ -415,11 +423,14 @@ def run():
         ctx_tail = "\n".join(d.log_tail() for d in ctx.daemons) if (error or ctx.failures) else ""
         ctx.close()
         elapsed = time.monotonic() - started
+        # A test marked with todo(reason) is expected to fail (TAP "# TODO": XFAIL, and XPASS once
+        # it passes, which tells whoever made it pass to remove the mark).
+        todo = f" # TODO {fn.todo}" if getattr(fn, "todo", None) else ""
         if error is None and not ctx.failures:
-            print(f"ok {n} - {fn.__name__} ({elapsed:.1f}s)")
+            print(f"ok {n} - {fn.__name__} ({elapsed:.1f}s){todo}")
         else:
-            failed += 1
-            print(f"not ok {n} - {fn.__name__} ({elapsed:.1f}s)")
+            failed += 0 if todo else 1
+            print(f"not ok {n} - {fn.__name__} ({elapsed:.1f}s){todo}")
             for f in ctx.failures:
                 _diag(f)
             if error is not None:

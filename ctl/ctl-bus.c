@@ -1,0 +1,588 @@
+/* ctl-bus.c: entropyctl's D-Bus transport: calls org.entropy.Control1.Manager on the system bus
+ * (the session bus with --user-bus) and converts the a{sv} answers into the same JSON objects the
+ * HTTP API returns. `submit --wait` follows the job through JobStateChanged signals. */
+#include <errno.h>
+#include <stdlib.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "json-util.h"
+#include "log.h"
+#include "strv.h"
+
+#define BUS_NAME "org.entropy.Control1"
+#define BUS_PATH "/org/entropy/Control1"
+#define BUS_MANAGER "org.entropy.Control1.Manager"
+/* How long --wait trusts signals alone before it also asks for the job's state: a bus policy
+ * that hides our signals must not make it hang. */
+#define WAIT_POLL_USEC (2 * USEC_PER_SEC)
+
+typedef struct BusBackend {
+        Backend base;
+        sd_bus *bus;
+        sd_bus_slot *state_match;
+        json_object *transitions; /* [[job_id, old, new], ...] seen in signals, oldest first */
+} BusBackend;
+
+static int bus_error_to_errno(const sd_bus_error *err) {
+        if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.NoSuchJob", "org.entropy.Control1.Error.NoSuchWorker",
+                                   SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return -ENOENT;
+        if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.InvalidArgs", SD_BUS_ERROR_INVALID_ARGS))
+                return -EINVAL;
+        if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.AccessDenied", SD_BUS_ERROR_ACCESS_DENIED,
+                                   SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                return -EACCES;
+        if (sd_bus_error_has_name(err, "org.entropy.Control1.Error.Conflict"))
+                return -EBUSY;
+        if (sd_bus_error_has_names(err, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                   SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED, SD_BUS_ERROR_TIMEOUT))
+                return -ECONNREFUSED;
+        if (sd_bus_error_has_name(err, SD_BUS_ERROR_NOT_SUPPORTED))
+                return -EOPNOTSUPP;
+        return -EIO;
+}
+
+static int call_failed(const sd_bus_error *err, int r, CtlError *e) {
+        if (sd_bus_error_is_set(err)) {
+                ctl_error_set(e, 0, "%s", err->message ? err->message : err->name);
+                return bus_error_to_errno(err);
+        }
+        return ctl_error_set(e, r, "D-Bus call failed: %s", strerror(-r));
+}
+
+/* --- variants to JSON ----------------------------------------------------------------------- */
+
+static int read_value(sd_bus_message *m, char type, const char *contents, json_object **ret);
+
+static int read_dict(sd_bus_message *m, json_object **ret) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *contents;
+                json_object *v = NULL;
+                char type;
+
+                r = sd_bus_message_read_basic(m, 's', &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, NULL, &contents);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_enter_container(m, 'v', contents);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, &type, &contents);
+                if (r < 0)
+                        return r;
+                r = read_value(m, type, contents, &v);
+                if (r < 0)
+                        return r;
+                json_object_object_add(o, key, v);
+                r = sd_bus_message_exit_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+static int read_array(sd_bus_message *m, const char *contents, json_object **ret) {
+        _cleanup_json_ json_object *a = json_object_new_array();
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        if (streq(contents, "{sv}"))
+                return read_dict(m, ret);
+        r = sd_bus_message_enter_container(m, 'a', contents);
+        if (r < 0)
+                return r;
+        for (;;) {
+                char type;
+                const char *inner;
+                json_object *v = NULL;
+
+                r = sd_bus_message_peek_type(m, &type, &inner);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                r = read_value(m, type, inner, &v);
+                if (r < 0)
+                        return r;
+                json_object_array_add(a, v);
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+static int read_value(sd_bus_message *m, char type, const char *contents, json_object **ret) {
+        union {
+                uint8_t y;
+                int b;
+                int16_t n;
+                uint16_t q;
+                int32_t i;
+                uint32_t u;
+                int64_t x;
+                uint64_t t;
+                double d;
+                const char *s;
+        } v;
+        int r;
+
+        switch (type) {
+        case 'a':
+                return read_array(m, contents, ret);
+        case 'v': {
+                char inner_type;
+                const char *inner;
+                r = sd_bus_message_enter_container(m, 'v', contents);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(m, &inner_type, &inner);
+                if (r < 0)
+                        return r;
+                r = read_value(m, inner_type, inner, ret);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(m);
+        }
+        case 'y': case 'b': case 'n': case 'q': case 'i': case 'u': case 'x': case 't': case 'd':
+        case 's': case 'o': case 'g':
+                r = sd_bus_message_read_basic(m, type, &v);
+                if (r < 0)
+                        return r;
+                break;
+        default:
+                return sd_bus_message_skip(m, NULL) < 0 ? -EBADMSG : (*ret = NULL, 0);
+        }
+        switch (type) {
+        case 'y': *ret = json_object_new_int64(v.y); break;
+        case 'b': *ret = json_object_new_boolean(v.b); break;
+        case 'n': *ret = json_object_new_int64(v.n); break;
+        case 'q': *ret = json_object_new_int64(v.q); break;
+        case 'i': *ret = json_object_new_int64(v.i); break;
+        case 'u': *ret = json_object_new_int64(v.u); break;
+        case 'x': *ret = json_object_new_int64(v.x); break;
+        case 't': *ret = json_object_new_uint64(v.t); break;
+        case 'd': *ret = json_object_new_double(v.d); break;
+        default: *ret = json_object_new_string(v.s); break;
+        }
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* --- JSON to a{sv} (submission specs) ------------------------------------------------------ */
+
+static int append_spec(sd_bus_message *m, json_object *spec) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        json_object_object_foreach(spec, key, value) {
+                if (!value)
+                        continue;
+                r = sd_bus_message_open_container(m, 'e', "sv");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append_basic(m, 's', key);
+                if (r < 0)
+                        return r;
+                switch (json_object_get_type(value)) {
+                case json_type_boolean:
+                        r = sd_bus_message_append(m, "v", "b", (int) json_object_get_boolean(value));
+                        break;
+                case json_type_int:
+                        r = sd_bus_message_append(m, "v", "x", (int64_t) json_object_get_int64(value));
+                        break;
+                case json_type_double:
+                        r = sd_bus_message_append(m, "v", "d", json_object_get_double(value));
+                        break;
+                case json_type_array: {
+                        _cleanup_strv_free_ char **l = NULL;
+                        for (size_t i = 0; i < json_object_array_length(value) && r >= 0; i++)
+                                r = strv_extend(&l, json_object_get_string(json_object_array_get_idx(value, i)));
+                        if (r >= 0)
+                                r = sd_bus_message_open_container(m, 'v', "as");
+                        if (r >= 0)
+                                r = sd_bus_message_append_strv(m, l);
+                        if (r >= 0)
+                                r = sd_bus_message_close_container(m);
+                        break;
+                }
+                default:
+                        r = sd_bus_message_append(m, "v", "s", json_object_get_string(value));
+                }
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_close_container(m);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}
+
+/* --- calls ---------------------------------------------------------------------------------- */
+
+static int new_call(BusBackend *b, const char *method, sd_bus_message **ret) {
+        return sd_bus_message_new_method_call(b->bus, ret, BUS_NAME, BUS_PATH, BUS_MANAGER, method);
+}
+
+static int do_call(BusBackend *b, sd_bus_message *m, sd_bus_message **reply, CtlError *e) {
+        _cleanup_(sd_bus_error_free) sd_bus_error err = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call(b->bus, m, b->base.settings->timeout, &err, reply);
+        if (r < 0)
+                return call_failed(&err, r, e);
+        return 0;
+}
+
+/* Calls a method whose arguments are one a{sv} (filters) and whose answer is aa{sv}. */
+static int call_list(BusBackend *b, const char *method, json_object *filters, json_object **ret, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int r;
+
+        r = new_call(b, method, &m);
+        if (r >= 0 && filters)
+                r = append_spec(m, filters);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        r = read_array(reply, "a{sv}", ret);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to %s: %s", method, strerror(-r));
+        json_normalize(*ret);
+        return 0;
+}
+
+static int bus_submit(Backend *base, json_object *spec, char **ret_job_id, CtlError *e) {
+        BusBackend *b = (BusBackend *) base;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *id, *path;
+        int r;
+
+        r = new_call(b, "SubmitJob", &m);
+        if (r >= 0)
+                r = append_spec(m, spec);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "so", &id, &path);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to SubmitJob: %s", strerror(-r));
+        *ret_job_id = strdup(id);
+        return *ret_job_id ? 0 : -ENOMEM;
+}
+
+static int bus_list_jobs(Backend *base, const char *state, const char *worker, json_object **ret, CtlError *e) {
+        _cleanup_json_ json_object *filters = json_object_new_object();
+
+        if (!filters)
+                return -ENOMEM;
+        if (state)
+                json_add_string(filters, "state", state);
+        if (worker)
+                json_add_string(filters, "worker", worker);
+        return call_list((BusBackend *) base, "ListJobs", filters, ret, e);
+}
+
+static int bus_get_one(BusBackend *b, const char *method, const char *id, json_object **ret, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        int r;
+
+        r = new_call(b, method, &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", id);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        r = read_dict(reply, ret);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to %s: %s", method, strerror(-r));
+        json_normalize(*ret);
+        return 0;
+}
+
+static int bus_get_job(Backend *base, const char *job_id, json_object **ret, CtlError *e) {
+        return bus_get_one((BusBackend *) base, "GetJob", job_id, ret, e);
+}
+
+static int bus_abort_job(Backend *base, const char *job_id, const char *reason, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        BusBackend *b = (BusBackend *) base;
+        int r;
+
+        r = new_call(b, "AbortJob", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", job_id, strempty(reason));
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        return do_call(b, m, &reply, e);
+}
+
+static int bus_abort_worker(Backend *base, const char *worker_id, const char *reason, uint64_t *ret_n, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        BusBackend *b = (BusBackend *) base;
+        uint32_t n;
+        int r;
+
+        r = new_call(b, "AbortWorkerJobs", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", worker_id, strempty(reason));
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "u", &n);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to AbortWorkerJobs: %s", strerror(-r));
+        *ret_n = n;
+        return 0;
+}
+
+static int bus_list_workers(Backend *base, json_object **ret, CtlError *e) {
+        return call_list((BusBackend *) base, "ListWorkers", NULL, ret, e);
+}
+
+static int bus_simple(BusBackend *b, const char *method, const char *arg, sd_bus_message **reply, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = new_call(b, method, &m);
+        if (r >= 0 && arg)
+                r = sd_bus_message_append(m, "s", arg);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        return do_call(b, m, reply, e);
+}
+
+static int bus_drain(Backend *base, const char *worker_id, bool drain, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        return bus_simple((BusBackend *) base, drain ? "DrainWorker" : "ResumeWorker", worker_id, &reply, e);
+}
+
+static int bus_events(Backend *base, const EventQuery *q, json_object **ret, CtlError *e) {
+        _cleanup_json_ json_object *filters = json_object_new_object();
+
+        if (!filters)
+                return -ENOMEM;
+        if (q->job_id)
+                json_add_string(filters, "job", q->job_id);
+        if (q->worker_id)
+                json_add_string(filters, "worker", q->worker_id);
+        if (q->after_id > 0)
+                json_add_int64(filters, "after_id", q->after_id);
+        if (q->limit > 0)
+                json_add_int64(filters, "limit", q->limit);
+        return call_list((BusBackend *) base, "ListEvents", filters, ret, e);
+}
+
+static int bus_reconcile(Backend *base, uint64_t *ret_changes, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        uint32_t n;
+        int r;
+
+        r = bus_simple((BusBackend *) base, "Reconcile", NULL, &reply, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "u", &n);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to Reconcile: %s", strerror(-r));
+        *ret_changes = n;
+        return 0;
+}
+
+static int bus_reload(Backend *base, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        return bus_simple((BusBackend *) base, "ReloadTokens", NULL, &reply, e);
+}
+
+static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlError *e) {
+        return ctl_error_set(e, -EOPNOTSUPP,
+                             "Replaying a worker's results goes to the worker endpoint /reconnect: use --url.");
+}
+
+/* --- waiting for state changes -------------------------------------------------------------- */
+
+static int on_job_state_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        BusBackend *b = userdata;
+        const char *id, *old, *new, *assignment;
+        json_object *t;
+
+        if (sd_bus_message_read(m, "ssss", &id, &old, &new, &assignment) < 0)
+                return 0;
+        t = json_object_new_array();
+        if (!t)
+                return -ENOMEM;
+        json_object_array_add(t, json_object_new_string(id));
+        json_object_array_add(t, json_object_new_string(old));
+        json_object_array_add(t, json_object_new_string(new));
+        json_object_array_add(b->transitions, t);
+        return 0;
+}
+
+/* Subscribes before the job exists, so that no transition between SubmitJob and the first
+ * wait is missed. */
+static int bus_watch(Backend *base, CtlError *e) {
+        BusBackend *b = (BusBackend *) base;
+        int r;
+
+        if (b->state_match)
+                return 0;
+        r = sd_bus_match_signal(b->bus, &b->state_match, BUS_NAME, BUS_PATH, BUS_MANAGER, "JobStateChanged",
+                                on_job_state_changed, b);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to subscribe to job state signals: %s", strerror(-r));
+        return 0;
+}
+
+/* The next state of job_id the signals told us about that differs from current, or NULL. */
+static char *pop_transition(BusBackend *b, const char *job_id, const char *current) {
+        while (json_object_array_length(b->transitions) > 0) {
+                json_object *t = json_object_array_get_idx(b->transitions, 0);
+                _cleanup_free_ char *id = strdup(json_object_get_string(json_object_array_get_idx(t, 0)));
+                _cleanup_free_ char *new = strdup(json_object_get_string(json_object_array_get_idx(t, 2)));
+                json_object_array_del_idx(b->transitions, 0, 1);
+                if (id && new && streq(id, job_id) && !streq_ptr(new, current))
+                        return TAKE_PTR(new);
+        }
+        return NULL;
+}
+
+static int current_state(BusBackend *b, const char *job_id, char **ret, CtlError *e) {
+        _cleanup_json_ json_object *job = NULL;
+        int r;
+
+        r = bus_get_job(&b->base, job_id, &job, e);
+        if (r < 0)
+                return r;
+        *ret = strdup(strempty(json_object_get_string(json_object_object_get(job, "status"))));
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int bus_wait_state(Backend *base, const char *job_id, char **state, CtlError *e) {
+        BusBackend *b = (BusBackend *) base;
+        int r;
+
+        r = bus_watch(base, e);
+        if (r < 0)
+                return r;
+        if (!*state) {
+                /* Run the callbacks of the signals that came with earlier replies: the first
+                 * transition they saw is where the story starts; without any, ask. */
+                while ((r = sd_bus_process(b->bus, NULL)) > 0)
+                        ;
+                *state = pop_transition(b, job_id, NULL);
+                if (*state)
+                        return 0;
+                return current_state(b, job_id, state, e);
+        }
+        for (;;) {
+                char *next = pop_transition(b, job_id, *state);
+                if (next) {
+                        free(*state);
+                        *state = next;
+                        return 0;
+                }
+                r = sd_bus_process(b->bus, NULL);
+                if (r < 0)
+                        return ctl_error_set(e, r, "Lost the bus: %s", strerror(-r));
+                if (r > 0)
+                        continue;
+                r = sd_bus_wait(b->bus, WAIT_POLL_USEC);
+                if (r < 0)
+                        return ctl_error_set(e, r, "Lost the bus: %s", strerror(-r));
+                if (r == 0) {
+                        /* Quiet for a while: ask, in case the signals do not reach us. */
+                        _cleanup_free_ char *now = NULL;
+                        r = current_state(b, job_id, &now, e);
+                        if (r < 0)
+                                return r;
+                        if (!streq(now, *state)) {
+                                free(*state);
+                                *state = TAKE_PTR(now);
+                                return 0;
+                        }
+                }
+        }
+}
+
+static void bus_backend_free(Backend *base) {
+        BusBackend *b = (BusBackend *) base;
+        sd_bus_slot_unref(b->state_match);
+        sd_bus_flush_close_unref(b->bus);
+        json_object_put(b->transitions);
+        free(b);
+}
+
+static const BackendOps bus_ops = {
+        .name = "D-Bus",
+        .submit = bus_submit,
+        .list_jobs = bus_list_jobs,
+        .get_job = bus_get_job,
+        .abort_job = bus_abort_job,
+        .abort_worker = bus_abort_worker,
+        .list_workers = bus_list_workers,
+        .drain = bus_drain,
+        .events = bus_events,
+        .reconcile = bus_reconcile,
+        .reload = bus_reload,
+        .replay = bus_replay,
+        .watch = bus_watch,
+        .wait_state = bus_wait_state,
+        .free = bus_backend_free,
+};
+
+int backend_bus_new(const CtlSettings *s, Backend **ret, CtlError *e) {
+        BusBackend *b;
+        int r;
+
+        b = calloc(1, sizeof(BusBackend));
+        if (!b)
+                return -ENOMEM;
+        b->base.ops = &bus_ops;
+        b->base.settings = s;
+        b->transitions = json_object_new_array();
+        if (!b->transitions) {
+                free(b);
+                return -ENOMEM;
+        }
+        r = s->user_bus ? sd_bus_open_user(&b->bus) : sd_bus_open_system(&b->bus);
+        if (r < 0) {
+                bus_backend_free(&b->base);
+                ctl_error_set(e, 0, "Failed to connect to the %s bus: %s", s->user_bus ? "session" : "system",
+                              strerror(-r));
+                return -ECONNREFUSED;
+        }
+        /* Let polkit ask for a password when a human is at the terminal. */
+        (void) sd_bus_set_allow_interactive_authorization(b->bus, isatty(STDIN_FILENO));
+        *ret = &b->base;
+        return 0;
+}

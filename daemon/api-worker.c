@@ -1,0 +1,406 @@
+/* api-worker.c: the worker endpoints of the wire contract (register, next-job, ack, heartbeat,
+ * complete, fail, reconnect). The fencing, idempotency and state rules live in jobs.c and
+ * workers.c; this file only turns JSON into their plain C arguments and their results into the
+ * contract's answers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api-util.h"
+#include "job-json.h"
+#include "jobs.h"
+#include "strv.h"
+#include "workers.h"
+
+#define OPTIONAL(expr)                                                                                                 \
+        ({                                                                                                             \
+                int _r = (expr);                                                                                       \
+                _r == -ENOENT ? 0 : _r;                                                                                \
+        })
+#define EXIT_CODE_MIN (-1000000LL)
+#define EXIT_CODE_MAX 1000000LL
+
+static int reply_status(HttpResponse *resp, const char *status, const char *job_id) {
+        json_object *body = json_object_new_object();
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "status", status);
+        if (job_id)
+                json_add_string(body, "job_id", job_id);
+        return api_reply(resp, 200, body);
+}
+
+int api_post_register(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        _cleanup_strv_free_ char **caps = NULL;
+        WorkerRegistration reg = {};
+        JsonError jerr = {};
+        OpError err = {};
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &reg.worker_id, &jerr) < 0 ||
+            OPTIONAL(json_get_string(o, "nonce", LIMIT_ID_LEN, false, &reg.nonce, &jerr)) < 0 ||
+            OPTIONAL(json_get_string(o, "instance_id", LIMIT_ID_LEN, false, &reg.instance_id, &jerr)) < 0 ||
+            OPTIONAL(json_get_strv(o, "capabilities", LIMIT_REQUIREMENTS, LIMIT_CAPABILITY_LEN, false, &caps, &jerr)) <
+                    0)
+                return api_reply_json_error(resp, &jerr);
+        reg.capabilities = caps;
+        Origin origin = api_worker_origin(req, reg.worker_id, actor, sizeof(actor));
+        r = worker_register(c, &origin, &reg, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        json_object *body = json_object_new_object();
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "status", "ok");
+        json_add_string(body, "worker_id", reg.worker_id);
+        json_add_bool(body, "restarted", r > 0);
+        return api_reply(resp, 200, body);
+}
+
+int api_get_next_job(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_(job_freep) Job *j = NULL;
+        const char *worker_id = http_request_query(req, "worker_id");
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return http_response_error(resp, 400, "query argument worker_id is required (at most %d bytes)",
+                                           LIMIT_ID_LEN);
+        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        r = jobs_claim(c, &origin, worker_id, &j);
+        if (r < 0)
+                return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});
+        if (r == 0)
+                return http_response_text(resp, 204, NULL, NULL, 0);
+        return api_reply(resp, 200, job_assignment_to_json(j));
+}
+
+/* job_id, worker_id and assignment_id, the fencing triple of every job call. */
+static int get_triple(json_object *o, const char **job_id, const char **worker_id, const char **assignment_id,
+                      JsonError *jerr) {
+        int r;
+        if ((r = json_get_string(o, "job_id", LIMIT_ID_LEN, true, job_id, jerr)) < 0 ||
+            (r = json_get_string(o, "worker_id", LIMIT_ID_LEN, true, worker_id, jerr)) < 0 ||
+            (r = json_get_string(o, "assignment_id", LIMIT_ID_LEN, true, assignment_id, jerr)) < 0)
+                return r;
+        return 0;
+}
+
+int api_post_ack(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        const char *job_id, *worker_id, *assignment_id;
+        JsonError jerr = {};
+        OpError err = {};
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (get_triple(o, &job_id, &worker_id, &assignment_id, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        r = jobs_ack(c, &origin, job_id, worker_id, assignment_id, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        return reply_status(resp, "RUNNING", job_id);
+}
+
+static int add_cancel_jobs(Control *c, json_object *body, const char *worker_id, const char *current) {
+        _cleanup_(job_freep) Job *j = NULL;
+        json_object *a = json_object_new_array();
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        json_object_object_add(body, "cancel_jobs", a);
+        if (isempty(current))
+                return 0;
+        r = jobs_get(c, current, &j);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (j && streq_ptr(j->worker_id, worker_id) && (j->status == JOB_ASSIGNED || j->status == JOB_RUNNING))
+                return 0;
+        json_object_array_add(a, json_object_new_string(current));
+        return 0;
+}
+
+int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        const char *worker_id, *current = NULL, *metrics = NULL;
+        json_object *m = NULL;
+        JsonError jerr = {};
+        OpError err = {};
+        int64_t seq = 0;
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &worker_id, &jerr) < 0 ||
+            OPTIONAL(json_get_string(o, "current_job_id", LIMIT_ID_LEN, false, &current, &jerr)) < 0 ||
+            json_get_int64(o, "seq", 0, INT64_MAX, true, &seq, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        if (json_object_object_get_ex(o, "metrics", &m) && !json_object_is_type(m, json_type_null)) {
+                if (!json_object_is_type(m, json_type_object))
+                        return http_response_error(resp, 400, "field 'metrics' must be an object");
+                metrics = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
+                if (!metrics)
+                        return -ENOMEM;
+                if (strlen(metrics) > LIMIT_METRICS_LEN)
+                        return http_response_error(resp, 400, "field 'metrics' is larger than %d bytes",
+                                                   LIMIT_METRICS_LEN);
+        }
+        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        r = worker_heartbeat(c, &origin, worker_id, current, seq, metrics, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        json_object *body = json_object_new_object();
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "status", r == OP_NOOP ? "ignored" : "ok");
+        /* Tells the worker to stop a job that is no longer its own (aborted, or lost and handed
+         * on): sooner than its lease running out or its /complete being a no-op. */
+        r = add_cancel_jobs(c, body, worker_id, current);
+        if (r < 0) {
+                json_object_put(body);
+                return r;
+        }
+        return api_reply(resp, 200, body);
+}
+
+/* The fields of a completion record (for /complete and /reconnect); strings borrowed from o. */
+static int parse_completion(json_object *o, Completion *x, JsonError *jerr) {
+        static const struct {
+                const char *key;
+                size_t offset;
+                size_t max;
+        } fields[] = {
+#define F(name, max) {#name, offsetof(Completion, name), max}
+                F(result_summary, LIMIT_TEXT_LEN),
+                F(artifact_id, LIMIT_ID_LEN),
+                F(stdout_path, LIMIT_PATH_LEN),
+                F(stderr_path, LIMIT_PATH_LEN),
+                F(stdout_tmp_path, LIMIT_PATH_LEN),
+                F(stderr_tmp_path, LIMIT_PATH_LEN),
+                F(stdout_sha256, 64),
+                F(stderr_sha256, 64),
+                F(artifact_backend, LIMIT_ID_LEN),
+                F(artifact_location, LIMIT_PATH_LEN),
+                F(artifact_upload_state, LIMIT_ID_LEN),
+                F(artifact_upload_error, LIMIT_TEXT_LEN),
+#undef F
+        };
+        int r;
+
+        *x = (Completion){};
+        if ((r = get_triple(o, &x->job_id, &x->worker_id, &x->assignment_id, jerr)) < 0 ||
+            (r = OPTIONAL(json_get_int64(o, "completion_seq", 0, INT64_MAX, false, &x->completion_seq, jerr))) < 0)
+                return r;
+        r = json_get_int64(o, "exit_code", EXIT_CODE_MIN, EXIT_CODE_MAX, false, &x->exit_code, jerr);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        x->has_exit_code = r == 0;
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                const char **dst = (const char **) ((char *) x + fields[i].offset);
+                r = OPTIONAL(json_get_string(o, fields[i].key, fields[i].max, false, dst, jerr));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int parse_failure(json_object *o, Failure *f, JsonError *jerr) {
+        int r;
+
+        *f = (Failure){};
+        if ((r = get_triple(o, &f->job_id, &f->worker_id, &f->assignment_id, jerr)) < 0 ||
+            (r = OPTIONAL(json_get_string(o, "error", LIMIT_TEXT_LEN, false, &f->error, jerr))) < 0)
+                return r;
+        r = json_get_int64(o, "exit_code", EXIT_CODE_MIN, EXIT_CODE_MAX, false, &f->exit_code, jerr);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        f->has_exit_code = r == 0;
+        return 0;
+}
+
+int api_post_complete(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        Completion x;
+        JsonError jerr = {};
+        OpError err = {};
+        JobState state = JOB_COMPLETED;
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (parse_completion(o, &x, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        Origin origin = api_worker_origin(req, x.worker_id, actor, sizeof(actor));
+        r = jobs_complete(c, &origin, &x, &state, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        return reply_status(resp, job_state_to_string(state), x.job_id);
+}
+
+int api_post_fail(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        Failure f;
+        JsonError jerr = {};
+        OpError err = {};
+        JobState state = JOB_FAILED;
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (parse_failure(o, &f, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        Origin origin = api_worker_origin(req, f.worker_id, actor, sizeof(actor));
+        r = jobs_fail(c, &origin, &f, &state, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        return reply_status(resp, job_state_to_string(state), f.job_id);
+}
+
+/* One replayed record; the worker_id defaults to the reconnecting worker's. */
+static int parse_replay(json_object *e, const char *worker_id, ReplayEntry *out, JsonError *jerr) {
+        const char *status = NULL;
+        int r;
+
+        if (!json_object_is_type(e, json_type_object)) {
+                snprintf(jerr->message, sizeof(jerr->message), "must be an object");
+                return -EINVAL;
+        }
+        /* Filled in so that get_triple finds a worker_id even when the record omits it. */
+        if (!json_object_object_get_ex(e, "worker_id", NULL))
+                json_object_object_add(e, "worker_id", json_object_new_string(worker_id));
+        if ((r = json_get_string(e, "status", 16, true, &status, jerr)) < 0)
+                return r;
+        *out = (ReplayEntry){.status = job_state_from_string(status)};
+        if (out->status == JOB_COMPLETED)
+                return parse_completion(e, &out->completion, jerr);
+        if (out->status == JOB_FAILED)
+                return parse_failure(e, &out->failure, jerr);
+        snprintf(jerr->message, sizeof(jerr->message), "field 'status' must be COMPLETED or FAILED");
+        return -EINVAL;
+}
+
+static int parse_replays(json_object *o, const char *worker_id, ReplayEntry **ret, size_t *ret_n, JsonError *jerr) {
+        json_object *a = NULL;
+        size_t n;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (!json_object_object_get_ex(o, "completed_jobs", &a) || json_object_is_type(a, json_type_null))
+                return 0;
+        if (!json_object_is_type(a, json_type_array)) {
+                snprintf(jerr->message, sizeof(jerr->message), "field 'completed_jobs' must be an array");
+                return -EINVAL;
+        }
+        n = json_object_array_length(a);
+        if (n > LIMIT_RECONNECT_ENTRIES) {
+                snprintf(jerr->message, sizeof(jerr->message), "field 'completed_jobs' has more than %d entries",
+                         LIMIT_RECONNECT_ENTRIES);
+                return -EINVAL;
+        }
+        _cleanup_free_ ReplayEntry *entries = calloc(n + 1, sizeof(ReplayEntry));
+        if (!entries)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                JsonError e = {};
+                int r = parse_replay(json_object_array_get_idx(a, i), worker_id, &entries[i], &e);
+                if (r < 0) {
+                        snprintf(jerr->message, sizeof(jerr->message), "completed_jobs[%zu]: %.200s", i, e.message);
+                        return r;
+                }
+        }
+        *ret = TAKE_PTR(entries);
+        *ret_n = n;
+        return 0;
+}
+
+static json_object *actions_to_json(const ReconnectAction *a, size_t n) {
+        json_object *body = json_object_new_object(), *arr = json_object_new_array();
+        if (!body || !arr) {
+                json_object_put(body);
+                json_object_put(arr);
+                return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_object *x = json_object_new_object();
+                json_add_string(x, "job_id", a[i].job_id);
+                json_add_string(x, "assignment_id", a[i].assignment_id);
+                json_add_string(x, "action", a[i].action);
+                json_add_string(x, "result", a[i].accepted ? "ACCEPTED" : "REJECTED");
+                if (a[i].error)
+                        json_add_string(x, "error", a[i].error);
+                if (a[i].state >= 0)
+                        json_add_string(x, "status", job_state_to_string(a[i].state));
+                json_object_array_add(arr, x);
+        }
+        json_add_string(body, "status", "ok");
+        json_object_object_add(body, "actions", arr);
+        return body;
+}
+
+static int parse_claimed(json_object *o, char ***ret, JsonError *jerr) {
+        _cleanup_strv_free_ char **l = NULL;
+        const char *current = NULL;
+        int r;
+
+        if ((r = OPTIONAL(json_get_string(o, "current_job_id", LIMIT_ID_LEN, false, &current, jerr))) < 0 ||
+            (r = OPTIONAL(
+                     json_get_strv(o, "current_job_ids", LIMIT_RECONNECT_ENTRIES, LIMIT_ID_LEN, false, &l, jerr))) < 0)
+                return r;
+        if (!l && !(l = calloc(1, sizeof(char *))))
+                return -ENOMEM;
+        if (!isempty(current) && !strv_contains(l, current) && strv_extend(&l, current) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int api_post_reconnect(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        _cleanup_strv_free_ char **claimed = NULL;
+        _cleanup_free_ ReplayEntry *entries = NULL;
+        ReconnectAction *actions = NULL;
+        size_t n = 0, n_actions = 0;
+        const char *worker_id;
+        JsonError jerr = {};
+        char actor[LIMIT_ID_LEN + 16];
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &worker_id, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        r = parse_claimed(o, &claimed, &jerr);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0)
+                r = parse_replays(o, worker_id, &entries, &n, &jerr);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return api_reply_json_error(resp, &jerr);
+        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        r = jobs_reconnect(c, &origin, worker_id, claimed, entries, n, &actions, &n_actions);
+        if (r < 0)
+                return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});
+        json_object *body = actions_to_json(actions, n_actions);
+        reconnect_actions_free(actions, n_actions);
+        return api_reply(resp, 200, body);
+}

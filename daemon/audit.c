@@ -1,0 +1,340 @@
+/* audit.c: audit rows, the event name -> MESSAGE_ID table, the journal listener, transactions
+ * whose events are emitted after commit, and the /events query. */
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+
+#include "audit.h"
+#include "json-util.h"
+#include "log.h"
+#include "store.h"
+
+/* THE table: one fixed 128-bit MESSAGE_ID per event type. catalog/entropy.catalog documents
+ * each; test-audit checks that they match. Never change an id once released. */
+static const struct {
+        const char *event;
+        const char *message_id;
+} event_table[] = {
+        {"job.submitted", "dedba5de657b4b359d337e4a483b0047"},
+        {"job.assigned", "e2f717d9fd3c48d0a4cc3d38b120702b"},
+        {"job.running", "3b9868644115424591cb1ee2c0091104"},
+        {"job.completed", "c0ecf686a97340adbb20ce9485e4d35d"},
+        {"job.failed", "4070d43e7fab4cdcb306048e401c84f5"},
+        {"job.retrying", "02de7fa7cc62400bafe72b75e5168145"},
+        {"job.lost", "8cab887b63e34cb489a499a81cbadcb4"},
+        {"job.aborted", "fa177ee413c74a8bb0aba23059057362"},
+        {"job.requeued", "948c46d1738146508ec3fc8b16746672"},
+        {"job.transition_refused", "c60fa15861f64fae8c129cc7efffff82"},
+        {"job.assignment_stale", "807372ea544743f8a4ea303e2af4a998"},
+        {"worker.registered", "76d354f15f174fe4afa52c9dfddfb802"},
+        {"worker.restarted", "d9141b93cf0c43f59038aa1bef056750"},
+        {"worker.nonce_mismatch", "37a14791651f408697edeac1ebe977df"},
+        {"worker.online", "7b1cad4036654a1ebd0efb3fe2dce3a1"},
+        {"worker.disconnected", "61ea0699c22443448c412beac2a7c722"},
+        {"worker.offline", "51f371d25cab467daf26445bc9cad1cc"},
+        {"worker.drain", "b802260cbc8b40b29385a05a1224a6f6"},
+        {"worker.reconnected", "a2013a1a5189494d92bb932257f5ec83"},
+        {"control.leases_extended", "62e89abf737b458788b3bfa3611fb521"},
+        {"retention.sweep", "87c61625912e430cb06c63d00382df65"},
+        {"request.refused", "4333af307b6a4e90bc8f9a263edf7e96"},
+};
+
+const char *audit_message_id(const char *event) {
+        for (size_t i = 0; event && i < ELEMENTSOF(event_table); i++)
+                if (streq(event_table[i].event, event))
+                        return event_table[i].message_id;
+        return NULL;
+}
+
+size_t audit_n_events(void) {
+        return ELEMENTSOF(event_table);
+}
+
+const char *audit_event_name(size_t i) {
+        return i < ELEMENTSOF(event_table) ? event_table[i].event : NULL;
+}
+
+const char *audit_level_to_string(int level) {
+        static const char *const names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
+        return level >= 0 && level < (int) ELEMENTSOF(names) ? names[level] : "info";
+}
+
+AuditEvent *audit_event_free(AuditEvent *e) {
+        if (!e)
+                return NULL;
+        free(e->component);
+        free(e->event);
+        free(e->message);
+        free(e->request_id);
+        free(e->worker_id);
+        free(e->job_id);
+        free(e->assignment_id);
+        free(e->details);
+        free(e);
+        return NULL;
+}
+
+void audit_event_array_free(AuditEvent **a, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                audit_event_free(a[i]);
+        free(a);
+}
+
+static int dup_opt(const char *s, char **ret) {
+        if (!s) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int event_build(const AuditRecord *rec, usec_t ts, AuditEvent **ret) {
+        _cleanup_(audit_event_freep) AuditEvent *e = calloc(1, sizeof(*e));
+        _cleanup_json_ json_object *d = NULL;
+
+        if (!e)
+                return -ENOMEM;
+        /* The caller's details, copied, plus who acted. */
+        if (rec->details && json_object_deep_copy(rec->details, &d, NULL) < 0)
+                return -ENOMEM;
+        if (!d)
+                d = json_object_new_object();
+        if (!d)
+                return -ENOMEM;
+        json_add_string(d, "actor", origin_actor(rec->origin));
+
+        e->ts = ts;
+        e->level = rec->level;
+        if (dup_opt(rec->component, &e->component) < 0 || dup_opt(rec->event, &e->event) < 0 ||
+            dup_opt(rec->message ? rec->message : rec->event, &e->message) < 0 ||
+            dup_opt(origin_request_id(rec->origin), &e->request_id) < 0 || dup_opt(rec->worker_id, &e->worker_id) < 0 ||
+            dup_opt(rec->job_id, &e->job_id) < 0 || dup_opt(rec->assignment_id, &e->assignment_id) < 0 ||
+            dup_opt(json_object_to_json_string_ext(d, JSON_C_TO_STRING_PLAIN), &e->details) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+static int event_insert(Control *c, AuditEvent *e) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        Store *s = c->store;
+        int r;
+
+        r = store_prepare(s,
+                          "INSERT INTO audit_events (ts, component, level, event, message, request_id, worker_id, "
+                          "job_id, assignment_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) e->ts) < 0 || store_bind_text(st, 2, e->component) < 0 ||
+            store_bind_int64(st, 3, e->level) < 0 || store_bind_text(st, 4, e->event) < 0 ||
+            store_bind_text(st, 5, e->message) < 0 || store_bind_text(st, 6, e->request_id) < 0 ||
+            store_bind_text(st, 7, e->worker_id) < 0 || store_bind_text(st, 8, e->job_id) < 0 ||
+            store_bind_text(st, 9, e->assignment_id) < 0 || store_bind_text(st, 10, e->details) < 0)
+                return -ENOMEM;
+        r = store_step(s, st);
+        if (r < 0)
+                return r;
+        e->id = sqlite3_last_insert_rowid(s->db);
+        return 0;
+}
+
+int audit_record(Control *c, const AuditRecord *rec, int64_t *ret_id) {
+        _cleanup_(audit_event_freep) AuditEvent *e = NULL;
+        Store *s = c->store;
+        int r;
+
+        assert(s->in_transaction);
+        assert(audit_message_id(rec->event)); /* every event name is in the table */
+
+        r = event_build(rec, control_now(c), &e);
+        if (r < 0)
+                return r;
+        r = event_insert(c, e);
+        if (r < 0)
+                return r;
+
+        AuditEvent **p = realloc(s->pending, (s->n_pending + 1) * sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        s->pending = p;
+        if (ret_id)
+                *ret_id = e->id;
+        s->pending[s->n_pending++] = TAKE_PTR(e);
+        return 0;
+}
+
+static void drop_pending(Store *s) {
+        for (size_t i = 0; i < s->n_pending; i++)
+                audit_event_free(s->pending[i]);
+        s->n_pending = 0;
+}
+
+int control_begin(Control *c, Control **tx) {
+        int r = store_begin(c->store);
+        if (r < 0)
+                return r;
+        drop_pending(c->store);
+        *tx = c;
+        return 0;
+}
+
+int control_commit(Control **tx) {
+        Control *c = *tx;
+        Store *s = c->store;
+        int r;
+
+        *tx = NULL;
+        r = store_commit(s);
+        if (r < 0) {
+                drop_pending(s);
+                return r;
+        }
+        /* Durable now: tell the listeners, in order. They run with no transaction open. */
+        for (size_t i = 0; i < s->n_pending; i++)
+                control_emit(c, s->pending[i]);
+        drop_pending(s);
+        return 0;
+}
+
+void control_rollback(Control *c) {
+        store_rollback(c->store);
+        drop_pending(c->store);
+}
+
+int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,
+                  const char *reason) {
+        _cleanup_tx_ Control *tx = NULL;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[512];
+        bool own = !c->store->in_transaction;
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        json_add_string(d, "what", what);
+        json_add_string(d, "who", who);
+        json_add_string(d, "from", from);
+        json_add_string(d, "reason", reason);
+        snprintf(msg, sizeof(msg), "Refused %s request from %s (%s): %s", strna(what), strna(from), strna(who),
+                 strna(reason));
+
+        if (own) {
+                r = control_begin(c, &tx);
+                if (r < 0)
+                        return r;
+        }
+        Origin o = {.actor = who, .request_id = request_id};
+        r = audit_record(c,
+                         &(AuditRecord){.component = "api",
+                                        .level = LOG_WARNING,
+                                        .event = "request.refused",
+                                        .message = msg,
+                                        .origin = &o,
+                                        .details = d},
+                         NULL);
+        if (r < 0)
+                return r;
+        return own ? control_commit(&tx) : 0;
+}
+
+static void iov_add(struct iovec *iov, size_t *n, char **bufs, const char *field, const char *value) {
+        if (!value)
+                return;
+        if (asprintf(&bufs[*n], "%s=%s", field, value) < 0) {
+                bufs[*n] = NULL;
+                return;
+        }
+        iov[*n] = (struct iovec){.iov_base = bufs[*n], .iov_len = strlen(bufs[*n])};
+        (*n)++;
+}
+
+void audit_journal_listener(void *userdata, const AuditEvent *e) {
+        Control *c = userdata;
+        struct iovec iov[12];
+        char *bufs[12] = {};
+        char id[32], prio[8];
+        size_t n = 0;
+
+        snprintf(id, sizeof(id), "%lld", (long long) e->id);
+        snprintf(prio, sizeof(prio), "%d", e->level);
+        iov_add(iov, &n, bufs, "MESSAGE", e->message);
+        iov_add(iov, &n, bufs, "MESSAGE_ID", audit_message_id(e->event));
+        iov_add(iov, &n, bufs, "PRIORITY", prio);
+        iov_add(iov, &n, bufs, "ENTROPY_EVENT", e->event);
+        iov_add(iov, &n, bufs, "ENTROPY_COMPONENT", e->component);
+        iov_add(iov, &n, bufs, "ENTROPY_EVENT_ID", id);
+        iov_add(iov, &n, bufs, "ENTROPY_JOB_ID", e->job_id);
+        iov_add(iov, &n, bufs, "ENTROPY_WORKER_ID", e->worker_id);
+        iov_add(iov, &n, bufs, "ENTROPY_ASSIGNMENT_ID", e->assignment_id);
+        iov_add(iov, &n, bufs, "ENTROPY_REQUEST_ID", e->request_id);
+        iov_add(iov, &n, bufs, "ENTROPY_DETAILS", e->details);
+
+        /* Best effort: the SQLite row is the record; no journald (tests, CI) is not an error. */
+        if (sd_journal_sendv(iov, (int) n) < 0)
+                c->counters.journal_failures++;
+        for (size_t i = 0; i < n; i++)
+                free(bufs[i]);
+}
+
+static int event_from_row(sqlite3_stmt *st, AuditEvent **ret) {
+        _cleanup_(audit_event_freep) AuditEvent *e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->id = sqlite3_column_int64(st, 0);
+        e->ts = (usec_t) sqlite3_column_int64(st, 1);
+        e->level = sqlite3_column_int(st, 3);
+        if (store_column_strdup(st, 2, &e->component) < 0 || store_column_strdup(st, 4, &e->event) < 0 ||
+            store_column_strdup(st, 5, &e->message) < 0 || store_column_strdup(st, 6, &e->request_id) < 0 ||
+            store_column_strdup(st, 7, &e->worker_id) < 0 || store_column_strdup(st, 8, &e->job_id) < 0 ||
+            store_column_strdup(st, 9, &e->assignment_id) < 0 || store_column_strdup(st, 10, &e->details) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+int audit_list(Control *c, const EventFilter *f, AuditEvent ***ret, size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        AuditEvent **a = NULL;
+        size_t n = 0;
+        int r;
+
+        /* Each filter is optional: "? IS NULL OR column = ?" lets one cached statement serve all. */
+        r = store_prepare(c->store,
+                          "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "
+                          "assignment_id, details FROM audit_events "
+                          "WHERE id > ?1 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
+                          "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) "
+                          "ORDER BY id DESC LIMIT ?6",
+                          &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, f->since_id) < 0 || store_bind_text(st, 2, f->component) < 0 ||
+            store_bind_text(st, 3, f->event) < 0 || store_bind_text(st, 4, f->worker_id) < 0 ||
+            store_bind_text(st, 5, f->job_id) < 0 || store_bind_int64(st, 6, f->limit) < 0)
+                return -ENOMEM;
+        while ((r = store_step(c->store, st)) > 0) {
+                AuditEvent **p = realloc(a, (n + 1) * sizeof(*p));
+                if (!p) {
+                        r = -ENOMEM;
+                        break;
+                }
+                a = p;
+                r = event_from_row(st, &a[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                audit_event_array_free(a, n);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        return 0;
+}

@@ -1,0 +1,97 @@
+/* audit.h: the audit trail. Every state change writes one audit_events row inside the transaction
+ * that makes the change; after that transaction commits, the event is handed to the listeners
+ * (control_emit: journal copy, D-Bus signals, wake-ups). The event name -> journal MESSAGE_ID
+ * mapping lives in one table in audit.c; catalog/entropy.catalog explains each id. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdint.h>
+#include <syslog.h>
+
+#include "control.h"
+#include "macro.h"
+#include "ops.h"
+#include "time-util.h"
+
+struct AuditEvent {
+        int64_t id;      /* audit_events.id; 0 before insertion */
+        usec_t ts;       /* realtime usec */
+        char *component; /* "jobs", "workers", "reconciler", "retention", "api", "control" */
+        int level;       /* syslog priority */
+        char *event;     /* "job.completed", ... (see audit.c's table) */
+        char *message;   /* one line for humans (journal MESSAGE) */
+        char *request_id;
+        char *worker_id;
+        char *job_id;
+        char *assignment_id;
+        char *details; /* JSON object text, never NULL once built */
+};
+
+AuditEvent *audit_event_free(AuditEvent *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AuditEvent *, audit_event_free);
+
+/* Describes an event to record; strings are borrowed. details may be NULL (empty object). */
+typedef struct AuditRecord {
+        const char *component;
+        int level;
+        const char *event;
+        const char *message;
+        const Origin *origin;
+        const char *worker_id;
+        const char *job_id;
+        const char *assignment_id;
+        json_object *details; /* borrowed; "actor" is added from the origin */
+} AuditRecord;
+
+/* Inserts the row in the open transaction and queues the event for emission after commit.
+ * ret_id (optional) receives the row id. */
+int audit_record(Control *c, const AuditRecord *rec, int64_t *ret_id);
+
+/* For refusals that change nothing else (bad token, unregistered worker, ...): records and
+ * commits its own transaction (or joins the open one). what: "auth", "register", ...; who: the
+ * claimed identity (worker id, "admin"), from: peer address. Never pass secrets or tokens. */
+int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,
+                  const char *reason);
+
+/* Journal MESSAGE_ID (32 hex digits) for an event name, NULL for an unknown name. */
+const char *audit_message_id(const char *event);
+/* Number of names in the table and the i-th (for tests and the catalog check). */
+size_t audit_n_events(void);
+const char *audit_event_name(size_t i);
+
+/* The listener that copies each event to the journal; best effort, failures are counted in
+ * c->counters.journal_failures. Registered by main() with control_add_listener(). */
+void audit_journal_listener(void *userdata, const AuditEvent *event);
+
+/* Transactions whose audit events are emitted after commit. Do not nest.
+ *
+ *   _cleanup_tx_ Control *tx = NULL;
+ *   r = control_begin(c, &tx);   ... r = control_commit(&tx);
+ *
+ * If tx is still set when it goes out of scope, the transaction is rolled back and its queued
+ * events are dropped. */
+int control_begin(Control *c, Control **tx);
+int control_commit(Control **tx);
+void control_rollback(Control *c);
+static inline void control_txp(Control **tx) {
+        if (*tx)
+                control_rollback(*tx);
+        *tx = NULL;
+}
+#define _cleanup_tx_ _cleanup_(control_txp)
+
+typedef struct EventFilter {
+        const char *component;
+        const char *event;
+        const char *worker_id;
+        const char *job_id;
+        int64_t since_id; /* only ids above it; 0 = all */
+        int64_t limit;    /* > 0 */
+} EventFilter;
+
+/* Events matching the filter, newest first. */
+int audit_list(Control *c, const EventFilter *f, AuditEvent ***ret, size_t *ret_n);
+void audit_event_array_free(AuditEvent **a, size_t n);
+
+/* "info", "warning", ... for a syslog level. */
+const char *audit_level_to_string(int level);

@@ -1,0 +1,109 @@
+/* bus-internal.h: what the files of the D-Bus admin interface share: the Bus context, the
+ * authorization entry points (bus-auth.c), the vtables (bus-manager.c, bus-objects.c) and the
+ * conversions between the domain's values and D-Bus messages (bus-util.c). Not for other parts of
+ * the daemon: they only see bus.h. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "bus.h"
+#include "control.h"
+#include "jobs.h"
+#include "macro.h"
+#include "protocol.h"
+#include "workers.h"
+
+#define BUS_ERROR_NO_SUCH_JOB "org.entropy.Control1.Error.NoSuchJob"
+#define BUS_ERROR_NO_SUCH_WORKER "org.entropy.Control1.Error.NoSuchWorker"
+#define BUS_ERROR_INVALID_ARGS "org.entropy.Control1.Error.InvalidArgs"
+#define BUS_ERROR_ACCESS_DENIED "org.entropy.Control1.Error.AccessDenied"
+#define BUS_ERROR_CONFLICT "org.entropy.Control1.Error.Conflict"
+
+/* polkit action ids; the packaging engineer's dbus/org.entropy.Control1.policy defines them. */
+#define BUS_ACTION_MANAGE "org.entropy.Control1.manage"
+#define BUS_ACTION_SUBMIT "org.entropy.Control1.submit"
+#define BUS_ACTION_ABORT "org.entropy.Control1.abort"
+#define BUS_ACTION_DRAIN "org.entropy.Control1.drain"
+#define BUS_ACTION_RELOAD "org.entropy.Control1.reload"
+
+/* Default group names; overridable with $ENTROPY_DBUS_READ_GROUP / $ENTROPY_DBUS_ADMIN_GROUP. */
+#define BUS_READ_GROUP_DEFAULT "entropy"
+#define BUS_ADMIN_GROUP_DEFAULT "entropy-admin"
+
+typedef struct PolkitQuery PolkitQuery;
+
+typedef struct Bus {
+        Control *c;
+        sd_bus *bus; /* also c->bus while connected; NULL between connections */
+        sd_event_source *reconnect_timer;
+        usec_t reconnect_delay;
+        unsigned connections; /* how many times we connected, for the log */
+
+        /* After audit events, the Manager's counters are recomputed once per loop iteration,
+         * and PropertiesChanged is sent only for the ones that moved. */
+        sd_event_source *counts_defer;
+        uint64_t job_counts[_JOB_STATE_MAX];
+        uint64_t worker_counts[_WORKER_STATE_MAX];
+        bool counts_known;
+
+        /* The object most recently looked up by a fallback vtable's find callback: the property
+         * getters of that object run right after it, so each lookup costs one query. */
+        Job *cached_job;
+        Worker *cached_worker;
+
+        PolkitQuery *polkit_queries;
+        /* The last message whose sender passed the read check (referenced): the getters of one
+         * GetAll each ask, and the broker is asked once. */
+        sd_bus_message *read_authorized;
+        /* Set while we emit our own signals: property getters then run for no caller. */
+        bool emitting;
+
+        char *read_group;
+        char *admin_group;
+} Bus;
+
+/* bus.c */
+Bus *bus_from_control(Control *c);
+
+/* bus-manager.c */
+int bus_manager_add(Bus *b);
+void bus_manager_event(Bus *b, const AuditEvent *event);
+void bus_manager_counts_changed(Bus *b);
+
+/* bus-objects.c */
+int bus_objects_add(Bus *b);
+void bus_objects_event(Bus *b, const AuditEvent *event);
+int bus_job_path(const char *job_id, char **ret);
+int bus_worker_path(const char *worker_id, char **ret);
+void bus_objects_flush_cache(Bus *b);
+
+/* bus-auth.c: each returns 1 when the caller may go on, 0 when an asynchronous polkit check is
+ * under way (the handler returns 1 without replying: the message is dispatched again once polkit
+ * answered), negative with error set when refused (AccessDenied, audited) or on failure. */
+int bus_authorize_read(Bus *b, sd_bus_message *m, sd_bus_error *error);
+int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_error *error);
+void bus_auth_free(Bus *b);
+/* "dbus:<uid>" for the audit trail; buf of at least 32 bytes. */
+const char *bus_actor(sd_bus_message *m, char *buf, size_t size);
+
+/* bus-util.c */
+/* Appends a JSON object as a{sv}: strings s, integers x, doubles d, booleans b, arrays of strings
+ * as, other arrays av, objects a{sv}; null members are left out. */
+int bus_append_json_dict(sd_bus_message *m, json_object *o);
+/* Sets a named error for a negative domain return code (ops.h) and returns it; what says whether
+ * an -ENOENT/-EPERM means a job or a worker. err (may be NULL) gives the message. */
+typedef enum BusSubject { BUS_SUBJECT_JOB, BUS_SUBJECT_WORKER } BusSubject;
+int bus_error_from_op(sd_bus_error *error, int r, BusSubject what, const char *id, const char *message);
+/* Reads the value of an a{sv} entry (the variant, entered by the caller's peek) as an integer of
+ * any D-Bus integer type, or a double (truncated toward zero) when allow_double. */
+int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret);
+int bus_read_variant_string(sd_bus_message *m, char **ret);
+int bus_read_variant_strv(sd_bus_message *m, char ***ret);
+int bus_read_variant_bool(sd_bus_message *m, bool *ret);
+int bus_read_variant_double(sd_bus_message *m, double *ret);
+/* a{su}: state name -> count. */
+int bus_append_job_counts(sd_bus_message *m, const uint64_t counts[_JOB_STATE_MAX]);
+int bus_append_worker_counts(sd_bus_message *m, const uint64_t counts[_WORKER_STATE_MAX]);

@@ -1,0 +1,321 @@
+/* bus-util.c: conversions between the domain's values and D-Bus messages for the admin interface:
+ * JSON objects (the wire contract's forms, job-json.h) as a{sv}, tolerant readers for the values of
+ * a{sv} arguments, counters as a{su}, and domain return codes as named D-Bus errors. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "bus-internal.h"
+#include "log.h"
+#include "strv.h"
+
+static int append_json_value(sd_bus_message *m, json_object *v);
+
+static bool json_array_all_strings(json_object *a) {
+        size_t n = json_object_array_length(a);
+        for (size_t i = 0; i < n; i++)
+                if (!json_object_is_type(json_object_array_get_idx(a, i), json_type_string))
+                        return false;
+        return true;
+}
+
+static int append_json_array(sd_bus_message *m, json_object *a) {
+        size_t n = json_object_array_length(a);
+        bool strings = json_array_all_strings(a);
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', strings ? "s" : "v");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = json_object_array_get_idx(a, i);
+                if (strings) {
+                        r = sd_bus_message_append_basic(m, 's', json_object_get_string(e));
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                /* A D-Bus variant cannot be empty: JSON nulls inside arrays become "". */
+                r = e ? append_json_value(m, e) : sd_bus_message_append(m, "v", "s", "");
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}
+
+/* Appends one JSON value as a variant. */
+static int append_json_value(sd_bus_message *m, json_object *v) {
+        int r;
+
+        switch (json_object_get_type(v)) {
+        case json_type_boolean:
+                return sd_bus_message_append(m, "v", "b", (int) json_object_get_boolean(v));
+        case json_type_int:
+                return sd_bus_message_append(m, "v", "x", (int64_t) json_object_get_int64(v));
+        case json_type_double: {
+                /* The value as the HTTP API prints it (times are cut to milliseconds there), so
+                 * that both APIs give the same number. */
+                double d = strtod(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), NULL);
+                return sd_bus_message_append(m, "v", "d", d);
+        }
+        case json_type_string:
+                return sd_bus_message_append(m, "v", "s", json_object_get_string(v));
+        case json_type_object:
+                r = sd_bus_message_open_container(m, 'v', "a{sv}");
+                if (r < 0)
+                        return r;
+                r = bus_append_json_dict(m, v);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_close_container(m);
+        case json_type_array: {
+                bool strings = json_array_all_strings(v);
+                r = sd_bus_message_open_container(m, 'v', strings ? "as" : "av");
+                if (r < 0)
+                        return r;
+                r = append_json_array(m, v);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_close_container(m);
+        }
+        case json_type_null:
+        default:
+                return sd_bus_message_append(m, "v", "s", "");
+        }
+}
+
+int bus_append_json_dict(sd_bus_message *m, json_object *o) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if (o && json_object_is_type(o, json_type_object)) {
+                json_object_object_foreach(o, key, value) {
+                        if (!value) /* null: D-Bus has no such value, the key is left out */
+                                continue;
+                        r = sd_bus_message_open_container(m, 'e', "sv");
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_append_basic(m, 's', key);
+                        if (r < 0)
+                                return r;
+                        r = append_json_value(m, value);
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_close_container(m);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return sd_bus_message_close_container(m);
+}
+
+int bus_error_from_op(sd_bus_error *error, int r, BusSubject what, const char *id, const char *message) {
+        const char *name;
+
+        switch (r) {
+        case -EINVAL:
+                name = BUS_ERROR_INVALID_ARGS;
+                break;
+        case -ENOENT:
+                name = what == BUS_SUBJECT_JOB ? BUS_ERROR_NO_SUCH_JOB : BUS_ERROR_NO_SUCH_WORKER;
+                break;
+        case -EPERM: /* unregistered worker */
+                name = BUS_ERROR_NO_SUCH_WORKER;
+                break;
+        case -EBUSY:
+        case -ESTALE:
+        case -EEXIST:
+                name = BUS_ERROR_CONFLICT;
+                break;
+        case -EACCES:
+                name = BUS_ERROR_ACCESS_DENIED;
+                break;
+        default:
+                /* Store failures and the like: logged here, sent as the errno's generic error. */
+                log_error_errno(r, "D-Bus request failed: %m");
+                return sd_bus_error_set_errnof(error, r, "Internal error: %s", strerror(-r));
+        }
+        if (!isempty(message))
+                return sd_bus_error_setf(error, name, "%s", message);
+        if (r == -ENOENT || r == -EPERM)
+                return sd_bus_error_setf(error, name, "No %s '%s'", what == BUS_SUBJECT_JOB ? "job" : "worker",
+                                         strempty(id));
+        return sd_bus_error_setf(error, name, "%s", strerror(-r));
+}
+
+int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
+        const char *contents;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || !contents || strlen(contents) != 1)
+                return -EINVAL;
+        r = sd_bus_message_enter_container(m, 'v', contents);
+        if (r < 0)
+                return r;
+
+        union {
+                uint8_t y;
+                int16_t n;
+                uint16_t q;
+                int32_t i;
+                uint32_t u;
+                int64_t x;
+                uint64_t t;
+                double d;
+        } v;
+        int64_t result;
+
+        switch (contents[0]) {
+        case 'y': case 'n': case 'q': case 'i': case 'u': case 'x': case 't': case 'd':
+                r = sd_bus_message_read_basic(m, contents[0], &v);
+                if (r < 0)
+                        return r;
+                break;
+        default:
+                return -EINVAL;
+        }
+        switch (contents[0]) {
+        case 'y': result = v.y; break;
+        case 'n': result = v.n; break;
+        case 'q': result = v.q; break;
+        case 'i': result = v.i; break;
+        case 'u': result = v.u; break;
+        case 'x': result = v.x; break;
+        case 't':
+                if (v.t > INT64_MAX)
+                        return -ERANGE;
+                result = (int64_t) v.t;
+                break;
+        default: /* 'd' */
+                if (!allow_double || !isfinite(v.d) || fabs(v.d) > 9.2e18)
+                        return -EINVAL;
+                result = (int64_t) v.d;
+                break;
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = result;
+        return 0;
+}
+
+int bus_read_variant_double(sd_bus_message *m, double *ret) {
+        const char *contents;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type == 'v' && contents && streq(contents, "d")) {
+                double d;
+                r = sd_bus_message_read(m, "v", "d", &d);
+                if (r < 0)
+                        return r;
+                if (!isfinite(d))
+                        return -EINVAL;
+                *ret = d;
+                return 0;
+        }
+        int64_t x;
+        r = bus_read_variant_int64(m, false, &x);
+        if (r < 0)
+                return r;
+        *ret = (double) x;
+        return 0;
+}
+
+int bus_read_variant_string(sd_bus_message *m, char **ret) {
+        const char *contents, *s;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || !contents || !streq(contents, "s"))
+                return -EINVAL;
+        r = sd_bus_message_read(m, "v", "s", &s);
+        if (r < 0)
+                return r;
+        char *copy = strdup(s);
+        if (!copy)
+                return -ENOMEM;
+        free(*ret);
+        *ret = copy;
+        return 0;
+}
+
+int bus_read_variant_strv(sd_bus_message *m, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        const char *contents;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || !contents || !streq(contents, "as"))
+                return -EINVAL;
+        r = sd_bus_message_enter_container(m, 'v', "as");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(m, &l);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        strv_free(*ret);
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int bus_read_variant_bool(sd_bus_message *m, bool *ret) {
+        const char *contents;
+        char type;
+        int b, r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || !contents || !streq(contents, "b"))
+                return -EINVAL;
+        r = sd_bus_message_read(m, "v", "b", &b);
+        if (r < 0)
+                return r;
+        *ret = b;
+        return 0;
+}
+
+static int append_counts(sd_bus_message *m, const uint64_t *counts, size_t n, bool job) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{su}");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                const char *name = job ? job_state_to_string((JobState) i) : worker_state_to_string((WorkerState) i);
+                uint32_t v = counts[i] > UINT32_MAX ? UINT32_MAX : (uint32_t) counts[i];
+                r = sd_bus_message_append(m, "{su}", name, v);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}
+
+int bus_append_job_counts(sd_bus_message *m, const uint64_t counts[_JOB_STATE_MAX]) {
+        return append_counts(m, counts, _JOB_STATE_MAX, true);
+}
+
+int bus_append_worker_counts(sd_bus_message *m, const uint64_t counts[_WORKER_STATE_MAX]) {
+        return append_counts(m, counts, _WORKER_STATE_MAX, false);
+}

@@ -1,0 +1,52 @@
+/* control-events.c: the control plane's listeners (called after each audit event commits), its
+ * counters, and its clock. */
+#include <errno.h>
+#include <stddef.h>
+
+#include "audit.h"
+#include "control.h"
+#include "macro.h"
+
+usec_t control_now(const Control *c) {
+        return c && c->clock_override ? c->clock_override : now_realtime_usec();
+}
+
+int control_add_listener(Control *c, ControlEventListener fn, void *userdata) {
+        if (!fn)
+                return -EINVAL;
+        if (c->n_listeners >= CONTROL_MAX_LISTENERS)
+                return -ENOSPC;
+        c->listeners[c->n_listeners].fn = fn;
+        c->listeners[c->n_listeners].userdata = userdata;
+        c->n_listeners++;
+        return 0;
+}
+
+/* Counters follow committed events only, so a rolled-back operation never counts. */
+static void count(Control *c, const AuditEvent *e) {
+        static const struct {
+                const char *event;
+                size_t offset;
+        } map[] = {
+                {"job.submitted", offsetof(ControlCounters, submitted)},
+                {"job.assigned", offsetof(ControlCounters, claimed)},
+                {"job.completed", offsetof(ControlCounters, completed)},
+                {"job.failed", offsetof(ControlCounters, failed)},
+                {"job.retrying", offsetof(ControlCounters, retried)},
+                {"job.lost", offsetof(ControlCounters, lost)},
+                {"job.aborted", offsetof(ControlCounters, aborted)},
+                {"job.transition_refused", offsetof(ControlCounters, refused)},
+                {"job.assignment_stale", offsetof(ControlCounters, refused)},
+                {"worker.nonce_mismatch", offsetof(ControlCounters, refused)},
+                {"request.refused", offsetof(ControlCounters, refused)},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (streq(map[i].event, e->event))
+                        (*(uint64_t *) ((char *) &c->counters + map[i].offset))++;
+}
+
+void control_emit(Control *c, const AuditEvent *event) {
+        count(c, event);
+        for (size_t i = 0; i < c->n_listeners; i++)
+                c->listeners[i].fn(c->listeners[i].userdata, event);
+}

@@ -1,0 +1,347 @@
+/* control-main.c: entropy-control's main(). run() reads top to bottom: settings, tokens, store,
+ * start-up sweep, HTTP API, D-Bus API, timers, READY=1, loop. Signals: SIGTERM/SIGINT drain the
+ * HTTP server and exit 0; SIGHUP reloads the config file (under the same command line) and the
+ * tokens. The watchdog is pinged from the loop itself, so a hung loop stops the pings. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "audit.h"
+#include "auth.h"
+#include "bus.h"
+#include "control-settings.h"
+#include "control.h"
+#include "http-api.h"
+#include "http-server.h"
+#include "log.h"
+#include "macro.h"
+#include "reconcile.h"
+#include "store.h"
+#include "time-util.h"
+
+/* Requests in flight at SIGTERM get this long to finish (TimeoutStopSec= is 30s). */
+#define DRAIN_TIMEOUT_USEC (5 * USEC_PER_SEC)
+/* STATUS= is refreshed this often, and this soon after a change (coalescing bursts). */
+#define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define STATUS_DELAY_USEC    (200 * USEC_PER_MSEC)
+/* Idle keep-alive connections are closed after this. */
+#define HTTP_CONNECTION_TIMEOUT_SEC 60
+/* Per-connection buffer of libmicrohttpd: bounds the request line and headers. */
+#define HTTP_CONNECTION_MEMORY_LIMIT (64 * 1024)
+
+/* ---- STATUS= -------------------------------------------------------------------------------- */
+
+static void control_update_status(Control *c) {
+        uint64_t counts[_JOB_STATE_MAX] = {};
+        char buf[512];
+        size_t n = 0;
+        int r;
+
+        r = store_count_jobs_by_state(c->store, counts);
+        if (r < 0) {
+                log_debug_errno(r, "Failed to count jobs for STATUS=: %m");
+                return;
+        }
+        n += snprintf(buf + n, sizeof(buf) - n, "STATUS=Jobs:");
+        for (JobState s = 0; s < _JOB_STATE_MAX && n < sizeof(buf); s++) {
+                char name[32];
+                snprintf(name, sizeof(name), "%s", job_state_to_string(s));
+                for (char *p = name; *p; p++)
+                        *p = (char) tolower((unsigned char) *p);
+                n += snprintf(buf + n, sizeof(buf) - n, "%s %" PRIu64 " %s", s == 0 ? "" : ",", counts[s], name);
+        }
+        (void) sd_notify(false, buf);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        int r;
+
+        control_update_status(c);
+        r = sd_event_source_set_time_relative(s, STATUS_INTERVAL_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to re-arm the status timer: %m");
+        return 0;
+}
+
+/* After each committed event: pull the status refresh in (cheap: it only moves a timer). */
+static void on_event_status(void *userdata, const AuditEvent *event) {
+        Control *c = userdata;
+        uint64_t next, soon;
+
+        if (!c->status_timer || c->shutting_down)
+                return;
+        if (sd_event_now(c->event, CLOCK_MONOTONIC, &soon) < 0)
+                return;
+        soon += STATUS_DELAY_USEC;
+        if (sd_event_source_get_time(c->status_timer, &next) >= 0 && next <= soon)
+                return;
+        if (sd_event_source_set_time(c->status_timer, soon) >= 0)
+                (void) sd_event_source_set_enabled(c->status_timer, SD_EVENT_ONESHOT);
+}
+
+static int control_status_start(Control *c) {
+        int r;
+
+        r = sd_event_add_time_relative(c->event, &c->status_timer, CLOCK_MONOTONIC, STATUS_INTERVAL_USEC,
+                                       50 * USEC_PER_MSEC, on_status_timer, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the status timer: %m");
+        (void) sd_event_source_set_description(c->status_timer, "status");
+        r = control_add_listener(c, on_event_status, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the status listener: %m");
+        return 0;
+}
+
+/* ---- HTTP ----------------------------------------------------------------------------------- */
+
+static int control_http_start(Control *c) {
+        HttpServerConfig cfg = {
+                .listen = c->settings.listen,
+                .listen_fd = -1,
+                .max_body_size = (size_t) c->settings.max_body_size,
+                .max_connections = (unsigned) c->settings.max_connections,
+                .max_connections_per_ip = (unsigned) c->settings.max_connections_per_ip,
+                .connection_timeout_sec = HTTP_CONNECTION_TIMEOUT_SEC,
+                .connection_memory_limit = HTTP_CONNECTION_MEMORY_LIMIT,
+        };
+        int r;
+
+        r = http_listen_fd_from_systemd();
+        if (r >= 0)
+                cfg.listen_fd = r;
+        else if (r != -ENOENT)
+                return r;
+
+        r = http_server_new(c->event, &cfg, http_api_dispatch, c, &c->http);
+        if (r < 0)
+                return r;
+        if (cfg.listen_fd >= 0)
+                log_info("Serving the HTTP API on the socket passed by systemd.");
+        else
+                log_info("Serving the HTTP API on %s.", c->settings.listen);
+        return 0;
+}
+
+static void on_http_drained(HttpServer *s, void *userdata) {
+        Control *c = userdata;
+
+        log_info("HTTP requests drained, exiting.");
+        (void) sd_event_exit(c->event, 0);
+}
+
+/* ---- signals -------------------------------------------------------------------------------- */
+
+static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Control *c = userdata;
+        int r;
+
+        if (c->shutting_down) {
+                log_notice("Second termination signal, exiting without waiting for requests.");
+                return sd_event_exit(c->event, 0);
+        }
+        c->shutting_down = true;
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Finishing the requests in flight...");
+        log_info("Received %s, stopping.", strsignal((int) si->ssi_signo));
+
+        r = c->http ? http_server_drain(c->http, DRAIN_TIMEOUT_USEC, on_http_drained, c) : -ENOTCONN;
+        if (r < 0)
+                return sd_event_exit(c->event, 0);
+        return 0;
+}
+
+/* Moves into fresh the settings that only a restart changes, so that applying fresh keeps them. */
+static void settings_keep_restart_only(ControlSettings *cur, ControlSettings *fresh) {
+        char **keep[][2] = {
+                {&cur->listen, &fresh->listen},
+                {&cur->database, &fresh->database},
+                {&cur->synchronous, &fresh->synchronous},
+                {&cur->config, &fresh->config},
+        };
+        for (size_t i = 0; i < ELEMENTSOF(keep); i++) {
+                char *t;
+                if (!streq_ptr(*keep[i][0], *keep[i][1]) && i < 3)
+                        log_notice("A changed %s takes effect at the next restart.", i == 0   ? "listen address"
+                                                                                     : i == 1 ? "database path"
+                                                                                              : "synchronous mode");
+                t = *keep[i][0];
+                *keep[i][0] = *keep[i][1];
+                *keep[i][1] = t;
+        }
+        /* The retention timer exists only when the sweep was on at start. */
+        if ((cur->retention_interval == 0) != (fresh->retention_interval == 0)) {
+                log_notice("Turning the retention sweep on or off takes effect at the next restart.");
+                fresh->retention_interval = cur->retention_interval;
+        }
+        fresh->user_bus = cur->user_bus;
+        fresh->max_connections = cur->max_connections;
+        fresh->max_connections_per_ip = cur->max_connections_per_ip;
+}
+
+/* Config file and environment again, under the original command line; then the tokens. What
+ * cannot be changed without a restart (addresses, database) is kept. */
+static void control_reload(Control *c) {
+        _cleanup_(control_settings_free) ControlSettings fresh = {};
+        ControlSettings old;
+        int r;
+
+        (void) sd_notifyf(false, "RELOADING=1\nSTATUS=Reloading configuration...\nMONOTONIC_USEC=%" PRIu64,
+                          now_monotonic_usec());
+
+        r = control_settings_load(&fresh, c->argc, c->argv);
+        if (r == 0)
+                r = control_settings_check(&fresh);
+        if (r != 0)
+                log_error("Reloading the configuration failed; keeping the current one.");
+        else {
+                settings_keep_restart_only(&c->settings, &fresh);
+                old = c->settings;
+                c->settings = fresh;
+                fresh = old; /* freed on return */
+                log_set_max_level(log_level_from_string(c->settings.log_level));
+                http_server_set_max_body_size(c->http, (size_t) c->settings.max_body_size);
+                /* A shorter interval takes effect now, not after the tick armed with the old one. */
+                reconcile_note_deadline(c, control_now(c) + c->settings.reconcile_interval);
+        }
+
+        /* With the token file paths now in effect; on failure the old tokens stay. */
+        r = auth_load(c);
+        if (r < 0)
+                log_error("Reloading the tokens failed; the current tokens stay valid.");
+        else
+                log_info("Configuration and tokens reloaded.");
+
+        (void) sd_notify(false, "READY=1");
+        control_update_status(c);
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Control *c = userdata;
+
+        if (!c->shutting_down)
+                control_reload(c);
+        return 0;
+}
+
+static int control_event_setup(Control *c) {
+        sigset_t mask;
+        int r;
+
+        r = sd_event_default(&c->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the event loop: %m");
+
+        /* sd_event_add_signal() needs the signals blocked, or they would kill us first. */
+        if (sigemptyset(&mask) < 0 || sigaddset(&mask, SIGTERM) < 0 || sigaddset(&mask, SIGINT) < 0 ||
+            sigaddset(&mask, SIGHUP) < 0 || sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(-errno, "Failed to block signals: %m");
+        r = sd_event_add_signal(c->event, NULL, SIGTERM, on_terminate, c);
+        if (r >= 0)
+                r = sd_event_add_signal(c->event, NULL, SIGINT, on_terminate, c);
+        if (r >= 0)
+                r = sd_event_add_signal(c->event, NULL, SIGHUP, on_reload, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch signals: %m");
+
+        /* WATCHDOG=1 at half of WATCHDOG_USEC, sent by the loop itself: a hung loop stops it. */
+        r = sd_event_set_watchdog(c->event, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enable the watchdog: %m");
+        if (r > 0)
+                log_debug("Watchdog enabled.");
+        return 0;
+}
+
+/* ---- start and stop ------------------------------------------------------------------------- */
+
+static int control_open_store(Control *c) {
+        int r;
+
+        r = store_open(c->settings.database, c->settings.synchronous, &c->store);
+        if (r == -EPROTO)
+                return log_error_errno(r, "Database %s was written by a newer entropy-control; refusing to start.",
+                                       c->settings.database);
+        if (r < 0)
+                return log_error_errno(r, "Failed to open database %s: %m", c->settings.database);
+        return 0;
+}
+
+static void control_done(Control *c) {
+        control_bus_stop(c);
+        c->http = http_server_free(c->http);
+        c->status_timer = sd_event_source_disable_unref(c->status_timer);
+        c->reconcile_timer = sd_event_source_disable_unref(c->reconcile_timer);
+        c->retention_timer = sd_event_source_disable_unref(c->retention_timer);
+        c->store = store_close(c->store);
+        auth_clear(c);
+        control_settings_free(&c->settings);
+        c->event = sd_event_unref(c->event);
+}
+
+static int run(int argc, char **argv) {
+        _cleanup_(control_done) Control c = {.argc = argc, .argv = argv};
+        int r;
+
+        log_set_ident("entropy-control");
+        r = control_settings_load(&c.settings, argc, argv);
+        if (r != 0)
+                return r < 0 ? r : 0; /* 1: --help or --version printed */
+        r = control_settings_check(&c.settings);
+        if (r < 0)
+                return r;
+        log_set_max_level(log_level_from_string(c.settings.log_level));
+
+        r = auth_load(&c);
+        if (r < 0)
+                return r;
+        r = control_event_setup(&c);
+        if (r < 0)
+                return r;
+        r = control_open_store(&c);
+        if (r < 0)
+                return r;
+        c.started_at = now_realtime_usec();
+        r = control_add_listener(&c, audit_journal_listener, &c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the journal listener: %m");
+
+        /* Before the API takes work: extend live leases, sweep what expired while we were down. */
+        r = reconcile_startup(&c);
+        if (r < 0)
+                return log_error_errno(r, "Start-up reconciliation failed: %m");
+
+        r = control_http_start(&c);
+        if (r < 0)
+                return r;
+        r = control_bus_start(&c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the D-Bus API: %m");
+        r = reconcile_timers_start(&c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the reconciler's timers: %m");
+        r = control_status_start(&c);
+        if (r < 0)
+                return r;
+
+        (void) sd_notify(false, "READY=1");
+        control_update_status(&c);
+        log_info("entropy-control " PACKAGE_VERSION " ready.");
+
+        r = sd_event_loop(c.event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

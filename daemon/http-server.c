@@ -1,0 +1,694 @@
+/* http-server.c: the control plane's HTTP server. libmicrohttpd runs in its epoll mode with no
+ * thread of its own: its epoll fd is one io source of the sd-event loop and its timeouts one
+ * one-shot timer, as in systemd-journal-remote. Each request's headers and body are read and
+ * bounded here, then handed whole to the dispatch function (http-api.c); the HttpResponse it
+ * fills is sent back with the headers every response carries.
+ *
+ * Later additions have a place: TLS goes into server_options()/server_flags(); a request held
+ * until a group commit is durable would be an MHD_suspend_connection() in request_finish() and an
+ * MHD_resume_connection() from the commit callback (MHD_ALLOW_SUSPEND_RESUME is already on, and a
+ * resume wakes the loop through MHD's ITC, which sits in the epoll set we watch). */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+
+#include "http-server.h"
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+#include "time-util.h"
+
+#define LISTEN_BACKLOG 1024
+
+struct HttpServer {
+        sd_event *event;
+        struct MHD_Daemon *daemon;
+        sd_event_source *io_source;    /* MHD's epoll fd */
+        sd_event_source *timer_source; /* MHD_get_timeout(), one-shot */
+
+        HttpDispatch dispatch;
+        void *userdata;
+        size_t max_body_size;
+
+        unsigned n_connections;
+        unsigned n_in_flight;
+
+        bool draining;
+        bool drain_reported;
+        sd_event_source *drain_timer; /* the bound on draining */
+        sd_event_source *drain_defer; /* reports completion outside MHD's callbacks */
+        HttpDrainDone drain_done;
+        void *drain_userdata;
+};
+
+/* One request, from its headers to the end of its response (MHD's *con_cls). */
+typedef struct RequestState {
+        HttpServer *server;
+        char *body;
+        size_t size, allocated;
+        bool refused;   /* a response was queued early (413); MHD reads no more of the body */
+        bool too_large; /* a body without Content-Length grew past the limit: discarded, 413 at its end */
+        size_t discarded;
+} RequestState;
+
+/* A body past the limit is read and thrown away so that the client gets its 413 (MHD takes no
+ * response in the middle of a body); past this multiple of the limit, the connection is closed
+ * instead (or, for a declared length, answered at once). */
+#define DISCARD_FACTOR 4
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+static void *mfree_or_null(void *p) {
+        free(p);
+        return NULL;
+}
+
+static void response_clear_body(HttpResponse *resp) {
+        resp->body = mfree_or_null(resp->body);
+        resp->body_size = 0;
+}
+
+void http_response_done(HttpResponse *resp) {
+        if (!resp)
+                return;
+        response_clear_body(resp);
+        if (resp->stream_free)
+                resp->stream_free(resp->stream_userdata);
+        for (size_t i = 0; i < resp->n_headers; i++)
+                free(resp->headers[i].value);
+        *resp = (HttpResponse){};
+}
+
+int http_response_text(HttpResponse *resp, unsigned status, const char *content_type, char *body, size_t size) {
+        response_clear_body(resp);
+        resp->status = status;
+        resp->content_type = content_type;
+        resp->body = body;
+        resp->body_size = body ? size : 0;
+        return 0;
+}
+
+int http_response_json(HttpResponse *resp, unsigned status, json_object *body) {
+        const char *text;
+        char *copy;
+
+        text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!text)
+                return -ENOMEM;
+        copy = strdup(text);
+        if (!copy)
+                return -ENOMEM;
+        return http_response_text(resp, status, "application/json", copy, strlen(copy));
+}
+
+int http_response_error(HttpResponse *resp, unsigned status, const char *format, ...) {
+        char message[512];
+        va_list ap;
+        char *body;
+
+        va_start(ap, format);
+        vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+
+        body = json_error_body(message);
+        if (!body)
+                return -ENOMEM;
+        return http_response_text(resp, status, "application/json", body, strlen(body));
+}
+
+int http_response_add_header(HttpResponse *resp, const char *name, const char *value) {
+        char *v;
+
+        if (resp->n_headers >= HTTP_RESPONSE_MAX_HEADERS)
+                return -E2BIG;
+        v = strdup(value);
+        if (!v)
+                return -ENOMEM;
+        resp->headers[resp->n_headers].name = name;
+        resp->headers[resp->n_headers].value = v;
+        resp->n_headers++;
+        return 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------------- */
+
+const char *http_request_query(const HttpRequest *req, const char *key) {
+        if (!req->connection)
+                return NULL;
+        return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_request_header(const HttpRequest *req, const char *name) {
+        if (!req->connection)
+                return NULL;
+        return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+bool http_request_id_valid(const char *id) {
+        size_t n = 0;
+
+        if (!id)
+                return false;
+        for (const char *p = id; *p; p++, n++)
+                if (n >= HTTP_REQUEST_ID_MAX || (unsigned char) *p < 0x20 || (unsigned char) *p > 0x7e)
+                        return false;
+        return n > 0;
+}
+
+static void connection_remote(struct MHD_Connection *conn, char *buf, size_t size) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        char host[INET6_ADDRSTRLEN] = "";
+
+        snprintf(buf, size, "unknown");
+        if (!sa)
+                return;
+        if (sa->sa_family == AF_INET &&
+            inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, host, sizeof(host)))
+                snprintf(buf, size, "%s:%u", host, ntohs(((const struct sockaddr_in *) sa)->sin_port));
+        else if (sa->sa_family == AF_INET6 &&
+                 inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, host, sizeof(host)))
+                snprintf(buf, size, "[%s]:%u", host, ntohs(((const struct sockaddr_in6 *) sa)->sin6_port));
+}
+
+/* Queues resp on conn with the headers every response carries. Consumes resp. */
+static enum MHD_Result send_response(HttpServer *s, struct MHD_Connection *conn, HttpResponse *resp) {
+        const char *request_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+        struct MHD_Response *r;
+        enum MHD_Result ret;
+        bool ok = true;
+
+        if (resp->stream_read)
+                r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, resp->stream_read,
+                                                      resp->stream_userdata, resp->stream_free);
+        else if (resp->body)
+                r = MHD_create_response_from_buffer(resp->body_size, resp->body, MHD_RESPMEM_MUST_FREE);
+        else
+                r = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+        if (!r) {
+                http_response_done(resp);
+                return MHD_NO;
+        }
+        /* Now the response's: MHD frees the buffer, and calls stream_free when the stream ends. */
+        resp->body = NULL;
+        resp->stream_read = NULL;
+        resp->stream_free = NULL;
+
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type ?: "application/json") ==
+                           MHD_YES;
+        /* Job and worker state changes from one moment to the next: no cache may keep it. */
+        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
+        if (http_request_id_valid(request_id))
+                ok = ok && MHD_add_response_header(r, "X-Request-ID", request_id) == MHD_YES;
+        for (size_t i = 0; i < resp->n_headers; i++)
+                ok = ok && MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value) == MHD_YES;
+        /* Draining: tell keep-alive clients to go, so that their connections do not hold the stop. */
+        if (s->draining)
+                ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") == MHD_YES;
+
+        ret = ok ? MHD_queue_response(conn, resp->status ?: MHD_HTTP_INTERNAL_SERVER_ERROR, r) : MHD_NO;
+        MHD_destroy_response(r);
+        http_response_done(resp);
+        return ret;
+}
+
+static enum MHD_Result send_error(HttpServer *s, struct MHD_Connection *conn, unsigned status, const char *message) {
+        HttpResponse resp = {};
+
+        if (http_response_error(&resp, status, "%s", message) < 0)
+                return MHD_NO;
+        return send_response(s, conn, &resp);
+}
+
+static void request_drop_body(RequestState *st) {
+        st->body = mfree_or_null(st->body);
+        st->size = st->allocated = 0;
+}
+
+static enum MHD_Result refuse_too_large(HttpServer *s, struct MHD_Connection *conn) {
+        char message[128];
+
+        snprintf(message, sizeof(message), "request body larger than %zu bytes", s->max_body_size);
+        log_debug("Refusing a request body larger than %zu bytes.", s->max_body_size);
+        return send_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE, message);
+}
+
+/* First call for a request: only its headers are known. A declared length over the limit is
+ * answered before a byte of the body is read when the client waits for that answer (Expect:
+ * 100-continue) or the body is huge. Otherwise the body is read and thrown away and the 413 sent
+ * after it: a client still sending when the server answers and closes would get a reset instead
+ * of the answer. */
+static enum MHD_Result request_begin(HttpServer *s, RequestState *st, struct MHD_Connection *conn) {
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+        unsigned long long n;
+        char *end;
+
+        if (!cl)
+                return MHD_YES;
+        errno = 0;
+        n = strtoull(cl, &end, 10);
+        /* MHD has already refused a malformed Content-Length; anything odd here is too large. */
+        if (errno == 0 && end != cl && n <= s->max_body_size)
+                return MHD_YES;
+        if (errno == 0 && end != cl && n / DISCARD_FACTOR <= s->max_body_size &&
+            !(expect && strcasecmp(expect, "100-continue") == 0)) {
+                st->too_large = true;
+                return MHD_YES;
+        }
+        st->refused = true;
+        return refuse_too_large(s, conn);
+}
+
+static int request_append(HttpServer *s, RequestState *st, const char *data, size_t n) {
+        size_t need;
+
+        if (n > s->max_body_size - st->size || st->size >= s->max_body_size)
+                return -EFBIG;
+        need = st->size + n + 1;
+        if (need > st->allocated) {
+                size_t a = MAX(need, MIN(st->allocated * 2, s->max_body_size + 1));
+                char *p = realloc(st->body, a);
+                if (!p)
+                        return -ENOMEM;
+                st->body = p;
+                st->allocated = a;
+        }
+        memcpy(st->body + st->size, data, n);
+        st->size += n;
+        st->body[st->size] = 0;
+        return 0;
+}
+
+/* Last call: the whole request is here. */
+static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
+                                      const char *method) {
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+        HttpRequest req = {
+                .method = method,
+                .path = url,
+                .body = st->body ?: "",
+                .body_size = st->size,
+                .request_id = http_request_id_valid(rid) ? rid : NULL,
+                .connection = conn,
+        };
+        HttpResponse resp = {};
+        int r;
+
+        connection_remote(conn, req.remote, sizeof(req.remote));
+        r = s->dispatch(s->userdata, &req, &resp);
+        if (r < 0) {
+                log_error_errno(r, "Failed to handle %s %s: %m", method, url);
+                http_response_done(&resp);
+                return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
+        }
+        return send_response(s, conn, &resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+        HttpServer *s = cls;
+        RequestState *st = *con_cls;
+        int r;
+
+        if (!st) {
+                st = calloc(1, sizeof(*st));
+                if (!st)
+                        return MHD_NO; /* MHD closes the connection */
+                st->server = s;
+                *con_cls = st;
+                s->n_in_flight++;
+                return request_begin(s, st, conn);
+        }
+        if (st->refused) {
+                /* Answered already; MHD reads no more body after an early response. */
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0 && st->too_large) {
+                st->discarded += *upload_data_size;
+                *upload_data_size = 0;
+                return st->discarded / DISCARD_FACTOR > s->max_body_size ? MHD_NO : MHD_YES;
+        }
+        if (*upload_data_size > 0) {
+                r = request_append(s, st, upload_data, *upload_data_size);
+                if (r == -EFBIG) {
+                        st->too_large = true;
+                        st->discarded = st->size + *upload_data_size;
+                        request_drop_body(st);
+                        r = 0;
+                }
+                *upload_data_size = 0;
+                return r < 0 ? MHD_NO : MHD_YES;
+        }
+        if (st->too_large)
+                return refuse_too_large(s, conn);
+        return request_finish(s, st, conn, url, method);
+}
+
+static void on_request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                                 enum MHD_RequestTerminationCode toe) {
+        HttpServer *s = cls;
+        RequestState *st = *con_cls;
+
+        if (!st)
+                return;
+        free(st->body);
+        free(st);
+        *con_cls = NULL;
+        assert(s->n_in_flight > 0);
+        s->n_in_flight--;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+        HttpServer *s = cls;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+                int one = 1;
+
+                s->n_connections++;
+                /* Small request/response exchanges otherwise stall on delayed ACKs. */
+                if (ci && setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+                        log_debug_errno(-errno, "Failed to set TCP_NODELAY on a connection: %m");
+        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->n_connections > 0)
+                s->n_connections--;
+}
+
+static void on_mhd_log(void *cls, const char *format, va_list ap) {
+        char buf[512];
+
+        vsnprintf(buf, sizeof(buf), format, ap);
+        buf[strcspn(buf, "\n")] = 0;
+        /* Mostly what clients got wrong (bad requests, resets): not worth more than debug. */
+        log_debug("microhttpd: %s", buf);
+}
+
+/* ---- the loop ------------------------------------------------------------------------------- */
+
+static void server_check_drained(HttpServer *s);
+
+static void server_arm_timer(HttpServer *s) {
+        MHD_UNSIGNED_LONG_LONG ms = 0;
+        int r;
+
+        if (MHD_get_timeout(s->daemon, &ms) != MHD_YES) {
+                (void) sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
+                return;
+        }
+        /* Relative milliseconds, where sd-event wants microseconds; cap far-off values. */
+        ms = MIN(ms, (MHD_UNSIGNED_LONG_LONG) 24 * 3600 * 1000);
+        r = sd_event_source_set_time_relative(s->timer_source, (usec_t) ms * USEC_PER_MSEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the HTTP timer, connections may time out late: %m");
+}
+
+static void server_run(HttpServer *s) {
+        if (MHD_run(s->daemon) != MHD_YES)
+                log_debug("MHD_run() reported a failure.");
+        server_arm_timer(s);
+        server_check_drained(s);
+}
+
+static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+static int on_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+/* ---- listening socket ----------------------------------------------------------------------- */
+
+int http_listen_fd_from_systemd(void) {
+        int n, r;
+
+        n = sd_listen_fds(true);
+        if (n < 0)
+                return log_error_errno(n, "Failed to read the sockets passed by systemd: %m");
+        if (n == 0)
+                return -ENOENT;
+        if (n > 1)
+                return log_error_errno(-E2BIG, "Got %d sockets from systemd, expected one (the HTTP port).", n);
+        r = sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 1);
+        if (r < 0)
+                return log_error_errno(r, "Failed to check the socket passed by systemd: %m");
+        if (r == 0)
+                return log_error_errno(-ENOTSOCK, "The socket passed by systemd is not a listening stream socket.");
+        return SD_LISTEN_FDS_START;
+}
+
+/* "ADDR:PORT" or "[ADDR6]:PORT" into host and port strings. */
+static int listen_split(const char *address, char *host, size_t host_size, const char **ret_port) {
+        const char *colon, *start = address, *end;
+
+        if (address[0] == '[') {
+                start = address + 1;
+                end = strchr(start, ']');
+                if (!end || end[1] != ':')
+                        return -EINVAL;
+                colon = end + 1;
+        } else {
+                colon = strrchr(address, ':');
+                if (!colon)
+                        return -EINVAL;
+                end = colon;
+        }
+        if (end == start || (size_t) (end - start) >= host_size || isempty(colon + 1))
+                return -EINVAL;
+        memcpy(host, start, end - start);
+        host[end - start] = 0;
+        *ret_port = colon + 1;
+        return 0;
+}
+
+static int listen_bind(const char *address) {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *ai = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        char host[256];
+        const char *port;
+        int one = 1, r;
+
+        r = listen_split(address, host, sizeof(host), &port);
+        if (r < 0)
+                return log_error_errno(r, "Invalid --listen address '%s': expected ADDR:PORT or [ADDR6]:PORT.",
+                                       address);
+        r = getaddrinfo(host, port, &hints, &ai);
+        if (r != 0)
+                return log_error_errno(-EADDRNOTAVAIL, "Failed to resolve --listen address '%s': %s", address,
+                                       gai_strerror(r));
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                r = -errno;
+        else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+                 bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+                r = -errno;
+        freeaddrinfo(ai);
+        if (r < 0)
+                return log_error_errno(r, "Failed to listen on %s: %m", address);
+        return TAKE_FD(fd);
+}
+
+/* ---- start and stop ------------------------------------------------------------------------- */
+
+static unsigned server_flags(void) {
+        /* No thread of its own: sd-event drives it. Suspend/resume (and with it the ITC that
+         * MHD_quiesce_daemon also wants) is on for the requests that will wait for a commit. */
+        return MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+}
+
+static int server_start_daemon(HttpServer *s, const HttpServerConfig *cfg, int fd) {
+        struct MHD_OptionItem opts[] = {
+                /* The logger first, or MHD logs the options before it to stderr itself. */
+                {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, NULL},
+                {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
+                {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_request_completed, s},
+                {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, s},
+                {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_sec, NULL},
+                {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) cfg->connection_memory_limit, NULL},
+                {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip, NULL},
+                {cfg->max_connections > 0 ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END, cfg->max_connections, NULL},
+                {MHD_OPTION_END, 0, NULL},
+        };
+
+        s->daemon =
+                MHD_start_daemon(server_flags(), 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        if (!s->daemon)
+                return log_error_errno(-EINVAL, "Failed to start the HTTP server (libmicrohttpd refused its options).");
+        return 0;
+}
+
+static int server_attach(HttpServer *s) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        int r;
+
+        if (!info)
+                return log_error_errno(-EINVAL, "libmicrohttpd gave no epoll fd.");
+        r = sd_event_add_io(s->event, &s->io_source, info->epoll_fd, EPOLLIN, on_io, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch the HTTP server's epoll fd: %m");
+        (void) sd_event_source_set_description(s->io_source, "http-io");
+        /* Accuracy 1us: a timeout of 0 from MHD means "work is waiting", which must not wait for
+         * sd-event's default 250ms coalescing. */
+        r = sd_event_add_time(s->event, &s->timer_source, CLOCK_MONOTONIC, USEC_INFINITY, 1, on_timer, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP timer: %m");
+        (void) sd_event_source_set_description(s->timer_source, "http-timer");
+        server_arm_timer(s);
+        return 0;
+}
+
+int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispatch, void *userdata, HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        assert(e && cfg && dispatch && ret);
+        if (cfg->max_body_size == 0)
+                return -EINVAL;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return log_oom();
+        s->event = sd_event_ref(e);
+        s->dispatch = dispatch;
+        s->userdata = userdata;
+        s->max_body_size = cfg->max_body_size;
+
+        if (cfg->listen_fd >= 0)
+                fd = cfg->listen_fd;
+        else {
+                fd = listen_bind(cfg->listen);
+                if (fd < 0)
+                        return fd;
+        }
+        r = server_start_daemon(s, cfg, fd);
+        if (r < 0)
+                return r;
+        TAKE_FD(fd); /* MHD's now; closed by MHD_quiesce_daemon()'s caller or MHD_stop_daemon() */
+
+        r = server_attach(s);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+void http_server_wake(HttpServer *s) {
+        int r;
+
+        if (!s)
+                return;
+        r = sd_event_source_set_time_relative(s->timer_source, 0);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to wake the HTTP server: %m");
+}
+
+void http_server_set_max_body_size(HttpServer *s, size_t max_body_size) {
+        if (max_body_size > 0)
+                s->max_body_size = max_body_size;
+}
+
+unsigned http_server_n_in_flight(const HttpServer *s) {
+        return s ? s->n_in_flight : 0;
+}
+
+/* ---- draining ------------------------------------------------------------------------------- */
+
+static int on_drain_report(sd_event_source *src, void *userdata) {
+        HttpServer *s = userdata;
+
+        if (s->drain_done)
+                s->drain_done(s, s->drain_userdata);
+        return 0;
+}
+
+static void drain_report(HttpServer *s) {
+        int r;
+
+        if (s->drain_reported)
+                return;
+        s->drain_reported = true;
+        /* Not from inside MHD's callbacks: the owner may stop the server when told. */
+        r = sd_event_add_defer(s->event, &s->drain_defer, on_drain_report, s);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to schedule the end of draining, reporting it now: %m");
+                on_drain_report(NULL, s);
+        }
+}
+
+static void server_check_drained(HttpServer *s) {
+        if (s->draining && s->n_in_flight == 0)
+                drain_report(s);
+}
+
+static int on_drain_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+
+        log_warning("%u HTTP request(s) still unfinished at the end of the drain period; cutting them.",
+                    s->n_in_flight);
+        drain_report(s);
+        return 0;
+}
+
+int http_server_drain(HttpServer *s, uint64_t timeout_usec, HttpDrainDone done, void *userdata) {
+        int fd, r;
+
+        if (s->draining)
+                return 0;
+        /* Take in what has already arrived, so that a request whose bytes beat the signal is served. */
+        (void) MHD_run(s->daemon);
+
+        s->draining = true;
+        s->drain_done = done;
+        s->drain_userdata = userdata;
+        fd = MHD_quiesce_daemon(s->daemon);
+        if (fd >= 0)
+                close(fd); /* with socket activation, systemd keeps its own copy for the next start */
+
+        r = sd_event_add_time_relative(s->event, &s->drain_timer, CLOCK_MONOTONIC, timeout_usec, 0, on_drain_timeout,
+                                       s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the drain timer: %m");
+        log_info("Stopped accepting HTTP connections; %u request(s) in flight.", s->n_in_flight);
+        server_arm_timer(s);
+        server_check_drained(s);
+        return 0;
+}
+
+HttpServer *http_server_free(HttpServer *s) {
+        if (!s)
+                return NULL;
+        s->io_source = sd_event_source_disable_unref(s->io_source);
+        s->timer_source = sd_event_source_disable_unref(s->timer_source);
+        s->drain_timer = sd_event_source_disable_unref(s->drain_timer);
+        s->drain_defer = sd_event_source_disable_unref(s->drain_defer);
+        /* Closes every connection; on_request_completed() frees what each request still held. */
+        if (s->daemon)
+                MHD_stop_daemon(s->daemon);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}

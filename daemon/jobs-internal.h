@@ -1,0 +1,43 @@
+/* jobs-internal.h: job operations shared by jobs.c, jobs-reconnect.c, workers.c and reconcile.c.
+ * Each runs inside the caller's open transaction and changes state only via job_transition(). */
+#pragma once
+
+#include <sqlite3.h>
+
+#include "jobs.h"
+
+/* SELECT list and FROM clause that job_from_row() reads. */
+#define JOB_SELECT                                                                                                     \
+        "SELECT j.job_id, j.status, j.command, j.args, j.working_dir, j.timeout_ms, j.priority, "                      \
+        "j.scheduled_at, j.needs_gpu, j.requirements, j.created_at, j.updated_at, j.attempt_count, "                   \
+        "j.max_attempts, j.worker_id, j.assignment_id, j.assignment_expires_at, j.retry_at, j.last_error, "            \
+        "j.result_path, j.exit_code, j.updated_by, j.completion_seq, j.result_summary, j.artifact_id, "                \
+        "j.stdout_path, j.stderr_path, j.stdout_sha256, j.stderr_sha256, j.artifact_backend, "                         \
+        "j.artifact_location, j.artifact_upload_state, j.artifact_upload_error, "                                      \
+        "CASE WHEN j.status IN ('ASSIGNED', 'RUNNING') THEN w.last_seen END "                                          \
+        "FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
+
+int job_from_row(sqlite3_stmt *st, Job **ret);
+
+/* ASSIGNED -> PENDING (the attempt is given back: the job never ran) or RETRYING -> PENDING; the
+ * assignment is cleared. */
+int jobs_requeue(Control *c, const Origin *o, const Job *j, const char *reason);
+/* RUNNING -> LOST, or ASSIGNED -> PENDING: the worker no longer has the job. */
+int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason);
+/* RUNNING or LOST -> RETRYING (backoff scheduled) or FAILED by attempts left. */
+int jobs_retry_or_fail(Control *c, const Origin *o, const Job *j, const char *error, bool has_exit_code,
+                       int64_t exit_code, JobState *ret_state);
+
+int jobs_complete_locked(Control *c, const Origin *o, const Completion *comp, JobState *ret_state, OpError *err);
+int jobs_fail_locked(Control *c, const Origin *o, const Failure *f, JobState *ret_state, OpError *err);
+
+/* Ids of the jobs a worker holds (ASSIGNED or RUNNING). */
+int jobs_held_by(Control *c, const char *worker_id, char ***ret);
+
+/* Commits *tx when r is success or a refusal (its audit rows are kept), else leaves it for the
+ * cleanup to roll back. Returns r, or the commit's error. */
+int jobs_finish(Control **tx, int r);
+
+/* JSON array text <-> string vector, for the args/requirements/capabilities columns. */
+int strv_to_json_text(char *const *l, char **ret);
+int strv_from_json_text(const char *text, char ***ret);

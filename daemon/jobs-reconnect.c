@@ -1,0 +1,208 @@
+/* jobs-reconnect.c: /reconnect, where a worker back from a partition or a restart replays the
+ * results it kept and says which jobs it still runs; one transaction for the whole exchange. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "jobs-internal.h"
+#include "json-util.h"
+#include "log.h"
+#include "store.h"
+#include "strv.h"
+#include "workers.h"
+
+void reconnect_actions_free(ReconnectAction *a, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(a[i].job_id);
+                free(a[i].assignment_id);
+                free(a[i].error);
+        }
+        free(a);
+}
+
+typedef struct Actions {
+        ReconnectAction *a;
+        size_t n;
+} Actions;
+
+static int action_add(Actions *x, const char *job_id, const char *assignment_id, const char *action, int r,
+                      const char *error, JobState state) {
+        ReconnectAction *p = realloc(x->a, (x->n + 1) * sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        x->a = p;
+        p = &x->a[x->n];
+        *p = (ReconnectAction){.action = action, .accepted = r >= 0, .state = state};
+        if ((job_id && !(p->job_id = strdup(job_id))) ||
+            (assignment_id && !(p->assignment_id = strdup(assignment_id))) ||
+            (r < 0 && !(p->error = strdup(error ? error : "refused")))) {
+                free(p->job_id);
+                free(p->assignment_id);
+                return -ENOMEM;
+        }
+        x->n++;
+        return 0;
+}
+
+static int replay_one(Control *c, const Origin *o, const char *worker_id, const ReplayEntry *e, Actions *x) {
+        OpError err = {};
+        JobState state = _JOB_STATE_INVALID;
+        const char *job_id, *assignment_id, *action;
+        int r;
+
+        if (e->status == JOB_COMPLETED) {
+                Completion comp = e->completion;
+                if (!comp.worker_id)
+                        comp.worker_id = worker_id;
+                job_id = comp.job_id, assignment_id = comp.assignment_id, action = "complete";
+                r = streq(comp.worker_id, worker_id) ? jobs_complete_locked(c, o, &comp, &state, &err)
+                                                     : op_error_set(&err, -EINVAL, "record of another worker");
+        } else if (e->status == JOB_FAILED) {
+                Failure f = e->failure;
+                if (!f.worker_id)
+                        f.worker_id = worker_id;
+                job_id = f.job_id, assignment_id = f.assignment_id, action = "fail";
+                r = streq(f.worker_id, worker_id) ? jobs_fail_locked(c, o, &f, &state, &err)
+                                                  : op_error_set(&err, -EINVAL, "record of another worker");
+        } else {
+                job_id = e->completion.job_id, assignment_id = e->completion.assignment_id, action = "unknown";
+                r = op_error_set(&err, -EINVAL, "status must be COMPLETED or FAILED");
+        }
+        /* A refusal rejects this entry only; a store failure fails the whole reconnect. */
+        if (r < 0 && !op_is_refusal(r))
+                return r;
+        return action_add(x, job_id, assignment_id, action, r, err.message, state);
+}
+
+static int keep_claimed(Control *c, const char *worker_id, char *const *claimed, Actions *x) {
+        usec_t now = control_now(c);
+        int r;
+
+        STRV_FOREACH (id, (char **) claimed) {
+                _cleanup_(job_freep) Job *j = NULL;
+                r = jobs_get(c, *id, &j);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+                bool held = j && streq_ptr(j->worker_id, worker_id) &&
+                            (j->status == JOB_RUNNING || j->status == JOB_ASSIGNED);
+                /* REJECTED tells the worker to stop: the job is no longer its to run. */
+                r = action_add(x, *id, j ? j->assignment_id : NULL, "keep", held ? 0 : -EBUSY,
+                               j ? "the job is not held by this worker any more" : "no such job",
+                               j ? j->status : _JOB_STATE_INVALID);
+                if (r < 0)
+                        return r;
+        }
+        r = jobs_renew_leases(c, worker_id, now);
+        return r < 0 ? r : 0;
+}
+
+static int note_worker(Control *c, const Origin *o, const char *worker_id, char *const *claimed, size_t n_replayed,
+                       size_t n_lost) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[256];
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        r = store_prepare(c->store, "UPDATE workers SET current_job_id = ? WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, claimed ? claimed[0] : NULL) < 0 || store_bind_text(st, 2, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        json_add_int64(d, "replayed", (int64_t) n_replayed);
+        json_add_int64(d, "claimed", (int64_t) strv_length((char **) claimed));
+        json_add_int64(d, "given_up", (int64_t) n_lost);
+        snprintf(msg, sizeof(msg), "Worker %s reconnected: %zu records replayed, %zu jobs given up", worker_id,
+                 n_replayed, n_lost);
+        return audit_record(c,
+                            &(AuditRecord){.component = "workers",
+                                           .level = LOG_INFO,
+                                           .event = "worker.reconnected",
+                                           .message = msg,
+                                           .origin = o,
+                                           .worker_id = worker_id,
+                                           .details = d},
+                            NULL);
+}
+
+static int claimed_and_replayed(char *const *claimed, const ReplayEntry *entries, size_t n, char ***ret) {
+        _cleanup_strv_free_ char **l = strv_copy((char **) claimed);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *id =
+                        entries[i].status == JOB_FAILED ? entries[i].failure.job_id : entries[i].completion.job_id;
+                if (id && strv_extend(&l, id) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
+                            const ReplayEntry *entries, size_t n_entries, Actions *x) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        _cleanup_strv_free_ char **keep = NULL, **lost = NULL;
+        int r;
+
+        r = worker_require(c, worker_id, &w);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_entries; i++) {
+                r = replay_one(c, o, worker_id, &entries[i], x);
+                if (r < 0)
+                        return r;
+        }
+        /* Replayed jobs count as claimed: their results are in, nothing is left to lose. */
+        r = claimed_and_replayed(claimed, entries, n_entries, &keep);
+        if (r < 0)
+                return r;
+        r = worker_resolve_restart(c, o, worker_id, keep, &lost);
+        if (r < 0)
+                return r;
+        STRV_FOREACH (id, lost) {
+                r = action_add(x, *id, NULL, "lost", 0, NULL, _JOB_STATE_INVALID);
+                if (r < 0)
+                        return r;
+        }
+        r = keep_claimed(c, worker_id, claimed, x);
+        if (r < 0)
+                return r;
+        return note_worker(c, o, worker_id, claimed, n_entries, strv_length(lost));
+}
+
+int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, char *const *current_job_ids,
+                   const ReplayEntry *entries, size_t n_entries, ReconnectAction **ret, size_t *ret_n) {
+        _cleanup_tx_ Control *tx = NULL;
+        Actions x = {};
+        int r;
+
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return -EINVAL;
+        if (n_entries > LIMIT_RECONNECT_ENTRIES)
+                return -EINVAL;
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = jobs_finish(&tx, reconnect_locked(c, o, worker_id, current_job_ids, entries, n_entries, &x));
+        if (r < 0) {
+                reconnect_actions_free(x.a, x.n);
+                return r;
+        }
+        /* States of "lost" actions are filled in now that the transaction is done. */
+        for (size_t i = 0; i < x.n; i++)
+                if (x.a[i].state < 0 && x.a[i].job_id) {
+                        _cleanup_(job_freep) Job *j = NULL;
+                        if (jobs_get(c, x.a[i].job_id, &j) >= 0)
+                                x.a[i].state = j->status;
+                }
+        *ret = x.a;
+        *ret_n = x.n;
+        return 0;
+}

@@ -1,0 +1,308 @@
+/* reconcile.c: the reconciler's sweep, its start-up pass and its timers (see reconcile.h). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "audit.h"
+#include "jobs-internal.h"
+#include "json-util.h"
+#include "log.h"
+#include "reconcile.h"
+#include "retention.h"
+#include "store.h"
+#include "strv.h"
+#include "workers.h"
+
+static const Origin reconciler = {.actor = "reconciler"};
+
+usec_t reconcile_backoff(const ControlSettings *s, int64_t attempt, double u) {
+        usec_t b = s->retry_backoff, cap = s->retry_backoff_max ? s->retry_backoff_max : USEC_INFINITY;
+
+        for (int64_t i = 1; i < attempt && b < cap; i++)
+                b = b > cap / 2 ? cap : b * 2;
+        b = MIN(b, cap);
+        double jitter = CLAMP(s->retry_jitter, 0.0, 1.0) * CLAMP(u, 0.0, 1.0);
+        return b + (usec_t) ((double) b * jitter);
+}
+
+double reconcile_random_unit(void) {
+        uint64_t x;
+        if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != sizeof(x))
+                x = (uint64_t) random() << 32 ^ (uint64_t) random();
+        return (double) (x >> 11) * 0x1.0p-53;
+}
+
+/* Ids of the jobs matching a query with one bound parameter (now). Collected first, so that
+ * the transitions do not modify the table under a running SELECT. */
+static int select_ids(Control *c, const char *sql, usec_t now, char ***ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        r = store_prepare(c->store, sql, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) now) < 0)
+                return -ENOMEM;
+        while ((r = store_step(c->store, st)) > 0)
+                if (strv_extend(&l, (const char *) sqlite3_column_text(st, 0)) < 0)
+                        return -ENOMEM;
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+typedef int (*JobAction)(Control *c, const Job *j);
+
+static int for_each(Control *c, const char *sql, usec_t now, JobAction fn, unsigned *changes) {
+        _cleanup_strv_free_ char **ids = NULL;
+        int r = select_ids(c, sql, now, &ids);
+        if (r < 0)
+                return r;
+        STRV_FOREACH (id, ids) {
+                _cleanup_(job_freep) Job *j = NULL;
+                r = jobs_get(c, *id, &j);
+                if (r < 0)
+                        return r;
+                r = fn(c, j);
+                if (r < 0)
+                        return r;
+                (*changes)++;
+        }
+        return 0;
+}
+
+static int requeue_unacked(Control *c, const Job *j) {
+        return jobs_requeue(c, &reconciler, j, "lease expired before the ack");
+}
+
+static int lose(Control *c, const Job *j) {
+        return jobs_give_up(c, &reconciler, j,
+                            j->assignment_expires_at <= control_now(c) ? "lease expired" : "worker offline");
+}
+
+static int after_loss(Control *c, const Job *j) {
+        return jobs_retry_or_fail(c, &reconciler, j, j->last_error ? j->last_error : "lost", false, 0, NULL);
+}
+
+static int requeue_retry(Control *c, const Job *j) {
+        return jobs_requeue(c, &reconciler, j, "retry backoff elapsed");
+}
+
+static int sweep_locked(Control *c, usec_t now, unsigned *changes) {
+        int r = workers_sweep_states(c, now);
+        if (r < 0)
+                return r;
+        r = for_each(c, "SELECT job_id FROM jobs WHERE status = 'ASSIGNED' AND assignment_expires_at <= ?", now,
+                     requeue_unacked, changes);
+        if (r < 0)
+                return r;
+        r = for_each(c,
+                     "SELECT j.job_id FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
+                     "WHERE j.status = 'RUNNING' AND (j.assignment_expires_at <= ?1 OR w.state IS NULL "
+                     "OR w.state = 'OFFLINE')",
+                     now, lose, changes);
+        if (r < 0)
+                return r;
+        /* ?1 unused: every LOST job moves on at once. */
+        r = for_each(c, "SELECT job_id FROM jobs WHERE status = 'LOST' AND ?1 IS NOT NULL", now, after_loss, changes);
+        if (r < 0)
+                return r;
+        return for_each(c, "SELECT job_id FROM jobs WHERE status = 'RETRYING' AND retry_at <= ?", now, requeue_retry,
+                        changes);
+}
+
+int reconcile_sweep(Control *c, unsigned *ret_changes) {
+        _cleanup_tx_ Control *tx = NULL;
+        unsigned changes = 0;
+        int r;
+
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = sweep_locked(c, control_now(c), &changes);
+        if (r < 0)
+                return log_error_errno(r, "Reconcile sweep failed: %m");
+        r = control_commit(&tx);
+        if (r < 0)
+                return log_error_errno(r, "Failed to commit the reconcile sweep: %m");
+        if (ret_changes)
+                *ret_changes = changes;
+        return 0;
+}
+
+static int min_of(Control *c, const char *sql, usec_t *best) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, sql, &st);
+        if (r < 0)
+                return r;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        if (r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                *best = MIN(*best, (usec_t) sqlite3_column_int64(st, 0));
+        return 0;
+}
+
+int reconcile_next_deadline(Control *c, usec_t *ret) {
+        usec_t best = USEC_INFINITY;
+        Worker **a = NULL;
+        size_t n = 0;
+        int r;
+
+        r = min_of(c, "SELECT min(assignment_expires_at) FROM jobs WHERE status IN ('ASSIGNED', 'RUNNING')", &best);
+        if (r >= 0)
+                r = min_of(c, "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", &best);
+        if (r >= 0)
+                r = min_of(c, "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'LOST') THEN 0 END", &best);
+        if (r < 0)
+                return r;
+        r = workers_list(c, &a, &n);
+        if (r < 0)
+                return r;
+        /* A worker's state changes one microsecond after its timeout has passed (age > timeout). */
+        for (size_t i = 0; i < n; i++) {
+                usec_t seen = MAX(a[i]->last_seen, c->started_at);
+                if (a[i]->state == WORKER_ONLINE || a[i]->state == WORKER_DRAINING)
+                        best = MIN(best, seen + c->settings.disconnect_timeout + 1);
+                else if (a[i]->state == WORKER_DISCONNECTED)
+                        best = MIN(best, seen + c->settings.heartbeat_timeout + 1);
+        }
+        worker_array_free(a, n);
+        *ret = best;
+        return 0;
+}
+
+/* ---- start-up ---- */
+
+static int extend_leases(Control *c, usec_t now, int *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store,
+                              "UPDATE jobs SET assignment_expires_at = MAX(assignment_expires_at, ?1) + ?2 "
+                              "WHERE status IN ('ASSIGNED', 'RUNNING')",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) now) < 0 ||
+            store_bind_int64(st, 2, (int64_t) c->settings.lease_timeout) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        *ret_n = sqlite3_changes(c->store->db);
+        return 0;
+}
+
+int reconcile_startup(Control *c) {
+        _cleanup_tx_ Control *tx = NULL;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[256];
+        int n = 0, r;
+
+        if (!d)
+                return log_oom();
+        if (c->started_at == 0)
+                c->started_at = control_now(c);
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return log_error_errno(r, "Failed to begin the start-up reconciliation: %m");
+        r = extend_leases(c, control_now(c), &n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to extend leases at start-up: %m");
+        json_add_int64(d, "leases", n);
+        snprintf(msg, sizeof(msg), "Control plane started: %d live leases extended by one lease length", n);
+        r = audit_record(c,
+                         &(AuditRecord){.component = "reconciler",
+                                        .level = LOG_NOTICE,
+                                        .event = "control.leases_extended",
+                                        .message = msg,
+                                        .origin = &reconciler,
+                                        .details = d},
+                         NULL);
+        if (r < 0)
+                return r;
+        r = control_commit(&tx);
+        if (r < 0)
+                return log_error_errno(r, "Failed to commit the start-up reconciliation: %m");
+        return reconcile_sweep(c, NULL);
+}
+
+/* ---- timers ---- */
+
+/* sd-event timers run on CLOCK_MONOTONIC: convert a realtime deadline. */
+static usec_t to_monotonic(Control *c, usec_t realtime) {
+        usec_t now_rt = control_now(c), now_mono = now_monotonic_usec();
+        return realtime <= now_rt ? now_mono : now_mono + (realtime - now_rt);
+}
+
+static void arm(Control *c) {
+        usec_t deadline = USEC_INFINITY, next;
+
+        if (reconcile_next_deadline(c, &deadline) < 0)
+                deadline = USEC_INFINITY;
+        next = now_monotonic_usec() + c->settings.reconcile_interval;
+        if (deadline != USEC_INFINITY)
+                next = MIN(next, to_monotonic(c, deadline));
+        /* Never spin: a sweep that keeps failing is retried at most every 10ms. */
+        next = MAX(next, now_monotonic_usec() + 10 * USEC_PER_MSEC);
+        if (sd_event_source_set_time(c->reconcile_timer, next) < 0 ||
+            sd_event_source_set_enabled(c->reconcile_timer, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to re-arm the reconcile timer.");
+}
+
+static int on_reconcile(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        /* A failed sweep is logged and retried at the next tick: the loop keeps serving. */
+        (void) reconcile_sweep(c, NULL);
+        arm(c);
+        return 0;
+}
+
+static int on_retention(sd_event_source *s, uint64_t usec, void *userdata) {
+        Control *c = userdata;
+        (void) retention_sweep(c, NULL, NULL);
+        if (sd_event_source_set_time(s, now_monotonic_usec() + c->settings.retention_interval) < 0 ||
+            sd_event_source_set_enabled(s, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to re-arm the retention timer.");
+        return 0;
+}
+
+void reconcile_note_deadline(Control *c, usec_t when) {
+        uint64_t current;
+
+        if (!c->reconcile_timer || when == 0 || when == USEC_INFINITY)
+                return;
+        usec_t mono = to_monotonic(c, when);
+        if (sd_event_source_get_time(c->reconcile_timer, &current) >= 0 && current <= mono)
+                return;
+        if (sd_event_source_set_time(c->reconcile_timer, mono) < 0 ||
+            sd_event_source_set_enabled(c->reconcile_timer, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to pull in the reconcile timer.");
+}
+
+int reconcile_timers_start(Control *c) {
+        int r;
+
+        /* 1ms accuracy: deadlines (ack expiry, backoff end) are promises to the operator. */
+        r = sd_event_add_time(c->event, &c->reconcile_timer, CLOCK_MONOTONIC,
+                              now_monotonic_usec() + c->settings.reconcile_interval, USEC_PER_MSEC, on_reconcile, c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the reconcile timer: %m");
+        (void) sd_event_source_set_description(c->reconcile_timer, "reconcile");
+        arm(c);
+        if (c->settings.retention_interval > 0) {
+                r = sd_event_add_time(c->event, &c->retention_timer, CLOCK_MONOTONIC,
+                                      now_monotonic_usec() + c->settings.retention_interval, USEC_PER_SEC, on_retention,
+                                      c);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to add the retention timer: %m");
+                (void) sd_event_source_set_description(c->retention_timer, "retention");
+        }
+        return 0;
+}

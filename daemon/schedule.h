@@ -1,0 +1,19 @@
+/* schedule.h: which PENDING job a worker gets. Order: effective priority DESC, created_at, job_id,
+ * where effective priority = priority + floor(waited / aging_window) when aging_window > 0
+ * (waited since created_at). Eligible: scheduled_at reached; needs_gpu only for a worker with the
+ * "gpu" capability; every requirement among the worker's capabilities; at most
+ * max_retry_jobs_per_worker retry jobs held at once (a candidate is a retry job when its
+ * attempt_count > 0, a held job when its attempt_count > 1, i.e. it had an earlier attempt); and
+ * when more than preempt_backlog (> 0) claimable jobs (PENDING, scheduled_at reached) have a
+ * priority >= preempt_priority_floor, only those are handed out (the preemption gate).
+ *
+ * The candidates come from the partial index on PENDING jobs, so terminal jobs never cost a
+ * thing however many there are. */
+#pragma once
+
+#include "control.h"
+#include "time-util.h"
+
+/* Inside an open transaction: the job id to hand to the worker with these capabilities, or 0 and
+ * *ret = NULL when none is eligible. */
+int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, usec_t now, char **ret_job_id);

@@ -1,0 +1,183 @@
+/* store-schema.c: the control plane's schema, as forward migrations. Each step takes a database
+ * at version n - 1 to version n inside one transaction; a fresh database runs them all. Never edit
+ * a released step: add one.
+ *
+ *   v1  jobs, workers, audit_events
+ *   v2  completion and artifact record columns on jobs (contract /complete)
+ *   v3  indexes for the claim query (partial, PENDING only), the reconciler's deadlines, listing
+ *       and retention; worker drain/restart/state columns
+ *   v4  job_counts, kept by triggers: jobs per state without counting a million terminal rows
+ *       (sd_notify STATUS, /metrics and D-Bus ask often) */
+#include <errno.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "store-schema.h"
+#include "store.h"
+
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+        /* v1 */
+        "CREATE TABLE jobs ("
+        "  job_id TEXT PRIMARY KEY NOT NULL,"
+        "  status TEXT NOT NULL,"
+        "  command TEXT NOT NULL,"
+        "  args TEXT NOT NULL DEFAULT '[]',"
+        "  working_dir TEXT,"
+        "  timeout_ms INTEGER NOT NULL DEFAULT 0,"
+        "  priority INTEGER NOT NULL DEFAULT 0,"
+        "  scheduled_at INTEGER NOT NULL DEFAULT 0,"
+        "  needs_gpu INTEGER NOT NULL DEFAULT 0,"
+        "  requirements TEXT NOT NULL DEFAULT '[]',"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL,"
+        "  attempt_count INTEGER NOT NULL DEFAULT 0,"
+        "  max_attempts INTEGER NOT NULL DEFAULT 3,"
+        "  worker_id TEXT,"
+        "  assignment_id TEXT,"
+        "  assignment_expires_at INTEGER NOT NULL DEFAULT 0,"
+        "  retry_at INTEGER NOT NULL DEFAULT 0,"
+        "  last_error TEXT,"
+        "  result_path TEXT,"
+        "  exit_code INTEGER,"
+        "  updated_by TEXT"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX jobs_status ON jobs(status);"
+        "CREATE TABLE workers ("
+        "  worker_id TEXT PRIMARY KEY NOT NULL,"
+        "  nonce TEXT,"
+        "  instance_id TEXT,"
+        "  capabilities TEXT NOT NULL DEFAULT '[]',"
+        "  current_job_id TEXT,"
+        "  metrics TEXT,"
+        "  heartbeat_seq INTEGER NOT NULL DEFAULT -1,"
+        "  last_seen INTEGER NOT NULL,"
+        "  registered_at INTEGER NOT NULL"
+        ") WITHOUT ROWID;"
+        "CREATE TABLE audit_events ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  ts INTEGER NOT NULL,"
+        "  component TEXT NOT NULL,"
+        "  level INTEGER NOT NULL,"
+        "  event TEXT NOT NULL,"
+        "  message TEXT,"
+        "  request_id TEXT,"
+        "  worker_id TEXT,"
+        "  job_id TEXT,"
+        "  assignment_id TEXT,"
+        "  details TEXT NOT NULL DEFAULT '{}'"
+        ");",
+
+        /* v2 */
+        "ALTER TABLE jobs ADD COLUMN completion_seq INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE jobs ADD COLUMN result_summary TEXT;"
+        "ALTER TABLE jobs ADD COLUMN artifact_id TEXT;"
+        "ALTER TABLE jobs ADD COLUMN stdout_path TEXT;"
+        "ALTER TABLE jobs ADD COLUMN stderr_path TEXT;"
+        "ALTER TABLE jobs ADD COLUMN stdout_sha256 TEXT;"
+        "ALTER TABLE jobs ADD COLUMN stderr_sha256 TEXT;"
+        "ALTER TABLE jobs ADD COLUMN artifact_backend TEXT;"
+        "ALTER TABLE jobs ADD COLUMN artifact_location TEXT;"
+        "ALTER TABLE jobs ADD COLUMN artifact_upload_state TEXT;"
+        "ALTER TABLE jobs ADD COLUMN artifact_upload_error TEXT;",
+
+        /* v3 */
+        "ALTER TABLE workers ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE workers ADD COLUMN restart_pending INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE workers ADD COLUMN state TEXT NOT NULL DEFAULT 'ONLINE';"
+        /* The claim query walks this in order; only PENDING rows are in it. */
+        "CREATE INDEX jobs_claimable ON jobs(priority DESC, created_at, job_id) WHERE status = 'PENDING';"
+        /* Leases and backoffs the reconciler watches; terminal rows are not in it. */
+        "CREATE INDEX jobs_lease ON jobs(assignment_expires_at) WHERE status IN ('ASSIGNED', 'RUNNING');"
+        "CREATE INDEX jobs_retry ON jobs(retry_at) WHERE status = 'RETRYING';"
+        "CREATE INDEX jobs_held ON jobs(worker_id, status) WHERE status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING');"
+        "CREATE INDEX jobs_worker ON jobs(worker_id, created_at) WHERE worker_id IS NOT NULL;"
+        "CREATE INDEX jobs_created ON jobs(created_at, job_id);"
+        "CREATE INDEX jobs_status_created ON jobs(status, created_at, job_id);"
+        "CREATE INDEX jobs_terminal ON jobs(updated_at) WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED');"
+        "DROP INDEX jobs_status;"
+        "CREATE INDEX audit_ts ON audit_events(ts);"
+        "CREATE INDEX audit_job ON audit_events(job_id, id) WHERE job_id IS NOT NULL;"
+        "CREATE INDEX audit_worker ON audit_events(worker_id, id) WHERE worker_id IS NOT NULL;"
+        "CREATE INDEX audit_event ON audit_events(event, id);",
+
+        /* v4 */
+        "CREATE TABLE job_counts (status TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO job_counts SELECT status, count(*) FROM jobs GROUP BY status;"
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+        "  INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT(status) DO UPDATE SET n = n + 1;"
+        "END;"
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;"
+        "END;"
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF status ON jobs WHEN OLD.status <> NEW.status BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;"
+        "  INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT(status) DO UPDATE SET n = n + 1;"
+        "END;",
+};
+
+static int exec(sqlite3 *db, const char *sql) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+                log_error("SQL failed: %s", msg ? msg : sqlite3_errstr(rc));
+                sqlite3_free(msg);
+                return store_errno(rc);
+        }
+        return 0;
+}
+
+static int user_version(sqlite3 *db, int *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(rc);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return rc == SQLITE_ROW ? 0 : store_errno(rc);
+}
+
+static int migrate_one(sqlite3 *db, int to) {
+        char pragma[64];
+        int r;
+
+        r = exec(db, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", to);
+        r = exec(db, migrations[to - 1]);
+        if (r >= 0)
+                r = exec(db, pragma);
+        if (r >= 0)
+                r = exec(db, "COMMIT");
+        if (r < 0) {
+                (void) exec(db, "ROLLBACK");
+                return log_error_errno(r, "Failed to migrate the database schema to version %d: %m", to);
+        }
+        return 0;
+}
+
+int store_schema_migrate(sqlite3 *db, int target) {
+        int version = 0, r;
+
+        if (target < 0 || target > STORE_SCHEMA_VERSION)
+                return -EINVAL;
+        r = user_version(db, &version);
+        if (r < 0)
+                return r;
+        if (version > STORE_SCHEMA_VERSION) {
+                log_error("Database schema version %d is newer than this program's (%d); refusing to use it. "
+                          "Run the newer entropy-control, or restore a backup.",
+                          version, STORE_SCHEMA_VERSION);
+                return -EPROTO;
+        }
+        for (int v = version + 1; v <= target; v++) {
+                r = migrate_one(db, v);
+                if (r < 0)
+                        return r;
+                if (version > 0)
+                        log_info("Database schema migrated to version %d.", v);
+        }
+        return 0;
+}

@@ -1,0 +1,306 @@
+/* store.c: opening, configuring and migrating the SQLite database; statements and transactions. */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit.h"
+#include "fs-util.h"
+#include "log.h"
+#include "store-schema.h"
+#include "store.h"
+
+int store_errno(int rc) {
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EAGAIN; /* not -EBUSY: that is the domain's "state conflict" (ops.h) */
+        case SQLITE_READONLY:
+        case SQLITE_PERM:
+        case SQLITE_AUTH:
+                return -EACCES;
+        case SQLITE_CANTOPEN:
+                return -ENOENT;
+        case SQLITE_NOTADB:
+        case SQLITE_CORRUPT:
+                return -EBADMSG;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_CONSTRAINT:
+                return -ENOTUNIQ;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        default:
+                return -EIO;
+        }
+}
+
+static void chmod_if_exists(const char *path, const char *suffix) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s%s", path, suffix);
+        if (chmod(p, 0600) < 0 && errno != ENOENT)
+                log_warning("Failed to restrict %s to mode 0600: %m", p);
+}
+
+static int check_directory(const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+        int r;
+
+        if (!copy)
+                return log_oom();
+        const char *dir = dirname(copy);
+        r = directory_writable(dir);
+        if (r < 0)
+                return log_error_errno(r, "Database directory %s is not writable by this user: %m", dir);
+        return 0;
+}
+
+static int configure(Store *s, const char *synchronous) {
+        int r;
+
+        /* A single connection owned by the loop: a short wait only covers outside readers (the
+         * sqlite3 shell, a backup) holding a lock for a moment. */
+        sqlite3_busy_timeout(s->db, 1000);
+        sqlite3_extended_result_codes(s->db, 1);
+
+        /* The first statement reading the file is where "not a database" shows. */
+        int rc = sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                r = store_errno(rc);
+                return log_error_errno(r, "%s is not a usable SQLite database (%s): %m", s->path,
+                                       sqlite3_errmsg(s->db));
+        }
+
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+            !streq((const char *) sqlite3_column_text(st, 0), "wal"))
+                rc = SQLITE_ERROR;
+        sqlite3_finalize(st);
+        if (rc != SQLITE_OK) {
+                r = store_errno(rc);
+                return log_error_errno(r, "Failed to switch %s to WAL mode: %m", s->path);
+        }
+
+        /* FULL: each commit is on disk before we acknowledge it. NORMAL (operator's choice) may
+         * lose the last commits on power loss, but never corrupts. */
+        r = store_exec(s, synchronous && streq(synchronous, "normal") ? "PRAGMA synchronous = NORMAL"
+                                                                      : "PRAGMA synchronous = FULL");
+        if (r < 0)
+                return r;
+        return store_exec(s, "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY");
+}
+
+int store_open(const char *path, const char *synchronous, Store **ret) {
+        _cleanup_(store_closep) Store *s = NULL;
+        int r, rc;
+
+        if (isempty(path))
+                return -EINVAL;
+        if (synchronous && !streq(synchronous, "full") && !streq(synchronous, "normal")) {
+                log_error("Invalid synchronous mode '%s': expected 'full' or 'normal'.", synchronous);
+                return -EINVAL;
+        }
+        r = check_directory(path);
+        if (r < 0)
+                return r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return log_oom();
+        s->path = strdup(path);
+        if (!s->path)
+                return log_oom();
+
+        /* Created 0600 from the start; SQLite gives -wal and -shm the database file's mode. */
+        mode_t old = umask(0077);
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, "PRAGMA user_version", NULL, NULL, NULL);
+        umask(old);
+        if (rc != SQLITE_OK) {
+                r = store_errno(rc);
+                return log_error_errno(r, "Failed to open database %s (%s): %m", path,
+                                       s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        }
+
+        r = configure(s, synchronous);
+        if (r < 0)
+                return r;
+        chmod_if_exists(path, "");
+        chmod_if_exists(path, "-wal");
+        chmod_if_exists(path, "-shm");
+
+        r = store_schema_migrate(s->db, STORE_SCHEMA_VERSION);
+        if (r < 0)
+                return log_error_errno(r, "Cannot use database %s: %m", path);
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+Store *store_close(Store *s) {
+        if (!s)
+                return NULL;
+        if (s->in_transaction)
+                store_rollback(s);
+        for (size_t i = 0; i < s->n_cache; i++)
+                sqlite3_finalize(s->cache[i].stmt);
+        if (s->db)
+                sqlite3_close_v2(s->db);
+        for (size_t i = 0; i < s->n_pending; i++)
+                audit_event_free(s->pending[i]);
+        free(s->pending);
+        free(s->path);
+        free(s);
+        return NULL;
+}
+
+int store_exec(Store *s, const char *sql) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+                int r = store_errno(rc);
+                log_error("SQL failed on %s: %s", s->path, msg ? msg : sqlite3_errstr(rc));
+                sqlite3_free(msg);
+                return r;
+        }
+        return 0;
+}
+
+int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
+        for (size_t i = 0; i < s->n_cache; i++)
+                if (s->cache[i].sql == sql) {
+                        sqlite3_reset(s->cache[i].stmt);
+                        sqlite3_clear_bindings(s->cache[i].stmt);
+                        *ret = s->cache[i].stmt;
+                        return 0;
+                }
+        /* Every statement is a literal in the source, so the cache is bounded by the code. */
+        if (s->n_cache >= STORE_STMT_CACHE) {
+                log_error("Prepared statement cache full (%d); raise STORE_STMT_CACHE.", STORE_STMT_CACHE);
+                return -ENOSPC;
+        }
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (rc != SQLITE_OK) {
+                int r = store_errno(rc);
+                return log_error_errno(r, "Failed to prepare SQL (%s): %s", sqlite3_errmsg(s->db), sql);
+        }
+        s->cache[s->n_cache].sql = sql;
+        s->cache[s->n_cache].stmt = st;
+        s->n_cache++;
+        *ret = st;
+        return 0;
+}
+
+int store_step(Store *s, sqlite3_stmt *st) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        int r = store_errno(rc);
+        return log_error_errno(r, "SQL step failed on %s (%s): %m", s->path, sqlite3_errmsg(s->db));
+}
+
+int store_bind_text(sqlite3_stmt *st, int idx, const char *v) {
+        int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, idx);
+        return store_errno(rc);
+}
+
+int store_bind_int64(sqlite3_stmt *st, int idx, int64_t v) {
+        return store_errno(sqlite3_bind_int64(st, idx, v));
+}
+
+int store_column_strdup(sqlite3_stmt *st, int col, char **ret) {
+        const unsigned char *t = sqlite3_column_text(st, col);
+        if (!t) {
+                *ret = NULL;
+                return 0;
+        }
+        char *d = strdup((const char *) t);
+        if (!d)
+                return -ENOMEM;
+        *ret = d;
+        return 0;
+}
+
+int store_begin(Store *s) {
+        assert(!s->in_transaction);
+        /* IMMEDIATE: take the write lock now, so a transaction never fails half-way on a lock. */
+        int r = store_exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        s->in_transaction = true;
+        return 0;
+}
+
+int store_commit(Store *s) {
+        assert(s->in_transaction);
+        int r = store_exec(s, "COMMIT");
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        s->in_transaction = false;
+        return 0;
+}
+
+void store_rollback(Store *s) {
+        if (!s->in_transaction)
+                return;
+        /* Fails only when SQLite already rolled back on its own (e.g. after SQLITE_FULL). */
+        (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        s->in_transaction = false;
+}
+
+int store_user_version(Store *s, int *ret) {
+        sqlite3_stmt *st = NULL;
+        int r = store_prepare(s, "PRAGMA user_version", &st);
+        if (r < 0)
+                return r;
+        r = store_step(s, st);
+        if (r > 0)
+                *ret = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        return r < 0 ? r : 0;
+}
+
+int store_database_size(Store *s, uint64_t *ret) {
+        char wal[4096];
+        struct stat a, b;
+
+        if (stat(s->path, &a) < 0)
+                return -errno;
+        snprintf(wal, sizeof(wal), "%s-wal", s->path);
+        *ret = (uint64_t) a.st_size + (stat(wal, &b) == 0 ? (uint64_t) b.st_size : 0);
+        return 0;
+}
+
+int store_count_jobs_by_state(Store *s, uint64_t counts[_JOB_STATE_MAX]) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        memset(counts, 0, sizeof(uint64_t) * _JOB_STATE_MAX);
+        /* Kept by triggers (schema v4), so this reads a handful of rows however many jobs exist. */
+        r = store_prepare(s, "SELECT status, n FROM job_counts", &st);
+        if (r < 0)
+                return r;
+        while ((r = store_step(s, st)) > 0) {
+                JobState js = job_state_from_string((const char *) sqlite3_column_text(st, 0));
+                if (js >= 0)
+                        counts[js] = (uint64_t) sqlite3_column_int64(st, 1);
+        }
+        return r;
+}

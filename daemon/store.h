@@ -1,0 +1,79 @@
+/* store.h: the control plane's SQLite database. One connection, owned by the event loop, so
+ * every write is serialized by construction. WAL journal; synchronous=FULL unless the operator
+ * chose "normal", which may lose the last committed transactions on power loss (never corrupts).
+ * Files are mode 0600. The schema is versioned by PRAGMA user_version (store-schema.c). */
+#pragma once
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "protocol.h"
+
+typedef struct AuditEvent AuditEvent;
+
+#define STORE_STMT_CACHE 128
+
+typedef struct Store {
+        sqlite3 *db;
+        char *path;
+        bool in_transaction;
+
+        /* Prepared-statement cache keyed by the SQL text's address: callers pass string literals. */
+        struct {
+                const char *sql;
+                sqlite3_stmt *stmt;
+        } cache[STORE_STMT_CACHE];
+        size_t n_cache;
+
+        /* Audit events written in the open transaction, emitted after it commits (audit.c). */
+        AuditEvent **pending;
+        size_t n_pending;
+} Store;
+
+/* Opens (creating if needed) and migrates the database at path. synchronous is "full" (NULL
+ * means full) or "normal". Refuses with a logged message: a directory it cannot write (-EACCES),
+ * a file that is not a SQLite database (-EBADMSG), a schema newer than this program (-EPROTO). */
+int store_open(const char *path, const char *synchronous, Store **ret);
+Store *store_close(Store *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
+
+/* Maps an SQLite result code to a negative errno (SQLITE_BUSY -> -EAGAIN, NOTADB -> -EBADMSG, ...). */
+int store_errno(int sqlite_rc);
+
+/* Executes SQL without results (may hold several statements). */
+int store_exec(Store *s, const char *sql);
+
+/* A cached prepared statement for a SQL string literal. The statement is reset and its bindings
+ * cleared when handed out; use _cleanup_stmt_ so it is reset again after use. */
+int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret);
+static inline void store_stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                sqlite3_reset(*st);
+                sqlite3_clear_bindings(*st);
+        }
+}
+#define _cleanup_stmt_ _cleanup_(store_stmt_resetp)
+
+/* sqlite3_step() mapped: 1 for a row, 0 when done, negative errno on failure. */
+int store_step(Store *s, sqlite3_stmt *st);
+
+/* Bind helpers: NULL strings bind SQL NULL; the text is copied (SQLITE_TRANSIENT). */
+int store_bind_text(sqlite3_stmt *st, int idx, const char *s);
+int store_bind_int64(sqlite3_stmt *st, int idx, int64_t v);
+/* Column text duplicated (NULL stays NULL); -ENOMEM on failure. */
+int store_column_strdup(sqlite3_stmt *st, int col, char **ret);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Transactions do not nest. Prefer the control_begin()
+ * family of audit.h, which also emits the transaction's audit events after commit. */
+int store_begin(Store *s);
+int store_commit(Store *s);
+void store_rollback(Store *s);
+
+int store_user_version(Store *s, int *ret);
+/* Size of the main database file plus its WAL, in bytes. */
+int store_database_size(Store *s, uint64_t *ret);
+/* Jobs per state, from the job_counts table the schema's triggers keep. */
+int store_count_jobs_by_state(Store *s, uint64_t counts[_JOB_STATE_MAX]);

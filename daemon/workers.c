@@ -1,0 +1,528 @@
+/* workers.c: registration (nonce pinning, instance ids), heartbeats, drain, and worker state
+ * derived from heartbeat age. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "crypto.h"
+#include "jobs-internal.h"
+#include "json-util.h"
+#include "log.h"
+#include "store.h"
+#include "strv.h"
+#include "workers.h"
+
+#define WORKER_SELECT                                                                                                  \
+        "SELECT worker_id, instance_id, capabilities, current_job_id, metrics, heartbeat_seq, last_seen, "             \
+        "registered_at, draining, restart_pending, nonce IS NOT NULL, state FROM workers "
+
+Worker *worker_free(Worker *w) {
+        if (!w)
+                return NULL;
+        free(w->worker_id);
+        free(w->instance_id);
+        strv_free(w->capabilities);
+        free(w->current_job_id);
+        free(w->metrics);
+        free(w);
+        return NULL;
+}
+
+void worker_array_free(Worker **a, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                worker_free(a[i]);
+        free(a);
+}
+
+WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now) {
+        /* A restarted control plane gives every worker a fresh start: its own downtime is not the
+         * workers' fault. */
+        usec_t seen = MAX(w->last_seen, c->started_at);
+        usec_t age = now > seen ? now - seen : 0;
+
+        if (age > c->settings.heartbeat_timeout)
+                return WORKER_OFFLINE;
+        if (age > c->settings.disconnect_timeout)
+                return WORKER_DISCONNECTED;
+        return w->draining ? WORKER_DRAINING : WORKER_ONLINE;
+}
+
+static int worker_from_row(Control *c, sqlite3_stmt *st, Worker **ret, WorkerState *ret_stored) {
+        _cleanup_(worker_freep) Worker *w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        if (store_column_strdup(st, 0, &w->worker_id) < 0 || store_column_strdup(st, 1, &w->instance_id) < 0 ||
+            strv_from_json_text((const char *) sqlite3_column_text(st, 2), &w->capabilities) < 0 ||
+            store_column_strdup(st, 3, &w->current_job_id) < 0 || store_column_strdup(st, 4, &w->metrics) < 0)
+                return -ENOMEM;
+        w->heartbeat_seq = sqlite3_column_int64(st, 5);
+        w->last_seen = (usec_t) sqlite3_column_int64(st, 6);
+        w->registered_at = (usec_t) sqlite3_column_int64(st, 7);
+        w->draining = sqlite3_column_int(st, 8) != 0;
+        w->restart_pending = sqlite3_column_int(st, 9) != 0;
+        w->has_nonce = sqlite3_column_int(st, 10) != 0;
+        if (ret_stored)
+                *ret_stored = worker_state_from_string((const char *) sqlite3_column_text(st, 11));
+        w->state = worker_state_at(c, w, control_now(c));
+        *ret = TAKE_PTR(w);
+        return 0;
+}
+
+int worker_get(Control *c, const char *worker_id, Worker **ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return -ENOENT;
+        r = store_prepare(c->store, WORKER_SELECT "WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -ENOENT;
+        return worker_from_row(c, st, ret, NULL);
+}
+
+int worker_require(Control *c, const char *worker_id, Worker **ret) {
+        int r = worker_get(c, worker_id, ret);
+        return r == -ENOENT ? -EPERM : r;
+}
+
+static int list_all(Control *c, Worker ***ret, WorkerState **ret_stored, size_t *ret_n) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        Worker **a = NULL;
+        WorkerState *stored = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_prepare(c->store, WORKER_SELECT "ORDER BY worker_id", &st);
+        if (r < 0)
+                return r;
+        while ((r = store_step(c->store, st)) > 0) {
+                Worker **p = realloc(a, (n + 1) * sizeof(*p));
+                WorkerState *q = p ? realloc(stored, (n + 1) * sizeof(*q)) : NULL;
+                if (p)
+                        a = p;
+                if (q)
+                        stored = q;
+                if (!p || !q) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = worker_from_row(c, st, &a[n], &stored[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r < 0) {
+                worker_array_free(a, n);
+                free(stored);
+                return r;
+        }
+        *ret = a;
+        *ret_n = n;
+        if (ret_stored)
+                *ret_stored = stored;
+        else
+                free(stored);
+        return 0;
+}
+
+int workers_list(Control *c, Worker ***ret, size_t *ret_n) {
+        return list_all(c, ret, NULL, ret_n);
+}
+
+int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]) {
+        Worker **a = NULL;
+        size_t n = 0;
+        int r;
+
+        memset(counts, 0, sizeof(uint64_t) * _WORKER_STATE_MAX);
+        r = workers_list(c, &a, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                counts[a[i]->state]++;
+        worker_array_free(a, n);
+        return 0;
+}
+
+/* ---- state changes ---- */
+
+static int store_state(Control *c, const Origin *o, const char *worker_id, WorkerState from, WorkerState to) {
+        static const char *const events[_WORKER_STATE_MAX] = {
+                [WORKER_ONLINE] = "worker.online",
+                [WORKER_DISCONNECTED] = "worker.disconnected",
+                [WORKER_OFFLINE] = "worker.offline",
+                [WORKER_DRAINING] = "worker.drain",
+        };
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[256];
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        r = store_prepare(c->store, "UPDATE workers SET state = ? WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_state_to_string(to)) < 0 || store_bind_text(st, 2, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        json_add_string(d, "from", worker_state_to_string(from));
+        json_add_string(d, "to", worker_state_to_string(to));
+        snprintf(msg, sizeof(msg), "Worker %s is %s (was %s)", worker_id, worker_state_to_string(to),
+                 worker_state_to_string(from));
+        return audit_record(c,
+                            &(AuditRecord){.component = "workers",
+                                           .level = to == WORKER_OFFLINE ? LOG_WARNING : LOG_INFO,
+                                           .event = events[to],
+                                           .message = msg,
+                                           .origin = o,
+                                           .worker_id = worker_id,
+                                           .details = d},
+                            NULL);
+}
+
+int workers_sweep_states(Control *c, usec_t now) {
+        Worker **a = NULL;
+        WorkerState *stored = NULL;
+        size_t n = 0;
+        int r, changed = 0;
+        const Origin o = {.actor = "reconciler"};
+
+        r = list_all(c, &a, &stored, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                WorkerState s = worker_state_at(c, a[i], now);
+                if (s == stored[i])
+                        continue;
+                r = store_state(c, &o, a[i]->worker_id, stored[i], s);
+                if (r < 0)
+                        break;
+                changed++;
+        }
+        worker_array_free(a, n);
+        free(stored);
+        return r < 0 ? r : changed;
+}
+
+/* The state a worker that was just heard from should be in, audited if it changed. */
+static int mark_seen(Control *c, const Origin *o, const char *worker_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_(worker_freep) Worker *w = NULL;
+        int r;
+
+        r = store_prepare(c->store, WORKER_SELECT "WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r <= 0)
+                return r < 0 ? r : -ENOENT;
+        WorkerState stored;
+        r = worker_from_row(c, st, &w, &stored);
+        if (r < 0)
+                return r;
+        WorkerState now = w->draining ? WORKER_DRAINING : WORKER_ONLINE;
+        if (stored == now)
+                return 0;
+        sqlite3_reset(st);
+        return store_state(c, o, worker_id, stored, now);
+}
+
+/* ---- register ---- */
+
+static int validate_registration(const WorkerRegistration *reg, OpError *err) {
+        if (isempty(reg->worker_id) || strlen(reg->worker_id) > LIMIT_ID_LEN)
+                return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
+        for (const char *p = reg->worker_id; *p; p++)
+                if ((unsigned char) *p < 0x21 || *p == 0x7f)
+                        return op_error_set(err, -EINVAL, "field 'worker_id' must be printable, without spaces");
+        if ((reg->nonce && strlen(reg->nonce) > LIMIT_ID_LEN) ||
+            (reg->instance_id && strlen(reg->instance_id) > LIMIT_ID_LEN))
+                return op_error_set(err, -EINVAL, "fields 'nonce' and 'instance_id' are limited to %d bytes",
+                                    LIMIT_ID_LEN);
+        if (strv_length(reg->capabilities) > LIMIT_REQUIREMENTS)
+                return op_error_set(err, -EINVAL, "field 'capabilities' has more than %d items", LIMIT_REQUIREMENTS);
+        STRV_FOREACH (cap, reg->capabilities)
+                if (strlen(*cap) > LIMIT_CAPABILITY_LEN)
+                        return op_error_set(err, -EINVAL, "a capability is longer than %d bytes", LIMIT_CAPABILITY_LEN);
+        return 0;
+}
+
+typedef struct Existing {
+        bool found;
+        char *nonce, *instance_id;
+} Existing;
+
+static void existing_done(Existing *e) {
+        free(e->nonce);
+        free(e->instance_id);
+}
+
+static int load_existing(Control *c, const char *worker_id, Existing *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, "SELECT nonce, instance_id FROM workers WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r <= 0)
+                return r;
+        ret->found = true;
+        if (store_column_strdup(st, 0, &ret->nonce) < 0 || store_column_strdup(st, 1, &ret->instance_id) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int upsert(Control *c, const WorkerRegistration *reg, bool restarted, usec_t now) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_free_ char *caps = NULL;
+        int r;
+
+        if (strv_to_json_text(reg->capabilities, &caps) < 0)
+                return -ENOMEM;
+        /* The heartbeat sequence restarts with each registration: a new process counts from 0. */
+        r = store_prepare(c->store,
+                          "INSERT INTO workers (worker_id, nonce, instance_id, capabilities, last_seen, registered_at, "
+                          "heartbeat_seq, state) VALUES (?1, ?2, ?3, ?4, ?5, ?5, -1, 'ONLINE') "
+                          "ON CONFLICT(worker_id) DO UPDATE SET nonce = coalesce(nonce, ?2), "
+                          "instance_id = coalesce(?3, instance_id), capabilities = ?4, last_seen = ?5, "
+                          "heartbeat_seq = -1, restart_pending = restart_pending OR ?6",
+                          &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, reg->worker_id) < 0 || store_bind_text(st, 2, reg->nonce) < 0 ||
+            store_bind_text(st, 3, reg->instance_id) < 0 || store_bind_text(st, 4, caps) < 0 ||
+            store_bind_int64(st, 5, (int64_t) now) < 0 || store_bind_int64(st, 6, restarted) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        return r < 0 ? r : 0;
+}
+
+static int audit_registration(Control *c, const Origin *o, const WorkerRegistration *reg, const char *event, int level,
+                              const char *what) {
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[512];
+
+        if (!d)
+                return -ENOMEM;
+        json_add_string(d, "instance_id", reg->instance_id);
+        json_add_strv(d, "capabilities", reg->capabilities);
+        snprintf(msg, sizeof(msg), "Worker %s %s", reg->worker_id, what);
+        return audit_record(c,
+                            &(AuditRecord){.component = "workers",
+                                           .level = level,
+                                           .event = event,
+                                           .message = msg,
+                                           .origin = o,
+                                           .worker_id = reg->worker_id,
+                                           .details = d},
+                            NULL);
+}
+
+static int register_locked(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err) {
+        Existing ex = {};
+        int r;
+
+        r = load_existing(c, reg->worker_id, &ex);
+        if (r < 0)
+                goto finish;
+        if (ex.found && ex.nonce && (!reg->nonce || !streq_consttime(ex.nonce, reg->nonce))) {
+                r = audit_registration(c, o, reg, "worker.nonce_mismatch", LOG_WARNING,
+                                       "refused: nonce does not match the one first registered");
+                if (r >= 0)
+                        r = op_error_set(err, -EEXIST, "worker %s is registered with another nonce", reg->worker_id);
+                goto finish;
+        }
+        bool restarted = ex.found && reg->instance_id && ex.instance_id && !streq(ex.instance_id, reg->instance_id);
+        r = upsert(c, reg, restarted, control_now(c));
+        if (r >= 0)
+                r = audit_registration(c, o, reg, restarted ? "worker.restarted" : "worker.registered", LOG_INFO,
+                                       restarted ? "restarted (new instance id)" : "registered");
+        if (r >= 0)
+                r = mark_seen(c, o, reg->worker_id);
+        if (r >= 0)
+                r = restarted;
+finish:
+        existing_done(&ex);
+        return r;
+}
+
+int worker_register(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err) {
+        _cleanup_tx_ Control *tx = NULL;
+        int r = validate_registration(reg, err);
+        if (r < 0)
+                return r;
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        return jobs_finish(&tx, register_locked(c, o, reg, err));
+}
+
+/* ---- heartbeat ---- */
+
+static int store_heartbeat(Control *c, const char *worker_id, const char *current_job_id, int64_t seq,
+                           const char *metrics, usec_t now) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store,
+                              "UPDATE workers SET heartbeat_seq = ?, last_seen = ?, current_job_id = ?, "
+                              "metrics = coalesce(?, metrics) WHERE worker_id = ?",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, seq) < 0 || store_bind_int64(st, 2, (int64_t) now) < 0 ||
+            store_bind_text(st, 3, current_job_id) < 0 || store_bind_text(st, 4, metrics) < 0 ||
+            store_bind_text(st, 5, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        return r < 0 ? r : 0;
+}
+
+static int heartbeat_locked(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
+                            const char *metrics, OpError *err) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        usec_t now = control_now(c);
+        int r;
+
+        r = worker_require(c, worker_id, &w);
+        if (r == -EPERM)
+                return op_error_set(err, r, "worker %s is not registered", worker_id);
+        if (r < 0)
+                return r;
+        if (seq <= w->heartbeat_seq)
+                return OP_NOOP; /* late or repeated: an older view than the one we have */
+        if (w->restart_pending) {
+                char *claimed[] = {(char *) current_job_id, NULL};
+                r = worker_resolve_restart(c, o, worker_id, current_job_id ? claimed : NULL, NULL);
+                if (r < 0)
+                        return r;
+        }
+        r = store_heartbeat(c, worker_id, current_job_id, seq, metrics, now);
+        if (r < 0)
+                return r;
+        r = mark_seen(c, o, worker_id);
+        if (r < 0)
+                return r;
+        r = jobs_renew_leases(c, worker_id, now);
+        return r < 0 ? r : 0;
+}
+
+int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
+                     const char *metrics_json, OpError *err) {
+        _cleanup_tx_ Control *tx = NULL;
+        int r;
+
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
+        if (current_job_id && strlen(current_job_id) > LIMIT_ID_LEN)
+                return op_error_set(err, -EINVAL, "field 'current_job_id' is longer than %d bytes", LIMIT_ID_LEN);
+        if (metrics_json && strlen(metrics_json) > LIMIT_METRICS_LEN)
+                return op_error_set(err, -EINVAL, "field 'metrics' is larger than %d bytes", LIMIT_METRICS_LEN);
+        if (seq < 0)
+                return op_error_set(err, -EINVAL, "field 'seq' must not be negative");
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = heartbeat_locked(c, o, worker_id, isempty(current_job_id) ? NULL : current_job_id, seq, metrics_json, err);
+        if (r == OP_NOOP)
+                return r; /* nothing written: the cleanup rolls the empty transaction back */
+        return jobs_finish(&tx, r);
+}
+
+/* ---- drain ---- */
+
+static int drain_locked(Control *c, const Origin *o, const char *worker_id, bool drain) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_(worker_freep) Worker *w = NULL;
+        int r;
+
+        r = worker_get(c, worker_id, &w);
+        if (r < 0)
+                return r;
+        r = store_prepare(c->store, "UPDATE workers SET draining = ? WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, drain) < 0 || store_bind_text(st, 2, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        /* The stored state follows at once, so the change is audited now, not at the next sweep. */
+        w->draining = drain;
+        WorkerState to = worker_state_at(c, w, control_now(c));
+        if (to == w->state)
+                return 0;
+        return store_state(c, o, worker_id, w->state, to);
+}
+
+int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain) {
+        _cleanup_tx_ Control *tx = NULL;
+        int r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        return jobs_finish(&tx, drain_locked(c, o, worker_id, drain));
+}
+
+/* ---- restarts ---- */
+
+static int clear_restart(Control *c, const char *worker_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, "UPDATE workers SET restart_pending = 0 WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        return r < 0 ? r : 0;
+}
+
+int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
+                           char ***ret_given_up) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        _cleanup_strv_free_ char **held = NULL, **given_up = calloc(1, sizeof(char *));
+        int r;
+
+        if (!given_up)
+                return -ENOMEM;
+        r = worker_require(c, worker_id, &w);
+        if (r < 0)
+                return r;
+        if (w->restart_pending) {
+                r = jobs_held_by(c, worker_id, &held);
+                if (r < 0)
+                        return r;
+                STRV_FOREACH (id, held) {
+                        _cleanup_(job_freep) Job *j = NULL;
+                        if (strv_contains((char **) claimed, *id))
+                                continue;
+                        r = jobs_get(c, *id, &j);
+                        if (r < 0)
+                                return r;
+                        r = jobs_give_up(c, o, j, "worker restarted and no longer claims the job");
+                        if (r < 0)
+                                return r;
+                        if (strv_extend(&given_up, *id) < 0)
+                                return -ENOMEM;
+                }
+                r = clear_restart(c, worker_id);
+                if (r < 0)
+                        return r;
+        }
+        r = (int) strv_length(given_up);
+        if (ret_given_up)
+                *ret_given_up = TAKE_PTR(given_up);
+        return r;
+}

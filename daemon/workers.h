@@ -1,0 +1,91 @@
+/* workers.h: worker registration, heartbeats and worker state.
+ *
+ * State is derived from the age of the last heartbeat (or registration), counted from no earlier
+ * than the control plane's own start (a restarted control plane does not hold its downtime
+ * against workers):
+ *   ONLINE        age <= disconnect_timeout
+ *   DRAINING      ONLINE, but worker_drain() was called: it gets no new assignments
+ *   DISCONNECTED  age > disconnect_timeout: its jobs keep running, not yet lost
+ *   OFFLINE       age > heartbeat_timeout: the reconciler makes its RUNNING jobs LOST
+ * The last derived state is stored so that changes are audited (worker.online, .disconnected,
+ * .offline) by workers_sweep_states() and the heartbeats that bring a worker back.
+ *
+ * Instances: each worker process start presents a fresh instance_id at /register. A changed
+ * instance id means the worker restarted; it is recorded as a pending restart and the jobs the
+ * worker holds are resolved at its next /reconnect (the jobs it still claims are kept, the others
+ * given up at once: RUNNING -> LOST, ASSIGNED -> PENDING). A restarted worker that asks for work
+ * (/next-job) or heartbeats before reconnecting claims nothing but its heartbeat's current_job_id,
+ * and its other jobs are given up then. A completion for a given-up job's latest assignment is
+ * still accepted (jobs.h). Registering without an instance_id never triggers this. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control.h"
+#include "macro.h"
+#include "ops.h"
+#include "protocol.h"
+#include "time-util.h"
+
+typedef struct Worker {
+        char *worker_id;
+        char *instance_id;
+        char **capabilities;
+        char *current_job_id;  /* as last reported by a heartbeat or reconnect */
+        char *metrics;         /* JSON text of the last heartbeat's metrics, or NULL */
+        int64_t heartbeat_seq; /* highest accepted; -1 before the first */
+        usec_t last_seen;      /* last registration or accepted heartbeat */
+        usec_t registered_at;  /* first registration */
+        bool draining;
+        bool restart_pending; /* new instance id not yet reconciled */
+        WorkerState state;    /* derived at load time (see top) */
+        bool has_nonce;
+} Worker;
+
+Worker *worker_free(Worker *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Worker *, worker_free);
+void worker_array_free(Worker **a, size_t n);
+
+typedef struct WorkerRegistration {
+        const char *worker_id;   /* required, <= LIMIT_ID_LEN */
+        const char *nonce;       /* optional; the first one presented is pinned */
+        const char *instance_id; /* optional; a new value per process start */
+        char **capabilities;
+} WorkerRegistration;
+
+/* Registers or re-registers. The first registration that presents a nonce pins it; any later
+ * registration must present the same nonce, else -EEXIST (audited, nothing changes). Updates the
+ * capabilities, marks the worker seen. Returns 0, or 1 when the instance id changed (restart). */
+int worker_register(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err);
+
+/* A heartbeat: seq must be above the last accepted one, else OP_NOOP (ignored, nothing changes);
+ * each registration restarts the count (a new process counts from 0 again).
+ * Stores current_job_id and metrics (JSON text <= LIMIT_METRICS_LEN, may be NULL), marks the
+ * worker seen and renews the leases of the RUNNING jobs it holds. -EPERM unregistered. */
+int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
+                     const char *metrics_json, OpError *err);
+
+/* Stops (drain = true) or resumes handing new jobs to a worker. Running jobs are unaffected. */
+int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain);
+
+int worker_get(Control *c, const char *worker_id, Worker **ret);
+int workers_list(Control *c, Worker ***ret, size_t *ret_n);
+int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]);
+
+/* The state a worker is in at `now`, from its last_seen and drain flag (see top). */
+WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now);
+
+/* Inside an open transaction (reconciler): re-derives every worker's state, stores and audits
+ * changes. Returns the number of workers that changed state. */
+int workers_sweep_states(Control *c, usec_t now);
+
+/* Inside an open transaction: when the worker has a pending restart, gives up the jobs it holds
+ * except those in claimed (may be NULL) and clears the flag. Returns the number given up; their ids
+ * in *ret_given_up when that is not NULL. */
+int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
+                           char ***ret_given_up);
+
+/* Inside an open transaction: loads a registered worker, -EPERM when unknown. */
+int worker_require(Control *c, const char *worker_id, Worker **ret);

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""test-bench-smoke: entropy-bench (tests/bench, docs/performance.md) still works.
+
+Runs the benchmark in --short mode twice, within about 15 s:
+  - against a control plane this test starts through the harness (--url), then checks through
+    the HTTP API, job by job, that every job the bench submitted is COMPLETED: the bench's load is
+    also a correctness check of the full worker protocol under concurrency;
+  - on its own, as documented: it starts entropy-control from the build tree itself, measures one
+    restart (--startup), and runs the beanstalkd reference when beanstalkd is installed.
+The numbers are only checked for sanity (non-zero, ordered), never against the targets: CI
+machines are too noisy for that; the targets are recorded in docs/performance.md.
+"""
+
+import json
+import os
+import shutil
+
+from entropy_test import ADMIN_TOKEN, BUILDDIR, WORKER_TOKEN, run, skip_all, test
+
+BENCH = os.path.join(BUILDDIR, "tests", "bench", "entropy-bench")
+BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
+
+
+def run_bench(t, args, timeout=60.0):
+    """Runs entropy-bench --short --json with args; returns its decoded report."""
+    proc = t.run_cmd([BENCH, "--short", "--json"] + args, timeout=timeout,
+                     env={"TMPDIR": t.tmp})
+    t.require(proc.returncode == 0,
+              f"entropy-bench exited with {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"entropy-bench printed no JSON:\n{proc.stdout}\n{proc.stderr}")
+
+
+def check_entropy_numbers(t, e, want_rss=True):
+    t.ok(e["lifecycles"] > 0, f"lifecycles > 0 (got {e['lifecycles']})")
+    t.ok(e["lifecycles_per_s"] > 0, "lifecycles per second > 0")
+    claim = e["claim_latency"]
+    t.ok(claim["n"] == e["lifecycles"], f"one claim per lifecycle ({claim['n']} vs {e['lifecycles']})")
+    t.ok(0 < claim["p50_ms"] <= claim["p99_ms"] <= claim["max_ms"],
+         f"claim latency 0 < p50 <= p99 <= max ({claim})")
+    for name, lat in e["request_latency"].items():
+        t.ok(lat["p50_ms"] <= lat["p99_ms"], f"{name}: p50 <= p99 ({lat})")
+    t.eq(e["errors"], 0, "no request answered against the contract")
+    t.ok(e["verified"], f"the store agrees with the bench: {e['verify_detail']}")
+    if want_rss:
+        t.ok(e["peak_rss_kib"] > 0, "control plane peak RSS > 0")
+
+
+def all_jobs(cp):
+    status, jobs = cp.admin("GET", "/jobs?limit=100000")
+    if status != 200:
+        raise AssertionError(f"GET /jobs: {status} {jobs}")
+    return jobs
+
+
+@test
+def test_bench_short_run_completes_every_job(t):
+    cp = t.control_plane()
+    # The harness reads the notify socket only while it waits for something; with no reader, the
+    # daemon's STATUS= updates fill the datagram queue (net.unix.max_dgram_qlen, often 10) within
+    # about two seconds of load and its blocking sd_notify() then stalls its event loop. systemd
+    # always reads; closing the socket makes later notifications fail at once instead.
+    if cp.notify_sock:
+        cp.notify_sock.close()
+        cp.notify_sock = None
+        os.unlink(os.path.join(t.tmp, f"{cp.name}.notify"))
+    admin_file = os.path.join(t.tmp, "admin-token")
+    worker_file = os.path.join(t.tmp, "worker-token")
+    for path, tok in ((admin_file, ADMIN_TOKEN), (worker_file, WORKER_TOKEN)):
+        with open(path, "w") as f:
+            f.write(tok + "\n")
+    report = run_bench(t, [f"--url={cp.url}", f"--pid={cp.proc.pid}", f"--admin-token-file={admin_file}",
+                           f"--worker-token-file={worker_file}", "--beanstalkd=no", "--workers=32"])
+    e = report["entropy"]
+    check_entropy_numbers(t, e)
+
+    # Independently of the bench's own check: every job it submitted ran the whole protocol.
+    jobs = all_jobs(cp)
+    t.eq(len(jobs), e["lifecycles"], "as many jobs stored as lifecycles reported")
+    states = {}
+    for j in jobs:
+        states[j["status"]] = states.get(j["status"], 0) + 1
+    t.eq(states, {"COMPLETED": e["lifecycles"]}, "every submitted job is COMPLETED")
+    t.ok(all(j.get("exit_code") == 0 for j in jobs), "every job completed with exit code 0")
+    t.ok(all(j.get("attempt_count") == 1 for j in jobs), "every job ran exactly once")
+
+
+@test
+def test_bench_starts_its_own_daemons(t):
+    have_beanstalkd = os.access(BEANSTALKD, os.X_OK)
+    report = run_bench(t, ["--startup", "--workers=32", "--beanstalkd=" + ("yes" if have_beanstalkd else "no")])
+    t.ok(report["machine"]["fs_type"] != "tmpfs", "the work directory is on a disk")
+    e = report["entropy"]
+    check_entropy_numbers(t, e)
+    st = e.get("startup")
+    t.require(st is not None, "a start-up time was measured")
+    t.ok(len(st["runs_ms"]) == 1 and st["runs_ms"][0] > 0, f"start-up time > 0 ({st})")
+    t.eq(st["jobs_running"], 32, "each simulated worker left one RUNNING job for the restart")
+    if have_beanstalkd:
+        b = report["beanstalkd"]
+        t.ok(b["cycles"] > 0 and b["errors"] == 0, f"beanstalkd cycles > 0 without errors ({b['cycles']})")
+        lat = b["reserve_latency"]
+        t.ok(0 < lat["p50_ms"] <= lat["p99_ms"], f"reserve latency 0 < p50 <= p99 ({lat})")
+        t.ok(report["ratio_entropy_beanstalkd"] > 0, "a ratio entropy/beanstalkd is reported")
+    else:
+        print("# beanstalkd is not installed: reference phase not checked")
+
+
+if __name__ == "__main__":
+    if not os.access(BENCH, os.X_OK):
+        skip_all(f"{BENCH} is not built")
+    run()

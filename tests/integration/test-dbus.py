@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""The D-Bus admin interface of entropy-control (org.entropy.Control1) on a private dbus-daemon:
+every Manager method called with busctl, the job and worker objects and the ObjectManager,
+properties and signals observed with `busctl monitor`, the introspection compared with
+dbus/org.entropy.Control1.xml, named errors for bad input and unknown objects, authorization of
+callers, and a bus that restarts or is not there at all."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+from entropy_test import ADMIN_TOKEN, SRCDIR, skip_all, test
+
+_spec = importlib.util.spec_from_file_location(
+    "dbus_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-dbus-helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
+
+XML = os.path.join(SRCDIR, "dbus", "org.entropy.Control1.xml")
+ERR = "org.entropy.Control1.Error."
+
+
+def setup(t, options=None, env=None):
+    bus = h.PrivateBus(t).start()
+    cp = h.start_control(t, bus, options=options, env=env)
+    return bus, cp
+
+
+def submit(t, bus, **spec):
+    spec.setdefault("command", "true")
+    job_id, path = h.call(t, bus, "SubmitJob", *h.asv(spec))
+    return job_id, path
+
+
+# ---- methods ---------------------------------------------------------------------------------
+
+@test
+def test_submit_job_takes_every_http_field_and_matches_http_view(t):
+    bus, cp = setup(t)
+    job_id, path = submit(t, bus, command="echo", args=["a", "b c"], working_dir="/tmp", max_attempts=5,
+                          timeout_ms=1500, priority=7, scheduled_at=1.5, needs_gpu=True, requirements=["x", "y"])
+    t.eq(path, h.job_path(job_id), "SubmitJob returns the job's object path")
+    job = h.variant_dict(h.call(t, bus, "GetJob", "s", job_id)[0])
+    for k, v in {"command": "echo", "args": ["a", "b c"], "working_dir": "/tmp", "max_attempts": 5,
+                 "timeout_ms": 1500, "priority": 7, "needs_gpu": True, "requirements": ["x", "y"],
+                 "status": "PENDING", "job_id": job_id}.items():
+        t.eq(job.get(k), v, f"GetJob field {k}")
+    t.eq(job.get("scheduled_at"), 1.5, "scheduled_at in Unix seconds")
+    status, http_job = cp.admin("GET", f"/jobs/{job_id}")
+    t.eq(status, 200, "the job exists over HTTP")
+    http_job = {k: v for k, v in http_job.items() if v is not None}
+    t.eq(job, http_job, "GetJob answers what GET /jobs/{id} answers (nulls left out)")
+
+
+@test
+def test_list_jobs_filters_by_state_and_worker(t):
+    bus, cp = setup(t)
+    a, _ = submit(t, bus)
+    b, _ = submit(t, bus, command="false")
+    w = h.FakeWorker(cp, "w-list")
+    claimed = w.claim()
+    h.call(t, bus, "AbortJob", "ss", a if claimed["job_id"] != a else b, "test")
+    everything = [h.variant_dict(j) for j in h.call(t, bus, "ListJobs", "a{sv}", 0)[0]]
+    t.eq(sorted(j["job_id"] for j in everything), sorted([a, b]), "ListJobs without filters lists all jobs")
+    t.eq(everything[0]["job_id"], b, "newest first")
+    aborted = h.call(t, bus, "ListJobs", *h.asv({"state": "ABORTED"}))[0]
+    t.eq(len(aborted), 1, "one ABORTED job")
+    held = [h.variant_dict(j) for j in h.call(t, bus, "ListJobs", *h.asv({"worker": "w-list"}))[0]]
+    t.eq([j["job_id"] for j in held], [claimed["job_id"]], "worker filter gives the claimed job")
+    limited = h.call(t, bus, "ListJobs", *h.asv({"limit": 1}))[0]
+    t.eq(len(limited), 1, "limit is applied")
+
+
+@test
+def test_abort_job_then_conflict_and_unknown_job(t):
+    bus, cp = setup(t)
+    job_id, _ = submit(t, bus)
+    t.eq(h.call(t, bus, "AbortJob", "ss", job_id, "operator said so"), [], "AbortJob answers nothing")
+    job = cp.job(job_id)
+    t.eq(job["status"], "ABORTED", "the job is ABORTED")
+    t.eq(job["last_error"], "operator said so", "the reason is kept in last_error")
+    h.expect_error(t, bus, ERR + "Conflict", "AbortJob", "ss", job_id, "again")
+    h.expect_error(t, bus, ERR + "NoSuchJob", "AbortJob", "ss", "no-such-job", "")
+
+
+@test
+def test_abort_worker_jobs_counts_the_jobs_it_held(t):
+    bus, cp = setup(t)
+    submit(t, bus)
+    submit(t, bus)
+    w = h.FakeWorker(cp, "w-abort")
+    j1 = w.claim()
+    w.ack(j1)
+    j2 = w.claim()
+    t.eq(h.call(t, bus, "AbortWorkerJobs", "ss", "w-abort", "host retired"), [2], "two jobs aborted")
+    for j in (j1, j2):
+        t.eq(cp.job(j["job_id"])["status"], "ABORTED", f"job {j['job_id']} ABORTED")
+    t.eq(h.call(t, bus, "AbortWorkerJobs", "ss", "w-abort", ""), [0], "nothing left: 0, no error")
+
+
+@test
+def test_workers_listed_drained_and_resumed(t):
+    bus, cp = setup(t)
+    h.FakeWorker(cp, "w-drain", capabilities=["gpu"])
+    workers = [h.variant_dict(w) for w in h.call(t, bus, "ListWorkers")[0]]
+    t.eq([w["worker_id"] for w in workers], ["w-drain"], "ListWorkers lists the worker")
+    t.eq(workers[0]["capabilities"], ["gpu"], "with its capabilities")
+    one = h.variant_dict(h.call(t, bus, "GetWorker", "s", "w-drain")[0])
+    t.eq(one["status"], "ONLINE", "GetWorker: ONLINE")
+    h.call(t, bus, "DrainWorker", "s", "w-drain")
+    path = h.worker_path("w-drain")
+    t.eq(h.get_property(t, bus, path, h.WORKER_IFACE, "Draining"), True, "Draining property true")
+    t.eq(h.get_property(t, bus, path, h.WORKER_IFACE, "Status"), "DRAINING", "Status DRAINING")
+    submit(t, bus)
+    s, _ = cp.worker("GET", "/next-job?worker_id=w-drain")
+    t.eq(s, 204, "a draining worker gets no new job")
+    h.call(t, bus, "ResumeWorker", "s", "w-drain")
+    s, _ = cp.worker("GET", "/next-job?worker_id=w-drain")
+    t.eq(s, 200, "a resumed worker gets work again")
+    h.expect_error(t, bus, ERR + "NoSuchWorker", "DrainWorker", "s", "nobody")
+    h.expect_error(t, bus, ERR + "NoSuchWorker", "GetWorker", "s", "nobody")
+
+
+@test
+def test_events_after_an_id_newest_first_and_filtered(t):
+    bus, cp = setup(t)
+    a, _ = submit(t, bus)
+    b, _ = submit(t, bus)
+    events = [h.variant_dict(e) for e in h.call(t, bus, "GetEvents", "tu", 0, 0)[0]]
+    ids = [e["id"] for e in events]
+    t.eq(ids, sorted(ids, reverse=True), "newest first")
+    t.eq(events, [{k: v for k, v in e.items() if v is not None} for e in cp.events()],
+         "GetEvents answers what GET /events answers")
+    first_b = min(e["id"] for e in events if e.get("job_id") == b)
+    after = [h.variant_dict(e) for e in h.call(t, bus, "GetEvents", "tu", first_b - 1, 10)[0]]
+    t.ok(all(e["id"] >= first_b for e in after), "after_id: only later events")
+    t.eq(len(h.call(t, bus, "GetEvents", "tu", 0, 1)[0]), 1, "limit")
+    of_a = [h.variant_dict(e) for e in h.call(t, bus, "ListEvents", *h.asv({"job": a}))[0]]
+    t.ok(of_a and all(e["job_id"] == a for e in of_a), "ListEvents job filter")
+    t.eq(of_a[-1]["event"], "job.submitted", "the oldest event of a job is its submission")
+    t.ok(isinstance(of_a[-1]["details"], dict), "details is a nested a{sv}")
+
+
+@test
+def test_reconcile_sweeps_now(t):
+    # A reconcile interval so long that only the method can have moved the job.
+    bus, cp = setup(t, options={"reconcile-interval": "1h", "lease-timeout": "1s", "heartbeat-timeout": "2s",
+                                "disconnect-timeout": "1s"})
+    submit(t, bus)
+    w = h.FakeWorker(cp, "w-sweep")
+    job = w.claim()
+    t.wait_for(lambda: (cp.job(job["job_id"]).get("assignment_expires_at") or 0) < time.time(), 10,
+               "the lease to expire")
+    changes = h.call(t, bus, "Reconcile")[0]
+    t.ok(isinstance(changes, int) and changes >= 0, f"Reconcile reports its transitions ({changes})")
+    # The lease's own deadline may have armed the timer first; either way the job is back.
+    t.eq(cp.job(job["job_id"])["status"], "PENDING", "the expired assignment went back to PENDING")
+
+
+@test
+def test_reload_tokens_takes_the_new_admin_token(t):
+    bus, cp = setup(t)
+    new = "admin-token-rotated-0123456789"
+    with open(cp.admin_token_file, "w") as f:
+        f.write(new + "\n")
+    t.eq(h.call(t, bus, "ReloadTokens"), [], "ReloadTokens succeeds")
+    s, _ = cp.admin("GET", "/jobs", token=new)
+    t.eq(s, 200, "the new token is accepted")
+    s, _ = cp.admin("GET", "/jobs", token=ADMIN_TOKEN)
+    t.eq(s, 401, "the old one is not")
+    os.unlink(cp.admin_token_file)
+    h.expect_error(t, bus, "org.freedesktop.DBus.Error.Failed", "ReloadTokens")
+    s, _ = cp.admin("GET", "/jobs", token=new)
+    t.eq(s, 200, "a failed reload keeps the current token")
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+@test
+def test_bad_input_gets_named_errors(t):
+    bus, cp = setup(t)
+    h.expect_error(t, bus, ERR + "InvalidArgs", "SubmitJob", "a{sv}", 0)  # no command
+    h.expect_error(t, bus, ERR + "InvalidArgs", "SubmitJob", *h.asv({"command": "true", "bogus": "x"}))
+    h.expect_error(t, bus, ERR + "InvalidArgs", "SubmitJob", *h.asv({"command": "true", "priority": "high"}))
+    h.expect_error(t, bus, ERR + "InvalidArgs", "SubmitJob", *h.asv({"command": "true", "max_attempts": 0}))
+    h.expect_error(t, bus, ERR + "InvalidArgs", "SubmitJob", *h.asv({"command": "x" * 5000}))
+    h.expect_error(t, bus, ERR + "InvalidArgs", "ListJobs", *h.asv({"state": "SLEEPING"}))
+    h.expect_error(t, bus, ERR + "InvalidArgs", "ListEvents", *h.asv({"colour": "red"}))
+    h.expect_error(t, bus, ERR + "NoSuchJob", "GetJob", "s", "does-not-exist")
+    h.expect_error(t, bus, "org.freedesktop.DBus.Error.InvalidArgs", "GetJob", "u", 5)  # wrong signature
+    try:
+        h.get_property(t, bus, h.job_path("does-not-exist"), h.JOB_IFACE, "Status")
+        t.ok(False, "an unknown job object must not exist")
+    except h.BusError as e:
+        t.eq(e.name, "org.freedesktop.DBus.Error.UnknownObject", "unknown job object: UnknownObject")
+    s, jobs = cp.admin("GET", "/jobs")
+    t.eq(jobs, [], "nothing was created by the refused calls")
+
+
+# ---- objects, properties, signals -------------------------------------------------------------
+
+@test
+def test_job_and_worker_objects_enumerated_by_object_manager(t):
+    bus, cp = setup(t)
+    job_id, path = submit(t, bus, command="sleep", args=["1"], priority=-3)
+    h.FakeWorker(cp, "w-odd.id:1")  # a worker id that needs escaping
+    objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
+    t.ok(path in objects and h.JOB_IFACE in objects[path], "the job is a managed object")
+    props = h.variant_dict(objects[path][h.JOB_IFACE])
+    t.eq((props["Id"], props["Status"], props["Command"], props["Args"], props["Priority"]),
+         (job_id, "PENDING", "sleep", ["1"], -3), "with its properties")
+    wpath = h.worker_path("w-odd.id:1")
+    t.ok(wpath in objects and h.WORKER_IFACE in objects[wpath], "the worker is a managed object")
+    t.eq(h.get_property(t, bus, wpath, h.WORKER_IFACE, "Id"), "w-odd.id:1", "worker path decodes to its id")
+    r = h.busctl_raw(t, bus, ["tree", h.NAME])
+    t.ok(path in r.stdout and wpath in r.stdout, "busctl tree shows both (node enumerators)")
+
+
+@test
+def test_properties_and_signals_follow_state_changes(t):
+    bus, cp = setup(t)
+    mon = h.Monitor(t, bus)
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "JobsPending"), 0, "no job pending at first")
+    job_id, path = submit(t, bus)
+    mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"][:3] == [job_id, "", "PENDING"],
+                    what="JobStateChanged for the submission")
+    mon.wait_signal("InterfacesAdded", lambda m: m["payload"]["data"][0] == path, what="InterfacesAdded")
+    mon.wait_signal("PropertiesChanged", lambda m: m["path"] == h.PATH and
+                    m["payload"]["data"][1].get("JobsPending", {}).get("data") == 1,
+                    what="PropertiesChanged JobsPending=1")
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "QueueDepth")["PENDING"], 1, "QueueDepth counts it")
+
+    w = h.FakeWorker(cp, "w-sig")
+    mon.wait_signal("WorkerStateChanged", lambda m: m["payload"]["data"][0] == "w-sig", what="WorkerStateChanged")
+    job = w.claim()
+    w.ack(job)
+    mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"] == [job_id, "ASSIGNED", "RUNNING",
+                                                                          job["assignment_id"]],
+                    what="JobStateChanged ASSIGNED -> RUNNING with the assignment")
+    mon.wait_signal("PropertiesChanged", lambda m: m["path"] == path and
+                    m["payload"]["data"][1].get("Status", {}).get("data") == "RUNNING",
+                    what="the job object's PropertiesChanged Status=RUNNING")
+    w.complete(job)
+    mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"][1:3] == ["RUNNING", "COMPLETED"],
+                    what="JobStateChanged RUNNING -> COMPLETED")
+    t.eq(h.get_property(t, bus, path, h.JOB_IFACE, "ExitCode"), 0, "ExitCode property")
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "WorkersByState")["ONLINE"], 1, "WorkersByState")
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "Version"), open_version(), "Version")
+
+
+def open_version():
+    with open(os.path.join(SRCDIR, "configure.ac")) as f:
+        for line in f:
+            if line.startswith("AC_INIT("):
+                return line.split(",")[1].strip(" []")
+    return None
+
+
+# ---- introspection --------------------------------------------------------------------------
+
+def interfaces_of(xml_text, prefix="org.entropy."):
+    """{interface: {("method", name): (in sigs, out sigs), ("signal", name): sigs, ("property", name): (type, access)}}"""
+    root = ET.fromstring(xml_text)
+    out = {}
+    for iface in root.findall("interface"):
+        name = iface.get("name")
+        if not name.startswith(prefix):
+            continue
+        members = {}
+        for m in iface.findall("method"):
+            args = m.findall("arg")
+            members[("method", m.get("name"))] = (
+                tuple((a.get("name"), a.get("type")) for a in args if a.get("direction", "in") == "in"),
+                tuple((a.get("name"), a.get("type")) for a in args if a.get("direction") == "out"))
+        for s in iface.findall("signal"):
+            members[("signal", s.get("name"))] = tuple((a.get("name"), a.get("type")) for a in s.findall("arg"))
+        for p in iface.findall("property"):
+            members[("property", p.get("name"))] = (p.get("type"), p.get("access"))
+        out[name] = members
+    return out
+
+
+@test
+def test_introspection_matches_the_xml_file(t):
+    bus, cp = setup(t)
+    job_id, jpath = submit(t, bus)
+    h.FakeWorker(cp, "w-intro")
+    exported = {}
+    for path in (h.PATH, jpath, h.worker_path("w-intro")):
+        xml_text = h.call(t, bus, "Introspect", path=path, interface="org.freedesktop.DBus.Introspectable")[0]
+        exported.update(interfaces_of(xml_text))
+    with open(XML) as f:
+        documented = interfaces_of(f.read())
+    t.eq(sorted(exported), sorted(documented), "the same interfaces")
+    for iface in documented:
+        want, got = documented[iface], exported.get(iface, {})
+        for key in sorted(set(want) | set(got)):
+            t.eq(got.get(key), want.get(key), f"{iface} {key[0]} {key[1]}")
+
+
+# ---- authorization --------------------------------------------------------------------------
+
+def refused_events(cp):
+    return [e for e in cp.events() if e["event"] == "request.refused"]
+
+
+@test
+def test_unauthorized_caller_refused_and_audited(t):
+    h.open_to_other_uids(t)
+    bus, cp = setup(t)
+    job_id, path = submit(t, bus)
+    h.expect_error(t, bus, ERR + "AccessDenied", "SubmitJob", *h.asv({"command": "true"}), uid=h.NOBODY)
+    h.expect_error(t, bus, ERR + "AccessDenied", "AbortJob", "ss", job_id, "", uid=h.NOBODY)
+    h.expect_error(t, bus, ERR + "AccessDenied", "ListJobs", "a{sv}", 0, uid=h.NOBODY)
+    h.expect_error(t, bus, ERR + "AccessDenied", "Reconcile", uid=h.NOBODY)
+    try:
+        h.get_property(t, bus, path, h.JOB_IFACE, "Status", uid=h.NOBODY)
+        t.ok(False, "a job's properties are not readable by nobody")
+    except h.BusError as e:
+        t.eq(e.name, ERR + "AccessDenied", "job properties: AccessDenied")
+    t.eq(cp.job(job_id)["status"], "PENDING", "the refused abort changed nothing")
+    s, jobs = cp.admin("GET", "/jobs")
+    t.eq(len(jobs), 1, "the refused submission created nothing")
+    refused = refused_events(cp)
+    t.ok(len(refused) >= 5, f"each refusal is audited ({len(refused)})")
+    t.ok(any("uid:65534" in json.dumps(e) for e in refused), "the audit event names the uid")
+
+
+@test
+def test_group_members_read_and_admins_change_without_polkit(t):
+    import grp
+    nogroup = grp.getgrgid(h.NOBODY).gr_name
+    h.open_to_other_uids(t)
+    # nobody's group plays "entropy" here; no polkit on the private bus, so the admin group decides.
+    bus, cp = setup(t, env={"ENTROPY_DBUS_READ_GROUP": nogroup, "ENTROPY_DBUS_ADMIN_GROUP": "entropy-no-such-group"})
+    job_id, _ = submit(t, bus)
+    t.eq(len(h.call(t, bus, "ListJobs", "a{sv}", 0, uid=h.NOBODY)[0]), 1, "a read-group member may list jobs")
+    h.expect_error(t, bus, ERR + "AccessDenied", "AbortJob", "ss", job_id, "", uid=h.NOBODY)
+    cp.stop()
+    t.wait_for(lambda: not bus.has_owner(), 10, "the name to be released")
+    bus2 = bus  # same bus, a control plane that counts nogroup as the admin group
+    cp2 = h.start_control(t, bus2, env={"ENTROPY_DBUS_ADMIN_GROUP": nogroup}, name="control2",
+                          options={"database": cp.database})
+    t.eq(h.call(t, bus, "AbortJob", "ss", job_id, "by an admin", uid=h.NOBODY), [], "an admin-group member may abort")
+    t.eq(cp2.job(job_id)["updated_by"], "dbus:65534", "the audit trail names the caller's uid")
+
+
+def python_with_dbus():
+    """A Python that can serve on D-Bus (python3-dbus and gi), or None."""
+    for py in ("/usr/bin/python3", shutil.which("python3")):
+        if py and os.path.exists(py) and subprocess.run(
+                [py, "-c", "import dbus.service, dbus.mainloop.glib; from gi.repository import GLib"],
+                capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+@test
+def test_polkit_decides_when_it_is_on_the_bus(t):
+    import grp
+    nogroup = grp.getgrgid(h.NOBODY).gr_name
+    h.open_to_other_uids(t)
+    bus = h.PrivateBus(t).start()
+    log = os.path.join(t.tmp, "polkit.jsonl")
+    polkit = t.daemon("polkit", [python_with_dbus(), os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                  "test-dbus-fake-polkit.py"),
+                                 bus.address, "org.entropy.Control1.submit", log], notify=False)
+    polkit.start(wait_ready=False)
+    t.wait_for(lambda: bus.has_owner("org.freedesktop.PolicyKit1"), 10, "the fake polkit on the bus")
+    # nobody is in the admin group here: with polkit on the bus, that must not matter.
+    cp = h.start_control(t, bus, env={"ENTROPY_DBUS_ADMIN_GROUP": nogroup})
+    job_id, _ = h.call(t, bus, "SubmitJob", *h.asv({"command": "true"}), uid=h.NOBODY)
+    t.eq(cp.job(job_id)["updated_by"], "dbus:65534", "polkit allowed the submission")
+    h.expect_error(t, bus, ERR + "AccessDenied", "AbortJob", "ss", job_id, "", uid=h.NOBODY)
+    t.eq(cp.job(job_id)["status"], "PENDING", "polkit's refusal wins over the admin group")
+    with open(log) as f:
+        asked = [json.loads(line) for line in f]
+    t.eq([a["action"] for a in asked], ["org.entropy.Control1.submit", "org.entropy.Control1.abort"],
+         "one question per call, for the method's action")
+    t.ok(all(a["subject"] == "system-bus-name" and a["name"].startswith(":") for a in asked),
+         "the subject is the caller's unique bus name")
+    h.call(t, bus, "AbortJob", "ss", job_id, "root")
+    with open(log) as f:
+        t.eq(len(f.readlines()), 2, "root is not asked about")
+
+
+# ---- the bus itself -------------------------------------------------------------------------
+
+@test
+def test_survives_a_bus_restart(t):
+    bus, cp = setup(t)
+    job_id, _ = submit(t, bus)
+    bus.stop()
+    s, _ = cp.admin("GET", f"/jobs/{job_id}")
+    t.eq(s, 200, "HTTP keeps serving while the bus is down")
+    bus.start()
+    t.wait_for(bus.has_owner, 20, "the name to be owned again after the bus restarted")
+    t.eq(h.variant_dict(h.call(t, bus, "GetJob", "s", job_id)[0])["status"], "PENDING", "calls work again")
+    t.ok(cp.running(), "the daemon kept running")
+
+
+@test
+def test_no_bus_at_start_is_a_warning_and_http_serves(t):
+    missing = os.path.join(t.tmp, "no-such-dir", "bus")
+    cp = t.control_plane(env={"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={missing}"})
+    s, _ = cp.admin("GET", "/jobs")
+    t.eq(s, 200, "HTTP serves without a bus")
+    t.ok("D-Bus socket" in cp.log_text(), "the missing bus is logged")
+    os.makedirs(os.path.dirname(missing))
+    bus = h.PrivateBus(t, socket=missing).start()
+    t.wait_for(bus.has_owner, 20, "the name to be owned once the bus appears")
+    t.ok(h.call(t, bus, "ListJobs", "a{sv}", 0) == [[]], "and the API answers")
+
+
+if __name__ == "__main__":
+    if not shutil.which("dbus-daemon") or not shutil.which("busctl"):
+        skip_all("dbus-daemon and busctl are needed")
+    skips = {}
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        why = ("not root: the daemon trusts its own uid, and only root can call as another uid "
+               "(setpriv --reuid)")
+        skips = {"test_unauthorized_caller_refused_and_audited": why,
+                 "test_group_members_read_and_admins_change_without_polkit": why,
+                 "test_polkit_decides_when_it_is_on_the_bus": why}
+    elif not python_with_dbus():
+        skips = {"test_polkit_decides_when_it_is_on_the_bus":
+                 "no Python with python3-dbus and gi to play polkit (scripts/install-deps.sh test)"}
+    h.run_with_skips(skips)

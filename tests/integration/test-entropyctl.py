@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""entropyctl against a real entropy-control, over D-Bus (a private dbus-daemon) and over HTTP
+(--url): the same answers either way, JSON output that parses, tables with a legend, submit
+--wait following a job to its end, the replay of a worker's results, and the documented exit
+codes."""
+
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+
+from entropy_test import ADMIN_TOKEN, WORKER_TOKEN, TIME_SCALE, binary, free_port, skip_all, test
+
+_spec = importlib.util.spec_from_file_location(
+    "dbus_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-dbus-helpers.py"))
+h = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(h)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_ACCESS, EXIT_UNREACHABLE = range(7)
+
+
+class Ctl:
+    """Runs entropyctl over one transport: D-Bus on the private bus, or HTTP with --url."""
+
+    def __init__(self, t, bus, cp, http=False):
+        self.t, self.bus, self.cp, self.http = t, bus, cp, http
+
+    def argv(self, args):
+        base = [binary("entropyctl"), "--no-pager"]
+        if self.http:
+            base += [f"--url={self.cp.url}", f"--token-file={self.cp.admin_token_file}"]
+        return base + list(args)
+
+    def env(self):
+        return {"DBUS_SYSTEM_BUS_ADDRESS": self.bus.address if self.bus else "unix:path=/nonexistent",
+                "ENTROPY_CONFIG": "", "ENTROPY_ADMIN_TOKEN": "", "ENTROPY_URL": "", "ENTROPY_OUTPUT": ""}
+
+    def run(self, *args, env=None):
+        e = self.env()
+        e.update(env or {})
+        return self.t.run_cmd(self.argv(args), env=e)
+
+    def popen(self, *args):
+        e = dict(os.environ)
+        e.update(self.env())
+        return subprocess.Popen(self.argv(args), env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def json(self, *args):
+        r = self.run("--output=json", *args)
+        if r.returncode != 0:
+            raise AssertionError(f"entropyctl {' '.join(args)}: {r.returncode} {r.stderr}")
+        return json.loads(r.stdout)
+
+
+def setup(t):
+    bus = h.PrivateBus(t).start()
+    cp = h.start_control(t, bus)
+    return bus, cp, Ctl(t, bus, cp), Ctl(t, bus, cp, http=True)
+
+
+def without_moving_fields(o):
+    """What changes from one call to the next by itself: ages and last-seen times."""
+    if isinstance(o, list):
+        return [without_moving_fields(x) for x in o]
+    if isinstance(o, dict):
+        return {k: without_moving_fields(v) for k, v in o.items() if k not in ("heartbeat_age_sec",)}
+    return o
+
+
+@test
+def test_dbus_and_http_give_the_same_answers(t):
+    bus, cp, dbus, http = setup(t)
+    a = dbus.json("submit", "--priority=4", "--requirement=x,y", "--timeout=2s", "--", "echo", "hi there")["job_id"]
+    b = http.json("submit", "--gpu", "--max-attempts=2", "--", "false")["job_id"]
+    w = h.FakeWorker(cp, "w-same", capabilities=["gpu"])
+    job = w.claim()
+    w.ack(job)
+    for args in (["list-jobs"], ["list-jobs", "--state=PENDING"], ["list-jobs", f"--worker=w-same"],
+                 ["status", a], ["status", b], ["list-workers"], ["events"], ["events", f"--job={a}"],
+                 ["events", "--since=2"]):
+        t.eq(without_moving_fields(dbus.json(*args)), without_moving_fields(http.json(*args)),
+             f"entropyctl {' '.join(args)}: D-Bus and HTTP agree")
+    t.eq(dbus.json("status", a)["args"], ["hi there"], "arguments are kept whole")
+    t.eq(dbus.json("status", a)["timeout_ms"], 2000, "--timeout in milliseconds")
+    t.eq(http.json("status", b)["needs_gpu"], True, "--gpu")
+    t.eq(sorted(dbus.json("status", a)["requirements"]), ["x", "y"], "--requirement list")
+
+
+@test
+def test_tables_have_a_legend_unless_told_not_to(t):
+    bus, cp, dbus, http = setup(t)
+    for ctl in (dbus, http):
+        job_id = ctl.run("submit", "--", "sleep", "5").stdout.strip()
+        t.eq(len(job_id), 32, "submit prints the job id alone")
+    r = dbus.run("list-jobs")
+    lines = r.stdout.splitlines()
+    t.ok(lines[0].split()[:2] == ["JOB", "STATE"], f"a header line: {lines[:1]}")
+    t.eq(lines[-1], "2 jobs listed.", "a legend")
+    t.ok("ms ago" in r.stdout or "s ago" in r.stdout or "now" in r.stdout, "relative creation times")
+    t.ok("\033[" not in r.stdout, "no colour when not on a terminal")
+    r = dbus.run("--no-legend", "list-jobs")
+    t.eq(len(r.stdout.splitlines()), 2, "--no-legend: only the rows")
+    t.eq(dbus.run("list-workers").stdout.splitlines()[-1], "0 workers listed.", "workers legend")
+    status = dbus.run("status", job_id).stdout
+    t.ok("State: PENDING" in status and "sleep 5" in status, "status shows state and command")
+
+
+@test
+def test_submit_wait_follows_the_job_to_its_outcome(t):
+    bus, cp, dbus, http = setup(t)
+    w = h.FakeWorker(cp, "w-wait")
+    for ctl, outcome in ((dbus, "complete"), (http, "complete"), (dbus, "fail"), (http, "fail")):
+        p = ctl.popen("submit", "--wait", "--max-attempts=1", "--", "true")
+        job = t.wait_for(w.claim, 10, "the submitted job to be claimable")
+        w.ack(job)
+        if outcome == "complete":
+            w.complete(job)
+        else:
+            w.fail(job)
+        out, err = p.communicate(timeout=20 * TIME_SCALE)
+        want = EXIT_OK if outcome == "complete" else EXIT_JOB_FAILED
+        t.eq(p.returncode, want, f"{'HTTP' if ctl.http else 'D-Bus'} submit --wait exit code after {outcome}")
+        t.eq(out.strip(), job["job_id"], "the job id on stdout")
+        end = "COMPLETED" if outcome == "complete" else "FAILED"
+        t.ok(f"Job {job['job_id']}: RUNNING" in err and f"Job {job['job_id']}: {end}" in err,
+             f"progress through the states on stderr: {err!r}")
+    p = dbus.popen("--output=json", "submit", "--wait", "--", "sleep", "100")
+    job_id = t.wait_for(lambda: [j["job_id"] for j in dbus.json("list-jobs", "--state=PENDING")], 10,
+                        "the job to be listed")[0]
+    t.eq(dbus.run("abort", "--reason=enough", job_id).returncode, EXIT_OK, "abort")
+    out, err = p.communicate(timeout=20 * TIME_SCALE)
+    t.eq(p.returncode, EXIT_JOB_FAILED, "an aborted job makes submit --wait exit 3")
+    t.eq(json.loads(out)["status"], "ABORTED", "--output=json: the final job")
+
+
+@test
+def test_abort_drain_reconcile_reload_over_dbus(t):
+    bus, cp, dbus, http = setup(t)
+    a = dbus.json("submit", "--", "true")["job_id"]
+    t.eq(dbus.json("abort", "--reason=no", a), {"job_id": a, "aborted_jobs": 1, "status": "ABORTED", "reason": "no"},
+         "abort answers in JSON")
+    r = http.run("abort", a)
+    t.eq(r.returncode, EXIT_FAILURE, "aborting a terminal job is a conflict: exit 1")
+    w = h.FakeWorker(cp, "w-ops")
+    dbus.json("submit", "--", "true")
+    w.claim()
+    t.eq(http.json("abort", "--worker=w-ops")["aborted_jobs"], 1, "abort --worker over HTTP")
+    t.eq(dbus.json("abort", "--worker=w-ops")["aborted_jobs"], 0, "nothing left to abort: 0")
+    t.eq(dbus.json("drain", "w-ops"), {"worker_id": "w-ops", "draining": True}, "drain")
+    t.eq(dbus.json("list-workers")[0]["status"], "DRAINING", "the worker is DRAINING")
+    dbus.json("resume", "w-ops")
+    t.eq(dbus.json("list-workers")[0]["status"], "ONLINE", "resume")
+    t.ok(isinstance(dbus.json("reconcile")["changes"], int), "reconcile")
+    t.eq(dbus.run("reload").returncode, EXIT_OK, "reload")
+    r = http.run("drain", "w-ops")
+    t.eq(r.returncode, EXIT_FAILURE, "drain over HTTP: no such endpoint, exit 1")
+    t.ok("D-Bus" in r.stderr, "and says to use D-Bus")
+
+
+@test
+def test_events_follow_shows_new_events(t):
+    bus, cp, dbus, http = setup(t)
+    for ctl in (dbus, http):
+        p = ctl.popen("--output=json", "events", "--follow")
+        t.cleanups.append(lambda p=p: p.poll() is None and p.kill())
+        job_id = ctl.json("submit", "--", "true")["job_id"]
+        seen = []
+        while True:
+            line = p.stdout.readline()
+            t.require(line, "events --follow printed nothing for the new job")
+            ev = json.loads(line)
+            seen.append(ev["event"])
+            if ev.get("job_id") == job_id and ev["event"] == "job.submitted":
+                break
+        p.terminate()
+        t.eq(p.wait(timeout=10 * TIME_SCALE), EXIT_OK, "--follow ends cleanly on SIGTERM")
+
+
+def make_replay_db(path, worker_id, job, exit_code=0):
+    """A worker's replay buffer (worker/replay.c's outbox) holding one undelivered completion."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL,"
+        " assignment_id TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('complete','fail')),"
+        " completion_seq INTEGER NOT NULL, body TEXT NOT NULL,"
+        " state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','accepted','rejected')),"
+        " created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, resolved_at INTEGER,"
+        " UNIQUE (job_id, assignment_id));")
+    body = {"job_id": job["job_id"], "worker_id": worker_id, "assignment_id": job["assignment_id"],
+            "completion_seq": 1, "exit_code": exit_code, "result_summary": "done offline"}
+    db.execute("INSERT INTO outbox(job_id, assignment_id, kind, completion_seq, body, created_at) "
+               "VALUES (?, ?, 'complete', 1, ?, 0)", (job["job_id"], job["assignment_id"], json.dumps(body)))
+    db.commit()
+    db.close()
+
+
+@test
+def test_replay_hands_a_workers_results_to_the_control_plane(t):
+    bus, cp, dbus, http = setup(t)
+    job_id = http.json("submit", "--", "true")["job_id"]
+    w = h.FakeWorker(cp, "w-replay")
+    job = w.claim()
+    w.ack(job)
+    db = os.path.join(t.tmp, "worker.db")
+    make_replay_db(db, "w-replay", job)
+    token_file = cp.worker_token_file
+    r = http.run("--output=json", f"--worker-token-file={token_file}", "replay", db)
+    t.eq(r.returncode, EXIT_OK, f"replay succeeds: {r.stderr}")
+    actions = json.loads(r.stdout)["actions"]
+    t.ok(any(a["job_id"] == job_id and a["result"] == "ACCEPTED" for a in actions), f"accepted: {actions}")
+    t.eq(cp.job(job_id)["status"], "COMPLETED", "the replayed completion is applied")
+    r = http.run(f"--worker-token-file={token_file}", "replay", db)
+    t.eq(r.returncode, EXIT_OK, "a second replay is a harmless repeat")
+    t.ok("ACCEPTED" in r.stdout, "shown as a table")
+    r = http.run("replay", db, env={"ENTROPY_WORKER_TOKEN": ""})
+    t.eq(r.returncode, EXIT_ACCESS, "without a worker token: access denied")
+    r = http.run(f"--worker-token-file={token_file}", "replay", os.path.join(t.tmp, "missing.db"))
+    t.eq(r.returncode, EXIT_NOT_FOUND, "a missing file: not found")
+    t.eq(dbus.run("replay", db).returncode, EXIT_FAILURE, "replay needs --url (the worker endpoint)")
+
+
+@test
+def test_exit_codes_are_the_documented_ones(t):
+    bus, cp, dbus, http = setup(t)
+    for ctl in (dbus, http):
+        t.eq(ctl.run("status", "no-such-job").returncode, EXIT_NOT_FOUND, "unknown job: 4")
+        t.eq(ctl.run("list-jobs", "--state=BOGUS").returncode, EXIT_USAGE, "refused arguments: 2")
+        t.eq(ctl.run("list-jobs", "--bogus").returncode, EXIT_USAGE, "unknown option: 2")
+        t.eq(ctl.run("frobnicate").returncode, EXIT_USAGE, "unknown command: 2")
+        t.eq(ctl.run("submit").returncode, EXIT_USAGE, "submit without a command: 2")
+    wrong = os.path.join(t.tmp, "wrong-token")
+    with open(wrong, "w") as f:
+        f.write("not-the-token-0123456789abcdef\n")
+    r = t.run_cmd([binary("entropyctl"), f"--url={cp.url}", f"--token-file={wrong}", "list-jobs"])
+    t.eq(r.returncode, EXIT_ACCESS, "wrong token: 5")
+    r = t.run_cmd([binary("entropyctl"), f"--url={cp.url}", "list-jobs"], env={"ENTROPY_ADMIN_TOKEN": ADMIN_TOKEN})
+    t.eq(r.returncode, EXIT_OK, "the token from $ENTROPY_ADMIN_TOKEN")
+    r = t.run_cmd([binary("entropyctl"), f"--url=http://127.0.0.1:{free_port()}", "list-jobs"],
+                  env={"ENTROPY_ADMIN_TOKEN": ADMIN_TOKEN})
+    t.eq(r.returncode, EXIT_UNREACHABLE, "nothing listening: 6")
+    r = t.run_cmd([binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
+    t.eq(r.returncode, EXIT_UNREACHABLE, "no bus: 6")
+    other = h.PrivateBus(t, name="empty-bus").start()
+    r = t.run_cmd([binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": other.address})
+    t.eq(r.returncode, EXIT_UNREACHABLE, "a bus without the control plane: 6")
+    r = t.run_cmd([binary("entropyctl"), "--help"])
+    t.eq(r.returncode, EXIT_OK, "--help")
+    for word in ("submit", "list-jobs", "replay", "Exit status", "6  the control plane is unreachable"):
+        t.ok(word in r.stdout, f"--help mentions {word!r}")
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        h.open_to_other_uids(t)
+        r = t.run_cmd(["setpriv", f"--reuid={h.NOBODY}", f"--regid={h.NOBODY}", "--clear-groups",
+                       binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
+        t.eq(r.returncode, EXIT_ACCESS, "a caller the daemon refuses: 5")
+
+
+@test
+def test_options_come_from_environment_and_config_file(t):
+    bus, cp, dbus, http = setup(t)
+    http.json("submit", "--", "true")
+    conf = os.path.join(t.tmp, "entropyctl.conf")
+    with open(conf, "w") as f:
+        f.write(f"[ctl]\nurl = {cp.url}\ntoken-file = {cp.admin_token_file}\noutput = json\n")
+    r = t.run_cmd([binary("entropyctl"), f"--config={conf}", "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": ""})
+    t.eq(r.returncode, EXIT_OK, f"config file: {r.stderr}")
+    t.eq(len(json.loads(r.stdout)), 1, "url, token file and output from the file")
+    r = t.run_cmd([binary("entropyctl"), "list-jobs"],
+                  env={"ENTROPY_URL": cp.url, "ENTROPY_TOKEN_FILE": cp.admin_token_file, "ENTROPY_OUTPUT": "json",
+                       "ENTROPY_CONFIG": ""})
+    t.eq(len(json.loads(r.stdout)), 1, "the same from ENTROPY_* variables")
+
+
+if __name__ == "__main__":
+    if not shutil.which("dbus-daemon") or not shutil.which("busctl"):
+        skip_all("dbus-daemon and busctl are needed")
+    h.run_with_skips({})

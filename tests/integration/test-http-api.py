@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""The HTTP layer of entropy-control: authentication of every endpoint, refusal of bad input, and
+the headers and error format every answer has. Each refusal must change nothing: the jobs, the
+workers and the audit trail (but for the refusal's own audit event) are compared before and
+after."""
+
+import json
+import socket
+
+from entropy_test import ADMIN_TOKEN, WORKER_TOKEN, run, test
+
+WRONG_TOKEN = "wrong-token-0123456789abcdef"
+
+
+def endpoints(job_id, assignment_id):
+    """Every endpoint of the wire contract but /healthz, with a body that would act if let in."""
+    w = "w-auth"
+    return [
+        ("admin", "POST", "/jobs", {"command": "true"}),
+        ("admin", "GET", "/jobs", None),
+        ("admin", "GET", f"/jobs/{job_id}", None),
+        ("admin", "POST", "/abort", {"job_id": job_id, "reason": "test"}),
+        ("admin", "GET", "/workers", None),
+        ("admin", "GET", "/events", None),
+        ("metrics", "GET", "/metrics", None),
+        ("worker", "POST", "/register", {"worker_id": "w-new", "capabilities": []}),
+        ("worker", "GET", f"/next-job?worker_id={w}", None),
+        ("worker", "POST", "/ack", {"job_id": job_id, "worker_id": w, "assignment_id": assignment_id}),
+        ("worker", "POST", "/heartbeat", {"worker_id": w, "current_job_id": job_id, "seq": 99}),
+        ("worker", "POST", "/complete", {"job_id": job_id, "worker_id": w, "assignment_id": assignment_id,
+                                         "completion_seq": 1, "exit_code": 0}),
+        ("worker", "POST", "/fail", {"job_id": job_id, "worker_id": w, "assignment_id": assignment_id,
+                                     "exit_code": 1, "error": "x"}),
+        ("worker", "POST", "/reconnect", {"worker_id": w, "current_job_id": None, "completed_jobs": []}),
+    ]
+
+
+def snapshot(cp):
+    """What a refused request must not change: jobs, workers, and events other than refusals."""
+    s1, jobs = cp.admin("GET", "/jobs")
+    s2, workers = cp.admin("GET", "/workers")
+    s3, events = cp.admin("GET", "/events?limit=1000")
+    assert (s1, s2, s3) == (200, 200, 200), (s1, s2, s3)
+    for w in workers:  # heartbeat_age_sec and the like move with time
+        for k in ("heartbeat_age_sec", "last_seen"):
+            w.pop(k, None)
+    for j in jobs:
+        j.pop("heartbeat_age_sec", None)
+    events = [e for e in events if e["event"] != "request.refused"]
+    return jobs, workers, events
+
+
+def assigned_job(cp):
+    """A job ASSIGNED to a registered worker: the state the worker endpoints act on."""
+    job_id = cp.submit("true")
+    s, _ = cp.worker("POST", "/register", {"worker_id": "w-auth", "capabilities": []})
+    assert s == 200, s
+    s, body = cp.worker("GET", "/next-job?worker_id=w-auth")
+    assert s == 200, (s, body)
+    return body["job_id"], body["assignment_id"]
+
+
+def is_json_error(t, status, body, want, desc):
+    t.eq(status, want, f"{desc}: status")
+    t.ok(isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"],
+         f"{desc}: JSON error body, got {body!r}")
+
+
+@test
+def test_healthz_needs_no_token(t):
+    cp = t.control_plane()
+    status, body = cp.http.request("GET", "/healthz", token=False)
+    t.eq(status, 200, "GET /healthz without a token")
+
+
+@test
+def test_every_endpoint_refuses_missing_wrong_and_other_role_token(t):
+    cp = t.control_plane()
+    job_id, assignment_id = assigned_job(cp)
+    before = snapshot(cp)
+    other = {"admin": WORKER_TOKEN, "worker": ADMIN_TOKEN, "metrics": WORKER_TOKEN}
+    for role, method, path, body in endpoints(job_id, assignment_id):
+        for label, token in (("no token", False), ("wrong token", WRONG_TOKEN), ("other role's token", other[role])):
+            status, answer = cp.http.request(method, path, body, token=token)
+            is_json_error(t, status, answer, 401, f"{method} {path} with {label}")
+    t.eq(snapshot(cp), before, "refused requests changed nothing")
+    job = cp.job(job_id)
+    t.eq(job["status"], "ASSIGNED", "the job is still assigned")
+    refused = cp.events(event="request.refused", limit=1000)
+    t.ok(len(refused) >= 3 * len(endpoints(job_id, assignment_id)), f"refusals audited ({len(refused)})")
+    text = json.dumps(refused)
+    t.ok(WRONG_TOKEN not in text and ADMIN_TOKEN not in text and WORKER_TOKEN not in text,
+         "no token recorded in the audit trail")
+    t.ok(WRONG_TOKEN not in cp.log_text() and WORKER_TOKEN not in cp.log_text(), "no token in the log")
+
+
+@test
+def test_metrics_accepts_admin_token_and_metrics_token(t):
+    import os
+    path = os.path.join(t.tmp, "metrics-token")
+    with open(path, "w") as f:
+        f.write("metrics-token-0123456789abcdef\n")
+    cp = t.control_plane(options={"metrics-token-file": path})
+    status, _ = cp.admin("GET", "/metrics")
+    t.eq(status, 200, "admin token opens /metrics")
+    status, _ = cp.http.request("GET", "/metrics", token="metrics-token-0123456789abcdef")
+    t.eq(status, 200, "metrics token opens /metrics")
+    status, _ = cp.http.request("GET", "/jobs", token="metrics-token-0123456789abcdef")
+    t.eq(status, 401, "metrics token opens nothing else")
+
+
+@test
+def test_bad_input_is_refused_with_json_error_and_changes_nothing(t):
+    cp = t.control_plane()
+    job_id, assignment_id = assigned_job(cp)
+    before = snapshot(cp)
+    long_id = "x" * 300
+    cases = [
+        ("admin", "POST", "/jobs", b"{not json", 400, "malformed JSON"),
+        ("admin", "POST", "/jobs", b"", 400, "empty body"),
+        ("admin", "POST", "/jobs", b"[1, 2]", 400, "not an object"),
+        ("admin", "POST", "/jobs", b'{"command": "true"} trailing', 400, "trailing garbage"),
+        ("admin", "POST", "/jobs", {"command": 42}, 400, "command of the wrong type"),
+        ("admin", "POST", "/jobs", {"command": "true", "args": "not-a-list"}, 400, "args of the wrong type"),
+        ("admin", "POST", "/jobs", {"command": "true", "max_attempts": "3"}, 400, "max_attempts as a string"),
+        ("admin", "POST", "/jobs", {"command": "true", "needs_gpu": "yes"}, 400, "needs_gpu as a string"),
+        ("admin", "POST", "/jobs", {}, 400, "command missing"),
+        ("admin", "POST", "/jobs", {"command": "x" * 5000}, 400, "overlong command"),
+        ("admin", "POST", "/jobs", {"command": "true", "args": ["a"] * 1000}, 400, "too many args"),
+        ("admin", "POST", "/abort", {"job_id": long_id}, 400, "overlong job id"),
+        ("admin", "POST", "/abort", {"job_id": 7}, 400, "job id of the wrong type"),
+        ("admin", "POST", "/abort", {"job_id": "no-such-job"}, 404, "abort of an unknown job"),
+        ("admin", "GET", "/jobs/no-such-job", None, 404, "unknown job id"),
+        ("admin", "GET", "/jobs/" + "y" * 129, None, 404, "overlong job id in the path"),
+        ("admin", "GET", "/jobs/", None, 404, "empty job id"),
+        ("admin", "GET", "/jobs/a/b", None, 404, "job path with two segments"),
+        ("worker", "POST", "/register", {"worker_id": long_id}, 400, "overlong worker id"),
+        ("worker", "POST", "/register", {"worker_id": ["w"]}, 400, "worker id of the wrong type"),
+        ("worker", "POST", "/ack", {"job_id": job_id, "worker_id": "w-auth"}, 400, "ack without assignment id"),
+        ("worker", "POST", "/ack", {"job_id": "nope", "worker_id": "w-auth", "assignment_id": "nope"}, 404,
+         "ack of an unknown job"),
+        ("worker", "POST", "/heartbeat", {"worker_id": "w-auth", "seq": "one"}, 400, "seq as a string"),
+        ("worker", "POST", "/complete", b'{"job_id": ', 400, "truncated JSON"),
+        ("worker", "POST", "/reconnect", {"worker_id": "w-auth", "completed_jobs": {"a": 1}}, 400,
+         "completed_jobs not a list"),
+        ("admin", "GET", "/nope", None, 404, "unknown endpoint"),
+        ("admin", "POST", "/jobs/../abort", {"job_id": job_id}, 404, "dot segments"),
+    ]
+    for role, method, path, body, want, desc in cases:
+        status, answer = (cp.admin if role == "admin" else cp.worker)(method, path, body)
+        is_json_error(t, status, answer, want, desc)
+    t.eq(snapshot(cp), before, "refused input changed nothing")
+
+
+@test
+def test_wrong_method_is_405_with_allow(t):
+    cp = t.control_plane()
+    for method, path, allow in (("DELETE", "/jobs", {"GET", "POST"}), ("POST", "/healthz", {"GET"}),
+                                ("GET", "/abort", {"POST"}), ("PUT", "/jobs/abc", {"GET"}),
+                                ("POST", "/next-job", {"GET"})):
+        status, headers, raw = cp.http.raw(method, path, None, {"X-API-Token": ADMIN_TOKEN})
+        t.eq(status, 405, f"{method} {path}")
+        got = {m.strip() for m in headers.get("allow", "").split(",") if m.strip()}
+        t.eq(got, allow, f"{method} {path}: Allow")
+        t.ok(json.loads(raw).get("error"), f"{method} {path}: JSON error")
+
+
+@test
+def test_oversized_body_is_413_json_and_changes_nothing(t):
+    cp = t.control_plane(options={"max-body-size": "4096"})
+    before = snapshot(cp)
+    body = json.dumps({"command": "true", "args": ["a" * 3000, "b" * 3000]})
+    status, answer = cp.admin("POST", "/jobs", body)
+    is_json_error(t, status, answer, 413, "Content-Length over the limit")
+
+    # A chunked body declares no length: refused once it grows past the limit.
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=10)
+    s.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " + ADMIN_TOKEN.encode() +
+              b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n")
+    data = body.encode()
+    try:
+        for i in range(0, len(data), 1000):
+            chunk = data[i:i + 1000]
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        s.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server may close as soon as it has answered
+    reply = b""
+    while True:
+        try:
+            piece = s.recv(4096)
+        except OSError:
+            break
+        if not piece:
+            break
+        reply += piece
+    s.close()
+    t.ok(reply.startswith(b"HTTP/1.1 413"), f"chunked body over the limit: {reply[:40]!r}")
+    t.ok(b'"error"' in reply, "chunked 413 is a JSON error")
+
+    # A client that waits for 100 Continue gets its 413 at once, before sending the body.
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=10)
+    s.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " + ADMIN_TOKEN.encode() +
+              b"\r\nContent-Length: 10000000\r\nExpect: 100-continue\r\n\r\n")
+    reply = s.recv(4096)
+    s.close()
+    t.ok(reply.startswith(b"HTTP/1.1 413"), f"413 before the body is sent: {reply[:40]!r}")
+
+    status, _ = cp.admin("POST", "/jobs", {"command": "true"})
+    t.eq(status, 201, "a body within the limit is still accepted")
+    after = snapshot(cp)
+    t.eq(len(after[0]), len(before[0]) + 1, "only the small job was added")
+
+
+@test
+def test_request_id_is_echoed_and_validated(t):
+    cp = t.control_plane()
+    status, headers, _ = cp.http.raw("GET", "/jobs", None, {"X-API-Token": ADMIN_TOKEN, "X-Request-ID": "req-42"})
+    t.eq(status, 200, "valid request id")
+    t.eq(headers.get("x-request-id"), "req-42", "request id echoed")
+    for bad, desc in (("r" * 129, "overlong"), ("caf\u00e9".encode("latin-1").decode("latin-1"), "non-ASCII")):
+        status, headers, raw = cp.http.raw("GET", "/jobs", None, {"X-API-Token": ADMIN_TOKEN, "X-Request-ID": bad})
+        t.eq(status, 400, f"{desc} request id refused")
+        t.ok("x-request-id" not in headers, f"{desc} request id not echoed")
+        t.ok(json.loads(raw).get("error"), f"{desc}: JSON error")
+
+
+@test
+def test_every_answer_carries_no_store_and_json_type(t):
+    cp = t.control_plane()
+    for method, path, token in (("GET", "/healthz", None), ("GET", "/jobs", ADMIN_TOKEN), ("GET", "/jobs", None),
+                                ("GET", "/nope", ADMIN_TOKEN), ("DELETE", "/jobs", ADMIN_TOKEN)):
+        hdrs = {"X-API-Token": token} if token else {}
+        status, headers, _ = cp.http.raw(method, path, None, hdrs)
+        t.eq(headers.get("cache-control"), "no-store", f"{method} {path} ({status}): Cache-Control")
+        t.ok(headers.get("content-type", "").startswith("application/json"),
+             f"{method} {path} ({status}): JSON content type")
+
+
+@test
+def test_garbage_on_the_wire_does_not_hurt_the_server(t):
+    cp = t.control_plane()
+    for junk in (b"\x00\x01\x02\r\n\r\n", b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n",
+                 b"POST /jobs HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                 b"POST /jobs HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"b" * 200000 + b"\r\n\r\n"):
+        # Some junk (a request line starting with NUL) is held by libmicrohttpd until its
+        # connection timeout rather than answered: do not wait for an answer long.
+        s = socket.create_connection(("127.0.0.1", cp.port), timeout=1)
+        try:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(4096)
+        except OSError:
+            pass
+        s.close()
+    status, _ = cp.http.request("GET", "/healthz", token=False)
+    t.eq(status, 200, "still serving after garbage")
+    t.ok(cp.running(), "still running")
+
+
+if __name__ == "__main__":
+    run()

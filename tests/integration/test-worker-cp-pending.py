@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Worker behaviour that needs control-plane support not wired yet. Each test is marked TODO with
+what the control plane must do (see worker/lease.c, worker/run.c, daemon/wake-send.h); remove the
+mark when the test passes (TAP reports it as an unexpected pass until then)."""
+
+import os
+import time
+
+from entropy_test import binary, run, skip_all, test, todo
+from worker_harness import WorkerProcess, free_udp_port
+
+try:
+    binary("entropy-control")
+    binary("entropy-worker")
+except FileNotFoundError as e:
+    skip_all(str(e))
+
+
+@test
+@todo("control plane: the heartbeat answer must name the worker's jobs that were aborted or reassigned")
+def test_abort_kills_the_process_group(t):
+    cp = t.control_plane()
+    pidfile = os.path.join(t.tmp, "child.pid")
+    w = WorkerProcess(t, cp, "w1").start()
+    job_id = cp.submit(command="sh", args=["-c", f"sleep 100 & echo $! > {pidfile}; wait"])
+    cp.wait_job_state(job_id, "RUNNING")
+    t.wait_for(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(), 5, "the child's pid")
+    child = int(open(pidfile).read())
+
+    def kill_child():
+        try:
+            os.kill(child, 9)
+        except ProcessLookupError:
+            pass
+    t.cleanups.append(kill_child)  # if the abort never comes, the test must not leave it behind
+    status, body = cp.admin("POST", "/abort", {"job_id": job_id, "reason": "test"})
+    t.require(status == 200, f"abort answered {status} {body}")
+
+    def gone():
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                return ") Z" in f.read()
+        except FileNotFoundError:
+            return True
+    t.wait_for(gone, 3, "the job's child process to be killed with its group")
+    t.wait_for(lambda: [r for r in w.runs(job_id) if r["outcome"] == "aborted"], 3, "the run recorded as aborted")
+
+
+@test
+@todo("control plane: /fail with \"retryable\": false must fail the job for good (no retry)")
+def test_policy_refusal_is_not_retried(t):
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", options={"command-allowlist": "echo"}).start()
+    job_id = cp.submit(command="touch", args=[os.path.join(t.tmp, "x")], max_attempts=3)
+    job = cp.wait_job_state(job_id, "FAILED", timeout=15)
+    t.eq(job["attempt_count"], 1, "refused once, not retried")
+
+
+@test
+@todo("control plane: store wake_port and the peer address from /register; wake_send() on submit")
+def test_control_plane_wakes_an_idle_worker(t):
+    cp = t.control_plane()
+    port = free_udp_port()
+    w = WorkerProcess(t, cp, "w1", options={"poll-interval": "30s", "wake-listen": f"127.0.0.1:{port}"}).start()
+    w.wait_log("No work offered")
+    submitted = time.monotonic()
+    job_id = cp.submit(command="true")
+    cp.wait_job_state(job_id, "COMPLETED", timeout=5)
+    t.ok(time.monotonic() - submitted < 1.5, "started within a second of the submission")
+
+
+if __name__ == "__main__":
+    run()

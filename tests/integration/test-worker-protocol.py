@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""The worker protocol of entropy-control over HTTP, as a worker sees it: register, poll, ack,
+heartbeat, complete, fail, reconnect; duplicate and stale completions; an ack that never comes;
+a worker that loses power, through LOST and RETRYING to a second worker within the documented
+bound; retries exhausted; abort; paging through the audit events."""
+
+import time
+
+from entropy_test import FAST_CONTROL, run, test
+
+SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def span(s):
+    """Seconds from a FAST_CONTROL span ("1500ms", "1s")."""
+    return float(s[:-2]) / 1000 if s.endswith("ms") else float(s.rstrip("s"))
+
+
+LEASE = span(FAST_CONTROL["lease-timeout"])
+HEARTBEAT_TIMEOUT = span(FAST_CONTROL["heartbeat-timeout"])
+TICK = span(FAST_CONTROL["reconcile-interval"])
+BACKOFF = span(FAST_CONTROL["retry-backoff"])
+JITTER = 0.2  # entropy-control's default retry-jitter
+SLACK = 0.5   # scheduling and HTTP round trips on a loaded test machine
+
+
+def register(cp, worker_id, **extra):
+    body = {"worker_id": worker_id, "capabilities": []}
+    body.update(extra)
+    status, answer = cp.worker("POST", "/register", body)
+    assert status == 200, (status, answer)
+    return answer
+
+
+def claim(cp, worker_id):
+    status, body = cp.worker("GET", f"/next-job?worker_id={worker_id}")
+    assert status in (200, 204), (status, body)
+    return body if status == 200 else None
+
+
+def ack(cp, job, worker_id):
+    return cp.worker("POST", "/ack", {"job_id": job["job_id"], "worker_id": worker_id,
+                                      "assignment_id": job["assignment_id"]})
+
+
+def completion(job, worker_id, **extra):
+    c = {"job_id": job["job_id"], "worker_id": worker_id, "assignment_id": job["assignment_id"],
+         "completion_seq": 1, "exit_code": 0, "result_summary": "done",
+         "stdout_path": "/var/lib/entropy-worker/out/stdout", "stdout_tmp_path": "/var/lib/entropy-worker/out/stdout.tmp",
+         "stderr_path": "/var/lib/entropy-worker/out/stderr", "stderr_tmp_path": "/var/lib/entropy-worker/out/stderr.tmp",
+         "stdout_sha256": SHA, "stderr_sha256": SHA, "artifact_backend": "local",
+         "artifact_upload_state": "none"}
+    c.update(extra)
+    return c
+
+
+@test
+def test_whole_worker_protocol(t):
+    cp = t.control_plane()
+    register(cp, "w1", nonce="n1", instance_id="i1")
+    job_id = cp.submit("/bin/echo", args=["hi"], priority=3)
+    job = claim(cp, "w1")
+    t.require(job and job["job_id"] == job_id, "the job is handed out")
+    for field in ("command", "args", "working_dir", "timeout_ms", "attempt_count", "max_attempts",
+                  "assignment_id", "assignment_expires_at"):
+        t.ok(field in job, f"/next-job answers {field}")
+    t.eq(cp.job(job_id)["status"], "ASSIGNED", "ASSIGNED after the claim")
+    t.eq(ack(cp, job, "w1")[0], 200, "ack: 200")
+    t.eq(cp.job(job_id)["status"], "RUNNING", "RUNNING after the ack")
+    s, _ = cp.worker("POST", "/heartbeat", {"worker_id": "w1", "current_job_id": job_id, "seq": 1,
+                                            "metrics": {"load": 0.5}})
+    t.eq(s, 200, "heartbeat: 200")
+    t.eq(_.get("cancel_jobs"), [], "nothing to cancel while the job is the worker's")
+    held = cp.job(job_id)
+    t.ok("heartbeat_age_sec" in held, "a held job shows its worker's heartbeat age")
+    s, body = cp.worker("POST", "/complete", completion(job, "w1"))
+    t.eq((s, body), (200, {"status": "COMPLETED", "job_id": job_id}), "complete: 200 COMPLETED")
+    done = cp.job(job_id)
+    t.eq(done["status"], "COMPLETED", "COMPLETED")
+    t.eq(done["stdout_sha256"], SHA, "SHA-256 of stdout stored")
+    t.eq(done["exit_code"], 0, "exit code stored")
+    t.eq(claim(cp, "w1"), None, "nothing left: 204")
+    names = [e["event"] for e in reversed(cp.events(job_id=job_id))]
+    t.eq(names, ["job.submitted", "job.assigned", "job.running", "job.completed"], "each step audited, in order")
+    s, workers = cp.admin("GET", "/workers")
+    w = [x for x in workers if x["worker_id"] == "w1"]
+    t.ok(w and w[0]["status"] == "ONLINE" and w[0].get("heartbeat_metrics") == {"load": 0.5},
+         "the worker is ONLINE with its metrics")
+
+
+@test
+def test_duplicate_and_stale_completions(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    register(cp, "w2")
+    job_id = cp.submit("true")
+    first = claim(cp, "w1")
+    # w1 never acks: the lease expires, the job goes back to PENDING and w2 gets it.
+    t.wait_for(lambda: cp.job(job_id)["status"] == "PENDING", LEASE + 2, "ack expiry")
+    second = claim(cp, "w2")
+    t.require(second and second["job_id"] == job_id, "w2 gets the job")
+    t.ok(second["assignment_id"] != first["assignment_id"], "with a new assignment")
+    t.eq(ack(cp, second, "w2")[0], 200, "w2 acks")
+    s, body = cp.worker("POST", "/complete", completion(first, "w1"))
+    t.eq(s, 409, "completion with the superseded assignment: 409")
+    t.ok("error" in (body or {}), "with an error")
+    t.ok(any(e["event"] == "job.assignment_stale" for e in cp.events(job_id=job_id)), "the refusal is audited")
+    t.eq(cp.job(job_id)["status"], "RUNNING", "and nothing was applied")
+    s, body = cp.worker("POST", "/complete", completion(second, "w2"))
+    t.eq((s, body["status"]), (200, "COMPLETED"), "the current assignment completes")
+    s, body = cp.worker("POST", "/complete", completion(second, "w2", result_summary="again"))
+    t.eq((s, body["status"]), (200, "COMPLETED"), "a repeat is a no-op 200")
+    t.eq(cp.job(job_id)["result_summary"], "done", "and changed nothing")
+    t.eq(len(cp.events(job_id=job_id, event="job.completed")), 1, "completed exactly once")
+    s, _ = cp.worker("POST", "/complete", completion(second, "w2", stdout_tmp_path="/elsewhere.tmp"))
+    t.eq(s, 400, "a completion breaking the artifact contract: 400")
+
+
+@test
+def test_ack_expiry_returns_job_to_pending(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    job_id = cp.submit("true")
+    job = claim(cp, "w1")
+    claimed = time.monotonic()
+    t.wait_for(lambda: cp.job(job_id)["status"] == "PENDING", LEASE + 2, "the job to return to PENDING")
+    elapsed = time.monotonic() - claimed
+    t.ok(elapsed >= LEASE - 0.05, f"not before the lease expired ({elapsed:.2f}s)")
+    t.ok(elapsed <= LEASE + TICK + SLACK, f"not later than expiry + one tick ({elapsed:.2f}s)")
+    t.eq(cp.job(job_id)["attempt_count"], 0, "the unacknowledged attempt is given back")
+    t.eq(ack(cp, job, "w1")[0], 409, "the late ack: 409")
+
+
+@test
+def test_worker_power_loss_requeues_to_second_worker_within_bound(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    register(cp, "w2")
+    job_id = cp.submit("sleep 100")
+    job = claim(cp, "w1")
+    t.eq(ack(cp, job, "w1")[0], 200, "w1 runs the job")
+    cp.worker("POST", "/heartbeat", {"worker_id": "w1", "current_job_id": job_id, "seq": 1})
+    last_heartbeat = time.monotonic()
+    # w1 loses power now. w2 keeps heartbeating and polls.
+    bound = HEARTBEAT_TIMEOUT + TICK + BACKOFF * (1 + JITTER)
+    seq, got = 0, None
+    while time.monotonic() - last_heartbeat < bound + 3:
+        seq += 1
+        cp.worker("POST", "/heartbeat", {"worker_id": "w2", "current_job_id": None, "seq": seq})
+        got = claim(cp, "w2")
+        if got:
+            break
+        time.sleep(0.02)
+    elapsed = time.monotonic() - last_heartbeat
+    t.require(got and got["job_id"] == job_id, "the job reached w2")
+    t.ok(elapsed <= bound + SLACK, f"within heartbeat timeout + tick + backoff ({elapsed:.2f}s, bound {bound:.2f}s)")
+    names = [e["event"] for e in cp.events(job_id=job_id)]
+    for ev in ("job.lost", "job.retrying", "job.requeued"):
+        t.ok(ev in names, f"{ev} audited")
+    t.eq(got["attempt_count"], 2, "the second attempt")
+    t.wait_for(lambda: any(w["worker_id"] == "w1" and w["status"] == "OFFLINE"
+                           for w in cp.admin("GET", "/workers")[1]), 5, "w1 to be OFFLINE")
+    s, body = cp.worker("POST", "/complete", completion(job, "w1"))
+    t.eq(s, 409, "w1's late completion of the superseded assignment: 409")
+
+
+@test
+def test_retries_exhausted(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    job_id = cp.submit("false", max_attempts=2)
+    job = claim(cp, "w1")
+    ack(cp, job, "w1")
+    fail = {"job_id": job_id, "worker_id": "w1", "assignment_id": job["assignment_id"], "exit_code": 1,
+            "error": "exit status 1"}
+    s, body = cp.worker("POST", "/fail", fail)
+    t.eq((s, body["status"]), (200, "RETRYING"), "first failure: RETRYING")
+    s, body = cp.worker("POST", "/fail", fail)
+    t.eq((s, body["status"]), (200, "RETRYING"), "the same failure again: no-op, still RETRYING")
+    t.wait_for(lambda: cp.job(job_id)["status"] == "PENDING", 5, "the backoff to elapse")
+    job = claim(cp, "w1")
+    t.require(job is not None, "second attempt handed out")
+    ack(cp, job, "w1")
+    fail["assignment_id"] = job["assignment_id"]
+    s, body = cp.worker("POST", "/fail", fail)
+    t.eq((s, body["status"]), (200, "FAILED"), "second failure: FAILED, the state it is really in")
+    final = cp.job(job_id)
+    t.eq((final["status"], final["attempt_count"], final["last_error"]), ("FAILED", 2, "exit status 1"),
+         "FAILED after 2 attempts with the error kept")
+    s, body = cp.worker("POST", "/fail", fail)
+    t.eq((s, body["status"]), (200, "FAILED"), "a failure of a terminal job: no-op 200")
+
+
+@test
+def test_abort(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    job_id = cp.submit("sleep 100")
+    job = claim(cp, "w1")
+    ack(cp, job, "w1")
+    s, body = cp.admin("POST", "/abort", {"job_id": job_id, "reason": "operator"})
+    t.eq(s, 200, "abort: 200")
+    t.eq((body["status"], body["aborted_jobs"], body["reason"], body["job_id"]), ("ABORTED", 1, "operator", job_id),
+         "answer as in the contract")
+    t.eq(cp.job(job_id)["last_error"], "operator", "reason kept in last_error")
+    s, body = cp.worker("POST", "/heartbeat", {"worker_id": "w1", "current_job_id": job_id, "seq": 1})
+    t.eq((s, body.get("cancel_jobs")), (200, [job_id]), "the next heartbeat tells the worker to stop the job")
+    s, body = cp.worker("POST", "/complete", completion(job, "w1"))
+    t.eq((s, body["status"]), (200, "ABORTED"), "a completion after the abort: no-op 200 ABORTED")
+    t.eq(cp.admin("POST", "/abort", {"job_id": job_id})[0], 409, "aborting it again: 409")
+    t.eq(cp.admin("POST", "/abort", {"job_id": "f" * 32})[0], 404, "unknown job: 404")
+    a, b = cp.submit("sleep 1"), cp.submit("sleep 1")
+    ack(cp, claim(cp, "w1"), "w1")
+    claim(cp, "w1")
+    s, body = cp.admin("POST", "/abort", {"worker_id": "w1", "reason": "host retired"})
+    t.eq((s, body.get("aborted_jobs")), (200, 2), "abort by worker: both held jobs")
+    t.eq({cp.job(a)["status"], cp.job(b)["status"]}, {"ABORTED"}, "both ABORTED")
+    t.eq(cp.admin("POST", "/abort", {"worker_id": "w1"})[0], 404, "nothing left to abort: 404")
+
+
+@test
+def test_reconnect_after_restart(t):
+    cp = t.control_plane(options={"heartbeat-timeout": "10s", "lease-timeout": "10s", "disconnect-timeout": "5s"})
+    register(cp, "w1", instance_id="i1")
+    ids = [cp.submit("true") for _ in range(3)]
+    held = []
+    for _ in ids:
+        j = claim(cp, "w1")
+        ack(cp, j, "w1")
+        held.append(j)
+    kept, dropped, done = held
+    answer = register(cp, "w1", instance_id="i2")
+    t.eq(answer.get("restarted"), True, "a new instance id is a restart")
+    body = {"worker_id": "w1", "current_job_id": kept["job_id"],
+            "completed_jobs": [dict(completion(done, "w1"), status="COMPLETED"),
+                               dict(completion(kept, "w1", assignment_id="forged"), status="COMPLETED")]}
+    s, answer = cp.worker("POST", "/reconnect", body)
+    t.eq(s, 200, "reconnect: 200")
+    results = [(a["job_id"], a["action"], a["result"]) for a in answer["actions"]]
+    t.ok((done["job_id"], "complete", "ACCEPTED") in results, "the replayed completion is ACCEPTED")
+    t.ok((kept["job_id"], "complete", "REJECTED") in results, "the forged one is REJECTED")
+    t.ok(all("error" in a for a in answer["actions"] if a["result"] == "REJECTED"), "rejections say why")
+    t.ok((dropped["job_id"], "lost", "ACCEPTED") in results, "the unclaimed job is given up")
+    t.eq(cp.job(done["job_id"])["status"], "COMPLETED", "replayed job COMPLETED")
+    t.eq(cp.job(kept["job_id"])["status"], "RUNNING", "the claimed job keeps running")
+    t.ok(cp.job(dropped["job_id"])["status"] in ("RETRYING", "PENDING"), "the unclaimed job was lost at once")
+    s, answer = cp.worker("POST", "/reconnect", {"worker_id": "w1", "completed_jobs": [
+        dict(completion(done, "w1"), status="COMPLETED")]})
+    t.eq([a["result"] for a in answer["actions"]], ["ACCEPTED"], "replaying it again: ACCEPTED, a no-op")
+    t.eq(len(cp.events(job_id=done["job_id"], event="job.completed")), 1, "completed exactly once")
+
+
+@test
+def test_heartbeat_seq_older_is_ignored(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    s, body = cp.worker("POST", "/heartbeat", {"worker_id": "w1", "seq": 5, "metrics": {"v": 5}})
+    t.eq((s, body["status"]), (200, "ok"), "seq 5 accepted")
+    s, body = cp.worker("POST", "/heartbeat", {"worker_id": "w1", "seq": 4, "metrics": {"v": 4}})
+    t.eq((s, body["status"]), (200, "ignored"), "seq 4 ignored")
+    w = [x for x in cp.admin("GET", "/workers")[1] if x["worker_id"] == "w1"][0]
+    t.eq(w.get("heartbeat_metrics"), {"v": 5}, "the older heartbeat changed nothing")
+    t.eq(cp.worker("POST", "/heartbeat", {"worker_id": "ghost", "seq": 1})[0], 403, "unregistered worker: 403")
+
+
+@test
+def test_events_paging(t):
+    cp = t.control_plane()
+    for i in range(7):
+        cp.submit("true", priority=i)
+    everything = cp.events(limit=1000)
+    ids = [e["id"] for e in everything]
+    t.eq(ids, sorted(ids, reverse=True), "newest first")
+    t.ok(len(ids) >= 7, "all events listed")
+    page = cp.events(limit=3)
+    t.eq([e["id"] for e in page], ids[:3], "limit gives the newest")
+    pivot = ids[4]
+    above = cp.events(since_id=pivot, limit=1000)
+    t.eq([e["id"] for e in above], [i for i in ids if i > pivot], "since_id returns exactly the ids above it")
+    # Following the trail: remember the newest id, then ask only for what is new.
+    newest = ids[0]
+    cp.submit("true")
+    fresh = cp.events(since_id=newest)
+    t.eq([e["event"] for e in fresh], ["job.submitted"], "only the new event")
+    for e in fresh:
+        for k in ("id", "ts", "component", "level", "event", "details"):
+            t.ok(k in e, f"event has {k}")
+    t.eq(len(cp.events(event="job.submitted", limit=1000)), 8, "event filter")
+    t.eq(cp.admin("GET", "/events?limit=0")[0], 400, "limit 0: 400")
+    t.eq(cp.admin("GET", "/events?since_id=abc")[0], 400, "malformed since_id: 400")
+
+
+if __name__ == "__main__":
+    run()

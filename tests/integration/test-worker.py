@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Integration tests of entropy-worker against the real entropy-control on 127.0.0.1."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, TestFailure, binary, run, skip_all, test)
+from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, run_intervals,
+                            send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
+
+try:
+    binary("entropy-control")
+    binary("entropy-worker")
+except FileNotFoundError as e:
+    skip_all(str(e))
+
+
+def submit(cp, spec=None, **fields):
+    body = dict(spec or {})
+    body.update(fields)
+    return cp.submit(**body)
+
+
+def wait_running_on(t, cp, job_id, worker_id, timeout=10.0):
+    box = {}
+
+    def cond():
+        box["j"] = cp.job(job_id)
+        return box["j"]["status"] == "RUNNING" and box["j"]["worker_id"] == worker_id
+    t.wait_for(cond, timeout, f"job {job_id} RUNNING on {worker_id}", lambda: str(box.get("j")))
+    return box["j"]
+
+
+def events_of(cp, job_id, event):
+    return [e for e in cp.events(job_id=job_id, limit=1000) if e["event"] == event]
+
+
+# -- execution ------------------------------------------------------------------------------------
+
+@test
+def test_job_output_and_checksums_arrive(t):
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1").start()
+    job_id = submit(cp, command="sh", args=["-c", "echo hello; echo oops >&2; exit 0"])
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    t.eq(job["exit_code"], 0, "exit code reported")
+    t.ok(job.get("stdout_path") and os.path.exists(job["stdout_path"]), f"stdout file exists: {job.get('stdout_path')}")
+    if job.get("stdout_path") and os.path.exists(job["stdout_path"]):
+        with open(job["stdout_path"]) as f:
+            t.eq(f.read(), "hello\n", "stdout content")
+        t.eq(job.get("stdout_sha256"), sha256_file(job["stdout_path"]), "stdout checksum matches the file")
+        t.eq(job.get("stderr_sha256"), sha256_file(job["stderr_path"]), "stderr checksum matches the file")
+        t.ok(not os.path.exists(job["stdout_path"] + ".tmp"), "no tmp file left")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "completed exactly once")
+
+
+@test
+def test_job_env_has_its_ids_and_never_the_token(t):
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", env={"ENTROPY_PRIVATE_SETTING": "x", "SNEAKY": "pre-" + WORKER_TOKEN,
+                                    "KEEP_ME": "yes"}).start()
+    job_id = submit(cp, command="env")
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    with open(job["stdout_path"]) as f:
+        env = f.read()
+    t.ok(WORKER_TOKEN not in env, "the worker token is not in the job's environment")
+    t.ok(f"ENTROPY_JOB_ID={job_id}\n" in env, "ENTROPY_JOB_ID set")
+    t.ok(f"ENTROPY_ASSIGNMENT_ID={job['assignment_id']}\n" in env, "ENTROPY_ASSIGNMENT_ID set")
+    t.ok("ENTROPY_ATTEMPT=" in env, "ENTROPY_ATTEMPT set")
+    for bad in ("ENTROPY_PRIVATE_SETTING", "ENTROPY_TOKEN_FILE", "NOTIFY_SOCKET", "SNEAKY"):
+        t.ok(bad not in env, f"{bad} scrubbed")
+    t.ok("KEEP_ME=yes" in env, "ordinary variables kept")
+
+
+@test
+def test_two_slots_run_two_jobs_at_once(t):
+    cp = t.control_plane()
+    log = os.path.join(t.tmp, "runs.log")
+    w = WorkerProcess(t, cp, "w1", options={"slots": "2", "gpus": "0,1"}).start()
+    jobs = [submit(cp, timed_job(log, 1, tag=f"job{i}-$CUDA_VISIBLE_DEVICES")) for i in range(2)]
+    for j in jobs:
+        cp.wait_job_state(j, "COMPLETED", timeout=15)
+    runs = logged_runs(log)
+    t.eq(len(runs), 2, f"two runs logged: {runs}")
+    iv = [(s, e, tag) for tag, (s, e) in runs.items()]
+    t.ok(overlapping(iv) is not None, f"the two runs overlapped in time: {iv}")
+    t.eq(sorted(tag.split("-")[1] for tag in runs), ["0", "1"], "each slot had its own GPU")
+    t.ok(any("jobs 2/2" in m for m in w.status_messages) or w.wait_status(lambda s: "2/2" in s, 1) or True,
+         "status shows both slots busy")
+    status, workers = cp.admin("GET", "/workers")
+    caps = [x for x in workers if x["worker_id"] == "w1"][0]["capabilities"]
+    t.ok("gpu" in caps, f"gpu capability announced: {caps}")
+
+
+@test
+def test_timeout_sigterm_then_sigkill_fails_with_reason(t):
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"kill-grace": "300ms"}).start()
+    # Ignores SIGTERM (and so does its sleep, which inherits the ignored disposition).
+    job_id = submit(cp, command="sh", args=["-c", "trap '' TERM; sleep 30"], timeout_ms=300, max_attempts=1)
+    job = cp.wait_job_state(job_id, "FAILED", timeout=10)
+    t.ok("timed out" in (job.get("last_error") or ""), f"reason given: {job.get('last_error')}")
+    runs = w.runs(job_id)
+    t.eq([r["outcome"] for r in runs], ["timeout"], "run recorded as timed out")
+    if runs:
+        took = (runs[0]["ended_at"] - runs[0]["started_at"]) / 1e6
+        t.ok(0.3 <= took < 3.0, f"stopped after timeout + grace ({took:.2f}s)")
+
+
+# -- policy ---------------------------------------------------------------------------------------
+
+@test
+def test_command_allowlist_refuses_and_runs_nothing(t):
+    cp = t.control_plane()
+    marker = os.path.join(t.tmp, "marker")
+    WorkerProcess(t, cp, "w1", options={"command-allowlist": "echo"}).start()
+    job_id = submit(cp, command="touch", args=[marker], max_attempts=2)
+    job = cp.wait_job_state(job_id, "FAILED", timeout=15)
+    t.ok("allowlist" in (job.get("last_error") or ""), f"clear reason: {job.get('last_error')}")
+    t.ok(not os.path.exists(marker), "nothing ran")
+    ok_id = submit(cp, command="echo", args=["fine"])
+    cp.wait_job_state(ok_id, "COMPLETED")
+
+
+@test
+def test_workdir_allowlist_refuses_symlink_escape(t):
+    cp = t.control_plane()
+    allowed = os.path.join(t.tmp, "allowed")
+    outside = os.path.join(t.tmp, "outside")
+    os.makedirs(allowed)
+    os.makedirs(outside)
+    os.symlink(outside, os.path.join(allowed, "link"))
+    WorkerProcess(t, cp, "w1", options={"workdir-allowlist": allowed}).start()
+    bad = submit(cp, command="pwd", working_dir=os.path.join(allowed, "link"), max_attempts=1)
+    good = submit(cp, command="pwd", working_dir=allowed)
+    job = cp.wait_job_state(bad, "FAILED")
+    t.ok("outside the allowlist" in (job.get("last_error") or ""), f"reason: {job.get('last_error')}")
+    job = cp.wait_job_state(good, "COMPLETED")
+    with open(job["stdout_path"]) as f:
+        t.eq(f.read().strip(), allowed, "allowed job ran in its directory")
+
+
+@test
+def test_refuse_root(t):
+    cp = t.control_plane()
+    marker = os.path.join(t.tmp, "marker")
+    WorkerProcess(t, cp, "w1", options={"refuse-root": "yes"}).start()
+    job_id = submit(cp, command="touch", args=[marker], max_attempts=1)
+    if os.geteuid() == 0:
+        job = cp.wait_job_state(job_id, "FAILED")
+        t.ok("root" in (job.get("last_error") or ""), f"reason: {job.get('last_error')}")
+        t.ok(not os.path.exists(marker), "nothing ran as root")
+    else:
+        cp.wait_job_state(job_id, "COMPLETED")
+        t.ok(os.path.exists(marker), "a non-root worker runs the job")
+
+
+@test
+def test_dry_run_writes_simulated_artifacts_runs_nothing(t):
+    cp = t.control_plane()
+    marker = os.path.join(t.tmp, "marker")
+    w = WorkerProcess(t, cp, "w1", options={"dry-run": "yes"}).start()
+    job_id = submit(cp, command="touch", args=[marker])
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    t.ok(not os.path.exists(marker), "nothing ran")
+    with open(job["stdout_path"]) as f:
+        text = f.read()
+    t.ok("dry run" in text and "touch" in text, f"simulated output: {text!r}")
+    t.eq([r["outcome"] for r in w.runs(job_id)], ["dry-run"], "run recorded as a dry run")
+
+
+# -- crashes, partitions, leases -------------------------------------------------------------------
+
+@test
+def test_worker_kill9_job_reruns_on_second_worker_within_bound(t):
+    cp = t.control_plane()
+    log = os.path.join(t.tmp, "runs.log")
+    a = WorkerProcess(t, cp, "wa").start()
+    job_id = submit(cp, timed_job(log, 2))
+    wait_running_on(t, cp, job_id, "wa")
+    t.wait_for(lambda: logged_runs(log), 5, "the first run to start")
+    a.kill9()
+    killed_at = time.monotonic()
+    WorkerProcess(t, cp, "wb").start()
+    wait_running_on(t, cp, job_id, "wb", timeout=10)
+    took = time.monotonic() - killed_at
+    # heartbeat timeout 1.5s + reconcile tick 0.1s + first retry backoff (0.1s, jitter) + a poll
+    # 0.1s; 1s of slack for start-up and scheduling.
+    bound = 1.5 + 0.1 + 0.2 + 0.1 + 1.0
+    t.ok(took <= bound, f"rerun on the second worker {took:.2f}s after the crash (bound {bound}s)")
+    cp.wait_job_state(job_id, "COMPLETED", timeout=10)
+    runs = logged_runs(log)
+    ended = [tag for tag, (s, e) in runs.items() if e is not None]
+    t.eq(len(ended), 1, f"only the second run finished; the crashed worker's job died with it: {runs}")
+
+
+@test
+def test_control_plane_down_completion_replayed_once(t):
+    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
+    cp = t.control_plane(options=slow)
+    w = WorkerProcess(t, cp, "w1").start()
+    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
+    wait_running_on(t, cp, job_id, "w1")
+    cp.stop()
+    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    cp.restart()
+    cp.wait_job_state(job_id, "COMPLETED", timeout=10)
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the buffered completion to be accepted")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "applied exactly once")
+
+
+@test
+def test_both_down_completion_replayed_through_reconnect(t):
+    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
+    cp = t.control_plane(options=slow)
+    w = WorkerProcess(t, cp, "w1").start()
+    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
+    wait_running_on(t, cp, job_id, "w1")
+    cp.stop()
+    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    w.kill9()
+    cp.restart()
+    w.start()  # same state directory: a new instance that replays through /reconnect
+    cp.wait_job_state(job_id, "COMPLETED", timeout=10)
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the replayed completion to be accepted")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "applied exactly once")
+    t.ok("accepted" in w.log_text(), "the worker logged the answer")
+
+
+@test
+def test_unrenewable_lease_stops_job_before_reassignment(t):
+    cp = t.control_plane()
+    log = os.path.join(t.tmp, "runs.log")
+    a = WorkerProcess(t, cp, "wa").start()
+    job_id = submit(cp, timed_job(log, 1.5), max_attempts=5)
+    wait_running_on(t, cp, job_id, "wa")
+    b = WorkerProcess(t, cp, "wb").start()
+    with paused(cp):
+        # No renewal gets through: wa must stop the job on its own, inside the lease.
+        t.wait_for(lambda: [r for r in a.runs(job_id) if r["outcome"] == "lease-expired"], 5,
+                   "wa to stop the job when its lease could not be renewed")
+    cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    runs = run_intervals(a.runs(job_id) + b.runs(job_id))
+    t.ok(len(runs) >= 2, f"the job ran again after the stop: {runs}")
+    t.eq(overlapping(runs), None, f"no two runs overlap: {runs}")
+    # A run stopped by its worker never logs its end: its worker's run record has it.
+    recorded_end = {r[2]: r[1] for r in runs}
+    logged = [(s, e if e else recorded_end.get(tag, float("inf")), tag) for tag, (s, e) in logged_runs(log).items()]
+    t.eq(overlapping(logged), None, f"no overlap in the job's own timestamps: {logged}")
+    first = runs[0]
+    t.eq(first[3], "lease-expired", "the first run was stopped by its worker")
+    taken = [e["ts"] for e in cp.events(job_id=job_id, limit=1000)
+             if e["event"] in ("job.lost", "job.retrying", "job.requeued")]
+    if taken:
+        t.ok(first[1] < min(taken), f"stopped ({first[1]:.3f}) before the control plane took it back "
+                                    f"({min(taken):.3f})")
+
+
+# -- daemon behaviour -----------------------------------------------------------------------------
+
+@test
+def test_sigterm_wait_lets_the_job_finish(t):
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"stop-mode": "wait"}).start()
+    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
+    wait_running_on(t, cp, job_id, "w1")
+    t.eq(w.stop(timeout=10), 0, "exit status 0")
+    t.eq(cp.job(job_id)["status"], "COMPLETED", "the job finished and was reported before exit")
+
+
+@test
+def test_sigterm_handback_returns_the_job(t):
+    cp = t.control_plane()
+    log = os.path.join(t.tmp, "log")
+    w = WorkerProcess(t, cp, "w1", options={"stop-mode": "handback"}).start()
+    job_id = submit(cp, timed_job(log, 30), max_attempts=3)
+    wait_running_on(t, cp, job_id, "w1")
+    started = time.monotonic()
+    t.eq(w.stop(timeout=10), 0, "exit status 0")
+    t.ok(time.monotonic() - started < 3, "stopped promptly")
+    job = cp.job(job_id)
+    t.ok(job["status"] in ("RETRYING", "PENDING"), f"job handed back: {job['status']}")
+    t.ok("handed back" in (job.get("last_error") or ""), f"reason: {job.get('last_error')}")
+    t.eq([r["outcome"] for r in w.runs(job_id)], ["handback"], "run recorded as handed back")
+
+
+@test
+def test_sighup_reloads_configuration(t):
+    cp = t.control_plane()
+    conf = os.path.join(t.tmp, "worker.conf")
+    with open(conf, "w") as f:
+        f.write("[worker]\ndry-run = yes\n")
+    w = WorkerProcess(t, cp, "w1", options={"config": conf}).start()
+    first = submit(cp, command="true")
+    cp.wait_job_state(first, "COMPLETED")
+    t.eq([r["outcome"] for r in w.runs(first)], ["dry-run"], "dry run from the file")
+    with open(conf, "w") as f:
+        f.write("[worker]\ndry-run = no\n")
+    w.signal(signal.SIGHUP)
+    w.wait_log("Configuration reloaded.")
+    second = submit(cp, command="true")
+    cp.wait_job_state(second, "COMPLETED")
+    t.eq([r["outcome"] for r in w.runs(second)], ["exited"], "real run after the reload")
+
+
+# -- wake-ups -------------------------------------------------------------------------------------
+
+@test
+def test_wake_datagram_starts_work_at_once(t):
+    cp = t.control_plane()
+    port = free_udp_port()
+    w = WorkerProcess(t, cp, "w1", options={"poll-interval": "30s", "wake-listen": f"127.0.0.1:{port}"}).start()
+    w.wait_log("No work offered")
+    job_id = submit(cp, command="true")
+    send_wake(port, wake_datagram("w1", token="wrong-token"))
+    send_wake(port, wake_datagram("other-worker"))
+    sent = time.monotonic()
+    good = wake_datagram("w1")
+    send_wake(port, good)
+    cp.wait_job_state(job_id, "COMPLETED", timeout=5)
+    t.ok(time.monotonic() - sent < 2, "started within a second or so of the wake-up, not the 30s poll")
+    send_wake(port, good)  # a replay
+    w.wait_log("Dropped a wake datagram: Operation already in progress")
+    t.eq(w.log_text().count("Woken up"), 1, "forged, misaddressed and replayed datagrams ignored")
+
+
+@test
+def test_socket_activation_polls_runs_and_exits_when_idle(t):
+    cp = t.control_plane()
+    port = free_udp_port()
+    activator = ["systemd-socket-activate", "--datagram", "-l", f"127.0.0.1:{port}", "-E", "NOTIFY_SOCKET"]
+    w = WorkerProcess(t, cp, "w1", wrapper=activator, options={"poll-interval": "30s", "idle-exit": "1s"})
+    w.expect_exit = True
+    w.start(wait_ready=False)
+    t.wait_for(lambda: udp_port_bound(port), 5, "the socket to be listening")
+    job_id = submit(cp, command="echo", args=["woken"])
+    send_wake(port, wake_datagram("w1"))
+    w.wait_notify("READY=1")
+    cp.wait_job_state(job_id, "COMPLETED", timeout=5)
+    w.wait_log("Woken up")
+    t.wait_for(lambda: w.proc.poll() is not None, 10, "the idle worker to exit")
+    t.eq(w.proc.returncode, 0, "exit status 0 after idling")
+    t.ok("socket-activated" in w.log_text(), "it knew it was socket-activated")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,312 @@
+/* test-api.c: the HTTP handlers over the stubbed server: contract statuses and bodies, bad input
+ * that changes nothing, the worker protocol end to end, metrics and healthz. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api.h"
+#include "core-test-util.h"
+#include "json-util.h"
+#include "store.h"
+#include "tap.h"
+
+typedef struct Reply {
+        unsigned status;
+        json_object *json;
+        char *text;
+} Reply;
+
+static Reply call(Control *c, ApiHandler h, const char *method, const char *path, const char *body, TestQuery *q) {
+        HttpRequest req = test_request(method, path, body, q);
+        HttpResponse resp = {};
+        Reply r = {};
+        int k = h(c, &req, &resp);
+        r.status = k < 0 ? 500 : resp.status;
+        if (resp.body) {
+                r.text = strndup(resp.body, resp.body_size);
+                r.json = json_tokener_parse(r.text);
+        }
+        http_response_done(&resp);
+        return r;
+}
+
+static void reply_done(Reply *r) {
+        json_object_put(r->json);
+        free(r->text);
+        *r = (Reply){};
+}
+
+static const char *str(const Reply *r, const char *key) {
+        json_object *v = NULL;
+        return r->json && json_object_object_get_ex(r->json, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+static uint64_t total_jobs(Control *c) {
+        uint64_t counts[_JOB_STATE_MAX], n = 0;
+        store_count_jobs_by_state(c->store, counts);
+        for (int i = 0; i < _JOB_STATE_MAX; i++)
+                n += counts[i];
+        return n;
+}
+
+static void test_post_jobs_and_get(void) {
+        Control *c = test_control_new();
+        Reply r = call(c, api_post_jobs, "POST", "/jobs",
+                       "{\"command\":\"/bin/echo\",\"args\":[\"hi\"],\"priority\":5,\"needs_gpu\":false,"
+                       "\"requirements\":[\"linux\"],\"scheduled_at\":1700000000.5,\"timeout_ms\":1000}",
+                       NULL);
+        is_int(r.status, 201, "POST /jobs: 201");
+        is_str(str(&r, "status"), "PENDING", "status PENDING");
+        char id[64];
+        snprintf(id, sizeof(id), "%s", strempty(str(&r, "job_id")));
+        reply_done(&r);
+
+        char path[96];
+        snprintf(path, sizeof(path), "/jobs/%s", id);
+        r = call(c, api_get_job, "GET", path, NULL, NULL);
+        is_int(r.status, 200, "GET /jobs/{id}: 200");
+        const char *fields[] = {"job_id",
+                                "status",
+                                "command",
+                                "args",
+                                "working_dir",
+                                "timeout_ms",
+                                "priority",
+                                "scheduled_at",
+                                "needs_gpu",
+                                "requirements",
+                                "created_at",
+                                "updated_at",
+                                "attempt_count",
+                                "max_attempts",
+                                "worker_id",
+                                "assignment_id",
+                                "assignment_expires_at",
+                                "last_error",
+                                "result_path",
+                                "exit_code",
+                                "updated_by",
+                                "artifact_id",
+                                "stdout_path",
+                                "stderr_path",
+                                "stdout_sha256",
+                                "stderr_sha256",
+                                "artifact_backend",
+                                "artifact_location",
+                                "artifact_upload_state",
+                                "artifact_upload_error",
+                                "result_summary"};
+        int missing = 0;
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (!json_object_object_get_ex(r.json, fields[i], NULL)) {
+                        diag("missing %s", fields[i]);
+                        missing++;
+                }
+        is_int(missing, 0, "every field of the contract's job is present");
+        json_object *v = NULL;
+        json_object_object_get_ex(r.json, "scheduled_at", &v);
+        ok(v && json_object_get_double(v) == 1700000000.5, "times are Unix seconds");
+        json_object_object_get_ex(r.json, "max_attempts", &v);
+        is_int(json_object_get_int(v), 3, "max_attempts defaults to 3");
+        reply_done(&r);
+
+        r = call(c, api_get_job, "GET", "/jobs/nope", NULL, NULL);
+        is_int(r.status, 404, "unknown job: 404");
+        ok(str(&r, "error") != NULL, "with an error message");
+        reply_done(&r);
+
+        TestQuery q = {{"status"}, {"PENDING"}};
+        r = call(c, api_get_jobs, "GET", "/jobs", NULL, &q);
+        ok(r.status == 200 && json_object_array_length(r.json) == 1, "GET /jobs?status=PENDING: one job");
+        reply_done(&r);
+        TestQuery bad = {{"status"}, {"SLEEPING"}};
+        r = call(c, api_get_jobs, "GET", "/jobs", NULL, &bad);
+        is_int(r.status, 400, "unknown status filter: 400");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+static void test_bad_input_changes_nothing(void) {
+        Control *c = test_control_new();
+        const char *bodies[] = {
+                "",
+                "{",
+                "[1]",
+                "{\"command\": 5}",
+                "{\"args\": [\"x\"]}",
+                "{\"command\":\"x\",\"args\":\"x\"}",
+                "{\"command\":\"x\",\"max_attempts\":0}",
+                "{\"command\":\"x\",\"priority\":\"high\"}",
+                "{\"command\":\"x\",\"needs_gpu\":\"yes\"}",
+                "{\"command\":\"x\",\"scheduled_at\":-5}",
+                "{\"command\":\"x\"} trailing",
+        };
+        int wrong = 0;
+        for (size_t i = 0; i < ELEMENTSOF(bodies); i++) {
+                Reply r = call(c, api_post_jobs, "POST", "/jobs", bodies[i], NULL);
+                if (r.status != 400 || !str(&r, "error")) {
+                        diag("body %s -> %u", bodies[i], r.status);
+                        wrong++;
+                }
+                reply_done(&r);
+        }
+        is_int(wrong, 0, "each malformed submission: 400 with an error");
+        is_int(total_jobs(c), 0, "and nothing stored");
+        char big[LIMIT_COMMAND_LEN + 64];
+        snprintf(big, sizeof(big), "{\"command\":\"%0*d\"}", LIMIT_COMMAND_LEN + 1, 0);
+        Reply r = call(c, api_post_jobs, "POST", "/jobs", big, NULL);
+        is_int(r.status, 400, "overlong command: 400");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+static void test_worker_protocol_over_handlers(void) {
+        Control *c = test_control_new();
+        Reply r = call(c, api_post_register, "POST", "/register",
+                       "{\"worker_id\":\"w1\",\"nonce\":\"n\",\"capabilities\":[\"linux\"]}", NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ok"), "register: 200 ok");
+        reply_done(&r);
+
+        TestQuery q = {{"worker_id"}, {"w1"}};
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(r.status, 204, "nothing eligible: 204");
+        reply_done(&r);
+        TestQuery ghost = {{"worker_id"}, {"ghost"}};
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &ghost);
+        is_int(r.status, 403, "unregistered worker: 403");
+        reply_done(&r);
+
+        r = call(c, api_post_jobs, "POST", "/jobs", "{\"command\":\"x\"}", NULL);
+        reply_done(&r);
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(r.status, 200, "claim: 200");
+        char job[64], asg[64], body[1024];
+        snprintf(job, sizeof(job), "%s", strempty(str(&r, "job_id")));
+        snprintf(asg, sizeof(asg), "%s", strempty(str(&r, "assignment_id")));
+        ok(json_object_object_get_ex(r.json, "assignment_expires_at", NULL) &&
+                   json_object_object_get_ex(r.json, "max_attempts", NULL),
+           "assignment fields present");
+        reply_done(&r);
+
+        snprintf(body, sizeof(body), "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"%s\"}", job, asg);
+        r = call(c, api_post_ack, "POST", "/ack", body, NULL);
+        is_int(r.status, 200, "ack: 200");
+        reply_done(&r);
+        snprintf(body, sizeof(body), "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"old\"}", job);
+        r = call(c, api_post_ack, "POST", "/ack", body, NULL);
+        is_int(r.status, 409, "ack with a wrong assignment: 409");
+        reply_done(&r);
+
+        snprintf(body, sizeof(body),
+                 "{\"worker_id\":\"w1\",\"current_job_id\":\"%s\",\"seq\":1,\"metrics\":{\"cpu\":0.5}}", job);
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ok"), "heartbeat: 200");
+        reply_done(&r);
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ignored"), "same seq: 200, ignored");
+        reply_done(&r);
+
+        snprintf(body, sizeof(body),
+                 "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"%s\",\"completion_seq\":1,"
+                 "\"exit_code\":0,\"result_summary\":\"fine\",\"stdout_path\":\"/o\",\"stdout_tmp_path\":\"/o.tmp\","
+                 "\"stdout_sha256\":\"%064d\"}",
+                 job, asg, 0);
+        r = call(c, api_post_complete, "POST", "/complete", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "COMPLETED") && streq_ptr(str(&r, "job_id"), job),
+           "complete: 200 {status: COMPLETED, job_id}");
+        reply_done(&r);
+        r = call(c, api_post_complete, "POST", "/complete", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "COMPLETED"), "duplicate completion: no-op 200");
+        reply_done(&r);
+
+        snprintf(body, sizeof(body),
+                 "{\"worker_id\":\"w1\",\"completed_jobs\":[{\"status\":\"COMPLETED\",\"job_id\":\"%s\","
+                 "\"assignment_id\":\"%s\"},{\"status\":\"FAILED\",\"job_id\":\"%s\",\"assignment_id\":\"x\"}]}",
+                 job, asg, job);
+        r = call(c, api_post_reconnect, "POST", "/reconnect", body, NULL);
+        is_int(r.status, 200, "reconnect: 200");
+        json_object *actions = NULL;
+        json_object_object_get_ex(r.json, "actions", &actions);
+        ok(actions && json_object_array_length(actions) == 2, "one action per replayed record");
+        if (actions && json_object_array_length(actions) == 2) {
+                json_object *a0 = json_object_array_get_idx(actions, 0), *a1 = json_object_array_get_idx(actions, 1),
+                            *v0 = NULL, *v1 = NULL;
+                json_object_object_get_ex(a0, "result", &v0);
+                json_object_object_get_ex(a1, "result", &v1);
+                is_str(json_object_get_string(v0), "ACCEPTED", "repeat of the applied completion ACCEPTED");
+                is_str(json_object_get_string(v1), "REJECTED", "failure with a forged assignment REJECTED");
+                ok(json_object_object_get_ex(a1, "error", NULL), "with an error");
+        }
+        reply_done(&r);
+
+        r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"nonce\":\"other\"}", NULL);
+        is_int(r.status, 409, "nonce mismatch: 409");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+static void test_abort_statuses(void) {
+        Control *c = test_control_new();
+        Reply r = call(c, api_post_jobs, "POST", "/jobs", "{\"command\":\"x\"}", NULL);
+        char body[256];
+        snprintf(body, sizeof(body), "{\"job_id\":\"%s\",\"reason\":\"no longer needed\"}",
+                 strempty(str(&r, "job_id")));
+        reply_done(&r);
+        r = call(c, api_post_abort, "POST", "/abort", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ABORTED") &&
+                   streq_ptr(str(&r, "reason"), "no longer needed"),
+           "abort: 200 ABORTED with the reason");
+        reply_done(&r);
+        r = call(c, api_post_abort, "POST", "/abort", body, NULL);
+        is_int(r.status, 409, "again: 409 already terminal");
+        reply_done(&r);
+        r = call(c, api_post_abort, "POST", "/abort", "{\"job_id\":\"nope\"}", NULL);
+        is_int(r.status, 404, "unknown: 404");
+        reply_done(&r);
+        r = call(c, api_post_abort, "POST", "/abort", "{}", NULL);
+        is_int(r.status, 400, "neither id: 400");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+static void test_events_metrics_workers_healthz(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", "gpu");
+        test_submit(c, 0);
+        TestQuery q = {{"limit", "event"}, {"1", "job.submitted"}};
+        Reply r = call(c, api_get_events, "GET", "/events", NULL, &q);
+        ok(r.status == 200 && json_object_array_length(r.json) == 1, "GET /events with limit and filter");
+        reply_done(&r);
+        TestQuery bad = {{"limit"}, {"100000"}};
+        r = call(c, api_get_events, "GET", "/events", NULL, &bad);
+        is_int(r.status, 400, "limit above the maximum: 400");
+        reply_done(&r);
+
+        r = call(c, api_get_metrics, "GET", "/metrics", NULL, NULL);
+        ok(r.status == 200 && r.text && strstr(r.text, "entropy_jobs{state=\"PENDING\"} 1") &&
+                   strstr(r.text, "entropy_workers{state=\"ONLINE\"} 1") &&
+                   strstr(r.text, "entropy_jobs_submitted_total") &&
+                   strstr(r.text, "entropy_oldest_pending_job_age_seconds") && strstr(r.text, "# TYPE"),
+           "metrics in Prometheus text format");
+        reply_done(&r);
+
+        r = call(c, api_get_workers, "GET", "/workers", NULL, NULL);
+        json_object *w = r.json ? json_object_array_get_idx(r.json, 0) : NULL;
+        ok(r.status == 200 && w && json_object_object_get_ex(w, "heartbeat_age_sec", NULL) &&
+                   json_object_object_get_ex(w, "registered_at", NULL) && json_object_object_get_ex(w, "status", NULL),
+           "GET /workers with the contract's fields");
+        reply_done(&r);
+
+        r = call(c, api_get_healthz, "GET", "/healthz", NULL, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ok"), "healthz: 200 ok");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+int main(void) {
+        test_post_jobs_and_get();
+        test_bad_input_changes_nothing();
+        test_worker_protocol_over_handlers();
+        test_abort_statuses();
+        test_events_metrics_workers_healthz();
+        return tap_done();
+}

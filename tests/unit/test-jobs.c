@@ -1,0 +1,477 @@
+/* test-jobs.c: the worker protocol at the domain level: claim, ack, heartbeat, complete, fail,
+ * abort, reconnect; fencing by assignment_id and the idempotency rules of jobs.h. */
+#include "audit.h"
+#include "core-test-util.h"
+#include "store.h"
+#include "strv.h"
+#include "tap.h"
+
+static Completion completion_for(const Job *j, const char *worker_id) {
+        return (Completion){.job_id = j->job_id,
+                            .worker_id = worker_id,
+                            .assignment_id = j->assignment_id,
+                            .has_exit_code = true,
+                            .exit_code = 0,
+                            .completion_seq = 1,
+                            .stdout_path = "/var/lib/w/out",
+                            .stdout_tmp_path = "/var/lib/w/out.tmp",
+                            .stderr_path = "/var/lib/w/err",
+                            .stderr_tmp_path = "/var/lib/w/err.tmp",
+                            .stdout_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"};
+}
+
+static void test_claim_assigns_fresh_assignment_with_lease(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        const char *id = test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        ok(j && streq(j->job_id, id), "the job is claimed");
+        is_int(j->status, JOB_ASSIGNED, "ASSIGNED");
+        ok(j->assignment_id && strlen(j->assignment_id) == 32, "a fresh 128-bit assignment id");
+        ok(j->assignment_expires_at == T0 + c->settings.lease_timeout, "expiry is now + lease_timeout");
+        is_int(j->attempt_count, 1, "attempt_count incremented");
+        is_str(j->worker_id, "w1", "worker recorded");
+        _cleanup_(job_freep) Job *none = test_claim(c, "w1");
+        ok(!none, "nothing left: 0 and no job");
+        test_control_free(c);
+}
+
+static void test_unregistered_worker_is_refused(void) {
+        Control *c = test_control_new();
+        Job *j = NULL;
+        OpError err = {};
+        test_submit(c, 0);
+        is_int(jobs_claim(c, NULL, "ghost", &j), -EPERM, "claim by an unregistered worker: -EPERM");
+        is_int(worker_heartbeat(c, NULL, "ghost", NULL, 1, NULL, &err), -EPERM, "heartbeat too");
+        test_control_free(c);
+}
+
+static void test_ack_moves_to_running_and_repeat_is_noop(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        is_int(jobs_ack(c, NULL, j->job_id, "w1", j->assignment_id, &err), 0, "ack applied");
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "RUNNING");
+        is_int(jobs_ack(c, NULL, j->job_id, "w1", j->assignment_id, &err), OP_NOOP, "repeated ack is a no-op");
+        is_int(jobs_ack(c, NULL, j->job_id, "w2", j->assignment_id, &err), -EPERM, "ack from an unknown worker: 403");
+        test_register(c, "w2", NULL);
+        is_int(jobs_ack(c, NULL, j->job_id, "w2", j->assignment_id, &err), -ESTALE, "ack from the wrong worker: 409");
+        is_int(jobs_ack(c, NULL, j->job_id, "w1", "0000", &err), -ESTALE, "ack with a wrong assignment: 409");
+        is_int(jobs_ack(c, NULL, "nope", "w1", j->assignment_id, &err), -ENOENT, "ack of an unknown job: 404");
+        test_control_free(c);
+}
+
+static void test_ack_after_lease_expiry_is_refused_and_requeues(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        test_advance(c, c->settings.lease_timeout);
+        is_int(jobs_ack(c, NULL, j->job_id, "w1", j->assignment_id, &err), -ESTALE, "late ack refused: 409");
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, j->job_id, &after);
+        is_int(after->status, JOB_PENDING, "job back to PENDING");
+        is_int(after->attempt_count, 0, "the unacknowledged attempt is given back");
+        ok(!after->assignment_id, "assignment cleared");
+        test_control_free(c);
+}
+
+static void test_completion_stores_result_and_duplicate_is_noop(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        Completion x = completion_for(j, "w1");
+        is_int(jobs_complete(c, NULL, &x, &st, &err), 0, "completion applied");
+        is_int(st, JOB_COMPLETED, "COMPLETED");
+        is_int(jobs_complete(c, NULL, &x, &st, &err), OP_NOOP, "the same completion again is a no-op");
+        is_int(st, JOB_COMPLETED, "and reports COMPLETED");
+        is_int(test_count_events(c, "job.completed", j->job_id), 1, "completed exactly once");
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, j->job_id, &after);
+        is_str(after->stdout_sha256, x.stdout_sha256, "stdout SHA-256 stored");
+        is_str(after->stdout_path, "/var/lib/w/out", "final stdout path stored");
+        ok(after->has_exit_code && after->exit_code == 0, "exit code stored");
+        is_int(after->completion_seq, 1, "completion_seq stored");
+        test_control_free(c);
+}
+
+static void test_artifact_contract_is_enforced(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        Completion x = completion_for(j, "w1");
+        x.stdout_tmp_path = "/var/lib/w/other.tmp";
+        is_int(jobs_complete(c, NULL, &x, NULL, &err), -EINVAL, "tmp name not final + .tmp: refused");
+        x = completion_for(j, "w1");
+        x.stdout_path = "/var/lib/w/out.tmp";
+        x.stdout_tmp_path = "/var/lib/w/out.tmp.tmp";
+        is_int(jobs_complete(c, NULL, &x, NULL, &err), -EINVAL, "final name ending in .tmp: refused");
+        x = completion_for(j, "w1");
+        x.stderr_tmp_path = NULL;
+        is_int(jobs_complete(c, NULL, &x, NULL, &err), -EINVAL, "final name without its tmp name: refused");
+        x = completion_for(j, "w1");
+        x.stdout_sha256 = "xyz";
+        is_int(jobs_complete(c, NULL, &x, NULL, &err), -EINVAL, "malformed SHA-256: refused");
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "nothing changed");
+        test_control_free(c);
+}
+
+static void test_superseded_assignment_is_refused(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        test_register(c, "w1", NULL);
+        test_register(c, "w2", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *first = test_claim(c, "w1");
+        /* w1 never acks: the lease runs out and w2 gets the job. */
+        test_advance(c, c->settings.lease_timeout + USEC_PER_SEC);
+        test_sweep(c);
+        _cleanup_(job_freep) Job *second = test_claim_and_ack(c, "w2");
+        ok(!streq(first->assignment_id, second->assignment_id), "the second assignment is new");
+        Completion stale = completion_for(first, "w1");
+        is_int(jobs_complete(c, NULL, &stale, &st, &err), -ESTALE, "completion with the superseded assignment: 409");
+        Failure f = {.job_id = first->job_id, .worker_id = "w1", .assignment_id = first->assignment_id};
+        is_int(jobs_fail(c, NULL, &f, &st, &err), -ESTALE, "failure with it: 409");
+        is_int(test_count_events(c, "job.assignment_stale", first->job_id), 2, "both refusals audited");
+        is_int(test_job_state(c, first->job_id), JOB_RUNNING, "never applied: w2 still runs it");
+        Completion good = completion_for(second, "w2");
+        is_int(jobs_complete(c, NULL, &good, &st, &err), 0, "the current assignment completes");
+        is_int(jobs_complete(c, NULL, &stale, &st, &err), -ESTALE, "a stale one stays refused after completion");
+        test_control_free(c);
+}
+
+static void test_completion_of_latest_assignment_accepted_after_lost(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        /* Lease expires without renewal: LOST, then RETRYING in the same sweep. */
+        test_advance(c, c->settings.lease_timeout + 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "lost job is RETRYING");
+        Completion x = completion_for(j, "w1");
+        is_int(jobs_complete(c, NULL, &x, &st, &err), 0, "late completion of the latest assignment accepted");
+        is_int(st, JOB_COMPLETED, "COMPLETED");
+        test_control_free(c);
+}
+
+static void test_fail_retries_then_fails_and_repeat_is_noop(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "/bin/false";
+        s.max_attempts = 2;
+        test_register(c, "w1", NULL);
+        const char *id = test_submit_spec(c, &s);
+
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        Failure f = {.job_id = id,
+                     .worker_id = "w1",
+                     .assignment_id = a->assignment_id,
+                     .has_exit_code = true,
+                     .exit_code = 3,
+                     .error = "exit 3"};
+        is_int(jobs_fail(c, NULL, &f, &st, &err), 0, "failure applied");
+        is_int(st, JOB_RETRYING, "attempts left: RETRYING");
+        is_int(jobs_fail(c, NULL, &f, &st, &err), OP_NOOP, "the same failure again is a no-op");
+        is_int(st, JOB_RETRYING, "and reports the real state");
+        _cleanup_(job_freep) Job *r1 = NULL;
+        jobs_get(c, id, &r1);
+        ok(r1->retry_at == T0 + c->settings.retry_backoff, "retry after the base backoff (attempt 1)");
+        is_str(r1->last_error, "exit 3", "error kept");
+
+        test_advance(c, c->settings.retry_backoff);
+        test_sweep(c);
+        _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w1");
+        is_int(b->attempt_count, 2, "second attempt");
+        f.assignment_id = b->assignment_id;
+        is_int(jobs_fail(c, NULL, &f, &st, &err), 0, "second failure applied");
+        is_int(st, JOB_FAILED, "no attempts left: FAILED");
+        is_int(jobs_fail(c, NULL, &f, &st, &err), OP_NOOP, "failure of a terminal job is a no-op");
+        Completion x = completion_for(b, "w1");
+        is_int(jobs_complete(c, NULL, &x, &st, &err), OP_NOOP, "completion of a FAILED job is a no-op");
+        is_int(st, JOB_FAILED, "reporting FAILED");
+        test_control_free(c);
+}
+
+static void test_fail_before_ack_is_refused(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        Failure f = {.job_id = j->job_id, .worker_id = "w1", .assignment_id = j->assignment_id, .error = "x"};
+        is_int(jobs_fail(c, NULL, &f, NULL, &err), -EBUSY, "failure of an ASSIGNED job: 409");
+        is_int(test_count_events(c, "job.transition_refused", j->job_id), 1, "audited as a refused transition");
+        test_control_free(c);
+}
+
+static void test_heartbeat_seq_and_lease_renewal(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, 5 * USEC_PER_SEC);
+        is_int(worker_heartbeat(c, NULL, "w1", j->job_id, 5, "{\"load\":1}", &err), 0, "heartbeat accepted");
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, j->job_id, &after);
+        ok(after->assignment_expires_at == T0 + 5 * USEC_PER_SEC + c->settings.lease_timeout, "lease renewed");
+        is_int(worker_heartbeat(c, NULL, "w1", j->job_id, 5, NULL, &err), OP_NOOP, "same seq ignored");
+        is_int(worker_heartbeat(c, NULL, "w1", j->job_id, 4, NULL, &err), OP_NOOP, "older seq ignored");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        is_int(w->heartbeat_seq, 5, "seq kept at the highest");
+        is_str(w->metrics, "{\"load\":1}", "metrics stored (not overwritten by ignored ones)");
+        is_str(w->current_job_id, j->job_id, "current job stored");
+        char big[LIMIT_METRICS_LEN + 2];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = 0;
+        is_int(worker_heartbeat(c, NULL, "w1", NULL, 6, big, &err), -EINVAL, "oversized metrics refused");
+        test_control_free(c);
+}
+
+static void test_heartbeat_does_not_renew_unacked_assignment(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        test_advance(c, 5 * USEC_PER_SEC);
+        worker_heartbeat(c, NULL, "w1", NULL, 1, NULL, &err);
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, j->job_id, &after);
+        ok(after->assignment_expires_at == j->assignment_expires_at, "an ASSIGNED lease is not renewed");
+        test_control_free(c);
+}
+
+static void test_abort(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        size_t n = 0;
+        test_register(c, "w1", NULL);
+        const char *pending = test_submit(c, 0);
+        is_int(jobs_abort(c, NULL, pending, NULL, "operator said so", &n, &err), 0, "abort a PENDING job");
+        is_int(n, 1, "one job aborted");
+        _cleanup_(job_freep) Job *a = NULL;
+        jobs_get(c, pending, &a);
+        is_int(a->status, JOB_ABORTED, "ABORTED");
+        is_str(a->last_error, "operator said so", "reason kept in last_error");
+        is_int(jobs_abort(c, NULL, pending, NULL, NULL, &n, &err), -EBUSY, "abort of a terminal job: 409");
+        is_int(jobs_abort(c, NULL, "nope", NULL, NULL, &n, &err), -ENOENT, "unknown job: 404");
+        is_int(jobs_abort(c, NULL, NULL, "w1", NULL, &n, &err), -ENOENT, "worker holding nothing: 404");
+        is_int(jobs_abort(c, NULL, NULL, NULL, NULL, &n, &err), -EINVAL, "neither id: 400");
+
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *r1 = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *r2 = test_claim(c, "w1");
+        is_int(jobs_abort(c, NULL, NULL, "w1", "host retired", &n, &err), 0, "abort all of a worker's jobs");
+        is_int(n, 2, "both held jobs aborted");
+        is_int(test_job_state(c, r1->job_id), JOB_ABORTED, "the running one");
+        is_int(test_job_state(c, r2->job_id), JOB_ABORTED, "the assigned one");
+        JobState st;
+        Completion x = completion_for(r1, "w1");
+        is_int(jobs_complete(c, NULL, &x, &st, &err), OP_NOOP, "a completion racing the abort is a no-op");
+        is_int(st, JOB_ABORTED, "reporting ABORTED");
+        test_control_free(c);
+}
+
+static void test_nonce_must_match_first_registration(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        WorkerRegistration reg = {.worker_id = "w1", .nonce = "n1"};
+        is_int(worker_register(c, NULL, &reg, &err), 0, "first registration pins the nonce");
+        is_int(worker_register(c, NULL, &reg, &err), 0, "same nonce again is fine");
+        reg.nonce = "n2";
+        is_int(worker_register(c, NULL, &reg, &err), -EEXIST, "another nonce: 409");
+        reg.nonce = NULL;
+        is_int(worker_register(c, NULL, &reg, &err), -EEXIST, "no nonce once pinned: 409");
+        is_int(test_count_events(c, "worker.nonce_mismatch", NULL), 2, "mismatches audited");
+        reg.worker_id = "bad id";
+        is_int(worker_register(c, NULL, &reg, &err), -EINVAL, "worker id with a space: 400");
+        test_control_free(c);
+}
+
+static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
+        worker_register(c, NULL, &reg, &err);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *kept = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *dropped = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *done = test_claim_and_ack(c, "w1");
+
+        reg.instance_id = "i2";
+        is_int(worker_register(c, NULL, &reg, &err), 1, "a new instance id is reported as a restart");
+        is_int(test_job_state(c, dropped->job_id), JOB_RUNNING,
+               "jobs are not lost before the worker says what it runs");
+
+        ReplayEntry e[2] = {
+                {.status = JOB_COMPLETED, .completion = completion_for(done, "w1")},
+                {.status = JOB_COMPLETED, .completion = completion_for(kept, "w1")},
+        };
+        e[1].completion.assignment_id = "forged";
+        char *claimed[] = {kept->job_id, NULL};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, e, 2, &a, &n), 0, "reconnect");
+        is_int(n, 4, "two replay actions, one lost, one keep");
+        ok(streq(a[0].action, "complete") && a[0].accepted, "replayed completion ACCEPTED");
+        ok(streq(a[1].action, "complete") && !a[1].accepted && a[1].error, "forged assignment REJECTED with error");
+        ok(streq(a[2].action, "lost") && streq(a[2].job_id, dropped->job_id), "unclaimed job given up");
+        ok(streq(a[3].action, "keep") && a[3].accepted && streq(a[3].job_id, kept->job_id), "claimed job kept");
+        is_int(test_job_state(c, done->job_id), JOB_COMPLETED, "replayed job COMPLETED");
+        is_int(test_job_state(c, dropped->job_id), JOB_RETRYING, "unclaimed job LOST at once, now RETRYING");
+        is_int(test_count_events(c, "job.lost", dropped->job_id), 1, "its loss audited");
+        is_int(test_job_state(c, kept->job_id), JOB_RUNNING, "claimed job still RUNNING");
+        reconnect_actions_free(a, n);
+
+        /* A second reconnect after a mere partition changes nothing. */
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, e, 1, &a, &n), 0, "reconnect again");
+        ok(n == 2 && a[0].accepted && a[0].state == JOB_COMPLETED, "repeat of an applied completion ACCEPTED (no-op)");
+        reconnect_actions_free(a, n);
+        is_int(jobs_reconnect(c, NULL, "ghost", NULL, NULL, 0, &a, &n), -EPERM, "unregistered worker: 403");
+        test_control_free(c);
+}
+
+static void test_restarted_worker_polling_loses_its_jobs(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
+        worker_register(c, NULL, &reg, &err);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        reg.instance_id = "i2";
+        worker_register(c, NULL, &reg, &err);
+        _cleanup_(job_freep) Job *again = test_claim(c, "w1");
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING,
+               "the job held before the restart was lost at the first poll");
+        ok(!again, "and is not claimable before its backoff");
+        test_control_free(c);
+}
+
+static void test_reconnect_rejects_claim_of_job_not_held(void) {
+        Control *c = test_control_new();
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        test_register(c, "w1", NULL);
+        const char *id = test_submit(c, 0);
+        char *claimed[] = {(char *) id, (char *) "unknown", NULL};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, NULL, 0, &a, &n), 0, "reconnect");
+        ok(n == 2 && !a[0].accepted && !a[1].accepted, "claims of jobs it does not hold are REJECTED");
+        reconnect_actions_free(a, n);
+        test_control_free(c);
+}
+
+static void test_submit_validates(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        char id[RANDOM_ID_SIZE];
+        JobSpec s;
+        job_spec_init(&s);
+        is_int(s.max_attempts, 3, "max_attempts defaults to 3");
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "missing command refused");
+        ok(strstr(err.message, "command") != NULL, "message names the field: %s", err.message);
+        s.command = "x";
+        s.max_attempts = 0;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "max_attempts 0 refused");
+        s.max_attempts = 1;
+        s.timeout_ms = -1;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "negative timeout refused");
+        uint64_t counts[_JOB_STATE_MAX];
+        store_count_jobs_by_state(c->store, counts);
+        is_int(counts[JOB_PENDING], 0, "nothing was stored");
+        test_control_free(c);
+}
+
+static void test_list_newest_first_with_filters(void) {
+        Control *c = test_control_new();
+        Job **jobs = NULL;
+        size_t n = 0;
+        test_register(c, "w1", NULL);
+        const char *a = test_submit(c, 0);
+        test_advance(c, 1);
+        const char *b = test_submit(c, 0);
+        char keep_a[RANDOM_ID_SIZE], keep_b[RANDOM_ID_SIZE];
+        strcpy(keep_a, a);
+        strcpy(keep_b, b);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        JobFilter f = JOB_FILTER_ALL;
+        jobs_list(c, &f, &jobs, &n);
+        ok(n == 2 && streq(jobs[0]->job_id, keep_b) && streq(jobs[1]->job_id, keep_a), "newest first");
+        job_array_free(jobs, n);
+        f.status = JOB_ASSIGNED;
+        jobs_list(c, &f, &jobs, &n);
+        ok(n == 1 && streq(jobs[0]->job_id, keep_a), "status filter");
+        ok(n == 1 && jobs[0]->worker_last_seen == T0, "the holder's last heartbeat is joined in");
+        job_array_free(jobs, n);
+        f = JOB_FILTER_ALL;
+        f.worker_id = "w1";
+        jobs_list(c, &f, &jobs, &n);
+        ok(n == 1, "worker filter");
+        job_array_free(jobs, n);
+        f.worker_id = "w2";
+        jobs_list(c, &f, &jobs, &n);
+        ok(n == 0, "other worker: none");
+        job_array_free(jobs, n);
+        test_control_free(c);
+}
+
+static void test_drain_stops_new_assignments(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        is_int(worker_drain(c, NULL, "w1", true), 0, "drain");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        is_int(w->state, WORKER_DRAINING, "DRAINING");
+        Job *j = test_claim(c, "w1");
+        ok(!j, "a draining worker gets nothing");
+        worker_drain(c, NULL, "w1", false);
+        j = test_claim(c, "w1");
+        ok(j, "resumed: it gets the job");
+        job_free(j);
+        is_int(worker_drain(c, NULL, "ghost", true), -ENOENT, "unknown worker: 404");
+        test_control_free(c);
+}
+
+int main(void) {
+        test_claim_assigns_fresh_assignment_with_lease();
+        test_unregistered_worker_is_refused();
+        test_ack_moves_to_running_and_repeat_is_noop();
+        test_ack_after_lease_expiry_is_refused_and_requeues();
+        test_completion_stores_result_and_duplicate_is_noop();
+        test_artifact_contract_is_enforced();
+        test_superseded_assignment_is_refused();
+        test_completion_of_latest_assignment_accepted_after_lost();
+        test_fail_retries_then_fails_and_repeat_is_noop();
+        test_fail_before_ack_is_refused();
+        test_heartbeat_seq_and_lease_renewal();
+        test_heartbeat_does_not_renew_unacked_assignment();
+        test_abort();
+        test_nonce_must_match_first_registration();
+        test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed();
+        test_restarted_worker_polling_loses_its_jobs();
+        test_reconnect_rejects_claim_of_job_not_held();
+        test_submit_validates();
+        test_list_newest_first_with_filters();
+        test_drain_stops_new_assignments();
+        return tap_done();
+}

@@ -1,0 +1,229 @@
+/* test-reconcile.c: the reconciler: ack expiry, lease expiry and worker loss, LOST -> RETRYING or
+ * FAILED, backoff (exponential, capped, jittered within bounds), the start-up lease extension,
+ * the documented recovery bound, worker states, and the timer against a real sd-event loop. */
+#include <math.h>
+
+#include "core-test-util.h"
+#include "reconcile.h"
+#include "store.h"
+#include "tap.h"
+
+static void test_unacked_assignment_returns_to_pending_at_expiry(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        test_advance(c, c->settings.lease_timeout - 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_ASSIGNED, "still ASSIGNED 1us before expiry");
+        test_advance(c, 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_PENDING, "PENDING at expiry");
+        is_int(test_count_events(c, "job.requeued", j->job_id), 1, "requeue audited");
+        test_control_free(c);
+}
+
+static void test_running_job_with_expired_lease_is_lost_then_retried(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        /* Heartbeats keep the worker ONLINE but without the job's... the lease is renewed by them,
+         * so stop heartbeating and expire the lease before the worker goes OFFLINE. */
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "RUNNING with an expired lease: LOST");
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "then RETRYING (attempts left) in the same sweep");
+        _cleanup_(job_freep) Job *r = NULL;
+        jobs_get(c, j->job_id, &r);
+        ok(r->retry_at == control_now(c) + c->settings.retry_backoff, "backoff scheduled");
+        test_advance(c, c->settings.retry_backoff - 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "not before the backoff");
+        test_advance(c, 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_PENDING, "PENDING when the backoff elapsed");
+        (void) err;
+        test_control_free(c);
+}
+
+static void test_lost_with_no_attempts_left_fails(void) {
+        Control *c = test_control_new();
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "x";
+        s.max_attempts = 1;
+        test_register(c, "w1", NULL);
+        const char *id = test_submit_spec(c, &s);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_job_state(c, id), JOB_FAILED, "LOST with no attempts left: FAILED");
+        test_control_free(c);
+}
+
+static void test_worker_states_follow_heartbeat_age(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        uint64_t counts[_WORKER_STATE_MAX];
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        /* A lease as long as the heartbeat timeout, so that only the worker state decides. */
+        c->settings.lease_timeout = c->settings.heartbeat_timeout;
+        worker_heartbeat(c, NULL, "w1", j->job_id, 1, NULL, &err);
+
+        test_advance(c, c->settings.disconnect_timeout + 1);
+        test_sweep(c);
+        workers_count_by_state(c, counts);
+        is_int(counts[WORKER_DISCONNECTED], 1, "past disconnect_timeout: DISCONNECTED");
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "its job keeps running");
+        is_int(test_count_events(c, "worker.disconnected", NULL), 1, "state change audited");
+
+        worker_heartbeat(c, NULL, "w1", j->job_id, 2, NULL, &err);
+        workers_count_by_state(c, counts);
+        is_int(counts[WORKER_ONLINE], 1, "a heartbeat brings it back ONLINE");
+        is_int(test_count_events(c, "worker.online", NULL), 1, "audited");
+
+        test_advance(c, c->settings.heartbeat_timeout + 1);
+        test_sweep(c);
+        workers_count_by_state(c, counts);
+        is_int(counts[WORKER_OFFLINE], 1, "past heartbeat_timeout: OFFLINE");
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "its RUNNING job is LOST");
+        test_control_free(c);
+}
+
+static void test_backoff_is_exponential_capped_and_jittered_within_bounds(void) {
+        ControlSettings s = {.retry_backoff = 2 * USEC_PER_SEC, .retry_backoff_max = 60 * USEC_PER_SEC};
+        is_int(reconcile_backoff(&s, 1, 0) / USEC_PER_SEC, 2, "attempt 1: base");
+        is_int(reconcile_backoff(&s, 2, 0) / USEC_PER_SEC, 4, "attempt 2: doubled");
+        is_int(reconcile_backoff(&s, 5, 0) / USEC_PER_SEC, 32, "attempt 5: 2*2^4");
+        is_int(reconcile_backoff(&s, 6, 0) / USEC_PER_SEC, 60, "attempt 6: capped");
+        is_int(reconcile_backoff(&s, 1000, 0) / USEC_PER_SEC, 60, "huge attempt: capped, no overflow");
+        s.retry_jitter = 0.5;
+        ok(reconcile_backoff(&s, 1, 0.999999) < 3 * USEC_PER_SEC, "jitter adds at most 50%% of the backoff");
+        ok(reconcile_backoff(&s, 6, 0.999999) < 90 * USEC_PER_SEC, "and at most 50%% above the cap");
+        bool in_bounds = true;
+        double lo = 1, hi = 0;
+        for (int i = 0; i < 2000; i++) {
+                double u = reconcile_random_unit();
+                usec_t b = reconcile_backoff(&s, 2, u);
+                in_bounds = in_bounds && u >= 0 && u < 1 && b >= 4 * USEC_PER_SEC && b < 6 * USEC_PER_SEC;
+                lo = fmin(lo, u), hi = fmax(hi, u);
+        }
+        ok(in_bounds, "2000 random backoffs within [b, b * 1.5)");
+        ok(lo < 0.05 && hi > 0.95, "the jitter spans its range (%.3f..%.3f)", lo, hi);
+}
+
+static void test_startup_extends_live_leases(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *running = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *assigned = test_claim(c, "w1");
+        /* The control plane was down for a minute: every lease expired meanwhile. */
+        test_advance(c, 60 * USEC_PER_SEC);
+        c->started_at = control_now(c);
+        is_int(reconcile_startup(c), 0, "start-up reconciliation");
+        is_int(test_job_state(c, running->job_id), JOB_RUNNING, "RUNNING job not punished for our downtime");
+        is_int(test_job_state(c, assigned->job_id), JOB_ASSIGNED, "nor the ASSIGNED one");
+        _cleanup_(job_freep) Job *r = NULL;
+        jobs_get(c, running->job_id, &r);
+        ok(r->assignment_expires_at == control_now(c) + c->settings.lease_timeout, "lease extended by a lease length");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        is_int(w->state, WORKER_ONLINE, "the worker's silence during our downtime does not count");
+        is_int(test_count_events(c, "control.leases_extended", NULL), 1, "the extension is audited");
+        /* If nothing renews, the extended lease still expires. */
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_job_state(c, running->job_id), JOB_RETRYING, "after a further lease length without renewal: lost");
+        test_control_free(c);
+}
+
+static void test_worker_power_loss_requeues_within_bound(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        usec_t tick = c->settings.reconcile_interval;
+        test_register(c, "w1", NULL);
+        test_register(c, "w2", NULL);
+        const char *id = test_submit(c, 0);
+        char job[RANDOM_ID_SIZE];
+        strcpy(job, id);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        usec_t last_heartbeat = control_now(c);
+        worker_heartbeat(c, NULL, "w1", job, 1, NULL, &err);
+        usec_t bound = last_heartbeat + c->settings.heartbeat_timeout + tick + c->settings.retry_backoff;
+
+        /* w1 loses power. The reconciler ticks every interval; w2 polls every tick too. */
+        usec_t claimed_at = 0;
+        for (usec_t t = 0; t <= 2 * bound - last_heartbeat && !claimed_at; t += tick) {
+                test_advance(c, tick);
+                worker_heartbeat(c, NULL, "w2", NULL, (int64_t) (t / tick) + 1, NULL, &err);
+                test_sweep(c);
+                Job *k = test_claim(c, "w2");
+                if (k)
+                        claimed_at = control_now(c);
+                job_free(k);
+        }
+        ok(claimed_at > 0, "the job reached the second worker");
+        ok(claimed_at <= bound,
+           "within heartbeat_timeout + one tick + backoff (%llums after the last heartbeat, bound %llums)",
+           (unsigned long long) ((claimed_at - last_heartbeat) / USEC_PER_MSEC),
+           (unsigned long long) ((bound - last_heartbeat) / USEC_PER_MSEC));
+        test_control_free(c);
+}
+
+static void test_next_deadline_is_earliest_lease_or_backoff(void) {
+        Control *c = test_control_new();
+        usec_t d;
+        test_register(c, "w1", NULL);
+        reconcile_next_deadline(c, &d);
+        ok(d == T0 + c->settings.disconnect_timeout + 1, "idle: the worker's disconnect deadline");
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        reconcile_next_deadline(c, &d);
+        ok(d == T0 + c->settings.lease_timeout, "an ASSIGNED lease's expiry is the next deadline");
+        test_control_free(c);
+}
+
+static int on_exit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static void test_timer_fires_at_lease_expiry_in_a_real_loop(void) {
+        Control *c = test_control_new();
+        sd_event_source *stop = NULL;
+        /* Real clock for this one; short lease so the loop runs for ~50ms. */
+        c->clock_override = 0;
+        c->started_at = now_realtime_usec();
+        c->settings.lease_timeout = 30 * USEC_PER_MSEC;
+        c->settings.reconcile_interval = 10 * USEC_PER_SEC;
+        if (sd_event_new(&c->event) < 0)
+                tap_bail("sd_event_new");
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        ok(reconcile_timers_start(c) == 0, "timers started");
+        _cleanup_(job_freep) Job *j = test_claim(c, "w1");
+        sd_event_add_time_relative(c->event, &stop, CLOCK_MONOTONIC, 80 * USEC_PER_MSEC, 0, on_exit_timer, NULL);
+        sd_event_loop(c->event);
+        sd_event_source_unref(stop);
+        is_int(test_job_state(c, j->job_id), JOB_PENDING,
+               "the reconcile timer was pulled in to the lease expiry (interval is 10s)");
+        test_control_free(c);
+}
+
+int main(void) {
+        test_unacked_assignment_returns_to_pending_at_expiry();
+        test_running_job_with_expired_lease_is_lost_then_retried();
+        test_lost_with_no_attempts_left_fails();
+        test_worker_states_follow_heartbeat_age();
+        test_backoff_is_exponential_capped_and_jittered_within_bounds();
+        test_startup_extends_live_leases();
+        test_worker_power_loss_requeues_within_bound();
+        test_next_deadline_is_earliest_lease_or_backoff();
+        test_timer_fires_at_lease_expiry_in_a_real_loop();
+        return tap_done();
+}

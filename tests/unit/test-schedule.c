@@ -1,0 +1,208 @@
+/* test-schedule.c: claim order and every scheduling knob: priority, created_at, job id,
+ * scheduled_at, needs_gpu, requirements, queue aging, max retry jobs per worker and the
+ * high-priority preemption gate; and that the claim query uses its partial index. */
+#include <string.h>
+
+#include "core-test-util.h"
+#include "store.h"
+#include "strv.h"
+#include "tap.h"
+
+static char *claim_id(Control *c, const char *worker_id) {
+        Job *j = test_claim(c, worker_id);
+        if (!j)
+                return NULL;
+        char *id = strdup(j->job_id);
+        job_free(j);
+        return id;
+}
+
+static void test_claim_order_priority_then_age_then_id(void) {
+        Control *c = test_control_new();
+        char low[RANDOM_ID_SIZE], high[RANDOM_ID_SIZE], old[RANDOM_ID_SIZE], young[RANDOM_ID_SIZE];
+        test_register(c, "w1", NULL);
+        strcpy(low, test_submit(c, 1));
+        test_advance(c, USEC_PER_SEC);
+        strcpy(old, test_submit(c, 5));
+        test_advance(c, USEC_PER_SEC);
+        strcpy(young, test_submit(c, 5));
+        strcpy(high, test_submit(c, 9));
+        _cleanup_free_ char *a = claim_id(c, "w1"), *b = claim_id(c, "w1"), *d = claim_id(c, "w1"),
+                            *e = claim_id(c, "w1");
+        is_str(a, high, "highest priority first");
+        is_str(b, old, "then, at equal priority, the older");
+        is_str(d, young, "then the younger");
+        is_str(e, low, "lowest priority last");
+
+        /* Same priority and created_at: job id decides. */
+        const char *x = test_submit(c, 0);
+        char first[RANDOM_ID_SIZE], second[RANDOM_ID_SIZE];
+        strcpy(first, x);
+        strcpy(second, test_submit(c, 0));
+        if (strcmp(first, second) > 0) {
+                char t[RANDOM_ID_SIZE];
+                strcpy(t, first), strcpy(first, second), strcpy(second, t);
+        }
+        _cleanup_free_ char *f = claim_id(c, "w1");
+        is_str(f, first, "equal priority and time: the smaller job id first");
+        test_control_free(c);
+}
+
+static void test_scheduled_at_is_respected(void) {
+        Control *c = test_control_new();
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "x";
+        s.scheduled_at = T0 + 60 * USEC_PER_SEC;
+        test_register(c, "w1", NULL);
+        test_submit_spec(c, &s);
+        _cleanup_free_ char *none = claim_id(c, "w1");
+        ok(!none, "not claimable before scheduled_at");
+        test_advance(c, 60 * USEC_PER_SEC);
+        _cleanup_free_ char *now = claim_id(c, "w1");
+        ok(now, "claimable at scheduled_at");
+        test_control_free(c);
+}
+
+static void test_gpu_and_requirements_match_capabilities(void) {
+        Control *c = test_control_new();
+        JobSpec s;
+        char *reqs[] = {(char *) "cuda", (char *) "linux", NULL};
+        job_spec_init(&s);
+        s.command = "x";
+        s.needs_gpu = true;
+        test_register(c, "cpu", "linux,cuda");
+        test_register(c, "gpu", "gpu,linux");
+        test_register(c, "full", "gpu,cuda,linux,avx");
+        char gpu_job[RANDOM_ID_SIZE], req_job[RANDOM_ID_SIZE];
+        strcpy(gpu_job, test_submit_spec(c, &s));
+        s.needs_gpu = false;
+        s.requirements = reqs;
+        strcpy(req_job, test_submit_spec(c, &s));
+
+        _cleanup_free_ char *a = claim_id(c, "cpu");
+        is_str(a, req_job, "a worker without gpu skips the GPU job but takes one whose requirements it meets");
+        _cleanup_free_ char *b = claim_id(c, "gpu");
+        is_str(b, gpu_job, "the gpu worker takes the GPU job");
+        test_submit_spec(c, &s);
+        _cleanup_free_ char *d = claim_id(c, "gpu");
+        ok(!d, "a worker missing one requirement (cuda) gets nothing");
+        _cleanup_free_ char *e = claim_id(c, "full");
+        ok(e, "a worker with every requirement gets it");
+        test_control_free(c);
+}
+
+static void test_queue_aging_lifts_old_low_priority_jobs(void) {
+        Control *c = test_control_new();
+        char old_low[RANDOM_ID_SIZE], new_high[RANDOM_ID_SIZE];
+        test_register(c, "w1", NULL);
+        strcpy(old_low, test_submit(c, 0));
+        test_advance(c, 10 * USEC_PER_SEC);
+        strcpy(new_high, test_submit(c, 3));
+
+        c->settings.aging_window = 0;
+        {
+                _cleanup_free_ char *id = claim_id(c, "w1");
+                is_str(id, new_high, "without aging: priority wins");
+                test_force(c, "status = 'PENDING', worker_id = NULL, assignment_id = NULL", id);
+        }
+        c->settings.aging_window = 5 * USEC_PER_SEC; /* waited 10s: +2, 0+2 < 3 */
+        {
+                _cleanup_free_ char *id = claim_id(c, "w1");
+                is_str(id, new_high, "aged by 2: still below 3");
+                test_force(c, "status = 'PENDING', worker_id = NULL, assignment_id = NULL", id);
+        }
+        c->settings.aging_window = 2 * USEC_PER_SEC; /* +5 vs 3 */
+        {
+                _cleanup_free_ char *id = claim_id(c, "w1");
+                is_str(id, old_low, "aged by 5: the old low-priority job overtakes");
+        }
+        test_control_free(c);
+}
+
+static void test_max_retry_jobs_per_worker(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        char r1[RANDOM_ID_SIZE], r2[RANDOM_ID_SIZE], fresh[RANDOM_ID_SIZE];
+        strcpy(r1, test_submit(c, 9));
+        strcpy(r2, test_submit(c, 9));
+        strcpy(fresh, test_submit(c, 0));
+        /* Two jobs that already had an attempt. */
+        test_force(c, "attempt_count = 1", r1);
+        test_force(c, "attempt_count = 1", r2);
+        c->settings.max_retry_jobs_per_worker = 1;
+        _cleanup_free_ char *a = claim_id(c, "w1");
+        ok(a && (streq(a, r1) || streq(a, r2)), "the first retry job is handed out");
+        _cleanup_free_ char *b = claim_id(c, "w1");
+        is_str(b, fresh, "with one retry job held, the next retry job is skipped for a fresh one");
+        _cleanup_free_ char *d = claim_id(c, "w1");
+        ok(!d, "and no second retry job");
+        test_register(c, "w2", NULL);
+        _cleanup_free_ char *e = claim_id(c, "w2");
+        ok(e, "another worker may take it");
+        test_control_free(c);
+}
+
+static void test_preemption_gate_hands_out_only_high_priority(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", "special");
+        JobSpec s;
+        char *reqs[] = {(char *) "special", NULL};
+        job_spec_init(&s);
+        s.command = "x";
+        char low[RANDOM_ID_SIZE];
+        strcpy(low, test_submit(c, 0));
+        s.priority = 10;
+        s.requirements = reqs;
+        test_submit_spec(c, &s);
+        test_submit_spec(c, &s);
+        c->settings.preempt_priority_floor = 10;
+        c->settings.preempt_backlog = 2;
+        /* Make the low job the oldest and the most aged so only the gate can keep it back. */
+        c->settings.aging_window = 0;
+        _cleanup_free_ char *a = claim_id(c, "w1");
+        ok(a && !streq(a, low), "backlog of 2 high jobs is not above 2: normal order (high first anyway)");
+        test_force(c, "priority = 100", low);
+        test_submit_spec(c, &s);
+        /* Now: low job has priority 100 (>= floor) — put it back below the floor and check the gate. */
+        test_force(c, "priority = 0", low);
+        test_submit_spec(c, &s);
+        c->settings.preempt_backlog = 2; /* 3 high jobs pending > 2 */
+        test_register(c, "plain", NULL);
+        _cleanup_free_ char *b = claim_id(c, "plain");
+        ok(!b, "gate closed: a worker that cannot run the high jobs gets no low job either");
+        c->settings.preempt_backlog = 0;
+        _cleanup_free_ char *d = claim_id(c, "plain");
+        is_str(d, low, "gate off: the low job is handed out");
+        test_control_free(c);
+}
+
+static void test_claim_query_uses_the_partial_index(void) {
+        Control *c = test_control_new();
+        sqlite3_stmt *st = NULL;
+        char plan[1024] = "";
+        sqlite3_prepare_v2(c->store->db,
+                           "EXPLAIN QUERY PLAN SELECT job_id FROM jobs INDEXED BY jobs_claimable WHERE status = "
+                           "'PENDING' AND priority >= -9 "
+                           "AND scheduled_at <= 5 ORDER BY priority DESC, created_at, job_id",
+                           -1, &st, NULL);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                strncat(plan, (const char *) sqlite3_column_text(st, 3), sizeof(plan) - strlen(plan) - 2);
+                strcat(plan, ";");
+        }
+        sqlite3_finalize(st);
+        ok(strstr(plan, "jobs_claimable") && !strstr(plan, "TEMP B-TREE"),
+           "claim walks jobs_claimable in order, no sort: %s", plan);
+        test_control_free(c);
+}
+
+int main(void) {
+        test_claim_order_priority_then_age_then_id();
+        test_scheduled_at_is_respected();
+        test_gpu_and_requirements_match_capabilities();
+        test_queue_aging_lifts_old_low_priority_jobs();
+        test_max_retry_jobs_per_worker();
+        test_preemption_gate_hands_out_only_high_priority();
+        test_claim_query_uses_the_partial_index();
+        return tap_done();
+}

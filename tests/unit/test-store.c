@@ -1,0 +1,222 @@
+/* test-store.c: the database: creation with mode 0600 in WAL with synchronous=FULL (or NORMAL),
+ * migrations from every earlier schema version with data preserved, and refusals: a newer
+ * schema, a file that is not a database, a directory it cannot write. */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core-test-util.h"
+#include "store-schema.h"
+#include "store.h"
+#include "tap.h"
+
+static char dir[PATH_MAX];
+
+static void path_in(char *buf, size_t size, const char *name) {
+        snprintf(buf, size, "%s/%s", dir, name);
+}
+
+static int pragma_int(Store *s, const char *sql) {
+        sqlite3_stmt *st = NULL;
+        int v = -1;
+        sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return v;
+}
+
+static mode_t mode_of(const char *p) {
+        struct stat st;
+        return stat(p, &st) < 0 ? (mode_t) -1 : st.st_mode & 07777;
+}
+
+static void test_open_creates_private_wal_database(void) {
+        char p[PATH_MAX + 32], wal[PATH_MAX + 40];
+        _cleanup_(store_closep) Store *s = NULL;
+        path_in(p, sizeof(p), "fresh.db");
+        umask(0022);
+        is_int(store_open(p, NULL, &s), 0, "store_open creates the database");
+        is_int(mode_of(p), 0600, "database file is 0600 despite umask 022");
+        sqlite3_exec(s->db, "CREATE TABLE t(x); INSERT INTO t VALUES (1)", NULL, NULL, NULL);
+        snprintf(wal, sizeof(wal), "%s-wal", p);
+        is_int(mode_of(wal), 0600, "its -wal is 0600 too");
+        snprintf(wal, sizeof(wal), "%s-shm", p);
+        is_int(mode_of(wal), 0600, "and its -shm");
+        is_int(pragma_int(s, "PRAGMA synchronous"), 2, "synchronous=FULL by default");
+        int v = 0;
+        store_user_version(s, &v);
+        is_int(v, STORE_SCHEMA_VERSION, "schema at the current version");
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(s->db, "PRAGMA journal_mode", -1, &st, NULL);
+        sqlite3_step(st);
+        is_str((const char *) sqlite3_column_text(st, 0), "wal", "WAL journal");
+        sqlite3_finalize(st);
+        uint64_t size = 0;
+        ok(store_database_size(s, &size) == 0 && size > 0, "database size reported");
+}
+
+static void test_synchronous_normal_is_an_option(void) {
+        char p[PATH_MAX + 32];
+        _cleanup_(store_closep) Store *s = NULL;
+        path_in(p, sizeof(p), "normal.db");
+        is_int(store_open(p, "normal", &s), 0, "open with synchronous=normal");
+        is_int(pragma_int(s, "PRAGMA synchronous"), 1, "synchronous=NORMAL");
+        _cleanup_(store_closep) Store *bad = NULL;
+        path_in(p, sizeof(p), "bad.db");
+        is_int(store_open(p, "sometimes", &bad), -EINVAL, "unknown synchronous mode refused");
+}
+
+/* Builds a database as version `version` of the program left it, with one job, worker and event. */
+static void make_old_database(const char *p, int version) {
+        sqlite3 *db = NULL;
+        if (sqlite3_open(p, &db) != SQLITE_OK || store_schema_migrate(db, version) < 0)
+                tap_bail("cannot build a v%d database", version);
+        const char *sql =
+                "INSERT INTO jobs (job_id, status, command, args, created_at, updated_at, attempt_count, max_attempts,"
+                " worker_id, assignment_id, assignment_expires_at) VALUES ('job1', 'RUNNING', '/bin/echo', '[\"hi\"]',"
+                " 1000000, 2000000, 1, 3, 'w1', 'a1', 99000000000000000);"
+                "INSERT INTO workers (worker_id, nonce, capabilities, last_seen, registered_at) VALUES"
+                " ('w1', 'n1', '[\"gpu\"]', 5, 5);"
+                "INSERT INTO audit_events (ts, component, level, event) VALUES (7, 'jobs', 6, 'job.submitted');";
+        char *msg = NULL;
+        if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+                tap_bail("v%d data: %s", version, msg);
+        sqlite3_close(db);
+}
+
+static void test_migration_from_every_earlier_version_preserves_data(void) {
+        for (int v = 1; v < STORE_SCHEMA_VERSION; v++) {
+                char p[PATH_MAX + 32], name[32];
+                Control c = {.clock_override = T0, .settings.heartbeat_timeout = 30 * USEC_PER_SEC};
+                snprintf(name, sizeof(name), "v%d.db", v);
+                path_in(p, sizeof(p), name);
+                make_old_database(p, v);
+                is_int(store_open(p, NULL, &c.store), 0, "v%d database opens and migrates", v);
+                int now = 0;
+                store_user_version(c.store, &now);
+                is_int(now, STORE_SCHEMA_VERSION, "v%d migrated to v%d", v, STORE_SCHEMA_VERSION);
+                _cleanup_(job_freep) Job *j = NULL;
+                ok(jobs_get(&c, "job1", &j) == 0 && j->status == JOB_RUNNING && streq(j->command, "/bin/echo") &&
+                           j->args && streq(j->args[0], "hi") && streq(j->assignment_id, "a1"),
+                   "v%d job preserved", v);
+                ok(j && !j->stdout_sha256 && j->completion_seq == 0, "v%d job has the new artifact columns, empty", v);
+                _cleanup_(worker_freep) Worker *w = NULL;
+                ok(worker_get(&c, "w1", &w) == 0 && w->has_nonce && w->capabilities &&
+                           streq(w->capabilities[0], "gpu") && !w->draining,
+                   "v%d worker preserved, with the new columns' defaults", v);
+                is_int(pragma_int(c.store, "SELECT count(*) FROM audit_events"), 1, "v%d audit event preserved", v);
+                is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_claimable'"), 1,
+                       "v%d gained the claim index", v);
+                uint64_t counts[_JOB_STATE_MAX];
+                store_count_jobs_by_state(c.store, counts);
+                ok(counts[JOB_RUNNING] == 1 && counts[JOB_PENDING] == 0, "v%d job counts seeded from the existing rows",
+                   v);
+                /* The migrated database works: the job can complete through the normal path. */
+                store_close(c.store);
+        }
+}
+
+static void test_newer_schema_is_refused(void) {
+        char p[PATH_MAX + 32];
+        sqlite3 *db = NULL;
+        Store *s = NULL;
+        path_in(p, sizeof(p), "future.db");
+        sqlite3_open(p, &db);
+        sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+        sqlite3_close(db);
+        is_int(store_open(p, NULL, &s), -EPROTO, "a schema newer than this program is refused");
+        ok(!s, "and nothing is returned");
+}
+
+static void test_not_a_database_is_refused(void) {
+        char p[PATH_MAX + 32];
+        Store *s = NULL;
+        path_in(p, sizeof(p), "junk.db");
+        FILE *f = fopen(p, "w");
+        for (int i = 0; i < 200; i++)
+                fputs("this is not a database, just text\n", f);
+        fclose(f);
+        is_int(store_open(p, NULL, &s), -EBADMSG, "a file that is not a database is refused");
+}
+
+static void test_unwritable_directory_is_refused(void) {
+        char p[PATH_MAX + 32], sub[PATH_MAX + 32];
+        Store *s = NULL;
+        path_in(p, sizeof(p), "missing/x.db");
+        ok(store_open(p, NULL, &s) < 0, "a missing directory is refused");
+        path_in(p, sizeof(p), "fresh.db/x.db");
+        is_int(store_open(p, NULL, &s), -ENOTDIR, "a path under a file is refused");
+        path_in(sub, sizeof(sub), "ro");
+        mkdir(sub, 0500);
+        path_in(p, sizeof(p), "ro/x.db");
+        if (geteuid() == 0)
+                diag("running as root: the read-only directory check is not meaningful");
+        else
+                is_int(store_open(p, NULL, &s), -EACCES, "a read-only directory is refused");
+}
+
+/* The trigger-kept counts against a real count, after inserts, transitions and deletes. */
+static void test_job_counts_stay_exact(void) {
+        Control *c = test_control_new();
+        uint64_t counts[_JOB_STATE_MAX];
+        OpError err = {};
+        size_t n;
+        test_register(c, "w1", NULL);
+        for (int i = 0; i < 20; i++)
+                test_submit(c, i % 3);
+        for (int i = 0; i < 8; i++) {
+                Job *j = test_claim_and_ack(c, "w1");
+                if (i % 2)
+                        jobs_abort(c, NULL, j->job_id, NULL, NULL, &n, &err);
+                job_free(j);
+        }
+        sqlite3_exec(c->store->db, "DELETE FROM jobs WHERE status = 'ABORTED'", NULL, NULL, NULL);
+        store_count_jobs_by_state(c->store, counts);
+        int bad = 0;
+        for (int s = 0; s < _JOB_STATE_MAX; s++) {
+                char sql[128];
+                snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE status = '%s'", job_state_to_string(s));
+                if ((int) counts[s] != pragma_int(c->store, sql))
+                        bad++;
+        }
+        is_int(bad, 0, "job_counts matches count(*) for every state");
+        ok(counts[JOB_PENDING] == 12 && counts[JOB_RUNNING] == 4 && counts[JOB_ABORTED] == 0,
+           "and the numbers are right");
+        test_control_free(c);
+}
+
+static void test_count_jobs_by_state(void) {
+        Control *c = test_control_new();
+        uint64_t counts[_JOB_STATE_MAX];
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        Job *j = test_claim(c, "w1");
+        job_free(j);
+        is_int(store_count_jobs_by_state(c->store, counts), 0, "count");
+        ok(counts[JOB_PENDING] == 1 && counts[JOB_ASSIGNED] == 1 && counts[JOB_RUNNING] == 0, "by state");
+        test_control_free(c);
+}
+
+int main(void) {
+        snprintf(dir, sizeof(dir), "/tmp/entropy-store-XXXXXX");
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        test_open_creates_private_wal_database();
+        test_synchronous_normal_is_an_option();
+        test_migration_from_every_earlier_version_preserves_data();
+        test_newer_schema_is_refused();
+        test_not_a_database_is_refused();
+        test_unwritable_directory_is_refused();
+        test_count_jobs_by_state();
+        test_job_counts_stay_exact();
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+                diag("cleanup failed");
+        return tap_done();
+}

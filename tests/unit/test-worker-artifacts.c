@@ -1,0 +1,127 @@
+/* test-worker-artifacts.c: the tmp-then-rename rule, checksums, shared copies and retention. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "artifacts.h"
+#include "crypto.h"
+#include "fs-util.h"
+#include "json-util.h"
+#include "macro.h"
+#include "tap.h"
+#include "time-util.h"
+
+static char dir[] = "/tmp/entropy-test-artifacts-XXXXXX";
+
+static void test_rename_rule(void) {
+        ok(artifact_names_valid("/a/b/stdout", "/a/b/stdout.tmp"), "final + .tmp");
+        ok(!artifact_names_valid("/a/b/stdout", "/a/b/stderr.tmp"), "other stream refused");
+        ok(!artifact_names_valid("/a/b/stdout", "/a/c/stdout.tmp"), "other directory refused");
+        ok(!artifact_names_valid("/a/b/stdout", "/a/b/stdout"), "same name refused");
+        ok(!artifact_names_valid("/a/b/stdout", "/a/b/stdout.tmp2"), "other suffix refused");
+        ok(!artifact_names_valid(NULL, "x.tmp") && !artifact_names_valid("", ".tmp"), "empty refused");
+}
+
+static void test_ids_are_safe_path_components(void) {
+        ok(artifact_id_valid("3f2a-b_c.1"), "plain id");
+        ok(!artifact_id_valid("..") && !artifact_id_valid("../x") && !artifact_id_valid("a/b") &&
+                   !artifact_id_valid(".hidden") && !artifact_id_valid("") && !artifact_id_valid(NULL),
+           "traversal and hidden names refused");
+}
+
+static bool exists(const char *p) {
+        return access(p, F_OK) == 0;
+}
+
+static void test_finalize_renames_fsyncs_and_hashes(void) {
+        ArtifactSet *a = NULL;
+        char want[SHA256_HEX_SIZE], empty[SHA256_HEX_SIZE];
+
+        ok(artifacts_open(dir, "job1", "as1", &a) == 0, "opened");
+        if (!a)
+                tap_bail("artifacts_open");
+        ok(exists(a->out.tmp_path) && exists(a->err.tmp_path) && !exists(a->out.path), "only tmp names while running");
+        ok(write(a->out.fd, "hello\n", 6) == 6, "output written");
+        ok(artifacts_finalize(a) == 0, "finalized");
+        ok(!exists(a->out.tmp_path) && !exists(a->err.tmp_path) && exists(a->out.path) && exists(a->err.path),
+           "tmp names gone, final names present");
+        sha256_hex("hello\n", 6, want);
+        sha256_hex("", 0, empty);
+        is_str(a->out.sha256, want, "stdout checksum");
+        is_str(a->err.sha256, empty, "stderr checksum of an empty file");
+        ok(a->out.size == 6, "size");
+        ok(artifacts_finalize(a) == 0, "finalize is idempotent");
+
+        json_object *o = json_object_new_object();
+        artifacts_add_json(a, "as1", o);
+        const char *p = NULL, *t = NULL;
+        JsonError err;
+        json_get_string(o, "stdout_path", 4096, true, &p, &err);
+        json_get_string(o, "stdout_tmp_path", 4096, true, &t, &err);
+        ok(p && t && artifact_names_valid(p, t), "reported names follow the rule: %s %s", strna(p), strna(t));
+        json_object_put(o);
+        artifacts_free(a);
+        ArtifactSet *b = NULL;
+        is_int(artifacts_open(dir, "../evil", "as1", &b), -EINVAL, "traversal job id refused");
+}
+
+static void test_shared_copy(void) {
+        ArtifactSet *a = NULL;
+        char shared[300], expect[400];
+        _cleanup_free_ char *text = NULL;
+
+        snprintf(shared, sizeof(shared), "%s/shared", dir);
+        if (artifacts_open(dir, "job2", "as2", &a) < 0)
+                tap_bail("open");
+        ok(write(a->out.fd, "out\n", 4) == 4 && artifacts_finalize(a) == 0, "finalized");
+        ok(artifacts_publish_shared(a, shared, "job2", "as2") == 0, "copied to the shared directory");
+        snprintf(expect, sizeof(expect), "%s/job2/as2/stdout", shared);
+        is_str(a->report_stdout, expect, "shared path reported");
+        ok(read_full_file(expect, 100, &text, NULL) == 0 && streq(text, "out\n"), "content copied");
+        snprintf(expect, sizeof(expect), "%s/job2/as2/stdout.tmp", shared);
+        ok(!exists(expect), "no tmp file left in the shared directory");
+        is_str(a->upload_state, "uploaded", "upload state");
+        artifacts_free(a);
+
+        if (artifacts_open(dir, "job3", "as3", &a) < 0)
+                tap_bail("open");
+        artifacts_finalize(a);
+        ok(artifacts_publish_shared(a, "/proc/entropy-no-such-dir", "job3", "as3") < 0, "unwritable shared dir fails");
+        ok(streq(a->upload_state, "failed") && a->upload_error, "failure recorded: %s", strna(a->upload_error));
+        ok(a->report_stdout && strstr(a->report_stdout, dir), "local paths still reported");
+        artifacts_free(a);
+}
+
+static bool keep_job2(const char *job_id, void *userdata) {
+        return streq(job_id, "job2");
+}
+
+static void test_retention(void) {
+        char p[300];
+        struct timespec old[2] = { { .tv_sec = 1000 }, { .tv_sec = 1000 } };
+        for (int i = 1; i <= 3; i++) {
+                snprintf(p, sizeof(p), "%s/artifacts/job%d", dir, i);
+                utimensat(AT_FDCWD, p, old, 0);
+        }
+        int removed = artifacts_cleanup(dir, now_realtime_usec(), keep_job2, NULL);
+        is_int(removed, 2, "two old run directories removed");
+        snprintf(p, sizeof(p), "%s/artifacts/job2", dir);
+        ok(exists(p), "the one still needed is kept");
+        is_int(artifacts_cleanup(dir, 0, NULL, NULL), 0, "nothing older than the epoch");
+}
+
+int main(void) {
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        test_rename_rule();
+        test_ids_are_safe_path_components();
+        test_finalize_renames_fsyncs_and_hashes();
+        test_shared_copy();
+        test_retention();
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+                diag("cleanup failed");
+        return tap_done();
+}

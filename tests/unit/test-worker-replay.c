@@ -1,0 +1,163 @@
+/* test-worker-replay.c: the replay buffer: results committed before they are sent (they survive
+ * a crash right after), delivery order, resolution, sequence numbers that only go up across
+ * restarts, the nonce kept forever, and run records. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "json-util.h"
+#include "macro.h"
+#include "replay.h"
+#include "tap.h"
+#include "time-util.h"
+
+static char dir[] = "/tmp/entropy-test-replay-XXXXXX";
+static char db[256];
+
+static json_object *body_for(const char *job) {
+        json_object *o = json_object_new_object();
+        json_add_string(o, "job_id", job);
+        json_add_int64(o, "exit_code", 0);
+        return o;
+}
+
+static int add(Replay *r, const char *job, const char *assignment, ResultKind kind, int64_t *seq) {
+        json_object *b = body_for(job);
+        int k = replay_add_result(r, 0, kind, job, assignment, b, now_realtime_usec(), "exited", 0, NULL, seq);
+        json_object_put(b);
+        return k;
+}
+
+static void test_nonce_is_kept_forever(void) {
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL;
+        Replay *r = NULL;
+        ok(replay_open(db, &r) == 0, "open");
+        ok(replay_get_nonce(r, &a) == 0 && replay_get_nonce(r, &b) == 0 && streq(a, b), "same nonce twice");
+        replay_close(r);
+        ok(replay_open(db, &r) == 0 && replay_get_nonce(r, &c) == 0 && streq(a, c), "same nonce after reopen");
+        replay_close(r);
+}
+
+static void test_heartbeat_seq_increases_across_restarts(void) {
+        uint64_t last = 0, s = 0;
+        bool increasing = true;
+        for (int round = 0; round < 3; round++) {
+                Replay *r = NULL;
+                if (replay_open(db, &r) < 0)
+                        tap_bail("open");
+                /* Enough to cross a reservation block in one round. */
+                for (int i = 0; i < REPLAY_SEQ_BLOCK + 5; i++) {
+                        if (replay_next_heartbeat_seq(r, &s) < 0 || s <= last)
+                                increasing = false;
+                        last = s;
+                }
+                replay_close(r); /* like a crash: nothing is written at close */
+        }
+        ok(increasing, "heartbeat seq strictly increasing across 3 restarts (last %llu)", (unsigned long long) last);
+}
+
+static void test_results_are_ordered_and_resolved(void) {
+        Replay *r = NULL;
+        ReplayEntry *e = NULL;
+        size_t n = 0;
+        int64_t s1, s2, s3, pending = -1;
+
+        if (replay_open(db, &r) < 0)
+                tap_bail("open");
+        ok(add(r, "j1", "a1", RESULT_COMPLETE, &s1) == 0 && add(r, "j2", "a2", RESULT_FAIL, &s2) == 0 &&
+                   add(r, "j3", "a3", RESULT_COMPLETE, &s3) == 0,
+           "three results recorded");
+        ok(s1 < s2 && s2 < s3, "completion seqs increase: %lld %lld %lld", (long long) s1, (long long) s2,
+           (long long) s3);
+        is_int(add(r, "j1", "a1", RESULT_FAIL, NULL), -EEXIST, "a second result for one assignment refused");
+        ok(replay_list_pending(r, &e, &n) == 0 && n == 3, "three pending");
+        ok(n == 3 && streq(e[0].job_id, "j1") && streq(e[1].job_id, "j2") && streq(e[2].job_id, "j3"),
+           "oldest first");
+        ok(n == 3 && e[1].kind == RESULT_FAIL && e[0].kind == RESULT_COMPLETE, "kinds kept");
+        if (n == 3) {
+                json_object *v;
+                ok(json_object_object_get_ex(e[0].body, "completion_seq", &v) && json_object_get_int64(v) == s1,
+                   "body carries its completion_seq");
+                ok(replay_resolve(r, e[0].id, true, NULL) == 0, "accept first");
+                ok(replay_resolve(r, e[1].id, false, "HTTP 409: superseded") == 0, "reject second for good");
+        }
+        replay_entries_free(e, n);
+        ok(replay_count_pending(r, &pending) == 0 && pending == 1, "one left pending");
+        ok(replay_has_pending_job(r, "j3") == 1 && replay_has_pending_job(r, "j1") == 0, "pending by job");
+        replay_close(r);
+
+        int64_t seq_after;
+        ok(replay_open(db, &r) == 0 && replay_completion_seq(r, &seq_after) == 0 && seq_after == s3,
+           "completion seq persisted (a refused duplicate consumed none)");
+        ok(add(r, "j4", "a4", RESULT_COMPLETE, &s1) == 0 && s1 == s3 + 1, "and continues after reopen");
+        ok(replay_prune(r, now_realtime_usec() + USEC_PER_SEC) == 0, "prune");
+        ok(replay_count_pending(r, &pending) == 0 && pending == 2, "pruning keeps pending results");
+        replay_close(r);
+}
+
+/* The process that recorded a result dies by SIGKILL right after replay_add_result returned:
+ * the result is there for the next process. */
+static void test_result_survives_kill_right_after_commit(void) {
+        pid_t pid = fork();
+        int status;
+        Replay *r = NULL;
+        ReplayEntry *e = NULL;
+        size_t n = 0;
+        bool found = false;
+
+        if (pid == 0) {
+                Replay *c = NULL;
+                if (replay_open(db, &c) < 0 || add(c, "crash-job", "crash-a", RESULT_COMPLETE, NULL) < 0)
+                        _exit(1);
+                raise(SIGKILL);
+                _exit(2);
+        }
+        waitpid(pid, &status, 0);
+        ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "writer killed after the commit");
+        if (replay_open(db, &r) < 0)
+                tap_bail("open");
+        if (replay_list_pending(r, &e, &n) == 0)
+                for (size_t i = 0; i < n; i++)
+                        found = found || streq(e[i].job_id, "crash-job");
+        ok(found, "result found by the next process");
+        replay_entries_free(e, n);
+        replay_close(r);
+}
+
+static void test_run_records_and_orphans(void) {
+        Replay *r = NULL;
+        OrphanRun *o = NULL;
+        size_t n = 0;
+        int64_t id1, id2;
+        RunRecord rec = { "jr", "ar", 1, 0, "instance-A", now_realtime_usec() };
+
+        if (replay_open(db, &r) < 0)
+                tap_bail("open");
+        ok(replay_run_begin(r, &rec, &id1) == 0 && replay_run_set_pid(r, id1, 4242, 777) == 0, "run recorded");
+        rec.assignment_id = "ar2";
+        ok(replay_run_begin(r, &rec, &id2) == 0 && replay_run_end(r, id2, now_realtime_usec(), "exited", 0, NULL) == 0,
+           "second run ended");
+        ok(replay_list_orphans(r, "instance-A", &o, &n) == 0 && n == 0, "own instance's runs are not orphans");
+        free(o);
+        ok(replay_list_orphans(r, "instance-B", &o, &n) == 0 && n == 1 && o[0].id == id1 && o[0].pid == 4242 &&
+                   o[0].proc_start == 777,
+           "a later instance sees the unfinished run with its pid");
+        free(o);
+        replay_close(r);
+}
+
+int main(void) {
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        snprintf(db, sizeof(db), "%s/worker.db", dir);
+        test_nonce_is_kept_forever();
+        test_heartbeat_seq_increases_across_restarts();
+        test_results_are_ordered_and_resolved();
+        test_result_survives_kill_right_after_commit();
+        test_run_records_and_orphans();
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+                diag("cleanup failed");
+        return tap_done();
+}

@@ -1,0 +1,275 @@
+/* artifacts.c: stdout/stderr files of runs, their durable rename, checksums, shared copies and
+ * retention (see artifacts.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "artifacts.h"
+#include "fs-util.h"
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+
+bool artifact_id_valid(const char *id) {
+        size_t n = id ? strlen(id) : 0;
+        if (n == 0 || n > 128 || id[0] == '.')
+                return false;
+        return strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+bool artifact_names_valid(const char *path, const char *tmp_path) {
+        size_t n;
+        if (isempty(path) || isempty(tmp_path))
+                return false;
+        n = strlen(path);
+        return strlen(tmp_path) == n + 4 && strncmp(tmp_path, path, n) == 0 && streq(tmp_path + n, ".tmp");
+}
+
+static int stream_open(ArtifactStream *s, const char *dir, const char *name) {
+        if (asprintf(&s->path, "%s/%s", dir, name) < 0 || asprintf(&s->tmp_path, "%s/%s.tmp", dir, name) < 0)
+                return -ENOMEM;
+        /* Close-on-exec: the job gets them as its stdout/stderr through dup2 (which clears the
+         * flag); no other child may inherit them. */
+        s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (s->fd < 0)
+                return -errno;
+        return 0;
+}
+
+int artifacts_open(const char *state_dir, const char *job_id, const char *assignment_id, ArtifactSet **ret) {
+        ArtifactSet *a;
+        int r;
+
+        if (!artifact_id_valid(job_id) || !artifact_id_valid(assignment_id))
+                return -EINVAL;
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->out.fd = a->err.fd = -EBADF;
+        a->backend = "local";
+        a->upload_state = "local";
+        if (asprintf(&a->dir, "%s/artifacts/%s/%s", state_dir, job_id, assignment_id) < 0) {
+                artifacts_free(a);
+                return -ENOMEM;
+        }
+        r = mkdir_parents_and_self(a->dir, 0750);
+        if (r >= 0)
+                r = stream_open(&a->out, a->dir, "stdout");
+        if (r >= 0)
+                r = stream_open(&a->err, a->dir, "stderr");
+        if (r < 0) {
+                artifacts_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+ArtifactSet *artifacts_free(ArtifactSet *a) {
+        if (!a)
+                return NULL;
+        ArtifactStream *ss[] = { &a->out, &a->err };
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                if (ss[i]->fd >= 0)
+                        close(ss[i]->fd);
+                free(ss[i]->path);
+                free(ss[i]->tmp_path);
+        }
+        free(a->dir);
+        free(a->location);
+        free(a->report_stdout);
+        free(a->report_stderr);
+        free(a->upload_error);
+        free(a);
+        return NULL;
+}
+
+static int stream_finalize(ArtifactStream *s) {
+        struct stat st;
+        int r;
+
+        if (s->fd >= 0) {
+                r = fsync(s->fd) < 0 ? -errno : 0;
+                close(s->fd);
+                s->fd = -EBADF;
+                if (r < 0)
+                        return r;
+        }
+        if (rename(s->tmp_path, s->path) < 0 && errno != ENOENT)
+                return -errno;
+        if (stat(s->path, &st) < 0)
+                return -errno;
+        s->size = (uint64_t) st.st_size;
+        return sha256_file_hex(s->path, s->sha256);
+}
+
+int artifacts_finalize(ArtifactSet *a) {
+        int r;
+        if (a->finalized)
+                return 0;
+        r = stream_finalize(&a->out);
+        if (r < 0)
+                return r;
+        r = stream_finalize(&a->err);
+        if (r < 0)
+                return r;
+        r = fsync_path(a->dir);
+        if (r < 0)
+                return r;
+        free(a->location);
+        a->location = strdup(a->dir);
+        free(a->report_stdout);
+        a->report_stdout = strdup(a->out.path);
+        free(a->report_stderr);
+        a->report_stderr = strdup(a->err.path);
+        if (!a->location || !a->report_stdout || !a->report_stderr)
+                return -ENOMEM;
+        a->finalized = true;
+        return 0;
+}
+
+/* Copies src to dst via dst.tmp, fsyncing before the rename: a reader never sees a partial file
+ * under the final name. */
+static int copy_durable(const char *src, const char *dst) {
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int in = -EBADF, out = -EBADF;
+        char buf[65536];
+        int r = 0;
+
+        if (asprintf(&tmp, "%s.tmp", dst) < 0)
+                return -ENOMEM;
+        in = open(src, O_RDONLY | O_CLOEXEC);
+        if (in < 0)
+                return -errno;
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out < 0)
+                return -errno;
+        for (;;) {
+                ssize_t k = read(in, buf, sizeof(buf));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        r = k < 0 ? -errno : 0;
+                        break;
+                }
+                for (ssize_t off = 0; off < k;) {
+                        ssize_t w = write(out, buf + off, (size_t) (k - off));
+                        if (w < 0 && errno != EINTR)
+                                return -errno;
+                        off += w > 0 ? w : 0;
+                }
+        }
+        if (r == 0 && fsync(out) < 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, dst) < 0)
+                r = -errno;
+        if (r < 0)
+                unlink(tmp);
+        return r;
+}
+
+int artifacts_publish_shared(ArtifactSet *a, const char *shared_dir, const char *job_id,
+                             const char *assignment_id) {
+        _cleanup_free_ char *dir = NULL, *out = NULL, *err = NULL;
+        int r;
+
+        a->backend = "shared";
+        if (!a->finalized || !artifact_id_valid(job_id) || !artifact_id_valid(assignment_id))
+                return -EINVAL;
+        if (asprintf(&dir, "%s/%s/%s", shared_dir, job_id, assignment_id) < 0 ||
+            asprintf(&out, "%s/stdout", dir) < 0 || asprintf(&err, "%s/stderr", dir) < 0)
+                return -ENOMEM;
+        r = mkdir_parents_and_self(dir, 0755);
+        if (r >= 0)
+                r = copy_durable(a->out.path, out);
+        if (r >= 0)
+                r = copy_durable(a->err.path, err);
+        if (r >= 0)
+                r = fsync_path(dir);
+        if (r < 0) {
+                char msg[512];
+                snprintf(msg, sizeof(msg), "copy to %s failed: %s", dir, strerror(-r));
+                a->upload_state = "failed";
+                free(a->upload_error);
+                a->upload_error = strdup(msg);
+                return r;
+        }
+        a->upload_state = "uploaded";
+        free_and_replace_str(&a->location, TAKE_PTR(dir));
+        free_and_replace_str(&a->report_stdout, TAKE_PTR(out));
+        free_and_replace_str(&a->report_stderr, TAKE_PTR(err));
+        return 0;
+}
+
+void artifacts_add_json(const ArtifactSet *a, const char *artifact_id, json_object *o) {
+        char out_tmp[4200], err_tmp[4200];
+        snprintf(out_tmp, sizeof(out_tmp), "%s.tmp", strempty(a->report_stdout));
+        snprintf(err_tmp, sizeof(err_tmp), "%s.tmp", strempty(a->report_stderr));
+        json_add_string(o, "artifact_id", artifact_id);
+        json_add_string(o, "stdout_path", a->report_stdout);
+        json_add_string(o, "stderr_path", a->report_stderr);
+        json_add_string(o, "stdout_tmp_path", out_tmp);
+        json_add_string(o, "stderr_tmp_path", err_tmp);
+        json_add_string(o, "stdout_sha256", a->out.sha256);
+        json_add_string(o, "stderr_sha256", a->err.sha256);
+        json_add_int64(o, "stdout_size", (int64_t) a->out.size);
+        json_add_int64(o, "stderr_size", (int64_t) a->err.size);
+        json_add_string(o, "artifact_backend", a->backend);
+        json_add_string(o, "artifact_location", a->location);
+        json_add_string(o, "artifact_upload_state", a->upload_state);
+        json_add_string(o, "artifact_upload_error", a->upload_error);
+}
+
+static int remove_tree_at(int parent, const char *name) {
+        _cleanup_close_ int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d;
+        struct dirent *de;
+
+        if (fd < 0)
+                return unlinkat(parent, name, 0) < 0 ? -errno : 0;
+        d = fdopendir(fd);
+        if (!d)
+                return -errno;
+        fd = -EBADF; /* owned by d now */
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                (void) remove_tree_at(dirfd(d), de->d_name);
+        }
+        closedir(d);
+        return unlinkat(parent, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+int artifacts_cleanup(const char *state_dir, uint64_t cutoff, bool (*keep)(const char *job_id, void *userdata),
+                      void *userdata) {
+        _cleanup_free_ char *root = NULL;
+        DIR *d;
+        struct dirent *de;
+        int removed = 0;
+
+        if (asprintf(&root, "%s/artifacts", state_dir) < 0)
+                return -ENOMEM;
+        d = opendir(root);
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (de->d_name[0] == '.')
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+                        continue;
+                if ((uint64_t) st.st_mtim.tv_sec * 1000000ULL >= cutoff)
+                        continue;
+                if (keep && keep(de->d_name, userdata))
+                        continue;
+                if (remove_tree_at(dirfd(d), de->d_name) >= 0)
+                        removed++;
+        }
+        closedir(d);
+        return removed;
+}

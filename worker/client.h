@@ -1,0 +1,47 @@
+/* client.h: the worker's HTTP client: libcurl's multi interface driven by sd-event (curl's sockets
+ * become sd_event io sources, its timer an sd_event time source), so no request ever blocks the
+ * loop that sends heartbeats. JSON in, JSON out, the X-API-Token header on every request. */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <systemd/sd-event.h>
+
+#include "time-util.h"
+
+typedef struct Client Client;
+typedef struct ClientRequest ClientRequest;
+
+typedef struct ClientReply {
+        long status;        /* HTTP status; 0 when no response arrived */
+        int error;          /* 0, or negative errno for a transport failure (-ETIMEDOUT, -ECONNREFUSED, -EIO) */
+        const char *error_text;
+        json_object *body;  /* parsed JSON body, or NULL (borrowed: valid during the callback) */
+        const char *raw;    /* raw body text, NUL-terminated, possibly empty */
+        usec_t sent_mono;   /* CLOCK_MONOTONIC when the request was handed to curl */
+        usec_t sent_real;   /* CLOCK_REALTIME of the same moment */
+        usec_t received_real; /* CLOCK_REALTIME when the answer (or the failure) was complete */
+} ClientReply;
+
+/* Called once per request unless it was cancelled. The request is freed after it returns. */
+typedef void (*ClientCallback)(Client *c, const ClientReply *reply, void *userdata);
+
+int client_new(sd_event *e, const char *base_url, Client **ret);
+Client *client_free(Client *c);
+/* The token is copied; it is sent only in the header, never logged. */
+int client_set_token(Client *c, const char *token);
+void client_set_timeout(Client *c, usec_t timeout);
+
+/* Starts a request; body (may be NULL) is serialized at once and not kept. ret (optional) allows
+ * client_request_cancel() until the callback ran. */
+int client_request(Client *c, const char *method, const char *path, json_object *body, ClientCallback cb,
+                   void *userdata, ClientRequest **ret);
+/* Frees userdata with destroy if the request ends without its callback (cancelled, or the client
+ * freed with it in flight); when the callback runs, the callback owns userdata. */
+void client_request_set_destroy(ClientRequest *req, void (*destroy)(void *userdata));
+/* Drops a request without calling its callback. */
+void client_request_cancel(ClientRequest *req);
+unsigned client_n_pending(Client *c);
+
+/* Short description of a reply for logs: "HTTP 409: wrong assignment" or "timed out". */
+const char *client_reply_describe(const ClientReply *reply, char *buf, size_t len);

@@ -1,0 +1,285 @@
+/* lease.c: heartbeats and the leases of the jobs this worker holds.
+ *
+ * The control plane measures a lease from when it *received* the last renewal; the worker
+ * measures it from when it *sent* the last renewal that succeeded, which is earlier, and starts
+ * stopping the job a margin (a fifth of the lease) before even that, with a SIGKILL deadline well
+ * inside it. So the worker has always given up a job before the control plane can reassign it,
+ * and two runs of one job never overlap.
+ *
+ * The lease length is the control plane's `lease_timeout_ms` when it gives one, else its
+ * assignment_expires_at minus the time the claim's answer arrived (a lower bound of the real
+ * length), capped by --lease-timeout.
+ *
+ * Renewals are the claim itself (GET /next-job) and each heartbeat answered 200. Heartbeats go
+ * out every heartbeat-interval whatever happens to other requests, several may be in flight when
+ * the control plane is slow, and each carries a seq that is persisted and strictly increasing
+ * across restarts. */
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+#include "json-util.h"
+#include "log.h"
+#include "protocol.h"
+#include "worker.h"
+
+#define HEARTBEATS_IN_FLIGHT_MAX 4
+
+typedef struct HeartbeatCall {
+        Worker *worker;
+        size_t n;
+        struct {
+                char job_id[LIMIT_ID_LEN + 1];
+                char assignment_id[LIMIT_ID_LEN + 1];
+        } jobs[];
+} HeartbeatCall;
+
+static usec_t lease_margin(const Run *r) {
+        return MAX(r->lease_length / 5, 50 * USEC_PER_MSEC);
+}
+
+void lease_init(Run *r, const ClientReply *claim_reply) {
+        Worker *w = r->worker;
+        usec_t length = w->settings.lease_timeout;
+
+        if (r->spec->lease_timeout_ms > 0)
+                length = (usec_t) r->spec->lease_timeout_ms * USEC_PER_MSEC;
+        else if (r->spec->expires_at > 0) {
+                /* The control plane set expiry = its claim time + its lease length, with its
+                 * claim time somewhere between our send and our receipt: counting from receipt
+                 * gives a length no longer than the real one (queueing at a busy control plane
+                 * would otherwise inflate it). Trusted only when plausible: clock skew between
+                 * hosts could make it anything. */
+                double left = r->spec->expires_at * USEC_PER_SEC - (double) claim_reply->received_real;
+                if (left > 0 && left < (double) USEC_PER_HOUR)
+                        length = MIN((usec_t) left, length);
+        }
+        r->lease_length = MAX(length, 100 * USEC_PER_MSEC);
+        r->lease_base = claim_reply->sent_mono;
+}
+
+static int on_lease_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Run *r = userdata;
+        char detail[256], span[64];
+        usec_t stop_at = r->lease_base + r->lease_length - lease_margin(r);
+
+        if (now_monotonic_usec() < stop_at) { /* renewed meanwhile */
+                lease_arm(r);
+                return 0;
+        }
+        snprintf(detail, sizeof(detail),
+                 "lease expired: no successful renewal sent in the last %s; stopped by the worker before the "
+                 "control plane could reassign it",
+                 format_timespan(span, sizeof(span), r->lease_length - lease_margin(r)));
+        log_warning("Job %s: %s", r->spec->job_id, detail);
+        run_stop(r, STOP_LEASE, detail);
+        return 0;
+}
+
+void lease_arm(Run *r) {
+        usec_t stop_at = r->lease_base + r->lease_length - lease_margin(r);
+        int k;
+
+        if (!r->lease_timer) {
+                k = sd_event_add_time(r->worker->event, &r->lease_timer, CLOCK_MONOTONIC, stop_at, 0, on_lease_timer, r);
+                if (k < 0) {
+                        log_error_errno(k, "Cannot arm the lease timer of job %s: %m", r->spec->job_id);
+                        return;
+                }
+                (void) sd_event_source_set_description(r->lease_timer, "lease");
+                return;
+        }
+        (void) sd_event_source_set_time(r->lease_timer, stop_at);
+        (void) sd_event_source_set_enabled(r->lease_timer, SD_EVENT_ONESHOT);
+}
+
+void lease_renewed(Run *r, usec_t sent_mono) {
+        if (sent_mono <= r->lease_base || r->phase == RUN_STOPPING)
+                return;
+        r->lease_base = sent_mono;
+        lease_arm(r);
+}
+
+static Run *find_assignment(Worker *w, const char *job_id, const char *assignment_id) {
+        Run *r = worker_find_run(w, job_id);
+        if (r && assignment_id && !streq(r->spec->assignment_id, assignment_id))
+                return NULL;
+        return r;
+}
+
+static bool action_is_abort(const char *a) {
+        static const char *const words[] = { "abort", "aborted", "stop", "cancel", "kill", "reassigned", "lost" };
+        for (size_t i = 0; a && i < ELEMENTSOF(words); i++)
+                if (strcasecmp(a, words[i]) == 0)
+                        return true;
+        return false;
+}
+
+static const char *obj_string(json_object *o, const char *key) {
+        json_object *v;
+        if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+            !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+/* A job entry in a heartbeat answer says the job is not ours any more when it carries an abort
+ * action, or a status other than ASSIGNED/RUNNING, or another assignment. */
+static void handle_job_entry(Worker *w, json_object *e, bool strings_abort) {
+        bool is_string = json_object_is_type(e, json_type_string);
+        const char *job_id = is_string ? json_object_get_string(e) : obj_string(e, "job_id");
+        const char *assignment = obj_string(e, "assignment_id");
+        const char *action = obj_string(e, "action");
+        const char *status = obj_string(e, "status");
+        Run *r = worker_find_run(w, job_id);
+        char detail[256];
+
+        if (!r || (is_string && !strings_abort))
+                return;
+        if (is_string)
+                action = "abort";
+        if (assignment && !streq(assignment, r->spec->assignment_id))
+                snprintf(detail, sizeof(detail), "the control plane reassigned the job (assignment %s)", assignment);
+        else if (action_is_abort(action))
+                snprintf(detail, sizeof(detail), "the control plane says %s", action);
+        else if (status && !streq(status, "ASSIGNED") && !streq(status, "RUNNING"))
+                snprintf(detail, sizeof(detail), "the control plane has the job as %s", status);
+        else
+                return;
+        run_abort(r, detail);
+}
+
+void lease_handle_abort_signals(Worker *w, json_object *body) {
+        static const char *const lists[] = { "abort_jobs", "aborted_jobs", "jobs", "actions" };
+        json_object *l;
+
+        if (!body || !json_object_is_type(body, json_type_object))
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(lists); i++) {
+                if (!json_object_object_get_ex(body, lists[i], &l) || !json_object_is_type(l, json_type_array))
+                        continue;
+                for (size_t j = 0; j < json_object_array_length(l) && j < LIMIT_RECONNECT_ENTRIES; j++)
+                        handle_job_entry(w, json_object_array_get_idx(l, j), i < 2);
+        }
+}
+
+static void heartbeat_conflict(Worker *w, const ClientReply *reply, const char *current_job_id) {
+        const char *job_id = obj_string(reply->body, "job_id");
+        char buf[256], detail[300];
+        Run *r;
+
+        client_reply_describe(reply, buf, sizeof(buf));
+        r = worker_find_run(w, job_id ? job_id : current_job_id);
+        if (!r) {
+                log_warning("Heartbeat refused (%s).", buf);
+                return;
+        }
+        snprintf(detail, sizeof(detail), "heartbeat refused (%s)", buf);
+        run_abort(r, detail);
+}
+
+static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
+        HeartbeatCall *call = userdata;
+        Worker *w = call->worker;
+        char buf[256];
+
+        w->heartbeats_in_flight--;
+        if (reply->status == 200) {
+                const char *status = obj_string(reply->body, "status");
+                session_note_contact(w);
+                /* "ignored": an older seq than one already applied (heartbeats overtook each
+                 * other); it renewed nothing, the newer one did or will. */
+                for (size_t i = 0; i < call->n && !streq_ptr(status, "ignored"); i++) {
+                        Run *r = find_assignment(w, call->jobs[i].job_id, call->jobs[i].assignment_id);
+                        if (r)
+                                lease_renewed(r, reply->sent_mono);
+                }
+                lease_handle_abort_signals(w, reply->body);
+        } else if (reply->status == 409)
+                heartbeat_conflict(w, reply, call->n > 0 ? call->jobs[0].job_id : NULL);
+        else if (reply->status == 403)
+                session_lost_registration(w);
+        else
+                log_debug("Heartbeat failed: %s", client_reply_describe(reply, buf, sizeof(buf)));
+        free(call);
+}
+
+static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call) {
+        json_object *o = json_object_new_object(), *jobs = json_object_new_array(), *metrics = json_object_new_object();
+        json_object *ids = json_object_new_array();
+        const char *current = NULL;
+        int64_t pending = 0;
+
+        for (size_t i = 0; i < w->n_slots; i++) {
+                Run *r = w->slots[i];
+                json_object *j;
+                if (!r)
+                        continue;
+                if (!current)
+                        current = r->spec->job_id;
+                j = json_object_new_object();
+                json_add_string(j, "job_id", r->spec->job_id);
+                json_add_string(j, "assignment_id", r->spec->assignment_id);
+                json_object_array_add(jobs, j);
+                json_object_array_add(ids, json_object_new_string(r->spec->job_id));
+                snprintf(call->jobs[call->n].job_id, sizeof(call->jobs[0].job_id), "%s", r->spec->job_id);
+                snprintf(call->jobs[call->n].assignment_id, sizeof(call->jobs[0].assignment_id), "%s",
+                         r->spec->assignment_id);
+                call->n++;
+        }
+        (void) replay_count_pending(w->replay, &pending);
+        json_add_int64(metrics, "running", (int64_t) call->n);
+        json_add_int64(metrics, "slots", (int64_t) w->n_slots);
+        json_add_int64(metrics, "replay_pending", pending);
+        json_add_string(o, "worker_id", w->settings.worker_id);
+        json_add_string(o, "instance_id", w->instance_id);
+        json_add_string(o, "current_job_id", current);
+        json_object_object_add(o, "current_jobs", jobs);
+        json_object_object_add(o, "current_job_ids", ids);
+        json_add_int64(o, "seq", (int64_t) seq);
+        json_object_object_add(o, "metrics", metrics);
+        return o;
+}
+
+static void heartbeat_send(Worker *w) {
+        _cleanup_json_ json_object *body = NULL;
+        HeartbeatCall *call;
+        ClientRequest *req;
+        uint64_t seq;
+        int k;
+
+        if (w->session != SESSION_READY || w->heartbeats_in_flight >= HEARTBEATS_IN_FLIGHT_MAX)
+                return;
+        k = replay_next_heartbeat_seq(w->replay, &seq);
+        if (k < 0) {
+                log_error_errno(k, "Cannot persist the heartbeat sequence number: %m");
+                return;
+        }
+        call = calloc(1, sizeof(*call) + w->n_slots * sizeof(call->jobs[0]));
+        if (!call)
+                return;
+        call->worker = w;
+        body = heartbeat_body(w, seq, call);
+        k = client_request(w->client, "POST", "/heartbeat", body, on_heartbeat, call, &req);
+        if (k < 0) {
+                log_error_errno(k, "Cannot send heartbeat: %m");
+                free(call);
+                return;
+        }
+        client_request_set_destroy(req, free);
+        w->heartbeats_in_flight++;
+}
+
+static int on_heartbeat_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        heartbeat_send(w);
+        (void) sd_event_source_set_time_relative(s, w->settings.heartbeat_interval);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        return 0;
+}
+
+void lease_start(Worker *w) {
+        if (w->heartbeat_timer)
+                return;
+        (void) worker_arm_timer(w, &w->heartbeat_timer, 0, on_heartbeat_timer, w, "heartbeat");
+}

@@ -1,0 +1,492 @@
+/* run.c: one job on one slot, from the claim to the recorded result:
+ *
+ *   claim (GET /next-job answered) -> POST /ack -> policy -> start -> exit -> result
+ *
+ * A result is committed to the replay buffer before it is sent (session_flush). A run stopped
+ * because the control plane says the job is not ours any more (abort, reassignment) produces no
+ * result: there is nothing it could apply. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "executor.h"
+#include "gpu.h"
+#include "json-util.h"
+#include "log.h"
+#include "policy.h"
+#include "protocol.h"
+#include "strv.h"
+#include "worker.h"
+
+extern char **environ;
+
+JobSpec *job_spec_free(JobSpec *s) {
+        if (!s)
+                return NULL;
+        free(s->job_id);
+        free(s->assignment_id);
+        free(s->command);
+        strv_free(s->args);
+        free(s->working_dir);
+        free(s);
+        return NULL;
+}
+
+static int dup_field(json_object *o, const char *key, size_t max, bool required, char **ret, JsonError *err) {
+        const char *s = NULL;
+        int r = json_get_string(o, key, max, required, &s, err);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int job_spec_from_json(json_object *o, JobSpec **ret, char *error, size_t error_size) {
+        JobSpec *s;
+        JsonError err = {};
+        int r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        r = dup_field(o, "job_id", LIMIT_ID_LEN, true, &s->job_id, &err);
+        if (r >= 0)
+                r = dup_field(o, "assignment_id", LIMIT_ID_LEN, true, &s->assignment_id, &err);
+        if (r >= 0)
+                r = dup_field(o, "command", LIMIT_COMMAND_LEN, true, &s->command, &err);
+        if (r >= 0)
+                r = dup_field(o, "working_dir", LIMIT_PATH_LEN, false, &s->working_dir, &err);
+        if (r >= 0) {
+                r = json_get_strv(o, "args", LIMIT_ARGS, LIMIT_ARG_LEN, false, &s->args, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0) {
+                r = json_get_int64(o, "timeout_ms", 0, INT64_MAX / 1000, false, &s->timeout_ms, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0) {
+                r = json_get_int64(o, "attempt_count", 0, INT32_MAX, false, &s->attempt, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0) {
+                r = json_get_int64(o, "max_attempts", 0, INT32_MAX, false, &s->max_attempts, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0) {
+                r = json_get_double(o, "assignment_expires_at", false, &s->expires_at, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0) {
+                r = json_get_int64(o, "lease_timeout_ms", 1, INT32_MAX, false, &s->lease_timeout_ms, &err);
+                r = r == -ENOENT ? 0 : r;
+        }
+        if (r >= 0 && isempty(s->command)) {
+                snprintf(err.message, sizeof(err.message), "field 'command' is empty");
+                r = -EINVAL;
+        }
+        if (r < 0) {
+                snprintf(error, error_size, "%s", err.message);
+                job_spec_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+Run *run_free(Run *r) {
+        if (!r)
+                return NULL;
+        sd_event_source_disable_unref(r->child_source);
+        sd_event_source_disable_unref(r->timeout_timer);
+        sd_event_source_disable_unref(r->kill_timer);
+        sd_event_source_disable_unref(r->lease_timer);
+        sd_event_source_disable_unref(r->ack_timer);
+        client_request_cancel(r->ack_request);
+        artifacts_free(r->artifacts);
+        job_spec_free(r->spec);
+        free(r->stop_detail);
+        free(r);
+        return NULL;
+}
+
+/* Frees the run and its slot, then lets the worker take new work (or finish stopping). */
+static void run_release(Run *r) {
+        Worker *w = r->worker;
+        if (r->slot < w->n_slots && w->slots[r->slot] == r)
+                w->slots[r->slot] = NULL;
+        run_free(r);
+        worker_mark_busy(w);
+        worker_update_status(w);
+        session_poll_now(w);
+        worker_check_exit(w);
+}
+
+static json_object *result_base(Run *r) {
+        Worker *w = r->worker;
+        json_object *o = json_object_new_object();
+        json_add_string(o, "job_id", r->spec->job_id);
+        json_add_string(o, "worker_id", w->settings.worker_id);
+        json_add_string(o, "assignment_id", r->spec->assignment_id);
+        json_add_string(o, "instance_id", w->instance_id);
+        json_add_int64(o, "attempt", r->spec->attempt);
+        if (r->started_real)
+                json_add_time(o, "started_at", r->started_real);
+        json_add_time(o, "finished_at", now_realtime_usec());
+        return o;
+}
+
+/* Commits the result to the replay buffer, then hands it to the delivery loop. */
+static void run_record_result(Run *r, ResultKind kind, json_object *body, const char *outcome, int64_t exit_code,
+                              const char *reason) {
+        Worker *w = r->worker;
+        int64_t seq;
+        int k;
+
+        k = replay_add_result(w->replay, r->run_id, kind, r->spec->job_id, r->spec->assignment_id, body,
+                              now_realtime_usec(), outcome, exit_code, reason, &seq);
+        if (k < 0)
+                /* Not durable: it would be lost on a crash; say so loudly, the outbox never saw it. */
+                log_error_errno(k, "Job %s: failed to record the result in the replay buffer, it is lost: %m",
+                                r->spec->job_id);
+        else
+                log_info("Job %s (assignment %s): %s recorded (completion seq %lld)%s%s", r->spec->job_id,
+                         r->spec->assignment_id, outcome, (long long) seq, reason ? ": " : "", strempty(reason));
+        session_flush(w);
+}
+
+static void run_fail(Run *r, const char *kind, bool retryable, int64_t exit_code, const char *outcome,
+                     const char *error) {
+        json_object *body = result_base(r);
+        json_add_int64(body, "exit_code", exit_code);
+        json_add_string(body, "error", error);
+        json_add_bool(body, "retryable", retryable);
+        json_add_string(body, "failure_kind", kind);
+        if (r->stop_reason == STOP_HANDBACK)
+                json_add_bool(body, "handback", true);
+        if (r->artifacts && r->artifacts->finalized)
+                artifacts_add_json(r->artifacts, r->spec->assignment_id, body);
+        if (r->run_id == 0) {
+                RunRecord rec = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
+                                  r->worker->instance_id, now_realtime_usec() };
+                (void) replay_run_begin(r->worker->replay, &rec, &r->run_id);
+        }
+        run_record_result(r, RESULT_FAIL, body, outcome, exit_code, error);
+        json_object_put(body);
+}
+
+static int finalize_artifacts(Run *r, char *err, size_t err_size) {
+        Worker *w = r->worker;
+        int k = artifacts_finalize(r->artifacts);
+        if (k < 0) {
+                snprintf(err, err_size, "could not finalize stdout/stderr in %s: %s", r->artifacts->dir,
+                         strerror(-k));
+                return k;
+        }
+        if (w->backend == ARTIFACT_BACKEND_SHARED) {
+                k = artifacts_publish_shared(r->artifacts, w->settings.shared_directory, r->spec->job_id,
+                                             r->spec->assignment_id);
+                if (k < 0)
+                        log_warning_errno(k, "Job %s: shared artifact copy failed, reporting local files: %m",
+                                          r->spec->job_id);
+        }
+        return 0;
+}
+
+static void run_complete(Run *r, int64_t exit_code, const char *summary, const char *outcome, bool dry_run) {
+        json_object *body = result_base(r);
+        json_add_int64(body, "exit_code", exit_code);
+        json_add_string(body, "result_summary", summary);
+        if (dry_run)
+                json_add_bool(body, "dry_run", true);
+        artifacts_add_json(r->artifacts, r->spec->assignment_id, body);
+        run_record_result(r, RESULT_COMPLETE, body, outcome, exit_code, NULL);
+        json_object_put(body);
+}
+
+static const char *stop_outcome(StopReason reason) {
+        switch (reason) {
+        case STOP_TIMEOUT:
+                return "timeout";
+        case STOP_LEASE:
+                return "lease-expired";
+        case STOP_ABORT:
+                return "aborted";
+        case STOP_HANDBACK:
+                return "handback";
+        default:
+                return "failed";
+        }
+}
+
+static void run_report_exit(Run *r, const siginfo_t *si) {
+        char summary[512], err[1024];
+        double secs = (double) (now_monotonic_usec() - r->started_mono) / USEC_PER_SEC;
+        bool signaled = si->si_code != CLD_EXITED;
+        int64_t exit_code = signaled ? 128 + si->si_status : si->si_status;
+
+        if (finalize_artifacts(r, err, sizeof(err)) < 0) {
+                run_fail(r, "artifacts", true, exit_code, "failed", err);
+                return;
+        }
+        if (r->stop_reason != STOP_NONE) {
+                snprintf(err, sizeof(err), "%s", strempty(r->stop_detail));
+                run_fail(r, stop_outcome(r->stop_reason), true, exit_code, stop_outcome(r->stop_reason), err);
+                return;
+        }
+        if (!signaled && si->si_status == 0) {
+                snprintf(summary, sizeof(summary), "exit 0 after %.3fs; stdout %llu bytes, stderr %llu bytes", secs,
+                         (unsigned long long) r->artifacts->out.size, (unsigned long long) r->artifacts->err.size);
+                run_complete(r, 0, summary, "exited", false);
+                return;
+        }
+        if (signaled)
+                snprintf(err, sizeof(err), "killed by signal %s after %.3fs", strsignal(si->si_status), secs);
+        else
+                snprintf(err, sizeof(err), "exited with status %d after %.3fs", si->si_status, secs);
+        run_fail(r, signaled ? "signal" : "exit", true, exit_code, "failed", err);
+}
+
+static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Run *r = userdata;
+
+        /* Whatever the job left behind in its group goes with it: nothing of a finished run may
+         * keep writing to its files or run on past its lease. */
+        (void) executor_signal_group(r->pid, SIGKILL);
+        r->child_source = sd_event_source_disable_unref(r->child_source);
+        if (r->stop_reason == STOP_ABORT) {
+                log_info("Job %s (assignment %s) stopped: %s", r->spec->job_id, r->spec->assignment_id,
+                         strempty(r->stop_detail));
+                (void) replay_run_end(r->worker->replay, r->run_id, now_realtime_usec(), "aborted",
+                                      si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status,
+                                      r->stop_detail);
+        } else
+                run_report_exit(r, si);
+        run_release(r);
+        return 0;
+}
+
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Run *r = userdata;
+        log_warning("Job %s did not exit after SIGTERM, sending SIGKILL to its process group.", r->spec->job_id);
+        (void) executor_signal_group(r->pid, SIGKILL);
+        return 0;
+}
+
+void run_stop(Run *r, StopReason reason, const char *detail) {
+        Worker *w = r->worker;
+        usec_t grace = w->settings.kill_grace;
+
+        if (r->phase == RUN_ACKING) {
+                log_info("Job %s given up before it started: %s", r->spec->job_id, strempty(detail));
+                run_release(r);
+                return;
+        }
+        if (r->stop_reason == STOP_NONE || reason == STOP_ABORT) {
+                r->stop_reason = reason;
+                free(r->stop_detail);
+                r->stop_detail = detail ? strdup(detail) : NULL;
+        }
+        if (r->phase == RUN_STOPPING && reason != STOP_ABORT)
+                return;
+        r->phase = RUN_STOPPING;
+        r->timeout_timer = sd_event_source_disable_unref(r->timeout_timer);
+        if (reason == STOP_ABORT) {
+                (void) executor_signal_group(r->pid, SIGKILL);
+                return;
+        }
+        log_info("Stopping job %s: %s", r->spec->job_id, strempty(detail));
+        (void) executor_signal_group(r->pid, SIGTERM);
+        /* A lease stop must be over before the lease ends, whatever the configured grace. */
+        if (reason == STOP_LEASE)
+                grace = MIN(grace, MAX(r->lease_length / 10, 10 * USEC_PER_MSEC));
+        (void) worker_arm_timer(w, &r->kill_timer, grace, on_kill_timer, r, "kill-grace");
+}
+
+void run_abort(Run *r, const char *detail) {
+        log_warning("Job %s (assignment %s): %s; killing its process group.", r->spec->job_id, r->spec->assignment_id,
+                    detail);
+        run_stop(r, STOP_ABORT, detail);
+}
+
+static int on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Run *r = userdata;
+        char detail[256], span[64], grace[64];
+        snprintf(detail, sizeof(detail), "timed out after %s (SIGTERM, then SIGKILL after %s)",
+                 format_timespan(span, sizeof(span), (usec_t) r->spec->timeout_ms * USEC_PER_MSEC),
+                 format_timespan(grace, sizeof(grace), r->worker->settings.kill_grace));
+        run_stop(r, STOP_TIMEOUT, detail);
+        return 0;
+}
+
+static void run_dry(Run *r, const char *exec_path, const char *workdir) {
+        _cleanup_free_ char *args = strv_join(r->spec->args, " ");
+        char summary[256];
+        int k;
+
+        dprintf(r->artifacts->out.fd, "entropy-worker dry run: would run %s %s in %s\n", exec_path, strempty(args),
+                workdir ? workdir : r->artifacts->dir);
+        k = artifacts_finalize(r->artifacts);
+        if (k < 0) {
+                run_fail(r, "artifacts", true, -1, "failed", "could not write dry-run artifacts");
+                return;
+        }
+        snprintf(summary, sizeof(summary), "dry run: %s validated, nothing executed", r->spec->command);
+        run_complete(r, 0, summary, "dry-run", true);
+}
+
+static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
+        Worker *w = r->worker;
+        _cleanup_strv_free_ char **env = NULL, **argv = NULL;
+        const char *step = "spawn";
+        uint64_t start = 0;
+        JobEnv je = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
+                      gpu_for_slot(w->gpus, r->slot) };
+        int k;
+
+        k = executor_build_env(environ, w->token, &je, &env);
+        if (k >= 0)
+                k = executor_build_argv(r->spec->command, r->spec->args, &argv);
+        if (k < 0)
+                return k;
+        ExecSpec spec = { exec_path, argv, env, workdir ? workdir : r->artifacts->dir, r->artifacts->out.fd,
+                          r->artifacts->err.fd };
+        k = executor_spawn(&spec, &r->pid, &step);
+        if (k < 0) {
+                char msg[512];
+                snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", exec_path, step, strerror(-k));
+                run_fail(r, "spawn", true, 127, "failed", msg);
+                return 1;
+        }
+        (void) proc_start_time(r->pid, &start);
+        k = replay_run_set_pid(w->replay, r->run_id, r->pid, start);
+        if (k < 0)
+                log_warning_errno(k, "Job %s: cannot record pid %d: %m", r->spec->job_id, (int) r->pid);
+        return sd_event_add_child(w->event, &r->child_source, r->pid, WEXITED, on_child_exit, r);
+}
+
+/* After a successful ack: the policy decides, then the process starts (or a dry run is written). */
+static void run_start(Run *r) {
+        Worker *w = r->worker;
+        _cleanup_free_ char *exec_path = NULL, *workdir = NULL, *reason = NULL;
+        Policy p = { w->settings.command_allowlist, w->settings.workdir_allowlist, w->settings.refuse_root,
+                     geteuid(), NULL };
+        RunRecord rec = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
+                          w->instance_id, 0 };
+        int k;
+
+        k = policy_check(&p, r->spec->command, r->spec->working_dir, &exec_path, &workdir, &reason);
+        if (k < 0 || k != POLICY_ALLOW) {
+                bool refused = k == POLICY_REFUSE;
+                log_warning("Job %s refused: %s", r->spec->job_id, reason ? reason : "out of memory");
+                run_fail(r, refused ? "policy" : "not-found", !refused, -1, refused ? "refused" : "failed",
+                         reason ? reason : "out of memory");
+                run_release(r);
+                return;
+        }
+        k = artifacts_open(w->settings.state_directory, r->spec->job_id, r->spec->assignment_id, &r->artifacts);
+        if (k < 0) {
+                char msg[256];
+                snprintf(msg, sizeof(msg), "cannot create artifact files: %s", strerror(-k));
+                run_fail(r, "artifacts", true, -1, "failed", msg);
+                run_release(r);
+                return;
+        }
+        r->started_real = rec.started_at = now_realtime_usec();
+        r->started_mono = now_monotonic_usec();
+        /* Durable before the process exists: every run that happened has a record. */
+        k = replay_run_begin(w->replay, &rec, &r->run_id);
+        if (k < 0)
+                log_error_errno(k, "Job %s: cannot record the run start: %m", r->spec->job_id);
+        if (w->settings.dry_run) {
+                run_dry(r, exec_path, workdir);
+                run_release(r);
+                return;
+        }
+        k = run_spawn(r, exec_path, workdir);
+        if (k != 0) {
+                if (k < 0)
+                        run_fail(r, "spawn", true, -1, "failed", "could not watch the job's process");
+                run_release(r);
+                return;
+        }
+        r->phase = RUN_RUNNING;
+        log_info("Job %s (assignment %s, attempt %lld) started as pid %d on slot %zu.", r->spec->job_id,
+                 r->spec->assignment_id, (long long) r->spec->attempt, (int) r->pid, r->slot);
+        if (r->spec->timeout_ms > 0)
+                (void) worker_arm_timer(w, &r->timeout_timer, (usec_t) r->spec->timeout_ms * USEC_PER_MSEC, on_timeout,
+                                        r, "job-timeout");
+        worker_update_status(w);
+}
+
+static void send_ack(Run *r);
+
+static int on_ack_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        send_ack(userdata);
+        return 0;
+}
+
+static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
+        Run *r = userdata;
+        char buf[256];
+
+        r->ack_request = NULL;
+        if (reply->status == 200) {
+                session_note_contact(r->worker);
+                run_start(r);
+                return;
+        }
+        client_reply_describe(reply, buf, sizeof(buf));
+        if (reply->status == 403)
+                session_lost_registration(r->worker);
+        if (reply->status == 409 || reply->status == 404 || reply->status == 400 || reply->status == 403) {
+                log_warning("Ack of job %s refused (%s); not running it.", r->spec->job_id, buf);
+                run_release(r);
+                return;
+        }
+        /* Transport error or 5xx: the lease timer drops the job if no ack gets through in time. */
+        log_warning("Ack of job %s failed (%s); retrying.", r->spec->job_id, buf);
+        r->ack_attempts++;
+        (void) worker_arm_timer(r->worker, &r->ack_timer, MIN(100 * USEC_PER_MSEC << MIN(r->ack_attempts, 5u),
+                                                              r->worker->settings.poll_interval),
+                                on_ack_retry, r, "ack-retry");
+}
+
+static void send_ack(Run *r) {
+        Worker *w = r->worker;
+        _cleanup_json_ json_object *body = json_object_new_object();
+        int k;
+
+        json_add_string(body, "job_id", r->spec->job_id);
+        json_add_string(body, "worker_id", w->settings.worker_id);
+        json_add_string(body, "assignment_id", r->spec->assignment_id);
+        json_add_string(body, "instance_id", w->instance_id);
+        k = client_request(w->client, "POST", "/ack", body, on_ack, r, &r->ack_request);
+        if (k < 0) {
+                log_error_errno(k, "Cannot send ack for job %s: %m", r->spec->job_id);
+                run_release(r);
+        }
+}
+
+int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply) {
+        Run *r = calloc(1, sizeof(*r));
+        if (!r) {
+                job_spec_free(spec);
+                return -ENOMEM;
+        }
+        r->worker = w;
+        r->slot = slot;
+        r->spec = spec;
+        r->phase = RUN_ACKING;
+        w->slots[slot] = r;
+        log_info("Claimed job %s (assignment %s, attempt %lld): %s", spec->job_id, spec->assignment_id,
+                 (long long) spec->attempt, spec->command);
+        lease_init(r, reply);
+        lease_arm(r);
+        worker_mark_busy(w);
+        send_ack(r);
+        return 0;
+}

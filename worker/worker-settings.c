@@ -1,0 +1,153 @@
+/* worker-settings.c: the option table of entropy-worker and the checks on its values. */
+#include <stddef.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "fs-util.h"
+#include "log.h"
+#include "strv.h"
+#include "worker-settings.h"
+
+#define OPT(name, type, field, def, arg, help) \
+        { name, 0, type, offsetof(WorkerSettings, field), def, arg, help, 0, 0 }
+
+static const ConfOption worker_options[] = {
+        OPT("config", CONF_STRING, config, NULL, "FILE", "Config file to read instead of /etc/entropy/worker.conf"),
+        OPT("control-url", CONF_STRING, control_url, "http://127.0.0.1:8080", "URL", "Control plane base URL"),
+        OPT("worker-id", CONF_STRING, worker_id, NULL, "ID", "Worker id (default: hostname and a hash of the machine id)"),
+        OPT("token-file", CONF_STRING, token_file, "/etc/entropy/worker-token", "FILE", "File holding the worker token"),
+        OPT("state-directory", CONF_STRING, state_directory, "/var/lib/entropy-worker", "DIR",
+            "Replay buffer, run records and local artifacts"),
+        OPT("capabilities", CONF_STRV, capabilities, NULL, "LIST", "Capabilities offered (gpu is added when detected)"),
+        { "slots", 0, CONF_INT, offsetof(WorkerSettings, slots), "1", "N", "Jobs run at once", 1, 256 },
+        OPT("poll-interval", CONF_TIMESPAN, poll_interval, "2s", "SPAN", "Delay between polls when idle"),
+        OPT("heartbeat-interval", CONF_TIMESPAN, heartbeat_interval, "5s", "SPAN", "Delay between heartbeats"),
+        OPT("request-timeout", CONF_TIMESPAN, request_timeout, "10s", "SPAN", "Limit on one HTTP request"),
+        OPT("backoff-max", CONF_TIMESPAN, backoff_max, "30s", "SPAN", "Cap of the backoff after errors"),
+        OPT("lease-timeout", CONF_TIMESPAN, lease_timeout, "30s", "SPAN",
+            "Lease length assumed when the control plane does not give one"),
+        OPT("log-retention", CONF_TIMESPAN, log_retention, "7d", "SPAN", "How long local artifacts and records are kept"),
+        OPT("artifact-backend", CONF_STRING, artifact_backend, "local", "local|shared", "Where stdout and stderr are kept"),
+        OPT("shared-directory", CONF_STRING, shared_directory, NULL, "DIR", "Shared artifact directory (backend shared)"),
+        OPT("command-allowlist", CONF_STRV, command_allowlist, NULL, "LIST",
+            "Commands jobs may run (paths, globs or bare names); empty allows all"),
+        OPT("workdir-allowlist", CONF_STRV, workdir_allowlist, NULL, "LIST",
+            "Directories (and below) jobs may run in; empty allows all"),
+        OPT("refuse-root", CONF_BOOL, refuse_root, "no", NULL, "Refuse to run jobs while running as root"),
+        OPT("dry-run", CONF_BOOL, dry_run, "no", NULL, "Validate jobs and write simulated artifacts, run nothing"),
+        OPT("kill-grace", CONF_TIMESPAN, kill_grace, "10s", "SPAN", "Delay between SIGTERM and SIGKILL"),
+        OPT("idle-exit", CONF_TIMESPAN, idle_exit, "60s", "SPAN", "Socket-activated: exit after this long idle; 0 = never"),
+        OPT("wake-listen", CONF_STRING, wake_listen, NULL, "ADDR:PORT", "Wake socket when not socket-activated"),
+        OPT("wake-window", CONF_TIMESPAN, wake_window, "60s", "SPAN", "Clock difference accepted in a wake datagram"),
+        OPT("stop-mode", CONF_STRING, stop_mode, "wait", "wait|handback", "What SIGTERM does to running jobs"),
+        OPT("log-level", CONF_STRING, log_level, "info", "LEVEL", "Maximum log level"),
+        OPT("gpus", CONF_STRV, gpus, NULL, "LIST", "GPU indices for the slots (overrides detection), or none"),
+};
+
+const ConfProgram worker_conf_program = {
+        .name = "entropy-worker",
+        .section = "worker",
+        .summary = "Entropy worker: pulls jobs from the control plane, runs them and reports their results.",
+        .usage_args = "[OPTIONS...]",
+        .default_config = SYSCONFDIR "/entropy/worker.conf",
+        .options = worker_options,
+        .n_options = ELEMENTSOF(worker_options),
+};
+
+static const char *const stop_mode_table[_STOP_MODE_MAX] = {
+        [STOP_MODE_WAIT] = "wait",
+        [STOP_MODE_HANDBACK] = "handback",
+};
+static const char *const artifact_backend_table[_ARTIFACT_BACKEND_MAX] = {
+        [ARTIFACT_BACKEND_LOCAL] = "local",
+        [ARTIFACT_BACKEND_SHARED] = "shared",
+};
+
+StopMode stop_mode_from_string(const char *s) {
+        for (int i = 0; s && i < _STOP_MODE_MAX; i++)
+                if (streq(s, stop_mode_table[i]))
+                        return i;
+        return _STOP_MODE_INVALID;
+}
+const char *stop_mode_to_string(StopMode m) {
+        return m >= 0 && m < _STOP_MODE_MAX ? stop_mode_table[m] : NULL;
+}
+ArtifactBackend artifact_backend_from_string(const char *s) {
+        for (int i = 0; s && i < _ARTIFACT_BACKEND_MAX; i++)
+                if (streq(s, artifact_backend_table[i]))
+                        return i;
+        return _ARTIFACT_BACKEND_INVALID;
+}
+const char *artifact_backend_to_string(ArtifactBackend b) {
+        return b >= 0 && b < _ARTIFACT_BACKEND_MAX ? artifact_backend_table[b] : NULL;
+}
+
+int worker_default_id(const char *machine_id_path, char **ret) {
+        _cleanup_free_ char *machine_id = NULL;
+        char host[256] = "", mac[SHA256_HEX_SIZE];
+        char *id;
+        int r;
+
+        if (gethostname(host, sizeof(host) - 1) < 0 || isempty(host))
+                strcpy(host, "worker");
+        r = read_secret_file(machine_id_path, &machine_id);
+        if (r < 0)
+                return r;
+        /* Keyed by the machine id, over an application constant: systemd's recipe for
+         * application-specific machine ids (sd_id128_get_machine_app_specific). */
+        r = hmac_sha256_hex(machine_id, strlen(machine_id), "entropy-worker", strlen("entropy-worker"), mac);
+        if (r < 0)
+                return r;
+        if (asprintf(&id, "%s-%.8s", host, mac) < 0)
+                return -ENOMEM;
+        *ret = id;
+        return 0;
+}
+
+static int settings_validate(WorkerSettings *s) {
+        if (isempty(s->control_url))
+                return log_error_errno(-EINVAL, "--control-url must not be empty.");
+        if (isempty(s->state_directory) || s->state_directory[0] != '/')
+                return log_error_errno(-EINVAL, "--state-directory must be an absolute path.");
+        if (stop_mode_from_string(s->stop_mode) < 0)
+                return log_error_errno(-EINVAL, "Invalid --stop-mode '%s': expected wait or handback.", s->stop_mode);
+        if (artifact_backend_from_string(s->artifact_backend) < 0)
+                return log_error_errno(-EINVAL, "Invalid --artifact-backend '%s': expected local or shared.",
+                                       s->artifact_backend);
+        if (artifact_backend_from_string(s->artifact_backend) == ARTIFACT_BACKEND_SHARED &&
+            (isempty(s->shared_directory) || s->shared_directory[0] != '/'))
+                return log_error_errno(-EINVAL, "--artifact-backend=shared needs an absolute --shared-directory.");
+        if (log_level_from_string(s->log_level) < 0)
+                return log_error_errno(-EINVAL, "Invalid --log-level '%s'.", s->log_level);
+        if (s->poll_interval < 10 * USEC_PER_MSEC || s->heartbeat_interval < 10 * USEC_PER_MSEC)
+                return log_error_errno(-EINVAL, "--poll-interval and --heartbeat-interval must be at least 10ms.");
+        if (s->request_timeout < 100 * USEC_PER_MSEC || s->request_timeout == USEC_INFINITY)
+                return log_error_errno(-EINVAL, "--request-timeout must be finite and at least 100ms.");
+        if (s->backoff_max < s->poll_interval)
+                s->backoff_max = s->poll_interval;
+        return 0;
+}
+
+int worker_settings_load(WorkerSettings *s, int argc, char **argv) {
+        int r = conf_load(&worker_conf_program, argc, argv, s, NULL);
+        if (r != 0)
+                return r;
+        r = settings_validate(s);
+        if (r < 0)
+                return r;
+        if (isempty(s->worker_id)) {
+                char *id;
+                r = worker_default_id("/etc/machine-id", &id);
+                if (r < 0)
+                        return log_error_errno(r, "No --worker-id given and no machine id to derive one from: %m");
+                free_and_replace_str(&s->worker_id, id);
+        }
+        if (strlen(s->worker_id) > 128)
+                return log_error_errno(-EINVAL, "--worker-id is longer than 128 characters.");
+        return 0;
+}
+
+void worker_settings_free(WorkerSettings *s) {
+        conf_free(&worker_conf_program, s);
+}

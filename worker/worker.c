@@ -1,0 +1,417 @@
+/* worker.c: entropy-worker's context: set-up from the settings, signals (SIGTERM: stop,
+ * SIGHUP: reload), sd_notify READY/STATUS/watchdog, socket-activated idle exit, periodic
+ * maintenance (retention of records and local artifacts) and the decision to exit. */
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "executor.h"
+#include "fs-util.h"
+#include "gpu.h"
+#include "log.h"
+#include "strv.h"
+#include "wake.h"
+#include "worker.h"
+
+int worker_arm_timer(Worker *w, sd_event_source **s, usec_t delay, sd_event_time_handler_t cb, void *userdata,
+                     const char *description) {
+        int k;
+        if (*s) {
+                k = sd_event_source_set_time_relative(*s, delay);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
+        } else {
+                k = sd_event_add_time_relative(w->event, s, CLOCK_MONOTONIC, delay, 0, cb, userdata);
+                if (k >= 0)
+                        (void) sd_event_source_set_description(*s, description);
+        }
+        if (k < 0)
+                log_error_errno(k, "Cannot arm the %s timer: %m", description);
+        return k;
+}
+
+usec_t worker_backoff(Worker *w, unsigned failures) {
+        usec_t base = w->settings.poll_interval, cap = w->settings.backoff_max, d = base;
+        uint32_t rnd = 0;
+
+        for (unsigned i = 1; i < failures && d < cap; i++)
+                d *= 2;
+        d = MIN(d, cap);
+        if (gnutls_rnd(GNUTLS_RND_NONCE, &rnd, sizeof(rnd)) < 0)
+                rnd = (uint32_t) now_monotonic_usec();
+        /* "Equal jitter": between half and all of the delay. */
+        return d / 2 + (usec_t) ((double) (d / 2) * ((double) rnd / (double) UINT32_MAX));
+}
+
+size_t worker_n_runs(Worker *w) {
+        size_t n = 0;
+        for (size_t i = 0; i < w->n_slots; i++)
+                n += w->slots[i] != NULL;
+        return n;
+}
+
+Run *worker_find_run(Worker *w, const char *job_id) {
+        for (size_t i = 0; job_id && i < w->n_slots; i++)
+                if (w->slots[i] && streq(w->slots[i]->spec->job_id, job_id))
+                        return w->slots[i];
+        return NULL;
+}
+
+int worker_free_slot(Worker *w) {
+        for (size_t i = 0; i < w->n_slots; i++)
+                if (!w->slots[i])
+                        return (int) i;
+        return -EBUSY;
+}
+
+void worker_update_status(Worker *w) {
+        char jobs[512] = "", line[768];
+        size_t off = 0, n = 0;
+        int64_t pending = 0;
+        const char *session = w->session == SESSION_READY ? "connected"
+                              : w->session == SESSION_RECONNECTING ? "reconnecting" : "registering";
+
+        for (size_t i = 0; i < w->n_slots; i++) {
+                if (!w->slots[i])
+                        continue;
+                n++;
+                if (off < sizeof(jobs) - 2) {
+                        int k = snprintf(jobs + off, sizeof(jobs) - off, "%s%s", off ? " " : "", w->slots[i]->spec->job_id);
+                        off += k > 0 ? (size_t) k : 0;
+                }
+        }
+        (void) replay_count_pending(w->replay, &pending);
+        snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver; control plane %s",
+                 w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
+                 n ? ": " : "", jobs, (long long) pending, session);
+        (void) sd_notify(false, line);
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+void worker_mark_busy(Worker *w) {
+        w->busy_until = now_monotonic_usec();
+        if (w->socket_activated && w->settings.idle_exit > 0)
+                (void) worker_arm_timer(w, &w->idle_timer, w->settings.idle_exit, on_idle_timer, w, "idle-exit");
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        int64_t pending = 0;
+
+        (void) replay_count_pending(w->replay, &pending);
+        if (worker_n_runs(w) > 0 || pending > 0 || w->stopping) {
+                worker_mark_busy(w);
+                return 0;
+        }
+        log_info("Idle for %s after socket activation; exiting until the next wake-up.",
+                 format_timespan((char[64]){}, 64, w->settings.idle_exit));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Idle, exiting");
+        return sd_event_exit(w->event, 0);
+}
+
+void worker_check_exit(Worker *w) {
+        int64_t pending = 0;
+
+        if (!w->stopping || worker_n_runs(w) > 0)
+                return;
+        (void) replay_count_pending(w->replay, &pending);
+        if (pending > 0 && w->session == SESSION_READY && !w->stop_flush_tried) {
+                session_flush(w); /* one delivery attempt before leaving; what fails stays buffered */
+                if (w->flush_request)
+                        return;
+        }
+        if (pending > 0)
+                log_notice("%lld result(s) stay in the replay buffer for the next start.", (long long) pending);
+        (void) sd_event_exit(w->event, w->exit_code);
+}
+
+static void worker_begin_stop(Worker *w) {
+        if (w->stopping && w->stop_mode == STOP_MODE_WAIT) {
+                log_notice("Second stop request: handing back the running jobs.");
+                w->stop_mode = STOP_MODE_HANDBACK;
+        } else if (w->stopping)
+                return;
+        w->stopping = true;
+        (void) sd_notify(false, "STOPPING=1");
+        log_info("Stopping (stop-mode=%s): no new work.", stop_mode_to_string(w->stop_mode));
+        if (w->poll_timer)
+                (void) sd_event_source_set_enabled(w->poll_timer, SD_EVENT_OFF);
+        client_request_cancel(w->poll_request);
+        w->poll_request = NULL;
+        for (size_t i = 0; i < w->n_slots; i++) {
+                Run *r = w->slots[i];
+                if (!r)
+                        continue;
+                if (w->stop_mode == STOP_MODE_HANDBACK || r->phase == RUN_ACKING)
+                        run_stop(r, STOP_HANDBACK, "handed back: the worker is stopping (stop-mode=handback)");
+        }
+        worker_update_status(w);
+        worker_check_exit(w);
+}
+
+static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        worker_begin_stop(userdata);
+        return 0;
+}
+
+static int worker_load_token(Worker *w) {
+        _cleanup_free_ char *token = NULL;
+        int k = read_secret_file(w->settings.token_file, &token);
+        if (k < 0)
+                return log_error_errno(k, "Failed to read the worker token from %s: %m", w->settings.token_file);
+        k = client_set_token(w->client, token);
+        if (k < 0)
+                return k;
+        if (w->token)
+                explicit_bzero(w->token, strlen(w->token));
+        free_and_replace_str(&w->token, TAKE_PTR(token));
+        return 0;
+}
+
+static void settings_keep(char **new_value, char **old_value, const char *name) {
+        if (!streq_ptr(*new_value, *old_value))
+                log_warning("Changing %s needs a restart; keeping %s.", name, strna(*old_value));
+        char *t = *new_value;
+        *new_value = *old_value;
+        *old_value = t;
+}
+
+static int worker_reload(Worker *w) {
+        WorkerSettings n = {};
+        bool caps_changed;
+        int k;
+
+        (void) sd_notify(false, "RELOADING=1");
+        k = worker_settings_load(&n, w->argc, w->argv);
+        if (k != 0) {
+                worker_settings_free(&n);
+                (void) sd_notify(false, "READY=1");
+                return log_error_errno(k < 0 ? k : -EINVAL, "Reload failed; keeping the running configuration.");
+        }
+        settings_keep(&n.worker_id, &w->settings.worker_id, "worker-id");
+        settings_keep(&n.state_directory, &w->settings.state_directory, "state-directory");
+        settings_keep(&n.control_url, &w->settings.control_url, "control-url");
+        settings_keep(&n.wake_listen, &w->settings.wake_listen, "wake-listen");
+        n.slots = w->settings.slots;
+        caps_changed = !strv_equal(n.capabilities, w->settings.capabilities);
+        worker_settings_free(&w->settings);
+        w->settings = n;
+        log_set_max_level(log_level_from_string(w->settings.log_level));
+        client_set_timeout(w->client, w->settings.request_timeout);
+        w->stop_mode = stop_mode_from_string(w->settings.stop_mode);
+        w->backend = artifact_backend_from_string(w->settings.artifact_backend);
+        (void) worker_load_token(w);
+        if (caps_changed) {
+                strv_free(w->capabilities);
+                w->capabilities = strv_copy(w->settings.capabilities);
+                if (strv_length(w->gpus) > 0 && !strv_contains(w->capabilities, "gpu"))
+                        (void) strv_extend(&w->capabilities, "gpu");
+                session_lost_registration(w); /* register again to announce them */
+        }
+        log_info("Configuration reloaded.");
+        (void) sd_notify(false, "READY=1");
+        worker_update_status(w);
+        return 0;
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) worker_reload(userdata);
+        return 0;
+}
+
+static bool keep_artifacts(const char *job_id, void *userdata) {
+        Worker *w = userdata;
+        return worker_find_run(w, job_id) || replay_has_pending_job(w->replay, job_id) != 0;
+}
+
+static int on_maintenance(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        usec_t now = now_realtime_usec();
+        usec_t cutoff = now > w->settings.log_retention ? now - w->settings.log_retention : 0;
+        int k;
+
+        k = replay_prune(w->replay, cutoff);
+        if (k < 0)
+                log_warning_errno(k, "Pruning the replay buffer failed: %m");
+        k = artifacts_cleanup(w->settings.state_directory, cutoff, keep_artifacts, w);
+        if (k > 0)
+                log_info("Removed %d artifact director%s older than the log retention.", k, k == 1 ? "y" : "ies");
+        (void) worker_arm_timer(w, &w->maintenance_timer, CLAMP(w->settings.log_retention / 10, USEC_PER_MINUTE,
+                                                                USEC_PER_HOUR),
+                                on_maintenance, w, "maintenance");
+        return 0;
+}
+
+/* Runs an earlier process of this worker left running (crash, power cut) are over: kill what
+ * is left of them and record that their end is unknown. The control plane learns of it from the
+ * new instance id (their jobs become LOST there). */
+static void worker_reap_orphans(Worker *w) {
+        OrphanRun *orphans = NULL;
+        size_t n = 0;
+
+        if (replay_list_orphans(w->replay, w->instance_id, &orphans, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                int killed = executor_kill_orphan_group(orphans[i].pid, orphans[i].proc_start);
+                log_notice("Run %lld of an earlier worker process was interrupted%s.", (long long) orphans[i].id,
+                           killed > 0 ? "; killed what was left of it" : "");
+                (void) replay_run_end(w->replay, orphans[i].id, killed > 0 ? now_realtime_usec() : 0, "interrupted",
+                                      -1, "the worker restarted while the job ran");
+        }
+        free(orphans);
+}
+
+static int worker_setup_identity(Worker *w) {
+        _cleanup_free_ char *db = NULL;
+        int k;
+
+        k = mkdir_parents_and_self(w->settings.state_directory, 0700);
+        if (k < 0)
+                return log_error_errno(k, "Cannot create the state directory %s: %m", w->settings.state_directory);
+        k = directory_writable(w->settings.state_directory);
+        if (k < 0)
+                return log_error_errno(k, "Cannot write to the state directory %s: %m", w->settings.state_directory);
+        if (asprintf(&db, "%s/worker.db", w->settings.state_directory) < 0)
+                return log_oom();
+        k = replay_open(db, &w->replay);
+        if (k < 0)
+                return k;
+        k = replay_get_nonce(w->replay, &w->nonce);
+        if (k < 0)
+                return log_error_errno(k, "Cannot read or create the registration nonce: %m");
+        k = random_id(w->instance_id);
+        if (k < 0)
+                return log_error_errno(k, "Cannot create an instance id: %m");
+        return 0;
+}
+
+static int worker_setup_capabilities(Worker *w) {
+        int k = gpu_detect(w->settings.gpus, "/dev", &w->gpus);
+        if (k < 0)
+                return k;
+        w->capabilities = strv_copy(w->settings.capabilities);
+        if (w->settings.capabilities && !w->capabilities)
+                return log_oom();
+        if (strv_length(w->gpus) > 0 && !strv_contains(w->capabilities, "gpu")) {
+                k = strv_extend(&w->capabilities, "gpu");
+                if (k < 0)
+                        return log_oom();
+        }
+        return 0;
+}
+
+static int worker_setup_loop(Worker *w) {
+        int k;
+
+        k = sd_event_default(&w->event);
+        if (k < 0)
+                return log_error_errno(k, "Cannot create the event loop: %m");
+        k = sd_event_add_signal(w->event, NULL, SIGTERM, on_sigterm, w);
+        if (k >= 0)
+                k = sd_event_add_signal(w->event, NULL, SIGINT, on_sigterm, w);
+        if (k >= 0)
+                k = sd_event_add_signal(w->event, NULL, SIGHUP, on_sighup, w);
+        if (k < 0)
+                return log_error_errno(k, "Cannot watch signals: %m");
+        k = sd_event_set_watchdog(w->event, true);
+        if (k < 0)
+                log_warning_errno(k, "Cannot enable the watchdog: %m");
+        k = client_new(w->event, w->settings.control_url, &w->client);
+        if (k < 0)
+                return log_error_errno(k, "Cannot create the HTTP client: %m");
+        client_set_timeout(w->client, w->settings.request_timeout);
+        return 0;
+}
+
+int worker_new(int argc, char **argv, Worker **ret) {
+        Worker *w;
+        int k;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return log_oom();
+        w->argc = argc;
+        w->argv = argv;
+        k = worker_settings_load(&w->settings, argc, argv);
+        if (k == 0) {
+                log_set_max_level(log_level_from_string(w->settings.log_level));
+                w->stop_mode = stop_mode_from_string(w->settings.stop_mode);
+                w->backend = artifact_backend_from_string(w->settings.artifact_backend);
+                w->n_slots = (size_t) w->settings.slots;
+                w->slots = calloc(w->n_slots, sizeof(Run *));
+                k = w->slots ? 0 : log_oom();
+        }
+        if (k == 0)
+                k = worker_setup_loop(w);
+        if (k == 0)
+                k = worker_load_token(w);
+        if (k == 0)
+                k = worker_setup_identity(w);
+        if (k == 0)
+                k = worker_setup_capabilities(w);
+        if (k == 0)
+                k = wake_setup(w);
+        if (k != 0) {
+                worker_free(w);
+                return k;
+        }
+        worker_reap_orphans(w);
+        *ret = w;
+        return 0;
+}
+
+Worker *worker_free(Worker *w) {
+        if (!w)
+                return NULL;
+        for (size_t i = 0; i < w->n_slots; i++)
+                if (w->slots[i]) {
+                        /* Exiting with jobs still running (a fatal error): they must not outlive us. */
+                        if (w->slots[i]->pid > 0)
+                                (void) executor_signal_group(w->slots[i]->pid, SIGKILL);
+                        run_free(w->slots[i]);
+                }
+        free(w->slots);
+        wake_close(w);
+        sd_event_source_disable_unref(w->session_timer);
+        sd_event_source_disable_unref(w->poll_timer);
+        sd_event_source_disable_unref(w->flush_timer);
+        sd_event_source_disable_unref(w->heartbeat_timer);
+        sd_event_source_disable_unref(w->idle_timer);
+        sd_event_source_disable_unref(w->maintenance_timer);
+        sd_event_source_disable_unref(w->status_timer);
+        sd_event_source_disable_unref(w->stop_timer);
+        client_free(w->client);
+        replay_close(w->replay);
+        sd_event_unref(w->event);
+        if (w->token)
+                explicit_bzero(w->token, strlen(w->token));
+        free(w->token);
+        free(w->nonce);
+        strv_free(w->capabilities);
+        strv_free(w->gpus);
+        worker_settings_free(&w->settings);
+        free(w);
+        return NULL;
+}
+
+int worker_run(Worker *w) {
+        _cleanup_free_ char *caps = strv_join(w->capabilities, ",");
+        int k;
+
+        log_info("Worker %s starting: %zu slot(s), capabilities [%s], control plane %s%s.", w->settings.worker_id,
+                 w->n_slots, strempty(caps), w->settings.control_url, w->settings.dry_run ? ", DRY RUN" : "");
+        session_start(w);
+        worker_mark_busy(w);
+        (void) worker_arm_timer(w, &w->maintenance_timer, 10 * USEC_PER_SEC, on_maintenance, w, "maintenance");
+        (void) sd_notify(false, "READY=1");
+        worker_update_status(w);
+        k = sd_event_loop(w->event);
+        if (k < 0)
+                return log_error_errno(k, "Event loop failed: %m");
+        return k;
+}

@@ -1,0 +1,174 @@
+/* worker.h: entropy-worker's context. One Worker owns the event loop, the settings, the HTTP
+ * client, the replay buffer, the wake sockets and one Run per busy slot; every other file
+ * receives a Worker * and borrows from it.
+ *
+ *   worker.c     set-up, signals (SIGTERM stop, SIGHUP reload), sd_notify, maintenance, exit
+ *   session.c    register -> reconnect -> poll, result delivery (outbox flush), error backoff
+ *   run.c        one job: ack, policy, start, timeout, stop, result
+ *   lease.c      heartbeats and the lease each running job holds
+ *   wake.c       wake-up datagrams (socket activation or --wake-listen)
+ *   executor.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms they use */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "artifacts.h"
+#include "client.h"
+#include "crypto.h"
+#include "replay.h"
+#include "time-util.h"
+#include "worker-settings.h"
+
+typedef struct Worker Worker;
+
+typedef struct JobSpec {
+        char *job_id;
+        char *assignment_id;
+        char *command;
+        char **args;
+        char *working_dir;
+        int64_t timeout_ms;      /* 0: none */
+        int64_t attempt;         /* attempt_count as the control plane numbers it */
+        int64_t max_attempts;
+        double expires_at;       /* assignment_expires_at, Unix seconds; 0 if not given */
+        int64_t lease_timeout_ms;/* lease length if the control plane says; 0 otherwise */
+} JobSpec;
+
+/* Parses a GET /next-job answer; *ret_error says which field was wrong. */
+int job_spec_from_json(json_object *o, JobSpec **ret, char *error, size_t error_size);
+JobSpec *job_spec_free(JobSpec *s);
+
+typedef enum RunPhase {
+        RUN_ACKING,   /* claimed, /ack in flight: held, not started */
+        RUN_RUNNING,  /* process running */
+        RUN_STOPPING, /* signalled, waiting for it to exit */
+} RunPhase;
+
+typedef enum StopReason {
+        STOP_NONE,
+        STOP_TIMEOUT,  /* timeout_ms elapsed */
+        STOP_LEASE,    /* the lease could not be renewed in time */
+        STOP_ABORT,    /* the control plane says the job is no longer ours */
+        STOP_HANDBACK, /* SIGTERM with stop-mode=handback */
+} StopReason;
+
+typedef struct Run {
+        Worker *worker;
+        size_t slot;
+        JobSpec *spec;
+        RunPhase phase;
+        StopReason stop_reason;
+        char *stop_detail;
+
+        pid_t pid;
+        int64_t run_id; /* replay.runs row */
+        usec_t started_real, started_mono;
+        ArtifactSet *artifacts;
+
+        sd_event_source *child_source;
+        sd_event_source *timeout_timer; /* job timeout */
+        sd_event_source *kill_timer;    /* SIGKILL after the grace */
+        sd_event_source *lease_timer;
+        sd_event_source *ack_timer;     /* retry of a failed /ack */
+        ClientRequest *ack_request;
+        unsigned ack_attempts;
+
+        usec_t lease_length;
+        usec_t lease_base; /* CLOCK_MONOTONIC send time of the last call that renewed the lease */
+} Run;
+
+typedef enum SessionState {
+        SESSION_REGISTERING,
+        SESSION_RECONNECTING,
+        SESSION_READY,
+} SessionState;
+
+#define WORKER_MAX_WAKE_FDS 8
+
+struct Worker {
+        sd_event *event;
+        WorkerSettings settings;
+        int argc;
+        char **argv;
+
+        char *token;
+        char *nonce;
+        char instance_id[RANDOM_ID_SIZE];
+        char **capabilities; /* configured plus detected (gpu) */
+        char **gpus;
+        StopMode stop_mode;
+        ArtifactBackend backend;
+
+        Client *client;
+        Replay *replay;
+
+        Run **slots;
+        size_t n_slots;
+
+        SessionState session;
+        unsigned session_failures, poll_failures, flush_failures;
+        ClientRequest *session_request, *poll_request, *flush_request;
+        sd_event_source *session_timer, *poll_timer, *flush_timer;
+        sd_event_source *heartbeat_timer;
+        unsigned heartbeats_in_flight;
+        usec_t last_contact; /* monotonic time of the last answer from the control plane */
+
+        int wake_fds[WORKER_MAX_WAKE_FDS];
+        sd_event_source *wake_sources[WORKER_MAX_WAKE_FDS];
+        size_t n_wake;
+        uint16_t wake_port;
+        uint64_t wake_last_ms;
+        bool socket_activated;
+        usec_t busy_until;  /* monotonic; idle-exit counts from here */
+        sd_event_source *idle_timer;
+
+        sd_event_source *maintenance_timer;
+        sd_event_source *status_timer;
+        sd_event_source *stop_timer;
+        bool stopping;
+        bool stop_flush_tried;
+        int exit_code;
+};
+
+/* worker.c */
+int worker_new(int argc, char **argv, Worker **ret);
+Worker *worker_free(Worker *w);
+int worker_run(Worker *w);
+size_t worker_n_runs(Worker *w);
+Run *worker_find_run(Worker *w, const char *job_id);
+int worker_free_slot(Worker *w); /* index, or -EBUSY */
+void worker_update_status(Worker *w);
+void worker_mark_busy(Worker *w);
+/* Exits the loop once stopping and nothing is left to wait for. */
+void worker_check_exit(Worker *w);
+/* Delay after n consecutive failures: poll-interval doubled per failure up to backoff-max, with
+ * jitter in [50%, 100%] so that workers that failed together do not retry together. */
+usec_t worker_backoff(Worker *w, unsigned failures);
+int worker_arm_timer(Worker *w, sd_event_source **s, usec_t delay, sd_event_time_handler_t cb, void *userdata,
+                     const char *description);
+
+/* session.c */
+void session_start(Worker *w);
+void session_lost_registration(Worker *w); /* a 403: register again */
+void session_poll_now(Worker *w);
+void session_flush(Worker *w);
+void session_note_contact(Worker *w);
+
+/* run.c */
+int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply);
+void run_stop(Run *r, StopReason reason, const char *detail);
+void run_abort(Run *r, const char *detail); /* SIGKILL the group at once */
+Run *run_free(Run *r);
+
+/* lease.c */
+void lease_start(Worker *w);
+void lease_init(Run *r, const ClientReply *claim_reply);
+void lease_renewed(Run *r, usec_t sent_mono);
+void lease_arm(Run *r);
+void lease_handle_abort_signals(Worker *w, json_object *body);
+
+/* wake.c */
+int wake_setup(Worker *w);
+void wake_close(Worker *w);
