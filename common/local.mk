@@ -11,8 +11,11 @@ libentropy_common_a_SOURCES = \
 	common/conf.c common/conf.h \
 	common/protocol.c common/protocol.h \
 	common/wake-proto.c common/wake-proto.h \
-	common/signed-token.c common/signed-token.h
-libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS)
+	common/signed-token.c common/signed-token.h \
+	common/http-tls-client.c common/http-tls-client.h \
+	common/crash-vfs.c common/crash-vfs.h
+# http-tls-client.o needs libcurl: only programs that call it (worker, entropyctl) link $(CURL_LIBS).
+libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS) $(SQLITE_CFLAGS) $(CURL_CFLAGS)
 COMMON_LIBS = libentropy-common.a $(JSONC_LIBS) $(GNUTLS_LIBS) $(INIH_LIBS) -lm
 
 check_PROGRAMS += tests/unit/test-common
@@ -25,3 +28,9 @@ check_PROGRAMS += tests/unit/test-signed-token
 TESTS += tests/unit/test-signed-token
 tests_unit_test_signed_token_SOURCES = tests/unit/test-signed-token.c tests/tap.h
 tests_unit_test_signed_token_LDADD = $(COMMON_LIBS)
+
+check_PROGRAMS += tests/unit/test-http-tls-client
+TESTS += tests/unit/test-http-tls-client
+tests_unit_test_http_tls_client_SOURCES = tests/unit/test-http-tls-client.c tests/tap.h
+tests_unit_test_http_tls_client_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS)
+tests_unit_test_http_tls_client_LDADD = $(COMMON_LIBS) $(CURL_LIBS)

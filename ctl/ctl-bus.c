@@ -6,13 +6,14 @@
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
+#include "ctl-output.h"
 #include "ctl.h"
 #include "json-util.h"
 #include "log.h"
 #include "strv.h"
 
-#define BUS_NAME "org.entropy.Control1"
-#define BUS_PATH "/org/entropy/Control1"
+#define BUS_NAME    "org.entropy.Control1"
+#define BUS_PATH    "/org/entropy/Control1"
 #define BUS_MANAGER "org.entropy.Control1.Manager"
 /* How long --wait trusts signals alone before it also asks for the job's state: a bus policy
  * that hides our signals must not make it hang. */
@@ -26,8 +27,8 @@ typedef struct BusBackend {
 } BusBackend;
 
 static int bus_error_to_errno(const sd_bus_error *err) {
-        if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.NoSuchJob", "org.entropy.Control1.Error.NoSuchWorker",
-                                   SD_BUS_ERROR_UNKNOWN_OBJECT))
+        if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.NoSuchJob",
+                                   "org.entropy.Control1.Error.NoSuchWorker", SD_BUS_ERROR_UNKNOWN_OBJECT))
                 return -ENOENT;
         if (sd_bus_error_has_names(err, "org.entropy.Control1.Error.InvalidArgs", SD_BUS_ERROR_INVALID_ARGS))
                 return -EINVAL;
@@ -166,8 +167,18 @@ static int read_value(sd_bus_message *m, char type, const char *contents, json_o
                         return r;
                 return sd_bus_message_exit_container(m);
         }
-        case 'y': case 'b': case 'n': case 'q': case 'i': case 'u': case 'x': case 't': case 'd':
-        case 's': case 'o': case 'g':
+        case 'y':
+        case 'b':
+        case 'n':
+        case 'q':
+        case 'i':
+        case 'u':
+        case 'x':
+        case 't':
+        case 'd':
+        case 's':
+        case 'o':
+        case 'g':
                 r = sd_bus_message_read_basic(m, type, &v);
                 if (r < 0)
                         return r;
@@ -176,16 +187,36 @@ static int read_value(sd_bus_message *m, char type, const char *contents, json_o
                 return sd_bus_message_skip(m, NULL) < 0 ? -EBADMSG : (*ret = NULL, 0);
         }
         switch (type) {
-        case 'y': *ret = json_object_new_int64(v.y); break;
-        case 'b': *ret = json_object_new_boolean(v.b); break;
-        case 'n': *ret = json_object_new_int64(v.n); break;
-        case 'q': *ret = json_object_new_int64(v.q); break;
-        case 'i': *ret = json_object_new_int64(v.i); break;
-        case 'u': *ret = json_object_new_int64(v.u); break;
-        case 'x': *ret = json_object_new_int64(v.x); break;
-        case 't': *ret = json_object_new_uint64(v.t); break;
-        case 'd': *ret = json_object_new_double(v.d); break;
-        default: *ret = json_object_new_string(v.s); break;
+        case 'y':
+                *ret = json_object_new_int64(v.y);
+                break;
+        case 'b':
+                *ret = json_object_new_boolean(v.b);
+                break;
+        case 'n':
+                *ret = json_object_new_int64(v.n);
+                break;
+        case 'q':
+                *ret = json_object_new_int64(v.q);
+                break;
+        case 'i':
+                *ret = json_object_new_int64(v.i);
+                break;
+        case 'u':
+                *ret = json_object_new_int64(v.u);
+                break;
+        case 'x':
+                *ret = json_object_new_int64(v.x);
+                break;
+        case 't':
+                *ret = json_object_new_uint64(v.t);
+                break;
+        case 'd':
+                *ret = json_object_new_double(v.d);
+                break;
+        default:
+                *ret = json_object_new_string(v.s);
+                break;
         }
         return *ret ? 0 : -ENOMEM;
 }
@@ -424,9 +455,39 @@ static int bus_reload(Backend *base, CtlError *e) {
         return bus_simple((BusBackend *) base, "ReloadTokens", NULL, &reply, e);
 }
 
+/* The results go to ReplayResults, which applies them as the worker's own /reconnect would. */
 static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlError *e) {
-        return ctl_error_set(e, -EOPNOTSUPP,
-                             "Replaying a worker's results goes to the worker endpoint /reconnect: use --url.");
+        BusBackend *b = (BusBackend *) base;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_json_ json_object *answer = json_object_new_object();
+        json_object *results, *actions = NULL;
+        int r;
+
+        if (!answer)
+                return -ENOMEM;
+        r = new_call(b, "ReplayResults", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", json_str(body, "worker_id"));
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "a{sv}");
+        if (r >= 0 && json_object_object_get_ex(body, "completed_jobs", &results))
+                for (size_t i = 0; i < json_object_array_length(results) && r >= 0; i++)
+                        r = append_spec(m, json_object_array_get_idx(results, i));
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        r = read_array(reply, "a{sv}", &actions);
+        if (r < 0)
+                return ctl_error_set(e, r, "Unexpected answer to ReplayResults: %s", strerror(-r));
+        json_normalize(actions);
+        json_add_string(answer, "status", "ok");
+        json_object_object_add(answer, "actions", actions);
+        *ret = TAKE_PTR(answer);
+        return 0;
 }
 
 /* --- waiting for state changes -------------------------------------------------------------- */
@@ -470,7 +531,7 @@ static char *pop_transition(BusBackend *b, const char *job_id, const char *curre
                 _cleanup_free_ char *id = strdup(json_object_get_string(json_object_array_get_idx(t, 0)));
                 _cleanup_free_ char *new = strdup(json_object_get_string(json_object_array_get_idx(t, 2)));
                 json_object_array_del_idx(b->transitions, 0, 1);
-                if (id && new && streq(id, job_id) && !streq_ptr(new, current))
+                if (id && new &&streq(id, job_id) && !streq_ptr(new, current))
                         return TAKE_PTR(new);
         }
         return NULL;

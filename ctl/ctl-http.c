@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "ctl.h"
 #include "ctl-output.h"
+#include "ctl.h"
 #include "fs-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "strv.h"
 
 #define WAIT_POLL_USEC (250 * USEC_PER_MSEC)
-#define MAX_RESPONSE (64 * 1024 * 1024)
+#define MAX_RESPONSE   (64 * 1024 * 1024)
 
 typedef struct HttpBackend {
         Backend base;
@@ -54,9 +54,12 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
 
 static int status_to_errno(long status) {
         switch (status) {
-        case 400: case 405: case 413:
+        case 400:
+        case 405:
+        case 413:
                 return -EINVAL;
-        case 401: case 403:
+        case 401:
+        case 403:
                 return -EACCES;
         case 404:
                 return -ENOENT;
@@ -130,7 +133,8 @@ static int request(HttpBackend *h, const char *method, const char *path, json_ob
         curl_slist_free_all(headers);
         if (cc != CURLE_OK) {
                 free(resp.data);
-                ctl_error_set(e, 0, "Failed to reach %s: %s", h->url, *curl_error ? curl_error : curl_easy_strerror(cc));
+                ctl_error_set(e, 0, "Failed to reach %s: %s", h->url,
+                              *curl_error ? curl_error : curl_easy_strerror(cc));
                 return -ECONNREFUSED;
         }
         curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -286,7 +290,8 @@ static int http_events(Backend *base, const EventQuery *q, json_object **ret, Ct
         snprintf(limit, sizeof(limit), "%" PRId64, q->limit);
         if (query_add(h, &qs, "job_id", q->job_id) < 0 || query_add(h, &qs, "worker_id", q->worker_id) < 0 ||
             query_add(h, &qs, "since_id", q->after_id > 0 ? since : NULL) < 0 ||
-            query_add(h, &qs, "limit", q->limit > 0 ? limit : NULL) < 0 || asprintf(&path, "/events%s", strempty(qs)) < 0)
+            query_add(h, &qs, "limit", q->limit > 0 ? limit : NULL) < 0 ||
+            asprintf(&path, "/events%s", strempty(qs)) < 0)
                 return -ENOMEM;
         return get_array(h, path, ret, e);
 }
@@ -294,7 +299,8 @@ static int http_events(Backend *base, const EventQuery *q, json_object **ret, Ct
 /* Draining, reconciling and reloading are administration of the local host: the wire contract
  * has no endpoint for them, so they need D-Bus on that host. */
 static int http_drain(Backend *base, const char *worker_id, bool drain, CtlError *e) {
-        return ctl_error_set(e, -EOPNOTSUPP, "drain/resume needs D-Bus on the control plane's host (no HTTP endpoint).");
+        return ctl_error_set(e, -EOPNOTSUPP,
+                             "drain/resume needs D-Bus on the control plane's host (no HTTP endpoint).");
 }
 
 static int http_reconcile(Backend *base, uint64_t *ret_changes, CtlError *e) {
@@ -334,7 +340,7 @@ static const char *event_new_state(json_object *ev) {
 /* Fetches the job's events above h->wait_after and queues the states they moved it to. */
 static int http_poll_transitions(HttpBackend *h, const char *job_id, CtlError *e) {
         _cleanup_json_ json_object *events = NULL;
-        EventQuery q = { .job_id = job_id, .after_id = h->wait_after, .limit = 1000 };
+        EventQuery q = {.job_id = job_id, .after_id = h->wait_after, .limit = 1000};
         int r;
 
         r = http_events(&h->base, &q, &events, e);
@@ -360,7 +366,8 @@ static int http_wait_state(Backend *base, const char *job_id, char **state, CtlE
         }
         for (;;) {
                 while (json_object_array_length(h->wait_states) > 0) {
-                        _cleanup_free_ char *next = strdup(json_object_get_string(json_object_array_get_idx(h->wait_states, 0)));
+                        _cleanup_free_ char *next =
+                                strdup(json_object_get_string(json_object_array_get_idx(h->wait_states, 0)));
                         json_object_array_del_idx(h->wait_states, 0, 1);
                         if (!next)
                                 return -ENOMEM;
@@ -371,7 +378,7 @@ static int http_wait_state(Backend *base, const char *job_id, char **state, CtlE
                         }
                 }
                 if (h->wait_after > 0) {
-                        struct timespec ts = { .tv_nsec = (long) (WAIT_POLL_USEC * 1000) };
+                        struct timespec ts = {.tv_nsec = (long) (WAIT_POLL_USEC * 1000)};
                         nanosleep(&ts, NULL);
                 }
                 r = http_poll_transitions(h, job_id, e);
@@ -383,7 +390,8 @@ static int http_wait_state(Backend *base, const char *job_id, char **state, CtlE
                         r = http_get_job(base, job_id, &job, e);
                         if (r < 0)
                                 return r;
-                        json_object_array_add(h->wait_states, json_object_new_string(strempty(json_str(job, "status"))));
+                        json_object_array_add(h->wait_states,
+                                              json_object_new_string(strempty(json_str(job, "status"))));
                         h->wait_after = 1;
                 }
         }

@@ -33,7 +33,7 @@ OutputMode output_mode(const CtlSettings *s) {
 
 bool colors_enabled(void) {
         const char *term = getenv("TERM");
-        if (getenv("NO_COLOR"))
+        if (!isempty(getenv("NO_COLOR"))) /* no-color.org: set and not empty */
                 return false;
         if (!term || streq(term, "dumb"))
                 return false;

@@ -32,7 +32,8 @@ static int open_readonly(const char *path, sqlite3 **ret, CtlError *e) {
                 rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
         }
         if (rc != SQLITE_OK) {
-                ctl_error_set(e, -EIO, "Cannot open replay file %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                ctl_error_set(e, -EIO, "Cannot open replay file %s: %s", path,
+                              db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
                 sqlite3_close_v2(db);
                 return -EINVAL;
         }
@@ -92,7 +93,8 @@ int replay_file_to_reconnect(const char *path, const char *worker_id, json_objec
         if (!worker_id)
                 return ctl_error_set(e, -EINVAL, "%s names no worker: give --worker=ID.", path);
         if (found_worker && !streq(worker_id, found_worker))
-                return ctl_error_set(e, -EINVAL, "%s holds results of worker %s, not %s.", path, found_worker, worker_id);
+                return ctl_error_set(e, -EINVAL, "%s holds results of worker %s, not %s.", path, found_worker,
+                                     worker_id);
         json_add_string(body, "worker_id", worker_id);
         json_object_object_add(body, "completed_jobs", TAKE_PTR(records));
         *ret = TAKE_PTR(body);
@@ -106,13 +108,14 @@ int replay_print_actions(const CtlSettings *s, json_object *resp) {
 
         if (!t)
                 return log_oom(), CTL_EXIT_FAILURE;
-        if (resp && json_object_object_get_ex(resp, "actions", &actions) && json_object_is_type(actions, json_type_array))
+        if (resp && json_object_object_get_ex(resp, "actions", &actions) &&
+            json_object_is_type(actions, json_type_array))
                 n = json_object_array_length(actions);
         for (size_t i = 0; i < n; i++) {
                 json_object *a = json_object_array_get_idx(actions, i);
                 const char *result = json_str(a, "result");
-                const char *cells[] = { json_str(a, "job_id"), json_str(a, "assignment_id"), json_str(a, "action"),
-                                        result, json_str(a, "error") };
+                const char *cells[] = {json_str(a, "job_id"), json_str(a, "assignment_id"), json_str(a, "action"),
+                                       result, json_str(a, "error")};
                 if (table_add_row(t, 3, color_for_state(streq_ptr(result, "ACCEPTED") ? "COMPLETED" : "FAILED"),
                                   cells) < 0)
                         return log_oom(), CTL_EXIT_FAILURE;

@@ -123,17 +123,15 @@ static int wait_for_job(Backend *b, const CtlSettings *s, const char *job_id) {
 
 static int submit_parse(int argc, char **argv, json_object *spec, bool *wait) {
         enum { ARG_PRIORITY = 0x100, ARG_REQ, ARG_GPU, ARG_AT, ARG_TIMEOUT, ARG_MAX, ARG_WAIT, ARG_DIR };
-        static const struct option options[] = {
-                { "priority", required_argument, NULL, ARG_PRIORITY },
-                { "requirement", required_argument, NULL, ARG_REQ },
-                { "gpu", no_argument, NULL, ARG_GPU },
-                { "at", required_argument, NULL, ARG_AT },
-                { "timeout", required_argument, NULL, ARG_TIMEOUT },
-                { "max-attempts", required_argument, NULL, ARG_MAX },
-                { "working-directory", required_argument, NULL, ARG_DIR },
-                { "wait", no_argument, NULL, ARG_WAIT },
-                {}
-        };
+        static const struct option options[] = {{"priority", required_argument, NULL, ARG_PRIORITY},
+                                                {"requirement", required_argument, NULL, ARG_REQ},
+                                                {"gpu", no_argument, NULL, ARG_GPU},
+                                                {"at", required_argument, NULL, ARG_AT},
+                                                {"timeout", required_argument, NULL, ARG_TIMEOUT},
+                                                {"max-attempts", required_argument, NULL, ARG_MAX},
+                                                {"working-directory", required_argument, NULL, ARG_DIR},
+                                                {"wait", no_argument, NULL, ARG_WAIT},
+                                                {}};
         _cleanup_strv_free_ char **reqs = NULL;
         int64_t x;
         usec_t span;
@@ -151,7 +149,7 @@ static int submit_parse(int argc, char **argv, json_object *spec, bool *wait) {
                         _cleanup_strv_free_ char **l = NULL;
                         if (strv_split(optarg, ",", &l) < 0)
                                 return log_oom(), CTL_EXIT_FAILURE;
-                        STRV_FOREACH(i, l)
+                        STRV_FOREACH (i, l)
                                 if (strv_extend(&reqs, *i) < 0)
                                         return log_oom(), CTL_EXIT_FAILURE;
                         break;
@@ -247,7 +245,8 @@ static char *job_command_line(json_object *job) {
 }
 
 static int print_jobs_table(const CtlSettings *s, json_object *jobs) {
-        _cleanup_(table_freep) Table *t = table_new("JOB", "STATE", "ATTEMPTS", "PRIO", "WORKER", "CREATED", "COMMAND", NULL);
+        _cleanup_(table_freep) Table *t =
+                table_new("JOB", "STATE", "ATTEMPTS", "PRIO", "WORKER", "CREATED", "COMMAND", NULL);
         size_t n = json_object_array_length(jobs);
 
         if (!t)
@@ -263,8 +262,8 @@ static int print_jobs_table(const CtlSettings *s, json_object *jobs) {
                          json_int(j, "max_attempts", 0));
                 snprintf(prio, sizeof(prio), "%" PRId64, json_int(j, "priority", 0));
                 format_ago(created, sizeof(created), json_num(j, "created_at", 0));
-                const char *cells[] = { json_str(j, "job_id"), state, attempts, prio, json_str(j, "worker_id"),
-                                        created, cmd };
+                const char *cells[] = {json_str(j, "job_id"),    state,   attempts, prio,
+                                       json_str(j, "worker_id"), created, cmd};
                 if (table_add_row(t, 1, color_for_state(state), cells) < 0)
                         return log_oom(), CTL_EXIT_FAILURE;
         }
@@ -277,10 +276,7 @@ static int print_jobs_table(const CtlSettings *s, json_object *jobs) {
 static int verb_list_jobs(Backend *b, const CtlSettings *s, int argc, char **argv) {
         enum { ARG_STATE = 0x100, ARG_WORKER };
         static const struct option options[] = {
-                { "state", required_argument, NULL, ARG_STATE },
-                { "worker", required_argument, NULL, ARG_WORKER },
-                {}
-        };
+                {"state", required_argument, NULL, ARG_STATE}, {"worker", required_argument, NULL, ARG_WORKER}, {}};
         _cleanup_json_ json_object *jobs = NULL;
         const char *state = NULL, *worker = NULL;
         CtlError e = {};
@@ -390,10 +386,7 @@ static int verb_status(Backend *b, const CtlSettings *s, int argc, char **argv) 
 static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
         enum { ARG_WORKER = 0x100, ARG_REASON };
         static const struct option options[] = {
-                { "worker", required_argument, NULL, ARG_WORKER },
-                { "reason", required_argument, NULL, ARG_REASON },
-                {}
-        };
+                {"worker", required_argument, NULL, ARG_WORKER}, {"reason", required_argument, NULL, ARG_REASON}, {}};
         _cleanup_json_ json_object *o = json_object_new_object();
         const char *worker = NULL, *reason = NULL;
         CtlError e = {};
@@ -473,8 +466,8 @@ static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **
                         capabilities = strv_join(l, ",");
                 }
                 format_ago(seen, sizeof(seen), json_num(w, "last_seen", 0));
-                const char *cells[] = { json_str(w, "worker_id"), state, json_str(w, "current_job_id"), seen,
-                                        capabilities };
+                const char *cells[] = {json_str(w, "worker_id"), state, json_str(w, "current_job_id"), seen,
+                                       capabilities};
                 if (table_add_row(t, 1, color_for_state(state), cells) < 0)
                         return log_oom(), CTL_EXIT_FAILURE;
         }
@@ -552,14 +545,10 @@ static void on_interrupt(int sig) {
 static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) {
         enum { ARG_FOLLOW = 0x100, ARG_JOB, ARG_WORKER, ARG_SINCE, ARG_LIMIT };
         static const struct option options[] = {
-                { "follow", no_argument, NULL, ARG_FOLLOW },
-                { "job", required_argument, NULL, ARG_JOB },
-                { "worker", required_argument, NULL, ARG_WORKER },
-                { "since", required_argument, NULL, ARG_SINCE },
-                { "limit", required_argument, NULL, ARG_LIMIT },
-                {}
-        };
-        EventQuery q = { .limit = 0 };
+                {"follow", no_argument, NULL, ARG_FOLLOW},       {"job", required_argument, NULL, ARG_JOB},
+                {"worker", required_argument, NULL, ARG_WORKER}, {"since", required_argument, NULL, ARG_SINCE},
+                {"limit", required_argument, NULL, ARG_LIMIT},   {}};
+        EventQuery q = {.limit = 0};
         _cleanup_json_ json_object *events = NULL;
         bool follow = false;
         CtlError e = {};
@@ -610,7 +599,7 @@ static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) 
         q.after_id = show_events(s, events, q.after_id);
         q.limit = 1000;
         while (!interrupted) {
-                struct timespec ts = { .tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000) };
+                struct timespec ts = {.tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000)};
                 json_object_put(events);
                 events = NULL;
                 nanosleep(&ts, NULL);
@@ -660,10 +649,7 @@ static int verb_reload(Backend *b, const CtlSettings *s, int argc, char **argv) 
 
 static int verb_replay(Backend *b, const CtlSettings *s, int argc, char **argv) {
         enum { ARG_WORKER = 0x100 };
-        static const struct option options[] = {
-                { "worker", required_argument, NULL, ARG_WORKER },
-                {}
-        };
+        static const struct option options[] = {{"worker", required_argument, NULL, ARG_WORKER}, {}};
         _cleanup_json_ json_object *body = NULL, *resp = NULL;
         const char *worker = NULL;
         CtlError e = {};
@@ -676,7 +662,7 @@ static int verb_replay(Backend *b, const CtlSettings *s, int argc, char **argv) 
                         return CTL_EXIT_USAGE;
         }
         if (optind + 1 != argc)
-                return usage_error("replay", "give one FILE (a worker's replay.db)");
+                return usage_error("replay", "give one FILE (a worker's worker.db)");
         r = replay_file_to_reconnect(argv[optind], worker, &body, &e);
         if (r < 0)
                 return fail(r, &e);
@@ -691,21 +677,21 @@ static int verb_replay(Backend *b, const CtlSettings *s, int argc, char **argv) 
 }
 
 const Verb ctl_verbs[] = {
-        { "submit", verb_submit,
-          "[--priority=N] [--requirement=CAP...] [--gpu] [--at=TIME] [--timeout=SPAN] [--max-attempts=N] "
-          "[--working-directory=DIR] [--wait] -- CMD [ARGS...]",
-          "Submit a job; print its id. --wait follows it and exits with its outcome" },
-        { "list-jobs", verb_list_jobs, "[--state=STATE] [--worker=ID]", "List jobs, newest first" },
-        { "status", verb_status, "JOB...", "Show a job's state and details" },
-        { "abort", verb_abort, "JOB | --worker=ID [--reason=TEXT]", "Abort a job, or every job a worker holds" },
-        { "list-workers", verb_list_workers, "", "List workers and their state" },
-        { "drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)" },
-        { "resume", verb_resume, "WORKER", "Undo drain" },
-        { "events", verb_events, "[--follow] [--job=ID] [--worker=ID] [--since=EVENT-ID] [--limit=N]",
-          "Show the audit trail" },
-        { "reconcile", verb_reconcile, "", "Run a reconciler sweep now" },
-        { "replay", verb_replay, "[--worker=ID] FILE",
-          "Hand a worker's replay buffer (replay.db) to the control plane (HTTP, worker token)" },
-        { "reload", verb_reload, "", "Make the control plane re-read its token files" },
+        {"submit", verb_submit,
+         "[--priority=N] [--requirement=CAP...] [--gpu] [--at=TIME] [--timeout=SPAN] [--max-attempts=N] "
+         "[--working-directory=DIR] [--wait] -- CMD [ARGS...]",
+         "Submit a job; print its id. --wait follows it and exits with its outcome"},
+        {"list-jobs", verb_list_jobs, "[--state=STATE] [--worker=ID]", "List jobs, newest first"},
+        {"status", verb_status, "JOB...", "Show a job's state and details"},
+        {"abort", verb_abort, "JOB | --worker=ID [--reason=TEXT]", "Abort a job, or every job a worker holds"},
+        {"list-workers", verb_list_workers, "", "List workers and their state"},
+        {"drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)"},
+        {"resume", verb_resume, "WORKER", "Undo drain"},
+        {"events", verb_events, "[--follow] [--job=ID] [--worker=ID] [--since=EVENT-ID] [--limit=N]",
+         "Show the audit trail"},
+        {"reconcile", verb_reconcile, "", "Run a reconciler sweep now"},
+        {"replay", verb_replay, "[--worker=ID] FILE",
+         "Hand a worker's undelivered results (its worker.db) to the control plane"},
+        {"reload", verb_reload, "", "Make the control plane re-read its token files"},
 };
 const size_t ctl_n_verbs = ELEMENTSOF(ctl_verbs);

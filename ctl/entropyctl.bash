@@ -11,7 +11,7 @@ __entropyctl_globals() {
             --url=*|--token-file=*|--user-bus|--user-bus=*) out+=("${COMP_WORDS[i]}") ;;
         esac
     done
-    printf '%s\n' "${out[@]}"
+    (( ${#out[@]} )) && printf '%s\n' "${out[@]}"
 }
 
 __entropyctl_ids() {

@@ -10,6 +10,7 @@
 #include "api-util.h"
 #include "audit.h"
 #include "job-json.h"
+#include "metrics-histogram.h"
 #include "jobs.h"
 #include "store.h"
 #include "strv.h"
@@ -284,7 +285,7 @@ static int write_metrics(Control *c, FILE *f) {
         fprintf(f, "entropy_oldest_pending_job_age_seconds %.3f\n", age);
         metric_header(f, "entropy_database_size_bytes", "gauge", "Size of the database and its WAL.");
         fprintf(f, "entropy_database_size_bytes %llu\n", (unsigned long long) db);
-        return 0;
+        return live_metrics_write(c->live_metrics, now_monotonic_usec(), f);
 }
 
 int api_get_metrics(Control *c, const HttpRequest *req, HttpResponse *resp) {

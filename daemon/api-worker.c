@@ -2,6 +2,7 @@
  * complete, fail, reconnect). The fencing, idempotency and state rules live in jobs.c and
  * workers.c; this file only turns JSON into their plain C arguments and their results into the
  * contract's answers. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "api-util.h"
 #include "job-json.h"
+#include "metrics-histogram.h"
 #include "jobs.h"
 #include "strv.h"
 #include "workers.h"
@@ -31,13 +33,35 @@ static int reply_status(HttpResponse *resp, const char *status, const char *job_
         return api_reply(resp, 200, body);
 }
 
+/* The numeric IP of a peer address as HttpRequest.remote has it ("192.0.2.1:40000",
+ * "[2001:db8::1]:40000"), or NULL when there is none ("unknown", a test request). */
+static const char *peer_ip(const char *remote, char *buf, size_t size) {
+        const char *colon = strrchr(remote, ':');
+        size_t n;
+
+        if (!colon)
+                return NULL;
+        if (remote[0] == '[') {
+                remote++;
+                colon--;
+                if (colon < remote || *colon != ']')
+                        return NULL;
+        }
+        n = (size_t) (colon - remote);
+        if (n == 0 || n >= size)
+                return NULL;
+        memcpy(buf, remote, n);
+        buf[n] = 0;
+        return ip_address_is_numeric(buf) ? buf : NULL;
+}
+
 int api_post_register(Control *c, const HttpRequest *req, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
         _cleanup_strv_free_ char **caps = NULL;
         WorkerRegistration reg = {};
         JsonError jerr = {};
         OpError err = {};
-        char actor[LIMIT_ID_LEN + 16];
+        char actor[LIMIT_ID_LEN + 16], peer[sizeof(req->remote)];
         int r;
 
         r = api_parse_body(req, resp, &o);
@@ -47,9 +71,13 @@ int api_post_register(Control *c, const HttpRequest *req, HttpResponse *resp) {
             OPTIONAL(json_get_string(o, "nonce", LIMIT_ID_LEN, false, &reg.nonce, &jerr)) < 0 ||
             OPTIONAL(json_get_string(o, "instance_id", LIMIT_ID_LEN, false, &reg.instance_id, &jerr)) < 0 ||
             OPTIONAL(json_get_strv(o, "capabilities", LIMIT_REQUIREMENTS, LIMIT_CAPABILITY_LEN, false, &caps, &jerr)) <
-                    0)
+                    0 ||
+            OPTIONAL(json_get_int64(o, "wake_port", 0, 65535, false, &reg.wake_port, &jerr)) < 0 ||
+            OPTIONAL(json_get_string(o, "wake_address", INET6_ADDRSTRLEN, false, &reg.wake_address, &jerr)) < 0)
                 return api_reply_json_error(resp, &jerr);
         reg.capabilities = caps;
+        if (reg.wake_port > 0 && !reg.wake_address)
+                reg.wake_address = peer_ip(req->remote, peer, sizeof(peer));
         Origin origin = api_worker_origin(req, reg.worker_id, actor, sizeof(actor));
         r = worker_register(c, &origin, &reg, &err);
         if (r < 0)
@@ -73,12 +101,19 @@ int api_get_next_job(Control *c, const HttpRequest *req, HttpResponse *resp) {
                 return http_response_error(resp, 400, "query argument worker_id is required (at most %d bytes)",
                                            LIMIT_ID_LEN);
         Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        usec_t started = now_monotonic_usec();
         r = jobs_claim(c, &origin, worker_id, &j);
         if (r < 0)
                 return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});
+        live_metrics_observe_claim(c->live_metrics, now_monotonic_usec() - started, j, control_now(c));
         if (r == 0)
                 return http_response_text(resp, 204, NULL, NULL, 0);
-        return api_reply(resp, 200, job_assignment_to_json(j));
+        json_object *body = job_assignment_to_json(j);
+        /* The lease length itself: the worker would otherwise estimate it from
+         * assignment_expires_at and its own clock (worker/lease.c). */
+        if (body)
+                json_add_int64(body, "lease_timeout_ms", (int64_t) (c->settings.lease_timeout / USEC_PER_MSEC));
+        return api_reply(resp, 200, body);
 }
 
 /* job_id, worker_id and assignment_id, the fencing triple of every job call. */
@@ -112,67 +147,145 @@ int api_post_ack(Control *c, const HttpRequest *req, HttpResponse *resp) {
         return reply_status(resp, "RUNNING", job_id);
 }
 
-static int add_cancel_jobs(Control *c, json_object *body, const char *worker_id, const char *current) {
-        _cleanup_(job_freep) Job *j = NULL;
-        json_object *a = json_object_new_array();
+/* Adds job_id (once) to the held list; assignment_id fills in one not yet known. */
+static int held_add(HeldJob *jobs, size_t *n, const char *job_id, const char *assignment_id, JsonError *jerr) {
+        if (isempty(job_id) || strlen(job_id) > LIMIT_ID_LEN || (assignment_id && strlen(assignment_id) > LIMIT_ID_LEN)) {
+                snprintf(jerr->message, sizeof(jerr->message), "current job and assignment ids are 1 to %d bytes",
+                         LIMIT_ID_LEN);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < *n; i++)
+                if (streq(jobs[i].job_id, job_id)) {
+                        if (!jobs[i].assignment_id)
+                                jobs[i].assignment_id = assignment_id;
+                        return 0;
+                }
+        if (*n >= LIMIT_RECONNECT_ENTRIES) {
+                snprintf(jerr->message, sizeof(jerr->message), "more than %d current jobs", LIMIT_RECONNECT_ENTRIES);
+                return -EINVAL;
+        }
+        jobs[(*n)++] = (HeldJob){.job_id = job_id, .assignment_id = assignment_id};
+        return 0;
+}
+
+static const char *entry_string(json_object *e, const char *key) {
+        json_object *v = NULL;
+        if (!json_object_object_get_ex(e, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+/* current_job_id, current_job_ids [id] and current_jobs [{job_id, assignment_id}] merged, with
+ * current_job_id first. Strings are borrowed from o. */
+static int parse_held_jobs(json_object *o, HeldJob **ret, size_t *ret_n, JsonError *jerr) {
+        static const char *const lists[] = {"current_jobs", "current_job_ids"};
+        const char *current = NULL;
+        size_t n = 0;
         int r;
 
-        if (!a)
-                return -ENOMEM;
-        json_object_object_add(body, "cancel_jobs", a);
-        if (isempty(current))
-                return 0;
-        r = jobs_get(c, current, &j);
-        if (r < 0 && r != -ENOENT)
+        r = OPTIONAL(json_get_string(o, "current_job_id", LIMIT_ID_LEN, false, &current, jerr));
+        if (r < 0)
                 return r;
-        if (j && streq_ptr(j->worker_id, worker_id) && (j->status == JOB_ASSIGNED || j->status == JOB_RUNNING))
-                return 0;
-        json_object_array_add(a, json_object_new_string(current));
+        _cleanup_free_ HeldJob *jobs = calloc(LIMIT_RECONNECT_ENTRIES, sizeof(HeldJob));
+        if (!jobs)
+                return -ENOMEM;
+        if (!isempty(current) && (r = held_add(jobs, &n, current, NULL, jerr)) < 0)
+                return r;
+        for (size_t l = 0; l < ELEMENTSOF(lists); l++) {
+                json_object *a = NULL;
+                if (!json_object_object_get_ex(o, lists[l], &a) || json_object_is_type(a, json_type_null))
+                        continue;
+                if (!json_object_is_type(a, json_type_array)) {
+                        snprintf(jerr->message, sizeof(jerr->message), "field '%s' must be an array", lists[l]);
+                        return -EINVAL;
+                }
+                for (size_t i = 0; i < json_object_array_length(a); i++) {
+                        json_object *e = json_object_array_get_idx(a, i);
+                        bool is_obj = json_object_is_type(e, json_type_object);
+                        const char *id = is_obj ? entry_string(e, "job_id")
+                                                : json_object_is_type(e, json_type_string) ? json_object_get_string(e)
+                                                                                            : NULL;
+                        r = held_add(jobs, &n, id, is_obj ? entry_string(e, "assignment_id") : NULL, jerr);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        *ret = TAKE_PTR(jobs);
+        *ret_n = n;
         return 0;
+}
+
+static json_object *strv_to_json_array(char *const *l) {
+        json_object *a = json_object_new_array();
+        STRV_FOREACH (id, (char **) l)
+                if (a && json_object_array_add(a, json_object_new_string(*id)) < 0) {
+                        json_object_put(a);
+                        return NULL;
+                }
+        return a;
+}
+
+static int parse_metrics(json_object *o, HttpResponse *resp, const char **ret) {
+        json_object *m = NULL;
+
+        *ret = NULL;
+        if (!json_object_object_get_ex(o, "metrics", &m) || json_object_is_type(m, json_type_null))
+                return 1;
+        if (!json_object_is_type(m, json_type_object))
+                return http_response_error(resp, 400, "field 'metrics' must be an object");
+        *ret = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
+        if (!*ret)
+                return -ENOMEM;
+        if (strlen(*ret) > LIMIT_METRICS_LEN)
+                return http_response_error(resp, 400, "field 'metrics' is larger than %d bytes", LIMIT_METRICS_LEN);
+        return 1;
 }
 
 int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
-        const char *worker_id, *current = NULL, *metrics = NULL;
-        json_object *m = NULL;
+        _cleanup_free_ HeldJob *jobs = NULL;
+        _cleanup_strv_free_ char **abort_jobs = NULL;
+        Heartbeat hb = {};
         JsonError jerr = {};
         OpError err = {};
-        int64_t seq = 0;
         char actor[LIMIT_ID_LEN + 16];
         int r;
 
         r = api_parse_body(req, resp, &o);
         if (r <= 0)
                 return r;
-        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &worker_id, &jerr) < 0 ||
-            OPTIONAL(json_get_string(o, "current_job_id", LIMIT_ID_LEN, false, &current, &jerr)) < 0 ||
-            json_get_int64(o, "seq", 0, INT64_MAX, true, &seq, &jerr) < 0)
+        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &hb.worker_id, &jerr) < 0 ||
+            json_get_int64(o, "seq", 0, INT64_MAX, true, &hb.seq, &jerr) < 0)
                 return api_reply_json_error(resp, &jerr);
-        if (json_object_object_get_ex(o, "metrics", &m) && !json_object_is_type(m, json_type_null)) {
-                if (!json_object_is_type(m, json_type_object))
-                        return http_response_error(resp, 400, "field 'metrics' must be an object");
-                metrics = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
-                if (!metrics)
-                        return -ENOMEM;
-                if (strlen(metrics) > LIMIT_METRICS_LEN)
-                        return http_response_error(resp, 400, "field 'metrics' is larger than %d bytes",
-                                                   LIMIT_METRICS_LEN);
-        }
-        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
-        r = worker_heartbeat(c, &origin, worker_id, current, seq, metrics, &err);
+        r = parse_held_jobs(o, &jobs, &hb.n_jobs, &jerr);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return api_reply_json_error(resp, &jerr);
+        hb.jobs = jobs;
+        r = parse_metrics(o, resp, &hb.metrics_json);
+        if (r <= 0)
+                return r;
+        Origin origin = api_worker_origin(req, hb.worker_id, actor, sizeof(actor));
+        r = worker_heartbeat_report(c, &origin, &hb, &abort_jobs, &err);
         if (r < 0)
                 return api_reply_error(resp, r, &err);
         json_object *body = json_object_new_object();
         if (!body)
                 return -ENOMEM;
         json_add_string(body, "status", r == OP_NOOP ? "ignored" : "ok");
-        /* Tells the worker to stop a job that is no longer its own (aborted, or lost and handed
-         * on): sooner than its lease running out or its /complete being a no-op. */
-        r = add_cancel_jobs(c, body, worker_id, current);
-        if (r < 0) {
+        /* The jobs the worker reported that are no longer its own (aborted, reassigned, lost,
+         * terminal): it kills them at once rather than waiting for its lease to run out or its
+         * /complete to be a no-op. cancel_jobs: the same list under its earlier name. */
+        json_object *a = strv_to_json_array(abort_jobs), *alias = strv_to_json_array(abort_jobs);
+        if (!a || !alias) {
+                json_object_put(a);
+                json_object_put(alias);
                 json_object_put(body);
-                return r;
+                return -ENOMEM;
         }
+        json_object_object_add(body, "abort_jobs", a);
+        json_object_object_add(body, "cancel_jobs", alias);
         return api_reply(resp, 200, body);
 }
 
@@ -218,12 +331,17 @@ static int parse_completion(json_object *o, Completion *x, JsonError *jerr) {
 }
 
 static int parse_failure(json_object *o, Failure *f, JsonError *jerr) {
+        bool retryable = true;
         int r;
 
         *f = (Failure){};
         if ((r = get_triple(o, &f->job_id, &f->worker_id, &f->assignment_id, jerr)) < 0 ||
-            (r = OPTIONAL(json_get_string(o, "error", LIMIT_TEXT_LEN, false, &f->error, jerr))) < 0)
+            (r = OPTIONAL(json_get_string(o, "error", LIMIT_TEXT_LEN, false, &f->error, jerr))) < 0 ||
+            (r = OPTIONAL(json_get_string(o, "failure_kind", LIMIT_ID_LEN, false, &f->failure_kind, jerr))) < 0 ||
+            (r = OPTIONAL(json_get_bool(o, "retryable", false, &retryable, jerr))) < 0 ||
+            (r = OPTIONAL(json_get_bool(o, "handback", false, &f->handback, jerr))) < 0)
                 return r;
+        f->not_retryable = !retryable;
         r = json_get_int64(o, "exit_code", EXIT_CODE_MIN, EXIT_CODE_MAX, false, &f->exit_code, jerr);
         if (r < 0 && r != -ENOENT)
                 return r;

@@ -28,10 +28,10 @@
 #include "bus-internal.h"
 #include "log.h"
 
-#define POLKIT_NAME "org.freedesktop.PolicyKit1"
-#define POLKIT_PATH "/org/freedesktop/PolicyKit1/Authority"
+#define POLKIT_NAME      "org.freedesktop.PolicyKit1"
+#define POLKIT_PATH      "/org/freedesktop/PolicyKit1/Authority"
 #define POLKIT_INTERFACE "org.freedesktop.PolicyKit1.Authority"
-#define MAX_GROUPS 1024
+#define MAX_GROUPS       1024
 
 typedef enum PolkitVerdict {
         POLKIT_PENDING,
@@ -79,6 +79,7 @@ static void polkit_query_unlink(Bus *b, PolkitQuery *q) {
 
 void bus_auth_free(Bus *b) {
         b->read_authorized = sd_bus_message_unref(b->read_authorized);
+        b->identified = sd_bus_message_unref(b->identified);
         while (b->polkit_queries) {
                 PolkitQuery *q = b->polkit_queries;
                 b->polkit_queries = q->next;
@@ -86,11 +87,21 @@ void bus_auth_free(Bus *b) {
         }
 }
 
-const char *bus_actor(sd_bus_message *m, char *buf, size_t size) {
+/* The uid the last authorization found for m: each lookup is a round trip to the broker. */
+static void caller_remember(Bus *b, sd_bus_message *m, uid_t uid) {
+        sd_bus_message_unref(b->identified);
+        b->identified = sd_bus_message_ref(m);
+        b->identified_uid = uid;
+}
+
+const char *bus_actor(Bus *b, sd_bus_message *m, char *buf, size_t size) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         uid_t uid;
 
-        if (sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds) >= 0 && sd_bus_creds_get_euid(creds, &uid) >= 0)
+        if (m == b->identified)
+                snprintf(buf, size, "dbus:%u", (unsigned) b->identified_uid);
+        else if (sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds) >= 0 &&
+                 sd_bus_creds_get_euid(creds, &uid) >= 0)
                 snprintf(buf, size, "dbus:%u", (unsigned) uid);
         else
                 snprintf(buf, size, "dbus:%s", strna(sd_bus_message_get_sender(m)));
@@ -116,7 +127,7 @@ static int caller_identify(sd_bus_message *m, Caller *ret) {
         const gid_t *gids = NULL;
         int n, r;
 
-        *ret = (Caller){ .sender = sd_bus_message_get_sender(m) };
+        *ret = (Caller){.sender = sd_bus_message_get_sender(m)};
         /* The broker reports the uid it took from SO_PEERCRED when the caller connected, which
          * is the effective uid: sd-bus files it under EUID (asking for UID gets nothing). */
         r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
@@ -232,8 +243,8 @@ static int polkit_query_start(Bus *b, sd_bus_message *m, const char *action) {
         uint32_t flags = sd_bus_message_get_allow_interactive_authorization(m) > 0 ? 1 : 0;
         int r;
 
-        r = sd_bus_message_new_method_call(sd_bus_message_get_bus(m), &call, POLKIT_NAME, POLKIT_PATH,
-                                           POLKIT_INTERFACE, "CheckAuthorization");
+        r = sd_bus_message_new_method_call(sd_bus_message_get_bus(m), &call, POLKIT_NAME, POLKIT_PATH, POLKIT_INTERFACE,
+                                           "CheckAuthorization");
         if (r < 0)
                 return r;
         r = sd_bus_message_append(call, "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s",
@@ -271,6 +282,7 @@ int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_e
         r = caller_identify(m, &caller);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, r, "Cannot identify the caller: %s", strerror(-r));
+        caller_remember(b, m, caller.uid);
         if (caller_is_privileged(&caller))
                 return 1;
 

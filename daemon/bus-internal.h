@@ -16,21 +16,21 @@
 #include "protocol.h"
 #include "workers.h"
 
-#define BUS_ERROR_NO_SUCH_JOB "org.entropy.Control1.Error.NoSuchJob"
+#define BUS_ERROR_NO_SUCH_JOB    "org.entropy.Control1.Error.NoSuchJob"
 #define BUS_ERROR_NO_SUCH_WORKER "org.entropy.Control1.Error.NoSuchWorker"
-#define BUS_ERROR_INVALID_ARGS "org.entropy.Control1.Error.InvalidArgs"
-#define BUS_ERROR_ACCESS_DENIED "org.entropy.Control1.Error.AccessDenied"
-#define BUS_ERROR_CONFLICT "org.entropy.Control1.Error.Conflict"
+#define BUS_ERROR_INVALID_ARGS   "org.entropy.Control1.Error.InvalidArgs"
+#define BUS_ERROR_ACCESS_DENIED  "org.entropy.Control1.Error.AccessDenied"
+#define BUS_ERROR_CONFLICT       "org.entropy.Control1.Error.Conflict"
 
 /* polkit action ids; the packaging engineer's dbus/org.entropy.Control1.policy defines them. */
 #define BUS_ACTION_MANAGE "org.entropy.Control1.manage"
 #define BUS_ACTION_SUBMIT "org.entropy.Control1.submit"
-#define BUS_ACTION_ABORT "org.entropy.Control1.abort"
-#define BUS_ACTION_DRAIN "org.entropy.Control1.drain"
+#define BUS_ACTION_ABORT  "org.entropy.Control1.abort"
+#define BUS_ACTION_DRAIN  "org.entropy.Control1.drain"
 #define BUS_ACTION_RELOAD "org.entropy.Control1.reload"
 
 /* Default group names; overridable with $ENTROPY_DBUS_READ_GROUP / $ENTROPY_DBUS_ADMIN_GROUP. */
-#define BUS_READ_GROUP_DEFAULT "entropy"
+#define BUS_READ_GROUP_DEFAULT  "entropy"
 #define BUS_ADMIN_GROUP_DEFAULT "entropy-admin"
 
 typedef struct PolkitQuery PolkitQuery;
@@ -58,6 +58,10 @@ typedef struct Bus {
         /* The last message whose sender passed the read check (referenced): the getters of one
          * GetAll each ask, and the broker is asked once. */
         sd_bus_message *read_authorized;
+        /* The message whose sender bus_authorize_manage() identified last (referenced), and its
+         * uid, for the audit trail's actor without asking the broker again. */
+        sd_bus_message *identified;
+        uid_t identified_uid;
         /* Set while we emit our own signals: property getters then run for no caller. */
         bool emitting;
 
@@ -87,12 +91,15 @@ int bus_authorize_read(Bus *b, sd_bus_message *m, sd_bus_error *error);
 int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_error *error);
 void bus_auth_free(Bus *b);
 /* "dbus:<uid>" for the audit trail; buf of at least 32 bytes. */
-const char *bus_actor(sd_bus_message *m, char *buf, size_t size);
+const char *bus_actor(Bus *b, sd_bus_message *m, char *buf, size_t size);
 
 /* bus-util.c */
 /* Appends a JSON object as a{sv}: strings s, integers x, doubles d, booleans b, arrays of strings
  * as, other arrays av, objects a{sv}; null members are left out. */
 int bus_append_json_dict(sd_bus_message *m, json_object *o);
+/* Reads an a{sv} argument into a JSON object: the inverse of bus_append_json_dict() (integers of
+ * any type become JSON integers, variants of other types are refused with -EINVAL). */
+int bus_read_json_dict(sd_bus_message *m, json_object **ret);
 /* Sets a named error for a negative domain return code (ops.h) and returns it; what says whether
  * an -ENOENT/-EPERM means a job or a worker. err (may be NULL) gives the message. */
 typedef enum BusSubject { BUS_SUBJECT_JOB, BUS_SUBJECT_WORKER } BusSubject;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "api.h"
 #include "audit.h"
 #include "auth.h"
 #include "bus-internal.h"
@@ -21,14 +22,14 @@
 #include "strv.h"
 
 #define EVENTS_DEFAULT_LIMIT 200
-#define EVENTS_MAX_LIMIT 10000
+#define EVENTS_MAX_LIMIT     10000
 
 /* Runs the authorization and returns from the method handler when it did not say "go on". */
-#define AUTHORIZE(r)                 \
-        do {                         \
-                int _a = (r);        \
-                if (_a <= 0)         \
-                        return _a < 0 ? _a : 1; /* 0: polkit pending, the call comes back */ \
+#define AUTHORIZE(r)                                                                                                   \
+        do {                                                                                                           \
+                int _a = (r);                                                                                          \
+                if (_a <= 0)                                                                                           \
+                        return _a < 0 ? _a : 1; /* 0: polkit pending, the call comes back */                           \
         } while (0)
 
 static int reply_json_dict(sd_bus_message *m, json_object *o) {
@@ -66,8 +67,8 @@ static int reply_json_array(sd_bus_message *m, json_object *a) {
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static int actor_origin(sd_bus_message *m, char *buf, size_t size, Origin *ret) {
-        *ret = (Origin){ .actor = bus_actor(m, buf, size) };
+static int actor_origin(Bus *b, sd_bus_message *m, char *buf, size_t size, Origin *ret) {
+        *ret = (Origin){.actor = bus_actor(b, m, buf, size)};
         return 0;
 }
 
@@ -172,7 +173,7 @@ static int method_submit_job(sd_bus_message *m, void *userdata, sd_bus_error *er
         a.spec.args = a.args;
         a.spec.working_dir = a.working_dir;
         a.spec.requirements = a.requirements;
-        actor_origin(m, actor, sizeof(actor), &o);
+        actor_origin(b, m, actor, sizeof(actor), &o);
         r = jobs_submit(b->c, &o, &a.spec, job_id, &err);
         if (r < 0)
                 return bus_error_from_op(error, r, BUS_SUBJECT_JOB, NULL, err.message);
@@ -293,7 +294,7 @@ static int abort_common(sd_bus_message *m, Bus *b, bool worker, size_t *ret_n, s
                 return r;
         if (isempty(id))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "No %s id given", worker ? "worker" : "job");
-        actor_origin(m, actor, sizeof(actor), &o);
+        actor_origin(b, m, actor, sizeof(actor), &o);
         r = jobs_abort(b->c, &o, worker ? NULL : id, worker ? id : NULL, isempty(reason) ? NULL : reason, ret_n, &err);
         if (r == -ENOENT && worker)
                 /* A worker without jobs to abort is no error: 0 aborted. */
@@ -379,7 +380,7 @@ static int drain_common(sd_bus_message *m, Bus *b, bool drain, sd_bus_error *err
         r = sd_bus_message_read(m, "s", &id);
         if (r < 0)
                 return r;
-        actor_origin(m, actor, sizeof(actor), &o);
+        actor_origin(b, m, actor, sizeof(actor), &o);
         r = worker_drain(b->c, &o, id, drain);
         if (r < 0)
                 return bus_error_from_op(error, r, BUS_SUBJECT_WORKER, id, NULL);
@@ -443,8 +444,12 @@ static int reply_events(sd_bus_message *m, Bus *b, const EventArgs *a, sd_bus_er
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "after_id must be >= 0, limit 0..%d",
                                          EVENTS_MAX_LIMIT);
         EventFilter f = {
-                .component = a->component, .event = a->event, .worker_id = a->worker, .job_id = a->job,
-                .since_id = a->after_id, .limit = a->limit > 0 ? a->limit : EVENTS_DEFAULT_LIMIT,
+                .component = a->component,
+                .event = a->event,
+                .worker_id = a->worker,
+                .job_id = a->job,
+                .since_id = a->after_id,
+                .limit = a->limit > 0 ? a->limit : EVENTS_DEFAULT_LIMIT,
         };
         r = audit_list(b->c, &f, &events, &n);
         if (r < 0)
@@ -518,6 +523,92 @@ static int method_reload_tokens(sd_bus_message *m, void *userdata, sd_bus_error 
         return sd_bus_reply_method_return(m, NULL);
 }
 
+/* --- ReplayResults -------------------------------------------------------------------------- */
+
+/* Reads aa{sv} results into the body of a /reconnect request for worker_id. */
+static int replay_body(sd_bus_message *m, const char *worker_id, json_object **ret) {
+        _cleanup_json_ json_object *body = json_object_new_object(), *results = json_object_new_array();
+        int r;
+
+        if (!body || !results)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', "a{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_at_end(m, false)) == 0) {
+                json_object *o = NULL;
+                r = bus_read_json_dict(m, &o);
+                if (r < 0)
+                        return r;
+                json_object_array_add(results, o);
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        json_add_string(body, "worker_id", worker_id);
+        json_object_object_add(body, "completed_jobs", TAKE_PTR(results));
+        *ret = TAKE_PTR(body);
+        return 0;
+}
+
+static int replay_error(sd_bus_error *error, const HttpResponse *resp, const char *worker_id) {
+        _cleanup_json_ json_object *o = resp->body ? json_tokener_parse(resp->body) : NULL;
+        json_object *msg = NULL;
+        const char *text = o && json_object_object_get_ex(o, "error", &msg) ? json_object_get_string(msg) : NULL;
+
+        switch (resp->status) {
+        case 400:
+        case 413:
+                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "%s", strna(text));
+        case 403:
+        case 404:
+                return sd_bus_error_setf(error, BUS_ERROR_NO_SUCH_WORKER, "No registered worker '%s'", worker_id);
+        case 409:
+                return sd_bus_error_setf(error, BUS_ERROR_CONFLICT, "%s", strna(text));
+        default:
+                return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "%s", strna(text));
+        }
+}
+
+/* A dead worker's undelivered results, handed over by an operator (entropyctl replay). They are
+ * applied exactly as the worker's own POST /reconnect would be: the same validation, the same
+ * idempotency (a result already applied is an ACCEPTED no-op), the same audit as that worker. */
+static int method_replay_results(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        _cleanup_json_ json_object *body = NULL, *answer = NULL;
+        HttpResponse resp = {};
+        const char *worker_id, *text;
+        json_object *actions;
+        int r;
+
+        AUTHORIZE(bus_authorize_manage(b, m, BUS_ACTION_MANAGE, error));
+        r = sd_bus_message_read(m, "s", &worker_id);
+        if (r < 0)
+                return r;
+        r = replay_body(m, worker_id, &body);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "Results must be a{sv} of strings and numbers");
+        text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+        HttpRequest req = {.method = "POST", .path = "/reconnect", .body = text, .body_size = strlen(text)};
+        snprintf(req.remote, sizeof(req.remote), "dbus");
+        r = api_post_reconnect(b->c, &req, &resp);
+        if (r >= 0 && resp.status != 200)
+                r = replay_error(error, &resp, worker_id);
+        else if (r >= 0) {
+                answer = resp.body ? json_tokener_parse(resp.body) : NULL;
+                if (!answer || !json_object_object_get_ex(answer, "actions", &actions))
+                        r = sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "No actions in the answer");
+                else
+                        r = reply_json_array(m, actions);
+        }
+        http_response_done(&resp);
+        return r;
+}
+
 /* --- Properties ----------------------------------------------------------------------------- */
 
 static int load_counts(Bus *b, uint64_t jobs[_JOB_STATE_MAX], uint64_t workers[_WORKER_STATE_MAX]) {
@@ -551,8 +642,8 @@ static int property_get_counts(sd_bus *bus, const char *path, const char *interf
                 const char *name;
                 JobState state;
         } job_props[] = {
-                { "JobsPending", JOB_PENDING },   { "JobsAssigned", JOB_ASSIGNED }, { "JobsRunning", JOB_RUNNING },
-                { "JobsRetrying", JOB_RETRYING }, { "JobsLost", JOB_LOST },
+                {"JobsPending", JOB_PENDING},   {"JobsAssigned", JOB_ASSIGNED}, {"JobsRunning", JOB_RUNNING},
+                {"JobsRetrying", JOB_RETRYING}, {"JobsLost", JOB_LOST},
         };
         int r;
 
@@ -612,18 +703,19 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("Reconcile", "", , "u", SD_BUS_PARAM(changes), method_reconcile,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("ReloadTokens", "", "", method_reload_tokens, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ReplayResults", "saa{sv}", SD_BUS_PARAM(worker_id) SD_BUS_PARAM(results), "aa{sv}",
+                                 SD_BUS_PARAM(actions), method_replay_results, SD_BUS_VTABLE_UNPRIVILEGED),
 
-        SD_BUS_SIGNAL_WITH_NAMES("JobStateChanged", "ssss",
-                                 SD_BUS_PARAM(job_id) SD_BUS_PARAM(old_state) SD_BUS_PARAM(new_state)
-                                         SD_BUS_PARAM(assignment_id),
-                                 0),
+        SD_BUS_SIGNAL_WITH_NAMES(
+                "JobStateChanged", "ssss",
+                SD_BUS_PARAM(job_id) SD_BUS_PARAM(old_state) SD_BUS_PARAM(new_state) SD_BUS_PARAM(assignment_id), 0),
         SD_BUS_SIGNAL_WITH_NAMES("WorkerStateChanged", "sss",
                                  SD_BUS_PARAM(worker_id) SD_BUS_PARAM(old_state) SD_BUS_PARAM(new_state), 0),
-        SD_BUS_VTABLE_END
-};
+        SD_BUS_VTABLE_END};
 
 int bus_manager_add(Bus *b) {
-        return sd_bus_add_object_vtable(b->bus, NULL, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, manager_vtable, b);
+        return sd_bus_add_object_vtable(b->bus, NULL, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, manager_vtable,
+                                        b);
 }
 
 /* --- After each committed event ------------------------------------------------------------- */
@@ -645,10 +737,10 @@ static int on_counts_defer(sd_event_source *s, void *userdata) {
         bool all = !b->counts_known;
         bool jobs_moved = all || memcmp(jobs, b->job_counts, sizeof(jobs)) != 0;
         bool workers_moved = all || memcmp(workers, b->worker_counts, sizeof(workers)) != 0;
-#define CHANGED(cond, name)                      \
-        do {                                     \
-                if (cond)                        \
-                        changed[n++] = (name);   \
+#define CHANGED(cond, name)                                                                                            \
+        do {                                                                                                           \
+                if (cond)                                                                                              \
+                        changed[n++] = (name);                                                                         \
         } while (0)
         CHANGED(jobs_moved, "QueueDepth");
         CHANGED(all || jobs[JOB_PENDING] != b->job_counts[JOB_PENDING], "JobsPending");
@@ -726,8 +818,8 @@ static void emit_state_signal(Bus *b, const AuditEvent *e) {
                         to = "PENDING";
                 if (!to || job_state_from_string(to) < 0)
                         return;
-                r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "JobStateChanged", "ssss",
-                                       e->job_id, strempty(from), to, strempty(e->assignment_id));
+                r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "JobStateChanged",
+                                       "ssss", e->job_id, strempty(from), to, strempty(e->assignment_id));
         } else if (strncmp(e->event, "worker.", 7) == 0 && e->worker_id) {
                 to = worker_state_from_event(e->event, d);
                 if (!to)

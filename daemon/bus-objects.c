@@ -28,24 +28,24 @@ void bus_objects_flush_cache(Bus *b) {
 
 /* --- Getters ------------------------------------------------------------------------------- */
 
-#define DEFINE_STRING_GETTER(name, type, field)                                                              \
-        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,          \
-                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                        \
-                const type *o = userdata;                                                                    \
-                return sd_bus_message_append_basic(reply, 's', strempty(o->field));                          \
+#define DEFINE_STRING_GETTER(name, type, field)                                                                        \
+        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,                    \
+                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                                  \
+                const type *o = userdata;                                                                              \
+                return sd_bus_message_append_basic(reply, 's', strempty(o->field));                                    \
         }
-#define DEFINE_TYPED_GETTER(name, type, field, sig, ctype)                                                   \
-        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,          \
-                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                        \
-                const type *o = userdata;                                                                    \
-                ctype v = (ctype) o->field;                                                                  \
-                return sd_bus_message_append_basic(reply, sig, &v);                                          \
+#define DEFINE_TYPED_GETTER(name, type, field, sig, ctype)                                                             \
+        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,                    \
+                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                                  \
+                const type *o = userdata;                                                                              \
+                ctype v = (ctype) o->field;                                                                            \
+                return sd_bus_message_append_basic(reply, sig, &v);                                                    \
         }
-#define DEFINE_STRV_GETTER(name, type, field)                                                                \
-        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,          \
-                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                        \
-                const type *o = userdata;                                                                    \
-                return sd_bus_message_append_strv(reply, o->field);                                          \
+#define DEFINE_STRV_GETTER(name, type, field)                                                                          \
+        static int name(sd_bus *bus, const char *path, const char *interface, const char *property,                    \
+                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {                                  \
+                const type *o = userdata;                                                                              \
+                return sd_bus_message_append_strv(reply, o->field);                                                    \
         }
 
 DEFINE_STRING_GETTER(job_get_id, Job, job_id)
@@ -105,9 +105,9 @@ static int worker_get_status(sd_bus *bus, const char *path, const char *interfac
         return sd_bus_message_append_basic(reply, 's', strempty(worker_state_to_string(w->state)));
 }
 
-#define CHANGE SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
+#define CHANGE     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 #define INVALIDATE SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION
-#define CONST SD_BUS_VTABLE_PROPERTY_CONST
+#define CONST      SD_BUS_VTABLE_PROPERTY_CONST
 
 static const sd_bus_vtable job_vtable[] = {
         SD_BUS_VTABLE_START(0),
@@ -141,8 +141,7 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("ArtifactBackend", "s", job_get_artifact_backend, 0, INVALIDATE),
         SD_BUS_PROPERTY("ArtifactLocation", "s", job_get_artifact_location, 0, INVALIDATE),
         SD_BUS_PROPERTY("ArtifactUploadState", "s", job_get_artifact_upload_state, 0, INVALIDATE),
-        SD_BUS_VTABLE_END
-};
+        SD_BUS_VTABLE_END};
 
 /* Heartbeats move LastSeenTimestamp and CurrentJobId without an audit event: no signal for those
  * (EmitsChangedSignal=false in the introspection); read them when needed. */
@@ -156,8 +155,7 @@ static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_PROPERTY("LastSeenTimestamp", "t", worker_get_last_seen, 0, 0),
         SD_BUS_PROPERTY("RegisteredTimestamp", "t", worker_get_registered, 0, CONST),
         SD_BUS_PROPERTY("Metrics", "s", worker_get_metrics, 0, 0),
-        SD_BUS_VTABLE_END
-};
+        SD_BUS_VTABLE_END};
 
 /* --- Lookup and enumeration ----------------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "bus-internal.h"
+#include "json-util.h"
 #include "log.h"
 #include "strv.h"
 
@@ -174,7 +175,14 @@ int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
         int64_t result;
 
         switch (contents[0]) {
-        case 'y': case 'n': case 'q': case 'i': case 'u': case 'x': case 't': case 'd':
+        case 'y':
+        case 'n':
+        case 'q':
+        case 'i':
+        case 'u':
+        case 'x':
+        case 't':
+        case 'd':
                 r = sd_bus_message_read_basic(m, contents[0], &v);
                 if (r < 0)
                         return r;
@@ -183,12 +191,24 @@ int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
                 return -EINVAL;
         }
         switch (contents[0]) {
-        case 'y': result = v.y; break;
-        case 'n': result = v.n; break;
-        case 'q': result = v.q; break;
-        case 'i': result = v.i; break;
-        case 'u': result = v.u; break;
-        case 'x': result = v.x; break;
+        case 'y':
+                result = v.y;
+                break;
+        case 'n':
+                result = v.n;
+                break;
+        case 'q':
+                result = v.q;
+                break;
+        case 'i':
+                result = v.i;
+                break;
+        case 'u':
+                result = v.u;
+                break;
+        case 'x':
+                result = v.x;
+                break;
         case 't':
                 if (v.t > INT64_MAX)
                         return -ERANGE;
@@ -318,4 +338,155 @@ int bus_append_job_counts(sd_bus_message *m, const uint64_t counts[_JOB_STATE_MA
 
 int bus_append_worker_counts(sd_bus_message *m, const uint64_t counts[_WORKER_STATE_MAX]) {
         return append_counts(m, counts, _WORKER_STATE_MAX, false);
+}
+
+static int read_json_value(sd_bus_message *m, json_object **ret);
+
+static int read_json_array(sd_bus_message *m, const char *contents, json_object **ret) {
+        _cleanup_json_ json_object *a = NULL;
+        int r;
+
+        if (streq(contents, "{sv}"))
+                return bus_read_json_dict(m, ret);
+        a = json_object_new_array();
+        if (!a)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', contents);
+        if (r < 0)
+                return r;
+        for (;;) {
+                json_object *v = NULL;
+                r = sd_bus_message_at_end(m, false);
+                if (r < 0)
+                        return r;
+                if (r > 0)
+                        break;
+                r = read_json_value(m, &v);
+                if (r < 0)
+                        return r;
+                json_object_array_add(a, v);
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+/* One value at the read position, any of the types bus_append_json_dict() writes. */
+static int read_json_value(sd_bus_message *m, json_object **ret) {
+        const char *contents;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return -EINVAL;
+        switch (type) {
+        case 'a':
+                return read_json_array(m, contents, ret);
+        case 'v':
+                r = sd_bus_message_enter_container(m, 'v', contents);
+                if (r < 0)
+                        return r;
+                r = read_json_value(m, ret);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(m);
+        case 's': {
+                const char *s;
+                r = sd_bus_message_read_basic(m, 's', &s);
+                if (r < 0)
+                        return r;
+                *ret = json_object_new_string(s);
+                break;
+        }
+        case 'b': {
+                int b;
+                r = sd_bus_message_read_basic(m, 'b', &b);
+                if (r < 0)
+                        return r;
+                *ret = json_object_new_boolean(b);
+                break;
+        }
+        case 'd': {
+                double d;
+                r = sd_bus_message_read_basic(m, 'd', &d);
+                if (r < 0)
+                        return r;
+                *ret = json_object_new_double(d);
+                break;
+        }
+        case 'y':
+        case 'n':
+        case 'q':
+        case 'i':
+        case 'u':
+        case 'x':
+        case 't': {
+                /* bus_read_variant_int64() reads a variant: step back into one's shoes. */
+                union {
+                        uint8_t y;
+                        int16_t n;
+                        uint16_t q;
+                        int32_t i;
+                        uint32_t u;
+                        int64_t x;
+                        uint64_t t;
+                } v;
+                int64_t x;
+                r = sd_bus_message_read_basic(m, type, &v);
+                if (r < 0)
+                        return r;
+                x = type == 'y'   ? v.y
+                    : type == 'n' ? v.n
+                    : type == 'q' ? v.q
+                    : type == 'i' ? v.i
+                    : type == 'u' ? v.u
+                    : type == 'x' ? v.x
+                                  : (int64_t) v.t;
+                if (type == 't' && v.t > INT64_MAX)
+                        return -ERANGE;
+                *ret = json_object_new_int64(x);
+                break;
+        }
+        default:
+                return -EINVAL;
+        }
+        return *ret ? 0 : -ENOMEM;
+}
+
+int bus_read_json_dict(sd_bus_message *m, json_object **ret) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key;
+                json_object *v = NULL;
+
+                r = sd_bus_message_read_basic(m, 's', &key);
+                if (r < 0)
+                        return r;
+                r = read_json_value(m, &v);
+                if (r < 0)
+                        return r;
+                json_object_object_add(o, key, v);
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
 }

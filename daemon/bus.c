@@ -66,15 +66,15 @@ static void bus_schedule_reconnect(Bus *b) {
         bus_disconnect(b);
         if (b->c->shutting_down)
                 return;
-        b->reconnect_delay = b->reconnect_delay == 0 ? RECONNECT_DELAY_MIN
-                                                     : MIN(b->reconnect_delay * 2, RECONNECT_DELAY_MAX);
+        b->reconnect_delay =
+                b->reconnect_delay == 0 ? RECONNECT_DELAY_MIN : MIN(b->reconnect_delay * 2, RECONNECT_DELAY_MAX);
         if (b->reconnect_timer) {
                 r = sd_event_source_set_time_relative(b->reconnect_timer, b->reconnect_delay);
                 if (r >= 0)
                         r = sd_event_source_set_enabled(b->reconnect_timer, SD_EVENT_ONESHOT);
         } else
-                r = sd_event_add_time_relative(b->c->event, &b->reconnect_timer, CLOCK_MONOTONIC,
-                                               b->reconnect_delay, 0, on_reconnect_timer, b);
+                r = sd_event_add_time_relative(b->c->event, &b->reconnect_timer, CLOCK_MONOTONIC, b->reconnect_delay, 0,
+                                               on_reconnect_timer, b);
         if (r < 0)
                 log_error_errno(r, "Failed to schedule a D-Bus reconnection, the bus stays disconnected: %m");
 }

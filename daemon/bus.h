@@ -6,13 +6,13 @@
 
 #include "control.h"
 
-#define CONTROL_BUS_NAME "org.entropy.Control1"
-#define CONTROL_BUS_PATH "/org/entropy/Control1"
+#define CONTROL_BUS_NAME              "org.entropy.Control1"
+#define CONTROL_BUS_PATH              "/org/entropy/Control1"
 #define CONTROL_BUS_MANAGER_INTERFACE "org.entropy.Control1.Manager"
-#define CONTROL_BUS_JOB_INTERFACE "org.entropy.Control1.Job"
-#define CONTROL_BUS_WORKER_INTERFACE "org.entropy.Control1.Worker"
-#define CONTROL_BUS_JOB_PREFIX "/org/entropy/Control1/job"
-#define CONTROL_BUS_WORKER_PREFIX "/org/entropy/Control1/worker"
+#define CONTROL_BUS_JOB_INTERFACE     "org.entropy.Control1.Job"
+#define CONTROL_BUS_WORKER_INTERFACE  "org.entropy.Control1.Worker"
+#define CONTROL_BUS_JOB_PREFIX        "/org/entropy/Control1/job"
+#define CONTROL_BUS_WORKER_PREFIX     "/org/entropy/Control1/worker"
 
 /* Connects to the bus (c->settings.user_bus picks the session bus), attaches it to c->event,
  * exports the objects, requests the name asynchronously and registers the listener that turns

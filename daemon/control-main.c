@@ -17,7 +17,9 @@
 #include "control-settings.h"
 #include "control.h"
 #include "http-api.h"
+#include "observability.h"
 #include "http-server.h"
+#include "http-tls.h"
 #include "log.h"
 #include "macro.h"
 #include "reconcile.h"
@@ -29,8 +31,6 @@
 /* STATUS= is refreshed this often, and this soon after a change (coalescing bursts). */
 #define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define STATUS_DELAY_USEC    (200 * USEC_PER_MSEC)
-/* Idle keep-alive connections are closed after this. */
-#define HTTP_CONNECTION_TIMEOUT_SEC 60
 /* Per-connection buffer of libmicrohttpd: bounds the request line and headers. */
 #define HTTP_CONNECTION_MEMORY_LIMIT (64 * 1024)
 
@@ -103,15 +103,30 @@ static int control_status_start(Control *c) {
 
 /* ---- HTTP ----------------------------------------------------------------------------------- */
 
+/* The TLS files of the settings, or NULL for plain HTTP. */
+static const HttpTlsConfig *control_tls_config(const Control *c, HttpTlsConfig *buf) {
+        if (isempty(c->settings.tls_certificate))
+                return NULL;
+        *buf = (HttpTlsConfig){
+                .certificate = c->settings.tls_certificate,
+                .key = c->settings.tls_key,
+                .priorities = c->settings.tls_priorities,
+                .client_ca = c->settings.tls_client_ca,
+        };
+        return buf;
+}
+
 static int control_http_start(Control *c) {
+        HttpTlsConfig tls;
         HttpServerConfig cfg = {
                 .listen = c->settings.listen,
                 .listen_fd = -1,
                 .max_body_size = (size_t) c->settings.max_body_size,
                 .max_connections = (unsigned) c->settings.max_connections,
                 .max_connections_per_ip = (unsigned) c->settings.max_connections_per_ip,
-                .connection_timeout_sec = HTTP_CONNECTION_TIMEOUT_SEC,
+                .connection_timeout_sec = (unsigned) (c->settings.http_connection_timeout / USEC_PER_SEC),
                 .connection_memory_limit = HTTP_CONNECTION_MEMORY_LIMIT,
+                .tls = control_tls_config(c, &tls),
         };
         int r;
 
@@ -125,9 +140,12 @@ static int control_http_start(Control *c) {
         if (r < 0)
                 return r;
         if (cfg.listen_fd >= 0)
-                log_info("Serving the HTTP API on the socket passed by systemd.");
+                log_info("Serving the HTTP%s API on the socket passed by systemd.", cfg.tls ? "S" : "");
         else
-                log_info("Serving the HTTP API on %s.", c->settings.listen);
+                log_info("Serving the HTTP%s API on %s.", cfg.tls ? "S" : "", c->settings.listen);
+        if (cfg.tls && !isempty(c->settings.tls_client_ca))
+                log_info("Client certificates issued by %s are required%s.", c->settings.tls_client_ca,
+                         c->settings.tls_bind_worker_id ? "; worker ids are bound to them" : "");
         return 0;
 }
 
@@ -150,12 +168,41 @@ static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, v
         }
         c->shutting_down = true;
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Finishing the requests in flight...");
+        /* Event streams never end on their own: close them so the drain waits only for real requests. */
+        observability_close_streams(c);
         log_info("Received %s, stopping.", strsignal((int) si->ssi_signo));
 
         r = c->http ? http_server_drain(c->http, DRAIN_TIMEOUT_USEC, on_http_drained, c) : -ENOTCONN;
         if (r < 0)
                 return sd_event_exit(c->event, 0);
         return 0;
+}
+
+/* TLS on or off, its priorities and the client CA are fixed when the HTTP server starts (MHD
+ * takes them then); the certificate and key files may change and are reloaded. */
+static void swap_str(char **a, char **b) {
+        char *t = *a;
+        *a = *b;
+        *b = t;
+}
+
+static void settings_keep_tls(ControlSettings *cur, ControlSettings *fresh) {
+        bool changed = !streq_ptr(cur->tls_priorities, fresh->tls_priorities) ||
+                       !streq_ptr(cur->tls_client_ca, fresh->tls_client_ca);
+
+        swap_str(&cur->tls_priorities, &fresh->tls_priorities);
+        swap_str(&cur->tls_client_ca, &fresh->tls_client_ca);
+        if (isempty(cur->tls_certificate) != isempty(fresh->tls_certificate)) {
+                changed = true;
+                swap_str(&cur->tls_certificate, &fresh->tls_certificate);
+                swap_str(&cur->tls_key, &fresh->tls_key);
+        }
+        if (changed)
+                log_notice("Turning TLS on or off, --tls-priorities and --tls-client-ca take effect at the next "
+                           "restart.");
+        /* Binding needs client certificates, which only a restart can turn on. */
+        if (isempty(fresh->tls_client_ca))
+                fresh->tls_bind_worker_id = false;
 }
 
 /* Moves into fresh the settings that only a restart changes, so that applying fresh keeps them. */
@@ -184,6 +231,19 @@ static void settings_keep_restart_only(ControlSettings *cur, ControlSettings *fr
         fresh->user_bus = cur->user_bus;
         fresh->max_connections = cur->max_connections;
         fresh->max_connections_per_ip = cur->max_connections_per_ip;
+        fresh->http_connection_timeout = cur->http_connection_timeout;
+        settings_keep_tls(cur, fresh);
+}
+
+static void control_reload_tls(Control *c) {
+        HttpTlsConfig tls;
+        int r;
+
+        if (!http_server_is_tls(c->http) || !control_tls_config(c, &tls))
+                return;
+        r = http_server_reload_tls(c->http, &tls);
+        if (r < 0)
+                log_error("Reloading the TLS certificate failed; the current one stays in use.");
 }
 
 /* Config file and environment again, under the original command line; then the tokens. What
@@ -211,6 +271,8 @@ static void control_reload(Control *c) {
                 /* A shorter interval takes effect now, not after the tick armed with the old one. */
                 reconcile_note_deadline(c, control_now(c) + c->settings.reconcile_interval);
         }
+
+        control_reload_tls(c);
 
         /* With the token file paths now in effect; on failure the old tokens stay. */
         r = auth_load(c);
@@ -276,11 +338,13 @@ static int control_open_store(Control *c) {
 
 static void control_done(Control *c) {
         control_bus_stop(c);
+        observability_close_streams(c);
         c->http = http_server_free(c->http);
         c->status_timer = sd_event_source_disable_unref(c->status_timer);
         c->reconcile_timer = sd_event_source_disable_unref(c->reconcile_timer);
         c->retention_timer = sd_event_source_disable_unref(c->retention_timer);
         c->store = store_close(c->store);
+        observability_free(c);
         auth_clear(c);
         control_settings_free(&c->settings);
         c->event = sd_event_unref(c->event);
@@ -318,6 +382,9 @@ static int run(int argc, char **argv) {
         if (r < 0)
                 return log_error_errno(r, "Start-up reconciliation failed: %m");
 
+        r = observability_setup(&c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up metrics and the event stream: %m");
         r = control_http_start(&c);
         if (r < 0)
                 return r;

@@ -66,6 +66,25 @@ static const ConfOption control_options[] = {
          "Most HTTP connections from one address at once; 0 means no limit", 0, 65536},
         {"user-bus", 0, CONF_BOOL, S(user_bus), "no", NULL,
          "Serve the D-Bus API on the session bus instead of the system bus (development)", 0, 0},
+        {"ui-directory", 0, CONF_STRING, S(ui_directory), PKGDATADIR "/ui", "DIR",
+         "Directory of the dashboard's static files, served at /ui", 0, 0},
+        {"http-connection-timeout", 0, CONF_TIMESPAN, S(http_connection_timeout), "30s", "SPAN",
+         "Idle or stalled HTTP connections are closed after this", 0, 0},
+        {"tls-certificate", 0, CONF_STRING, S(tls_certificate), NULL, "FILE",
+         "PEM certificate chain: serve HTTPS (with --tls-key); reloaded on SIGHUP", 0, 0},
+        {"tls-key", 0, CONF_STRING, S(tls_key), NULL, "FILE", "PEM private key of --tls-certificate", 0, 0},
+        {"tls-priorities", 0, CONF_STRING, S(tls_priorities), NULL, "STRING",
+         "GnuTLS priority string (default: TLS 1.3 and 1.2, AEAD ciphers, ECDHE only)", 0, 0},
+        {"tls-client-ca", 0, CONF_STRING, S(tls_client_ca), NULL, "FILE",
+         "Require client certificates issued by this PEM CA (mTLS)", 0, 0},
+        {"tls-bind-worker-id", 0, CONF_BOOL, S(tls_bind_worker_id), "no", NULL,
+         "A worker call's worker_id must be its certificate's subject CN or a SAN", 0, 0},
+        {"require-signed-worker-tokens", 0, CONF_BOOL, S(require_signed_worker_tokens), "no", NULL,
+         "Refuse the plain worker token: workers must send signed tokens (esig1:...)", 0, 0},
+        {"token-clock-skew", 0, CONF_TIMESPAN, S(token_clock_skew), "30s", "SPAN",
+         "Clock difference tolerated when checking a signed token's expiry", 0, 0},
+        {"signed-token-max-lifetime", 0, CONF_TIMESPAN, S(signed_token_max_lifetime), "5min", "SPAN",
+         "Signed worker tokens valid for longer than this are refused", 0, 0},
 };
 /* clang-format on */
 
@@ -106,6 +125,25 @@ static int check_spans(const ControlSettings *s) {
         return 0;
 }
 
+/* TLS and token options that only make sense together. */
+static int check_security(const ControlSettings *s) {
+        if (isempty(s->tls_certificate) != isempty(s->tls_key))
+                return log_error_errno(-EINVAL, "--tls-certificate and --tls-key go together.");
+        if (!isempty(s->tls_priorities) && isempty(s->tls_certificate))
+                return log_error_errno(-EINVAL, "--tls-priorities needs --tls-certificate.");
+        if (!isempty(s->tls_client_ca) && isempty(s->tls_certificate))
+                return log_error_errno(-EINVAL, "--tls-client-ca needs --tls-certificate and --tls-key.");
+        if (s->tls_bind_worker_id && isempty(s->tls_client_ca))
+                return log_error_errno(-EINVAL, "--tls-bind-worker-id needs --tls-client-ca.");
+        if (s->token_clock_skew > 10 * USEC_PER_MINUTE)
+                return log_error_errno(-EINVAL, "--token-clock-skew must be at most 10min.");
+        if (s->signed_token_max_lifetime == 0 || s->signed_token_max_lifetime > USEC_PER_DAY)
+                return log_error_errno(-EINVAL, "--signed-token-max-lifetime must be above 0 and at most a day.");
+        if (s->http_connection_timeout < USEC_PER_SEC || s->http_connection_timeout > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--http-connection-timeout must be between 1s and 1h.");
+        return 0;
+}
+
 int control_settings_check(const ControlSettings *s) {
         char err[256] = "";
         int r;
@@ -117,6 +155,9 @@ int control_settings_check(const ControlSettings *s) {
         if (log_level_from_string(s->log_level) < 0)
                 return log_error_errno(-EINVAL, "Unknown --log-level '%s'.", strempty(s->log_level));
         r = check_spans(s);
+        if (r < 0)
+                return r;
+        r = check_security(s);
         if (r < 0)
                 return r;
         /* The rules between the timeouts, the backoff and the knobs belong to the lease and

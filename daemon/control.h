@@ -13,6 +13,9 @@
 typedef struct Store Store;
 typedef struct HttpServer HttpServer;
 typedef struct AuditEvent AuditEvent;
+typedef struct EventStream EventStream;
+typedef struct LiveMetrics LiveMetrics;
+typedef struct ControlWake ControlWake;
 
 typedef struct ControlSettings {
         char *config;
@@ -48,6 +51,18 @@ typedef struct ControlSettings {
         int64_t max_connections_per_ip;
 
         bool user_bus;              /* D-Bus: own the name on the session bus (development) */
+        char *ui_directory;         /* the dashboard's static files */
+
+        /* Security (docs/security.md). TLS is on when tls_certificate is set. */
+        char *tls_certificate;      /* PEM chain, reloaded on SIGHUP */
+        char *tls_key;              /* PEM key, reloaded on SIGHUP */
+        char *tls_priorities;       /* GnuTLS priority string; NULL: a modern default */
+        char *tls_client_ca;        /* client certificates must chain to it (mTLS); NULL: none asked */
+        bool tls_bind_worker_id;    /* a worker call's worker_id must be named by its certificate */
+        bool require_signed_worker_tokens; /* refuse the plain worker token on worker endpoints */
+        usec_t token_clock_skew;    /* tolerance on a signed token's expiry, either way */
+        usec_t signed_token_max_lifetime; /* signed tokens expiring later than now + this are refused */
+        usec_t http_connection_timeout;   /* idle (or stalled) HTTP connections are closed after this */
 } ControlSettings;
 
 typedef struct ControlCounters {
@@ -70,6 +85,9 @@ typedef struct Control {
         Store *store;
         HttpServer *http;
         sd_bus *bus;
+        EventStream *event_stream; /* GET /events/stream subscribers */
+        LiveMetrics *live_metrics; /* histograms and rates for GET /metrics */
+        ControlWake *wake;         /* wake-ups of sleeping workers (control-wake.h) */
 
         /* Tokens as currently loaded; the previous ones are accepted during rotation. */
         char *admin_token, *admin_token_previous;

@@ -16,7 +16,8 @@ libentropy_control_core_a_SOURCES = \
 	daemon/reconcile.c daemon/reconcile.h \
 	daemon/retention.c daemon/retention.h \
 	daemon/job-json.c daemon/job-json.h \
-	daemon/api-admin.c daemon/api-worker.c daemon/api-util.c daemon/api-util.h
+	daemon/api-admin.c daemon/api-worker.c daemon/api-util.c daemon/api-util.h \
+	$(CONTROL_CORE_OBSERVABILITY_SRC)
 libentropy_control_core_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(JSONC_CFLAGS) $(MHD_CFLAGS)
 CONTROL_CORE_LIBS = libentropy-control-core.a $(COMMON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS)
 

@@ -27,6 +27,7 @@ struct EventSubscriber {
         size_t start, size, allocated;
 
         bool suspended; /* by event_stream_read(), waiting for more */
+        bool resuming;  /* resumed, but libmicrohttpd has not read from it since */
         bool ending;    /* takes no more: send what is queued, then end the stream */
 
         /* Filters; NULL matches anything. */
@@ -43,6 +44,7 @@ struct EventStream {
         sd_event_source *heartbeat;
         EventStreamWake wake;
         void *wake_userdata;
+        sd_event_source *wake_defer; /* calls wake from the loop, outside libmicrohttpd */
 };
 
 /* ---- subscriber queues ---------------------------------------------------------------------- */
@@ -74,15 +76,33 @@ static int queue_append(EventSubscriber *sub, const char *data, size_t n) {
         return 0;
 }
 
-static void subscriber_wake(EventSubscriber *sub) {
-        if (!sub->suspended)
+/* Asks for an MHD_run() (see event_stream_set_wake()). Not at once: this may run inside one of
+ * libmicrohttpd's callbacks (an audit event committed by an HTTP handler), and a server that
+ * re-arms its timer from MHD_get_timeout() after MHD_run() would overwrite the request. A defer
+ * source runs after the current dispatch, outside libmicrohttpd. */
+static void hub_wake(EventStream *s) {
+        if (!s || !s->wake)
                 return;
-        sub->suspended = false;
-        MHD_resume_connection(sub->connection);
-        /* The next MHD_run() takes the connection back and calls event_stream_read() again; the
-         * wake makes sure one comes (see event_stream_set_wake()). */
-        if (sub->hub && sub->hub->wake)
-                sub->hub->wake(sub->hub->wake_userdata);
+        if (!s->wake_defer || sd_event_source_set_enabled(s->wake_defer, SD_EVENT_ONESHOT) < 0)
+                s->wake(s->wake_userdata);
+}
+
+static int on_wake_defer(sd_event_source *src, void *userdata) {
+        EventStream *s = userdata;
+        s->wake(s->wake_userdata);
+        return 0;
+}
+
+static void subscriber_wake(EventSubscriber *sub) {
+        if (sub->suspended) {
+                sub->suspended = false;
+                sub->resuming = true;
+                MHD_resume_connection(sub->connection);
+        }
+        /* Until libmicrohttpd has taken the connection back, every new byte asks again: a wake
+         * lost on the way must not strand the stream. */
+        if (sub->resuming)
+                hub_wake(sub->hub);
 }
 
 /* Ends a subscriber's stream after what is queued. */
@@ -229,6 +249,15 @@ int event_stream_new(Control *c, const EventStreamLimits *limits, EventStream **
 void event_stream_set_wake(EventStream *s, EventStreamWake wake, void *userdata) {
         s->wake = wake;
         s->wake_userdata = userdata;
+        if (!wake || s->wake_defer || !s->control->event)
+                return;
+        if (sd_event_add_defer(s->control->event, &s->wake_defer, on_wake_defer, s) < 0 ||
+            sd_event_source_set_enabled(s->wake_defer, SD_EVENT_OFF) < 0) {
+                log_warning("Failed to add the event stream's wake source; waking the HTTP server directly.");
+                s->wake_defer = sd_event_source_disable_unref(s->wake_defer);
+                return;
+        }
+        (void) sd_event_source_set_description(s->wake_defer, "event-stream-wake");
 }
 
 void event_stream_close_all(EventStream *s) {
@@ -250,6 +279,7 @@ EventStream *event_stream_free(EventStream *s) {
                 sub->prev = sub->next = NULL;
         }
         s->heartbeat = sd_event_source_disable_unref(s->heartbeat);
+        s->wake_defer = sd_event_source_disable_unref(s->wake_defer);
         free(s);
         return NULL;
 }
@@ -310,6 +340,7 @@ ssize_t event_stream_read(void *userdata, uint64_t pos, char *buf, size_t max) {
         EventSubscriber *sub = userdata;
         size_t n = MIN(queue_pending(sub), max);
 
+        sub->resuming = false;
         if (n > 0) {
                 memcpy(buf, sub->buf + sub->start, n);
                 sub->start += n;

@@ -1,13 +1,17 @@
 /* http-api.c: the route table (method + path -> role -> handler) and authentication. Every
- * refusal made here is a JSON {"error": ...}; refusals for a bad or missing token are audited,
- * without the token. */
+ * refusal made here is a JSON {"error": ...}; refusals for a bad or missing token or client
+ * certificate, or a worker id its credentials do not name (http-auth.c), are audited without the
+ * token. */
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 
 #include "api.h"
 #include "audit.h"
 #include "auth.h"
 #include "http-api.h"
+#include "http-auth.h"
+#include "observability.h"
 #include "log.h"
 #include "macro.h"
 #include "protocol.h"
@@ -37,6 +41,13 @@ static const Route routes[] = {
         {"GET", "/workers", false, ROUTE_ADMIN, api_get_workers},
         {"GET", "/events", false, ROUTE_ADMIN, api_get_events},
         {"GET", "/metrics", false, ROUTE_METRICS, api_get_metrics},
+        {"GET", "/events/stream", false, ROUTE_ADMIN, api_get_events_stream},
+        {"POST", "/drain", false, ROUTE_ADMIN, api_post_drain},
+
+        /* The dashboard's page and files; they hold no data, the page asks for a token itself. */
+        {"GET", "/ui", false, ROUTE_PUBLIC, ui_serve},
+        {"GET", "/ui/", false, ROUTE_PUBLIC, ui_serve},
+        {"GET", "/ui/", true, ROUTE_PUBLIC, ui_serve},
 
         {"POST", "/register", false, ROUTE_WORKER, api_post_register},
         {"GET", "/next-job", false, ROUTE_WORKER, api_get_next_job},
@@ -118,41 +129,60 @@ static int refuse_route(const HttpRequest *req, HttpResponse *resp, bool path_kn
         return http_response_add_header(resp, "Allow", allow);
 }
 
-/* 0 when the token opens the route; else the refusal's reason for the audit trail. */
-static const char *auth_check(Control *c, const Route *route, const char *token) {
-        unsigned roles;
+/* Refusals are audited (who, what, from where; never the token). A flood of them is bounded:
+ * past REFUSALS_AUDITED_PER_SEC in one second the rest are only counted, and the count is logged
+ * with the next audited one, so that bad requests cannot turn into unbounded database writes. */
+#define REFUSALS_AUDITED_PER_SEC 50
 
-        if (route->role == ROUTE_PUBLIC)
-                return NULL;
-        if (isempty(token))
-                return "missing token";
-        if (strlen(token) > HTTP_API_TOKEN_MAX)
-                return "invalid token";
-        roles = auth_token_roles(c, token);
-        if (roles & role_bits(route->role))
-                return NULL;
-        return roles ? "token of another role" : "invalid token";
+static bool refusal_audit_allowed(Control *c, uint64_t *ret_suppressed) {
+        static usec_t window;
+        static unsigned n_window;
+        static uint64_t suppressed;
+        usec_t now = now_monotonic_usec();
+
+        if (now - window >= USEC_PER_SEC) {
+                window = now;
+                n_window = 0;
+        }
+        if (n_window >= REFUSALS_AUDITED_PER_SEC) {
+                suppressed++;
+                return false;
+        }
+        n_window++;
+        *ret_suppressed = suppressed;
+        suppressed = 0;
+        return true;
 }
 
-static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, HttpResponse *resp, const char *reason) {
-        char what[192];
+static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, HttpResponse *resp,
+                       const HttpAuthResult *a) {
+        uint64_t suppressed = 0;
+        char what[256];
         int r;
 
         c->counters.refused++;
-        snprintf(what, sizeof(what), "%s %s: %s (needs the %s token)", req->method, req->path, reason,
-                 role_name(route->role));
-        /* Who is unknown (no valid token names anyone); the token itself is never recorded. */
-        r = audit_refused(c, "auth", NULL, req->remote, req->request_id, what);
-        if (r < 0)
-                log_warning_errno(r, "Failed to audit a refused request from %s: %m", req->remote);
-        return http_response_error(resp, 401, "%s",
-                                   streq(reason, "missing token") ? "missing API token (X-API-Token)"
-                                                                  : "invalid API token for this endpoint");
+        if (refusal_audit_allowed(c, &suppressed)) {
+                if (suppressed > 0)
+                        log_warning("%" PRIu64 " refused request(s) were not audited (more than %d a second).",
+                                    suppressed, REFUSALS_AUDITED_PER_SEC);
+                snprintf(what, sizeof(what), "%s %.128s: %s (needs the %s token)", req->method, req->path, a->reason,
+                         role_name(route->role));
+                /* Who: what a certificate or signed token proved, else unknown. Never the token. */
+                r = audit_refused(c, "auth", a->who[0] ? a->who : NULL, req->remote, req->request_id, what);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to audit a refused request from %s: %m", req->remote);
+        }
+        if (a->status == 401 && streq(a->reason, "missing token"))
+                return http_response_error(resp, 401, "missing API token (X-API-Token)");
+        if (a->status == 401 && (streq(a->reason, "invalid token") || streq(a->reason, "token of another role")))
+                return http_response_error(resp, 401, "invalid API token for this endpoint");
+        return http_response_error(resp, a->status, "%s", a->reason);
 }
 
 int http_api_dispatch(void *userdata, const HttpRequest *req, HttpResponse *resp) {
         Control *c = userdata;
-        const char *rid, *reason;
+        HttpAuthResult auth;
+        const char *rid;
         const Route *route;
         bool path_known = false;
         char allow[64];
@@ -167,9 +197,11 @@ int http_api_dispatch(void *userdata, const HttpRequest *req, HttpResponse *resp
                 return http_response_error(resp, 400, "X-Request-ID must be 1 to %d printable ASCII characters",
                                            HTTP_REQUEST_ID_MAX);
 
-        reason = auth_check(c, route, http_request_header(req, "X-API-Token"));
-        if (reason)
-                return refuse_auth(c, route, req, resp, reason);
+        r = http_auth_check(c, req, role_bits(route->role), route->role == ROUTE_WORKER, &auth);
+        if (r < 0)
+                return r;
+        if (auth.status != 0)
+                return refuse_auth(c, route, req, resp, &auth);
 
         r = route->handler(c, req, resp);
         if (r < 0) {

@@ -4,7 +4,10 @@
  * bounded here, then handed whole to the dispatch function (http-api.c); the HttpResponse it
  * fills is sent back with the headers every response carries.
  *
- * Later additions have a place: TLS goes into server_options()/server_flags(); a request held
+ * TLS (http-tls.c): with a certificate configured the daemon runs with MHD_USE_TLS and takes its
+ * credentials from http-tls.c's callback (so that SIGHUP can replace them); with a client CA, each
+ * request's client certificate is verified here and the result handed to the route layer in the
+ * HttpRequest (peer_identity, peer_error). A request held
  * until a group commit is durable would be an MHD_suspend_connection() in request_finish() and an
  * MHD_resume_connection() from the commit callback (MHD_ALLOW_SUSPEND_RESUME is already on, and a
  * resume wakes the loop through MHD's ITC, which sits in the epoll set we watch). */
@@ -25,7 +28,9 @@
 #include <systemd/sd-daemon.h>
 
 #include "http-server.h"
+#include "http-tls.h"
 #include "json-util.h"
+#include "strv.h"
 #include "log.h"
 #include "macro.h"
 #include "time-util.h"
@@ -41,6 +46,7 @@ struct HttpServer {
         HttpDispatch dispatch;
         void *userdata;
         size_t max_body_size;
+        HttpTls *tls; /* NULL: plain HTTP */
 
         unsigned n_connections;
         unsigned n_in_flight;
@@ -145,15 +151,22 @@ int http_response_add_header(HttpResponse *resp, const char *name, const char *v
 /* ---- requests ------------------------------------------------------------------------------- */
 
 const char *http_request_query(const HttpRequest *req, const char *key) {
-        if (!req->connection)
-                return NULL;
-        return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
+        if (req->connection)
+                return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
+        for (size_t i = 0; req->query && i < req->n_query; i++)
+                if (streq_ptr(req->query[i].name, key))
+                        return req->query[i].value;
+        return NULL;
 }
 
 const char *http_request_header(const HttpRequest *req, const char *name) {
-        if (!req->connection)
-                return NULL;
-        return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+        if (req->connection)
+                return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+        /* Header names are case-insensitive, as MHD compares them. */
+        for (size_t i = 0; req->headers && i < req->n_headers; i++)
+                if (req->headers[i].name && strcasecmp(req->headers[i].name, name) == 0)
+                        return req->headers[i].value;
+        return NULL;
 }
 
 bool http_request_id_valid(const char *id) {
@@ -292,6 +305,27 @@ static int request_append(HttpServer *s, RequestState *st, const char *data, siz
         return 0;
 }
 
+/* With client certificates required: what the connection's certificate proves, or why it proves
+ * nothing. Verified for each request (cheap next to the request itself), so nothing about a
+ * connection is cached that a renegotiation could change. */
+static int request_verify_peer(HttpServer *s, struct MHD_Connection *conn, HttpRequest *req, char ***ret_names) {
+        const union MHD_ConnectionInfo *ci;
+        int r;
+
+        req->tls = s->tls != NULL;
+        if (!http_tls_wants_client_certificate(s->tls))
+                return 0;
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        r = http_tls_verify_peer(ci ? ci->tls_session : NULL, ret_names, &req->peer_error);
+        if (r == -EACCES)
+                return 0;
+        if (r < 0)
+                return r;
+        req->peer_names = *ret_names;
+        req->peer_identity = (*ret_names)[0];
+        return 0;
+}
+
 /* Last call: the whole request is here. */
 static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
                                       const char *method) {
@@ -304,11 +338,14 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
                 .request_id = http_request_id_valid(rid) ? rid : NULL,
                 .connection = conn,
         };
+        _cleanup_(strv_freep) char **peer_names = NULL;
         HttpResponse resp = {};
         int r;
 
         connection_remote(conn, req.remote, sizeof(req.remote));
-        r = s->dispatch(s->userdata, &req, &resp);
+        r = request_verify_peer(s, conn, &req, &peer_names);
+        if (r >= 0)
+                r = s->dispatch(s->userdata, &req, &resp);
         if (r < 0) {
                 log_error_errno(r, "Failed to handle %s %s: %m", method, url);
                 http_response_done(&resp);
@@ -511,28 +548,55 @@ static int listen_bind(const char *address) {
 
 /* ---- start and stop ------------------------------------------------------------------------- */
 
-static unsigned server_flags(void) {
+static unsigned server_flags(const HttpServer *s) {
         /* No thread of its own: sd-event drives it. Suspend/resume (and with it the ITC that
          * MHD_quiesce_daemon also wants) is on for the requests that will wait for a commit. */
-        return MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        return MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (s->tls ? MHD_USE_TLS : 0);
+}
+
+#define SERVER_OPTIONS_MAX 16
+
+static void option_add(struct MHD_OptionItem *opts, size_t *n, enum MHD_OPTION option, intptr_t value, void *ptr) {
+        assert(*n < SERVER_OPTIONS_MAX - 1); /* room for the MHD_OPTION_END */
+        opts[(*n)++] = (struct MHD_OptionItem){option, value, ptr};
+}
+
+/* The credentials come from http-tls.c's callback rather than MHD_OPTION_HTTPS_MEM_CERT/KEY: MHD
+ * cannot swap those in a running daemon, and SIGHUP must (see http-tls.c). */
+static void server_tls_options(const HttpServer *s, struct MHD_OptionItem *opts, size_t *n) {
+        const char *ca;
+
+        if (!s->tls)
+                return;
+        option_add(opts, n, MHD_OPTION_HTTPS_CERT_CALLBACK2, 0, http_tls_certificate_callback());
+        option_add(opts, n, MHD_OPTION_HTTPS_PRIORITIES, 0, (void *) http_tls_priorities(s->tls));
+        ca = http_tls_client_ca_pem(s->tls);
+        /* The trust makes MHD *request* a certificate; request_verify_peer() requires it. */
+        if (ca)
+                option_add(opts, n, MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *) ca);
 }
 
 static int server_start_daemon(HttpServer *s, const HttpServerConfig *cfg, int fd) {
-        struct MHD_OptionItem opts[] = {
-                /* The logger first, or MHD logs the options before it to stderr itself. */
-                {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, NULL},
-                {MHD_OPTION_LISTEN_SOCKET, fd, NULL},
-                {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_request_completed, s},
-                {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, s},
-                {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_sec, NULL},
-                {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) cfg->connection_memory_limit, NULL},
-                {MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip, NULL},
-                {cfg->max_connections > 0 ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END, cfg->max_connections, NULL},
-                {MHD_OPTION_END, 0, NULL},
-        };
+        struct MHD_OptionItem opts[SERVER_OPTIONS_MAX];
+        size_t n = 0;
 
-        s->daemon =
-                MHD_start_daemon(server_flags(), 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        /* The logger first, or MHD logs the options before it to stderr itself. */
+        option_add(opts, &n, MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) on_mhd_log, NULL);
+        option_add(opts, &n, MHD_OPTION_LISTEN_SOCKET, fd, NULL);
+        option_add(opts, &n, MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_request_completed, s);
+        option_add(opts, &n, MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, s);
+        option_add(opts, &n, MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_sec, NULL);
+        option_add(opts, &n, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t) cfg->connection_memory_limit, NULL);
+        option_add(opts, &n, MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip, NULL);
+        if (cfg->max_connections > 0)
+                option_add(opts, &n, MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL);
+        server_tls_options(s, opts, &n);
+        opts[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+        if (s->tls && MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK2) != MHD_YES)
+                return log_error_errno(-EOPNOTSUPP, "This libmicrohttpd cannot serve TLS with a certificate callback.");
+        s->daemon = MHD_start_daemon(server_flags(s), 0, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
+                                     MHD_OPTION_END);
         if (!s->daemon)
                 return log_error_errno(-EINVAL, "Failed to start the HTTP server (libmicrohttpd refused its options).");
         return 0;
@@ -574,6 +638,11 @@ int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispa
         s->dispatch = dispatch;
         s->userdata = userdata;
         s->max_body_size = cfg->max_body_size;
+        if (cfg->tls) {
+                r = http_tls_new(cfg->tls, &s->tls);
+                if (r < 0)
+                        return r;
+        }
 
         if (cfg->listen_fd >= 0)
                 fd = cfg->listen_fd;
@@ -609,6 +678,16 @@ void http_server_wake(HttpServer *s) {
 void http_server_set_max_body_size(HttpServer *s, size_t max_body_size) {
         if (max_body_size > 0)
                 s->max_body_size = max_body_size;
+}
+
+int http_server_reload_tls(HttpServer *s, const HttpTlsConfig *tls) {
+        if (!s || !s->tls)
+                return -ENOTCONN;
+        return http_tls_reload(s->tls, tls);
+}
+
+bool http_server_is_tls(const HttpServer *s) {
+        return s && s->tls;
 }
 
 unsigned http_server_n_in_flight(const HttpServer *s) {
@@ -688,6 +767,7 @@ HttpServer *http_server_free(HttpServer *s) {
         /* Closes every connection; on_request_completed() frees what each request still held. */
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);
+        http_tls_free(s->tls); /* after MHD: no handshake can call for the credentials any more */
         sd_event_unref(s->event);
         free(s);
         return NULL;

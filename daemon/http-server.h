@@ -13,6 +13,13 @@
 #include "macro.h"
 
 struct MHD_Connection;
+typedef struct HttpTlsConfig HttpTlsConfig;
+
+/* A header or query argument of a request made without a connection (fuzzers, tests). */
+typedef struct HttpField {
+        const char *name;
+        const char *value;
+} HttpField;
 
 typedef struct HttpRequest {
         const char *method; /* "GET", "POST", ... */
@@ -22,6 +29,17 @@ typedef struct HttpRequest {
         const char *request_id; /* X-Request-ID as sent (validated), or NULL */
         char remote[64];        /* peer address, for audit of refused requests */
         struct MHD_Connection *connection;
+        /* Without a connection, http_request_header() and http_request_query() look here. */
+        const HttpField *headers, *query;
+        size_t n_headers, n_query;
+        /* TLS: tls is set on an HTTPS connection. With client certificates required,
+         * peer_identity and peer_names (subject CN first, then SANs, NULL-terminated) are what a
+         * verified client certificate proves, and peer_error, when set, is why it did not verify
+         * (the route layer refuses the request with it; GET /healthz stays open). */
+        bool tls;
+        const char *peer_identity;
+        char *const *peer_names;
+        const char *peer_error;
 } HttpRequest;
 
 #define HTTP_RESPONSE_MAX_HEADERS 4
@@ -79,8 +97,9 @@ typedef struct HttpServerConfig {
         unsigned max_connections_per_ip; /* 0: no limit */
         unsigned connection_timeout_sec; /* idle connections are closed after this */
         size_t connection_memory_limit;  /* per-connection buffer: bounds the request line + headers */
-        /* TLS (issue 7) adds its certificate, key and priorities here; http-server.c turns them into
-         * MHD_USE_TLS and MHD_OPTION_HTTPS_* in one place (server_options()). */
+        /* HTTPS when set (http-tls.h): certificate, key, priorities and the client CA that turns
+         * client-certificate checking on. NULL serves plain HTTP. */
+        const HttpTlsConfig *tls;
 } HttpServerConfig;
 
 /* The socket systemd passed (exactly one stream socket expected), or -ENOENT when none was
@@ -94,6 +113,10 @@ int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispa
 void http_server_wake(HttpServer *s);
 /* Limits that may change at runtime (SIGHUP). */
 void http_server_set_max_body_size(HttpServer *s, size_t max_body_size);
+/* Reads the TLS certificate and key again (SIGHUP); new handshakes use them. On failure the
+ * current pair stays (logged). -ENOTCONN when the server does not speak TLS. */
+int http_server_reload_tls(HttpServer *s, const HttpTlsConfig *tls);
+bool http_server_is_tls(const HttpServer *s);
 /* Graceful stop: stops accepting connections, lets the requests in flight finish (answering them
  * with Connection: close), then calls done. Requests still unfinished after timeout are cut. */
 typedef void (*HttpDrainDone)(HttpServer *s, void *userdata);

@@ -31,6 +31,11 @@ int jobs_retry_or_fail(Control *c, const Origin *o, const Job *j, const char *er
 int jobs_complete_locked(Control *c, const Origin *o, const Completion *comp, JobState *ret_state, OpError *err);
 int jobs_fail_locked(Control *c, const Origin *o, const Failure *f, JobState *ret_state, OpError *err);
 
+/* Of the jobs a worker reports running (workers.h HeldJob), those it must stop: not held by it
+ * (ASSIGNED or RUNNING under its worker id), or held under another assignment than reported. */
+typedef struct HeldJob HeldJob;
+int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret);
+
 /* Ids of the jobs a worker holds (ASSIGNED or RUNNING). */
 int jobs_held_by(Control *c, const char *worker_id, char ***ret);
 

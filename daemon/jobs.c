@@ -348,6 +348,27 @@ int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
         return 0;
 }
 
+int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret) {
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(job_freep) Job *j = NULL;
+                r = jobs_get(c, jobs[i].job_id, &j);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+                bool held = j && streq_ptr(j->worker_id, worker_id) &&
+                            (j->status == JOB_ASSIGNED || j->status == JOB_RUNNING) &&
+                            (!jobs[i].assignment_id || streq_ptr(j->assignment_id, jobs[i].assignment_id));
+                if (!held && !strv_contains(l, jobs[i].job_id) && strv_extend(&l, jobs[i].job_id) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 /* ---- column updates that accompany transitions (never the status) ---- */
 
 static int set_assignment(Control *c, const char *job_id, const char *worker_id, const char *assignment_id,
@@ -742,6 +763,76 @@ int jobs_complete(Control *c, const Origin *o, const Completion *comp, JobState 
 
 /* ---- fail ---- */
 
+static json_object *failure_details(const Failure *f) {
+        json_object *d = json_object_new_object();
+        if (!d)
+                return NULL;
+        json_add_string(d, "failure_kind", f->failure_kind);
+        json_add_bool(d, "retryable", !f->not_retryable);
+        if (f->handback)
+                json_add_bool(d, "handback", true);
+        if (f->has_exit_code)
+                json_add_int64(d, "exit_code", f->exit_code);
+        return d;
+}
+
+/* "retryable": false: another attempt would end the same way (e.g. the worker's policy refused
+ * the command), so attempts left do not matter. */
+static int fail_for_good(Control *c, const Origin *o, const Job *j, const Failure *f, JobState *ret_state) {
+        _cleanup_json_ json_object *d = failure_details(f);
+        _cleanup_free_ char *reason = NULL;
+        int r;
+
+        if (!d || asprintf(&reason, "not retryable (%s): %s", f->failure_kind ?: "unspecified",
+                           f->error ?: "failed") < 0)
+                return -ENOMEM;
+        r = job_transition(c, o, j->job_id, JOB_FAILED, &(JobChange){.reason = reason, .details = d}, NULL);
+        if (r < 0)
+                return r;
+        r = set_outcome(c, j->job_id, reason, f->has_exit_code, f->exit_code, 0);
+        if (r < 0)
+                return r;
+        if (ret_state)
+                *ret_state = JOB_FAILED;
+        return 0;
+}
+
+static int give_back_attempt(Control *c, const char *job_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, "UPDATE jobs SET attempt_count = MAX(0, attempt_count - 1) WHERE job_id = ?",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, job_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        return r < 0 ? r : 0;
+}
+
+/* A worker stopping (SIGTERM, stop-mode=handback) gives the job back unfinished: not the job's
+ * fault, so no attempt is counted and no backoff applies (see jobs.h). */
+static int hand_back(Control *c, const Origin *o, const Job *j, const Failure *f, JobState *ret_state) {
+        _cleanup_json_ json_object *d = failure_details(f);
+        _cleanup_free_ char *reason = NULL;
+        usec_t now = control_now(c);
+        int r;
+
+        if (!d || asprintf(&reason, "handed back by worker %s: %s", f->worker_id, f->error ?: "worker stopping") < 0)
+                return -ENOMEM;
+        r = job_transition(c, o, j->job_id, JOB_RETRYING, &(JobChange){.reason = reason, .details = d}, NULL);
+        if (r < 0)
+                return r;
+        r = set_outcome(c, j->job_id, reason, f->has_exit_code, f->exit_code, now);
+        if (r >= 0)
+                r = give_back_attempt(c, j->job_id);
+        if (r < 0)
+                return r;
+        reconcile_note_deadline(c, now);
+        if (ret_state)
+                *ret_state = JOB_RETRYING;
+        return 0;
+}
+
 int jobs_fail_locked(Control *c, const Origin *o, const Failure *f, JobState *ret_state, OpError *err) {
         _cleanup_(job_freep) Job *j = NULL;
         int r;
@@ -765,6 +856,10 @@ int jobs_fail_locked(Control *c, const Origin *o, const Failure *f, JobState *re
                                                   job_state_to_string(j->status))
                                    : r;
         }
+        if (f->not_retryable)
+                return fail_for_good(c, o, j, f, ret_state);
+        if (f->handback)
+                return hand_back(c, o, j, f, ret_state);
         return jobs_retry_or_fail(c, o, j, f->error ? f->error : "failed", f->has_exit_code, f->exit_code, ret_state);
 }
 

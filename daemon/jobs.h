@@ -145,10 +145,20 @@ typedef struct Failure {
         bool has_exit_code;
         int64_t exit_code;
         const char *error;
+        const char *failure_kind; /* the worker's classification ("exit", "policy", ...); may be NULL */
+        bool not_retryable;       /* the wire's "retryable": false: fail for good whatever attempts are left */
+        bool handback;            /* the worker gives the job back unfinished (it is stopping): no attempt counted */
 } Failure;
 
 /* RUNNING or LOST -> RETRYING (attempts left, backoff scheduled) or FAILED. *ret_state is the
- * state the job is really in afterwards. */
+ * state the job is really in afterwards.
+ *   not_retryable: RUNNING/LOST -> FAILED at once (e.g. refused by the worker's policy: another
+ *     attempt would be refused the same way); the reason is audited.
+ *   handback: RUNNING/LOST -> RETRYING with the attempt given back (attempt_count - 1) and no
+ *     backoff (retry_at = now), so the next sweep, pulled in to now, makes it PENDING for another
+ *     worker. Through RETRYING rather than straight to PENDING so that the state machine keeps
+ *     its table and a repeat of the same /fail stays a no-op (RETRYING with the latest
+ *     assignment, below). not_retryable wins over handback. */
 int jobs_fail(Control *c, const Origin *o, const Failure *fail, JobState *ret_state, OpError *err);
 
 /* Aborts one job (job_id), every job a worker holds (worker_id; ASSIGNED or RUNNING), or with

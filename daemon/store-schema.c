@@ -7,7 +7,9 @@
  *   v3  indexes for the claim query (partial, PENDING only), the reconciler's deadlines, listing
  *       and retention; worker drain/restart/state columns
  *   v4  job_counts, kept by triggers: jobs per state without counting a million terminal rows
- *       (sd_notify STATUS, /metrics and D-Bus ask often) */
+ *       (sd_notify STATUS, /metrics and D-Bus ask often)
+ *   v5  workers' wake socket (wake_port, 0 = none; wake_address, numeric IP), and an index of the
+ *       PENDING jobs held back by scheduled_at, so the wake-up timer finds the next one at once */
 #include <errno.h>
 #include <stdio.h>
 
@@ -113,6 +115,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "  UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;"
         "  INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT(status) DO UPDATE SET n = n + 1;"
         "END;",
+
+        /* v5 */
+        "ALTER TABLE workers ADD COLUMN wake_port INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE workers ADD COLUMN wake_address TEXT;"
+        "CREATE INDEX jobs_scheduled ON jobs(scheduled_at) WHERE status = 'PENDING' AND scheduled_at > 0;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -1,5 +1,6 @@
 /* workers.c: registration (nonce pinning, instance ids), heartbeats, drain, and worker state
  * derived from heartbeat age. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 
 #define WORKER_SELECT                                                                                                  \
         "SELECT worker_id, instance_id, capabilities, current_job_id, metrics, heartbeat_seq, last_seen, "             \
-        "registered_at, draining, restart_pending, nonce IS NOT NULL, state FROM workers "
+        "registered_at, draining, restart_pending, nonce IS NOT NULL, state, wake_port, wake_address FROM workers "
 
 Worker *worker_free(Worker *w) {
         if (!w)
@@ -26,6 +27,7 @@ Worker *worker_free(Worker *w) {
         strv_free(w->capabilities);
         free(w->current_job_id);
         free(w->metrics);
+        free(w->wake_address);
         free(w);
         return NULL;
 }
@@ -65,6 +67,9 @@ static int worker_from_row(Control *c, sqlite3_stmt *st, Worker **ret, WorkerSta
         w->has_nonce = sqlite3_column_int(st, 10) != 0;
         if (ret_stored)
                 *ret_stored = worker_state_from_string((const char *) sqlite3_column_text(st, 11));
+        w->wake_port = (uint16_t) CLAMP(sqlite3_column_int64(st, 12), 0, 65535);
+        if (store_column_strdup(st, 13, &w->wake_address) < 0)
+                return -ENOMEM;
         w->state = worker_state_at(c, w, control_now(c));
         *ret = TAKE_PTR(w);
         return 0;
@@ -243,6 +248,11 @@ static int mark_seen(Control *c, const Origin *o, const char *worker_id) {
 
 /* ---- register ---- */
 
+bool ip_address_is_numeric(const char *s) {
+        unsigned char buf[sizeof(struct in6_addr)];
+        return s && (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1);
+}
+
 static int validate_registration(const WorkerRegistration *reg, OpError *err) {
         if (isempty(reg->worker_id) || strlen(reg->worker_id) > LIMIT_ID_LEN)
                 return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
@@ -258,6 +268,10 @@ static int validate_registration(const WorkerRegistration *reg, OpError *err) {
         STRV_FOREACH (cap, reg->capabilities)
                 if (strlen(*cap) > LIMIT_CAPABILITY_LEN)
                         return op_error_set(err, -EINVAL, "a capability is longer than %d bytes", LIMIT_CAPABILITY_LEN);
+        if (reg->wake_port < 0 || reg->wake_port > 65535)
+                return op_error_set(err, -EINVAL, "field 'wake_port' must be between 1 and 65535");
+        if (reg->wake_address && !ip_address_is_numeric(reg->wake_address))
+                return op_error_set(err, -EINVAL, "field 'wake_address' must be a numeric IPv4 or IPv6 address");
         return 0;
 }
 
@@ -297,16 +311,20 @@ static int upsert(Control *c, const WorkerRegistration *reg, bool restarted, use
         /* The heartbeat sequence restarts with each registration: a new process counts from 0. */
         r = store_prepare(c->store,
                           "INSERT INTO workers (worker_id, nonce, instance_id, capabilities, last_seen, registered_at, "
-                          "heartbeat_seq, state) VALUES (?1, ?2, ?3, ?4, ?5, ?5, -1, 'ONLINE') "
+                          "heartbeat_seq, state, wake_port, wake_address) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?5, -1, 'ONLINE', ?7, ?8) "
                           "ON CONFLICT(worker_id) DO UPDATE SET nonce = coalesce(nonce, ?2), "
                           "instance_id = coalesce(?3, instance_id), capabilities = ?4, last_seen = ?5, "
-                          "heartbeat_seq = -1, restart_pending = restart_pending OR ?6",
+                          "heartbeat_seq = -1, restart_pending = restart_pending OR ?6, wake_port = ?7, "
+                          "wake_address = ?8",
                           &st);
         if (r < 0)
                 return r;
         if (store_bind_text(st, 1, reg->worker_id) < 0 || store_bind_text(st, 2, reg->nonce) < 0 ||
             store_bind_text(st, 3, reg->instance_id) < 0 || store_bind_text(st, 4, caps) < 0 ||
-            store_bind_int64(st, 5, (int64_t) now) < 0 || store_bind_int64(st, 6, restarted) < 0)
+            store_bind_int64(st, 5, (int64_t) now) < 0 || store_bind_int64(st, 6, restarted) < 0 ||
+            store_bind_int64(st, 7, reg->wake_port) < 0 ||
+            store_bind_text(st, 8, reg->wake_port > 0 ? reg->wake_address : NULL) < 0)
                 return -ENOMEM;
         r = store_step(c->store, st);
         return r < 0 ? r : 0;
@@ -321,6 +339,10 @@ static int audit_registration(Control *c, const Origin *o, const WorkerRegistrat
                 return -ENOMEM;
         json_add_string(d, "instance_id", reg->instance_id);
         json_add_strv(d, "capabilities", reg->capabilities);
+        if (reg->wake_port > 0) {
+                json_add_int64(d, "wake_port", reg->wake_port);
+                json_add_string(d, "wake_address", reg->wake_address);
+        }
         snprintf(msg, sizeof(msg), "Worker %s %s", reg->worker_id, what);
         return audit_record(c,
                             &(AuditRecord){.component = "workers",
@@ -391,55 +413,88 @@ static int store_heartbeat(Control *c, const char *worker_id, const char *curren
         return r < 0 ? r : 0;
 }
 
-static int heartbeat_locked(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
-                            const char *metrics, OpError *err) {
+static int heartbeat_locked(Control *c, const Origin *o, const Heartbeat *hb, OpError *err) {
         _cleanup_(worker_freep) Worker *w = NULL;
+        _cleanup_strv_free_ char **claimed = NULL;
+        const char *current = hb->n_jobs > 0 ? hb->jobs[0].job_id : NULL;
         usec_t now = control_now(c);
         int r;
 
-        r = worker_require(c, worker_id, &w);
+        r = worker_require(c, hb->worker_id, &w);
         if (r == -EPERM)
-                return op_error_set(err, r, "worker %s is not registered", worker_id);
+                return op_error_set(err, r, "worker %s is not registered", hb->worker_id);
         if (r < 0)
                 return r;
-        if (seq <= w->heartbeat_seq)
+        if (hb->seq <= w->heartbeat_seq)
                 return OP_NOOP; /* late or repeated: an older view than the one we have */
         if (w->restart_pending) {
-                char *claimed[] = {(char *) current_job_id, NULL};
-                r = worker_resolve_restart(c, o, worker_id, current_job_id ? claimed : NULL, NULL);
+                claimed = calloc(hb->n_jobs + 1, sizeof(char *));
+                if (!claimed)
+                        return -ENOMEM;
+                for (size_t i = 0; i < hb->n_jobs; i++)
+                        if (!(claimed[i] = strdup(hb->jobs[i].job_id)))
+                                return -ENOMEM;
+                r = worker_resolve_restart(c, o, hb->worker_id, claimed, NULL);
                 if (r < 0)
                         return r;
         }
-        r = store_heartbeat(c, worker_id, current_job_id, seq, metrics, now);
+        r = store_heartbeat(c, hb->worker_id, current, hb->seq, hb->metrics_json, now);
         if (r < 0)
                 return r;
-        r = mark_seen(c, o, worker_id);
+        r = mark_seen(c, o, hb->worker_id);
         if (r < 0)
                 return r;
-        r = jobs_renew_leases(c, worker_id, now);
+        r = jobs_renew_leases(c, hb->worker_id, now);
         return r < 0 ? r : 0;
+}
+
+static int validate_heartbeat(const Heartbeat *hb, OpError *err) {
+        if (isempty(hb->worker_id) || strlen(hb->worker_id) > LIMIT_ID_LEN)
+                return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
+        if (hb->n_jobs > LIMIT_RECONNECT_ENTRIES)
+                return op_error_set(err, -EINVAL, "more than %d current jobs", LIMIT_RECONNECT_ENTRIES);
+        for (size_t i = 0; i < hb->n_jobs; i++)
+                if (isempty(hb->jobs[i].job_id) || strlen(hb->jobs[i].job_id) > LIMIT_ID_LEN ||
+                    (hb->jobs[i].assignment_id && strlen(hb->jobs[i].assignment_id) > LIMIT_ID_LEN))
+                        return op_error_set(err, -EINVAL, "current job ids are 1 to %d bytes", LIMIT_ID_LEN);
+        if (hb->metrics_json && strlen(hb->metrics_json) > LIMIT_METRICS_LEN)
+                return op_error_set(err, -EINVAL, "field 'metrics' is larger than %d bytes", LIMIT_METRICS_LEN);
+        if (hb->seq < 0)
+                return op_error_set(err, -EINVAL, "field 'seq' must not be negative");
+        return 0;
+}
+
+int worker_heartbeat_report(Control *c, const Origin *o, const Heartbeat *hb, char ***ret_abort, OpError *err) {
+        _cleanup_tx_ Control *tx = NULL;
+        int r;
+
+        r = validate_heartbeat(hb, err);
+        if (r < 0)
+                return r;
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = heartbeat_locked(c, o, hb, err);
+        if (r != OP_NOOP) /* OP_NOOP wrote nothing: the cleanup rolls the empty transaction back */
+                r = jobs_finish(&tx, r);
+        else
+                control_txp(&tx);
+        if (r < 0 || !ret_abort)
+                return r;
+        /* After the commit: the restart resolution above may just have given some up. */
+        int k = jobs_not_held(c, hb->worker_id, hb->jobs, hb->n_jobs, ret_abort);
+        return k < 0 ? k : r;
 }
 
 int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
                      const char *metrics_json, OpError *err) {
-        _cleanup_tx_ Control *tx = NULL;
-        int r;
-
-        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
-                return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
-        if (current_job_id && strlen(current_job_id) > LIMIT_ID_LEN)
-                return op_error_set(err, -EINVAL, "field 'current_job_id' is longer than %d bytes", LIMIT_ID_LEN);
-        if (metrics_json && strlen(metrics_json) > LIMIT_METRICS_LEN)
-                return op_error_set(err, -EINVAL, "field 'metrics' is larger than %d bytes", LIMIT_METRICS_LEN);
-        if (seq < 0)
-                return op_error_set(err, -EINVAL, "field 'seq' must not be negative");
-        r = control_begin(c, &tx);
-        if (r < 0)
-                return r;
-        r = heartbeat_locked(c, o, worker_id, isempty(current_job_id) ? NULL : current_job_id, seq, metrics_json, err);
-        if (r == OP_NOOP)
-                return r; /* nothing written: the cleanup rolls the empty transaction back */
-        return jobs_finish(&tx, r);
+        HeldJob job = {.job_id = current_job_id};
+        Heartbeat hb = {.worker_id = worker_id,
+                        .seq = seq,
+                        .metrics_json = metrics_json,
+                        .jobs = &job,
+                        .n_jobs = isempty(current_job_id) ? 0 : 1};
+        return worker_heartbeat_report(c, o, &hb, NULL, err);
 }
 
 /* ---- drain ---- */

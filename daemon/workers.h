@@ -42,6 +42,8 @@ typedef struct Worker {
         bool restart_pending; /* new instance id not yet reconciled */
         WorkerState state;    /* derived at load time (see top) */
         bool has_nonce;
+        uint16_t wake_port;   /* the worker's wake socket (wake-send.h); 0: none */
+        char *wake_address;   /* numeric IP to send wake-ups to; NULL with no wake port */
 } Worker;
 
 Worker *worker_free(Worker *w);
@@ -53,17 +55,46 @@ typedef struct WorkerRegistration {
         const char *nonce;       /* optional; the first one presented is pinned */
         const char *instance_id; /* optional; a new value per process start */
         char **capabilities;
+        int64_t wake_port;        /* optional, 1..65535; 0: no wake socket */
+        const char *wake_address; /* optional numeric IPv4/IPv6 address; the caller defaults it to the
+                                   * request's peer address when a wake_port is given */
 } WorkerRegistration;
+
+/* Whether s is a numeric IPv4 or IPv6 address (what wake-ups can be sent to without a lookup). */
+bool ip_address_is_numeric(const char *s);
 
 /* Registers or re-registers. The first registration that presents a nonce pins it; any later
  * registration must present the same nonce, else -EEXIST (audited, nothing changes). Updates the
- * capabilities, marks the worker seen. Returns 0, or 1 when the instance id changed (restart). */
+ * capabilities and the wake socket (each registration replaces it: a worker started without one
+ * is not woken), marks the worker seen. Returns 0, or 1 when the instance id changed (restart). */
 int worker_register(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err);
 
+/* A job a worker says it runs, and under which assignment (NULL: not said). Borrowed strings. */
+typedef struct HeldJob {
+        const char *job_id;
+        const char *assignment_id;
+} HeldJob;
+
+/* What a heartbeat reports. jobs: the wire's current_job_id, current_job_ids and current_jobs
+ * merged (at most LIMIT_RECONNECT_ENTRIES); the first is stored as the worker's current_job_id. */
+typedef struct Heartbeat {
+        const char *worker_id;
+        int64_t seq;
+        const char *metrics_json; /* JSON text <= LIMIT_METRICS_LEN, may be NULL */
+        const HeldJob *jobs;
+        size_t n_jobs;
+} Heartbeat;
+
 /* A heartbeat: seq must be above the last accepted one, else OP_NOOP (ignored, nothing changes);
- * each registration restarts the count (a new process counts from 0 again).
- * Stores current_job_id and metrics (JSON text <= LIMIT_METRICS_LEN, may be NULL), marks the
- * worker seen and renews the leases of the RUNNING jobs it holds. -EPERM unregistered. */
+ * each registration restarts the count (a new process counts from 0 again). Stores the current
+ * job and metrics, marks the worker seen, renews the leases of the RUNNING jobs it holds, and
+ * after a restart (new instance id) gives up the held jobs it does not report. -EPERM
+ * unregistered.
+ * ret_abort (optional; also on OP_NOOP) receives the reported jobs the worker must stop at once
+ * because it no longer holds them under the reported assignment: aborted, reassigned, lost,
+ * terminal or unknown (the wire's abort_jobs). */
+int worker_heartbeat_report(Control *c, const Origin *o, const Heartbeat *hb, char ***ret_abort, OpError *err);
+/* The same with one current job (or none) and no abort list. */
 int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
                      const char *metrics_json, OpError *err);
 

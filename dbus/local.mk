@@ -9,3 +9,6 @@ EXTRA_DIST += dbus/org.entropy.Control1.conf dbus/org.entropy.Control1.policy \
 
 dbus/org.entropy.Control1.service: $(srcdir)/dbus/org.entropy.Control1.service.in Makefile
 	$(AM_V_GEN)$(MKDIR_P) $(@D) && $(units_sed) < $(srcdir)/$@.in > $@.tmp && mv -f $@.tmp $@
+
+dist_check_SCRIPTS += tests/system/test-dbus-files.sh
+TESTS += tests/system/test-dbus-files.sh

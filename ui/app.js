@@ -211,7 +211,9 @@ function drawChart() {
   const pad = { l: 34, r: 8, t: 8, b: 18 };
   const pts = state.history;
   const max = Math.max(1, ...pts.map((p) => Math.max(...ACTIVE.map((s) => p.counts[s] || 0))));
-  const x = (i) => pad.l + (pts.length < 2 ? 0 : (i / (CHART_POINTS - 1)) * (w - pad.l - pad.r));
+  /* Newest sample at the right edge; the window fills from the right as samples come. */
+  const step = (w - pad.l - pad.r) / (CHART_POINTS - 1);
+  const x = (i) => w - pad.r - (pts.length - 1 - i) * step;
   const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
   const muted = getComputedStyle(document.body).getPropertyValue('--muted') || '#888';
 
@@ -284,8 +286,8 @@ function renderWorkers() {
       el('td', {}, badge(w.status)),
       el('td', { dataset: { heartbeatAge: w.heartbeat_age_sec } }, ago(w.heartbeat_age_sec)),
       el('td', { class: 'mono' }, job, running > 1 ? ` +${running - 1}` : ''),
-      el('td', {}, cpu), el('td', {}, mem), el('td', {}, gpu),
-      el('td', {}, (w.capabilities || []).join(', ')),
+      el('td', {}, cpu), el('td', {}, mem), el('td', { class: 'wrap' }, gpu),
+      el('td', { class: 'wrap' }, (w.capabilities || []).join(', ')),
       el('td', {}, el('button', {
         type: 'button', class: 'small', dataset: { action: draining ? 'undrain' : 'drain' },
         title: draining ? 'hand it new jobs again' : 'hand it no new jobs; running ones finish',

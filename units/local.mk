@@ -54,13 +54,30 @@ uninstall-units-data-local:
 # inside the distcheck prefix.
 AM_DISTCHECK_CONFIGURE_FLAGS = --with-systemdsystemunitdir='$$dc_install_base/lib/systemd/system'
 
-# --- tests/system: unit checks run by `make check` (unprivileged, no container).
-dist_check_SCRIPTS += tests/system/test-units.sh
-TESTS += tests/system/test-units.sh
+# --- tests/system: unit and catalog checks run by `make check` (unprivileged, no container).
+# The catalog itself (catalog/entropy.catalog) and its install rule belong to daemon/core.mk.
+dist_check_SCRIPTS += tests/system/test-units.sh tests/system/test-catalog.sh
+TESTS += tests/system/test-units.sh tests/system/test-catalog.sh
+
+# --- Packages. `make debs`: Debian packages into packages/deb/ of the build tree (where
+# check-system looks for them); `make rpms`: RPMs into packages/rpm/. Both from `make dist`.
+EXTRA_DIST += rpm/entropy.spec
+debs:
+	ENTROPY_BUILDDIR='$(abs_top_builddir)' $(SHELL) $(abs_top_srcdir)/scripts/build-deb.sh '$(abs_top_builddir)/packages/deb'
+rpms:
+	ENTROPY_BUILDDIR='$(abs_top_builddir)' $(SHELL) $(abs_top_srcdir)/scripts/build-rpm.sh '$(abs_top_builddir)/packages/rpm'
+clean-local: clean-packages-local
+clean-packages-local:
+	rm -rf packages
 
 # --- tests/system: the container suite, as root: `make check-system` (see tests/system/README).
-EXTRA_DIST += tests/system/README tests/system/lib.sh tests/system/run-system-tests.sh
+# It installs the packages from packages/deb/, building them first when there are none
+# (ENTROPY_DEB_DIR=DIR uses others; `make debs` rebuilds).
+EXTRA_DIST += tests/system/README tests/system/lib.sh tests/system/run-system-tests.sh \
+	tests/system/steps.sh
 check-system: all
+	@if [ -z "$$ENTROPY_DEB_DIR" ] && ! ls packages/deb/entropy-control_*.deb >/dev/null 2>&1; then \
+		$(MAKE) $(AM_MAKEFLAGS) debs || exit 1; fi
 	ENTROPY_BUILDDIR='$(abs_top_builddir)' ENTROPY_SRCDIR='$(abs_top_srcdir)' \
-		$(SHELL) $(srcdir)/tests/system/run-system-tests.sh
-.PHONY: check-system install-units-data-local uninstall-units-data-local
+		bash $(srcdir)/tests/system/run-system-tests.sh; rc=$$?; [ $$rc -eq 77 ] && rc=0; exit $$rc
+.PHONY: check-system debs rpms clean-packages-local install-units-data-local uninstall-units-data-local

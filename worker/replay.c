@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "crash-vfs.h"
 #include "crypto.h"
 #include "json-util.h"
 #include "log.h"
@@ -215,7 +216,9 @@ int replay_open(const char *path, Replay **ret) {
         r->path = strdup(path);
         if (!r->path)
                 return -ENOMEM;
-        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+        /* crash_vfs_from_environment(): NULL (the default VFS) unless the test-only
+         * ENTROPY_CRASH_VFS=1 asks for the power-cut simulation of common/crash-vfs.h. */
+        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, crash_vfs_from_environment());
         if (rc != SQLITE_OK)
                 return log_error_errno(sqlite_errno(rc) ?: -EIO, "Failed to open replay buffer %s: %s", path,
                                        sqlite3_errstr(rc));

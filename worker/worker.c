@@ -383,8 +383,6 @@ Worker *worker_free(Worker *w) {
         sd_event_source_disable_unref(w->heartbeat_timer);
         sd_event_source_disable_unref(w->idle_timer);
         sd_event_source_disable_unref(w->maintenance_timer);
-        sd_event_source_disable_unref(w->status_timer);
-        sd_event_source_disable_unref(w->stop_timer);
         client_free(w->client);
         replay_close(w->replay);
         sd_event_unref(w->event);

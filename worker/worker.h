@@ -125,8 +125,6 @@ struct Worker {
         sd_event_source *idle_timer;
 
         sd_event_source *maintenance_timer;
-        sd_event_source *status_timer;
-        sd_event_source *stop_timer;
         bool stopping;
         bool stop_flush_tried;
         int exit_code;

@@ -13,9 +13,9 @@
 #include "log.h"
 #include "strv.h"
 
-#define BEANSTALK_DRAIN_USEC (30 * USEC_PER_SEC)
+#define BEANSTALK_DRAIN_USEC    (30 * USEC_PER_SEC)
 #define BEANSTALK_READY_TIMEOUT (10 * USEC_PER_SEC)
-#define MAX_LOGGED_ERRORS 5
+#define MAX_LOGGED_ERRORS       5
 /* The job body: what a client would queue for `true`, the same bytes POST /jobs carries. */
 #define JOB_BODY "{\"command\":\"true\",\"args\":[]}"
 
@@ -35,7 +35,7 @@ typedef struct BsClient {
         LoadClient base; /* first: the engine hands us &base */
         BsRun *run;
         BsStep step;
-        char line[128];  /* the reply's first line, without CRLF */
+        char line[128]; /* the reply's first line, without CRLF */
         uint64_t job_id;
 } BsClient;
 
@@ -44,7 +44,9 @@ static BsClient *bs(LoadClient *c) {
 }
 
 static int bs_put(BsClient *c) {
-        static const char cmd[] = "put 1024 0 60 " "28" "\r\n" JOB_BODY "\r\n";
+        static const char cmd[] = "put 1024 0 60 "
+                                  "28"
+                                  "\r\n" JOB_BODY "\r\n";
         static_assert(sizeof(JOB_BODY) - 1 == 28, "put announces 28 bytes");
         c->step = BS_PUT;
         return load_send(&c->base, cmd, sizeof(cmd) - 1);
@@ -86,7 +88,7 @@ static ssize_t bs_parse(LoadClient *lc, const char *data, size_t size) {
 }
 
 static int bs_unexpected(BsClient *c) {
-        static const char *const names[] = { "put", "reserve", "delete" };
+        static const char *const names[] = {"put", "reserve", "delete"};
 
         if (c->run->errors++ < MAX_LOGGED_ERRORS)
                 log_error("beanstalk client %u: %s answered \"%s\"", c->base.index, names[c->step], c->line);
@@ -133,7 +135,7 @@ static const LoadOps bs_ops = {
 static int bs_run(uint16_t port, const BenchSettings *s, BeanstalkResult *res) {
         _cleanup_free_ LoadClient **clients = NULL;
         size_t n = (size_t) s->workers;
-        BsRun run = { .result = res };
+        BsRun run = {.result = res};
         BsClient *c;
         int r;
 
@@ -166,8 +168,8 @@ static int bs_run(uint16_t port, const BenchSettings *s, BeanstalkResult *res) {
 
 static int bs_argv(const char *binary, uint16_t port, const char *binlog, char ***ret) {
         char portstr[8];
-        char *argv[] = { (char *) binary, (char *) "-l", (char *) "127.0.0.1", (char *) "-p", portstr,
-                         (char *) "-b", (char *) binlog, (char *) "-f", (char *) "0", NULL };
+        char *argv[] = {(char *) binary, (char *) "-l",   (char *) "127.0.0.1", (char *) "-p", portstr,
+                        (char *) "-b",   (char *) binlog, (char *) "-f",        (char *) "0",  NULL};
 
         snprintf(portstr, sizeof(portstr), "%u", (unsigned) port);
         *ret = strv_copy(argv);
@@ -204,7 +206,7 @@ static int bs_phase(Child *child, const BenchSettings *s, const char *dir, Beans
 
 int bench_beanstalk(const BenchSettings *s, const char *workdir, BeanstalkResult *res) {
         _cleanup_free_ char *dir = NULL;
-        Child child = { .notify_fd = -EBADF };
+        Child child = {.notify_fd = -EBADF};
         int r;
 
         if (asprintf(&dir, "%s/beanstalkd", workdir) < 0)

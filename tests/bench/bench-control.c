@@ -13,15 +13,14 @@
 #include "strv.h"
 
 #define CONTROL_READY_TIMEOUT (120 * USEC_PER_SEC) /* generous: recovery with 1M jobs stored */
-#define CONTROL_STOP_TIMEOUT (60 * USEC_PER_SEC)
+#define CONTROL_STOP_TIMEOUT  (60 * USEC_PER_SEC)
 
 static int control_plane_attach(ControlPlane *cp, const BenchSettings *s) {
         int r;
 
         r = parse_loopback_url(s->url, &cp->port);
         if (r < 0)
-                return log_error_errno(r, "--url=%s: only http://127.0.0.1:PORT is accepted (loopback only).",
-                                       s->url);
+                return log_error_errno(r, "--url=%s: only http://127.0.0.1:PORT is accepted (loopback only).", s->url);
         if (isempty(s->admin_token_file) || isempty(s->worker_token_file))
                 return log_error_errno(-EINVAL, "--url needs --admin-token-file and --worker-token-file.");
         r = read_secret_file(s->admin_token_file, &cp->admin_token);
@@ -72,7 +71,7 @@ static int control_plane_argv(ControlPlane *cp, const BenchSettings *s, const ch
                 r = strv_consume(&cp->argv, arg);
         if (r >= 0)
                 r = strv_extend(&cp->argv, "--config=");
-        STRV_FOREACH(a, s->control_args)
+        STRV_FOREACH (a, s->control_args)
                 if (r >= 0)
                         r = strv_extend(&cp->argv, *a);
         return r < 0 ? log_oom() : 0;
@@ -82,7 +81,7 @@ int control_plane_setup(ControlPlane *cp, const BenchSettings *s, const char *wo
         _cleanup_free_ char *admin_file = NULL, *worker_file = NULL;
         int r;
 
-        *cp = (ControlPlane){ .child.notify_fd = -EBADF };
+        *cp = (ControlPlane){.child.notify_fd = -EBADF};
         if (!isempty(s->url))
                 return control_plane_attach(cp, s);
         if (!isempty(s->state_directory)) {
@@ -151,7 +150,7 @@ void control_plane_done(ControlPlane *cp) {
         free(cp->worker_token);
         free(cp->dir);
         strv_free(cp->argv);
-        *cp = (ControlPlane){ .child.notify_fd = -EBADF };
+        *cp = (ControlPlane){.child.notify_fd = -EBADF};
 }
 
 int control_plane_memory(ControlPlane *cp, uint64_t *ret_hwm, uint64_t *ret_rss) {
@@ -185,7 +184,7 @@ static JobState metrics_job_line(const char *line, const char *metric, uint64_t 
 }
 
 /* The gauge name differs between drafts of the control plane; the first that is present wins. */
-static const char *const job_gauges[] = { "entropy_jobs", "entropy_queue_depth", "entropy_jobs_by_state" };
+static const char *const job_gauges[] = {"entropy_jobs", "entropy_queue_depth", "entropy_jobs_by_state"};
 
 int control_plane_count_jobs(ControlPlane *cp, uint64_t counts[_JOB_STATE_MAX]) {
         _cleanup_free_ char *body = NULL;

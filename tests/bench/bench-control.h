@@ -15,11 +15,11 @@
 typedef struct ControlPlane {
         uint16_t port;
         char *admin_token, *worker_token;
-        char *dir;      /* state directory: database, token files, log */
-        char **argv;    /* how it was started, for restarts */
+        char *dir;   /* state directory: database, token files, log */
+        char **argv; /* how it was started, for restarts */
         Child child;
-        bool spawned;   /* by the bench (else --url) */
-        pid_t pid;      /* for memory figures; 0 when unknown */
+        bool spawned; /* by the bench (else --url) */
+        pid_t pid;    /* for memory figures; 0 when unknown */
 } ControlPlane;
 
 /* Prepares (tokens, port, command line) without starting; with --url, connects nothing yet. */

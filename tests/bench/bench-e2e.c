@@ -15,9 +15,9 @@
 #include "log.h"
 #include "strv.h"
 
-#define E2E_WORKERS 2
-#define E2E_TIMEOUT (600 * USEC_PER_SEC)
-#define E2E_POLL_USEC (20 * USEC_PER_MSEC)
+#define E2E_WORKERS          2
+#define E2E_TIMEOUT          (600 * USEC_PER_SEC)
+#define E2E_POLL_USEC        (20 * USEC_PER_MSEC)
 #define WORKER_READY_TIMEOUT (30 * USEC_PER_SEC)
 
 static int worker_argv(const BenchSettings *s, const ControlPlane *cp, const char *dir, unsigned i, char ***ret) {
@@ -86,6 +86,8 @@ static int wait_terminal(ControlPlane *cp, uint64_t n, E2eResult *res) {
                 res->failed = counts[JOB_FAILED] + counts[JOB_ABORTED];
                 if (res->completed + res->failed >= n)
                         return 0;
+                if (bench_interrupted)
+                        return -EINTR;
                 if (now_monotonic_usec() >= deadline)
                         return log_error_errno(-ETIMEDOUT, "Only %" PRIu64 " of %" PRIu64 " jobs finished in time.",
                                                res->completed + res->failed, n);
@@ -100,12 +102,13 @@ static int e2e_entropy(const BenchSettings *s, ControlPlane *cp, const char *wor
         int r = 0;
 
         for (unsigned i = 0; i < E2E_WORKERS; i++)
-                workers[i] = (Child){ .notify_fd = -EBADF };
+                workers[i] = (Child){.notify_fd = -EBADF};
         for (unsigned i = 0; r >= 0 && i < E2E_WORKERS; i++)
                 r = worker_start(&workers[i], s, cp, workdir, i);
         t0 = now_monotonic_usec();
         if (r >= 0)
-                r = control_plane_submit(cp, (size_t) MIN(s->workers, (int64_t) 16), (uint64_t) s->e2e_jobs, &submitted);
+                r = control_plane_submit(cp, (size_t) MIN(s->workers, (int64_t) 16), (uint64_t) s->e2e_jobs,
+                                         &submitted);
         if (r >= 0)
                 r = wait_terminal(cp, (uint64_t) s->e2e_jobs, res);
         res->entropy_elapsed = now_monotonic_usec() - t0;

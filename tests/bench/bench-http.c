@@ -8,7 +8,7 @@
 #include "time-util.h"
 
 #define HTTP_CALL_TIMEOUT_USEC (30 * USEC_PER_SEC)
-#define HTTP_MAX_HEADER 16384
+#define HTTP_MAX_HEADER        16384
 
 int http_format_request(Buf *out, const char *method, const char *path, uint16_t port, const char *token,
                         const char *body, size_t body_size) {
@@ -78,7 +78,7 @@ ssize_t http_parse_reply(const char *data, size_t size, HttpReply *ret) {
                 return -EPROTO; /* a body delimited by close: not something this client speaks */
         if (size - head < length)
                 return 0;
-        *ret = (HttpReply){ .status = status, .body = data + head, .body_size = length, .close = close };
+        *ret = (HttpReply){.status = status, .body = data + head, .body_size = length, .close = close};
         return (ssize_t) (head + length);
 }
 
@@ -96,7 +96,7 @@ static int send_all(int fd, const char *p, size_t n) {
 /* Reads until one complete response is buffered or the deadline passes. */
 static ssize_t recv_reply(int fd, Buf *in, usec_t deadline, HttpReply *reply) {
         for (;;) {
-                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                struct pollfd pfd = {.fd = fd, .events = POLLIN};
                 usec_t now = now_monotonic_usec();
                 ssize_t k;
                 int r;

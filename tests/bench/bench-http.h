@@ -14,7 +14,7 @@ typedef struct HttpReply {
         unsigned status;
         const char *body; /* points into the parsed data; not NUL-terminated */
         size_t body_size;
-        bool close;       /* the server will close the connection after this response */
+        bool close; /* the server will close the connection after this response */
 } HttpReply;
 
 /* Appends one request (keep-alive) to out. body may be NULL (no body); token may be NULL. */

@@ -6,14 +6,15 @@
 #include <sys/socket.h>
 
 #include "bench-load.h"
+#include "bench-proc.h"
 #include "log.h"
 
-#define LOAD_MAX_EVENTS 256
-#define LOAD_READ_CHUNK 65536
+#define LOAD_MAX_EVENTS     256
+#define LOAD_READ_CHUNK     65536
 #define LOAD_MAX_RECONNECTS 8
 
 int load_init(Load *l, uint16_t port, usec_t duration, uint64_t max_cycles, usec_t drain) {
-        *l = (Load){ .port = port, .max_cycles = max_cycles };
+        *l = (Load){.port = port, .max_cycles = max_cycles};
         l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (l->epoll_fd < 0)
                 return negative_errno();
@@ -30,7 +31,7 @@ void load_done(Load *l) {
 }
 
 static int client_connect(LoadClient *c) {
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         int fd, r;
 
         r = connect_loopback(c->load->port, false, &fd);
@@ -91,7 +92,7 @@ void load_client_finish(LoadClient *c) {
 }
 
 static int set_want_out(LoadClient *c, bool want) {
-        struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c };
+        struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
 
         if (c->want_out == want)
                 return 0;
@@ -141,8 +142,8 @@ static int client_reconnect(LoadClient *c, bool unexpected) {
         int r;
 
         if (unexpected && ++c->reconnects > LOAD_MAX_RECONNECTS)
-                return log_error_errno(-ECONNRESET, "Client %u: connection closed %u times, giving up.",
-                                       c->index, c->reconnects - 1);
+                return log_error_errno(-ECONNRESET, "Client %u: connection closed %u times, giving up.", c->index,
+                                       c->reconnects - 1);
         c->load->reconnects++;
         epoll_ctl(c->load->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
@@ -240,6 +241,8 @@ static int load_loop(Load *l) {
                 usec_t now = now_monotonic_usec();
                 int k;
 
+                if (bench_interrupted)
+                        return -EINTR;
                 if (now >= l->deadline)
                         return log_error_errno(-ETIMEDOUT, "Load did not drain in time: %zu of %zu clients done.",
                                                l->n_done, l->n_clients);

@@ -36,10 +36,10 @@ struct LoadClient {
         const LoadOps *ops;
         unsigned index;
         int fd;
-        Buf in;           /* received, not yet parsed */
-        Buf out;          /* the request in flight, kept until its reply for a resend */
-        size_t out_sent;  /* bytes of out written so far */
-        bool want_out;    /* EPOLLOUT registered */
+        Buf in;          /* received, not yet parsed */
+        Buf out;         /* the request in flight, kept until its reply for a resend */
+        size_t out_sent; /* bytes of out written so far */
+        bool want_out;   /* EPOLLOUT registered */
         bool in_flight;
         bool done;
         bool close_after; /* the protocol saw "Connection: close": reconnect after this reply */
@@ -52,15 +52,15 @@ struct Load {
         uint16_t port;
         usec_t started_at;
         usec_t finished_at;
-        usec_t stop_at;   /* no new cycle after this */
-        usec_t deadline;  /* hard end, drain included */
+        usec_t stop_at;      /* no new cycle after this */
+        usec_t deadline;     /* hard end, drain included */
         uint64_t max_cycles; /* 0 = unbounded by count (the duration still bounds it) */
         uint64_t tickets;    /* cycles started */
         uint64_t cycles;     /* cycles finished */
         uint64_t requests;
         uint64_t reconnects;
         size_t n_clients, n_done;
-        usec_t cpu;          /* CPU time (user + system) this process spent in the run */
+        usec_t cpu;                /* CPU time (user + system) this process spent in the run */
         void (*progress)(Load *l); /* optional, called every LOAD_PROGRESS_INTERVAL */
         usec_t next_progress;
 };

@@ -2,11 +2,13 @@
  * from one table (flags, ENTROPY_* environment, config file, --help), runs the phases of bench.h
  * in a temporary work directory, prints the report and exits 1 when a phase failed or found the
  * control plane answering against the contract. */
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "bench-proc.h"
 #include "bench-util.h"
 #include "bench.h"
 #include "conf.h"
@@ -15,35 +17,61 @@
 #define SHORT_DURATION (2 * USEC_PER_SEC)
 #define SHORT_E2E_JOBS 200
 
-#define OPT(n, s, t, f, d, a, h, lo, hi) \
+#define OPT(n, s, t, f, d, a, h, lo, hi)                                                                               \
         { n, s, t, offsetof(BenchSettings, f), d, a, h, lo, hi }
 
 static const ConfOption bench_options[] = {
         OPT("config", 0, CONF_STRING, config, "", "PATH", "Config file ([bench] section)", 0, 0),
-        OPT("workers", 'w', CONF_INT, workers, "64", "K", "Simulated workers (and beanstalk clients), one connection each", 1, 4096),
+        OPT("workers", 'w', CONF_INT, workers, "64", "K",
+            "Simulated workers (and beanstalk clients), one connection each", 1, 4096),
         OPT("duration", 'd', CONF_TIMESPAN, duration, "10s", "SPAN", "Length of each measured load phase", 0, 0),
-        OPT("jobs", 'n', CONF_INT, jobs, "0", "N", "Stop each load phase after N cycles (0: only --duration bounds it)", 0, INT64_MAX),
-        OPT("preload", 0, CONF_INT, preload, "0", "N", "Pending jobs in the queue (submitted over HTTP) before the measured phase", 0, 100000000),
+        OPT("jobs", 'n', CONF_INT, jobs, "0", "N", "Stop each load phase after N cycles (0: only --duration bounds it)",
+            0, INT64_MAX),
+        OPT("preload", 0, CONF_INT, preload, "0", "N",
+            "Pending jobs in the queue (submitted over HTTP) before the measured phase", 0, 100000000),
         OPT("startup", 0, CONF_BOOL, startup, "no", NULL, "Measure restart time to READY=1 with the jobs stored", 0, 0),
         OPT("startup-runs", 0, CONF_INT, startup_runs, "3", "N", "Restarts measured by --startup", 1, 8),
         OPT("entropy", 0, CONF_BOOL, entropy, "yes", NULL, "Run the control-plane phase", 0, 0),
-        OPT("beanstalkd", 0, CONF_STRING, beanstalkd, "auto", "auto|yes|no", "Run the beanstalkd reference phase", 0, 0),
+        OPT("beanstalkd", 0, CONF_STRING, beanstalkd, "auto", "auto|yes|no", "Run the beanstalkd reference phase", 0,
+            0),
         OPT("e2e", 0, CONF_BOOL, e2e, "no", NULL, "Run the end-to-end phase (real workers against xargs -P2)", 0, 0),
         OPT("e2e-jobs", 0, CONF_INT, e2e_jobs, "2000", "N", "Jobs of the end-to-end phase", 1, 1000000),
         OPT("short", 0, CONF_BOOL, is_short, "no", NULL, "CI mode: 2s phases, 200 end-to-end jobs, one restart", 0, 0),
         OPT("json", 0, CONF_BOOL, json, "no", NULL, "Print the results as JSON", 0, 0),
-        OPT("url", 0, CONF_STRING, url, NULL, "URL", "Use the control plane at http://127.0.0.1:PORT instead of starting one", 0, 0),
+        OPT("url", 0, CONF_STRING, url, NULL, "URL",
+            "Use the control plane at http://127.0.0.1:PORT instead of starting one", 0, 0),
         OPT("pid", 0, CONF_INT, pid, "0", "PID", "With --url: its process id, for the peak RSS", 0, INT32_MAX),
         OPT("admin-token-file", 0, CONF_STRING, admin_token_file, NULL, "PATH", "With --url: the admin token", 0, 0),
         OPT("worker-token-file", 0, CONF_STRING, worker_token_file, NULL, "PATH", "With --url: the worker token", 0, 0),
-        OPT("control-binary", 0, CONF_STRING, control_binary, NULL, "PATH", "entropy-control to run (default: this build tree's)", 0, 0),
-        OPT("control-args", 0, CONF_STRV, control_args, NULL, "ARGS", "Extra options for entropy-control, e.g. --synchronous=normal", 0, 0),
-        OPT("worker-binary", 0, CONF_STRING, worker_binary, NULL, "PATH", "entropy-worker to run (default: this build tree's)", 0, 0),
-        OPT("beanstalkd-binary", 0, CONF_STRING, beanstalkd_binary, "/usr/bin/beanstalkd", "PATH", "beanstalkd to run", 0, 0),
-        OPT("database-directory", 0, CONF_STRING, state_directory, NULL, "DIR", "Keep the control plane's database here and reuse it (a preload is then paid once)", 0, 0),
-        OPT("tmpdir", 0, CONF_STRING, tmpdir, NULL, "DIR", "Where the work directory goes (default $TMPDIR, else /var/tmp: a disk, not tmpfs)", 0, 0),
+        OPT("control-binary", 0, CONF_STRING, control_binary, NULL, "PATH",
+            "entropy-control to run (default: this build tree's)", 0, 0),
+        OPT("control-args", 0, CONF_STRV, control_args, NULL, "ARGS",
+            "Extra options for entropy-control, e.g. --synchronous=normal", 0, 0),
+        OPT("worker-binary", 0, CONF_STRING, worker_binary, NULL, "PATH",
+            "entropy-worker to run (default: this build tree's)", 0, 0),
+        OPT("beanstalkd-binary", 0, CONF_STRING, beanstalkd_binary, "/usr/bin/beanstalkd", "PATH", "beanstalkd to run",
+            0, 0),
+        OPT("database-directory", 0, CONF_STRING, state_directory, NULL, "DIR",
+            "Keep the control plane's database here and reuse it (a preload is then paid once)", 0, 0),
+        OPT("tmpdir", 0, CONF_STRING, tmpdir, NULL, "DIR",
+            "Where the work directory goes (default $TMPDIR, else /var/tmp: a disk, not tmpfs)", 0, 0),
         OPT("keep", 0, CONF_BOOL, keep, "no", NULL, "Keep the work directory (logs, databases)", 0, 0),
 };
+
+volatile sig_atomic_t bench_interrupted;
+
+static void on_signal(int sig) {
+        bench_interrupted = 1;
+}
+
+/* No SA_RESTART: a blocked epoll_wait(), poll() or usleep() returns with EINTR at once. */
+static int install_signal_handlers(void) {
+        struct sigaction sa = {.sa_handler = on_signal};
+
+        if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+                return negative_errno();
+        return 0;
+}
 
 static const ConfProgram bench_program = {
         .name = "entropy-bench",
@@ -60,7 +88,7 @@ static const ConfProgram bench_program = {
  * accepts). */
 static int default_binary(char **field, const char *subdir, const char *name) {
         _cleanup_free_ char *dir = NULL;
-        const char *const where[] = { "", subdir };
+        const char *const where[] = {"", subdir};
         int r;
 
         if (!isempty(*field))
@@ -111,9 +139,9 @@ static bool want_beanstalkd(const BenchSettings *s) {
 }
 
 static void report_init(BenchReport *r, const BenchSettings *s) {
-        double load[1] = { 0 };
+        double load[1] = {0};
 
-        *r = (BenchReport){ .settings = s };
+        *r = (BenchReport){.settings = s};
         r->n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
         if (getloadavg(load, 1) == 1)
                 r->loadavg = load[0];
@@ -148,6 +176,9 @@ static int run(BenchSettings *s, BenchReport *rep) {
         r = settings_finish(s);
         if (r < 0)
                 return r;
+        r = install_signal_handlers();
+        if (r < 0)
+                return log_error_errno(r, "Failed to install signal handlers: %m");
         report_init(rep, s);
         r = make_temp_dir(s->tmpdir, "entropy-bench", &rep->workdir);
         if (r < 0)

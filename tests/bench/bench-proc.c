@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -16,7 +17,7 @@
 extern char **environ;
 
 static int notify_bind(const char *path, int *ret_fd) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
         _cleanup_close_ int fd = -EBADF;
 
         if (strlen(path) >= sizeof(sa.sun_path))
@@ -39,6 +40,9 @@ static _noreturn_ void child_exec(char *const *argv, int log_fd, const char *not
         if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
             dup2(log_fd, STDERR_FILENO) < 0)
                 _exit(127);
+        /* Whatever ends the bench (even SIGKILL) ends the daemons it started. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+                _exit(127);
         if (notify_path)
                 setenv("NOTIFY_SOCKET", notify_path, 1);
         else
@@ -57,7 +61,7 @@ int child_spawn(Child *c, const char *name, char *const *argv, const char *log_p
         _cleanup_close_ int log_fd = -EBADF;
         int r;
 
-        *c = (Child){ .notify_fd = -EBADF };
+        *c = (Child){.notify_fd = -EBADF};
         c->name = strdup(name);
         c->log_path = strdup(log_path);
         if (!c->name || !c->log_path)
@@ -129,10 +133,12 @@ int child_wait_ready(Child *c, usec_t timeout, usec_t *ret_ready_at) {
 
         assert(c->notify_fd >= 0);
         for (;;) {
-                struct pollfd pfd = { .fd = c->notify_fd, .events = POLLIN };
+                struct pollfd pfd = {.fd = c->notify_fd, .events = POLLIN};
                 char msg[4096];
                 ssize_t k;
 
+                if (bench_interrupted)
+                        return -EINTR;
                 if (!child_running(c))
                         return log_error_errno(-ECHILD, "%s exited before it was ready (status 0x%x).", c->name,
                                                (unsigned) c->exit_status);
@@ -162,6 +168,8 @@ int child_wait_port(Child *c, uint16_t port, usec_t timeout, usec_t *ret_ready_a
         for (;;) {
                 int fd, r;
 
+                if (bench_interrupted)
+                        return -EINTR;
                 if (!child_running(c))
                         return log_error_errno(-ECHILD, "%s exited before it was ready.", c->name);
                 r = connect_loopback(port, false, &fd);
@@ -172,8 +180,8 @@ int child_wait_port(Child *c, uint16_t port, usec_t timeout, usec_t *ret_ready_a
                         return 0;
                 }
                 if (now_monotonic_usec() >= deadline)
-                        return log_error_errno(-ETIMEDOUT, "%s did not accept connections on port %u in time.",
-                                               c->name, (unsigned) port);
+                        return log_error_errno(-ETIMEDOUT, "%s did not accept connections on port %u in time.", c->name,
+                                               (unsigned) port);
                 usleep(5000);
         }
 }

@@ -10,14 +10,20 @@
 
 #include "time-util.h"
 
+#include <signal.h>
+
+/* Set by SIGINT/SIGTERM (bench-main.c): every wait and loop of the bench gives up with -EINTR, so
+ * that the normal clean-up path stops the daemons it started. */
+extern volatile sig_atomic_t bench_interrupted;
+
 typedef struct Child {
         char *name;
-        pid_t pid;          /* 0 when not running */
-        int notify_fd;      /* our end of NOTIFY_SOCKET, or -EBADF */
+        pid_t pid;     /* 0 when not running */
+        int notify_fd; /* our end of NOTIFY_SOCKET, or -EBADF */
         char *notify_path;
         char *log_path;
-        usec_t spawned_at;  /* monotonic, just before fork() */
-        int exit_status;    /* after child_stop()/child_reap(): a wait status */
+        usec_t spawned_at; /* monotonic, just before fork() */
+        int exit_status;   /* after child_stop()/child_reap(): a wait status */
 } Child;
 
 /* Spawns argv[0] with stdout and stderr appended to log_path and stdin from /dev/null. With

@@ -8,8 +8,8 @@
 #include "json-util.h"
 
 #define TARGET_LIFECYCLES_PER_SEC 5000.0
-#define TARGET_RATIO_BEANSTALKD 2.0
-#define TARGET_E2E_RATIO 3.0
+#define TARGET_RATIO_BEANSTALKD   2.0
+#define TARGET_E2E_RATIO          3.0
 
 static double per_sec(uint64_t n, usec_t elapsed) {
         return elapsed ? (double) n * (double) USEC_PER_SEC / (double) elapsed : 0.0;
@@ -76,9 +76,8 @@ static void human_startup(const EntropyResult *e) {
                e->startup_held);
         for (unsigned i = 0; i < e->n_startup; i++)
                 printf(" %.0f", ms(e->startup[i]));
-        printf(" ms; median %.0f ms [target < 2 s with 1M jobs: %s]; RSS after start %.1f MiB\n",
-               ms(startup_median(e)), e->startup_jobs >= 1000000 ? met(startup_median(e) < 2 * USEC_PER_SEC)
-                                                                 : "needs --preload=1000000",
+        printf(" ms; median %.0f ms [target < 2 s with 1M jobs: %s]; RSS after start %.1f MiB\n", ms(startup_median(e)),
+               e->startup_jobs >= 1000000 ? met(startup_median(e) < 2 * USEC_PER_SEC) : "needs --preload=1000000",
                (double) e->startup_rss_kib / 1024.0);
 }
 
@@ -92,8 +91,8 @@ static void human_entropy(EntropyResult *e) {
                (double) e->elapsed / USEC_PER_SEC, rate, TARGET_LIFECYCLES_PER_SEC,
                met(rate >= TARGET_LIFECYCLES_PER_SEC));
         latency_finish(claim);
-        printf("  claim latency       p50 %.2f ms, p99 %.2f ms, max %.2f ms (n=%zu)\n", ms(latency_percentile(claim, 50)),
-               ms(latency_percentile(claim, 99)), ms(claim->max), claim->n);
+        printf("  claim latency       p50 %.2f ms, p99 %.2f ms, max %.2f ms (n=%zu)\n",
+               ms(latency_percentile(claim, 50)), ms(latency_percentile(claim, 99)), ms(claim->max), claim->n);
         human_requests(e);
         printf("  requests            %" PRIu64 " (%.0f/s); errors %" PRIu64 ", empty polls %" PRIu64
                ", reconnects %" PRIu64 "\n",

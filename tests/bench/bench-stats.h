@@ -12,7 +12,7 @@
 typedef struct Latency {
         uint32_t *samples; /* microseconds */
         size_t n, alloc;
-        uint64_t dropped;  /* samples beyond the cap, not recorded */
+        uint64_t dropped; /* samples beyond the cap, not recorded */
         uint64_t sum;
         uint32_t max;
 } Latency;

@@ -112,7 +112,7 @@ int rm_rf(const char *path) {
 }
 
 int free_loopback_port(uint16_t *ret) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         socklen_t len = sizeof(sa);
         _cleanup_close_ int fd = -EBADF;
 
@@ -128,8 +128,8 @@ int free_loopback_port(uint16_t *ret) {
 }
 
 int connect_loopback(uint16_t port, bool nonblocking, int *ret_fd) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         _cleanup_close_ int fd = -EBADF;
         int one = 1;
 
@@ -171,8 +171,9 @@ const char *fs_type_of(const char *path) {
                 long magic;
                 const char *name;
         } names[] = {
-                { EXT4_SUPER_MAGIC, "ext4" }, { TMPFS_MAGIC, "tmpfs" },     { XFS_SUPER_MAGIC, "xfs" },
-                { BTRFS_SUPER_MAGIC, "btrfs" }, { OVERLAYFS_SUPER_MAGIC, "overlay" }, { 0x65735546, "fuse" },
+                {EXT4_SUPER_MAGIC, "ext4"},         {TMPFS_MAGIC, "tmpfs"},
+                {XFS_SUPER_MAGIC, "xfs"},           {BTRFS_SUPER_MAGIC, "btrfs"},
+                {OVERLAYFS_SUPER_MAGIC, "overlay"}, {0x65735546, "fuse"},
         };
         _cleanup_free_ char *p = strdup(path);
         struct statfs s;

@@ -19,24 +19,24 @@ typedef struct BenchSettings {
         char *admin_token_file;  /* with --url */
         char *worker_token_file; /* with --url */
         char *control_binary;
-        char **control_args;     /* extra arguments for entropy-control */
+        char **control_args; /* extra arguments for entropy-control */
         char *worker_binary;
         char *beanstalkd_binary;
-        char *state_directory;   /* keep the control plane's database here, reused across runs */
+        char *state_directory; /* keep the control plane's database here, reused across runs */
         char *tmpdir;
         int64_t workers;
-        int64_t jobs;            /* lifecycles; 0 = as many as fit in duration */
+        int64_t jobs; /* lifecycles; 0 = as many as fit in duration */
         usec_t duration;
         int64_t preload;
         bool startup;
         int64_t startup_runs;
-        char *beanstalkd;        /* "auto", "yes" or "no" */
+        char *beanstalkd; /* "auto", "yes" or "no" */
         bool entropy;
         bool e2e;
         int64_t e2e_jobs;
         bool is_short;
         bool json;
-        bool keep;               /* keep the temporary directory */
+        bool keep; /* keep the temporary directory */
 } BenchSettings;
 
 /* Request kinds of the simulated worker's cycle, for per-request latencies. */
@@ -58,19 +58,19 @@ typedef struct EntropyResult {
         uint64_t lifecycles;
         usec_t elapsed;
         uint64_t requests, errors, empty_polls, reconnects;
-        usec_t client_cpu;       /* the bench's own CPU time during the phase */
+        usec_t client_cpu; /* the bench's own CPU time during the phase */
         Latency latency[_REQ_MAX];
         uint64_t peak_rss_kib, rss_kib;
 
         uint64_t preload_target, preload_existing, preload_done;
         usec_t preload_elapsed;
 
-        bool verified;           /* the store agrees with what the bench did */
+        bool verified; /* the store agrees with what the bench did */
         char verify_detail[256];
         uint64_t store_completed, store_pending, store_other;
 
-        uint64_t startup_jobs;   /* jobs stored when the start-up was measured */
-        uint64_t startup_held;   /* of which RUNNING (held by simulated workers) */
+        uint64_t startup_jobs; /* jobs stored when the start-up was measured */
+        uint64_t startup_held; /* of which RUNNING (held by simulated workers) */
         usec_t startup[8];
         unsigned n_startup;
         uint64_t startup_rss_kib;
@@ -100,7 +100,7 @@ typedef struct BenchReport {
         char *workdir;
         const char *fs_type;
         long n_cpus;
-        double loadavg;          /* 1-minute load average when the bench started */
+        double loadavg; /* 1-minute load average when the bench started */
         EntropyResult entropy;
         BeanstalkResult beanstalk;
         E2eResult e2e;

@@ -19,7 +19,9 @@ OPTION_NAMES = [
     "disconnect-timeout", "heartbeat-timeout", "reconcile-interval", "retry-backoff", "retry-backoff-max",
     "retry-jitter", "aging-window", "max-retry-jobs-per-worker", "preempt-priority-floor", "preempt-backlog",
     "job-retention-days", "event-retention-days", "retention-interval", "max-body-size", "max-connections",
-    "max-connections-per-ip", "user-bus",
+    "max-connections-per-ip", "user-bus", "http-connection-timeout", "tls-certificate", "tls-key",
+    "tls-priorities", "tls-client-ca", "tls-bind-worker-id", "require-signed-worker-tokens", "token-clock-skew",
+    "signed-token-max-lifetime",
 ]
 
 

@@ -58,7 +58,7 @@ def test_submit_job_takes_every_http_field_and_matches_http_view(t):
 
 @test
 def test_list_jobs_filters_by_state_and_worker(t):
-    bus, cp = setup(t)
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
     a, _ = submit(t, bus)
     b, _ = submit(t, bus, command="false")
     w = h.FakeWorker(cp, "w-list")
@@ -89,7 +89,7 @@ def test_abort_job_then_conflict_and_unknown_job(t):
 
 @test
 def test_abort_worker_jobs_counts_the_jobs_it_held(t):
-    bus, cp = setup(t)
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
     submit(t, bus)
     submit(t, bus)
     w = h.FakeWorker(cp, "w-abort")
@@ -104,7 +104,7 @@ def test_abort_worker_jobs_counts_the_jobs_it_held(t):
 
 @test
 def test_workers_listed_drained_and_resumed(t):
-    bus, cp = setup(t)
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
     h.FakeWorker(cp, "w-drain", capabilities=["gpu"])
     workers = [h.variant_dict(w) for w in h.call(t, bus, "ListWorkers")[0]]
     t.eq([w["worker_id"] for w in workers], ["w-drain"], "ListWorkers lists the worker")
@@ -178,6 +178,27 @@ def test_reload_tokens_takes_the_new_admin_token(t):
     t.eq(s, 200, "a failed reload keeps the current token")
 
 
+@test
+def test_replay_results_applies_a_workers_completion(t):
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
+    job_id, _ = submit(t, bus)
+    w = h.FakeWorker(cp, "w-gone")
+    job = w.claim()
+    w.ack(job)
+    result = {"job_id": job_id, "assignment_id": job["assignment_id"], "status": "COMPLETED",
+              "completion_seq": 1, "exit_code": 0, "result_summary": "done"}
+    actions = [h.variant_dict(a) for a in h.call(t, bus, "ReplayResults", "saa{sv}", "w-gone", 1,
+                                                 *h.asv(result)[1:])[0]]
+    t.eq([(a["job_id"], a["result"]) for a in actions], [(job_id, "ACCEPTED")], "the completion is accepted")
+    t.eq(cp.job(job_id)["status"], "COMPLETED", "and applied")
+    again = [h.variant_dict(a) for a in h.call(t, bus, "ReplayResults", "saa{sv}", "w-gone", 1,
+                                               *h.asv(result)[1:])[0]]
+    t.eq(again[0]["result"], "ACCEPTED", "a repeat is an accepted no-op")
+    h.expect_error(t, bus, ERR + "NoSuchWorker", "ReplayResults", "saa{sv}", "never-registered", 0)
+    h.expect_error(t, bus, ERR + "InvalidArgs", "ReplayResults", "saa{sv}", "w-gone", 1,
+                   *h.asv({"job_id": job_id, "status": "SLEEPING"})[1:])
+
+
 # ---- errors ---------------------------------------------------------------------------------
 
 @test
@@ -205,7 +226,7 @@ def test_bad_input_gets_named_errors(t):
 
 @test
 def test_job_and_worker_objects_enumerated_by_object_manager(t):
-    bus, cp = setup(t)
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
     job_id, path = submit(t, bus, command="sleep", args=["1"], priority=-3)
     h.FakeWorker(cp, "w-odd.id:1")  # a worker id that needs escaping
     objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
@@ -235,7 +256,8 @@ def test_properties_and_signals_follow_state_changes(t):
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "QueueDepth")["PENDING"], 1, "QueueDepth counts it")
 
     w = h.FakeWorker(cp, "w-sig")
-    mon.wait_signal("WorkerStateChanged", lambda m: m["payload"]["data"][0] == "w-sig", what="WorkerStateChanged")
+    mon.wait_signal("WorkerStateChanged", lambda m: m["payload"]["data"] == ["w-sig", "", "ONLINE"],
+                    what="WorkerStateChanged for the registration")
     job = w.claim()
     w.ack(job)
     mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"] == [job_id, "ASSIGNED", "RUNNING",
@@ -249,7 +271,14 @@ def test_properties_and_signals_follow_state_changes(t):
                     what="JobStateChanged RUNNING -> COMPLETED")
     t.eq(h.get_property(t, bus, path, h.JOB_IFACE, "ExitCode"), 0, "ExitCode property")
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "WorkersByState")["ONLINE"], 1, "WorkersByState")
+    # No more heartbeats: the reconciler finds the worker overdue (disconnect-timeout 700ms).
+    mon.wait_signal("WorkerStateChanged", lambda m: m["payload"]["data"] == ["w-sig", "ONLINE", "DISCONNECTED"],
+                    what="WorkerStateChanged ONLINE -> DISCONNECTED from a sweep")
+    mon.wait_signal("PropertiesChanged", lambda m: m["path"] == h.worker_path("w-sig") and
+                    m["payload"]["data"][1].get("Status", {}).get("data") == "DISCONNECTED",
+                    what="the worker object's PropertiesChanged Status=DISCONNECTED")
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "Version"), open_version(), "Version")
+    t.eq(cp.stop(), 0, "a clean exit after all that (sanitizer builds check for leaks here)")
 
 
 def open_version():
@@ -263,7 +292,8 @@ def open_version():
 # ---- introspection --------------------------------------------------------------------------
 
 def interfaces_of(xml_text, prefix="org.entropy."):
-    """{interface: {("method", name): (in sigs, out sigs), ("signal", name): sigs, ("property", name): (type, access)}}"""
+    """{interface: {("method", name): (in args, out args), ("signal", name): args,
+                    ("property", name): (type, access, EmitsChangedSignal)}}"""
     root = ET.fromstring(xml_text)
     out = {}
     for iface in root.findall("interface"):
@@ -279,14 +309,16 @@ def interfaces_of(xml_text, prefix="org.entropy."):
         for s in iface.findall("signal"):
             members[("signal", s.get("name"))] = tuple((a.get("name"), a.get("type")) for a in s.findall("arg"))
         for p in iface.findall("property"):
-            members[("property", p.get("name"))] = (p.get("type"), p.get("access"))
+            emits = [a.get("value") for a in p.findall("annotation")
+                     if a.get("name") == "org.freedesktop.DBus.Property.EmitsChangedSignal"]
+            members[("property", p.get("name"))] = (p.get("type"), p.get("access"), emits[0] if emits else "true")
         out[name] = members
     return out
 
 
 @test
 def test_introspection_matches_the_xml_file(t):
-    bus, cp = setup(t)
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
     job_id, jpath = submit(t, bus)
     h.FakeWorker(cp, "w-intro")
     exported = {}
@@ -386,6 +418,7 @@ def test_polkit_decides_when_it_is_on_the_bus(t):
     h.call(t, bus, "AbortJob", "ss", job_id, "root")
     with open(log) as f:
         t.eq(len(f.readlines()), 2, "root is not asked about")
+    t.eq(cp.stop(), 0, "a clean exit")
 
 
 # ---- the bus itself -------------------------------------------------------------------------
@@ -401,6 +434,7 @@ def test_survives_a_bus_restart(t):
     t.wait_for(bus.has_owner, 20, "the name to be owned again after the bus restarted")
     t.eq(h.variant_dict(h.call(t, bus, "GetJob", "s", job_id)[0])["status"], "PENDING", "calls work again")
     t.ok(cp.running(), "the daemon kept running")
+    t.eq(cp.stop(), 0, "and exits cleanly")
 
 
 @test
@@ -414,6 +448,7 @@ def test_no_bus_at_start_is_a_warning_and_http_serves(t):
     bus = h.PrivateBus(t, socket=missing).start()
     t.wait_for(bus.has_owner, 20, "the name to be owned once the bus appears")
     t.ok(h.call(t, bus, "ListJobs", "a{sv}", 0) == [[]], "and the API answers")
+    t.eq(cp.stop(), 0, "a clean exit")
 
 
 if __name__ == "__main__":

@@ -54,9 +54,14 @@ class Ctl:
         return json.loads(r.stdout)
 
 
-def setup(t):
+# Workers that stay ONLINE for the whole test, however slow the build (sanitizers, valgrind):
+# answers compared across transports must not straddle a state change.
+SLOW_CLOCK = h.SLOW_CLOCK
+
+
+def setup(t, options=None):
     bus = h.PrivateBus(t).start()
-    cp = h.start_control(t, bus)
+    cp = h.start_control(t, bus, options=options)
     return bus, cp, Ctl(t, bus, cp), Ctl(t, bus, cp, http=True)
 
 
@@ -71,7 +76,7 @@ def without_moving_fields(o):
 
 @test
 def test_dbus_and_http_give_the_same_answers(t):
-    bus, cp, dbus, http = setup(t)
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
     a = dbus.json("submit", "--priority=4", "--requirement=x,y", "--timeout=2s", "--", "echo", "hi there")["job_id"]
     b = http.json("submit", "--gpu", "--max-attempts=2", "--", "false")["job_id"]
     w = h.FakeWorker(cp, "w-same", capabilities=["gpu"])
@@ -109,7 +114,7 @@ def test_tables_have_a_legend_unless_told_not_to(t):
 
 @test
 def test_submit_wait_follows_the_job_to_its_outcome(t):
-    bus, cp, dbus, http = setup(t)
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
     w = h.FakeWorker(cp, "w-wait")
     for ctl, outcome in ((dbus, "complete"), (http, "complete"), (dbus, "fail"), (http, "fail")):
         p = ctl.popen("submit", "--wait", "--max-attempts=1", "--", "true")
@@ -137,7 +142,7 @@ def test_submit_wait_follows_the_job_to_its_outcome(t):
 
 @test
 def test_abort_drain_reconcile_reload_over_dbus(t):
-    bus, cp, dbus, http = setup(t)
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
     a = dbus.json("submit", "--", "true")["job_id"]
     t.eq(dbus.json("abort", "--reason=no", a), {"job_id": a, "aborted_jobs": 1, "status": "ABORTED", "reason": "no"},
          "abort answers in JSON")
@@ -199,7 +204,7 @@ def make_replay_db(path, worker_id, job, exit_code=0):
 
 @test
 def test_replay_hands_a_workers_results_to_the_control_plane(t):
-    bus, cp, dbus, http = setup(t)
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
     job_id = http.json("submit", "--", "true")["job_id"]
     w = h.FakeWorker(cp, "w-replay")
     job = w.claim()
@@ -219,7 +224,14 @@ def test_replay_hands_a_workers_results_to_the_control_plane(t):
     t.eq(r.returncode, EXIT_ACCESS, "without a worker token: access denied")
     r = http.run(f"--worker-token-file={token_file}", "replay", os.path.join(t.tmp, "missing.db"))
     t.eq(r.returncode, EXIT_NOT_FOUND, "a missing file: not found")
-    t.eq(dbus.run("replay", db).returncode, EXIT_FAILURE, "replay needs --url (the worker endpoint)")
+    # Over D-Bus: ReplayResults, no worker token needed; a second repeat is still an ACCEPTED no-op.
+    r = dbus.run("--output=json", "replay", db)
+    t.eq(r.returncode, EXIT_OK, f"replay over D-Bus: {r.stderr}")
+    t.eq(without_moving_fields(json.loads(r.stdout)), without_moving_fields(json.loads(
+        http.run("--output=json", f"--worker-token-file={token_file}", "replay", db).stdout)),
+        "the same answer over D-Bus and HTTP")
+    t.eq(dbus.run("replay", "--worker=someone-else", db).returncode, EXIT_USAGE,
+         "results of another worker than --worker names: refused")
 
 
 @test
@@ -258,6 +270,61 @@ def test_exit_codes_are_the_documented_ones(t):
 
 
 @test
+def test_colour_and_pager_only_on_a_terminal(t):
+    bus, cp, dbus, http = setup(t)
+    dbus.json("submit", "--", "true")
+    paged = os.path.join(t.tmp, "paged")
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": bus.address, "TERM": "xterm", "NO_COLOR": "",
+           "ENTROPY_PAGER": f"cat > {paged}"}
+    os.environ.pop("NO_COLOR", None)
+
+    def on_tty(*args, extra=None):
+        e = dict(env)
+        e.update(extra or {})
+        cmd = " ".join([binary("entropyctl")] + list(args))
+        # script(1) gives the command a terminal; its output comes back through our pipe.
+        return t.run_cmd(["script", "-qec", cmd, "/dev/null"], env=e)
+
+    r = on_tty("list-jobs")
+    t.eq(r.returncode, EXIT_OK, "list-jobs on a terminal")
+    with open(paged) as f:
+        text = f.read()
+    t.ok("PENDING" in text and "1 job listed." in text, "the table went through the pager")
+    t.ok("\033[" in text, "with colour, as stdout was a terminal")
+    os.unlink(paged)
+    r = on_tty("--no-pager", "list-jobs")
+    t.ok("PENDING" in r.stdout and not os.path.exists(paged), "--no-pager: straight to the terminal")
+    t.ok("\033[" in r.stdout, "still in colour")
+    r = on_tty("--no-pager", "list-jobs", extra={"NO_COLOR": "1"})
+    t.ok("PENDING" in r.stdout and "\033[" not in r.stdout, "$NO_COLOR turns colour off")
+    r = dbus.run("list-jobs", env={"ENTROPY_PAGER": f"cat > {paged}", "TERM": "xterm"})
+    t.ok("PENDING" in r.stdout and not os.path.exists(paged), "no pager and no colour into a pipe")
+    t.ok("\033[" not in r.stdout, "no escape codes into a pipe")
+
+
+def complete(t, bus, words):
+    """What ctl/entropyctl.bash offers for the last of words (entropyctl from the build tree)."""
+    script = ("source \"$1\"; shift; COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); _entropyctl; "
+              "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    r = t.run_cmd(["bash", "-c", script, "complete", os.path.join(h.SRCDIR, "ctl", "entropyctl.bash")] + words,
+                  env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address,
+                       "PATH": os.path.dirname(binary("entropyctl")) + os.pathsep + os.environ["PATH"]})
+    return r.stdout.split()
+
+
+@test
+def test_bash_completion_offers_commands_options_and_ids(t):
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    job_id = dbus.json("submit", "--", "true")["job_id"]
+    h.FakeWorker(cp, "w-complete")
+    t.eq(complete(t, bus, ["entropyctl", "list-"]), ["list-jobs", "list-workers"], "commands")
+    t.ok("--wait" in complete(t, bus, ["entropyctl", "submit", "--w"]), "a command's options")
+    t.eq(complete(t, bus, ["entropyctl", "--output=j"]), ["json", "json-pretty"], "option values")
+    t.eq(complete(t, bus, ["entropyctl", "status", ""]), [job_id], "job ids from the control plane")
+    t.eq(complete(t, bus, ["entropyctl", "drain", "w-"]), ["w-complete"], "worker ids")
+
+
+@test
 def test_options_come_from_environment_and_config_file(t):
     bus, cp, dbus, http = setup(t)
     http.json("submit", "--", "true")
@@ -276,4 +343,7 @@ def test_options_come_from_environment_and_config_file(t):
 if __name__ == "__main__":
     if not shutil.which("dbus-daemon") or not shutil.which("busctl"):
         skip_all("dbus-daemon and busctl are needed")
-    h.run_with_skips({})
+    skips = {}
+    if not shutil.which("script"):
+        skips["test_colour_and_pager_only_on_a_terminal"] = "script(1) is needed to give entropyctl a terminal"
+    h.run_with_skips(skips)

@@ -4,7 +4,7 @@
 # Two containers, each the machine's own root under an overlay with a tmpfs upper layer, each in
 # its own network namespace, joined by a veth link: "ctl" (10.231.0.1) runs the control plane,
 # "wrk" (10.231.0.2) a worker. The built .deb packages are installed in them with apt, offline,
-# and the operator's path is exercised: start, submit with entropyctl and busctl, run on the
+# (offline: its network namespace has no route out) and the operator's path is exercised: start, submit with entropyctl and busctl, run on the
 # worker, audit in the journal with catalog text, restart mid-work, socket activation, watchdog,
 # purge. Everything (containers, namespaces, mounts, processes) is removed on any exit.
 #

@@ -1,0 +1,26 @@
+/* control-wake.h: waking sleeping workers when work arrives (the sending side is wake-send.h).
+ *
+ * A listener on committed audit events: when a job becomes claimable (job.submitted, and
+ * job.requeued, which is every way back to PENDING: a retry's backoff elapsed, an ack that never
+ * came, a handback), each worker that could take it gets one wake datagram: it registered a wake
+ * port, is not draining, holds no job (idle, or OFFLINE: a socket-activated worker exits when idle),
+ * and has the capabilities the job needs (gpu, requirements). A job held back by scheduled_at is
+ * announced when that time comes, by a timer on the earliest such job.
+ *
+ * At most one datagram per worker per second; best effort and never blocking (a non-blocking UDP
+ * sendto to a numeric address): a lost wake-up only delays a job until the worker's next poll, a
+ * failed send is logged at debug level and otherwise ignored. */
+#pragma once
+
+#include "control.h"
+
+#define CONTROL_WAKE_MIN_INTERVAL_USEC USEC_PER_SEC
+
+typedef struct ControlWake ControlWake;
+
+/* Registers the listener and the scheduled-job timer on c->event. */
+int control_wake_start(Control *c);
+ControlWake *control_wake_free(ControlWake *w);
+
+/* Counters, for tests and metrics: datagrams sent, and sends that failed. */
+void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed);

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""The failure table as scenarios on 127.0.0.1 (no root needed): worker crash, power cut (every
+process of a worker "host" killed at once, its unsynced SQLite writes lost through the crash VFS),
+control-plane crash and restart, duplicated, delayed, reordered and stale worker messages (a
+proxy), and the artifact rule. After each scenario the invariant checker (invariants.py) reads the
+audit trail, the workers' run records and the jobs' own log. Recovery times are checked against
+daemon/reconcile.h's bound computed from the configured intervals."""
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+
+from faultlib import (ADMIN_TOKEN, WORKER_TOKEN, Fleet, TestFailure, binary, recovery_bound, run, skip_all, span,
+                      test)
+
+try:
+    binary("entropy-control")
+    binary("entropy-worker")
+except FileNotFoundError as e:
+    skip_all(str(e))
+
+SEED = int(os.environ.get("ENTROPY_FAULT_SEED", "6"))
+
+
+def holder(fleet, job_id):
+    return fleet.cp.job(job_id)["worker_id"]
+
+
+def requeued_after(fleet, job_id, t0, timeout):
+    """Waits for the job to be claimable again (job.requeued: RETRYING -> PENDING) after t0;
+    returns the event's time (Unix seconds)."""
+    box = {}
+
+    def cond():
+        box["e"] = fleet.first_event_after(job_id, ("job.requeued",), t0 * 1e6)
+        return box["e"]
+    fleet.t.wait_for(cond, timeout, f"job {job_id} to be claimable again")
+    return box["e"]["ts"] / 1e6
+
+
+# -- worker crash and power cut -------------------------------------------------------------------
+
+@test
+def test_worker_kill_mid_job_requeues_within_bound(t):
+    fleet = Fleet(t, workers=2)
+    job_id = fleet.submit(fleet.job(2))
+    job = fleet.wait_running(job_id)
+    victim = job["worker_id"]
+    fleet.kill9_worker(victim)
+    killed = time.time()
+    bound = recovery_bound(fleet.control_options)
+    back = requeued_after(fleet, job_id, killed, bound * 3)
+    t.ok(back - killed <= bound, f"claimable again {back - killed:.2f}s after the kill (bound {bound:.2f}s)")
+    fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=15)
+    t.ok(holder(fleet, job_id) != victim, "completed by the surviving worker")
+    fleet.workers[victim].start()  # comes back: its orphaned run is recorded as interrupted
+    fleet.finish()
+
+
+@test
+def test_power_cycle_during_execution(t):
+    fleet = Fleet(t, workers=2, worker_options={"slots": "2"})
+    ids = [fleet.submit(fleet.job(2.5)) for _ in range(4)]
+    t.wait_for(lambda: sum(1 for j in ids if fleet.cp.job(j)["status"] == "RUNNING") >= 3, 10,
+               "jobs to run on both workers")
+    victim = fleet.cp.job(ids[0])["worker_id"]
+    held = [j for j in ids if fleet.cp.job(j)["worker_id"] == victim and fleet.cp.job(j)["status"] == "RUNNING"]
+    fleet.power_cut(victim)
+    cut = time.time()
+    bound = recovery_bound(fleet.control_options)
+    for j in held:
+        back = requeued_after(fleet, j, cut, bound * 3)
+        t.ok(back - cut <= bound, f"job {j} claimable again {back - cut:.2f}s after the power cut (bound {bound:.2f}s)")
+    # Power comes back: the same state directory, a new instance; its replay buffer is what was
+    # fsynced before the cut.
+    fleet.workers[victim].start()
+    fleet.wait_all_terminal(timeout=30)
+    for j in ids:
+        t.eq(fleet.cp.job(j)["status"], "COMPLETED", f"job {j} completed")
+    fleet.finish()
+
+
+@test
+def test_power_cut_with_results_in_the_replay_buffer(t):
+    # The control plane is unreachable while jobs finish: their results wait in the worker's
+    # replay buffer. A power cut then, and the worker must come back with every result it had
+    # committed, and the control plane must accept each exactly once.
+    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
+    fleet = Fleet(t, workers=1, control=slow, proxy={"seed": SEED})
+    ids = [fleet.submit(fleet.job(0.8)) for _ in range(1)]
+    fleet.wait_running(ids[0])
+    fleet.proxy.set_blackhole(True)
+    w = fleet.workers["w1"]
+    t.wait_for(lambda: w.outbox(ids[0], "pending"), 10, "the result to wait in the replay buffer")
+    fleet.power_cut("w1")
+    fleet.proxy.set_blackhole(False)
+    w.start()
+    fleet.cp.wait_job_state(ids[0], "COMPLETED", timeout=15)
+    t.wait_for(lambda: w.outbox(ids[0], "accepted"), 10, "the replayed result to be accepted")
+    fleet.finish()
+
+
+# -- control plane crash and restart -------------------------------------------------------------
+
+@test
+def test_control_restart_during_active_job(t):
+    fleet = Fleet(t, workers=1, control={"lease-timeout": "3s", "heartbeat-timeout": "3s",
+                                         "disconnect-timeout": "1500ms"})
+    job_id = fleet.submit(fleet.job(2.5))
+    fleet.wait_running(job_id)
+    fleet.kill9_control()
+    down = time.monotonic()
+    fleet.restart_control()
+    downtime = time.monotonic() - down
+    job = fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=15)
+    lost = fleet.events(job_id, "job.lost")
+    lease = span(fleet.control_options["lease-timeout"])
+    if downtime < lease / 2:
+        t.eq(lost, [], f"not LOST: the restart extended the lease (down {downtime:.2f}s, lease {lease}s)")
+        t.eq(job["attempt_count"], 1, "one attempt: the running job was never taken from its worker")
+    fleet.finish()
+
+
+@test
+def test_control_plane_kill9_under_load_repeated(t):
+    rng = random.Random(SEED)
+    fleet = Fleet(t, workers=2, worker_options={"slots": "2"})
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        from entropy_test import Http
+        http = Http("127.0.0.1", fleet.cp.port, timeout=3)
+        n = 0
+        while not stop.is_set() and n < 400:
+            n += 1
+            spec = fleet.job(rng.choice([0, 0.1, 0.3]))
+            try:
+                status, body = http.request("POST", "/jobs", spec, token=ADMIN_TOKEN)
+                if status == 201:
+                    fleet.ledger.submitted[body["job_id"]] = time.time()
+            except (OSError, ValueError, Exception) as e:  # the control plane is down: expected
+                errors.append(type(e).__name__)
+                http.close()
+                stop.wait(0.05)
+        http.close()
+
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    kills = 6
+    try:
+        for i in range(kills):
+            n0 = len(fleet.ledger.submitted)
+            t.wait_for(lambda: len(fleet.ledger.submitted) >= n0 + 5, 15, "more submissions between kills")
+            time.sleep(rng.uniform(0.0, 0.3))  # a random point in the stream (bounded, seeded)
+            fleet.kill9_control()
+            fleet.restart_control()
+    finally:
+        stop.set()
+        th.join(20)
+    print(f"# {kills} kill -9 of the control plane; {len(fleet.ledger.submitted)} jobs acknowledged; "
+          f"{len(errors)} client errors while it was down")
+    fleet.wait_all_terminal(timeout=60)
+    fleet.finish()
+
+
+# -- duplicated, delayed, reordered, stale messages -----------------------------------------------
+
+@test
+def test_duplicate_completion_replay_is_noop(t):
+    fleet = Fleet(t, workers=1, proxy={"seed": SEED, "duplicate": 1.0, "max_delay": 0.2})
+    job_id = fleet.submit(fleet.job(0.2))
+    fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=10)
+    w = fleet.workers["w1"]
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the worker to record the acceptance")
+    t.wait_for(lambda: fleet.proxy.stats["duplicated"] >= 1, 5, "the proxy to replay the completion")
+    body = json.loads(w.outbox(job_id, "accepted")[0]["body"])
+    # The same completion again, by hand, several times: each a 200 no-op.
+    for i in range(3):
+        status, ans = fleet.cp.worker("POST", "/complete", body)
+        t.eq(status, 200, f"replay {i + 1} answers 200")
+    # A completion naming another assignment (superseded or never issued) is refused and audited.
+    forged = dict(body, assignment_id="0" * 32)
+    status, _ = fleet.cp.worker("POST", "/complete", forged)
+    t.eq(status, 409, "a completion with another assignment is refused")
+    t.eq(len(fleet.events(job_id, "job.completed")), 1, "applied exactly once")
+    t.ok(fleet.events(job_id, "job.assignment_stale"), "the stale completion is audited")
+    fleet.finish()
+
+
+@test
+def test_duplicated_delayed_reordered_messages(t):
+    fleet = Fleet(t, workers=2, proxy={"seed": SEED, "delay": 0.5, "max_delay": 0.25, "duplicate": 0.3,
+                                       "stale": 0.2},
+                  control={"lease-timeout": "3s", "heartbeat-timeout": "3s", "disconnect-timeout": "1500ms"})
+    ids = [fleet.submit(fleet.job(random.Random(SEED + i).choice([0, 0.2, 0.5]), exit_code=1 if i % 7 == 3 else 0,
+                                  max_attempts=2)) for i in range(30)]
+    fleet.wait_all_terminal(timeout=60, job_ids=ids)
+    print(f"# proxy: {fleet.proxy.stats}")
+    t.ok(fleet.proxy.stats["duplicated"] > 0 and fleet.proxy.stats["delayed"] > 0, "faults were injected")
+    fleet.finish()
+
+
+# -- artifacts ------------------------------------------------------------------------------------
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@test
+def test_partial_artifact_write_never_accepted(t):
+    fleet = Fleet(t, workers=2)
+    # A job that writes its output slowly: the power cut lands in the middle of it.
+    script = 'for i in $(seq 1 40); do head -c 4096 /dev/zero | tr "\\0" y; sleep 0.05; done'
+    job_id = fleet.submit({"command": "sh", "args": ["-c", script]})
+    job = fleet.cp.wait_job_state(job_id, "RUNNING", timeout=10)
+    victim = job["worker_id"]
+    first = job["assignment_id"]
+    tmp = os.path.join(fleet.workers[victim].state_dir, "artifacts", job_id, first, "stdout.tmp")
+    t.wait_for(lambda: os.path.exists(tmp) and os.path.getsize(tmp) > 0, 10, "partial output on disk")
+    fleet.power_cut(victim)
+    fleet.workers[victim].start()
+    final = fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    t.ok(final["assignment_id"] != first, "the interrupted assignment was not the one accepted")
+    t.ok(not final["stdout_path"].endswith(".tmp"), "a final name was reported")
+    t.eq(final["stdout_sha256"], sha256(final["stdout_path"]), "the stored checksum is the file's")
+    t.eq(os.path.getsize(final["stdout_path"]), 40 * 4096, "the accepted output is complete")
+    t.ok(not os.path.exists(final["stdout_path"] + ".tmp"), "no tmp file left beside the accepted output")
+    runs = [r for r in fleet.workers[victim].runs(job_id) if r["assignment_id"] == first]
+    t.ok(runs and runs[0]["outcome"] == "interrupted", f"the cut run is recorded as interrupted: {runs}")
+    t.eq(fleet.workers[victim].outbox(job_id) and [o for o in fleet.workers[victim].outbox(job_id)
+                                                   if o["assignment_id"] == first], [],
+         "no result was ever queued for the cut run")
+
+    # A completion that breaks the rename rule is refused and changes nothing.
+    job2 = fleet.submit(fleet.job(0.1))
+    done = fleet.cp.wait_job_state(job2, "COMPLETED", timeout=10)
+    for bad in ({"stdout_tmp_path": done["stdout_path"]},                       # tmp == final
+                {"stdout_path": done["stdout_path"] + ".tmp",                   # final is a tmp name
+                 "stdout_tmp_path": done["stdout_path"] + ".tmp.tmp"},
+                {"stdout_sha256": "not-a-checksum"}):
+        body = {"job_id": job2, "worker_id": done["worker_id"], "assignment_id": done["assignment_id"],
+                "exit_code": 0, "stdout_path": done["stdout_path"], "stdout_tmp_path": done["stdout_path"] + ".tmp",
+                "stdout_sha256": done["stdout_sha256"]}
+        body.update(bad)
+        status, _ = fleet.cp.worker("POST", "/complete", body)
+        t.eq(status, 400, f"completion with {list(bad)} refused")
+    t.eq(fleet.cp.job(job2)["stdout_sha256"], done["stdout_sha256"], "the stored record is unchanged")
+    fleet.finish()
+
+
+@test
+def test_artifact_durability_order_before_report(t):
+    """The artifact rule's durability, from the worker's system calls: for each result, stdout and
+    stderr are fsynced, renamed, their directory fsynced, and only then is the result committed
+    (an fsync of the replay buffer's WAL) and then sent. A power cut at any point therefore never
+    leaves an accepted result whose final file is not complete on disk (given fsync means what
+    POSIX says; this is the ordering the crash VFS cannot model for plain files)."""
+    if subprocess.run(["sh", "-c", "command -v strace"], capture_output=True).returncode != 0:
+        print("# SKIP strace not installed")
+        return
+    fleet = Fleet(t, workers=0)
+    trace = os.path.join(t.tmp, "strace.out")
+    w = fleet.add_worker("w1", start=False)
+    w.argv = ["strace", "-f", "-y", "-qq", "-s", "200", "-o", trace,
+              "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,sendto,send,write"] + w.argv
+    w.start(timeout=20)
+    job_id = fleet.submit({"command": "sh", "args": ["-c", "echo out; echo err >&2"]})
+    fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    fleet.finish()
+    with open(trace) as f:
+        lines = f.read().splitlines()
+
+    def first(pred, start=0):
+        for i in range(start, len(lines)):
+            if pred(lines[i]):
+                return i
+        return None
+    out_fsync = first(lambda l: "fsync(" in l and job_id in l and "stdout.tmp" in l)
+    ren = first(lambda l: "rename" in l and "stdout.tmp" in l and job_id in l)
+    err_ren = first(lambda l: "rename" in l and "stderr.tmp" in l and job_id in l)
+    dir_fsync = first(lambda l: re.search(r"fsync\(\d+<[^>]*" + job_id + r"/[0-9a-f]+>\)", l) is not None,
+                      max(ren or 0, err_ren or 0))
+    wal_fsync = first(lambda l: "fsync(" in l and "worker.db-wal" in l, dir_fsync or 0)
+    send = first(lambda l: "POST /complete" in l, 0)
+    order = [out_fsync, ren, err_ren, dir_fsync, wal_fsync, send]
+    t.ok(None not in order and order == sorted(order),
+         f"fsync(stdout.tmp) < rename < rename(stderr) < fsync(dir) < fsync(worker.db-wal) < POST /complete: {order}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,98 @@
+#!/bin/sh
+# test-dbus-files.sh: the bus policy, the activation file and the polkit actions (TAP):
+#  - the policy and the polkit file are well-formed XML; dbus-daemon accepts the policy (a private
+#    bus whose configuration includes it must start);
+#  - every method the policy lets group "entropy" call exists in the introspection XML, and is a
+#    reading method (no Submit/Abort/Drain/Resume/Reconcile/Reload);
+#  - the activation file names the unit and user the units use;
+#  - the polkit actions the daemon's authorization uses all exist in the policy.
+set -u
+srcdir=${ENTROPY_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+builddir=${ENTROPY_BUILDDIR:-$(pwd)}
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
+skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/entropy-dbus.XXXXXX")
+bus_pid=
+trap '[ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+
+conf=$srcdir/dbus/org.entropy.Control1.conf
+policy=$srcdir/dbus/org.entropy.Control1.policy
+xml=$srcdir/dbus/org.entropy.Control1.xml
+service=$builddir/dbus/org.entropy.Control1.service
+
+for f in "$conf" "$policy"; do
+    if python3 -c 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])' "$f" 2>"$tmp/err"; then
+        ok "$(basename "$f") is well-formed XML"
+    else
+        sed 's/^/# /' "$tmp/err"
+        not_ok "$(basename "$f") is well-formed XML"
+    fi
+done
+
+if command -v dbus-daemon >/dev/null 2>&1; then
+    cat >"$tmp/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$tmp/bus</listen>
+  <policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/></policy>
+  <include>$conf</include>
+</busconfig>
+CONF
+    dbus-daemon --config-file="$tmp/bus.conf" --nofork --nopidfile --print-address >"$tmp/addr" 2>"$tmp/bus.err" &
+    bus_pid=$!
+    i=0
+    while [ ! -s "$tmp/addr" ] && kill -0 "$bus_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    if [ -s "$tmp/addr" ]; then
+        ok "dbus-daemon starts with the bus policy included"
+    else
+        sed 's/^/# /' "$tmp/bus.err"
+        not_ok "dbus-daemon starts with the bus policy included"
+    fi
+else
+    skip "dbus-daemon not installed"
+fi
+
+if grep -q '<policy user="entropy">' "$conf" && grep -A2 '<policy user="entropy">' "$conf" | grep -q 'allow own="org.entropy.Control1"' &&
+   [ "$(grep -c 'allow own=' "$conf")" -eq 1 ]; then
+    ok "only user entropy may own org.entropy.Control1"
+else
+    not_ok "only user entropy may own org.entropy.Control1"
+fi
+
+if [ -f "$xml" ]; then
+    for m in $(sed -n 's/.*send_interface="org.entropy.Control1.Manager" send_member="\([A-Za-z]*\)".*/\1/p' "$conf"); do
+        if grep -q "<method name=\"$m\">" "$xml"; then
+            ok "read method $m allowed to group entropy exists in the introspection XML"
+        else
+            not_ok "read method $m allowed to group entropy exists in the introspection XML"
+        fi
+        case "$m" in
+            Submit* | Abort* | Drain* | Resume* | Reconcile* | Reload*) not_ok "$m is not a changing method" ;;
+        esac
+    done
+else
+    skip "dbus/org.entropy.Control1.xml does not exist yet"
+fi
+
+if [ -f "$service" ]; then
+    for kv in Name=org.entropy.Control1 SystemdService=entropy-control.service User=entropy; do
+        if grep -qx "$kv" "$service"; then ok "activation file: $kv"; else not_ok "activation file: $kv"; fi
+    done
+else
+    skip "dbus/org.entropy.Control1.service not built (run make)"
+fi
+
+for a in manage submit abort drain reload; do
+    if grep -q "<action id=\"org.entropy.Control1.$a\">" "$policy"; then ok "polkit action org.entropy.Control1.$a"; else not_ok "polkit action org.entropy.Control1.$a"; fi
+done
+# The actions the daemon asks polkit about must all be declared.
+for a in $(cat "$srcdir"/daemon/*.c 2>/dev/null | grep -oE '"org\.entropy\.Control1\.[a-z]+"' | tr -d '"' | sort -u); do
+    if grep -q "<action id=\"$a\">" "$policy"; then ok "daemon's polkit action $a is declared"; else not_ok "daemon's polkit action $a is declared"; fi
+done
+echo "1..$n"
+[ "$failed" -eq 0 ]
