@@ -11,8 +11,8 @@ entropyctl_SOURCES = \
 entropyctl_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(CURL_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS)
 entropyctl_LDADD = $(COMMON_LIBS) $(SYSTEMD_LIBS) $(CURL_LIBS) $(SQLITE_LIBS)
 
-bashcompletion_DATA += ctl/entropyctl.bash
-EXTRA_DIST += ctl/entropyctl.bash
+bashcompletion_DATA += ctl/bash-completion/entropyctl
+EXTRA_DIST += ctl/bash-completion/entropyctl
 
 # entropyctl against a real control plane over D-Bus (private dbus-daemon) and HTTP.
 TESTS += tests/integration/test-entropyctl.py

@@ -213,6 +213,9 @@ int api_get_events(Control *c, const HttpRequest *req, HttpResponse *resp) {
                 return http_response_error(resp, 400, "since_id must be a non-negative integer");
         if (api_query_int64(req, "limit", 1, EVENTS_MAX_LIMIT, &f.limit) < 0)
                 return http_response_error(resp, 400, "limit must be between 1 and %d", EVENTS_MAX_LIMIT);
+        r = api_query_bool(req, "oldest_first", &f.oldest_first);
+        if (r < 0)
+                return http_response_error(resp, 400, "oldest_first must be true, false, 1 or 0");
         r = audit_list(c, &f, &ev, &n);
         if (r < 0)
                 return r;

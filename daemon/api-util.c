@@ -70,3 +70,17 @@ int api_query_int64(const HttpRequest *req, const char *key, int64_t min, int64_
         *ret = x;
         return 1;
 }
+
+int api_query_bool(const HttpRequest *req, const char *key, bool *ret) {
+        const char *v = http_request_query(req, key);
+
+        if (!v)
+                return 0;
+        if (streq(v, "true") || streq(v, "1") || streq(v, "")) /* "?oldest_first" alone means yes */
+                *ret = true;
+        else if (streq(v, "false") || streq(v, "0"))
+                *ret = false;
+        else
+                return -EINVAL;
+        return 1;
+}

@@ -27,3 +27,5 @@ Origin api_worker_origin(const HttpRequest *req, const char *worker_id, char *bu
 
 /* Parses an optional non-negative integer query argument within [min, max]; -EINVAL if invalid. */
 int api_query_int64(const HttpRequest *req, const char *key, int64_t min, int64_t max, int64_t *ret);
+/* Parses an optional boolean query argument ("true"/"1"/"false"/"0"); -EINVAL if invalid. */
+int api_query_bool(const HttpRequest *req, const char *key, bool *ret);

@@ -196,6 +196,8 @@ int control_commit(Control **tx) {
                 return r;
         }
         /* Durable now: tell the listeners, in order. They run with no transaction open. */
+        if (s->n_pending > 0)
+                s->committed_event_id = MAX(s->committed_event_id, s->pending[s->n_pending - 1]->id);
         for (size_t i = 0; i < s->n_pending; i++)
                 control_emit(c, s->pending[i]);
         drop_pending(s);
@@ -304,19 +306,24 @@ int audit_list(Control *c, const EventFilter *f, AuditEvent ***ret, size_t *ret_
         size_t n = 0;
         int r;
 
-        /* Each filter is optional: "? IS NULL OR column = ?" lets one cached statement serve all. */
-        r = store_prepare(c->store,
-                          "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "
-                          "assignment_id, details FROM audit_events "
-                          "WHERE id > ?1 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
-                          "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) "
-                          "ORDER BY id DESC LIMIT ?6",
-                          &st);
+        /* Each filter is optional: "? IS NULL OR column = ?" lets one cached statement per order
+         * serve all. */
+#define EVENTS_SELECT                                                                                                  \
+        "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "                             \
+        "assignment_id, details FROM audit_events "                                                                    \
+        "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "                \
+        "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) "
+        if (f->oldest_first)
+                r = store_prepare(c->store, EVENTS_SELECT "ORDER BY id ASC LIMIT ?6", &st);
+        else
+                r = store_prepare(c->store, EVENTS_SELECT "ORDER BY id DESC LIMIT ?6", &st);
+#undef EVENTS_SELECT
         if (r < 0)
                 return r;
         if (store_bind_int64(st, 1, f->since_id) < 0 || store_bind_text(st, 2, f->component) < 0 ||
             store_bind_text(st, 3, f->event) < 0 || store_bind_text(st, 4, f->worker_id) < 0 ||
-            store_bind_text(st, 5, f->job_id) < 0 || store_bind_int64(st, 6, f->limit) < 0)
+            store_bind_text(st, 5, f->job_id) < 0 || store_bind_int64(st, 6, f->limit) < 0 ||
+            store_bind_int64(st, 7, f->until_id > 0 ? f->until_id : INT64_MAX) < 0)
                 return -ENOMEM;
         while ((r = store_step(c->store, st)) > 0) {
                 AuditEvent **p = realloc(a, (n + 1) * sizeof(*p));

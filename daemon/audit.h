@@ -5,6 +5,7 @@
 #pragma once
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <syslog.h>
 
@@ -86,10 +87,13 @@ typedef struct EventFilter {
         const char *worker_id;
         const char *job_id;
         int64_t since_id; /* only ids above it; 0 = all */
+        int64_t until_id; /* only ids up to it; 0 = no bound (the event stream passes the last
+                           * committed id, so that it never reads a batch not yet durable) */
         int64_t limit;    /* > 0 */
+        bool oldest_first; /* ascending ids: pages through a gap after since_id from its start */
 } EventFilter;
 
-/* Events matching the filter, newest first. */
+/* Events matching the filter, newest first (or oldest first). */
 int audit_list(Control *c, const EventFilter *f, AuditEvent ***ret, size_t *ret_n);
 void audit_event_array_free(AuditEvent **a, size_t n);
 

@@ -29,7 +29,7 @@
 #define BUS_ACTION_DRAIN  "org.entropy.Control1.drain"
 #define BUS_ACTION_RELOAD "org.entropy.Control1.reload"
 
-/* Default group names; overridable with $ENTROPY_DBUS_READ_GROUP / $ENTROPY_DBUS_ADMIN_GROUP. */
+/* Default group names; the dbus-read-group and dbus-admin-group options override them. */
 #define BUS_READ_GROUP_DEFAULT  "entropy"
 #define BUS_ADMIN_GROUP_DEFAULT "entropy-admin"
 

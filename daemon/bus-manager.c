@@ -727,7 +727,7 @@ static int on_counts_defer(sd_event_source *s, void *userdata) {
         size_t n = 0;
         int r;
 
-        if (!b->bus)
+        if (!b->bus || sd_bus_is_ready(b->bus) <= 0)
                 return 0;
         r = load_counts(b, jobs, workers);
         if (r < 0) {

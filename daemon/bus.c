@@ -199,7 +199,9 @@ fail:
 static void bus_event_listener(void *userdata, const AuditEvent *event) {
         Bus *b = userdata;
 
-        if (!b || !b->bus)
+        /* While the connection is still being set up (waiting for the broker's socket) sd-bus would
+         * queue every signal in memory until it is; nobody is listening yet, so send none. */
+        if (!b || !b->bus || sd_bus_is_ready(b->bus) <= 0)
                 return;
         bus_manager_event(b, event);
         bus_objects_event(b, event);
@@ -217,10 +219,10 @@ static Bus *bus_free(Bus *b) {
 }
 
 static int bus_groups_init(Bus *b) {
-        const char *rg = getenv("ENTROPY_DBUS_READ_GROUP"), *ag = getenv("ENTROPY_DBUS_ADMIN_GROUP");
+        const char *rg = b->c->settings.dbus_read_group, *ag = b->c->settings.dbus_admin_group;
 
-        b->read_group = strdup(rg ? rg : BUS_READ_GROUP_DEFAULT);
-        b->admin_group = strdup(ag ? ag : BUS_ADMIN_GROUP_DEFAULT);
+        b->read_group = strdup(!isempty(rg) ? rg : BUS_READ_GROUP_DEFAULT);
+        b->admin_group = strdup(!isempty(ag) ? ag : BUS_ADMIN_GROUP_DEFAULT);
         return b->read_group && b->admin_group ? 0 : -ENOMEM;
 }
 

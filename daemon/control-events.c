@@ -1,9 +1,11 @@
 /* control-events.c: the control plane's listeners (called after each audit event commits), its
- * counters, and its clock. */
+ * counters, its clock, and the start and stop of the core's loop-driven parts. */
 #include <errno.h>
 #include <stddef.h>
 
 #include "audit.h"
+#include "control-wake.h"
+#include "log.h"
 #include "control.h"
 #include "macro.h"
 
@@ -49,4 +51,15 @@ void control_emit(Control *c, const AuditEvent *event) {
         count(c, event);
         for (size_t i = 0; i < c->n_listeners; i++)
                 c->listeners[i].fn(c->listeners[i].userdata, event);
+}
+
+int control_core_start(Control *c) {
+        int r = control_wake_start(c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start worker wake-ups: %m");
+        return 0;
+}
+
+void control_core_stop(Control *c) {
+        c->wake = control_wake_free(c->wake);
 }

@@ -337,6 +337,7 @@ static int control_open_store(Control *c) {
 }
 
 static void control_done(Control *c) {
+        control_core_stop(c);
         control_bus_stop(c);
         observability_close_streams(c);
         c->http = http_server_free(c->http);
@@ -394,6 +395,9 @@ static int run(int argc, char **argv) {
         r = reconcile_timers_start(&c);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the reconciler's timers: %m");
+        r = control_core_start(&c); /* the core's loop-driven parts (worker wake-ups) */
+        if (r < 0)
+                return r;
         r = control_status_start(&c);
         if (r < 0)
                 return r;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "control.h"
+#include "macro.h"
 
 #define CONTROL_WAKE_MIN_INTERVAL_USEC USEC_PER_SEC
 
@@ -21,6 +22,7 @@ typedef struct ControlWake ControlWake;
 /* Registers the listener and the scheduled-job timer on c->event. */
 int control_wake_start(Control *c);
 ControlWake *control_wake_free(ControlWake *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ControlWake *, control_wake_free);
 
 /* Counters, for tests and metrics: datagrams sent, and sends that failed. */
 void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed);

@@ -52,6 +52,8 @@ typedef struct ControlSettings {
 
         bool user_bus;              /* D-Bus: own the name on the session bus (development) */
         char *ui_directory;         /* the dashboard's static files */
+        char *dbus_read_group;      /* members may call the D-Bus API's reading methods */
+        char *dbus_admin_group;     /* members may change things over D-Bus when polkit is absent */
 
         /* Security (docs/security.md). TLS is on when tls_certificate is set. */
         char *tls_certificate;      /* PEM chain, reloaded on SIGHUP */
@@ -116,4 +118,9 @@ typedef struct Control {
 usec_t control_now(const Control *c);
 
 int control_add_listener(Control *c, ControlEventListener fn, void *userdata);
+
+/* The core's parts that run on c->event once the store is open and the HTTP server exists
+ * (worker wake-ups; control-events.c), and their teardown (safe to call when never started). */
+int control_core_start(Control *c);
+void control_core_stop(Control *c);
 void control_emit(Control *c, const AuditEvent *event);

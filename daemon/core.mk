@@ -7,6 +7,8 @@ libentropy_control_core_a_SOURCES = \
 	daemon/store-schema.c daemon/store-schema.h \
 	daemon/audit.c daemon/audit.h \
 	daemon/control-events.c \
+	daemon/control-wake.c daemon/control-wake.h \
+	daemon/wake-send.c daemon/wake-send.h \
 	daemon/control-settings-check.c daemon/control-settings-check.h \
 	daemon/job-state.c daemon/job-state.h \
 	daemon/jobs.c daemon/jobs.h daemon/jobs-internal.h \

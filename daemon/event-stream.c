@@ -16,6 +16,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "protocol.h"
+#include "store.h"
 
 struct EventSubscriber {
         EventStream *hub; /* NULL once the hub is gone: the stream then just ends */
@@ -29,6 +30,8 @@ struct EventSubscriber {
         bool suspended; /* by event_stream_read(), waiting for more */
         bool resuming;  /* resumed, but libmicrohttpd has not read from it since */
         bool ending;    /* takes no more: send what is queued, then end the stream */
+        bool paging;    /* catching up from the store: live events are read there, not queued */
+        int64_t cursor; /* id of the last event queued (or paged past) */
 
         /* Filters; NULL matches anything. */
         char *job_id, *worker_id, *event, *component;
@@ -176,9 +179,13 @@ static void on_audit_event(void *userdata, const AuditEvent *e) {
                         subscriber_end(sub);
                 return;
         }
-        for (EventSubscriber *sub = s->subscribers; sub; sub = sub->next)
-                if (subscriber_matches(sub, e))
-                        queue_offer(s, sub, text, n);
+        for (EventSubscriber *sub = s->subscribers; sub; sub = sub->next) {
+                /* A subscriber still paging its backlog reads this one from the store in turn. */
+                if (sub->paging || e->id <= sub->cursor || !subscriber_matches(sub, e))
+                        continue;
+                sub->cursor = e->id;
+                queue_offer(s, sub, text, n);
+        }
 }
 
 static void heartbeat_update(EventStream *s) {
@@ -336,11 +343,21 @@ void event_stream_subscriber_free(void *userdata) {
         free(sub);
 }
 
+static int subscriber_page(EventStream *s, EventSubscriber *sub);
+
 ssize_t event_stream_read(void *userdata, uint64_t pos, char *buf, size_t max) {
         EventSubscriber *sub = userdata;
         size_t n = MIN(queue_pending(sub), max);
 
         sub->resuming = false;
+        if (n == 0 && sub->paging && sub->hub && !sub->ending) {
+                int r = subscriber_page(sub->hub, sub);
+                if (r < 0) {
+                        log_warning_errno(r, "Failed to read the event stream's backlog: %m");
+                        sub->ending = true; /* the client reconnects with its Last-Event-ID */
+                }
+                n = MIN(queue_pending(sub), max);
+        }
         if (n > 0) {
                 memcpy(buf, sub->buf + sub->start, n);
                 sub->start += n;
@@ -398,38 +415,51 @@ static int subscriber_set_filters(EventSubscriber *sub, const HttpRequest *req, 
         return 0;
 }
 
-/* The stored events after since_id that match the subscriber's filters, oldest first. */
-static int subscriber_send_backlog(EventStream *s, EventSubscriber *sub, int64_t since_id) {
+/* The stored events after the cursor that match the subscriber's filters, oldest first, one page
+ * (backlog_max events) at a time: the next page is read when the client has taken this one
+ * (event_stream_read()), so a long gap is sent whole without a queue that grows with it. Only
+ * committed events are read (until the store's last committed id: a group commit may have a
+ * batch open), and live events are left to the paging until it reaches the end. */
+static int subscriber_page(EventStream *s, EventSubscriber *sub) {
         EventFilter f = {
                 .component = sub->component, .event = sub->event, .worker_id = sub->worker_id,
-                .job_id = sub->job_id, .since_id = since_id,
-                .limit = (int64_t) s->limits.backlog_max + 1, /* one more tells that some were left out */
+                .job_id = sub->job_id, .since_id = sub->cursor,
+                .until_id = s->control->store->committed_event_id,
+                .limit = (int64_t) s->limits.backlog_max, .oldest_first = true,
         };
         AuditEvent **events = NULL;
-        size_t n = 0, first;
+        size_t n = 0;
         int r;
 
+        if (f.until_id <= sub->cursor) {
+                sub->paging = false;
+                return 0;
+        }
         r = audit_list(s->control, &f, &events, &n);
         if (r < 0)
                 return r;
-        /* Newest first: the extra one, if there, is the oldest and is dropped. */
-        first = n > s->limits.backlog_max ? n - 1 : n;
-        if (n > s->limits.backlog_max) {
-                char notice[160];
-                int k = snprintf(notice, sizeof(notice),
-                                 "event: truncated\ndata: {\"since_id\":%" PRId64 ",\"first_id\":%" PRId64 "}\n\n",
-                                 since_id, events[first - 1]->id);
-                r = queue_append(sub, notice, (size_t) k);
-        }
-        for (size_t i = first; r >= 0 && i > 0; i--) {
+        for (size_t i = 0; r >= 0 && i < n; i++) {
                 _cleanup_free_ char *text = NULL;
                 size_t len;
-                r = event_format(events[i - 1], &text, &len);
+                r = event_format(events[i], &text, &len);
                 if (r >= 0)
                         r = queue_append(sub, text, len);
+                if (r >= 0)
+                        sub->cursor = events[i]->id;
+        }
+        /* A short page: everything committed is queued; from here live events come in order. */
+        if (r >= 0 && n < s->limits.backlog_max) {
+                sub->paging = false;
+                sub->cursor = MAX(sub->cursor, f.until_id);
         }
         audit_event_array_free(events, n);
         return r;
+}
+
+static int subscriber_send_backlog(EventStream *s, EventSubscriber *sub, int64_t since_id) {
+        sub->paging = true;
+        sub->cursor = since_id;
+        return subscriber_page(s, sub);
 }
 
 /* Last-Event-ID (a reconnecting client) wins over ?since_id= (a first connection). */

@@ -15,9 +15,9 @@
  * queue_max bytes. A subscriber too slow to keep up is not allowed to grow the daemon's memory:
  * once its queue is full it gets no new events, receives what is queued and its stream ends;
  * it reconnects with the Last-Event-ID of the last event it received and catches up from the
- * store. The backlog sent on connect is at most backlog_max events: when more were missed, an
- * `event: truncated` message (data {"since_id", "first_id"}) comes first and the client must
- * page the gap with GET /events.
+ * store. The backlog is sent whole, however long the gap: it is read from the store oldest first,
+ * backlog_max events at a time, each page when the client has taken the previous one (so memory
+ * stays bounded by a page), and live events join once the paging has reached the end.
  *
  * Transport: the response is streamed by libmicrohttpd (MHD_create_response_from_callback with
  * event_stream_read / event_stream_subscriber_free). When a subscriber's queue is empty the reader
@@ -53,7 +53,7 @@ typedef struct EventStreamLimits {
         unsigned max_subscribers; /* 0: the default */
         size_t queue_max;         /* bytes per subscriber; 0: the default */
         usec_t heartbeat;         /* 0: the default */
-        size_t backlog_max;       /* 0: the default */
+        size_t backlog_max;       /* events read from the store per backlog page; 0: the default */
 } EventStreamLimits;
 
 /* Registers the listener on c and a heartbeat timer on c->event. limits may be NULL. The listener

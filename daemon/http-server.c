@@ -426,7 +426,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                 s->n_connections--;
 }
 
-static void on_mhd_log(void *cls, const char *format, va_list ap) {
+_printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap) {
         char buf[512];
 
         vsnprintf(buf, sizeof(buf), format, ap);

@@ -102,6 +102,18 @@ static int configure(Store *s, const char *synchronous) {
         return store_exec(s, "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY");
 }
 
+static int load_committed_event_id(Store *s) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(s, "SELECT coalesce(max(id), 0) FROM audit_events", &st);
+        if (r < 0)
+                return r;
+        r = store_step(s, st);
+        if (r < 0)
+                return r;
+        s->committed_event_id = r > 0 ? sqlite3_column_int64(st, 0) : 0;
+        return 0;
+}
+
 int store_open(const char *path, const char *synchronous, Store **ret) {
         _cleanup_(store_closep) Store *s = NULL;
         int r, rc;
@@ -152,6 +164,9 @@ int store_open(const char *path, const char *synchronous, Store **ret) {
         r = store_schema_migrate(s->db, STORE_SCHEMA_VERSION);
         if (r < 0)
                 return log_error_errno(r, "Cannot use database %s: %m", path);
+        r = load_committed_event_id(s);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the audit events of %s: %m", path);
 
         *ret = TAKE_PTR(s);
         return 0;

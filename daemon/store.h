@@ -28,6 +28,10 @@ typedef struct Store {
         } cache[STORE_STMT_CACHE];
         size_t n_cache;
 
+        /* The id of the newest audit event known durable (committed): readers that must not see
+         * a batch still open (the event stream) stop there. Set at open, advanced at each commit. */
+        int64_t committed_event_id;
+
         /* Audit events written in the open transaction, emitted after it commits (audit.c). */
         AuditEvent **pending;
         size_t n_pending;

@@ -30,7 +30,8 @@ fi
 make -C "$builddir" -s dist >/dev/null
 version=$(sed -n 's/^PACKAGE_VERSION = //p' "$builddir/Makefile")
 mkdir -p "$work/top/SOURCES" "$work/top/SPECS"
-cp "$builddir/entropy-$version.tar.xz" "$work/top/SOURCES/"
+cp "$builddir/entropy-$version.tar.xz" "$srcdir/units/entropy.sysusers" "$srcdir/units/entropy-worker.sysusers" \
+    "$work/top/SOURCES/"
 sed "s/^Version:.*/Version:        $version/" "$srcdir/rpm/entropy.spec" >"$work/top/SPECS/entropy.spec"
 
 if [ -z "${RPMBUILD_NODEPS:-}" ]; then
@@ -55,7 +56,9 @@ Requires(postun): systemd
 %systemd_preun() if [ $1 -eq 0 ]; then systemctl --no-reload disable --now %{?*} >/dev/null 2>&1 || : ; fi
 %systemd_postun() if [ $1 -ge 1 ]; then systemctl daemon-reload >/dev/null 2>&1 || : ; fi
 %systemd_postun_with_restart() if [ $1 -ge 1 ]; then systemctl try-restart %{?*} >/dev/null 2>&1 || : ; fi
-%sysusers_create_compat() systemd-sysusers %{?*} >/dev/null 2>&1 || :
+%sysusers_create_compat() systemd-sysusers - >/dev/null 2>&1 <<'SYSUSERS' || :\
+%(cat %1)\
+SYSUSERS
 %tmpfiles_create() systemd-tmpfiles --create %{?*} >/dev/null 2>&1 || :
 %journal_catalog_update journalctl --update-catalog >/dev/null 2>&1 || :
 MACROS

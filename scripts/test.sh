@@ -2,6 +2,7 @@
 # Installs what is needed, builds, and runs Entropy's whole test suite:
 #   1. unit and integration tests (make check) in a normal build;
 #   2. the same suite in a build with AddressSanitizer and UndefinedBehaviorSanitizer;
+#   2b. a short libFuzzer run of every fuzz target (scripts/fuzz.sh, clang);
 #   3. the system tests on a booted systemd in containers (make check-system), as root.
 # Run as root on Debian 12. Exits non-zero when anything failed.
 set -euo pipefail
@@ -56,6 +57,21 @@ run_suite() {
 
 run_suite default
 run_suite sanitizers --enable-sanitizers
+
+# A bounded libFuzzer run of every fuzz target from its corpus (about two minutes, clang build).
+echo "=== fuzz (scripts/fuzz.sh, ${FUZZ_SECONDS:-25}s per target)"
+if command -v clang >/dev/null 2>&1; then
+    if scripts/fuzz.sh; then
+        summary+=("fuzz: no crash")
+    else
+        status=1
+        total_fail=$(( total_fail + 1 ))
+        summary+=("fuzz: a target crashed (see above)")
+    fi
+else
+    echo "SKIP: fuzzing needs clang"
+    total_skip=$(( total_skip + 1 ))
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
     echo "=== system tests (booted systemd in containers)"

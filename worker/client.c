@@ -227,7 +227,8 @@ int client_new(sd_event *e, const char *base_url, Client **ret) {
                 client_free(c);
                 return -ENOMEM;
         }
-        r = sd_event_add_time_relative(e, &c->timer, CLOCK_MONOTONIC, USEC_PER_HOUR, 0, on_timer, c);
+        /* Accuracy 1us: 0 would mean sd-event's default slack of 250ms on every request step. */
+        r = sd_event_add_time_relative(e, &c->timer, CLOCK_MONOTONIC, USEC_PER_HOUR, 1, on_timer, c);
         if (r < 0) {
                 client_free(c);
                 return r;

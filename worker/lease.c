@@ -81,7 +81,9 @@ void lease_arm(Run *r) {
         int k;
 
         if (!r->lease_timer) {
-                k = sd_event_add_time(r->worker->event, &r->lease_timer, CLOCK_MONOTONIC, stop_at, 0, on_lease_timer, r);
+                /* 1ms accuracy: the self-stop must land before the control plane's lease expiry. */
+                k = sd_event_add_time(r->worker->event, &r->lease_timer, CLOCK_MONOTONIC, stop_at, USEC_PER_MSEC,
+                                      on_lease_timer, r);
                 if (k < 0) {
                         log_error_errno(k, "Cannot arm the lease timer of job %s: %m", r->spec->job_id);
                         return;

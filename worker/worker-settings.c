@@ -14,7 +14,7 @@
 
 static const ConfOption worker_options[] = {
         OPT("config", CONF_STRING, config, NULL, "FILE", "Config file to read instead of /etc/entropy/worker.conf"),
-        OPT("control-url", CONF_STRING, control_url, "http://127.0.0.1:8080", "URL", "Control plane base URL"),
+        OPT("control-url", CONF_STRING, control_url, "http://127.0.0.1:8420", "URL", "Control plane base URL"),
         OPT("worker-id", CONF_STRING, worker_id, NULL, "ID", "Worker id (default: hostname and a hash of the machine id)"),
         OPT("token-file", CONF_STRING, token_file, "/etc/entropy/worker-token", "FILE", "File holding the worker token"),
         OPT("state-directory", CONF_STRING, state_directory, "/var/lib/entropy-worker", "DIR",

@@ -25,7 +25,8 @@ int worker_arm_timer(Worker *w, sd_event_source **s, usec_t delay, sd_event_time
                 if (k >= 0)
                         k = sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
         } else {
-                k = sd_event_add_time_relative(w->event, s, CLOCK_MONOTONIC, delay, 0, cb, userdata);
+                /* 1ms accuracy: the default (0 = 250ms slack) would delay every poll and heartbeat. */
+                k = sd_event_add_time_relative(w->event, s, CLOCK_MONOTONIC, delay, USEC_PER_MSEC, cb, userdata);
                 if (k >= 0)
                         (void) sd_event_source_set_description(*s, description);
         }

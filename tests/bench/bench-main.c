@@ -34,6 +34,10 @@ static const ConfOption bench_options[] = {
         OPT("entropy", 0, CONF_BOOL, entropy, "yes", NULL, "Run the control-plane phase", 0, 0),
         OPT("beanstalkd", 0, CONF_STRING, beanstalkd, "auto", "auto|yes|no", "Run the beanstalkd reference phase", 0,
             0),
+        OPT("dbus", 0, CONF_STRING, dbus, "private", "private|inherit",
+            "System bus for the control plane: a private dbus-daemon, or whatever the environment has", 0, 0),
+        OPT("dbus-daemon-binary", 0, CONF_STRING, dbus_daemon_binary, "/usr/bin/dbus-daemon", "PATH",
+            "dbus-daemon for --dbus=private", 0, 0),
         OPT("e2e", 0, CONF_BOOL, e2e, "no", NULL, "Run the end-to-end phase (real workers against xargs -P2)", 0, 0),
         OPT("e2e-jobs", 0, CONF_INT, e2e_jobs, "2000", "N", "Jobs of the end-to-end phase", 1, 1000000),
         OPT("short", 0, CONF_BOOL, is_short, "no", NULL, "CI mode: 2s phases, 200 end-to-end jobs, one restart", 0, 0),
@@ -120,6 +124,8 @@ static int settings_finish(BenchSettings *s) {
                 return log_error_errno(-EINVAL, "--duration must be finite and above zero: every load is bounded.");
         if (!streq(s->beanstalkd, "auto") && !streq(s->beanstalkd, "yes") && !streq(s->beanstalkd, "no"))
                 return log_error_errno(-EINVAL, "--beanstalkd takes auto, yes or no.");
+        if (!streq(s->dbus, "private") && !streq(s->dbus, "inherit"))
+                return log_error_errno(-EINVAL, "--dbus takes private or inherit.");
         r = default_binary(&s->control_binary, "daemon", "entropy-control");
         if (r >= 0)
                 r = default_binary(&s->worker_binary, "worker", "entropy-worker");
@@ -170,7 +176,29 @@ static int run_phases(const BenchSettings *s, BenchReport *rep) {
         return ret;
 }
 
+/* A control plane is deployed next to a system bus: without one its D-Bus layer queues every
+ * signal (docs/performance.md, Findings), so by default the bench gives it a private bus, as the
+ * integration tests do. The variable is inherited by every daemon the bench starts. */
+static int bench_bus_setup(const BenchSettings *s, BenchReport *rep, Child *bus) {
+        _cleanup_free_ char *address = NULL;
+        int r;
+
+        if (streq(s->dbus, "inherit") || !isempty(s->url)) {
+                rep->bus = getenv("DBUS_SYSTEM_BUS_ADDRESS") ? "inherited DBUS_SYSTEM_BUS_ADDRESS"
+                                                             : "the system bus, if any";
+                return 0;
+        }
+        r = private_bus_start(bus, s->dbus_daemon_binary, rep->workdir, &address);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start a private bus (--dbus=inherit does without): %m");
+        if (setenv("DBUS_SYSTEM_BUS_ADDRESS", address, 1) < 0)
+                return negative_errno();
+        rep->bus = "a private dbus-daemon";
+        return 0;
+}
+
 static int run(BenchSettings *s, BenchReport *rep) {
+        Child bus = {.notify_fd = -EBADF};
         int r;
 
         r = settings_finish(s);
@@ -186,7 +214,12 @@ static int run(BenchSettings *s, BenchReport *rep) {
         rep->fs_type = fs_type_of(isempty(s->state_directory) ? rep->workdir : s->state_directory);
         if (streq(rep->fs_type, "tmpfs"))
                 log_warning("The work directory is on tmpfs: fsync is free there, durability figures mean nothing.");
-        r = run_phases(s, rep);
+        r = bench_bus_setup(s, rep, &bus);
+        if (r >= 0)
+                r = run_phases(s, rep);
+        if (bus.pid > 0)
+                (void) child_stop(&bus, 10 * USEC_PER_SEC);
+        child_done(&bus);
         if (s->json) {
                 int k = report_print_json(rep);
                 if (k < 0 && r >= 0)

@@ -271,3 +271,28 @@ int proc_memory_kib(pid_t pid, uint64_t *ret_hwm, uint64_t *ret_rss) {
                 *ret_rss = rss;
         return 0;
 }
+
+int private_bus_start(Child *c, const char *dbus_daemon, const char *dir, char **ret_address) {
+        _cleanup_free_ char *sock = NULL, *address = NULL, *arg = NULL, *log_path = NULL;
+        usec_t deadline = now_monotonic_usec() + 10 * USEC_PER_SEC;
+        int r;
+
+        if (asprintf(&sock, "%s/bus.sock", dir) < 0 || asprintf(&address, "unix:path=%s", sock) < 0 ||
+            asprintf(&arg, "--address=%s", address) < 0 || asprintf(&log_path, "%s/dbus-daemon.log", dir) < 0)
+                return -ENOMEM;
+        char *argv[] = {(char *) dbus_daemon, (char *) "--session", (char *) "--nofork", arg, NULL};
+        r = child_spawn(c, "dbus-daemon", argv, log_path, NULL, NULL);
+        if (r < 0)
+                return r;
+        while (access(sock, F_OK) < 0) {
+                if (bench_interrupted)
+                        return -EINTR;
+                if (!child_running(c) || now_monotonic_usec() >= deadline) {
+                        child_log_tail(c, 10);
+                        return log_error_errno(-ETIMEDOUT, "The private dbus-daemon did not come up.");
+                }
+                usleep(2000);
+        }
+        *ret_address = TAKE_PTR(address);
+        return 0;
+}

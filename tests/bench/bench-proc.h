@@ -47,3 +47,7 @@ void child_log_tail(const Child *c, unsigned lines);
 
 /* VmHWM (peak resident set) and VmRSS of a process, in KiB. */
 int proc_memory_kib(pid_t pid, uint64_t *ret_hwm, uint64_t *ret_rss);
+
+/* A private message bus (dbus-daemon with the session policy, which lets anyone own a name) on a
+ * socket in dir, as the integration tests use; *ret_address is its unix:path= address. */
+int private_bus_start(Child *c, const char *dbus_daemon, const char *dir, char **ret_address);

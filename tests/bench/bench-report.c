@@ -135,7 +135,7 @@ void report_print_human(const BenchReport *cr) {
                r->loadavg, s->workers, format_timespan(span, sizeof(span), s->duration));
         if (s->jobs > 0)
                 printf(" or %" PRId64 " cycles", s->jobs);
-        printf(", work directory %s (%s)\n", r->workdir, r->fs_type);
+        printf(", work directory %s (%s), D-Bus: %s\n", r->workdir, r->fs_type, strna(r->bus));
         if (r->entropy.ran)
                 human_entropy(&r->entropy);
         if (r->beanstalk.ran)
@@ -237,6 +237,7 @@ static json_object *json_machine(const BenchReport *r) {
         json_add_double(o, "loadavg_1min", r->loadavg);
         json_add_string(o, "workdir", r->workdir);
         json_add_string(o, "fs_type", r->fs_type);
+        json_add_string(o, "bus", r->bus);
         json_add_int64(o, "workers", r->settings->workers);
         json_add_double(o, "duration_s", (double) r->settings->duration / USEC_PER_SEC);
         json_add_int64(o, "jobs", r->settings->jobs);

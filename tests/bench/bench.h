@@ -31,6 +31,8 @@ typedef struct BenchSettings {
         bool startup;
         int64_t startup_runs;
         char *beanstalkd; /* "auto", "yes" or "no" */
+        char *dbus;       /* "private" (a dbus-daemon of the bench's own) or "inherit" */
+        char *dbus_daemon_binary;
         bool entropy;
         bool e2e;
         int64_t e2e_jobs;
@@ -100,7 +102,8 @@ typedef struct BenchReport {
         char *workdir;
         const char *fs_type;
         long n_cpus;
-        double loadavg; /* 1-minute load average when the bench started */
+        double loadavg;  /* 1-minute load average when the bench started */
+        const char *bus; /* what the control planes got as DBUS_SYSTEM_BUS_ADDRESS */
         EntropyResult entropy;
         BeanstalkResult beanstalk;
         E2eResult e2e;

@@ -20,6 +20,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("ENTROPY_SRCDIR", os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 sys.path.insert(0, HERE)
 
@@ -222,6 +223,7 @@ class Fleet:
         return sorted(self.cp.events(**q), key=lambda e: e["id"])
 
     def first_event_after(self, job_id, names, after):
+        """The first of these events of the job at or after `after` (Unix seconds, as GET /events)."""
         for e in self.events(job_id):
             if e["event"] in names and e["ts"] >= after:
                 return e

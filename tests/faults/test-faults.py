@@ -37,10 +37,10 @@ def requeued_after(fleet, job_id, t0, timeout):
     box = {}
 
     def cond():
-        box["e"] = fleet.first_event_after(job_id, ("job.requeued",), t0 * 1e6)
+        box["e"] = fleet.first_event_after(job_id, ("job.requeued",), t0)
         return box["e"]
     fleet.t.wait_for(cond, timeout, f"job {job_id} to be claimable again")
-    return box["e"]["ts"] / 1e6
+    return box["e"]["ts"]
 
 
 # -- worker crash and power cut -------------------------------------------------------------------

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -127,7 +128,10 @@ class Daemon:
         self.proc = None
         self.log_path = os.path.join(ctx.tmp, f"{name}.log")
         self.notify_sock = None
-        self.status_messages = []
+        self.notify_reader = None
+        self.notify_cond = threading.Condition()
+        self.status_messages = []  # every sd_notify message received, in order
+        self.notify_cursor = 0     # how far wait_notify*() has consumed them
 
     def start(self, wait_ready=True, timeout=10.0):
         if self.notify:
@@ -137,6 +141,10 @@ class Daemon:
             self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.notify_sock.bind(path)
             self.env["NOTIFY_SOCKET"] = path
+            # Drained all the time, not only while a test waits: a daemon's sd_notify() blocks once
+            # the socket's queue (a handful of datagrams) is full, and that would stall its loop.
+            self.notify_reader = threading.Thread(target=self._read_notify, args=(self.notify_sock,), daemon=True)
+            self.notify_reader.start()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(WRAPPER + self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, pass_fds=self.pass_fds)
@@ -146,24 +154,39 @@ class Daemon:
             self.wait_notify("READY=1", timeout)
         return self
 
-    def wait_notify(self, what, timeout=10.0):
-        """Waits for an sd_notify message containing `what` (e.g. READY=1); returns the message."""
-        deadline = time.monotonic() + timeout * TIME_SCALE
+    def _read_notify(self, sock):
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TestFailure(f"{self.name}: no '{what}' notification in {timeout}s\n{self.log_tail()}")
-            if self.proc.poll() is not None:
-                raise TestFailure(f"{self.name} exited with {self.proc.returncode} before '{what}'\n"
-                                  f"{self.log_tail()}")
-            self.notify_sock.settimeout(min(remaining, 0.2))
             try:
-                msg = self.notify_sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            self.status_messages.append(msg)
-            if what in msg.split("\n"):
-                return msg
+                msg = sock.recv(4096).decode("utf-8", "replace")
+            except OSError:  # closed by cleanup()
+                return
+            with self.notify_cond:
+                self.status_messages.append(msg)
+                self.notify_cond.notify_all()
+
+    def wait_notify_match(self, predicate, timeout=10.0, what="a notification"):
+        """Waits for the next sd_notify message not yet consumed by an earlier wait for which
+        predicate(message) holds; consumes the messages up to it and returns it."""
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        with self.notify_cond:
+            while True:
+                while self.notify_cursor < len(self.status_messages):
+                    msg = self.status_messages[self.notify_cursor]
+                    self.notify_cursor += 1
+                    if predicate(msg):
+                        return msg
+                if self.proc.poll() is not None:
+                    raise TestFailure(f"{self.name} exited with {self.proc.returncode} before {what}\n"
+                                      f"{self.log_tail()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TestFailure(f"{self.name}: no {what} in {timeout}s (last: {self.status_messages[-3:]})"
+                                      f"\n{self.log_tail()}")
+                self.notify_cond.wait(min(remaining, 0.2))
+
+    def wait_notify(self, what, timeout=10.0):
+        """Waits for the next sd_notify message with the line `what` (e.g. READY=1); returns it."""
+        return self.wait_notify_match(lambda m: what in m.split("\n"), timeout, f"'{what}' notification")
 
     def signal(self, sig):
         self.proc.send_signal(sig)

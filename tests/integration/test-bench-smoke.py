@@ -58,14 +58,6 @@ def all_jobs(cp):
 @test
 def test_bench_short_run_completes_every_job(t):
     cp = t.control_plane()
-    # The harness reads the notify socket only while it waits for something; with no reader, the
-    # daemon's STATUS= updates fill the datagram queue (net.unix.max_dgram_qlen, often 10) within
-    # about two seconds of load and its blocking sd_notify() then stalls its event loop. systemd
-    # always reads; closing the socket makes later notifications fail at once instead.
-    if cp.notify_sock:
-        cp.notify_sock.close()
-        cp.notify_sock = None
-        os.unlink(os.path.join(t.tmp, f"{cp.name}.notify"))
     admin_file = os.path.join(t.tmp, "admin-token")
     worker_file = os.path.join(t.tmp, "worker-token")
     for path, tok in ((admin_file, ADMIN_TOKEN), (worker_file, WORKER_TOKEN)):

@@ -303,10 +303,10 @@ def test_colour_and_pager_only_on_a_terminal(t):
 
 
 def complete(t, bus, words):
-    """What ctl/entropyctl.bash offers for the last of words (entropyctl from the build tree)."""
+    """What ctl/bash-completion/entropyctl offers for the last of words (entropyctl from the build tree)."""
     script = ("source \"$1\"; shift; COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); _entropyctl; "
               "printf '%s\\n' \"${COMPREPLY[@]}\"")
-    r = t.run_cmd(["bash", "-c", script, "complete", os.path.join(h.SRCDIR, "ctl", "entropyctl.bash")] + words,
+    r = t.run_cmd(["bash", "-c", script, "complete", os.path.join(h.SRCDIR, "ctl", "bash-completion", "entropyctl")] + words,
                   env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address,
                        "PATH": os.path.dirname(binary("entropyctl")) + os.pathsep + os.environ["PATH"]})
     return r.stdout.split()

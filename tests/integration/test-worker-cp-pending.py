@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Worker behaviour that needs control-plane support not wired yet. Each test is marked TODO with
-what the control plane must do (see worker/lease.c, worker/run.c, daemon/wake-send.h); remove the
-mark when the test passes (TAP reports it as an unexpected pass until then)."""
+"""Worker behaviour that needs the control plane's support: abort and reassignment named in the
+heartbeat answer (abort_jobs), non-retryable failures ("retryable": false on /fail), and wake-ups
+sent to an idle worker's wake port when work arrives (docs/http-api.md)."""
 
 import os
 import time
 
-from entropy_test import binary, run, skip_all, test, todo
+from entropy_test import binary, run, skip_all, test
 from worker_harness import WorkerProcess, free_udp_port
 
 try:
@@ -17,7 +17,6 @@ except FileNotFoundError as e:
 
 
 @test
-@todo("control plane: the heartbeat answer must name the worker's jobs that were aborted or reassigned")
 def test_abort_kills_the_process_group(t):
     cp = t.control_plane()
     pidfile = os.path.join(t.tmp, "child.pid")
@@ -47,7 +46,6 @@ def test_abort_kills_the_process_group(t):
 
 
 @test
-@todo("control plane: /fail with \"retryable\": false must fail the job for good (no retry)")
 def test_policy_refusal_is_not_retried(t):
     cp = t.control_plane()
     WorkerProcess(t, cp, "w1", options={"command-allowlist": "echo"}).start()
@@ -57,7 +55,6 @@ def test_policy_refusal_is_not_retried(t):
 
 
 @test
-@todo("control plane: store wake_port and the peer address from /register; wake_send() on submit")
 def test_control_plane_wakes_an_idle_worker(t):
     cp = t.control_plane()
     port = free_udp_port()

@@ -87,23 +87,17 @@ class WorkerProcess(Daemon):
                           lambda: self.log_tail(10))
 
     def wait_status(self, predicate, timeout=10.0):
-        """Waits for an sd_notify STATUS= line for which predicate(text) holds."""
-        for m in self.status_messages:
-            for line in m.split("\n"):
-                if line.startswith("STATUS=") and predicate(line[7:]):
-                    return line[7:]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.notify_sock.settimeout(max(0.01, min(0.2, deadline - time.monotonic())))
-            try:
-                msg = self.notify_sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            self.status_messages.append(msg)
-            for line in msg.split("\n"):
-                if line.startswith("STATUS=") and predicate(line[7:]):
-                    return line[7:]
-        raise TestFailure(f"{self.name}: no matching STATUS in {timeout}s; last: {self.status_messages[-3:]}")
+        """Waits for an sd_notify STATUS= line (received at any time) for which predicate(text) holds."""
+        def match():
+            with self.notify_cond:
+                msgs = list(self.status_messages)
+            for m in msgs:
+                for line in m.split("\n"):
+                    if line.startswith("STATUS=") and predicate(line[7:]):
+                        return line[7:]
+            return None
+        return self.ctx.wait_for(match, timeout, f"{self.name}: a matching STATUS",
+                                 lambda: f"last: {self.status_messages[-3:]}")
 
 
 def wake_datagram(worker_id, token=WORKER_TOKEN, unix_ms=None):

@@ -96,6 +96,17 @@ static void test_events_filters_and_since_id_paging(void) {
         is_int(n, 2, "limit");
         audit_event_array_free(ev, n);
 
+        /* Paging a gap from its start: oldest first after since_id, up to until_id. */
+        f = (EventFilter){.limit = 2, .since_id = third - 3, .oldest_first = true};
+        audit_list(c, &f, &ev, &n);
+        ok(n == 2 && ev[0]->id == third - 2 && ev[1]->id == third - 1, "oldest_first pages from since_id upwards");
+        audit_event_array_free(ev, n);
+        f = (EventFilter){.limit = 100, .since_id = third - 1, .until_id = third, .oldest_first = true};
+        audit_list(c, &f, &ev, &n);
+        ok(n == 1 && ev[0]->id == third, "until_id bounds the page");
+        audit_event_array_free(ev, n);
+        is_int(c->store->committed_event_id, newest, "the newest committed event id is known");
+
         f = (EventFilter){.limit = 100, .event = "job.submitted"};
         audit_list(c, &f, &ev, &n);
         is_int(n, 6, "event filter");

@@ -452,6 +452,154 @@ static void test_drain_stops_new_assignments(void) {
         test_control_free(c);
 }
 
+static void test_non_retryable_failure_fails_at_once(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        test_register(c, "w1", NULL);
+        const char *id = test_submit(c, 0); /* 3 attempts */
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        Failure f = {.job_id = id,
+                     .worker_id = "w1",
+                     .assignment_id = a->assignment_id,
+                     .error = "command not in the allowlist",
+                     .failure_kind = "policy",
+                     .not_retryable = true};
+        is_int(jobs_fail(c, NULL, &f, &st, &err), 0, "non-retryable failure applied");
+        is_int(st, JOB_FAILED, "FAILED although attempts are left");
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, id, &after);
+        is_int(after->attempt_count, 1, "one attempt counted");
+        ok(after->last_error && strstr(after->last_error, "not retryable (policy)"), "the reason is kept: %s",
+           strna(after->last_error));
+        is_int(test_count_events(c, "job.failed", id), 1, "audited as job.failed");
+        is_int(jobs_fail(c, NULL, &f, &st, &err), OP_NOOP, "a repeat is a no-op");
+        test_control_free(c);
+}
+
+static void test_handback_requeues_without_counting_an_attempt(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "sleep";
+        s.max_attempts = 1; /* a counted attempt would make any failure final */
+        test_register(c, "w1", NULL);
+        test_register(c, "w2", NULL);
+        const char *id = test_submit_spec(c, &s);
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        Failure f = {.job_id = id,
+                     .worker_id = "w1",
+                     .assignment_id = a->assignment_id,
+                     .has_exit_code = true,
+                     .exit_code = 143,
+                     .error = "handed back: the worker is stopping",
+                     .failure_kind = "handback",
+                     .handback = true};
+        is_int(jobs_fail(c, NULL, &f, &st, &err), 0, "handback applied");
+        is_int(st, JOB_RETRYING, "RETRYING (through the table), not FAILED");
+        _cleanup_(job_freep) Job *r1 = NULL;
+        jobs_get(c, id, &r1);
+        is_int(r1->attempt_count, 0, "the attempt is given back");
+        ok(r1->retry_at == T0, "no backoff: retry_at is now");
+        is_int(jobs_fail(c, NULL, &f, &st, &err), OP_NOOP, "a repeat of the handback is a no-op");
+        is_int(test_sweep(c), 1, "the next sweep (no time passed) requeues it");
+        is_int(test_job_state(c, id), JOB_PENDING, "PENDING");
+        _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w2");
+        ok(b && streq(b->job_id, id), "another worker gets it");
+        is_int(b->attempt_count, 1, "as its first counted attempt");
+        test_control_free(c);
+}
+
+static bool strv_eq1(char **l, const char *a) {
+        return strv_length(l) == 1 && streq(l[0], a);
+}
+
+static void test_heartbeat_names_jobs_to_abort(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w1");
+        HeldJob held[] = {{a->job_id, a->assignment_id}, {b->job_id, b->assignment_id}, {"no-such-job", NULL}};
+        Heartbeat hb = {.worker_id = "w1", .seq = 1, .jobs = held, .n_jobs = 2};
+        char **abort_jobs = NULL;
+
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat with two jobs");
+        is_int((int) strv_length(abort_jobs), 0, "both held: nothing to abort");
+        strv_free(abort_jobs);
+
+        size_t n = 0;
+        is_int(jobs_abort(c, NULL, a->job_id, NULL, "test", &n, &err), 0, "job a aborted");
+        hb.seq = 2;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "next heartbeat");
+        ok(strv_eq1(abort_jobs, a->job_id), "the aborted job is named");
+        strv_free(abort_jobs);
+
+        held[1].assignment_id = "an-older-assignment";
+        hb.seq = 1; /* ignored as old, still answered */
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), OP_NOOP, "an old seq is ignored");
+        is_int((int) strv_length(abort_jobs), 2, "and still names the aborted job and the reassigned one");
+        strv_free(abort_jobs);
+
+        hb.n_jobs = 3;
+        hb.seq = 3;
+        held[1].assignment_id = b->assignment_id;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat naming an unknown job");
+        ok(strv_length(abort_jobs) == 2 && strv_contains(abort_jobs, "no-such-job"), "unknown jobs are named too");
+        strv_free(abort_jobs);
+        test_control_free(c);
+}
+
+static void test_heartbeat_after_restart_keeps_every_reported_job(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
+        worker_register(c, NULL, &reg, &err);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *x = test_claim_and_ack(c, "w1");
+        reg.instance_id = "i2";
+        is_int(worker_register(c, NULL, &reg, &err), 1, "restart");
+        HeldJob held[] = {{a->job_id, a->assignment_id}, {b->job_id, NULL}};
+        Heartbeat hb = {.worker_id = "w1", .seq = 1, .jobs = held, .n_jobs = 2};
+        char **abort_jobs = NULL;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat before the reconnect");
+        is_int(test_job_state(c, a->job_id), JOB_RUNNING, "first reported job kept");
+        is_int(test_job_state(c, b->job_id), JOB_RUNNING, "second reported job kept (current_job_ids)");
+        ok(test_job_state(c, x->job_id) != JOB_RUNNING, "the unreported one is given up");
+        is_int((int) strv_length(abort_jobs), 0, "nothing to abort among the reported");
+        strv_free(abort_jobs);
+        test_control_free(c);
+}
+
+static void test_registration_keeps_wake_socket(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        WorkerRegistration reg = {.worker_id = "w1", .wake_port = 4000, .wake_address = "127.0.0.1"};
+        is_int(worker_register(c, NULL, &reg, &err), 0, "registration with a wake port");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        ok(w && w->wake_port == 4000 && streq_ptr(w->wake_address, "127.0.0.1"), "wake port and address stored");
+        reg.wake_address = "localhost";
+        is_int(worker_register(c, NULL, &reg, &err), -EINVAL, "a host name is refused (numeric only)");
+        reg.wake_address = "::1";
+        reg.wake_port = 70000;
+        is_int(worker_register(c, NULL, &reg, &err), -EINVAL, "a port above 65535 is refused");
+        reg.wake_port = 0;
+        is_int(worker_register(c, NULL, &reg, &err), 0, "registration without one");
+        _cleanup_(worker_freep) Worker *w2 = NULL;
+        worker_get(c, "w1", &w2);
+        ok(w2 && w2->wake_port == 0 && !w2->wake_address, "clears it: that process cannot be woken");
+        test_control_free(c);
+}
+
 int main(void) {
         test_claim_assigns_fresh_assignment_with_lease();
         test_unregistered_worker_is_refused();
@@ -473,5 +621,10 @@ int main(void) {
         test_submit_validates();
         test_list_newest_first_with_filters();
         test_drain_stops_new_assignments();
+        test_non_retryable_failure_fails_at_once();
+        test_handback_requeues_without_counting_an_attempt();
+        test_heartbeat_names_jobs_to_abort();
+        test_heartbeat_after_restart_keeps_every_reported_job();
+        test_registration_keeps_wake_socket();
         return tap_done();
 }

@@ -111,6 +111,9 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                 is_int(pragma_int(c.store, "SELECT count(*) FROM audit_events"), 1, "v%d audit event preserved", v);
                 is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_claimable'"), 1,
                        "v%d gained the claim index", v);
+                ok(w && w->wake_port == 0 && !w->wake_address, "v%d worker has no wake socket (v5 columns)", v);
+                is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_scheduled'"), 1,
+                       "v%d gained the scheduled-jobs index", v);
                 uint64_t counts[_JOB_STATE_MAX];
                 store_count_jobs_by_state(c.store, counts);
                 ok(counts[JOB_RUNNING] == 1 && counts[JOB_PENDING] == 0, "v%d job counts seeded from the existing rows",
