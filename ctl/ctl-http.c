@@ -12,6 +12,7 @@
 #include "ctl-output.h"
 #include "ctl.h"
 #include "fs-util.h"
+#include "http-tls-client.h"
 #include "json-util.h"
 #include "log.h"
 #include "strv.h"
@@ -91,6 +92,34 @@ static int load_token(const char *file, const char *env, char **ret, CtlError *e
         return 0;
 }
 
+/* The easy handle's options for one request; TLS verification is set up on every request since
+ * curl_easy_reset() clears it. */
+static int request_setup(HttpBackend *h, const char *method, const char *url, struct curl_slist *headers,
+                         const char *payload, Buffer *resp, char *curl_error) {
+        CURL *c = h->curl;
+        int r;
+
+        curl_easy_reset(c);
+        r = http_client_tls_apply(c, h->base.settings->ca_file, h->base.settings->tls_certificate,
+                                  h->base.settings->tls_key);
+        if (r < 0)
+                return r;
+        if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_WRITEDATA, resp) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long) (h->base.settings->timeout / USEC_PER_MSEC)) != CURLE_OK ||
+            curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+                return -EIO;
+        if (payload && curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload) != CURLE_OK)
+                return -EIO;
+        return 0;
+}
+
 /* One request: method, path (with query), optional JSON body; *ret_body gets the parsed answer
  * (NULL when empty). Statuses >= 400 become negative errnos with the server's message. */
 static int request(HttpBackend *h, const char *method, const char *path, json_object *body, const char *token,
@@ -108,27 +137,26 @@ static int request(HttpBackend *h, const char *method, const char *path, json_ob
                 return ctl_error_set(e, -EACCES, "No admin token: give --token-file or set $ENTROPY_ADMIN_TOKEN.");
         if (asprintf(&url, "%s%s", h->url, path) < 0 || asprintf(&token_header, "X-API-Token: %s", token) < 0)
                 return -ENOMEM;
-        headers = curl_slist_append(headers, token_header);
-        if (body) {
-                headers = curl_slist_append(headers, "Content-Type: application/json");
-                payload = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
-        }
+        headers = curl_slist_append(NULL, token_header);
         if (!headers)
                 return -ENOMEM;
+        if (body) {
+                struct curl_slist *l = curl_slist_append(headers, "Content-Type: application/json");
+                if (!l) {
+                        curl_slist_free_all(headers);
+                        return -ENOMEM;
+                }
+                headers = l;
+                payload = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+        }
 
-        curl_easy_reset(h->curl);
-        curl_easy_setopt(h->curl, CURLOPT_URL, url);
-        curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &resp);
-        curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, curl_error);
-        curl_easy_setopt(h->curl, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, (long) (h->base.settings->timeout / USEC_PER_MSEC));
-        curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-        if (payload)
-                curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, payload);
+        r = request_setup(h, method, url, headers, payload, &resp, curl_error);
+        if (r < 0) {
+                curl_slist_free_all(headers);
+                return ctl_error_set(e, r, "Failed to set up the request to %s: %s", h->url,
+                                     r == -EINVAL ? "--tls-certificate and --tls-key go together"
+                                                  : "libcurl refused an option");
+        }
         cc = curl_easy_perform(h->curl);
         curl_slist_free_all(headers);
         if (cc != CURLE_OK) {
@@ -296,13 +324,21 @@ static int http_events(Backend *base, const EventQuery *q, json_object **ret, Ct
         return get_array(h, path, ret, e);
 }
 
-/* Draining, reconciling and reloading are administration of the local host: the wire contract
- * has no endpoint for them, so they need D-Bus on that host. */
+/* POST /drain {"worker_id", "drain"}: the HTTP twin of DrainWorker/ResumeWorker. */
 static int http_drain(Backend *base, const char *worker_id, bool drain, CtlError *e) {
-        return ctl_error_set(e, -EOPNOTSUPP,
-                             "drain/resume needs D-Bus on the control plane's host (no HTTP endpoint).");
+        HttpBackend *h = (HttpBackend *) base;
+        _cleanup_json_ json_object *body = json_object_new_object();
+        _cleanup_json_ json_object *resp = NULL;
+
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "worker_id", worker_id);
+        json_add_bool(body, "drain", drain);
+        return request(h, "POST", "/drain", body, h->admin_token, NULL, &resp, e);
 }
 
+/* Reconciling and reloading are administration of the local host: the wire contract has no
+ * endpoint for them, so they need D-Bus on that host. */
 static int http_reconcile(Backend *base, uint64_t *ret_changes, CtlError *e) {
         return ctl_error_set(e, -EOPNOTSUPP, "reconcile needs D-Bus on the control plane's host (no HTTP endpoint).");
 }
@@ -431,6 +467,8 @@ int backend_http_new(const CtlSettings *s, Backend **ret, CtlError *e) {
         size_t n;
         int r;
 
+        if (isempty(s->tls_certificate) != isempty(s->tls_key))
+                return ctl_error_set(e, -EINVAL, "--tls-certificate and --tls-key go together.");
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return ctl_error_set(e, -EIO, "Failed to initialize libcurl.");
         h = calloc(1, sizeof(HttpBackend));

@@ -34,6 +34,9 @@ typedef struct CtlSettings {
         char *url;
         char *token_file;
         char *worker_token_file;
+        char *ca_file;         /* --url https://: the CA the server's certificate must chain to */
+        char *tls_certificate; /* --url with mTLS: client certificate and key (PEM) */
+        char *tls_key;
         char *output;
         bool no_legend;
         bool no_pager;

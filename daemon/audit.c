@@ -175,12 +175,126 @@ static void drop_pending(Store *s) {
         s->n_pending = 0;
 }
 
-int control_begin(Control *c, Control **tx) {
-        int r = store_begin(c->store);
+static void drop_batch_pending(Store *s) {
+        for (size_t i = 0; i < s->n_batch_pending; i++)
+                audit_event_free(s->batch_pending[i]);
+        s->n_batch_pending = 0;
+}
+
+/* Durable now: tell the listeners, in order. They run with no transaction open. */
+static void emit(Control *c, AuditEvent **events, size_t n) {
+        if (n > 0)
+                c->store->committed_event_id = MAX(c->store->committed_event_id, events[n - 1]->id);
+        for (size_t i = 0; i < n; i++)
+                control_emit(c, events[i]);
+}
+
+static void batch_notify(Control *c, bool ok) {
+        c->batch.n = 0;
+        if (c->batch.flush)
+                (void) sd_event_source_set_enabled(c->batch.flush, SD_EVENT_OFF);
+        if (c->batch.on_durable)
+                c->batch.on_durable(c->batch.userdata, ok);
+}
+
+/* The batch is lost (its COMMIT failed, or SQLite rolled it back on its own): nothing in it
+ * happened, no listener hears of it, and every response held for it becomes a 500. */
+static int batch_fail(Control *c, int r) {
+        store_rollback(c->store);
+        drop_pending(c->store);
+        drop_batch_pending(c->store);
+        log_error_errno(r, "Group commit failed, %u transaction(s) rolled back: %m", c->batch.n);
+        batch_notify(c, false);
+        return r;
+}
+
+int control_flush(Control *c) {
+        Store *s = c->store;
+        int r;
+
+        if (!s->batch_open)
+                return 0;
+        assert(!s->in_transaction);
+        r = store_batch_commit(s);
+        if (r < 0)
+                return batch_fail(c, r);
+        /* Moved out first: a listener may start (and flush) a transaction of its own. */
+        AuditEvent **events = s->batch_pending;
+        size_t n = s->n_batch_pending;
+        s->batch_pending = NULL;
+        s->n_batch_pending = 0;
+        emit(c, events, n);
+        for (size_t i = 0; i < n; i++)
+                audit_event_free(events[i]);
+        free(events);
+        batch_notify(c, true);
+        return 0;
+}
+
+static int on_flush(sd_event_source *src, void *userdata) {
+        (void) control_flush(userdata); /* failures are logged and answered with 500s */
+        return 0;
+}
+
+static int batch_open(Control *c) {
+        int r;
+
+        if (!c->batch.flush) {
+                r = sd_event_add_defer(c->event, &c->batch.flush, on_flush, c);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(c->batch.flush, "group-commit");
+        }
+        r = store_batch_begin(c->store);
         if (r < 0)
                 return r;
-        drop_pending(c->store);
+        /* A defer source runs after the current dispatch: every request libmicrohttpd handles in
+         * this MHD_run() joins the batch before it commits. */
+        r = sd_event_source_set_enabled(c->batch.flush, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return batch_fail(c, r);
+        return 0;
+}
+
+int control_begin(Control *c, Control **tx) {
+        Store *s = c->store;
+        int r;
+
+        if (!s->batch_open && c->batch.enabled && c->batch.deferring && c->event) {
+                r = batch_open(c);
+                if (r < 0)
+                        return r;
+        }
+        r = s->batch_open ? store_batch_tx_begin(s) : store_begin(s);
+        if (r < 0)
+                return r;
+        drop_pending(s);
         *tx = c;
+        return 0;
+}
+
+/* In a batch: the transaction's changes and events join the batch. Unless called from an HTTP
+ * handler (whose response the server holds back until the batch is durable), the caller needs
+ * durability now: the batch is committed at once. */
+static int batch_release(Control *c) {
+        Store *s = c->store;
+        int r;
+
+        r = store_batch_tx_release(s);
+        if (r < 0)
+                return batch_fail(c, r);
+        if (s->n_pending > 0) {
+                AuditEvent **p = realloc(s->batch_pending, (s->n_batch_pending + s->n_pending) * sizeof(*p));
+                if (!p)
+                        return batch_fail(c, -ENOMEM);
+                s->batch_pending = p;
+                memcpy(p + s->n_batch_pending, s->pending, s->n_pending * sizeof(*p));
+                s->n_batch_pending += s->n_pending;
+                s->n_pending = 0;
+        }
+        c->batch.n++;
+        if (!c->batch.deferring || c->batch.n >= CONTROL_BATCH_MAX)
+                return control_flush(c);
         return 0;
 }
 
@@ -190,23 +304,33 @@ int control_commit(Control **tx) {
         int r;
 
         *tx = NULL;
+        if (s->batch_open)
+                return batch_release(c);
         r = store_commit(s);
         if (r < 0) {
                 drop_pending(s);
                 return r;
         }
-        /* Durable now: tell the listeners, in order. They run with no transaction open. */
-        if (s->n_pending > 0)
-                s->committed_event_id = MAX(s->committed_event_id, s->pending[s->n_pending - 1]->id);
-        for (size_t i = 0; i < s->n_pending; i++)
-                control_emit(c, s->pending[i]);
+        emit(c, s->pending, s->n_pending);
         drop_pending(s);
         return 0;
 }
 
 void control_rollback(Control *c) {
-        store_rollback(c->store);
-        drop_pending(c->store);
+        Store *s = c->store;
+
+        if (s->batch_open && s->in_transaction) {
+                /* Only this transaction's statements go; the batch keeps the others'. */
+                int r = store_batch_tx_rollback(s);
+                drop_pending(s);
+                if (r < 0)
+                        (void) batch_fail(c, r);
+                return;
+        }
+        if (s->batch_open)
+                return; /* no transaction of the caller's is open: leave the batch alone */
+        store_rollback(s);
+        drop_pending(s);
 }
 
 int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,

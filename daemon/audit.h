@@ -74,6 +74,22 @@ void audit_journal_listener(void *userdata, const AuditEvent *event);
 int control_begin(Control *c, Control **tx);
 int control_commit(Control **tx);
 void control_rollback(Control *c);
+
+/* Durable group commit. With c->batch.enabled, a transaction begun while c->batch.deferring is
+ * set (the HTTP server sets it around each handler; control-events.c) opens a batch: one outer
+ * BEGIN IMMEDIATE in which each transaction is a SAVEPOINT (a failing one rolls back alone).
+ * control_commit() then only releases the savepoint, and its audit events wait with the batch.
+ * The batch is committed, with one fsync for all of its transactions, by a defer source at the
+ * end of the loop iteration (so every request libmicrohttpd handled in one MHD_run() is in it),
+ * when it reaches CONTROL_BATCH_MAX transactions, or at once when a caller that is not an HTTP
+ * handler (the reconciler, D-Bus) commits, since it answers as soon as it returns. After the
+ * COMMIT the listeners hear of the batch's events and c->batch.on_durable(ok = true) lets the
+ * HTTP server send the responses it held; if the COMMIT fails, the whole batch is rolled back,
+ * no listener hears of it, and on_durable(ok = false) turns each held response into a 500:
+ * nothing is acknowledged that is not durable. */
+#define CONTROL_BATCH_MAX 256
+/* Commits the open batch now (0 when none is open). */
+int control_flush(Control *c);
 static inline void control_txp(Control **tx) {
         if (*tx)
                 control_rollback(*tx);

@@ -5,9 +5,11 @@
 
 #include "audit.h"
 #include "control-wake.h"
+#include "http-server.h"
 #include "log.h"
 #include "control.h"
 #include "macro.h"
+#include "store.h"
 
 usec_t control_now(const Control *c) {
         return c && c->clock_override ? c->clock_override : now_realtime_usec();
@@ -53,13 +55,56 @@ void control_emit(Control *c, const AuditEvent *event) {
                 c->listeners[i].fn(c->listeners[i].userdata, event);
 }
 
+/* ---- group commit: the HTTP server's side (audit.h) ---- */
+
+static void on_request_enter(void *userdata) {
+        Control *c = userdata;
+        c->batch.deferring = true;
+}
+
+/* Whether the response must wait for the open batch: it holds this request's changes, or (for a
+ * read) changes of others the handler may have seen and that are not durable yet. */
+static bool on_request_leave(void *userdata) {
+        Control *c = userdata;
+        c->batch.deferring = false;
+        return c->store->batch_open;
+}
+
+static void on_batch_durable(void *userdata, bool ok) {
+        Control *c = userdata;
+        http_server_release_held(c->http, ok);
+}
+
+static void group_commit_start(Control *c) {
+        if (!c->http)
+                return;
+        http_server_set_hold_hooks(c->http, &(HttpHoldHooks){.enter = on_request_enter,
+                                                              .leave = on_request_leave,
+                                                              .userdata = c});
+        c->batch.on_durable = on_batch_durable;
+        c->batch.userdata = c;
+        c->batch.enabled = true;
+}
+
+static void group_commit_stop(Control *c) {
+        c->batch.enabled = false;
+        if (c->store)
+                (void) control_flush(c); /* releases whatever the server still holds */
+        if (c->http)
+                http_server_set_hold_hooks(c->http, NULL);
+        c->batch.on_durable = NULL;
+        c->batch.flush = sd_event_source_disable_unref(c->batch.flush);
+}
+
 int control_core_start(Control *c) {
         int r = control_wake_start(c);
         if (r < 0)
                 return log_error_errno(r, "Failed to start worker wake-ups: %m");
+        group_commit_start(c);
         return 0;
 }
 
 void control_core_stop(Control *c) {
+        group_commit_stop(c);
         c->wake = control_wake_free(c->wake);
 }

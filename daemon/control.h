@@ -107,6 +107,18 @@ typedef struct Control {
         } listeners[CONTROL_MAX_LISTENERS];
         size_t n_listeners;
 
+        /* Durable group commit (audit.h). */
+        struct {
+                bool enabled;       /* transactions of HTTP requests join one batch per loop iteration */
+                bool deferring;     /* set around an HTTP handler: its commits join the batch */
+                unsigned n;         /* transactions released into the open batch */
+                sd_event_source *flush; /* commits the open batch once the loop iteration is done */
+                /* Told after each batch's COMMIT (ok) or its loss (!ok): the HTTP server releases
+                 * (or fails with 500) the responses it held back. */
+                void (*on_durable)(void *userdata, bool ok);
+                void *userdata;
+        } batch;
+
         usec_t started_at;
         bool shutting_down;
 

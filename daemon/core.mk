@@ -40,7 +40,8 @@ CORE_TESTS = \
 	tests/unit/test-reconcile \
 	tests/unit/test-retention \
 	tests/unit/test-audit \
-	tests/unit/test-api
+	tests/unit/test-api \
+	tests/unit/test-control-wake
 check_PROGRAMS += $(CORE_TESTS)
 TESTS += $(CORE_TESTS)
 
@@ -68,6 +69,9 @@ tests_unit_test_audit_LDADD = $(CORE_TEST_LIBS)
 tests_unit_test_api_SOURCES = tests/unit/test-api.c $(CORE_TEST_SOURCES)
 tests_unit_test_api_CFLAGS = $(CORE_TEST_CFLAGS)
 tests_unit_test_api_LDADD = $(CORE_TEST_LIBS)
+tests_unit_test_control_wake_SOURCES = tests/unit/test-control-wake.c $(CORE_TEST_SOURCES)
+tests_unit_test_control_wake_CFLAGS = $(CORE_TEST_CFLAGS)
+tests_unit_test_control_wake_LDADD = $(CORE_TEST_LIBS)
 
 # Integration test of the worker protocol over HTTP (tests/integration/entropy_test.py harness).
 TESTS += tests/integration/test-worker-protocol.py

@@ -7,10 +7,13 @@
  * TLS (http-tls.c): with a certificate configured the daemon runs with MHD_USE_TLS and takes its
  * credentials from http-tls.c's callback (so that SIGHUP can replace them); with a client CA, each
  * request's client certificate is verified here and the result handed to the route layer in the
- * HttpRequest (peer_identity, peer_error). A request held
- * until a group commit is durable would be an MHD_suspend_connection() in request_finish() and an
- * MHD_resume_connection() from the commit callback (MHD_ALLOW_SUSPEND_RESUME is already on, and a
- * resume wakes the loop through MHD's ITC, which sits in the epoll set we watch). */
+ * HttpRequest (peer_identity, peer_error).
+ *
+ * Group commit (the control plane core's, daemon/audit.h): a request whose changes wait in a batch
+ * not yet durable has its response held: MHD_suspend_connection() in request_finish(), and
+ * MHD_resume_connection() from http_server_release_held() once the batch's COMMIT is done
+ * (MHD_ALLOW_SUSPEND_RESUME is on, and a resume wakes the loop through MHD's ITC, which sits in
+ * the epoll set we watch); MHD then calls on_request() again and the response goes out. */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -57,6 +60,9 @@ struct HttpServer {
         sd_event_source *drain_defer; /* reports completion outside MHD's callbacks */
         HttpDrainDone drain_done;
         void *drain_userdata;
+
+        HttpHoldHooks hold;             /* group commit: see http_server_set_hold_hooks() */
+        struct RequestState *held;      /* requests whose responses wait for a commit */
 };
 
 /* One request, from its headers to the end of its response (MHD's *con_cls). */
@@ -67,6 +73,13 @@ typedef struct RequestState {
         bool refused;   /* a response was queued early (413); MHD reads no more of the body */
         bool too_large; /* a body without Content-Length grew past the limit: discarded, 413 at its end */
         size_t discarded;
+
+        /* Group commit: the response, held with the connection suspended until its batch is
+         * durable (released, ok) or lost (released, !ok: a 500 goes instead). */
+        struct MHD_Connection *connection;
+        HttpResponse held;
+        bool holding, released, release_ok;
+        struct RequestState *held_prev, *held_next;
 } RequestState;
 
 /* A body past the limit is read and thrown away so that the client gets its 413 (MHD takes no
@@ -326,6 +339,63 @@ static int request_verify_peer(HttpServer *s, struct MHD_Connection *conn, HttpR
         return 0;
 }
 
+/* ---- group commit: responses held until their changes are durable ------------------------- */
+
+static void held_unlink(HttpServer *s, RequestState *st) {
+        if (st->held_prev)
+                st->held_prev->held_next = st->held_next;
+        else if (s->held == st)
+                s->held = st->held_next;
+        if (st->held_next)
+                st->held_next->held_prev = st->held_prev;
+        st->held_prev = st->held_next = NULL;
+}
+
+/* Keeps the response and suspends the connection; MHD calls on_request() again once
+ * http_server_release_held() resumes it, and the response (or a 500) is queued then. */
+static enum MHD_Result request_hold(HttpServer *s, RequestState *st, struct MHD_Connection *conn,
+                                    HttpResponse *resp) {
+        st->held = *resp;
+        *resp = (HttpResponse){};
+        st->connection = conn;
+        st->holding = true;
+        st->released = false;
+        st->held_prev = NULL;
+        st->held_next = s->held;
+        if (s->held)
+                s->held->held_prev = st;
+        s->held = st;
+        MHD_suspend_connection(conn);
+        return MHD_YES;
+}
+
+static enum MHD_Result request_send_held(HttpServer *s, RequestState *st, struct MHD_Connection *conn) {
+        st->holding = false;
+        if (st->release_ok)
+                return send_response(s, conn, &st->held);
+        http_response_done(&st->held);
+        return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "the change could not be made durable; nothing was applied");
+}
+
+void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks) {
+        s->hold = hooks ? *hooks : (HttpHoldHooks){};
+}
+
+void http_server_release_held(HttpServer *s, bool ok) {
+        if (!s || !s->held)
+                return;
+        while (s->held) {
+                RequestState *st = s->held;
+                held_unlink(s, st);
+                st->released = true;
+                st->release_ok = ok;
+                MHD_resume_connection(st->connection);
+        }
+        /* Resumed connections are taken back at the next MHD_run(). */
+        http_server_wake(s);
+}
+
 /* Last call: the whole request is here. */
 static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
                                       const char *method) {
@@ -344,13 +414,18 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
 
         connection_remote(conn, req.remote, sizeof(req.remote));
         r = request_verify_peer(s, conn, &req, &peer_names);
+        if (s->hold.enter)
+                s->hold.enter(s->hold.userdata);
         if (r >= 0)
                 r = s->dispatch(s->userdata, &req, &resp);
+        bool hold = s->hold.leave && s->hold.leave(s->hold.userdata);
         if (r < 0) {
                 log_error_errno(r, "Failed to handle %s %s: %m", method, url);
                 http_response_done(&resp);
                 return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
         }
+        if (hold)
+                return request_hold(s, st, conn, &resp);
         return send_response(s, conn, &resp);
 }
 
@@ -370,6 +445,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 s->n_in_flight++;
                 return request_begin(s, st, conn);
         }
+        if (st->holding)
+                /* Resumed by http_server_release_held(): its batch is decided. */
+                return st->released ? request_send_held(s, st, conn) : MHD_YES;
         if (st->refused) {
                 /* Answered already; MHD reads no more body after an early response. */
                 *upload_data_size = 0;
@@ -403,6 +481,10 @@ static void on_request_completed(void *cls, struct MHD_Connection *conn, void **
 
         if (!st)
                 return;
+        if (st->holding) {
+                held_unlink(s, st);
+                http_response_done(&st->held);
+        }
         free(st->body);
         free(st);
         *con_cls = NULL;

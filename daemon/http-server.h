@@ -111,6 +111,18 @@ int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispa
 /* Runs the server at the next loop iteration: for code that resumed a suspended connection
  * (MHD_resume_connection) outside the server's own callbacks. */
 void http_server_wake(HttpServer *s);
+/* Durable group commit (daemon/audit.h): the server calls enter() before it dispatches a request
+ * and leave() after; when leave() returns true, the request's changes are in a batch that is not
+ * durable yet, so its response is held (the connection suspended) until
+ * http_server_release_held() says the batch was committed (ok: the responses go out as they
+ * are) or lost (!ok: each becomes a 500, since nothing of it was applied). */
+typedef struct HttpHoldHooks {
+        void (*enter)(void *userdata);
+        bool (*leave)(void *userdata);
+        void *userdata;
+} HttpHoldHooks;
+void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks);
+void http_server_release_held(HttpServer *s, bool ok);
 /* Limits that may change at runtime (SIGHUP). */
 void http_server_set_max_body_size(HttpServer *s, size_t max_body_size);
 /* Reads the TLS certificate and key again (SIGHUP); new handshakes use them. On failure the

@@ -184,6 +184,9 @@ Store *store_close(Store *s) {
         for (size_t i = 0; i < s->n_pending; i++)
                 audit_event_free(s->pending[i]);
         free(s->pending);
+        for (size_t i = 0; i < s->n_batch_pending; i++)
+                audit_event_free(s->batch_pending[i]);
+        free(s->batch_pending);
         free(s->path);
         free(s);
         return NULL;
@@ -259,10 +262,20 @@ int store_column_strdup(sqlite3_stmt *st, int col, char **ret) {
         return 0;
 }
 
+/* A cached statement without parameters or rows (transaction control). */
+static int store_run(Store *s, const char *sql) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        r = store_step(s, st);
+        return r < 0 ? r : 0;
+}
+
 int store_begin(Store *s) {
-        assert(!s->in_transaction);
+        assert(!s->in_transaction && !s->batch_open);
         /* IMMEDIATE: take the write lock now, so a transaction never fails half-way on a lock. */
-        int r = store_exec(s, "BEGIN IMMEDIATE");
+        int r = store_run(s, "BEGIN IMMEDIATE");
         if (r < 0)
                 return r;
         s->in_transaction = true;
@@ -270,22 +283,84 @@ int store_begin(Store *s) {
 }
 
 int store_commit(Store *s) {
-        assert(s->in_transaction);
-        int r = store_exec(s, "COMMIT");
+        assert(s->in_transaction && !s->batch_open);
+        int r = store_run(s, "COMMIT");
         if (r < 0) {
                 store_rollback(s);
                 return r;
         }
         s->in_transaction = false;
+        s->n_commits++;
         return 0;
 }
 
 void store_rollback(Store *s) {
-        if (!s->in_transaction)
+        if (!s->in_transaction && !s->batch_open)
                 return;
         /* Fails only when SQLite already rolled back on its own (e.g. after SQLITE_FULL). */
-        (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (!sqlite3_get_autocommit(s->db))
+                (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         s->in_transaction = false;
+        s->batch_open = false;
+}
+
+int store_batch_begin(Store *s) {
+        assert(!s->in_transaction && !s->batch_open);
+        int r = store_run(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        s->batch_open = true;
+        return 0;
+}
+
+int store_batch_tx_begin(Store *s) {
+        assert(s->batch_open && !s->in_transaction);
+        int r = store_run(s, "SAVEPOINT tx");
+        if (r < 0)
+                return r;
+        s->in_transaction = true;
+        return 0;
+}
+
+/* Whether the batch's outer transaction is still there: after some errors (SQLITE_FULL, IOERR,
+ * NOMEM) SQLite rolls the whole transaction back on its own, savepoints and all. */
+static bool batch_alive(Store *s) {
+        return !sqlite3_get_autocommit(s->db);
+}
+
+int store_batch_tx_release(Store *s) {
+        assert(s->batch_open && s->in_transaction);
+        int r = store_run(s, "RELEASE tx");
+        s->in_transaction = false;
+        if (r >= 0 && !batch_alive(s))
+                r = -EIO;
+        return r;
+}
+
+int store_batch_tx_rollback(Store *s) {
+        assert(s->batch_open && s->in_transaction);
+        s->in_transaction = false;
+        if (!batch_alive(s))
+                return -EIO;
+        /* ROLLBACK TO keeps the savepoint open: release it too, so the next one starts afresh. */
+        int r = store_run(s, "ROLLBACK TO tx");
+        if (r >= 0)
+                r = store_run(s, "RELEASE tx");
+        if (r >= 0 && !batch_alive(s))
+                r = -EIO;
+        return r;
+}
+
+int store_batch_commit(Store *s) {
+        assert(s->batch_open && !s->in_transaction);
+        int r = store_run(s, "COMMIT");
+        if (r < 0) {
+                store_rollback(s);
+                return r;
+        }
+        s->batch_open = false;
+        s->n_commits++;
+        return 0;
 }
 
 int store_user_version(Store *s, int *ret) {

@@ -19,7 +19,9 @@ typedef struct AuditEvent AuditEvent;
 typedef struct Store {
         sqlite3 *db;
         char *path;
-        bool in_transaction;
+        bool in_transaction; /* a transaction (or, in a batch, its savepoint) is open */
+        bool batch_open;     /* group commit: an outer transaction holds released transactions */
+        uint64_t n_commits;  /* COMMITs made (each one a durability point: one fsync) */
 
         /* Prepared-statement cache keyed by the SQL text's address: callers pass string literals. */
         struct {
@@ -35,6 +37,10 @@ typedef struct Store {
         /* Audit events written in the open transaction, emitted after it commits (audit.c). */
         AuditEvent **pending;
         size_t n_pending;
+        /* Group commit: events of the transactions released into the open batch, emitted after
+         * the batch's COMMIT. */
+        AuditEvent **batch_pending;
+        size_t n_batch_pending;
 } Store;
 
 /* Opens (creating if needed) and migrates the database at path. synchronous is "full" (NULL
@@ -74,7 +80,18 @@ int store_column_strdup(sqlite3_stmt *st, int col, char **ret);
  * family of audit.h, which also emits the transaction's audit events after commit. */
 int store_begin(Store *s);
 int store_commit(Store *s);
+/* Rolls back whatever is open: the transaction, or the batch with everything in it. */
 void store_rollback(Store *s);
+
+/* Group commit (audit.h): one outer BEGIN IMMEDIATE (the batch) in which each transaction is a
+ * SAVEPOINT, so that one failing transaction rolls back alone; one COMMIT makes all of them
+ * durable. A negative return from release/rollback means the batch itself is lost (SQLite rolled
+ * it back on its own): the caller must give up the whole batch (store_rollback()). */
+int store_batch_begin(Store *s);
+int store_batch_tx_begin(Store *s);
+int store_batch_tx_release(Store *s);
+int store_batch_tx_rollback(Store *s);
+int store_batch_commit(Store *s);
 
 int store_user_version(Store *s, int *ret);
 /* Size of the main database file plus its WAL, in bytes. */

@@ -144,18 +144,22 @@ int workers_list(Control *c, Worker ***ret, size_t *ret_n) {
 }
 
 int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]) {
-        Worker **a = NULL;
-        size_t n = 0;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        usec_t now = control_now(c);
         int r;
 
         memset(counts, 0, sizeof(uint64_t) * _WORKER_STATE_MAX);
-        r = workers_list(c, &a, &n);
+        /* Asked after every busy loop iteration (STATUS=, D-Bus): only the two columns the state
+         * derives from, no Worker built, no capabilities parsed. */
+        r = store_prepare(c->store, "SELECT last_seen, draining FROM workers", &st);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++)
-                counts[a[i]->state]++;
-        worker_array_free(a, n);
-        return 0;
+        while ((r = store_step(c->store, st)) > 0) {
+                Worker w = {.last_seen = (usec_t) sqlite3_column_int64(st, 0),
+                            .draining = sqlite3_column_int(st, 1) != 0};
+                counts[worker_state_at(c, &w, now)]++;
+        }
+        return r;
 }
 
 /* ---- state changes ---- */

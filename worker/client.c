@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 
 #include "client.h"
+#include "http-tls-client.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -36,8 +37,18 @@ struct Client {
         CURLM *multi;
         sd_event_source *timer;
         char *base_url;
-        char *token_header;
         usec_t timeout;
+        /* The worker token and how it is sent (common/http-tls-client.h). */
+        char *token;
+        char *worker_id;
+        bool signed_tokens;
+        usec_t signed_token_lifetime;
+        /* "X-API-Token: <value>". A signed value is reused until renew_at (CLOCK_REALTIME, half its
+         * lifetime) rather than made per request: that keeps a getrandom() and an HMAC off every
+         * request, and the half left covers requests in flight and clock skew. */
+        char *token_header;
+        usec_t token_made_at, token_renew_at;
+        char *ca_file, *tls_certificate, *tls_key;
         ClientRequest *requests;
         unsigned n_requests;
 };
@@ -204,6 +215,21 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
         return r < 0 ? -1 : 0;
 }
 
+/* Tokens are wiped before their memory is given back. */
+static void free_secret(char **p) {
+        if (*p)
+                explicit_bzero(*p, strlen(*p));
+        free(*p);
+        *p = NULL;
+}
+
+static void client_forget_token(Client *c) {
+        free_secret(&c->token);
+        free_secret(&c->token_header);
+        free(c->worker_id);
+        c->worker_id = NULL;
+}
+
 int client_new(sd_event *e, const char *base_url, Client **ret) {
         Client *c;
         size_t n;
@@ -259,20 +285,83 @@ Client *client_free(Client *c) {
         sd_event_source_disable_unref(c->timer);
         sd_event_unref(c->event);
         free(c->base_url);
-        if (c->token_header)
-                explicit_bzero(c->token_header, strlen(c->token_header));
-        free(c->token_header);
+        client_forget_token(c);
+        free(c->ca_file);
+        free(c->tls_certificate);
+        free(c->tls_key);
         free(c);
         return NULL;
 }
 
-int client_set_token(Client *c, const char *token) {
-        char *h;
-        if (asprintf(&h, "X-API-Token: %s", token) < 0)
+int client_set_token(Client *c, const char *token, const char *worker_id, bool signed_tokens, usec_t lifetime) {
+        char *t, *id;
+
+        if (isempty(token) || (signed_tokens && (isempty(worker_id) || lifetime == 0)))
+                return -EINVAL;
+        t = strdup(token);
+        id = worker_id ? strdup(worker_id) : NULL;
+        if (!t || (worker_id && !id)) {
+                free_secret(&t);
+                free(id);
                 return -ENOMEM;
-        if (c->token_header)
-                explicit_bzero(c->token_header, strlen(c->token_header));
-        free_and_replace_str(&c->token_header, h);
+        }
+        client_forget_token(c);
+        c->token = t;
+        c->worker_id = id;
+        c->signed_tokens = signed_tokens;
+        c->signed_token_lifetime = lifetime;
+        return 0;
+}
+
+/* Keeps copies: libcurl reads the files itself when it connects, so a renewed certificate is
+ * picked up by the next new connection. */
+int client_set_tls(Client *c, const char *ca_file, const char *cert_file, const char *key_file) {
+        char *ca = NULL, *cert = NULL, *key = NULL;
+
+        if (isempty(cert_file) != isempty(key_file))
+                return -EINVAL;
+        if ((!isempty(ca_file) && !(ca = strdup(ca_file))) || (!isempty(cert_file) && !(cert = strdup(cert_file))) ||
+            (!isempty(key_file) && !(key = strdup(key_file)))) {
+                free(ca);
+                free(cert);
+                free(key);
+                return -ENOMEM;
+        }
+        free_and_replace_str(&c->ca_file, ca);
+        free_and_replace_str(&c->tls_certificate, cert);
+        free_and_replace_str(&c->tls_key, key);
+        return 0;
+}
+
+/* The header for the next request: the plain token once, or a signed one made again when half
+ * its lifetime has passed (or the clock went back past the moment it was made). */
+static int client_token_header(Client *c, const char **ret) {
+        _cleanup_free_ char *value = NULL;
+        usec_t now = now_realtime_usec();
+        char *h;
+        int r;
+
+        if (c->token_header && (!c->signed_tokens || (now < c->token_renew_at && now >= c->token_made_at))) {
+                *ret = c->token_header;
+                return 0;
+        }
+        r = http_client_worker_token(c->token, c->worker_id, c->signed_tokens, c->signed_token_lifetime, &value);
+        if (r < 0)
+                return r;
+        r = asprintf(&h, "X-API-Token: %s", value);
+        explicit_bzero(value, strlen(value));
+        if (r < 0)
+                return -ENOMEM;
+        free_secret(&c->token_header);
+        c->token_header = h;
+        c->token_made_at = now;
+        c->token_renew_at = now + c->signed_token_lifetime / 2;
+        if (c->signed_tokens) {
+                char span[64];
+                log_debug("Signed a new worker token for %s, valid for %s.", c->worker_id,
+                          format_timespan(span, sizeof(span), c->signed_token_lifetime));
+        }
+        *ret = h;
         return 0;
 }
 
@@ -308,6 +397,12 @@ static int request_setup(ClientRequest *req, const char *method, const char *url
         CURL *e = req->easy;
         static const char *const fixed_headers[] = { "Content-Type: application/json", "Accept: application/json",
                                                      "Expect:" };
+        const char *token_header;
+        int r;
+
+        r = http_client_tls_apply(e, c->ca_file, c->tls_certificate, c->tls_key);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < ELEMENTSOF(fixed_headers); i++) {
                 struct curl_slist *l = curl_slist_append(req->headers, fixed_headers[i]);
@@ -315,8 +410,12 @@ static int request_setup(ClientRequest *req, const char *method, const char *url
                         return -ENOMEM;
                 req->headers = l;
         }
-        if (c->token_header) {
-                struct curl_slist *l = curl_slist_append(req->headers, c->token_header);
+        if (c->token) {
+                struct curl_slist *l;
+                r = client_token_header(c, &token_header);
+                if (r < 0)
+                        return r;
+                l = curl_slist_append(req->headers, token_header);
                 if (!l)
                         return -ENOMEM;
                 req->headers = l;

@@ -28,8 +28,13 @@ typedef void (*ClientCallback)(Client *c, const ClientReply *reply, void *userda
 
 int client_new(sd_event *e, const char *base_url, Client **ret);
 Client *client_free(Client *c);
-/* The token is copied; it is sent only in the header, never logged. */
-int client_set_token(Client *c, const char *token);
+/* The worker token is copied; it is sent only in the X-API-Token header, never logged. With
+ * signed_tokens the header carries a token signed with it for worker_id and valid for lifetime
+ * (common/signed-token.h), made anew when half of that has passed. */
+int client_set_token(Client *c, const char *token, const char *worker_id, bool signed_tokens, usec_t lifetime);
+/* TLS for https:// URLs: the server is verified against ca_file (PEM; the system's CAs when
+ * NULL); cert_file and key_file (both or neither) are the client certificate for mTLS. */
+int client_set_tls(Client *c, const char *ca_file, const char *cert_file, const char *key_file);
 void client_set_timeout(Client *c, usec_t timeout);
 
 /* Starts a request; body (may be NULL) is serialized at once and not kept. ret (optional) allows

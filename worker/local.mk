@@ -54,3 +54,7 @@ tests_unit_test_worker_executor_LDADD = $(WORKER_LIBS)
 TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py
 EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
 	tests/integration/worker_harness.py
+
+# The worker over HTTPS and mutual TLS with signed tokens (certificates made by certtool at test time).
+TESTS += tests/integration/test-tls-worker.py
+EXTRA_DIST += tests/integration/test-tls-worker.py

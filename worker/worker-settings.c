@@ -6,6 +6,7 @@
 #include "crypto.h"
 #include "fs-util.h"
 #include "log.h"
+#include "signed-token.h"
 #include "strv.h"
 #include "worker-settings.h"
 
@@ -17,6 +18,15 @@ static const ConfOption worker_options[] = {
         OPT("control-url", CONF_STRING, control_url, "http://127.0.0.1:8420", "URL", "Control plane base URL"),
         OPT("worker-id", CONF_STRING, worker_id, NULL, "ID", "Worker id (default: hostname and a hash of the machine id)"),
         OPT("token-file", CONF_STRING, token_file, "/etc/entropy/worker-token", "FILE", "File holding the worker token"),
+        OPT("ca-file", CONF_STRING, ca_file, NULL, "FILE",
+            "PEM CA certificate(s) to verify an https:// control plane against (default: the system's)"),
+        OPT("tls-certificate", CONF_STRING, tls_certificate, NULL, "FILE",
+            "PEM client certificate for a control plane that requires one (with --tls-key)"),
+        OPT("tls-key", CONF_STRING, tls_key, NULL, "FILE", "PEM private key of --tls-certificate"),
+        OPT("signed-tokens", CONF_BOOL, signed_tokens, "no", NULL,
+            "Send short-lived tokens signed with the worker token instead of the token itself"),
+        OPT("signed-token-lifetime", CONF_TIMESPAN, signed_token_lifetime, "2min", "SPAN",
+            "Lifetime of each signed token (renewed at half of it)"),
         OPT("state-directory", CONF_STRING, state_directory, "/var/lib/entropy-worker", "DIR",
             "Replay buffer, run records and local artifacts"),
         OPT("capabilities", CONF_STRV, capabilities, NULL, "LIST", "Capabilities offered (gpu is added when detected)"),
@@ -105,6 +115,16 @@ int worker_default_id(const char *machine_id_path, char **ret) {
         return 0;
 }
 
+/* The control plane refuses signed tokens living longer than its --signed-token-max-lifetime
+ * (5min by default); an hour is a bound on mistakes, not a recommendation. */
+static int settings_validate_tls(const WorkerSettings *s) {
+        if (isempty(s->tls_certificate) != isempty(s->tls_key))
+                return log_error_errno(-EINVAL, "--tls-certificate and --tls-key go together.");
+        if (s->signed_token_lifetime < USEC_PER_SEC || s->signed_token_lifetime > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--signed-token-lifetime must be between 1s and 1h.");
+        return 0;
+}
+
 static int settings_validate(WorkerSettings *s) {
         if (isempty(s->control_url))
                 return log_error_errno(-EINVAL, "--control-url must not be empty.");
@@ -126,7 +146,7 @@ static int settings_validate(WorkerSettings *s) {
                 return log_error_errno(-EINVAL, "--request-timeout must be finite and at least 100ms.");
         if (s->backoff_max < s->poll_interval)
                 s->backoff_max = s->poll_interval;
-        return 0;
+        return settings_validate_tls(s);
 }
 
 int worker_settings_load(WorkerSettings *s, int argc, char **argv) {
@@ -145,6 +165,9 @@ int worker_settings_load(WorkerSettings *s, int argc, char **argv) {
         }
         if (strlen(s->worker_id) > 128)
                 return log_error_errno(-EINVAL, "--worker-id is longer than 128 characters.");
+        if (s->signed_tokens && !worker_id_is_valid(s->worker_id))
+                return log_error_errno(-EINVAL, "--signed-tokens: the worker id '%s' cannot be put in a signed token.",
+                                       s->worker_id);
         return 0;
 }
 

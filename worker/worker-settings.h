@@ -28,14 +28,19 @@ typedef struct WorkerSettings {
         char *control_url;
         char *worker_id;
         char *token_file;
+        char *ca_file;         /* PEM CA the control plane's certificate must chain to */
+        char *tls_certificate; /* PEM client certificate for mTLS (with tls_key) */
+        char *tls_key;
+        bool signed_tokens; /* send short-lived signed tokens instead of the token */
+        usec_t signed_token_lifetime;
         char *state_directory;
         char **capabilities;
         int64_t slots;
         usec_t poll_interval;
         usec_t heartbeat_interval;
         usec_t request_timeout;
-        usec_t backoff_max;       /* cap of the error backoff of polls and replays */
-        usec_t lease_timeout;     /* fallback lease length when the control plane does not say */
+        usec_t backoff_max;   /* cap of the error backoff of polls and replays */
+        usec_t lease_timeout; /* fallback lease length when the control plane does not say */
         usec_t log_retention;
         char *artifact_backend;
         char *shared_directory;
@@ -44,12 +49,12 @@ typedef struct WorkerSettings {
         bool refuse_root;
         bool dry_run;
         usec_t kill_grace;
-        usec_t idle_exit;         /* socket-activated: exit after this long without work; 0 = never */
-        char *wake_listen;        /* ADDR:PORT for a wake socket when not socket-activated */
-        usec_t wake_window;       /* accepted clock difference of a wake datagram */
+        usec_t idle_exit;   /* socket-activated: exit after this long without work; 0 = never */
+        char *wake_listen;  /* ADDR:PORT for a wake socket when not socket-activated */
+        usec_t wake_window; /* accepted clock difference of a wake datagram */
         char *stop_mode;
         char *log_level;
-        char **gpus;              /* override of detection: indices, or "none" */
+        char **gpus; /* override of detection: indices, or "none" */
 } WorkerSettings;
 
 extern const ConfProgram worker_conf_program;

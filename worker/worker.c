@@ -165,9 +165,10 @@ static int worker_load_token(Worker *w) {
         int k = read_secret_file(w->settings.token_file, &token);
         if (k < 0)
                 return log_error_errno(k, "Failed to read the worker token from %s: %m", w->settings.token_file);
-        k = client_set_token(w->client, token);
+        k = client_set_token(w->client, token, w->settings.worker_id, w->settings.signed_tokens,
+                             w->settings.signed_token_lifetime);
         if (k < 0)
-                return k;
+                return log_error_errno(k, "Failed to set up the worker token: %m");
         if (w->token)
                 explicit_bzero(w->token, strlen(w->token));
         free_and_replace_str(&w->token, TAKE_PTR(token));
@@ -204,6 +205,9 @@ static int worker_reload(Worker *w) {
         w->settings = n;
         log_set_max_level(log_level_from_string(w->settings.log_level));
         client_set_timeout(w->client, w->settings.request_timeout);
+        k = client_set_tls(w->client, w->settings.ca_file, w->settings.tls_certificate, w->settings.tls_key);
+        if (k < 0)
+                log_warning_errno(k, "Cannot apply the new TLS settings; keeping the old ones: %m");
         w->stop_mode = stop_mode_from_string(w->settings.stop_mode);
         w->backend = artifact_backend_from_string(w->settings.artifact_backend);
         (void) worker_load_token(w);
@@ -326,6 +330,9 @@ static int worker_setup_loop(Worker *w) {
         if (k < 0)
                 return log_error_errno(k, "Cannot create the HTTP client: %m");
         client_set_timeout(w->client, w->settings.request_timeout);
+        k = client_set_tls(w->client, w->settings.ca_file, w->settings.tls_certificate, w->settings.tls_key);
+        if (k < 0)
+                return log_error_errno(k, "Cannot set up TLS for the HTTP client: %m");
         return 0;
 }
 

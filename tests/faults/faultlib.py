@@ -36,7 +36,7 @@ TERMINAL = invariants.TERMINAL
 
 __all__ = ["Fleet", "NetFleet", "FaultProxy", "run", "test", "skip_all", "TestFailure", "span", "recovery_bound",
            "TIME_SCALE", "binary", "FAST_CONTROL", "FAST_WORKER", "WORKER_TOKEN", "ADMIN_TOKEN", "invariants",
-           "netns_available"]
+           "netns_available", "descendants"]
 
 
 def span(text):

@@ -192,9 +192,13 @@ def check(srcdir, control_db, worker_dirs, ledger, job_log=None, kills=None, all
             v.append(f"job {job_id}: audit trail ends in {state}, the jobs table says {job['status']}")
         if job_id in ledger.submitted and job["status"] not in TERMINAL and not allow_in_progress:
             v.append(f"job {job_id}: still {job['status']} at the end of the scenario")
-        if job["attempt_count"] != len(assignments):
+        # An assignment whose ack never came goes back to PENDING and gives its attempt back
+        # (daemon/reconcile.h); no run may have happened under it.
+        given_back = {e["assignment_id"] for e in trans
+                      if e["details"]["from"] == "ASSIGNED" and e["details"]["to"] == "PENDING"}
+        if job["attempt_count"] != len(assignments) - len(given_back):
             v.append(f"job {job_id}: attempt_count {job['attempt_count']} but {len(assignments)} assignments "
-                     f"in the audit trail")
+                     f"in the audit trail, {len(given_back)} of them given back")
         if job_id in ledger.aborted and job["status"] != "ABORTED":
             v.append(f"job {job_id}: abort acknowledged with 200 but the job is {job['status']}")
 
@@ -206,6 +210,8 @@ def check(srcdir, control_db, worker_dirs, ledger, job_log=None, kills=None, all
         for a in set(recs) | {a for a, r in log.items() if r["job"] == job_id}:
             if a not in assigned_ids:
                 v.append(f"job {job_id}: a run with assignment {a} that the control plane never issued")
+            if a in given_back and log.get(a, {}).get("start"):
+                v.append(f"job {job_id}: assignment {a} ran although its ack was never accepted")
             lr, rr = log.get(a), recs.get(a)
             start = lr["start"] if lr and lr["start"] else (rr["started_at"] / 1e6 if rr else None)
             if start is None:
@@ -236,8 +242,13 @@ def check(srcdir, control_db, worker_dirs, ledger, job_log=None, kills=None, all
             v.append(f"job {o['job_id']}: worker {o['worker']} was told its completion (assignment "
                      f"{o['assignment_id']}) was accepted, but the job completed with {job['assignment_id']}")
         elif job["status"] not in ("COMPLETED", "ABORTED"):
-            v.append(f"job {o['job_id']}: worker {o['worker']}'s completion was accepted but the job is "
-                     f"{job['status']}")
+            path = "->".join([e["details"]["from"] for e in by_job.get(o["job_id"], [])
+                              if "from" in e["details"]][-2:] + [job["status"]])
+            latest = "the latest" if job["assignment_id"] == o["assignment_id"] else "a superseded"
+            tag = "[F1] " if latest == "the latest" and path.endswith("LOST->FAILED") else ""
+            v.append(f"{tag}job {o['job_id']}: worker {o['worker']} was answered 200 for its completion of "
+                     f"{latest} assignment, but the job ended {job['status']} (...{path}): the finished work "
+                     f"was discarded")
 
     if stats is not None:
         stats["jobs"] = stats.get("jobs", 0) + len(ledger.submitted)

@@ -11,12 +11,13 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import threading
 import time
 
-from faultlib import (ADMIN_TOKEN, WORKER_TOKEN, Fleet, TestFailure, binary, recovery_bound, run, skip_all, span,
-                      test)
+from entropy_test import todo
+from faultlib import (ADMIN_TOKEN, Fleet, binary, descendants, recovery_bound, run, skip_all, span, test)
 
 try:
     binary("entropy-control")
@@ -137,7 +138,7 @@ def test_control_plane_kill9_under_load_repeated(t):
         from entropy_test import Http
         http = Http("127.0.0.1", fleet.cp.port, timeout=3)
         n = 0
-        while not stop.is_set() and n < 400:
+        while not stop.is_set() and n < 250:
             n += 1
             spec = fleet.job(rng.choice([0, 0.1, 0.3]))
             try:
@@ -273,6 +274,15 @@ def test_artifact_durability_order_before_report(t):
     w.start(timeout=20)
     job_id = fleet.submit({"command": "sh", "args": ["-c", "echo out; echo err >&2"]})
     fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    # SIGTERM to the worker itself, not to strace (which would only detach).
+    for pid in descendants(w.proc.pid)[1:]:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "entropy-worker":
+                    os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    w.proc.wait(timeout=15)
     fleet.finish()
     with open(trace) as f:
         lines = f.read().splitlines()
@@ -287,11 +297,62 @@ def test_artifact_durability_order_before_report(t):
     err_ren = first(lambda l: "rename" in l and "stderr.tmp" in l and job_id in l)
     dir_fsync = first(lambda l: re.search(r"fsync\(\d+<[^>]*" + job_id + r"/[0-9a-f]+>\)", l) is not None,
                       max(ren or 0, err_ren or 0))
-    wal_fsync = first(lambda l: "fsync(" in l and "worker.db-wal" in l, dir_fsync or 0)
+    wal_fsync = first(lambda l: re.search(r"f(data)?sync\(", l) and "worker.db-wal" in l, dir_fsync or 0)
     send = first(lambda l: "POST /complete" in l, 0)
     order = [out_fsync, ren, err_ren, dir_fsync, wal_fsync, send]
     t.ok(None not in order and order == sorted(order),
          f"fsync(stdout.tmp) < rename < rename(stderr) < fsync(dir) < fsync(worker.db-wal) < POST /complete: {order}")
+
+
+@todo("F1 (docs/reliability.md): a completion of the last attempt that arrives after LOST->FAILED is "
+      "answered 200 but discarded; with attempts left the same completion is accepted")
+@test
+def test_late_completion_of_last_attempt_is_kept(t):
+    fleet = Fleet(t, workers=1, proxy={"seed": SEED})
+    job_id = fleet.submit(fleet.job(0.3, max_attempts=1))
+    fleet.wait_running(job_id)
+    fleet.proxy.set_blackhole(True)  # the job finishes inside its lease, but nobody hears of it
+    w = fleet.workers["w1"]
+    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to be buffered")
+    fleet.cp.wait_job_state(job_id, ["LOST", "FAILED"], timeout=recovery_bound(fleet.control_options) * 2)
+    fleet.proxy.set_blackhole(False)
+    t.wait_for(lambda: not w.outbox(job_id, "pending"), 15, "the completion to be delivered")
+    t.eq(fleet.cp.job(job_id)["status"], "COMPLETED", "the finished work of the latest assignment is kept")
+    fleet.finish()
+
+
+# -- the checker itself ---------------------------------------------------------------------------
+
+@test
+def test_invariant_checker_catches_violations(t):
+    """The checker is not vacuous: a clean run's records, tampered with, are caught."""
+    import shutil
+    import sqlite3
+    import invariants
+    from entropy_test import SRCDIR
+    fleet = Fleet(t, workers=1)
+    job_id = fleet.submit(fleet.job(0.1))
+    fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=10)
+    t.eq(fleet.finish(), [], "the untampered run is clean")
+    db = os.path.join(t.tmp, "tampered.db")
+    shutil.copy(fleet.cp.database, db)
+    con = sqlite3.connect(db)
+    a = con.execute("SELECT assignment_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0]
+    con.execute("INSERT INTO audit_events(ts, component, level, event, job_id, assignment_id, details) "
+                "VALUES (?, 'jobs', 6, 'job.completed', ?, 'f00d', '{\"from\":\"RUNNING\",\"to\":\"COMPLETED\"}')",
+                (int(time.time() * 1e6), job_id))
+    con.execute("UPDATE jobs SET attempt_count = 7 WHERE job_id = ?", (job_id,))
+    con.commit()
+    con.close()
+    with open(fleet.job_log, "a") as f:
+        f.write(f"start {job_id} beef {time.time() - 1000}\n")  # a run nobody assigned
+    fleet.ledger.submitted["0" * 32] = time.time()  # an acknowledged job that vanished
+    fleet.ledger.aborted.add(job_id)                 # an acknowledged abort that did not hold
+    v = invariants.check(SRCDIR, db, {"w1": fleet.workers["w1"].state_dir}, fleet.ledger, fleet.job_log)
+    text = "\n".join(v)
+    for what in ("completions accepted", "after terminal", "latest assignment", "attempt_count",
+                 "never issued", "not in the control plane's database", "abort acknowledged"):
+        t.ok(what in text, f"caught: {what}")
 
 
 if __name__ == "__main__":

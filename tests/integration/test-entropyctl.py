@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 
 from entropy_test import ADMIN_TOKEN, WORKER_TOKEN, TIME_SCALE, binary, free_port, skip_all, test
+from tls_certs import CertFactory, TlsHttp, have_certtool
 
 _spec = importlib.util.spec_from_file_location(
     "dbus_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-dbus-helpers.py"))
@@ -159,9 +160,24 @@ def test_abort_drain_reconcile_reload_over_dbus(t):
     t.eq(dbus.json("list-workers")[0]["status"], "ONLINE", "resume")
     t.ok(isinstance(dbus.json("reconcile")["changes"], int), "reconcile")
     t.eq(dbus.run("reload").returncode, EXIT_OK, "reload")
-    r = http.run("drain", "w-ops")
-    t.eq(r.returncode, EXIT_FAILURE, "drain over HTTP: no such endpoint, exit 1")
+    r = http.run("reconcile")
+    t.eq(r.returncode, EXIT_FAILURE, "reconcile over HTTP: no such endpoint, exit 1")
     t.ok("D-Bus" in r.stderr, "and says to use D-Bus")
+
+
+@test
+def test_drain_and_resume_over_http(t):
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    w = h.FakeWorker(cp, "w-http-drain")
+    t.eq(http.json("drain", "w-http-drain"), {"worker_id": "w-http-drain", "draining": True},
+         "drain over HTTP answers like over D-Bus")
+    t.eq(http.json("list-workers")[0]["status"], "DRAINING", "the worker is DRAINING")
+    job = http.json("submit", "--", "true")["job_id"]
+    t.eq(w.claim(), None, "a draining worker gets no job")
+    t.eq(http.json("resume", "w-http-drain"), {"worker_id": "w-http-drain", "draining": False}, "resume over HTTP")
+    t.eq(dbus.json("list-workers")[0]["status"], "ONLINE", "D-Bus sees it ONLINE again")
+    t.eq((w.claim() or {}).get("job_id"), job, "and it gets the job")
+    t.eq(http.run("drain", "no-such-worker").returncode, EXIT_NOT_FOUND, "an unknown worker: 4")
 
 
 @test
@@ -267,6 +283,51 @@ def test_exit_codes_are_the_documented_ones(t):
         r = t.run_cmd(["setpriv", f"--reuid={h.NOBODY}", f"--regid={h.NOBODY}", "--clear-groups",
                        binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
         t.eq(r.returncode, EXIT_ACCESS, "a caller the daemon refuses: 5")
+
+
+def https_ctl(t, cp, *args, ca=None, cert=None):
+    argv = [binary("entropyctl"), "--no-pager", f"--url=https://localhost:{cp.port}",
+            f"--token-file={cp.admin_token_file}"]
+    if ca:
+        argv.append(f"--ca-file={ca}")
+    if cert:
+        argv += [f"--tls-certificate={cert.cert}", f"--tls-key={cert.key}"]
+    return t.run_cmd(argv + list(args), env={"ENTROPY_CONFIG": "", "ENTROPY_CA_FILE": ""})
+
+
+@test
+def test_https_url_needs_the_ca_and_under_mtls_a_certificate(t):
+    if not have_certtool():
+        t.ok(True, "certtool missing: skipped")
+        return
+    certs, rogue = CertFactory(t.tmp), CertFactory(t.tmp, "rogue")
+    server = certs.server()
+    cp = t.control_plane(options={"tls-certificate": server.cert, "tls-key": server.key})
+    cp.http = TlsHttp("127.0.0.1", cp.port, certs.ca_file)
+    job = cp.submit("true")
+    r = https_ctl(t, cp, "--output=json", "list-jobs", ca=certs.ca_file)
+    t.eq(r.returncode, EXIT_OK, f"--ca-file: list-jobs works over HTTPS: {r.stderr}")
+    t.eq([j["job_id"] for j in json.loads(r.stdout or "[]")], [job], "and lists the job")
+    for name, ca in (("no --ca-file", None), ("another CA", rogue.ca_file)):
+        r = https_ctl(t, cp, "list-jobs", ca=ca)
+        t.eq(r.returncode, EXIT_UNREACHABLE, f"{name}: the server is not trusted, exit 6")
+        t.ok("certificate" in r.stderr, f"{name}: the message says why: {r.stderr.strip()}")
+    cp.stop()
+
+    client_ca = certs.ca_file
+    cp = t.control_plane(options={"tls-certificate": server.cert, "tls-key": server.key, "tls-client-ca": client_ca},
+                         name="mtls")
+    r = https_ctl(t, cp, "list-jobs", ca=certs.ca_file, cert=certs.client("admin"))
+    t.eq(r.returncode, EXIT_OK, f"mTLS with --tls-certificate and --tls-key: {r.stderr}")
+    r = https_ctl(t, cp, "list-jobs", ca=certs.ca_file)
+    t.eq(r.returncode, EXIT_ACCESS, "mTLS without a client certificate: access denied, exit 5")
+    t.ok("no client certificate" in r.stderr, f"and says so: {r.stderr.strip()}")
+    r = https_ctl(t, cp, "list-jobs", ca=certs.ca_file, cert=rogue.client("admin"))
+    t.eq(r.returncode, EXIT_ACCESS, "a certificate from another CA: exit 5")
+    half = certs.client("half")
+    r = t.run_cmd([binary("entropyctl"), f"--url=https://localhost:{cp.port}", f"--ca-file={certs.ca_file}",
+                   f"--tls-certificate={half.cert}", "list-jobs"], env={"ENTROPY_ADMIN_TOKEN": ADMIN_TOKEN})
+    t.eq(r.returncode, EXIT_USAGE, "--tls-certificate without --tls-key: usage error, exit 2")
 
 
 @test

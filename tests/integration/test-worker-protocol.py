@@ -290,5 +290,44 @@ def test_events_paging(t):
     t.eq(cp.admin("GET", "/events?since_id=abc")[0], 400, "malformed since_id: 400")
 
 
+@test
+def test_abort_reassignment_and_failure_kinds(t):
+    cp = t.control_plane()
+    register(cp, "w1")
+    register(cp, "w2")
+    a = cp.submit("sleep 100")
+    job = claim(cp, "w1")
+    t.eq(job.get("lease_timeout_ms"), int(LEASE * 1000), "/next-job answers the lease length")
+    ack(cp, job, "w1")
+    hb = {"worker_id": "w1", "seq": 1, "current_job_id": a, "current_job_ids": [a],
+          "current_jobs": [{"job_id": a, "assignment_id": job["assignment_id"]}]}
+    s, body = cp.worker("POST", "/heartbeat", hb)
+    t.eq((s, body.get("abort_jobs"), body.get("cancel_jobs")), (200, [], []), "held: nothing to abort")
+    hb.update(seq=2, current_jobs=[{"job_id": a, "assignment_id": "superseded"}])
+    s, body = cp.worker("POST", "/heartbeat", hb)
+    t.eq(body.get("abort_jobs"), [a], "another assignment than the job's: abort it")
+
+    # retryable: false fails for good; handback returns the job without counting an attempt.
+    s, body = cp.worker("POST", "/fail", {"job_id": a, "worker_id": "w1", "assignment_id": job["assignment_id"],
+                                          "exit_code": 1, "error": "not allowed", "retryable": False,
+                                          "failure_kind": "policy"})
+    t.eq((s, body.get("status")), (200, "FAILED"), "retryable false: FAILED with attempts left")
+    b = cp.submit("sleep 100", max_attempts=1)
+    job = claim(cp, "w1")
+    ack(cp, job, "w1")
+    s, body = cp.worker("POST", "/fail", {"job_id": b, "worker_id": "w1", "assignment_id": job["assignment_id"],
+                                          "exit_code": 143, "error": "worker stopping", "handback": True,
+                                          "failure_kind": "handback"})
+    t.eq((s, body.get("status")), (200, "RETRYING"), "handback: RETRYING, not FAILED (one attempt only)")
+    again = cp.wait_job_state(b, "PENDING", timeout=2)
+    t.eq(again["attempt_count"], 0, "the attempt was given back")
+    job2 = claim(cp, "w2")
+    t.eq((job2 or {}).get("job_id"), b, "another worker gets it at once")
+    t.eq(cp.admin("GET", "/events?oldest_first=1&limit=1")[1][0]["id"], 1, "events oldest first")
+    s, body = cp.worker("POST", "/register", {"worker_id": "w3", "wake_port": 9})
+    w3 = [w for w in cp.admin("GET", "/workers")[1] if w["worker_id"] == "w3"][0]
+    t.eq((w3.get("wake_port"), w3.get("wake_address")), (9, "127.0.0.1"), "wake address from the peer")
+
+
 if __name__ == "__main__":
     run()

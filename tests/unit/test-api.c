@@ -302,11 +302,99 @@ static void test_events_metrics_workers_healthz(void) {
         test_control_free(c);
 }
 
+static int64_t num(const Reply *r, const char *key) {
+        json_object *v = NULL;
+        return r->json && json_object_object_get_ex(r->json, key, &v) ? json_object_get_int64(v) : -1;
+}
+
+static void test_worker_additions(void) {
+        Control *c = test_control_new();
+        char body[1024], job[64], asg[64];
+
+        /* wake_port without wake_address: the peer address of the request, without its port. */
+        HttpRequest req = test_request("POST", "/register", "{\"worker_id\":\"w1\",\"wake_port\":4567}", NULL);
+        snprintf(req.remote, sizeof(req.remote), "[::1]:40000");
+        HttpResponse resp = {};
+        is_int(api_post_register(c, &req, &resp), 0, "register with a wake port");
+        is_int(resp.status, 200, "200");
+        http_response_done(&resp);
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        ok(w && w->wake_port == 4567 && streq_ptr(w->wake_address, "::1"), "wake address from the peer: %s",
+           w ? strna(w->wake_address) : "-");
+        Reply r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"wake_port\":70000}", NULL);
+        is_int(r.status, 400, "wake_port out of range: 400");
+        reply_done(&r);
+        r = call(c, api_post_register, "POST", "/register",
+                 "{\"worker_id\":\"w1\",\"wake_port\":1,\"wake_address\":\"example.org\"}", NULL);
+        is_int(r.status, 400, "a wake_address that is not numeric: 400");
+        reply_done(&r);
+
+        r = call(c, api_post_jobs, "POST", "/jobs", "{\"command\":\"x\",\"max_attempts\":3}", NULL);
+        reply_done(&r);
+        TestQuery q = {{"worker_id"}, {"w1"}};
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(num(&r, "lease_timeout_ms"), (int64_t) (c->settings.lease_timeout / USEC_PER_MSEC),
+               "/next-job answers lease_timeout_ms");
+        snprintf(job, sizeof(job), "%s", strempty(str(&r, "job_id")));
+        snprintf(asg, sizeof(asg), "%s", strempty(str(&r, "assignment_id")));
+        reply_done(&r);
+        snprintf(body, sizeof(body), "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"%s\"}", job, asg);
+        r = call(c, api_post_ack, "POST", "/ack", body, NULL);
+        reply_done(&r);
+
+        snprintf(body, sizeof(body),
+                 "{\"worker_id\":\"w1\",\"seq\":1,\"current_job_id\":\"%s\",\"current_job_ids\":[\"%s\",\"gone\"],"
+                 "\"current_jobs\":[{\"job_id\":\"%s\",\"assignment_id\":\"%s\"}]}",
+                 job, job, job, asg);
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", body, NULL);
+        json_object *a = NULL, *alias = NULL;
+        json_object_object_get_ex(r.json, "abort_jobs", &a);
+        json_object_object_get_ex(r.json, "cancel_jobs", &alias);
+        ok(r.status == 200 && a && json_object_array_length(a) == 1 &&
+                   streq(json_object_get_string(json_object_array_get_idx(a, 0)), "gone"),
+           "heartbeat: abort_jobs names the unknown job only");
+        ok(alias && json_object_array_length(alias) == 1, "cancel_jobs: the same list");
+        reply_done(&r);
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", "{\"worker_id\":\"w1\",\"seq\":2,\"current_jobs\":[7]}",
+                 NULL);
+        is_int(r.status, 400, "current_jobs entries must name a job: 400");
+        reply_done(&r);
+
+        snprintf(body, sizeof(body),
+                 "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"%s\",\"exit_code\":1,"
+                 "\"error\":\"refused by policy\",\"retryable\":false,\"failure_kind\":\"policy\"}",
+                 job, asg);
+        r = call(c, api_post_fail, "POST", "/fail", body, NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "FAILED"), "/fail retryable:false: FAILED at once");
+        reply_done(&r);
+        r = call(c, api_post_fail, "POST", "/fail",
+                 "{\"job_id\":\"j\",\"worker_id\":\"w1\",\"assignment_id\":\"a\",\"retryable\":\"no\"}", NULL);
+        is_int(r.status, 400, "retryable must be a boolean: 400");
+        reply_done(&r);
+
+        TestQuery eq = {{"oldest_first", "limit"}, {"1", "2"}};
+        r = call(c, api_get_events, "GET", "/events", NULL, &eq);
+        json_object *e0 = r.json ? json_object_array_get_idx(r.json, 0) : NULL, *id0 = NULL;
+        json_object *e1 = r.json ? json_object_array_get_idx(r.json, 1) : NULL, *id1 = NULL;
+        json_object_object_get_ex(e0, "id", &id0);
+        json_object_object_get_ex(e1, "id", &id1);
+        ok(r.status == 200 && id0 && id1 && json_object_get_int64(id0) == 1 && json_object_get_int64(id1) == 2,
+           "GET /events?oldest_first=1: ascending from the first");
+        reply_done(&r);
+        TestQuery bad = {{"oldest_first"}, {"maybe"}};
+        r = call(c, api_get_events, "GET", "/events", NULL, &bad);
+        is_int(r.status, 400, "oldest_first=maybe: 400");
+        reply_done(&r);
+        test_control_free(c);
+}
+
 int main(void) {
         test_post_jobs_and_get();
         test_bad_input_changes_nothing();
         test_worker_protocol_over_handlers();
         test_abort_statuses();
         test_events_metrics_workers_healthz();
+        test_worker_additions();
         return tap_done();
 }

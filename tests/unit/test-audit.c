@@ -140,11 +140,161 @@ static void test_refusal_is_audited_without_secrets(void) {
         test_control_free(c);
 }
 
+/* ---- durable group commit ---- */
+
+typedef struct BatchLog {
+        unsigned durable_ok, durable_failed, events;
+} BatchLog;
+
+static void on_durable(void *userdata, bool ok) {
+        BatchLog *l = userdata;
+        if (ok)
+                l->durable_ok++;
+        else
+                l->durable_failed++;
+}
+
+static void count_events(void *userdata, const AuditEvent *e) {
+        ((BatchLog *) userdata)->events++;
+}
+
+static Control *batch_control_new(BatchLog *log, sqlite3 **ret_reader) {
+        Control *c = test_control_new();
+        char path[4096];
+        if (sd_event_new(&c->event) < 0 || control_add_listener(c, count_events, log) < 0)
+                tap_bail("cannot set up the loop");
+        c->batch.enabled = true;
+        c->batch.on_durable = on_durable;
+        c->batch.userdata = log;
+        /* Another connection sees only what is committed: durability, as a reader after a crash would. */
+        snprintf(path, sizeof(path), "%s/control.db", test_control_dir(c));
+        if (sqlite3_open_v2(path, ret_reader, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+                tap_bail("cannot open a reader");
+        return c;
+}
+
+static void batch_control_free(Control *c, sqlite3 *reader) {
+        sqlite3_close(reader);
+        c->batch.flush = sd_event_source_disable_unref(c->batch.flush);
+        c->event = sd_event_unref(c->event);
+        test_control_free(c);
+}
+
+static int committed_jobs(sqlite3 *reader) {
+        sqlite3_stmt *st = NULL;
+        int n = -1;
+        if (sqlite3_prepare_v2(reader, "SELECT count(*) FROM jobs", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+                n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return n;
+}
+
+static void test_group_commit_makes_many_durable_with_one_commit(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+        uint64_t before = c->store->n_commits;
+
+        c->batch.deferring = true; /* as around an HTTP handler */
+        for (int i = 0; i < 10; i++)
+                test_submit(c, i);
+        c->batch.deferring = false;
+        ok(c->store->batch_open, "ten submissions wait in one open batch");
+        is_int((int) (c->store->n_commits - before), 0, "no COMMIT yet");
+        is_int(committed_jobs(reader), 0, "nothing durable yet");
+        ok(log.durable_ok == 0 && log.events == 0, "nothing acknowledged and no listener told yet");
+
+        is_int(sd_event_run(c->event, 0), 1, "the loop runs the group commit");
+        is_int((int) (c->store->n_commits - before), 1, "one COMMIT (one fsync) for all ten");
+        is_int(committed_jobs(reader), 10, "all ten durable");
+        is_int(log.durable_ok, 1, "the held responses are released once");
+        is_int(log.events, 10, "the listeners hear of the ten events after the commit");
+        ok(!c->store->batch_open, "no batch open");
+
+        /* A caller that answers at once (D-Bus, the reconciler) gets durability on return. */
+        c->batch.deferring = true;
+        test_submit(c, 0);
+        c->batch.deferring = false;
+        test_submit(c, 0);
+        is_int((int) (c->store->n_commits - before), 2, "a commit outside a handler flushes the batch with it");
+        ok(committed_jobs(reader) == 12 && log.durable_ok == 2, "both durable, the held one released");
+        batch_control_free(c, reader);
+}
+
+static void test_group_commit_rolls_back_one_transaction_alone(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+        _cleanup_tx_ Control *tx = NULL;
+
+        c->batch.deferring = true;
+        char a[RANDOM_ID_SIZE], b[RANDOM_ID_SIZE];
+        strcpy(a, test_submit(c, 0));
+        is_int(control_begin(c, &tx), 0, "a second transaction in the batch");
+        sqlite3_exec(c->store->db, "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
+                                   "VALUES ('doomed', 'PENDING', 'x', 1, 1)", NULL, NULL, NULL);
+        control_txp(&tx); /* it fails: rolled back */
+        strcpy(b, test_submit(c, 0));
+        c->batch.deferring = false;
+        is_int(control_flush(c), 0, "the batch commits");
+        _cleanup_(job_freep) Job *ja = NULL, *jb = NULL, *jd = NULL;
+        ok(jobs_get(c, a, &ja) == 0 && jobs_get(c, b, &jb) == 0, "the transactions around it are kept");
+        is_int(jobs_get(c, "doomed", &jd), -ENOENT, "the failed one's statements are gone");
+        is_int(committed_jobs(reader), 2, "two jobs durable");
+        batch_control_free(c, reader);
+}
+
+static void test_failed_group_commit_acknowledges_nothing(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+        _cleanup_tx_ Control *tx = NULL;
+        uint64_t before;
+
+        /* A deferred constraint is checked at COMMIT only: it makes the batch's COMMIT fail. */
+        if (sqlite3_exec(c->store->db,
+                         "PRAGMA foreign_keys = ON; CREATE TABLE parent (id INTEGER PRIMARY KEY); "
+                         "CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+                         NULL, NULL, NULL) != SQLITE_OK)
+                tap_bail("cannot set up the failing commit");
+        before = c->store->n_commits;
+        c->batch.deferring = true;
+        char a[RANDOM_ID_SIZE];
+        strcpy(a, test_submit(c, 0));
+        test_submit(c, 0);
+        is_int(control_begin(c, &tx), 0, "a transaction that breaks the commit");
+        sqlite3_exec(c->store->db, "INSERT INTO child VALUES (42)", NULL, NULL, NULL);
+        is_int(control_commit(&tx), 0, "its release succeeds (the check is deferred)");
+        c->batch.deferring = false;
+
+        ok(control_flush(c) < 0, "the batch's COMMIT fails");
+        is_int(log.durable_failed, 1, "the held responses are told to fail (500)");
+        is_int(log.durable_ok, 0, "none is released as a success");
+        is_int(log.events, 0, "no listener hears of the lost changes");
+        is_int((int) (c->store->n_commits - before), 0, "no commit counted");
+        is_int(committed_jobs(reader), 0, "nothing durable");
+        _cleanup_(job_freep) Job *j = NULL;
+        is_int(jobs_get(c, a, &j), -ENOENT, "nor visible to the control plane itself");
+        ok(!c->store->batch_open && !c->store->in_transaction, "the store is ready for the next batch");
+
+        sqlite3_exec(c->store->db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
+        c->batch.deferring = true;
+        test_submit(c, 0);
+        c->batch.deferring = false;
+        is_int(control_flush(c), 0, "the next batch commits");
+        ok(log.durable_ok == 1 && committed_jobs(reader) == 1, "and is acknowledged");
+        batch_control_free(c, reader);
+}
+
 int main(void) {
         test_events_are_emitted_after_commit_only();
         test_message_ids_are_unique_and_in_the_catalog();
         test_journal_listener_is_best_effort();
         test_events_filters_and_since_id_paging();
         test_refusal_is_audited_without_secrets();
+        test_group_commit_makes_many_durable_with_one_commit();
+        test_group_commit_rolls_back_one_transaction_alone();
+        test_failed_group_commit_acknowledges_nothing();
         return tap_done();
 }

@@ -1,0 +1,144 @@
+/* test-control-wake.c: wake-ups of idle workers (control-wake.h) over real UDP on 127.0.0.1: who
+ * gets a datagram when a job becomes claimable (idle, not draining, capable, with a wake port),
+ * the one-per-second limit, the datagram's authentication, and jobs held back by scheduled_at. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "control-wake.h"
+#include "core-test-util.h"
+#include "strv.h"
+#include "tap.h"
+#include "wake-proto.h"
+
+#define TOKEN "worker-token-for-tests"
+
+typedef struct Sock {
+        int fd;
+        uint16_t port;
+} Sock;
+
+static Sock sock_open(void) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(a);
+        Sock s = {.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
+        if (s.fd < 0 || bind(s.fd, (struct sockaddr *) &a, sizeof(a)) < 0 ||
+            getsockname(s.fd, (struct sockaddr *) &a, &len) < 0)
+                tap_bail("cannot bind a UDP socket on 127.0.0.1");
+        s.port = ntohs(a.sin_port);
+        return s;
+}
+
+/* Runs the loop for up to timeout_ms and returns the datagrams that arrived on s (0 or more). */
+static int received(Control *c, Sock *s, int timeout_ms, const char *worker_id) {
+        int n = 0;
+        for (int waited = 0; waited <= timeout_ms; waited += 10) {
+                char buf[WAKE_MAX_SIZE + 1];
+                ssize_t k;
+                (void) sd_event_run(c->event, 0);
+                while ((k = recv(s->fd, buf, sizeof(buf) - 1, 0)) > 0) {
+                        uint64_t ts;
+                        buf[k] = 0;
+                        if (wake_verify(buf, (size_t) k, worker_id, TOKEN, now_realtime_usec() / 1000, 60000, &ts) ==
+                            0)
+                                n++;
+                }
+                if (n > 0)
+                        return n;
+                (void) poll(NULL, 0, 10);
+        }
+        return n;
+}
+
+static void register_wakeable(Control *c, const char *id, const char *caps, uint16_t port) {
+        _cleanup_strv_free_ char **l = NULL;
+        OpError err = {};
+        if (caps && strv_split(caps, ",", &l) < 0)
+                tap_bail("strv_split failed");
+        WorkerRegistration reg = {.worker_id = id, .capabilities = l, .wake_port = port, .wake_address = "127.0.0.1"};
+        if (worker_register(c, NULL, &reg, &err) < 0)
+                tap_bail("cannot register %s: %s", id, err.message);
+}
+
+static Control *wake_control_new(void) {
+        Control *c = test_control_new();
+        if (sd_event_new(&c->event) < 0)
+                tap_bail("sd_event_new failed");
+        c->worker_token = strdup(TOKEN);
+        if (!c->worker_token || control_core_start(c) < 0)
+                tap_bail("cannot start wake-ups");
+        return c;
+}
+
+static void wake_control_free(Control *c) {
+        control_core_stop(c);
+        free(c->worker_token);
+        c->worker_token = NULL;
+        c->event = sd_event_unref(c->event);
+        test_control_free(c);
+}
+
+static void test_idle_capable_workers_are_woken_once_per_second(void) {
+        Control *c = wake_control_new();
+        Sock idle = sock_open(), gpu = sock_open(), drained = sock_open();
+        OpError err = {};
+        uint64_t sent, failed;
+
+        register_wakeable(c, "idle", NULL, idle.port);
+        register_wakeable(c, "gpu", "gpu", gpu.port);
+        register_wakeable(c, "drained", NULL, drained.port);
+        worker_drain(c, NULL, "drained", true);
+        test_register(c, "no-port", NULL);
+
+        test_submit(c, 0);
+        is_int(received(c, &idle, 1000, "idle"), 1, "an idle worker is woken by a submission");
+        is_int(received(c, &gpu, 200, "gpu"), 1, "so is another one that can run it");
+        is_int(received(c, &drained, 200, "drained"), 0, "a draining worker is not");
+        test_submit(c, 0);
+        is_int(received(c, &idle, 300, "idle"), 0, "a second job within the second: no second datagram");
+
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "train";
+        s.needs_gpu = true;
+        poll(NULL, 0, CONTROL_WAKE_MIN_INTERVAL_USEC / USEC_PER_MSEC + 50);
+        _cleanup_(job_freep) Job *busy = test_claim_and_ack(c, "gpu"); /* the gpu worker is busy now */
+        (void) received(c, &gpu, 0, "gpu");
+        test_submit_spec(c, &s);
+        is_int(received(c, &idle, 300, "idle"), 0, "a worker without a gpu is not woken for a gpu job");
+        is_int(received(c, &gpu, 300, "gpu"), 0, "a busy worker is not woken");
+        control_wake_counters(c->wake, &sent, &failed);
+        ok(sent == 2 && failed == 0, "two datagrams sent in all (sent %llu, failed %llu)", (unsigned long long) sent,
+           (unsigned long long) failed);
+        (void) err;
+        close(idle.fd);
+        close(gpu.fd);
+        close(drained.fd);
+        wake_control_free(c);
+}
+
+static void test_scheduled_job_wakes_when_due(void) {
+        Control *c = wake_control_new();
+        Sock w = sock_open();
+        JobSpec s;
+
+        register_wakeable(c, "w", NULL, w.port);
+        job_spec_init(&s);
+        s.command = "later";
+        s.scheduled_at = T0 + 200 * USEC_PER_MSEC;
+        test_submit_spec(c, &s);
+        is_int(received(c, &w, 50, "w"), 0, "a job scheduled for later wakes nobody yet");
+        test_advance(c, 300 * USEC_PER_MSEC);
+        is_int(received(c, &w, 1500, "w"), 1, "its time come, the idle worker is woken");
+        close(w.fd);
+        wake_control_free(c);
+}
+
+int main(void) {
+        test_idle_capable_workers_are_woken_once_per_second();
+        test_scheduled_job_wakes_when_due();
+        return tap_done();
+}
