@@ -42,6 +42,8 @@ static const ConfOption control_options[] = {
         {"retry-backoff", 0, CONF_TIMESPAN, S(retry_backoff), "5s", "SPAN",
          "Base of the exponential backoff before a failed or lost job is retried", 0, 0},
         {"retry-backoff-max", 0, CONF_TIMESPAN, S(retry_backoff_max), "5min", "SPAN", "Cap on the retry backoff", 0, 0},
+        {"lost-grace", 0, CONF_TIMESPAN, S(lost_grace), "5min", "SPAN",
+         "How long a job lost on its last attempt waits for its worker's late completion before it is FAILED", 0, 0},
         {"retry-jitter", 0, CONF_DOUBLE, S(retry_jitter), "0.2", "FRACTION",
          "Random extra added to each backoff, as a fraction of it (0..1)", 0, 0},
         {"aging-window", 0, CONF_TIMESPAN, S(aging_window), "5min", "SPAN",
@@ -124,6 +126,8 @@ static int check_spans(const ControlSettings *s) {
         }
         if (s->aging_window > 365 * USEC_PER_DAY)
                 return log_error_errno(-EINVAL, "--aging-window must be at most a year.");
+        if (s->lost_grace > 365 * USEC_PER_DAY)
+                return log_error_errno(-EINVAL, "--lost-grace must be at most a year.");
         if (s->retention_interval > 365 * USEC_PER_DAY)
                 return log_error_errno(-EINVAL, "--retention-interval must be at most a year.");
         return 0;

@@ -134,8 +134,9 @@ static int wake_matching(ControlWake *w, bool needs_gpu, char *const *requiremen
                 return 0;
         r = store_prepare(c->store,
                           "SELECT w.worker_id, w.capabilities, w.wake_address, w.wake_port FROM workers w "
-                          "WHERE w.wake_port > 0 AND w.draining = 0 AND NOT EXISTS (SELECT 1 FROM jobs j "
-                          "WHERE j.worker_id = w.worker_id AND j.status IN ('ASSIGNED', 'RUNNING'))",
+                          "WHERE w.wake_port > 0 AND w.draining = 0 AND NOT EXISTS (SELECT 1 FROM jobs j INDEXED BY jobs_held "
+                          "WHERE j.worker_id = w.worker_id AND j.status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') "
+                          "AND j.status IN ('ASSIGNED', 'RUNNING'))",
                           &st);
         if (r < 0)
                 return r;
@@ -175,12 +176,14 @@ static void timer_arm(ControlWake *w, usec_t when) {
                 log_warning("Failed to arm the wake-up timer of scheduled jobs.");
 }
 
-/* The earliest scheduled_at after `after` of a PENDING job, from the partial index (schema v5). */
+/* The earliest scheduled_at after `after` of a PENDING job, from the partial index (schema v5):
+ * INDEXED BY, since without statistics the planner prefers the status index and would walk every
+ * PENDING job (seconds at a million). */
 static int next_scheduled(Control *c, usec_t after, usec_t *ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r = store_prepare(c->store,
-                              "SELECT min(scheduled_at) FROM jobs WHERE status = 'PENDING' AND scheduled_at > 0 "
-                              "AND scheduled_at > ?",
+                              "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
+                              "AND scheduled_at > 0 AND scheduled_at > ?",
                               &st);
         if (r < 0)
                 return r;
@@ -199,8 +202,9 @@ static int announce_due(ControlWake *w, usec_t now) {
         int r;
 
         r = store_prepare(c->store,
-                          "SELECT needs_gpu, requirements FROM jobs WHERE status = 'PENDING' AND scheduled_at > 0 "
-                          "AND scheduled_at > ?1 AND scheduled_at <= ?2 ORDER BY scheduled_at LIMIT ?3",
+                          "SELECT needs_gpu, requirements FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
+                          "AND scheduled_at > 0 AND scheduled_at > ?1 AND scheduled_at <= ?2 ORDER BY scheduled_at "
+                          "LIMIT ?3",
                           &st);
         if (r < 0)
                 return r;

@@ -35,6 +35,7 @@ typedef struct ControlSettings {
         usec_t reconcile_interval;
         usec_t retry_backoff;       /* base of the exponential backoff before a retry */
         usec_t retry_backoff_max;   /* its cap */
+        usec_t lost_grace;          /* how long a job lost on its last attempt waits for a late completion */
         double retry_jitter;        /* fraction of the backoff added at random, 0..1 */
 
         usec_t aging_window;              /* a pending job gains one priority per window waited; 0 = off */

@@ -23,7 +23,9 @@ int job_from_row(sqlite3_stmt *st, Job **ret);
  * assignment is cleared. */
 int jobs_requeue(Control *c, const Origin *o, const Job *j, const char *reason);
 /* RUNNING -> LOST, or ASSIGNED -> PENDING: the worker no longer has the job. */
-int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason);
+/* RUNNING -> LOST, then RETRYING or FAILED at once, except that with work_may_be_done (the worker
+ * was cut off, not restarted) a job on its last attempt stays LOST for lost_grace. */
+int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason, bool work_may_be_done);
 /* RUNNING or LOST -> RETRYING (backoff scheduled) or FAILED by attempts left. */
 int jobs_retry_or_fail(Control *c, const Origin *o, const Job *j, const char *error, bool has_exit_code,
                        int64_t exit_code, JobState *ret_state);

@@ -332,8 +332,11 @@ int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
         if (!l)
                 return -ENOMEM;
         r = store_prepare(c->store,
-                          "SELECT job_id FROM jobs WHERE worker_id = ? AND status IN ('ASSIGNED', 'RUNNING') "
-                          "ORDER BY job_id",
+                          /* jobs_held: only unfinished jobs, not every job the worker ever ran (the
+                           * first status term is the partial index's own, so that it may be used) */
+                          "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
+                          "AND status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') "
+                          "AND status IN ('ASSIGNED', 'RUNNING') ORDER BY job_id",
                           &st);
         if (r < 0)
                 return r;
@@ -427,7 +430,7 @@ int jobs_requeue(Control *c, const Origin *o, const Job *j, const char *reason) 
         return set_assignment(c, j->job_id, NULL, NULL, 0, j->status == JOB_ASSIGNED ? -1 : 0);
 }
 
-int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason) {
+int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason, bool work_may_be_done) {
         if (j->status == JOB_ASSIGNED)
                 return jobs_requeue(c, o, j, reason);
         int r = job_transition(c, o, j->job_id, JOB_LOST, &(JobChange){.reason = reason}, NULL);
@@ -436,7 +439,13 @@ int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason) 
         r = set_outcome(c, j->job_id, reason, false, 0, 0);
         if (r < 0)
                 return r;
-        /* LOST is a waypoint: decide retry or failure in the same transaction, as the sweep does. */
+        /* On its last attempt, a job whose worker may still finish it (cut off, not restarted) waits
+         * in LOST for lost_grace, so that the completion it replays is accepted; the sweep decides
+         * after that (reconcile.c). Otherwise LOST is a waypoint: decide now, in this transaction. */
+        if (work_may_be_done && j->attempt_count >= j->max_attempts && c->settings.lost_grace > 0) {
+                reconcile_note_deadline(c, control_now(c) + c->settings.lost_grace);
+                return 0;
+        }
         Job lost = *j;
         lost.status = JOB_LOST;
         return jobs_retry_or_fail(c, o, &lost, reason, false, 0, NULL);

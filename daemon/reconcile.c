@@ -84,7 +84,7 @@ static int requeue_unacked(Control *c, const Job *j) {
 
 static int lose(Control *c, const Job *j) {
         return jobs_give_up(c, &reconciler, j,
-                            j->assignment_expires_at <= control_now(c) ? "lease expired" : "worker offline");
+                            j->assignment_expires_at <= control_now(c) ? "lease expired" : "worker offline", true);
 }
 
 static int after_loss(Control *c, const Job *j) {
@@ -110,8 +110,15 @@ static int sweep_locked(Control *c, usec_t now, unsigned *changes) {
                      now, lose, changes);
         if (r < 0)
                 return r;
-        /* ?1 unused: every LOST job moves on at once. */
-        r = for_each(c, "SELECT job_id FROM jobs WHERE status = 'LOST' AND ?1 IS NOT NULL", now, after_loss, changes);
+        /* A LOST job with attempts left is retried at once. One lost on its last attempt waits
+         * lost_grace for its worker's completion (a partitioned worker that finished replays it, and
+         * the latest assignment's completion is accepted from LOST) before it is FAILED for good:
+         * nothing would be retried meanwhile, so this delays no recovery. ?1: it became LOST before. */
+        usec_t lost_before = now > c->settings.lost_grace ? now - c->settings.lost_grace : 0;
+        r = for_each(c,
+                     "SELECT job_id FROM jobs WHERE status = 'LOST' AND "
+                     "(attempt_count < max_attempts OR updated_at <= ?1)",
+                     lost_before, after_loss, changes);
         if (r < 0)
                 return r;
         return for_each(c, "SELECT job_id FROM jobs WHERE status = 'RETRYING' AND retry_at <= ?", now, requeue_retry,
@@ -150,6 +157,26 @@ static int min_of(Control *c, const char *sql, usec_t *best) {
         return 0;
 }
 
+/* LOST jobs with attempts left are due at once; those on their last attempt when their grace
+ * ends. A bound parameter, not formatted SQL: the statement cache is keyed by the SQL literal. */
+static int next_lost_deadline(Control *c, usec_t *best) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store,
+                              "SELECT min(CASE WHEN attempt_count < max_attempts THEN 0 ELSE updated_at + ?1 END) "
+                              "FROM jobs WHERE status = 'LOST'",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) c->settings.lost_grace) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        if (r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                *best = MIN(*best, (usec_t) sqlite3_column_int64(st, 0));
+        return 0;
+}
+
 int reconcile_next_deadline(Control *c, usec_t *ret) {
         usec_t best = USEC_INFINITY;
         Worker **a = NULL;
@@ -160,7 +187,7 @@ int reconcile_next_deadline(Control *c, usec_t *ret) {
         if (r >= 0)
                 r = min_of(c, "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", &best);
         if (r >= 0)
-                r = min_of(c, "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'LOST') THEN 0 END", &best);
+                r = next_lost_deadline(c, &best);
         if (r < 0)
                 return r;
         r = workers_list(c, &a, &n);

@@ -45,8 +45,11 @@ static int retry_allowed(Control *c, const char *worker_id, bool *ret) {
         if (max <= 0)
                 return 0;
         r = store_prepare(c->store,
-                          "SELECT count(*) FROM jobs WHERE worker_id = ? AND status IN ('ASSIGNED', 'RUNNING') "
-                          "AND attempt_count > 1",
+                          /* jobs_held: only unfinished jobs, not every job the worker ever ran (the
+                           * first status term is the partial index's own, so that it may be used) */
+                          "SELECT count(*) FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
+                          "AND status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') "
+                          "AND status IN ('ASSIGNED', 'RUNNING') AND attempt_count > 1",
                           &st);
         if (r < 0)
                 return r;
@@ -72,39 +75,212 @@ static bool capabilities_match(char *const *caps, bool needs_gpu, const char *re
         return true;
 }
 
+/* Without aging the claim order is the partial index's own order: the scan stops at the first
+ * job that fits. */
 static int candidates(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
-        usec_t window = c->settings.aging_window;
+        int r = store_prepare(c->store,
+                              "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                              "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
+                              "AND scheduled_at <= ?1 ORDER BY priority DESC, created_at, job_id",
+                              ret);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* Whether the candidate in st's current row may go to this worker. */
+static bool eligible(sqlite3_stmt *st, char *const *capabilities, bool retries_ok) {
+        if (!retries_ok && sqlite3_column_int64(st, 3) > 0)
+                return false;
+        return capabilities_match(capabilities, sqlite3_column_int(st, 1) != 0,
+                                  (const char *) sqlite3_column_text(st, 2));
+}
+
+static int take(sqlite3_stmt *st, char **ret_job_id) {
+        char *id = strdup((const char *) sqlite3_column_text(st, 0));
+        if (!id)
+                return -ENOMEM;
+        *ret_job_id = id;
+        return 1;
+}
+
+/* ---- with aging: a merge of one scan per priority ----
+ *
+ * The effective priority priority + floor(waited / window) has no index, and sorting every PENDING
+ * job per claim costs O(pending). But within one priority the oldest job has waited longest, so
+ * each priority's jobs in created_at order (an index range of jobs_claimable) come out in claim
+ * order already: the claim order is the merge of one such scan per distinct priority, and a claim
+ * reads a few rows per priority instead of the whole queue. The distinct priorities are found by
+ * seeking the index (one probe each). Past AGING_MERGE_MAX of them the single sorting query is
+ * used instead. */
+#define AGING_MERGE_MAX 32
+
+typedef struct Lane {
+        sqlite3_stmt *st; /* NULL once exhausted */
+        int64_t priority;
+} Lane;
+
+static int next_priority_below(Control *c, int64_t below, int64_t floor, bool *ret_found, int64_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store,
+                              "SELECT max(priority) FROM jobs INDEXED BY jobs_claimable WHERE status = 'PENDING' "
+                              "AND priority < ?1 AND priority >= ?2",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        *ret_found = r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL;
+        if (*ret_found)
+                *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+static void lanes_free(Lane *lanes, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                sqlite3_finalize(lanes[i].st);
+}
+
+/* Opens one scan per distinct priority, each stepped to its first row. Returns the number of
+ * lanes, or 0 when there are more than AGING_MERGE_MAX priorities. */
+static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_MERGE_MAX]) {
+        int64_t below = INT64_MAX, p;
+        size_t n = 0;
+        bool found;
         int r;
 
-        /* INDEXED BY: the planner, without statistics, prefers the (status, created_at) index and
-         * sorts; the partial index holds only PENDING rows, already in claim order. Without aging
-         * the scan stops at the first fit. With aging, SQLite sorts the PENDING rows (still never
-         * touching terminal ones). */
-        if (window == 0)
-                r = store_prepare(
-                        c->store,
-                        "SELECT job_id, needs_gpu, requirements, attempt_count FROM jobs INDEXED BY jobs_claimable "
-                        "WHERE status = 'PENDING' AND priority >= ?2 AND scheduled_at <= ?1 "
-                        "ORDER BY priority DESC, created_at, job_id",
-                        ret);
-        else
-                r = store_prepare(
-                        c->store,
-                        "SELECT job_id, needs_gpu, requirements, attempt_count FROM jobs INDEXED BY jobs_claimable "
-                        "WHERE status = 'PENDING' AND priority >= ?2 AND scheduled_at <= ?1 "
-                        "ORDER BY priority + MAX(0, (?1 - created_at) / ?3) DESC, created_at, job_id",
-                        ret);
+        for (;;) {
+                r = next_priority_below(c, below, floor, &found, &p);
+                if (r < 0 || !found)
+                        break;
+                if (n == AGING_MERGE_MAX) {
+                        r = 0;
+                        n = 0;
+                        break;
+                }
+                /* Not from the statement cache: several of these are open at once. */
+                r = store_errno(sqlite3_prepare_v2(
+                        c->store->db,
+                        "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                        "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority = ?1 AND scheduled_at <= ?2 "
+                        "ORDER BY created_at, job_id",
+                        -1, &lanes[n].st, NULL));
+                if (r < 0)
+                        break;
+                lanes[n].priority = p;
+                if (sqlite3_bind_int64(lanes[n].st, 1, p) != SQLITE_OK ||
+                    sqlite3_bind_int64(lanes[n].st, 2, (int64_t) now) != SQLITE_OK) {
+                        n++;
+                        r = -ENOMEM;
+                        break;
+                }
+                n++;
+                r = store_step(c->store, lanes[n - 1].st);
+                if (r < 0)
+                        break;
+                if (r == 0)
+                        lanes[n - 1].st = (sqlite3_finalize(lanes[n - 1].st), NULL);
+                if (p == INT64_MIN)
+                        break;
+                below = p;
+        }
+        if (r < 0 || n == 0) {
+                lanes_free(lanes, n);
+                return r < 0 ? r : 0;
+        }
+        return (int) n;
+}
+
+static int64_t effective(const Lane *l, usec_t now, usec_t window) {
+        usec_t created = (usec_t) sqlite3_column_int64(l->st, 4);
+        int64_t waited = now > created ? (int64_t) ((now - created) / window) : 0;
+        return l->priority + waited;
+}
+
+/* Whether lane a's head comes before lane b's in claim order (see schedule.h). */
+static bool lane_before(const Lane *a, const Lane *b, usec_t now, usec_t window) {
+        int64_t ea = effective(a, now, window), eb = effective(b, now, window);
+        if (ea != eb)
+                return ea > eb;
+        int64_t ca = sqlite3_column_int64(a->st, 4), cb = sqlite3_column_int64(b->st, 4);
+        if (ca != cb)
+                return ca < cb;
+        return strcmp((const char *) sqlite3_column_text(a->st, 0), (const char *) sqlite3_column_text(b->st, 0)) < 0;
+}
+
+static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilities, bool retries_ok, usec_t now,
+                       char **ret_job_id) {
+        for (;;) {
+                Lane *best = NULL;
+                for (size_t i = 0; i < n; i++)
+                        if (lanes[i].st && (!best || lane_before(&lanes[i], best, now, c->settings.aging_window)))
+                                best = &lanes[i];
+                if (!best)
+                        return 0;
+                if (eligible(best->st, capabilities, retries_ok))
+                        return take(best->st, ret_job_id);
+                int r = store_step(c->store, best->st);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        best->st = (sqlite3_finalize(best->st), NULL);
+        }
+}
+
+/* The single query that sorts every claimable job by effective priority: for queues with more
+ * distinct priorities than the merge takes. */
+static int candidates_sorted(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
+        int r = store_prepare(c->store,
+                              "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                              "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
+                              "AND scheduled_at <= ?1 "
+                              "ORDER BY priority + MAX(0, (?1 - created_at) / ?3) DESC, created_at, job_id",
+                              ret);
         if (r < 0)
                 return r;
         if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0 ||
-            (window && store_bind_int64(*ret, 3, (int64_t) window) < 0))
+            store_bind_int64(*ret, 3, (int64_t) c->settings.aging_window) < 0)
                 return -ENOMEM;
         return 0;
+}
+
+static int pick_scanned(Control *c, sqlite3_stmt *st, char *const *capabilities, bool retries_ok, char **ret_job_id) {
+        int r;
+        while ((r = store_step(c->store, st)) > 0)
+                if (eligible(st, capabilities, retries_ok))
+                        return take(st, ret_job_id);
+        return r;
+}
+
+static int pick_aged(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
+                     char **ret_job_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        Lane lanes[AGING_MERGE_MAX] = {};
+        int n, r;
+
+        n = lanes_open(c, now, floor, lanes);
+        if (n < 0)
+                return n;
+        if (n > 0) {
+                r = pick_merged(c, lanes, (size_t) n, capabilities, retries_ok, now, ret_job_id);
+                lanes_free(lanes, (size_t) n);
+                return r;
+        }
+        r = candidates_sorted(c, now, floor, &st);
+        if (r < 0)
+                return r;
+        return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);
 }
 
 int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, usec_t now, char **ret_job_id) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         bool gated, retries_ok;
+        int64_t floor;
         int r;
 
         *ret_job_id = NULL;
@@ -114,20 +290,11 @@ int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, 
         r = retry_allowed(c, worker_id, &retries_ok);
         if (r < 0)
                 return r;
-        r = candidates(c, now, gated ? c->settings.preempt_priority_floor : INT64_MIN, &st);
+        floor = gated ? c->settings.preempt_priority_floor : INT64_MIN;
+        if (c->settings.aging_window > 0)
+                return pick_aged(c, now, floor, capabilities, retries_ok, ret_job_id);
+        r = candidates(c, now, floor, &st);
         if (r < 0)
                 return r;
-        while ((r = store_step(c->store, st)) > 0) {
-                if (!retries_ok && sqlite3_column_int64(st, 3) > 0)
-                        continue;
-                if (!capabilities_match(capabilities, sqlite3_column_int(st, 1) != 0,
-                                        (const char *) sqlite3_column_text(st, 2)))
-                        continue;
-                char *id = strdup((const char *) sqlite3_column_text(st, 0));
-                if (!id)
-                        return -ENOMEM;
-                *ret_job_id = id;
-                return 1;
-        }
-        return r;
+        return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);
 }

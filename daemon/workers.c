@@ -570,7 +570,7 @@ int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, c
                         r = jobs_get(c, *id, &j);
                         if (r < 0)
                                 return r;
-                        r = jobs_give_up(c, o, j, "worker restarted and no longer claims the job");
+                        r = jobs_give_up(c, o, j, "worker restarted and no longer claims the job", false);
                         if (r < 0)
                                 return r;
                         if (strv_extend(&given_up, *id) < 0)

@@ -50,9 +50,16 @@ run_suite() {
     if ! make -C "$dir" -j"$jobs" check; then
         status=1
         # Show what failed, in full, where CI keeps it.
-        [ -f "$dir/test-suite.log" ] && cat "$dir/test-suite.log"
+        if [ -f "$dir/test-suite.log" ]; then
+            cat "$dir/test-suite.log"
+        else
+            summary+=("$name: make check did not get to run the tests")
+            total_fail=$(( total_fail + 1 ))
+        fi
     fi
-    [ -f "$dir/test-suite.log" ] && count_results "$dir/test-suite.log" "$name"
+    if [ -f "$dir/test-suite.log" ]; then
+        count_results "$dir/test-suite.log" "$name"
+    fi
 }
 
 run_suite default
@@ -82,7 +89,7 @@ if [ "$(id -u)" -eq 0 ]; then
     p=$(grep -cE '^ok [0-9]+( |$)' "$syslog" | head -n1) || true
     s=$(grep -cE '^ok [0-9]+ # SKIP' "$syslog") || true
     f=$(grep -cE '^not ok ' "$syslog") || true
-    grep -q '^Bail out!' "$syslog" && f=$(( f + 1 ))
+    if grep -q '^Bail out!' "$syslog"; then f=$(( f + 1 )); fi
     p=$(( p - s ))
     total_pass=$(( total_pass + p )) total_fail=$(( total_fail + f )) total_skip=$(( total_skip + s ))
     summary+=("system: $p passed, $f failed, $s skipped")

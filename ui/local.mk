@@ -26,7 +26,7 @@ OBSERVABILITY_TESTS = \
 	tests/unit/test-ui-static
 check_PROGRAMS += $(OBSERVABILITY_TESTS)
 TESTS += $(OBSERVABILITY_TESTS)
-OBSERVABILITY_TEST_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(MHD_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS)
+OBSERVABILITY_TEST_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(MHD_CFLAGS) $(GNUTLS_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS)
 
 tests_unit_test_metrics_histogram_SOURCES = tests/unit/test-metrics-histogram.c tests/tap.h \
 	daemon/metrics-histogram.c daemon/metrics-histogram.h
@@ -34,14 +34,16 @@ tests_unit_test_metrics_histogram_CFLAGS = $(OBSERVABILITY_TEST_CFLAGS)
 tests_unit_test_metrics_histogram_LDADD = $(COMMON_LIBS)
 
 tests_unit_test_event_stream_SOURCES = tests/unit/test-event-stream.c tests/tap.h \
-	daemon/event-stream.c daemon/event-stream.h daemon/http-server.c daemon/http-server.h
+	daemon/event-stream.c daemon/event-stream.h daemon/http-server.c daemon/http-server.h \
+	daemon/http-tls.c daemon/http-tls.h
 tests_unit_test_event_stream_CFLAGS = $(OBSERVABILITY_TEST_CFLAGS)
-tests_unit_test_event_stream_LDADD = $(CONTROL_CORE_LIBS) $(MHD_LIBS)
+tests_unit_test_event_stream_LDADD = $(CONTROL_CORE_LIBS) $(MHD_LIBS) $(GNUTLS_LIBS)
 
 tests_unit_test_ui_static_SOURCES = tests/unit/test-ui-static.c tests/tap.h \
-	daemon/ui-static.c daemon/ui-static.h daemon/http-server.c daemon/http-server.h
+	daemon/ui-static.c daemon/ui-static.h daemon/http-server.c daemon/http-server.h \
+	daemon/http-tls.c daemon/http-tls.h
 tests_unit_test_ui_static_CFLAGS = $(OBSERVABILITY_TEST_CFLAGS)
-tests_unit_test_ui_static_LDADD = $(COMMON_LIBS) $(MHD_LIBS) $(SYSTEMD_LIBS)
+tests_unit_test_ui_static_LDADD = $(COMMON_LIBS) $(MHD_LIBS) $(GNUTLS_LIBS) $(SYSTEMD_LIBS)
 
 # Integration: promtool on a live scrape (skips without promtool), the event stream over HTTP, and
 # the dashboard in headless Chromium (skips without node, npm or chromium; its Node driver is

@@ -97,7 +97,7 @@ _noreturn_ static void child_fail(int report_fd, int step) {
         _exit(127);
 }
 
-static const char *const spawn_steps[] = { "setpgid", "prctl", "stdio", "chdir", "execve", "sigmask" };
+static const char *const spawn_steps[] = { "setpgid", "prctl", "stdio", "chdir", "execve", "sigmask", "fork" };
 
 static void close_all_but(int keep) {
         long max = sysconf(_SC_OPEN_MAX);
@@ -110,15 +110,14 @@ static void close_all_but(int keep) {
                         (void) close(fd);
 }
 
-_noreturn_ static void child_exec(const ExecSpec *spec, int report_fd, pid_t parent) {
+/* The job itself, a child of its keeper and in the keeper's process group. */
+_noreturn_ static void child_exec(const ExecSpec *spec, int report_fd, pid_t keeper) {
         sigset_t none;
         int null_fd;
 
-        if (setpgid(0, 0) < 0)
-                child_fail(report_fd, 0);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
                 child_fail(report_fd, 1);
-        if (getppid() != parent) /* the worker died between fork and prctl */
+        if (getppid() != keeper) /* the keeper died between fork and prctl */
                 _exit(127);
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
@@ -139,6 +138,65 @@ _noreturn_ static void child_exec(const ExecSpec *spec, int report_fd, pid_t par
         child_fail(report_fd, 4);
 }
 
+/* Exits the way the job did, so that the worker sees the job's own status in its keeper's. */
+_noreturn_ static void keeper_exit_as(int status) {
+        if (WIFSIGNALED(status)) {
+                int sig = WTERMSIG(status);
+                sigset_t s;
+                (void) signal(sig, SIG_DFL);
+                sigemptyset(&s);
+                sigaddset(&s, sig);
+                (void) sigprocmask(SIG_UNBLOCK, &s, NULL);
+                (void) raise(sig);
+                _exit(128 + sig);
+        }
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
+}
+
+/* The worker's direct child: the leader of the job's process group, which runs the job as its own
+ * child and exits as it did. PR_SET_PDEATHSIG reaches only a dead parent's direct children, so
+ * when the worker dies (even by SIGKILL) the keeper kills the whole group: no grandchild of the job
+ * runs on beside its rerun on another worker. Signals the worker sends the group (SIGTERM on a
+ * timeout or abort) are for the job; the keeper ignores them and waits. */
+_noreturn_ static void child_keep(const ExecSpec *spec, int report_fd, pid_t parent) {
+        sigset_t waited;
+        pid_t job;
+        int status;
+
+        if (setpgid(0, 0) < 0)
+                child_fail(report_fd, 0);
+        sigemptyset(&waited);
+        sigaddset(&waited, SIGCHLD);
+        sigaddset(&waited, SIGUSR1);
+        /* Blocked before PR_SET_PDEATHSIG so that the worker's death is never missed. */
+        if (sigprocmask(SIG_SETMASK, &waited, NULL) < 0)
+                child_fail(report_fd, 5);
+        if (prctl(PR_SET_PDEATHSIG, SIGUSR1) < 0)
+                child_fail(report_fd, 1);
+        if (getppid() != parent) /* the worker died between fork and prctl */
+                _exit(127);
+        (void) signal(SIGTERM, SIG_IGN);
+        (void) signal(SIGINT, SIG_IGN);
+        (void) signal(SIGHUP, SIG_IGN);
+        (void) signal(SIGPIPE, SIG_IGN);
+        job = fork();
+        if (job < 0)
+                child_fail(report_fd, 6);
+        if (job == 0)
+                child_exec(spec, report_fd, getppid());
+        /* Holds nothing of the worker's, and not the report pipe: its EOF must mean the exec worked. */
+        close_all_but(STDERR_FILENO); /* every descriptor from 3 on */
+        for (;;) {
+                int sig = sigwaitinfo(&waited, NULL);
+                if (sig == SIGUSR1) {
+                        (void) kill(0, SIGKILL); /* the whole group, the keeper with it */
+                        _exit(137);
+                }
+                if (sig == SIGCHLD && waitpid(job, &status, WNOHANG) == job)
+                        keeper_exit_as(status);
+        }
+}
+
 int executor_spawn(const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) {
         int pipefd[2], msg[2];
         pid_t parent = getpid(), pid;
@@ -155,7 +213,7 @@ int executor_spawn(const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) 
         }
         if (pid == 0) {
                 close(pipefd[0]);
-                child_exec(spec, pipefd[1], parent);
+                child_keep(spec, pipefd[1], parent);
         }
         close(pipefd[1]);
         /* Also from the parent, so that the group exists before we might signal it. */

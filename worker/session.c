@@ -333,6 +333,7 @@ typedef struct FlushCall {
         int64_t id;
         char job_id[LIMIT_ID_LEN + 1];
         char assignment_id[LIMIT_ID_LEN + 1];
+        bool complete; /* POST /complete (else /fail) */
 } FlushCall;
 
 static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -352,7 +353,20 @@ static void on_flush(Client *c, const ClientReply *reply, void *userdata) {
 
         w->flush_request = NULL;
         client_reply_describe(reply, buf, sizeof(buf));
-        if (reply->status == 200) {
+        const char *state = NULL;
+        if (reply->status == 200 && reply->body)
+                (void) json_get_string(reply->body, "status", 64, false, &state, NULL);
+        if (reply->status == 200 && call->complete && state && !streq(state, "COMPLETED")) {
+                /* A no-op answer: the job had already ended otherwise (aborted, or failed for good
+                 * after the loss grace). The work is on disk; the control plane keeps its outcome. */
+                session_note_contact(w);
+                w->flush_failures = 0;
+                log_warning("Result of job %s (assignment %s) arrived after the job ended as %s; not applied.",
+                            call->job_id, call->assignment_id, state);
+                snprintf(buf, sizeof(buf), "job already %s", state);
+                (void) replay_resolve(w->replay, call->id, false, buf);
+                session_flush(w);
+        } else if (reply->status == 200) {
                 session_note_contact(w);
                 w->flush_failures = 0;
                 log_info("Result of job %s (assignment %s) accepted.", call->job_id, call->assignment_id);
@@ -403,6 +417,7 @@ void session_flush(Worker *w) {
         if (call) {
                 call->worker = w;
                 call->id = entries[0].id;
+                call->complete = entries[0].kind == RESULT_COMPLETE;
                 snprintf(call->job_id, sizeof(call->job_id), "%s", entries[0].job_id);
                 snprintf(call->assignment_id, sizeof(call->assignment_id), "%s", entries[0].assignment_id);
                 k = client_request(w->client, "POST", entries[0].kind == RESULT_COMPLETE ? "/complete" : "/fail",

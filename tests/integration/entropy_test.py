@@ -241,6 +241,7 @@ FAST_CONTROL = {
     "reconcile-interval": "100ms",
     "retry-backoff": "100ms",
     "retry-backoff-max": "1s",
+    "lost-grace": "1s",
 }
 
 

@@ -299,6 +299,39 @@ static void test_server_stops_with_suspended_streams(void) {
         client_close(&cl);
 }
 
+/* A gap longer than one page of backlog (EVENT_STREAM_BACKLOG_MAX_DEFAULT) is sent whole, oldest
+ * first, then live events follow. */
+static void test_long_gap_is_paged_whole(void) {
+        enum { N = 2 * EVENT_STREAM_BACKLOG_MAX_DEFAULT + 50 };
+        Client cl;
+        char want[64], q[128];
+        int64_t first = 0, last = 0;
+
+        for (int i = 0; i < N; i++) {
+                int64_t id = emit("job.running", "job-gap");
+                first = first ? first : id;
+                last = id;
+        }
+        snprintf(q, sizeof(q), "/events/stream?job_id=job-gap&since_id=%lld", (long long) first - 1);
+        client_connect(&cl, q, NULL);
+        snprintf(want, sizeof(want), "id: %lld\n", (long long) last);
+        ok(client_wait(&cl, want), "the last event of a %d-event gap arrives", N);
+        int64_t prev = first - 1, n = 0;
+        bool ordered = true;
+        for (const char *p = strstr(cl.buf, "\nid: "); p; p = strstr(p + 1, "\nid: ")) {
+                long long id = strtoll(p + 5, NULL, 10);
+                ordered = ordered && id == prev + 1;
+                prev = id;
+                n++;
+        }
+        ok(ordered && n == N, "every event of the gap, once, in order (%lld of %d)", (long long) n, N);
+        ok(!strstr(cl.buf, "truncated"), "nothing truncated");
+        int64_t live = emit("job.completed", "job-gap");
+        snprintf(want, sizeof(want), "id: %lld\n", (long long) live);
+        ok(client_wait(&cl, want), "then live events");
+        client_close(&cl);
+}
+
 int main(void) {
         char dir[] = "/tmp/test-event-stream-XXXXXX";
         EventStreamLimits limits = { .max_subscribers = 2, .queue_max = 2048, .heartbeat = 100 * USEC_PER_MSEC };
@@ -308,6 +341,7 @@ int main(void) {
                 tap_bail("mkdtemp");
         setup(&limits, dir);
         test_backlog_then_live_events_in_order();
+        test_long_gap_is_paged_whole();
         test_filters_and_last_event_id();
         test_subscriber_bound_and_departures();
         test_slow_subscriber_stream_ends();

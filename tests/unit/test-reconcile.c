@@ -63,6 +63,50 @@ static void test_lost_with_no_attempts_left_fails(void) {
         test_control_free(c);
 }
 
+/* The design's promise that the latest assignment's completion is accepted after a loss holds on
+ * the last attempt too: the job waits lost_grace in LOST before FAILED. */
+static void test_last_attempt_lost_waits_grace_for_late_completion(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        JobState st;
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "x";
+        s.max_attempts = 1;
+        c->settings.lost_grace = 30 * USEC_PER_SEC;
+        test_register(c, "w1", NULL);
+        const char *id = test_submit_spec(c, &s);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_job_state(c, id), JOB_LOST, "lost on its last attempt: stays LOST during the grace");
+        usec_t deadline = USEC_INFINITY;
+        /* Not an immediate sweep (a LOST job used to be decided at once), and no later than the grace's end. */
+        ok(reconcile_next_deadline(c, &deadline) >= 0 && deadline > control_now(c) &&
+                   deadline <= control_now(c) + c->settings.lost_grace,
+           "the next sweep is due by the end of the grace, not at once");
+        Completion x = {.job_id = j->job_id, .worker_id = "w1", .assignment_id = j->assignment_id,
+                        .has_exit_code = true, .completion_seq = 1};
+        test_advance(c, c->settings.lost_grace - 1);
+        test_sweep(c);
+        is_int(jobs_complete(c, NULL, &x, &st, &err), 0, "the partitioned worker's completion is accepted");
+        is_int(test_job_state(c, id), JOB_COMPLETED, "COMPLETED, not FAILED");
+
+        /* Another job, whose worker never comes back, fails when the grace ends. */
+        const char *id2 = test_submit_spec(c, &s);
+        _cleanup_(job_freep) Job *j2 = test_claim_and_ack(c, "w1");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        test_advance(c, c->settings.lost_grace - 1);
+        test_sweep(c);
+        is_int(test_job_state(c, id2), JOB_LOST, "still LOST 1us before the grace ends");
+        test_advance(c, 1);
+        test_sweep(c);
+        is_int(test_job_state(c, id2), JOB_FAILED, "FAILED when the grace ended");
+        (void) j2;
+        test_control_free(c);
+}
+
 static void test_worker_states_follow_heartbeat_age(void) {
         Control *c = test_control_new();
         OpError err = {};
@@ -219,6 +263,7 @@ int main(void) {
         test_unacked_assignment_returns_to_pending_at_expiry();
         test_running_job_with_expired_lease_is_lost_then_retried();
         test_lost_with_no_attempts_left_fails();
+        test_last_attempt_lost_waits_grace_for_late_completion();
         test_worker_states_follow_heartbeat_age();
         test_backoff_is_exponential_capped_and_jittered_within_bounds();
         test_startup_extends_live_leases();

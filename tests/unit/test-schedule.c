@@ -196,6 +196,75 @@ static void test_claim_query_uses_the_partial_index(void) {
         test_control_free(c);
 }
 
+static char *query_plan(Control *c, const char *sql) {
+        sqlite3_stmt *st = NULL;
+        char plan[1024] = "";
+        sqlite3_prepare_v2(c->store->db, sql, -1, &st, NULL);
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+                strncat(plan, (const char *) sqlite3_column_text(st, 3), sizeof(plan) - strlen(plan) - 2);
+                strcat(plan, ";");
+        }
+        sqlite3_finalize(st);
+        return strdup(plan);
+}
+
+static void test_aging_claim_seeks_per_priority_without_sorting(void) {
+        Control *c = test_control_new();
+        _cleanup_free_ char *lane = query_plan(
+                c, "EXPLAIN QUERY PLAN SELECT job_id FROM jobs INDEXED BY jobs_claimable WHERE status = 'PENDING' "
+                   "AND priority = 3 AND scheduled_at <= 5 ORDER BY created_at, job_id");
+        _cleanup_free_ char *seek = query_plan(
+                c, "EXPLAIN QUERY PLAN SELECT max(priority) FROM jobs INDEXED BY jobs_claimable WHERE status = "
+                   "'PENDING' AND priority < 9 AND priority >= -9");
+        ok(strstr(lane, "jobs_claimable (priority=?)") && !strstr(lane, "TEMP B-TREE"),
+           "one priority's jobs come out of the index in created_at order: %s", lane);
+        ok(strstr(seek, "jobs_claimable") && !strstr(seek, "TEMP B-TREE"), "the next priority is one seek: %s",
+           seek);
+        test_control_free(c);
+}
+
+/* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
+ * few or (past the merge's limit, by the sorting query itself) many priorities. */
+static void check_aging_order(int n_priorities, const char *what) {
+        Control *c = test_control_new();
+        int n = 0;
+        bool same = true;
+        test_register(c, "w1", NULL);
+        c->settings.aging_window = 3 * USEC_PER_SEC;
+        for (int i = 0; i < 90; i++) {
+                test_submit(c, (i * 7) % n_priorities);
+                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
+        }
+        for (;;) {
+                sqlite3_stmt *st = NULL;
+                char want[64] = "";
+                sqlite3_prepare_v2(c->store->db,
+                                   "SELECT job_id FROM jobs WHERE status = 'PENDING' ORDER BY priority + "
+                                   "MAX(0, (?1 - created_at) / ?2) DESC, created_at, job_id LIMIT 1",
+                                   -1, &st, NULL);
+                sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
+                sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
+                if (sqlite3_step(st) == SQLITE_ROW)
+                        snprintf(want, sizeof(want), "%s", sqlite3_column_text(st, 0));
+                sqlite3_finalize(st);
+                _cleanup_free_ char *got = claim_id(c, "w1");
+                if (!got || !want[0]) {
+                        same = same && !got && !want[0];
+                        break;
+                }
+                same = same && streq(got, want);
+                n++;
+                test_advance(c, USEC_PER_SEC / 3);
+        }
+        ok(same && n == 90, "%s: all 90 jobs in the sorted order (%d claimed)", what, n);
+        test_control_free(c);
+}
+
+static void test_aging_merge_matches_the_sorted_order(void) {
+        check_aging_order(5, "5 priorities, merged");
+        check_aging_order(45, "45 priorities, sorted");
+}
+
 int main(void) {
         test_claim_order_priority_then_age_then_id();
         test_scheduled_at_is_respected();
@@ -204,5 +273,7 @@ int main(void) {
         test_max_retry_jobs_per_worker();
         test_preemption_gate_hands_out_only_high_priority();
         test_claim_query_uses_the_partial_index();
+        test_aging_claim_seeks_per_priority_without_sorting();
+        test_aging_merge_matches_the_sorted_order();
         return tap_done();
 }
