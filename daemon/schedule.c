@@ -159,9 +159,8 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
                 if (r < 0 || !found)
                         break;
                 if (n == AGING_MERGE_MAX) {
-                        r = 0;
-                        n = 0;
-                        break;
+                        lanes_free(lanes, n); /* too many: the caller sorts instead */
+                        return 0;
                 }
                 /* Not from the statement cache: several of these are open at once. */
                 r = store_errno(sqlite3_prepare_v2(

@@ -233,6 +233,7 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
         json_add_int64(metrics, "running", (int64_t) call->n);
         json_add_int64(metrics, "slots", (int64_t) w->n_slots);
         json_add_int64(metrics, "replay_pending", pending);
+        host_metrics_add(w->host_metrics, metrics);
         json_add_string(o, "worker_id", w->settings.worker_id);
         json_add_string(o, "instance_id", w->instance_id);
         json_add_string(o, "current_job_id", current);

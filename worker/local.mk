@@ -14,7 +14,8 @@ libentropy_worker_a_SOURCES = \
 	worker/artifacts.c worker/artifacts.h \
 	worker/replay.c worker/replay.h \
 	worker/policy.c worker/policy.h \
-	worker/gpu.c worker/gpu.h
+	worker/gpu.c worker/gpu.h \
+	worker/host-metrics.c worker/host-metrics.h
 WORKER_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(CURL_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(SQLITE_CFLAGS)
 libentropy_worker_a_CFLAGS = $(WORKER_CFLAGS)
 WORKER_LIBS = libentropy-worker.a $(COMMON_LIBS) $(SYSTEMD_LIBS) $(CURL_LIBS) $(SQLITE_LIBS)
@@ -30,7 +31,8 @@ WORKER_UNIT_TESTS = \
 	tests/unit/test-worker-replay \
 	tests/unit/test-worker-wake \
 	tests/unit/test-worker-artifacts \
-	tests/unit/test-worker-executor
+	tests/unit/test-worker-executor \
+	tests/unit/test-worker-host-metrics
 check_PROGRAMS += $(WORKER_UNIT_TESTS)
 TESTS += $(WORKER_UNIT_TESTS)
 tests_unit_test_worker_policy_SOURCES = tests/unit/test-worker-policy.c tests/tap.h
@@ -58,3 +60,6 @@ EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-
 # The worker over HTTPS and mutual TLS with signed tokens (certificates made by certtool at test time).
 TESTS += tests/integration/test-tls-worker.py
 EXTRA_DIST += tests/integration/test-tls-worker.py
+tests_unit_test_worker_host_metrics_SOURCES = tests/unit/test-worker-host-metrics.c tests/tap.h
+tests_unit_test_worker_host_metrics_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_host_metrics_LDADD = $(WORKER_LIBS)

@@ -53,6 +53,10 @@ static const ConfOption worker_options[] = {
         OPT("stop-mode", CONF_STRING, stop_mode, "wait", "wait|handback", "What SIGTERM does to running jobs"),
         OPT("log-level", CONF_STRING, log_level, "info", "LEVEL", "Maximum log level"),
         OPT("gpus", CONF_STRV, gpus, NULL, "LIST", "GPU indices for the slots (overrides detection), or none"),
+        OPT("nvidia-smi", CONF_STRING, nvidia_smi, "nvidia-smi", "PROGRAM",
+            "Program asked for GPU utilisation and memory reported in heartbeats; empty: none"),
+        OPT("gpu-metrics-interval", CONF_TIMESPAN, gpu_metrics_interval, "10s", "SPAN",
+            "How often the GPU figures are read"),
 };
 
 const ConfProgram worker_conf_program = {

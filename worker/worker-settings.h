@@ -55,6 +55,8 @@ typedef struct WorkerSettings {
         char *stop_mode;
         char *log_level;
         char **gpus; /* override of detection: indices, or "none" */
+        char *nvidia_smi;           /* program asked for GPU figures; "" = none */
+        usec_t gpu_metrics_interval;
 } WorkerSettings;
 
 extern const ConfProgram worker_conf_program;

@@ -362,6 +362,12 @@ int worker_new(int argc, char **argv, Worker **ret) {
                 k = worker_setup_identity(w);
         if (k == 0)
                 k = worker_setup_capabilities(w);
+        if (k == 0) {
+                k = host_metrics_new(w->event, w->settings.nvidia_smi, w->settings.gpu_metrics_interval,
+                                     &w->host_metrics);
+                if (k < 0)
+                        log_error_errno(k, "Cannot set up host metrics: %m");
+        }
         if (k == 0)
                 k = wake_setup(w);
         if (k != 0) {
@@ -392,6 +398,7 @@ Worker *worker_free(Worker *w) {
         sd_event_source_disable_unref(w->idle_timer);
         sd_event_source_disable_unref(w->maintenance_timer);
         client_free(w->client);
+        host_metrics_free(w->host_metrics);
         replay_close(w->replay);
         sd_event_unref(w->event);
         if (w->token)

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "host-metrics.h"
 #include "artifacts.h"
 #include "client.h"
 #include "crypto.h"
@@ -98,6 +99,7 @@ struct Worker {
         char instance_id[RANDOM_ID_SIZE];
         char **capabilities; /* configured plus detected (gpu) */
         char **gpus;
+        HostMetrics *host_metrics; /* CPU, memory and GPU figures for heartbeats */
         StopMode stop_mode;
         ArtifactBackend backend;
 

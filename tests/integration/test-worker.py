@@ -76,6 +76,32 @@ def test_job_env_has_its_ids_and_never_the_token(t):
 
 
 @test
+def test_heartbeats_report_cpu_memory_and_gpu_figures(t):
+    """GET /workers shows what the worker's heartbeats say of its host, GPUs from nvidia-smi."""
+    smi = os.path.join(t.tmp, "nvidia-smi")
+    with open(smi, "w") as f:
+        f.write("#!/bin/sh\necho '0, Test GPU, 37, 2048, 16384'\necho '1, Test GPU, 5, 0, 16384'\n")
+    os.chmod(smi, 0o755)
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", options={"nvidia-smi": smi, "heartbeat-interval": "200ms"}).start()
+    box = {}
+
+    def reported():
+        status, workers = cp.admin("GET", "/workers")
+        box["workers"] = workers
+        m = (workers[0].get("heartbeat_metrics") or {}) if status == 200 and workers else {}
+        box["m"] = m
+        return len(m.get("gpus") or []) == 2
+    t.wait_for(reported, 10, "heartbeat metrics with two GPUs in GET /workers", lambda: str(box.get("workers")))
+    m = box["m"]
+    t.ok(m.get("cpu_count", 0) >= 1 and m.get("cpu_load1", -1) >= 0, f"CPU count and load: {m}")
+    t.ok(0 < m.get("mem_used_bytes", 0) <= m.get("mem_total_bytes", 0), "memory used within total")
+    g0 = m["gpus"][0]
+    t.eq((g0["index"], g0["utilization_pct"], g0["memory_used_bytes"], g0["memory_total_bytes"]),
+         (0, 37, 2048 << 20, 16384 << 20), "the first GPU's utilisation and memory")
+
+
+@test
 def test_two_slots_run_two_jobs_at_once(t):
     cp = t.control_plane()
     log = os.path.join(t.tmp, "runs.log")

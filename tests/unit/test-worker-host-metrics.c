@@ -1,0 +1,108 @@
+/* test-worker-host-metrics.c: the heartbeat's host figures: load, memory, and GPU readings taken
+ * from nvidia-smi in the background. */
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "host-metrics.h"
+#include "json-util.h"
+#include "tap.h"
+
+static void test_parsers_read_proc_and_nvidia_smi(void) {
+        double load;
+        uint64_t total, avail;
+        GpuSample g[4];
+        size_t n = 0;
+
+        ok(parse_loadavg("0.52 0.40 0.33 1/234 5678\n", &load) == 0 && load > 0.51 && load < 0.53, "load1");
+        ok(parse_loadavg("x", &load) < 0, "garbage load refused");
+        ok(parse_meminfo("MemTotal:       16000000 kB\nMemFree:  1 kB\nMemAvailable:    4000000 kB\n", &total,
+                         &avail) == 0 && total == 16000000ULL * 1024 && avail == 4000000ULL * 1024,
+           "meminfo total and available");
+        ok(parse_meminfo("MemTotal: 1 kB\n", &total, &avail) == -ENOENT, "missing MemAvailable");
+        is_int(parse_nvidia_smi_csv("0, NVIDIA A100-SXM4-40GB, 87, 20480, 40960\n"
+                                    "1, NVIDIA A100-SXM4-40GB, [N/A], 0, 40960\n",
+                                    g, 4, &n), 0, "nvidia-smi CSV parsed");
+        is_int(n, 2, "two GPUs");
+        ok(g[0].index == 0 && g[0].utilization_pct == 87 && g[0].memory_used_bytes == 20480ULL << 20 &&
+                   g[0].memory_total_bytes == 40960ULL << 20 && streq(g[0].name, "NVIDIA A100-SXM4-40GB"),
+           "first GPU's figures");
+        ok(g[1].index == 1 && g[1].utilization_pct == 0, "an unreadable field reads as 0");
+        ok(parse_nvidia_smi_csv("not, csv\n", g, 4, &n) < 0, "malformed line refused");
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        if (host_metrics_gpu_reads(userdata) > 0)
+                return sd_event_exit(sd_event_source_get_event(s), 0);
+        return sd_event_source_set_time_relative(s, 10 * USEC_PER_MSEC) < 0 ? -1 :
+               sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
+        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300];
+        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
+        _cleanup_json_ json_object *o = json_object_new_object();
+        sd_event *e = NULL;
+        sigset_t mask;
+        json_object *gpus, *g0, *v;
+
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
+        FILE *f = fopen(path, "we");
+        if (!f)
+                tap_bail("fopen");
+        fprintf(f, "#!/bin/sh\necho '3, Test GPU, 42, 1024, 8192'\n");
+        fclose(f);
+        chmod(path, 0755);
+        /* sd-event watches children through SIGCHLD, which must be blocked as in the worker. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 10 * USEC_PER_SEC, &m) < 0)
+                tap_bail("set-up");
+        sd_event_source *poll = NULL, *deadline = NULL;
+        sd_event_add_time_relative(e, &poll, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0, on_poll, m);
+        sd_event_add_time_relative(e, &deadline, CLOCK_MONOTONIC, 5 * USEC_PER_SEC, 0, on_deadline, NULL);
+        sd_event_loop(e);
+        ok(host_metrics_gpu_reads(m) > 0, "a GPU reading completed within 5s");
+        host_metrics_add(m, o);
+        ok(json_object_object_get_ex(o, "cpu_count", &v) && json_object_get_int64(v) > 0, "cpu_count reported");
+        ok(json_object_object_get_ex(o, "mem_total_bytes", &v) && json_object_get_int64(v) > 0, "memory reported");
+        ok(json_object_object_get_ex(o, "gpus", &gpus) && json_object_array_length(gpus) == 1, "one GPU reported");
+        g0 = json_object_array_get_idx(gpus, 0);
+        ok(g0 && json_object_object_get_ex(g0, "utilization_pct", &v) && json_object_get_double(v) == 42,
+           "its utilisation");
+        ok(g0 && json_object_object_get_ex(g0, "memory_used_bytes", &v) && json_object_get_int64(v) == 1024LL << 20,
+           "its memory in bytes");
+        sd_event_source_unref(poll);
+        sd_event_source_unref(deadline);
+        m = host_metrics_free(m);
+        sd_event_unref(e);
+        unlink(path);
+        rmdir(dir);
+}
+
+static void test_no_nvidia_smi_means_no_gpus(void) {
+        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
+        _cleanup_json_ json_object *o = json_object_new_object();
+        sd_event *e = NULL;
+        json_object *v;
+        if (sd_event_new(&e) < 0 || host_metrics_new(e, "/nonexistent/nvidia-smi", 0, &m) < 0)
+                tap_bail("set-up");
+        host_metrics_add(m, o);
+        ok(!json_object_object_get_ex(o, "gpus", &v), "no gpus without nvidia-smi");
+        m = host_metrics_free(m);
+        sd_event_unref(e);
+}
+
+int main(void) {
+        test_parsers_read_proc_and_nvidia_smi();
+        test_gpu_figures_come_from_nvidia_smi_in_the_background();
+        test_no_nvidia_smi_means_no_gpus();
+        return tap_done();
+}

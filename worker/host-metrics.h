@@ -1,0 +1,43 @@
+/* host-metrics.h: what a worker reports of its host with each heartbeat: CPU load and count,
+ * memory, and each GPU's utilisation and memory where nvidia-smi answers. The GPU figures come from
+ * nvidia-smi run in the background every interval (never blocking the loop) and are sent as last
+ * read; a host without nvidia-smi reports no "gpus". */
+#pragma once
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "time-util.h"
+
+#define HOST_METRICS_MAX_GPUS 64
+
+typedef struct GpuSample {
+        unsigned index;
+        char name[128];
+        double utilization_pct;
+        uint64_t memory_used_bytes;
+        uint64_t memory_total_bytes;
+} GpuSample;
+
+typedef struct HostMetrics HostMetrics;
+
+/* nvidia_smi: a path, or a name looked up in $PATH; NULL or "" turns GPU figures off. */
+int host_metrics_new(sd_event *e, const char *nvidia_smi, usec_t gpu_interval, HostMetrics **ret);
+HostMetrics *host_metrics_free(HostMetrics *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HostMetrics *, host_metrics_free);
+
+/* Adds cpu_load1, cpu_count, mem_total_bytes, mem_used_bytes and, once read, gpus: [{index, name,
+ * utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object. */
+void host_metrics_add(HostMetrics *m, json_object *metrics);
+/* How many GPU readings have completed (for tests). */
+unsigned host_metrics_gpu_reads(const HostMetrics *m);
+
+/* The parsers, exposed for tests. */
+int parse_loadavg(const char *text, double *ret_load1);
+int parse_meminfo(const char *text, uint64_t *ret_total, uint64_t *ret_available);
+/* nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
+ *            --format=csv,noheader,nounits   (memory in MiB) */
+int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n);
