@@ -94,7 +94,14 @@ static int keep_claimed(Control *c, const char *worker_id, char *const *claimed,
                 if (r < 0)
                         return r;
         }
-        r = jobs_renew_leases(c, worker_id, now);
+        /* What it claims (by job id; the reconnect carries no assignment) is what it holds. */
+        size_t n = strv_length((char **) claimed);
+        _cleanup_free_ HeldJob *held = calloc(n + 1, sizeof(HeldJob));
+        if (!held)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                held[i].job_id = claimed[i];
+        r = jobs_renew_leases(c, worker_id, held, n, now);
         return r < 0 ? r : 0;
 }
 

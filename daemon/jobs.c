@@ -630,19 +630,27 @@ int jobs_ack(Control *c, const Origin *o, const char *job_id, const char *worker
         return jobs_finish(&tx, ack_locked(c, o, job_id, worker_id, assignment_id, err));
 }
 
-int jobs_renew_leases(Control *c, const char *worker_id, usec_t now) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(
-                c->store, "UPDATE jobs SET assignment_expires_at = ? WHERE worker_id = ? AND status = 'RUNNING'", &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, (int64_t) (now + c->settings.lease_timeout)) < 0 ||
-            store_bind_text(st, 2, worker_id) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(c->store->db);
+int jobs_renew_leases(Control *c, const char *worker_id, const HeldJob *held, size_t n_held, usec_t now) {
+        int renewed = 0;
+
+        for (size_t i = 0; i < n_held; i++) {
+                _cleanup_stmt_ sqlite3_stmt *st = NULL;
+                int r = store_prepare(c->store,
+                                      "UPDATE jobs SET assignment_expires_at = ?1 WHERE job_id = ?2 AND worker_id = ?3 "
+                                      "AND status = 'RUNNING' AND (?4 IS NULL OR assignment_id = ?4)",
+                                      &st);
+                if (r < 0)
+                        return r;
+                if (store_bind_int64(st, 1, (int64_t) (now + c->settings.lease_timeout)) < 0 ||
+                    store_bind_text(st, 2, held[i].job_id) < 0 || store_bind_text(st, 3, worker_id) < 0 ||
+                    store_bind_text(st, 4, held[i].assignment_id) < 0) /* NULL: any assignment of its */
+                        return -ENOMEM;
+                r = store_step(c->store, st);
+                if (r < 0)
+                        return r;
+                renewed += sqlite3_changes(c->store->db);
+        }
+        return renewed;
 }
 
 /* ---- complete ---- */

@@ -113,10 +113,14 @@ int jobs_claim(Control *c, const Origin *o, const char *worker_id, Job **ret);
 int jobs_ack(Control *c, const Origin *o, const char *job_id, const char *worker_id, const char *assignment_id,
              OpError *err);
 
-/* Inside an open transaction (heartbeat): pushes the lease of every RUNNING job the worker holds
- * to now + lease_timeout. ASSIGNED jobs are not renewed, so that an ack that never comes still
- * expires. Returns the number of leases renewed. */
-int jobs_renew_leases(Control *c, const char *worker_id, usec_t now);
+typedef struct HeldJob HeldJob;
+
+/* Inside an open transaction (heartbeat, reconnect): pushes to now + lease_timeout the lease of
+ * each reported job that is RUNNING for this worker (under the reported assignment, when one is
+ * given). Only what the worker says it holds is renewed: a job it has let go of, or never heard
+ * was acknowledged, expires and is recovered. ASSIGNED jobs are not renewed, so that an ack that
+ * never comes still expires. Returns the number of leases renewed. */
+int jobs_renew_leases(Control *c, const char *worker_id, const HeldJob *held, size_t n_held, usec_t now);
 
 typedef struct Completion {
         const char *job_id, *worker_id, *assignment_id;

@@ -448,7 +448,7 @@ static int heartbeat_locked(Control *c, const Origin *o, const Heartbeat *hb, Op
         r = mark_seen(c, o, hb->worker_id);
         if (r < 0)
                 return r;
-        r = jobs_renew_leases(c, hb->worker_id, now);
+        r = jobs_renew_leases(c, hb->worker_id, hb->jobs, hb->n_jobs, now);
         return r < 0 ? r : 0;
 }
 

@@ -244,6 +244,37 @@ static void test_heartbeat_seq_and_lease_renewal(void) {
         test_control_free(c);
 }
 
+/* A worker that no longer reports a job (it never heard its ack was applied, or let it go) must not
+ * keep its lease alive by heartbeating: the job expires and is recovered. */
+static void test_heartbeat_renews_only_the_jobs_reported(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *d = test_claim_and_ack(c, "w1");
+        test_advance(c, 5 * USEC_PER_SEC);
+        HeldJob held[] = { { a->job_id, a->assignment_id }, { d->job_id, "not-its-assignment" } };
+        Heartbeat hb = { .worker_id = "w1", .seq = 1, .jobs = held, .n_jobs = 2 };
+        is_int(worker_heartbeat_report(c, NULL, &hb, NULL, &err), 0, "heartbeat accepted");
+        usec_t renewed = T0 + 5 * USEC_PER_SEC + c->settings.lease_timeout;
+        _cleanup_(job_freep) Job *a2 = NULL, *b2 = NULL, *d2 = NULL;
+        jobs_get(c, a->job_id, &a2);
+        jobs_get(c, b->job_id, &b2);
+        jobs_get(c, d->job_id, &d2);
+        ok(a2->assignment_expires_at == renewed, "the reported job's lease is renewed");
+        ok(b2->assignment_expires_at == b->assignment_expires_at, "an unreported job's lease is not");
+        ok(d2->assignment_expires_at == d->assignment_expires_at, "nor one reported under another assignment");
+        test_advance(c, c->settings.lease_timeout - 5 * USEC_PER_SEC);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", b->job_id), 1, "the unreported job is lost at its expiry");
+        is_int(test_job_state(c, a->job_id), JOB_RUNNING, "the reported one still runs");
+        test_control_free(c);
+}
+
 static void test_heartbeat_does_not_renew_unacked_assignment(void) {
         Control *c = test_control_new();
         OpError err = {};
@@ -602,6 +633,7 @@ static void test_registration_keeps_wake_socket(void) {
 
 int main(void) {
         test_claim_assigns_fresh_assignment_with_lease();
+        test_heartbeat_renews_only_the_jobs_reported();
         test_unregistered_worker_is_refused();
         test_ack_moves_to_running_and_repeat_is_noop();
         test_ack_after_lease_expiry_is_refused_and_requeues();
