@@ -53,3 +53,13 @@ TESTS += tests/integration/test-metrics.py tests/integration/test-event-stream.p
 dist_check_SCRIPTS += tests/integration/test-metrics.py tests/integration/test-event-stream.py \
 	tests/integration/test-dashboard.py
 EXTRA_DIST += tests/browser/package.json tests/browser/package-lock.json tests/browser/dashboard-test.mjs
+
+# What the dashboard test puts in the build tree: its copy of tests/browser with the Node modules
+# it installed, and the screenshot. In an in-tree build tests/browser is the source itself: only
+# the installed modules go.
+clean-local: clean-browser-local
+clean-browser-local:
+	rm -rf test-artifacts
+	if test "$(abs_builddir)" = "$(abs_srcdir)"; then rm -rf tests/browser/node_modules; \
+	else rm -rf tests/browser; fi
+.PHONY: clean-browser-local
