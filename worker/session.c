@@ -127,7 +127,7 @@ static void apply_reconnect_actions(Worker *w, json_object *body) {
                 return;
         for (size_t i = 0; i < json_object_array_length(actions) && i < LIMIT_RECONNECT_ENTRIES; i++) {
                 json_object *a = json_object_array_get_idx(actions, i), *v;
-                const char *job_id = NULL, *assignment_id = NULL, *result = NULL, *error = NULL;
+                const char *job_id = NULL, *assignment_id = NULL, *result = NULL, *error = NULL, *state = NULL;
                 ReplayEntry *e;
 
                 if (json_object_object_get_ex(a, "job_id", &v))
@@ -138,10 +138,20 @@ static void apply_reconnect_actions(Worker *w, json_object *body) {
                         result = json_object_get_string(v);
                 if (json_object_object_get_ex(a, "error", &v))
                         error = json_object_get_string(v);
+                if (json_object_object_get_ex(a, "status", &v) && json_object_is_type(v, json_type_string))
+                        state = json_object_get_string(v);
                 e = find_entry(entries, n, job_id, assignment_id);
                 if (!e || !result)
                         continue;
-                if (streq(result, "ACCEPTED")) {
+                if (streq(result, "ACCEPTED") && e->kind == RESULT_COMPLETE && state && !streq(state, "COMPLETED")) {
+                        /* A no-op: the job had already ended otherwise (see on_flush()). */
+                        char why[96];
+                        log_warning("Replayed result of job %s (assignment %s) arrived after the job ended as %s; "
+                                    "not applied.",
+                                    e->job_id, e->assignment_id, state);
+                        snprintf(why, sizeof(why), "job already %s", state);
+                        (void) replay_resolve(w->replay, e->id, false, why);
+                } else if (streq(result, "ACCEPTED")) {
                         log_info("Replayed result of job %s (assignment %s) accepted.", e->job_id, e->assignment_id);
                         (void) replay_resolve(w->replay, e->id, true, NULL);
                 } else if (streq(result, "REJECTED")) {
