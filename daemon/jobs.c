@@ -326,11 +326,8 @@ int jobs_list(Control *c, const JobFilter *f, Job ***ret, size_t *ret_n) {
 
 int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
         int r;
 
-        if (!l)
-                return -ENOMEM;
         r = store_prepare(c->store,
                           /* jobs_held: only unfinished jobs, not every job the worker ever ran (the
                            * first status term is the partial index's own, so that it may be used) */
@@ -342,13 +339,7 @@ int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
                 return r;
         if (store_bind_text(st, 1, worker_id) < 0)
                 return -ENOMEM;
-        while ((r = store_step(c->store, st)) > 0)
-                if (strv_extend(&l, (const char *) sqlite3_column_text(st, 0)) < 0)
-                        return -ENOMEM;
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(l);
-        return 0;
+        return store_collect_strings(c->store, st, ret);
 }
 
 int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret) {

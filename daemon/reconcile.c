@@ -39,23 +39,12 @@ double reconcile_random_unit(void) {
  * the transitions do not modify the table under a running SELECT. */
 static int select_ids(Control *c, const char *sql, usec_t now, char ***ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
-        int r;
-
-        if (!l)
-                return -ENOMEM;
-        r = store_prepare(c->store, sql, &st);
+        int r = store_prepare(c->store, sql, &st);
         if (r < 0)
                 return r;
         if (store_bind_int64(st, 1, (int64_t) now) < 0)
                 return -ENOMEM;
-        while ((r = store_step(c->store, st)) > 0)
-                if (strv_extend(&l, (const char *) sqlite3_column_text(st, 0)) < 0)
-                        return -ENOMEM;
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(l);
-        return 0;
+        return store_collect_strings(c->store, st, ret);
 }
 
 typedef int (*JobAction)(Control *c, const Job *j);

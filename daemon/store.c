@@ -14,6 +14,7 @@
 #include "log.h"
 #include "store-schema.h"
 #include "store.h"
+#include "strv.h"
 
 int store_errno(int rc) {
         switch (rc & 0xff) {
@@ -238,6 +239,21 @@ int store_step(Store *s, sqlite3_stmt *st) {
                 return 0;
         int r = store_errno(rc);
         return log_error_errno(r, "SQL step failed on %s (%s): %m", s->path, sqlite3_errmsg(s->db));
+}
+
+int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret) {
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        while ((r = store_step(s, st)) > 0)
+                if (strv_extend(&l, (const char *) sqlite3_column_text(st, 0)) < 0)
+                        return -ENOMEM;
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(l);
+        return 0;
 }
 
 int store_bind_text(sqlite3_stmt *st, int idx, const char *v) {

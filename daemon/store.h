@@ -69,6 +69,9 @@ static inline void store_stmt_resetp(sqlite3_stmt **st) {
 
 /* sqlite3_step() mapped: 1 for a row, 0 when done, negative errno on failure. */
 int store_step(Store *s, sqlite3_stmt *st);
+/* Steps a prepared, bound statement to its end and collects its first column (text) as a string
+ * vector, so that callers can change the rows it selected afterwards. */
+int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret);
 
 /* Bind helpers: NULL strings bind SQL NULL; the text is copied (SQLITE_TRANSIENT). */
 int store_bind_text(sqlite3_stmt *st, int idx, const char *s);
