@@ -17,7 +17,7 @@ import threading
 import time
 
 from faultlib import (ADMIN_TOKEN, Fleet, binary, descendants, recovery_bound, run, skip_all, span, test)
-from entropy_test import todo  # noqa: E402 (faultlib puts tests/integration on the path)
+from entropy_test import TestFailure  # noqa: E402 (faultlib puts tests/integration on the path)
 
 try:
     binary("entropy-control")
@@ -268,8 +268,7 @@ def test_artifact_durability_order_before_report(t):
     leaves an accepted result whose final file is not complete on disk (given fsync means what
     POSIX says; this is the ordering the crash VFS cannot model for plain files)."""
     if subprocess.run(["sh", "-c", "command -v strace"], capture_output=True).returncode != 0:
-        print("# SKIP strace not installed")
-        return
+        raise TestFailure("strace is not installed (scripts/install-deps.sh test installs it)")
     fleet = Fleet(t, workers=0)
     trace = os.path.join(t.tmp, "strace.out")
     w = fleet.add_worker("w1", start=False)

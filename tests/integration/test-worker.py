@@ -58,6 +58,26 @@ def test_job_output_and_checksums_arrive(t):
 
 
 @test
+def test_shared_backend_publishes_under_the_job_id(t):
+    """--artifact-backend=shared: the outputs land in <shared>/<job_id>/<assignment_id>/ (an NFS
+    mount, say), complete and checksummed, and those are the paths the control plane records."""
+    shared = os.path.join(t.tmp, "shared")
+    os.makedirs(shared)
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
+    job_id = submit(cp, command="sh", args=["-c", "echo to-the-share; echo err >&2"])
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    where = os.path.join(shared, job_id, job["assignment_id"])
+    t.eq(job.get("stdout_path"), os.path.join(where, "stdout"), "the recorded stdout is the shared copy")
+    t.ok(os.path.isfile(os.path.join(where, "stderr")), "stderr published beside it")
+    t.ok(not any(n.endswith(".tmp") for n in os.listdir(where)), "no tmp file left in the share")
+    with open(os.path.join(where, "stdout")) as f:
+        t.eq(f.read(), "to-the-share\n", "the shared copy is complete")
+    t.eq(job.get("stdout_sha256"), sha256_file(os.path.join(where, "stdout")), "its checksum is the one recorded")
+    t.eq(job.get("artifact_backend"), "shared", "artifact_backend reported")
+
+
+@test
 def test_job_env_has_its_ids_and_never_the_token(t):
     cp = t.control_plane()
     WorkerProcess(t, cp, "w1", env={"ENTROPY_PRIVATE_SETTING": "x", "SNEAKY": "pre-" + WORKER_TOKEN,
