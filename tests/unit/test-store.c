@@ -3,8 +3,10 @@
  * schema, a file that is not a database, a directory it cannot write. */
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +116,15 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                 ok(w && w->wake_port == 0 && !w->wake_address, "v%d worker has no wake socket (v5 columns)", v);
                 is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_scheduled'"), 1,
                        "v%d gained the scheduled-jobs index", v);
+                is_int(pragma_int(c.store,
+                                  "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                  "('jobs_lease', 'audit_job', 'audit_worker', 'audit_event')"),
+                       0, "v%d lost the indexes no query used (v6)", v);
+                is_int(pragma_int(c.store,
+                                  "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                  "('jobs_claimable', 'jobs_retry', 'jobs_held', 'jobs_worker', 'jobs_created', "
+                                  "'jobs_status_created', 'jobs_terminal', 'jobs_scheduled', 'audit_ts')"),
+                       9, "v%d kept every index a query uses (v6)", v);
                 uint64_t counts[_JOB_STATE_MAX];
                 store_count_jobs_by_state(c.store, counts);
                 ok(counts[JOB_RUNNING] == 1 && counts[JOB_PENDING] == 0, "v%d job counts seeded from the existing rows",
@@ -121,6 +132,67 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                 /* The migrated database works: the job can complete through the normal path. */
                 store_close(c.store);
         }
+}
+
+/* The plan of sql searches (or walks in order) `index`, and sorts nothing. */
+static bool plan_uses(Store *s, const char *sql, const char *index) {
+        sqlite3_stmt *st = NULL;
+        char q[1024];
+        bool found = false, sorts = false;
+        snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+        if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK)
+                return false;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                const char *d = (const char *) sqlite3_column_text(st, 3);
+                found = found || strstr(d, index);
+                sorts = sorts || strstr(d, "TEMP B-TREE");
+        }
+        sqlite3_finalize(st);
+        return found && !sorts;
+}
+
+/* v6 dropped the indexes no query used; every query that reads many rows still has one (the
+ * statements as daemon/jobs.c, reconcile.c, retention.c, api-admin.c and audit.c prepare them). */
+static void test_queries_keep_their_indexes(void) {
+        Control *c = test_control_new();
+        static const struct {
+                const char *sql, *index;
+        } plans[] = {
+                { "SELECT job_id FROM jobs j WHERE j.worker_id = ?2 AND j.status = ?1 "
+                  "ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
+                  "jobs_status_created" },
+                { "SELECT job_id FROM jobs j WHERE j.status = ?1 ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
+                  "jobs_status_created" },
+                { "SELECT job_id FROM jobs j WHERE j.worker_id = ?2 ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
+                  "jobs_worker" },
+                { "SELECT job_id FROM jobs j ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3", "jobs_created" },
+                { "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'", "jobs_status_created" },
+                { "SELECT job_id FROM jobs WHERE status = 'ASSIGNED' AND assignment_expires_at <= ?",
+                  "jobs_status_created" },
+                { "SELECT j.job_id FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
+                  "WHERE j.status = 'RUNNING' AND (j.assignment_expires_at <= ?1 OR w.state IS NULL "
+                  "OR w.state = 'OFFLINE')",
+                  "jobs_status_created" },
+                { "SELECT job_id FROM jobs WHERE status = 'LOST' AND (attempt_count < max_attempts OR updated_at <= ?1)",
+                  "jobs_status_created" },
+                { "SELECT job_id FROM jobs WHERE status = 'RETRYING' AND retry_at <= ?", "jobs_" },
+                { "SELECT min(assignment_expires_at) FROM jobs WHERE status IN ('ASSIGNED', 'RUNNING')",
+                  "jobs_status_created" },
+                { "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", "jobs_" },
+                { "SELECT job_id FROM jobs WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') AND updated_at < ?1 "
+                  "LIMIT ?2",
+                  "jobs_status_created" },
+                { "SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2", "audit_ts" },
+                { "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "
+                  "assignment_id, details FROM audit_events "
+                  "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
+                  "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) ORDER BY id DESC LIMIT ?6",
+                  "INTEGER PRIMARY KEY" },
+        };
+        for (size_t i = 0; i < sizeof(plans) / sizeof(plans[0]); i++)
+                ok(plan_uses(c->store, plans[i].sql, plans[i].index), "plan %zu uses %s: %s", i, plans[i].index,
+                   plans[i].sql);
+        test_control_free(c);
 }
 
 static void test_newer_schema_is_refused(void) {
@@ -212,6 +284,7 @@ int main(void) {
         test_open_creates_private_wal_database();
         test_synchronous_normal_is_an_option();
         test_migration_from_every_earlier_version_preserves_data();
+        test_queries_keep_their_indexes();
         test_newer_schema_is_refused();
         test_not_a_database_is_refused();
         test_unwritable_directory_is_refused();
