@@ -22,7 +22,7 @@
 #define BUS_ERROR_ACCESS_DENIED  "org.entropy.Control1.Error.AccessDenied"
 #define BUS_ERROR_CONFLICT       "org.entropy.Control1.Error.Conflict"
 
-/* polkit action ids; the packaging engineer's dbus/org.entropy.Control1.policy defines them. */
+/* polkit action ids; dbus/org.entropy.Control1.policy defines them. */
 #define BUS_ACTION_MANAGE "org.entropy.Control1.manage"
 #define BUS_ACTION_SUBMIT "org.entropy.Control1.submit"
 #define BUS_ACTION_ABORT  "org.entropy.Control1.abort"
