@@ -430,17 +430,28 @@ int audit_list(Control *c, const EventFilter *f, AuditEvent ***ret, size_t *ret_
         size_t n = 0;
         int r;
 
-        /* Each filter is optional: "? IS NULL OR column = ?" lets one cached statement per order
-         * serve all. */
+        /* Each other filter is optional: "? IS NULL OR column = ?" lets one cached statement per
+         * order serve all. A job filter has statements of its own, which the audit_job index serves:
+         * a job's history is then read directly, not found by walking every event kept. */
 #define EVENTS_SELECT                                                                                                  \
         "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "                             \
         "assignment_id, details FROM audit_events "                                                                    \
         "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "                \
-        "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) "
-        if (f->oldest_first)
-                r = store_prepare(c->store, EVENTS_SELECT "ORDER BY id ASC LIMIT ?6", &st);
+        "AND (?4 IS NULL OR worker_id = ?4) "
+#define JOB_FILTER "AND job_id = ?5 "
+#define ANY_JOB "AND (?5 IS NULL OR job_id = ?5) "
+        if (f->job_id)
+                r = store_prepare(c->store,
+                                  f->oldest_first ? EVENTS_SELECT JOB_FILTER "ORDER BY id ASC LIMIT ?6"
+                                                  : EVENTS_SELECT JOB_FILTER "ORDER BY id DESC LIMIT ?6",
+                                  &st);
         else
-                r = store_prepare(c->store, EVENTS_SELECT "ORDER BY id DESC LIMIT ?6", &st);
+                r = store_prepare(c->store,
+                                  f->oldest_first ? EVENTS_SELECT ANY_JOB "ORDER BY id ASC LIMIT ?6"
+                                                  : EVENTS_SELECT ANY_JOB "ORDER BY id DESC LIMIT ?6",
+                                  &st);
+#undef ANY_JOB
+#undef JOB_FILTER
 #undef EVENTS_SELECT
         if (r < 0)
                 return r;

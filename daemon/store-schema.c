@@ -15,7 +15,10 @@
  *       jobs_status_created by status; a partial index on status IN (...) is not implied by
  *       status = '...'), and audit_job, audit_worker and audit_event (GET /events walks the
  *       rowid range, its "? IS NULL OR column = ?" filters use no index). Five audit rows and a
- *       lease renewal per job lifecycle no longer write them. */
+ *       lease renewal per job lifecycle no longer write them.
+ *   v7  audit_job again, now that GET /events with a job filter has its own statement that uses
+ *       it: a job's history (the dashboard's job detail, entropyctl events --job) without walking
+ *       every event the retention keeps. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -132,6 +135,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "DROP INDEX audit_job;"
         "DROP INDEX audit_worker;"
         "DROP INDEX audit_event;",
+
+        /* v7 */
+        "CREATE INDEX audit_job ON audit_events(job_id, id) WHERE job_id IS NOT NULL;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -118,13 +118,14 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                        "v%d gained the scheduled-jobs index", v);
                 is_int(pragma_int(c.store,
                                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                                  "('jobs_lease', 'audit_job', 'audit_worker', 'audit_event')"),
+                                  "('jobs_lease', 'audit_worker', 'audit_event')"),
                        0, "v%d lost the indexes no query used (v6)", v);
                 is_int(pragma_int(c.store,
                                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
                                   "('jobs_claimable', 'jobs_retry', 'jobs_held', 'jobs_worker', 'jobs_created', "
-                                  "'jobs_status_created', 'jobs_terminal', 'jobs_scheduled', 'audit_ts')"),
-                       9, "v%d kept every index a query uses (v6)", v);
+                                  "'jobs_status_created', 'jobs_terminal', 'jobs_scheduled', 'audit_ts', "
+                                  "'audit_job')"),
+                       10, "v%d has every index a query uses (v6, v7)", v);
                 uint64_t counts[_JOB_STATE_MAX];
                 store_count_jobs_by_state(c.store, counts);
                 ok(counts[JOB_RUNNING] == 1 && counts[JOB_PENDING] == 0, "v%d job counts seeded from the existing rows",
@@ -151,8 +152,9 @@ static bool plan_uses(Store *s, const char *sql, const char *index) {
         return found && !sorts;
 }
 
-/* v6 dropped the indexes no query used; every query that reads many rows still has one (the
- * statements as daemon/jobs.c, reconcile.c, retention.c, api-admin.c and audit.c prepare them). */
+/* v6 dropped the indexes no query used, v7 brought audit_job back for its own statements; every
+ * query that reads many rows has one (the statements as daemon/jobs.c, reconcile.c, retention.c,
+ * api-admin.c and audit.c prepare them). */
 static void test_queries_keep_their_indexes(void) {
         Control *c = test_control_new();
         static const struct {
@@ -188,6 +190,16 @@ static void test_queries_keep_their_indexes(void) {
                   "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
                   "AND (?4 IS NULL OR worker_id = ?4) AND (?5 IS NULL OR job_id = ?5) ORDER BY id DESC LIMIT ?6",
                   "INTEGER PRIMARY KEY" },
+                { "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "
+                  "assignment_id, details FROM audit_events "
+                  "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
+                  "AND (?4 IS NULL OR worker_id = ?4) AND job_id = ?5 ORDER BY id DESC LIMIT ?6",
+                  "audit_job" },
+                { "SELECT id, ts, component, level, event, message, request_id, worker_id, job_id, "
+                  "assignment_id, details FROM audit_events "
+                  "WHERE id > ?1 AND id <= ?7 AND (?2 IS NULL OR component = ?2) AND (?3 IS NULL OR event = ?3) "
+                  "AND (?4 IS NULL OR worker_id = ?4) AND job_id = ?5 ORDER BY id ASC LIMIT ?6",
+                  "audit_job" },
         };
         for (size_t i = 0; i < sizeof(plans) / sizeof(plans[0]); i++)
                 ok(plan_uses(c->store, plans[i].sql, plans[i].index), "plan %zu uses %s: %s", i, plans[i].index,
