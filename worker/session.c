@@ -115,6 +115,22 @@ static ReplayEntry *find_entry(ReplayEntry *e, size_t n, const char *job_id, con
         return NULL;
 }
 
+
+/* A completion the control plane answered with another final state (the job was aborted, or failed
+ * for good after the loss grace, before it arrived) was not applied: the work is on disk, the
+ * control plane keeps its outcome. Logged, and resolved as not applied. */
+static bool completion_superseded(Worker *w, int64_t id, const char *job_id, const char *assignment_id,
+                                  const char *state) {
+        char why[96];
+
+        if (!state || streq(state, "COMPLETED"))
+                return false;
+        log_warning("Result of job %s (assignment %s) arrived after the job ended as %s; not applied.", job_id,
+                    assignment_id, state);
+        snprintf(why, sizeof(why), "job already %s", state);
+        (void) replay_resolve(w->replay, id, false, why);
+        return true;
+}
 static void apply_reconnect_actions(Worker *w, json_object *body) {
         ReplayEntry *entries = NULL;
         size_t n = 0;
@@ -143,15 +159,10 @@ static void apply_reconnect_actions(Worker *w, json_object *body) {
                 e = find_entry(entries, n, job_id, assignment_id);
                 if (!e || !result)
                         continue;
-                if (streq(result, "ACCEPTED") && e->kind == RESULT_COMPLETE && state && !streq(state, "COMPLETED")) {
-                        /* A no-op: the job had already ended otherwise (see on_flush()). */
-                        char why[96];
-                        log_warning("Replayed result of job %s (assignment %s) arrived after the job ended as %s; "
-                                    "not applied.",
-                                    e->job_id, e->assignment_id, state);
-                        snprintf(why, sizeof(why), "job already %s", state);
-                        (void) replay_resolve(w->replay, e->id, false, why);
-                } else if (streq(result, "ACCEPTED")) {
+                if (streq(result, "ACCEPTED") && e->kind == RESULT_COMPLETE &&
+                    completion_superseded(w, e->id, e->job_id, e->assignment_id, state))
+                        continue;
+                if (streq(result, "ACCEPTED")) {
                         log_info("Replayed result of job %s (assignment %s) accepted.", e->job_id, e->assignment_id);
                         (void) replay_resolve(w->replay, e->id, true, NULL);
                 } else if (streq(result, "REJECTED")) {
@@ -366,15 +377,10 @@ static void on_flush(Client *c, const ClientReply *reply, void *userdata) {
         const char *state = NULL;
         if (reply->status == 200 && reply->body)
                 (void) json_get_string(reply->body, "status", 64, false, &state, NULL);
-        if (reply->status == 200 && call->complete && state && !streq(state, "COMPLETED")) {
-                /* A no-op answer: the job had already ended otherwise (aborted, or failed for good
-                 * after the loss grace). The work is on disk; the control plane keeps its outcome. */
+        if (reply->status == 200 && call->complete &&
+            completion_superseded(w, call->id, call->job_id, call->assignment_id, state)) {
                 session_note_contact(w);
                 w->flush_failures = 0;
-                log_warning("Result of job %s (assignment %s) arrived after the job ended as %s; not applied.",
-                            call->job_id, call->assignment_id, state);
-                snprintf(buf, sizeof(buf), "job already %s", state);
-                (void) replay_resolve(w->replay, call->id, false, buf);
                 session_flush(w);
         } else if (reply->status == 200) {
                 session_note_contact(w);
