@@ -36,6 +36,19 @@
 
 /* ---- STATUS= -------------------------------------------------------------------------------- */
 
+/* Every sd_notify() of the control plane: a state change systemd (or a supervisor) waits for must
+ * not be lost silently, so a failed send is logged and tried again a few times. */
+static void control_notify(const char *state) {
+        int r = 0;
+
+        for (int attempt = 0; attempt < 3; attempt++) {
+                r = sd_notify(false, state);
+                if (r >= 0)
+                        return;
+        }
+        log_warning_errno(r, "Failed to send the service manager \"%.*s\": %m", (int) strcspn(state, "\n"), state);
+}
+
 static void control_update_status(Control *c) {
         uint64_t counts[_JOB_STATE_MAX] = {};
         char buf[512];
@@ -55,7 +68,7 @@ static void control_update_status(Control *c) {
                         *p = (char) tolower((unsigned char) *p);
                 n += snprintf(buf + n, sizeof(buf) - n, "%s %" PRIu64 " %s", s == 0 ? "" : ",", counts[s], name);
         }
-        (void) sd_notify(false, buf);
+        control_notify(buf);
 }
 
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -167,7 +180,7 @@ static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, v
                 return sd_event_exit(c->event, 0);
         }
         c->shutting_down = true;
-        (void) sd_notify(false, "STOPPING=1\nSTATUS=Finishing the requests in flight...");
+        control_notify("STOPPING=1\nSTATUS=Finishing the requests in flight...");
         /* Event streams never end on their own: close them so the drain waits only for real requests. */
         observability_close_streams(c);
         log_info("Received %s, stopping.", strsignal((int) si->ssi_signo));
@@ -253,8 +266,10 @@ static void control_reload(Control *c) {
         ControlSettings old;
         int r;
 
-        (void) sd_notifyf(false, "RELOADING=1\nSTATUS=Reloading configuration...\nMONOTONIC_USEC=%" PRIu64,
-                          now_monotonic_usec());
+        char reloading[128];
+        snprintf(reloading, sizeof(reloading),
+                 "RELOADING=1\nSTATUS=Reloading configuration...\nMONOTONIC_USEC=%" PRIu64, now_monotonic_usec());
+        control_notify(reloading);
 
         r = control_settings_load(&fresh, c->argc, c->argv);
         if (r == 0)
@@ -281,7 +296,7 @@ static void control_reload(Control *c) {
         else
                 log_info("Configuration and tokens reloaded.");
 
-        (void) sd_notify(false, "READY=1");
+        control_notify("READY=1");
         control_update_status(c);
 }
 
@@ -402,7 +417,7 @@ static int run(int argc, char **argv) {
         if (r < 0)
                 return r;
 
-        (void) sd_notify(false, "READY=1");
+        control_notify("READY=1");
         control_update_status(&c);
         log_info("entropy-control " PACKAGE_VERSION " ready.");
 
