@@ -82,6 +82,18 @@ int random_id(char ret[RANDOM_ID_SIZE]) {
         return 0;
 }
 
+int time_ordered_id(uint64_t now_usec, char ret[RANDOM_ID_SIZE]) {
+        uint64_t ms = now_usec / 1000;
+        unsigned char b[16];
+
+        for (size_t i = 0; i < 6; i++)
+                b[i] = (unsigned char) (ms >> (40 - 8 * i));
+        if (gnutls_rnd(GNUTLS_RND_NONCE, b + 6, sizeof(b) - 6) < 0)
+                return -EIO;
+        hex_encode(b, sizeof(b), ret);
+        return 0;
+}
+
 bool memeq_consttime(const void *a, size_t an, const void *b, size_t bn) {
         const unsigned char *x = a, *y = b;
         unsigned char d = an != bn;

@@ -135,8 +135,7 @@ static int wake_matching(ControlWake *w, bool needs_gpu, char *const *requiremen
         r = store_prepare(c->store,
                           "SELECT w.worker_id, w.capabilities, w.wake_address, w.wake_port FROM workers w "
                           "WHERE w.wake_port > 0 AND w.draining = 0 AND NOT EXISTS (SELECT 1 FROM jobs j INDEXED BY jobs_held "
-                          "WHERE j.worker_id = w.worker_id AND j.status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') "
-                          "AND j.status IN ('ASSIGNED', 'RUNNING'))",
+                          "WHERE j.worker_id = w.worker_id AND (j.status = 'ASSIGNED' OR j.status = 'RUNNING'))",
                           &st);
         if (r < 0)
                 return r;

@@ -46,10 +46,9 @@ static int retry_allowed(Control *c, const char *worker_id, bool *ret) {
                 return 0;
         r = store_prepare(c->store,
                           /* jobs_held: only unfinished jobs, not every job the worker ever ran (the
-                           * first status term is the partial index's own, so that it may be used) */
+                           * status terms imply the partial index's, so that it may be used) */
                           "SELECT count(*) FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
-                          "AND status IN ('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') "
-                          "AND status IN ('ASSIGNED', 'RUNNING') AND attempt_count > 1",
+                          "AND (status = 'ASSIGNED' OR status = 'RUNNING') AND attempt_count > 1",
                           &st);
         if (r < 0)
                 return r;

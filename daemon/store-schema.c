@@ -18,7 +18,13 @@
  *       lease renewal per job lifecycle no longer write them.
  *   v7  audit_job again, now that GET /events with a job filter has its own statement that uses
  *       it: a job's history (the dashboard's job detail, entropyctl events --job) without walking
- *       every event the retention keeps. */
+ *       every event the retention keeps.
+ *   v8  partial-index predicates without IN lists: SQLite evaluates a partial index's WHERE for
+ *       every row an INSERT or a status UPDATE writes, and codes `status IN (...)` as a temporary
+ *       table built each time (EXPLAIN: OpenEphemeral), which doubled the cost of a transition.
+ *       jobs_held now says `status = 'ASSIGNED' OR ...`, in the order that lets a query's
+ *       `(status = 'ASSIGNED' OR status = 'RUNNING')` imply it; jobs_terminal, which no query
+ *       uses (retention searches jobs_status_created), is dropped. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -138,6 +144,12 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 
         /* v7 */
         "CREATE INDEX audit_job ON audit_events(job_id, id) WHERE job_id IS NOT NULL;",
+
+        /* v8 */
+        "DROP INDEX jobs_held;"
+        "CREATE INDEX jobs_held ON jobs(worker_id, status) "
+        "WHERE status = 'ASSIGNED' OR status = 'RUNNING' OR status = 'LOST' OR status = 'RETRYING';"
+        "DROP INDEX jobs_terminal;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -124,6 +124,15 @@ static void test_crypto(void) {
         ok(sha256_hex("abc", 3, hex) == 0, "sha256");
         is_str(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256 of abc");
         ok(random_id(id1) == 0 && random_id(id2) == 0 && !streq(id1, id2) && strlen(id1) == 32, "random ids");
+        /* 2026-11-22 12:00:00.123 UTC is 0x01a20320a27b ms since the epoch. */
+        ok(time_ordered_id(UINT64_C(1795348800123456), id1) == 0 && strlen(id1) == 32 &&
+                   strncmp(id1, "01a20320a27b", 12) == 0,
+           "a time-ordered id starts with the time in milliseconds");
+        ok(time_ordered_id(UINT64_C(1795348800124000), id2) == 0 && strcmp(id1, id2) < 0,
+           "a later time-ordered id sorts after an earlier one");
+        ok(time_ordered_id(UINT64_C(1795348800123456), id2) == 0 && !streq(id1, id2) &&
+                   strncmp(id1, id2, 12) == 0,
+           "time-ordered ids of the same millisecond differ in their random part");
         ok(streq_consttime("token", "token") && !streq_consttime("token", "tokem") &&
                    !streq_consttime("token", "token2") && !streq_consttime(NULL, "x"),
            "constant-time compare");

@@ -164,8 +164,8 @@ static void test_wake_queries_use_their_indexes(void) {
                      "jobs_scheduled"),
            "the next scheduled job is a seek in jobs_scheduled");
         ok(plan_uses(c,
-                     "SELECT 1 FROM jobs j INDEXED BY jobs_held WHERE j.worker_id = 'w' AND j.status IN "
-                     "('ASSIGNED', 'RUNNING', 'LOST', 'RETRYING') AND j.status IN ('ASSIGNED', 'RUNNING')",
+                     "SELECT 1 FROM jobs j INDEXED BY jobs_held WHERE j.worker_id = 'w' "
+                     "AND (j.status = 'ASSIGNED' OR j.status = 'RUNNING')",
                      "jobs_held"),
            "a worker's held jobs come from jobs_held, not its whole history");
         test_control_free(c);
