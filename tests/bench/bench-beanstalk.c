@@ -132,10 +132,11 @@ static const LoadOps bs_ops = {
         .start = bs_start,
 };
 
-static int bs_run(uint16_t port, const BenchSettings *s, BeanstalkResult *res) {
+static int bs_run(pid_t pid, uint16_t port, const BenchSettings *s, BeanstalkResult *res) {
         _cleanup_free_ LoadClient **clients = NULL;
         size_t n = (size_t) s->workers;
         BsRun run = {.result = res};
+        usec_t cpu0 = 0, cpu1 = 0;
         BsClient *c;
         int r;
 
@@ -151,8 +152,12 @@ static int bs_run(uint16_t port, const BenchSettings *s, BeanstalkResult *res) {
                 clients[i] = &c[i].base;
                 r = load_add_client(&run.load, &c[i].base, &bs_ops, (unsigned) i);
         }
-        if (r >= 0)
+        if (r >= 0) {
+                bool have_cpu = proc_cpu_usec(pid, &cpu0) >= 0;
                 r = load_run(&run.load, clients, n);
+                if (have_cpu && proc_cpu_usec(pid, &cpu1) >= 0)
+                        res->server_cpu = cpu1 - cpu0;
+        }
         res->cycles = run.load.cycles;
         res->elapsed = run.load.finished_at - run.load.started_at;
         res->requests = run.load.requests;
@@ -196,7 +201,7 @@ static int bs_phase(Child *child, const BenchSettings *s, const char *dir, Beans
                 r = child_wait_port(child, port, BEANSTALK_READY_TIMEOUT, NULL);
         if (r < 0)
                 return r;
-        r = bs_run(port, s, res);
+        r = bs_run(child->pid, port, s, res);
         res->ran = true;
         (void) proc_memory_kib(child->pid, &res->peak_rss_kib, NULL);
         if (r < 0)

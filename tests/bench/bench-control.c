@@ -159,6 +159,12 @@ int control_plane_memory(ControlPlane *cp, uint64_t *ret_hwm, uint64_t *ret_rss)
         return proc_memory_kib(cp->pid, ret_hwm, ret_rss);
 }
 
+int control_plane_cpu(ControlPlane *cp, usec_t *ret) {
+        if (cp->pid <= 0)
+                return -ENODATA;
+        return proc_cpu_usec(cp->pid, ret);
+}
+
 /* One sample line of the exposition: `name{...,state="PENDING",...} value`. Returns the state the
  * line counts, or _JOB_STATE_INVALID when it is not a per-state job gauge. */
 static JobState metrics_job_line(const char *line, const char *metric, uint64_t *ret_value) {

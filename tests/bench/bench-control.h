@@ -31,6 +31,8 @@ int control_plane_stop(ControlPlane *cp);
 void control_plane_done(ControlPlane *cp);
 /* Peak and current RSS in KiB; -ENODATA when the pid is unknown. */
 int control_plane_memory(ControlPlane *cp, uint64_t *ret_hwm, uint64_t *ret_rss);
+/* Its CPU time so far (user + system), or -ENODATA when its pid is unknown. */
+int control_plane_cpu(ControlPlane *cp, usec_t *ret);
 /* Jobs per state, from GET /metrics. */
 int control_plane_count_jobs(ControlPlane *cp, uint64_t counts[_JOB_STATE_MAX]);
 

@@ -371,11 +371,13 @@ static void verify_counts(EntropyResult *res, const uint64_t before[_JOB_STATE_M
 static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyResult *res) {
         uint64_t before[_JOB_STATE_MAX], after[_JOB_STATE_MAX];
         EntropyLoad run;
+        usec_t cpu0 = 0, cpu1 = 0;
         int r;
 
         r = control_plane_count_jobs(cp, before);
         if (r < 0)
                 return r;
+        bool have_cpu = control_plane_cpu(cp, &cpu0) >= 0;
         r = entropy_run_progress(cp, MODE_LIFECYCLE, (size_t) s->workers, s->duration, (uint64_t) s->jobs, res, &run,
                                  NULL);
         res->ran = true;
@@ -389,6 +391,9 @@ static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyRes
         snprintf(res->verify_detail, sizeof(res->verify_detail), "not checked: the load did not finish");
         if (r < 0)
                 return r;
+        /* CPU time per lifecycle does not depend on what else the machine runs, as throughput does. */
+        if (have_cpu && control_plane_cpu(cp, &cpu1) >= 0)
+                res->server_cpu = cpu1 - cpu0;
         (void) control_plane_memory(cp, &res->peak_rss_kib, &res->rss_kib);
         r = control_plane_count_jobs(cp, after);
         if (r < 0)

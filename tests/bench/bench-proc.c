@@ -247,6 +247,27 @@ void child_log_tail(const Child *c, unsigned lines) {
         free(ring);
 }
 
+int proc_cpu_usec(pid_t pid, usec_t *ret) {
+        _cleanup_fclose_ FILE *f = NULL;
+        char path[64], buf[1024];
+        unsigned long long utime, stime;
+        long ticks = sysconf(_SC_CLK_TCK);
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return negative_errno();
+        if (!fgets(buf, sizeof(buf), f))
+                return -EIO;
+        /* The command name (field 2) may hold spaces and parentheses: count from its last ')'. */
+        const char *p = strrchr(buf, ')');
+        if (!p || ticks <= 0 ||
+            sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+                return -EBADMSG;
+        *ret = (usec_t) ((utime + stime) * USEC_PER_SEC / (unsigned long long) ticks);
+        return 0;
+}
+
 int proc_memory_kib(pid_t pid, uint64_t *ret_hwm, uint64_t *ret_rss) {
         _cleanup_fclose_ FILE *f = NULL;
         char path[64], line[256];

@@ -47,6 +47,15 @@ static double ratio_beanstalkd(const BenchReport *r) {
         return b > 0 ? per_sec(r->entropy.lifecycles, r->entropy.elapsed) / b : 0.0;
 }
 
+/* The server's CPU time per cycle: on a busy machine throughput moves with the neighbours, this
+ * much less. */
+static void human_server_cpu(usec_t cpu, usec_t elapsed, uint64_t cycles, const char *what) {
+        if (cpu == 0 || cycles == 0)
+                return;
+        printf("  server CPU          %.0f%% of one core, %.0f us per %s\n", cpu_share(cpu, elapsed),
+               (double) cpu / (double) cycles, what);
+}
+
 static void human_preload(const EntropyResult *e) {
         if (e->preload_target == 0)
                 return;
@@ -98,6 +107,7 @@ static void human_entropy(EntropyResult *e) {
                ", reconnects %" PRIu64 "\n",
                e->requests, per_sec(e->requests, e->elapsed), e->errors, e->empty_polls, e->reconnects);
         printf("  bench client CPU    %.0f%% of one core\n", cpu_share(e->client_cpu, e->elapsed));
+        human_server_cpu(e->server_cpu, e->elapsed, e->lifecycles, "lifecycle");
         printf("  peak RSS            %.1f MiB (VmHWM; %.1f MiB resident at the end)\n",
                (double) e->peak_rss_kib / 1024.0, (double) e->rss_kib / 1024.0);
         printf("  store check         %s: %s\n", e->verified ? "ok" : "FAILED", e->verify_detail);
@@ -113,6 +123,7 @@ static void human_beanstalk(BeanstalkResult *b) {
                ms(latency_percentile(&b->reserve, 99)));
         printf("  peak RSS            %.1f MiB\n", (double) b->peak_rss_kib / 1024.0);
         printf("  bench client CPU    %.0f%% of one core\n", cpu_share(b->client_cpu, b->elapsed));
+        human_server_cpu(b->server_cpu, b->elapsed, b->cycles, "cycle");
 }
 
 static void human_e2e(const E2eResult *e) {
@@ -187,6 +198,9 @@ static json_object *json_entropy(EntropyResult *e) {
         json_add_int64(o, "empty_polls", (int64_t) e->empty_polls);
         json_add_int64(o, "reconnects", (int64_t) e->reconnects);
         json_add_double(o, "client_cpu_share", cpu_share(e->client_cpu, e->elapsed) / 100.0);
+        json_add_double(o, "server_cpu_share", cpu_share(e->server_cpu, e->elapsed) / 100.0);
+        json_add_double(o, "server_cpu_us_per_lifecycle",
+                        e->lifecycles ? (double) e->server_cpu / (double) e->lifecycles : 0.0);
         json_add_int64(o, "peak_rss_kib", (int64_t) e->peak_rss_kib);
         json_add_int64(o, "rss_kib", (int64_t) e->rss_kib);
         json_add_bool(o, "verified", e->verified);
@@ -214,6 +228,8 @@ static json_object *json_beanstalk(BeanstalkResult *b) {
         json_add_int64(o, "requests", (int64_t) b->requests);
         json_add_int64(o, "errors", (int64_t) b->errors);
         json_add_double(o, "client_cpu_share", cpu_share(b->client_cpu, b->elapsed) / 100.0);
+        json_add_double(o, "server_cpu_share", cpu_share(b->server_cpu, b->elapsed) / 100.0);
+        json_add_double(o, "server_cpu_us_per_cycle", b->cycles ? (double) b->server_cpu / (double) b->cycles : 0.0);
         json_add_int64(o, "peak_rss_kib", (int64_t) b->peak_rss_kib);
         return o;
 }

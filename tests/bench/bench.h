@@ -61,6 +61,7 @@ typedef struct EntropyResult {
         usec_t elapsed;
         uint64_t requests, errors, empty_polls, reconnects;
         usec_t client_cpu; /* the bench's own CPU time during the phase */
+        usec_t server_cpu; /* the control plane's, during the phase (0: unknown) */
         Latency latency[_REQ_MAX];
         uint64_t peak_rss_kib, rss_kib;
 
@@ -85,6 +86,7 @@ typedef struct BeanstalkResult {
         usec_t elapsed;
         uint64_t requests, errors, reconnects;
         usec_t client_cpu;
+        usec_t server_cpu; /* beanstalkd's CPU time during the phase */
         Latency reserve;
         uint64_t peak_rss_kib;
 } BeanstalkResult;
