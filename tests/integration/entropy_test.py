@@ -135,6 +135,7 @@ class Daemon:
 
     def start(self, wait_ready=True, timeout=10.0):
         if self.notify:
+            self._close_notify()  # a restart: the previous run's reader goes first
             path = os.path.join(self.ctx.tmp, f"{self.name}.notify")
             if os.path.exists(path):
                 os.unlink(path)
@@ -157,9 +158,12 @@ class Daemon:
     def _read_notify(self, sock):
         while True:
             try:
-                msg = sock.recv(4096).decode("utf-8", "replace")
-            except OSError:  # closed by cleanup()
+                data = sock.recv(4096)
+            except OSError:
                 return
+            if not data:  # shut down by _close_notify()
+                return
+            msg = data.decode("utf-8", "replace")
             with self.notify_cond:
                 self.status_messages.append(msg)
                 self.notify_cond.notify_all()
@@ -228,9 +232,21 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.notify_sock:
-            self.notify_sock.close()
-            self.notify_sock = None
+        self._close_notify()
+
+    def _close_notify(self):
+        """Stops the reader before its socket is closed. Closed under a reader about to call recv(),
+        the socket's descriptor number is free, the next daemon's notify socket may get it, and the
+        old reader then takes that daemon's first datagram, its READY=1."""
+        if not self.notify_sock:
+            return
+        try:
+            self.notify_sock.shutdown(socket.SHUT_RDWR)  # a recv() in progress returns b""
+        except OSError:
+            pass
+        self.notify_reader.join(5)
+        self.notify_sock.close()
+        self.notify_sock = self.notify_reader = None
 
 
 # Short intervals so that time-dependent behaviour shows within a test's budget.
