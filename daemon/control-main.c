@@ -31,8 +31,10 @@
 /* STATUS= is refreshed this often, and this soon after a change (coalescing bursts). */
 #define STATUS_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define STATUS_DELAY_USEC    (200 * USEC_PER_MSEC)
-/* Per-connection buffer of libmicrohttpd: bounds the request line and headers. */
-#define HTTP_CONNECTION_MEMORY_LIMIT (64 * 1024)
+/* Per-connection buffer of libmicrohttpd: bounds the request line and headers (bodies stream
+ * through it). libmicrohttpd clears it for every request on a kept-alive connection, so its size
+ * is paid per request: 16 KiB is ample for what the API sends (a token, a few headers). */
+#define HTTP_CONNECTION_MEMORY_LIMIT (16 * 1024)
 
 /* ---- STATUS= -------------------------------------------------------------------------------- */
 

@@ -140,9 +140,15 @@ static int next_priority_below(Control *c, int64_t below, int64_t floor, bool *r
         return 0;
 }
 
-static void lanes_free(Lane *lanes, size_t n) {
+/* The lanes' statements are cached copies: done with, they are only reset. */
+static void lanes_done(Lane *lanes, size_t n) {
         for (size_t i = 0; i < n; i++)
-                sqlite3_finalize(lanes[i].st);
+                store_stmt_resetp(&lanes[i].st);
+}
+
+static void lane_exhausted(Lane *l) {
+        store_stmt_resetp(&l->st);
+        l->st = NULL;
 }
 
 /* Opens one scan per distinct priority, each stepped to its first row. Returns the number of
@@ -158,16 +164,15 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
                 if (r < 0 || !found)
                         break;
                 if (n == AGING_MERGE_MAX) {
-                        lanes_free(lanes, n); /* too many: the caller sorts instead */
+                        lanes_done(lanes, n); /* too many: the caller sorts instead */
                         return 0;
                 }
-                /* Not from the statement cache: several of these are open at once. */
-                r = store_errno(sqlite3_prepare_v2(
-                        c->store->db,
-                        "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
-                        "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority = ?1 AND scheduled_at <= ?2 "
-                        "ORDER BY created_at, job_id",
-                        -1, &lanes[n].st, NULL));
+                /* Copy n of the statement: several of these are open at once. */
+                r = store_prepare_copy(c->store,
+                                       "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                                       "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority = ?1 "
+                                       "AND scheduled_at <= ?2 ORDER BY created_at, job_id",
+                                       (unsigned) n, &lanes[n].st);
                 if (r < 0)
                         break;
                 lanes[n].priority = p;
@@ -182,13 +187,13 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
                 if (r < 0)
                         break;
                 if (r == 0)
-                        lanes[n - 1].st = (sqlite3_finalize(lanes[n - 1].st), NULL);
+                        lane_exhausted(&lanes[n - 1]);
                 if (p == INT64_MIN)
                         break;
                 below = p;
         }
         if (r < 0 || n == 0) {
-                lanes_free(lanes, n);
+                lanes_done(lanes, n);
                 return r < 0 ? r : 0;
         }
         return (int) n;
@@ -226,7 +231,7 @@ static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilit
                 if (r < 0)
                         return r;
                 if (r == 0)
-                        best->st = (sqlite3_finalize(best->st), NULL);
+                        lane_exhausted(best);
         }
 }
 
@@ -266,7 +271,7 @@ static int pick_aged(Control *c, usec_t now, int64_t floor, char *const *capabil
                 return n;
         if (n > 0) {
                 r = pick_merged(c, lanes, (size_t) n, capabilities, retries_ok, now, ret_job_id);
-                lanes_free(lanes, (size_t) n);
+                lanes_done(lanes, (size_t) n);
                 return r;
         }
         r = candidates_sorted(c, now, floor, &st);

@@ -206,8 +206,12 @@ int store_exec(Store *s, const char *sql) {
 }
 
 int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
+        return store_prepare_copy(s, sql, 0, ret);
+}
+
+int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret) {
         for (size_t i = 0; i < s->n_cache; i++)
-                if (s->cache[i].sql == sql) {
+                if (s->cache[i].sql == sql && s->cache[i].copy == copy) {
                         sqlite3_reset(s->cache[i].stmt);
                         sqlite3_clear_bindings(s->cache[i].stmt);
                         *ret = s->cache[i].stmt;
@@ -225,6 +229,7 @@ int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
                 return log_error_errno(r, "Failed to prepare SQL (%s): %s", sqlite3_errmsg(s->db), sql);
         }
         s->cache[s->n_cache].sql = sql;
+        s->cache[s->n_cache].copy = copy;
         s->cache[s->n_cache].stmt = st;
         s->n_cache++;
         *ret = st;

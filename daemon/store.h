@@ -14,7 +14,7 @@
 
 typedef struct AuditEvent AuditEvent;
 
-#define STORE_STMT_CACHE 128
+#define STORE_STMT_CACHE 192
 
 typedef struct Store {
         sqlite3 *db;
@@ -23,9 +23,11 @@ typedef struct Store {
         bool batch_open;     /* group commit: an outer transaction holds released transactions */
         uint64_t n_commits;  /* COMMITs made (each one a durability point: one fsync) */
 
-        /* Prepared-statement cache keyed by the SQL text's address: callers pass string literals. */
+        /* Prepared-statement cache keyed by the SQL text's address (callers pass string literals)
+         * and a copy number, for a statement a caller needs open several times at once. */
         struct {
                 const char *sql;
+                unsigned copy;
                 sqlite3_stmt *stmt;
         } cache[STORE_STMT_CACHE];
         size_t n_cache;
@@ -59,6 +61,9 @@ int store_exec(Store *s, const char *sql);
 /* A cached prepared statement for a SQL string literal. The statement is reset and its bindings
  * cleared when handed out; use _cleanup_stmt_ so it is reset again after use. */
 int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret);
+/* The same, for copy number `copy` of the statement: copies are distinct statements, so they can
+ * be stepped at the same time. */
+int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret);
 static inline void store_stmt_resetp(sqlite3_stmt **st) {
         if (*st) {
                 sqlite3_reset(*st);
