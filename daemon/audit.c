@@ -74,6 +74,8 @@ AuditEvent *audit_event_free(AuditEvent *e) {
         free(e->job_id);
         free(e->assignment_id);
         free(e->details);
+        free(e->from_state);
+        free(e->to_state);
         free(e);
         return NULL;
 }
@@ -91,6 +93,13 @@ static int dup_opt(const char *s, char **ret) {
         }
         *ret = strdup(s);
         return *ret ? 0 : -ENOMEM;
+}
+
+static const char *details_string(json_object *d, const char *key) {
+        json_object *v;
+        if (!json_object_object_get_ex(d, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
 }
 
 static int event_build(const AuditRecord *rec, usec_t ts, AuditEvent **ret) {
@@ -114,7 +123,9 @@ static int event_build(const AuditRecord *rec, usec_t ts, AuditEvent **ret) {
             dup_opt(rec->message ? rec->message : rec->event, &e->message) < 0 ||
             dup_opt(origin_request_id(rec->origin), &e->request_id) < 0 || dup_opt(rec->worker_id, &e->worker_id) < 0 ||
             dup_opt(rec->job_id, &e->job_id) < 0 || dup_opt(rec->assignment_id, &e->assignment_id) < 0 ||
-            dup_opt(json_object_to_json_string_ext(d, JSON_C_TO_STRING_PLAIN), &e->details) < 0)
+            dup_opt(json_object_to_json_string_ext(d, JSON_C_TO_STRING_PLAIN), &e->details) < 0 ||
+            dup_opt(details_string(d, "from"), &e->from_state) < 0 ||
+            dup_opt(details_string(d, "to"), &e->to_state) < 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(e);
         return 0;

@@ -26,6 +26,11 @@ struct AuditEvent {
         char *job_id;
         char *assignment_id;
         char *details; /* JSON object text, never NULL once built */
+        /* The details' "from" and "to" strings of a state change, copied when the event is built so
+         * that listeners need not parse the details for them; NULL when absent, and always NULL in
+         * events read back by audit_list(). */
+        char *from_state;
+        char *to_state;
 };
 
 AuditEvent *audit_event_free(AuditEvent *e);

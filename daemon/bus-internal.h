@@ -34,6 +34,7 @@
 #define BUS_ADMIN_GROUP_DEFAULT "entropy-admin"
 
 typedef struct PolkitQuery PolkitQuery;
+typedef struct BusChange BusChange;
 
 typedef struct Bus {
         Control *c;
@@ -42,12 +43,22 @@ typedef struct Bus {
         usec_t reconnect_delay;
         unsigned connections; /* how many times we connected, for the log */
 
-        /* After audit events, the Manager's counters are recomputed once per loop iteration,
-         * and PropertiesChanged is sent only for the ones that moved. */
-        sd_event_source *counts_defer;
+        /* What committed audit events changed, sent from one defer source once the loop is done
+         * with the batch (as systemd queues its units' signals): one InterfacesAdded or
+         * PropertiesChanged per object however many of its events committed together, in the
+         * order of their first change, then the Manager's counters. */
+        sd_event_source *emit_defer;
+        BusChange **changes;
+        size_t n_changes, n_changes_allocated;
+        void *changes_index; /* tsearch(3) tree of the changes by object path */
+        bool counts_dirty;
+
+        /* The Manager's counters as last announced: PropertiesChanged names only the ones that
+         * moved. While counts_emitting, the getters answer from them instead of counting again. */
         uint64_t job_counts[_JOB_STATE_MAX];
         uint64_t worker_counts[_WORKER_STATE_MAX];
         bool counts_known;
+        bool counts_emitting;
 
         /* The object most recently looked up by a fallback vtable's find callback: the property
          * getters of that object run right after it, so each lookup costs one query. */
@@ -64,6 +75,11 @@ typedef struct Bus {
         uid_t identified_uid;
         /* Set while we emit our own signals: property getters then run for no caller. */
         bool emitting;
+        /* While a job's PropertiesChanged is built: the job as its committed events describe it
+         * (id and status, the only property sent with its value), found for that path without
+         * loading the row. */
+        const char *emit_job_path;
+        Job *emit_job;
 
         char *read_group;
         char *admin_group;
@@ -74,12 +90,20 @@ Bus *bus_from_control(Control *c);
 
 /* bus-manager.c */
 int bus_manager_add(Bus *b);
+/* Sends JobStateChanged / WorkerStateChanged for the event at once (one per transition, in
+ * commit order) and marks the counters for bus_manager_emit_counts(). */
 void bus_manager_event(Bus *b, const AuditEvent *event);
-void bus_manager_counts_changed(Bus *b);
+/* PropertiesChanged for the counters that moved since the last call; reads the store. */
+void bus_manager_emit_counts(Bus *b);
 
 /* bus-objects.c */
 int bus_objects_add(Bus *b);
-void bus_objects_event(Bus *b, const AuditEvent *event);
+/* Queues the job or worker the event changed (once per object); -ENOMEM when it cannot. */
+int bus_objects_event(Bus *b, const AuditEvent *event);
+/* Sends what bus_objects_event() queued and empties the queue; reads the store for new objects
+ * and workers, so call it with no uncommitted change in the store. */
+void bus_objects_emit_queued(Bus *b);
+void bus_objects_queue_clear(Bus *b);
 int bus_job_path(const char *job_id, char **ret);
 int bus_worker_path(const char *worker_id, char **ret);
 void bus_objects_flush_cache(Bus *b);

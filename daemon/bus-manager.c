@@ -633,11 +633,13 @@ static int property_get_start_time(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_append(reply, "t", (uint64_t) b->c->started_at);
 }
 
-/* Each counter property reads fresh counts: a client asking gets the truth, not a cache. */
+/* Each counter property reads fresh counts: a client asking gets the truth, not a cache. Only
+ * our own PropertiesChanged, built right after counting, takes the counts just read. */
 static int property_get_counts(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
-        uint64_t jobs[_JOB_STATE_MAX], workers[_WORKER_STATE_MAX];
+        uint64_t fresh_jobs[_JOB_STATE_MAX], fresh_workers[_WORKER_STATE_MAX];
+        const uint64_t *jobs = b->job_counts, *workers = b->worker_counts;
         static const struct {
                 const char *name;
                 JobState state;
@@ -647,12 +649,16 @@ static int property_get_counts(sd_bus *bus, const char *path, const char *interf
         };
         int r;
 
-        r = bus_authorize_read(b, sd_bus_get_current_message(bus), error);
-        if (r <= 0)
-                return r < 0 ? r : -EACCES;
-        r = load_counts(b, jobs, workers);
-        if (r < 0)
-                return r;
+        if (!b->counts_emitting) {
+                r = bus_authorize_read(b, sd_bus_get_current_message(bus), error);
+                if (r <= 0)
+                        return r < 0 ? r : -EACCES;
+                r = load_counts(b, fresh_jobs, fresh_workers);
+                if (r < 0)
+                        return r;
+                jobs = fresh_jobs;
+                workers = fresh_workers;
+        }
         if (streq(property, "QueueDepth"))
                 return bus_append_job_counts(reply, jobs);
         if (streq(property, "WorkersByState"))
@@ -720,19 +726,19 @@ int bus_manager_add(Bus *b) {
 
 /* --- After each committed event ------------------------------------------------------------- */
 
-static int on_counts_defer(sd_event_source *s, void *userdata) {
-        Bus *b = userdata;
+void bus_manager_emit_counts(Bus *b) {
         uint64_t jobs[_JOB_STATE_MAX], workers[_WORKER_STATE_MAX];
         char *changed[12];
         size_t n = 0;
         int r;
 
-        if (!b->bus || sd_bus_is_ready(b->bus) <= 0)
-                return 0;
+        if (!b->counts_dirty)
+                return;
+        b->counts_dirty = false;
         r = load_counts(b, jobs, workers);
         if (r < 0) {
                 log_warning_errno(r, "Failed to count jobs and workers for D-Bus properties: %m");
-                return 0;
+                return;
         }
         bool all = !b->counts_known;
         bool jobs_moved = all || memcmp(jobs, b->job_counts, sizeof(jobs)) != 0;
@@ -756,85 +762,60 @@ static int on_counts_defer(sd_event_source *s, void *userdata) {
         memcpy(b->worker_counts, workers, sizeof(workers));
         b->counts_known = true;
         if (n == 0)
-                return 0;
+                return;
+        b->counts_emitting = true;
         r = sd_bus_emit_properties_changed_strv(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, changed);
+        b->counts_emitting = false;
         if (r < 0)
                 log_debug_errno(r, "Failed to emit PropertiesChanged: %m");
-        return 0;
-}
-
-/* Many events can commit in one loop iteration (a sweep): recount once, after all of them. */
-void bus_manager_counts_changed(Bus *b) {
-        int r;
-
-        if (b->counts_defer) {
-                r = sd_event_source_set_enabled(b->counts_defer, SD_EVENT_ONESHOT);
-        } else
-                r = sd_event_add_defer(b->c->event, &b->counts_defer, on_counts_defer, b);
-        if (r >= 0 && b->counts_defer)
-                r = sd_event_source_set_enabled(b->counts_defer, SD_EVENT_ONESHOT);
-        if (r < 0)
-                log_debug_errno(r, "Failed to schedule the D-Bus property update: %m");
-}
-
-static const char *details_string(json_object *d, const char *key) {
-        json_object *v;
-        if (!d || !json_object_object_get_ex(d, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
 }
 
 /* "worker.offline" -> "OFFLINE"; "worker.drain" -> "DRAINING". */
-static const char *worker_state_from_event(const char *event, json_object *d) {
-        const char *to = details_string(d, "to");
-        if (to && worker_state_from_string(to) >= 0)
-                return to;
-        if (streq(event, "worker.online"))
+static const char *worker_state_from_event(const AuditEvent *e) {
+        if (e->to_state && worker_state_from_string(e->to_state) >= 0)
+                return e->to_state;
+        if (streq(e->event, "worker.online"))
                 return "ONLINE";
-        if (streq(event, "worker.disconnected"))
+        if (streq(e->event, "worker.disconnected"))
                 return "DISCONNECTED";
-        if (streq(event, "worker.offline"))
+        if (streq(e->event, "worker.offline"))
                 return "OFFLINE";
-        if (streq(event, "worker.drain"))
+        if (streq(e->event, "worker.drain"))
                 return "DRAINING";
         /* A (re)registration is a worker coming online, from nothing as far as we know. */
-        if (streq(event, "worker.registered") || streq(event, "worker.restarted"))
+        if (streq(e->event, "worker.registered") || streq(e->event, "worker.restarted"))
                 return "ONLINE";
         return NULL;
 }
 
 static void emit_state_signal(Bus *b, const AuditEvent *e) {
-        _cleanup_json_ json_object *d = NULL;
-        const char *from, *to;
+        const char *to;
         int r = 0;
 
-        if (e->details)
-                d = json_tokener_parse(e->details);
-        from = details_string(d, "from");
         if (strncmp(e->event, "job.", 4) == 0 && e->job_id && !streq(e->event, "job.transition_refused") &&
             !streq(e->event, "job.assignment_stale")) {
-                to = details_string(d, "to");
-                if (streq(e->event, "job.submitted"))
-                        to = "PENDING";
+                to = streq(e->event, "job.submitted") ? "PENDING" : e->to_state;
                 if (!to || job_state_from_string(to) < 0)
                         return;
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "JobStateChanged",
-                                       "ssss", e->job_id, strempty(from), to, strempty(e->assignment_id));
+                                       "ssss", e->job_id, strempty(e->from_state), to, strempty(e->assignment_id));
         } else if (strncmp(e->event, "worker.", 7) == 0 && e->worker_id) {
-                to = worker_state_from_event(e->event, d);
+                to = worker_state_from_event(e);
                 if (!to)
                         return;
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "WorkerStateChanged",
-                                       "sss", e->worker_id, strempty(from), to);
+                                       "sss", e->worker_id, strempty(e->from_state), to);
         }
         if (r < 0)
                 log_debug_errno(r, "Failed to emit a state signal for event %s: %m", e->event);
 }
 
+/* The signals go at once, in commit order: each transition is one signal, which coalescing
+ * would lose. The counters are recounted once the batch is done (bus.c). */
 void bus_manager_event(Bus *b, const AuditEvent *e) {
         if (!e->event)
                 return;
         emit_state_signal(b, e);
         if (strncmp(e->event, "job.", 4) == 0 || strncmp(e->event, "worker.", 7) == 0)
-                bus_manager_counts_changed(b);
+                b->counts_dirty = true;
 }

@@ -2,11 +2,16 @@
  * org.entropy.Control1.Job) and per worker (.../worker/<escaped id>, org.entropy.Control1.Worker),
  * served by fallback vtables whose find callbacks load the row from the store, a node enumerator
  * per prefix (so Introspect and GetManagedObjects list them) and an ObjectManager on
- * /org/entropy/Control1. After each committed audit event the affected object announces its new
- * state with PropertiesChanged, a new job with InterfacesAdded. Times are realtime microseconds
- * (0 = never), as systemd's *Timestamp properties are. */
+ * /org/entropy/Control1. Committed audit events queue the objects they changed; once the loop is
+ * done with the batch (bus.c), each announces its new state with one PropertiesChanged, a new one
+ * with InterfacesAdded. A job's PropertiesChanged carries Status with its value and names the
+ * other properties that may have moved as invalidated: all it needs is in the events, so sending
+ * it reads nothing from the store. Times are realtime microseconds (0 = never), as systemd's
+ * *Timestamp properties are. */
 #include <errno.h>
+#include <search.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "audit.h"
 #include "bus-internal.h"
@@ -109,6 +114,9 @@ static int worker_get_status(sd_bus *bus, const char *path, const char *interfac
 #define INVALIDATE SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION
 #define CONST      SD_BUS_VTABLE_PROPERTY_CONST
 
+/* Status is what watchers of a job follow: it is sent with its value, which the committed events
+ * give. The other properties that change are only named as invalidated (a client Gets them when it
+ * cares), so that announcing a change never loads the row. */
 static const sd_bus_vtable job_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "s", job_get_id, 0, CONST),
@@ -122,16 +130,16 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("NeedsGPU", "b", job_get_needs_gpu, 0, CONST),
         SD_BUS_PROPERTY("Requirements", "as", job_get_requirements, 0, CONST),
         SD_BUS_PROPERTY("CreatedTimestamp", "t", job_get_created, 0, CONST),
-        SD_BUS_PROPERTY("UpdatedTimestamp", "t", job_get_updated, 0, CHANGE),
-        SD_BUS_PROPERTY("AttemptCount", "u", job_get_attempt_count, 0, CHANGE),
+        SD_BUS_PROPERTY("UpdatedTimestamp", "t", job_get_updated, 0, INVALIDATE),
+        SD_BUS_PROPERTY("AttemptCount", "u", job_get_attempt_count, 0, INVALIDATE),
         SD_BUS_PROPERTY("MaxAttempts", "u", job_get_max_attempts, 0, CONST),
-        SD_BUS_PROPERTY("WorkerId", "s", job_get_worker_id, 0, CHANGE),
-        SD_BUS_PROPERTY("AssignmentId", "s", job_get_assignment_id, 0, CHANGE),
+        SD_BUS_PROPERTY("WorkerId", "s", job_get_worker_id, 0, INVALIDATE),
+        SD_BUS_PROPERTY("AssignmentId", "s", job_get_assignment_id, 0, INVALIDATE),
         SD_BUS_PROPERTY("AssignmentExpiresTimestamp", "t", job_get_expires, 0, INVALIDATE),
         SD_BUS_PROPERTY("RetryTimestamp", "t", job_get_retry_at, 0, INVALIDATE),
-        SD_BUS_PROPERTY("LastError", "s", job_get_last_error, 0, CHANGE),
-        SD_BUS_PROPERTY("ExitCode", "i", job_get_exit_code, 0, CHANGE),
-        SD_BUS_PROPERTY("UpdatedBy", "s", job_get_updated_by, 0, CHANGE),
+        SD_BUS_PROPERTY("LastError", "s", job_get_last_error, 0, INVALIDATE),
+        SD_BUS_PROPERTY("ExitCode", "i", job_get_exit_code, 0, INVALIDATE),
+        SD_BUS_PROPERTY("UpdatedBy", "s", job_get_updated_by, 0, INVALIDATE),
         SD_BUS_PROPERTY("ResultPath", "s", job_get_result_path, 0, INVALIDATE),
         SD_BUS_PROPERTY("ResultSummary", "s", job_get_result_summary, 0, INVALIDATE),
         SD_BUS_PROPERTY("StdoutPath", "s", job_get_stdout_path, 0, INVALIDATE),
@@ -166,6 +174,10 @@ static int job_find(sd_bus *bus, const char *path, const char *interface, void *
         Job *j = NULL;
         int r;
 
+        if (b->emit_job && streq(path, b->emit_job_path)) {
+                *found = b->emit_job;
+                return 1;
+        }
         r = sd_bus_path_decode(path, CONTROL_BUS_JOB_PREFIX, &id);
         if (r <= 0)
                 return r;
@@ -283,50 +295,156 @@ int bus_objects_add(Bus *b) {
 
 /* --- After each committed event ------------------------------------------------------------- */
 
-static void emit_job_changed(Bus *b, const char *job_id, bool added) {
-        _cleanup_free_ char *path = NULL;
-        int r;
+typedef enum BusObjectKind {
+        BUS_OBJECT_JOB,
+        BUS_OBJECT_WORKER,
+} BusObjectKind;
 
-        r = bus_job_path(job_id, &path);
-        if (r < 0)
-                return;
-        if (added)
-                r = sd_bus_emit_object_added(b->bus, path);
-        else
-                r = sd_bus_emit_properties_changed(b->bus, path, CONTROL_BUS_JOB_INTERFACE, "Status",
-                                                   "UpdatedTimestamp", "AttemptCount", "WorkerId", "AssignmentId",
-                                                   "LastError", "ExitCode", "UpdatedBy", "AssignmentExpiresTimestamp",
-                                                   "RetryTimestamp", "ResultPath", "ResultSummary", NULL);
-        /* -ENOENT: the job is gone already (retention); nobody can be told about it. */
-        if (r < 0 && r != -ENOENT)
-                log_debug_errno(r, "Failed to announce the change of job %s on D-Bus: %m", job_id);
+struct BusChange {
+        char *path; /* the key in b->changes_index */
+        char *id;
+        BusObjectKind kind;
+        bool added;      /* new since the last emission: InterfacesAdded, with every property */
+        JobState status; /* a job's state after its latest queued event; invalid: read the row */
+};
+
+static BusChange *bus_change_free(BusChange *ch) {
+        if (!ch)
+                return NULL;
+        free(ch->path);
+        free(ch->id);
+        free(ch);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(BusChange *, bus_change_free);
+
+static int change_compare(const void *a, const void *b) {
+        return strcmp(((const BusChange *) a)->path, ((const BusChange *) b)->path);
 }
 
-static void emit_worker_changed(Bus *b, const char *worker_id, bool added) {
-        _cleanup_free_ char *path = NULL;
-        int r;
-
-        r = bus_worker_path(worker_id, &path);
-        if (r < 0)
-                return;
-        if (added)
-                r = sd_bus_emit_object_added(b->bus, path);
-        else
-                r = sd_bus_emit_properties_changed(b->bus, path, CONTROL_BUS_WORKER_INTERFACE, "Status", "Draining",
-                                                   "Capabilities", NULL);
-        if (r < 0 && r != -ENOENT)
-                log_debug_errno(r, "Failed to announce the change of worker %s on D-Bus: %m", worker_id);
+static void change_keep(void *p) {
+        /* The tree only indexes the changes; b->changes owns them. */
 }
 
-void bus_objects_event(Bus *b, const AuditEvent *e) {
+void bus_objects_queue_clear(Bus *b) {
+        tdestroy(b->changes_index, change_keep);
+        b->changes_index = NULL;
+        for (size_t i = 0; i < b->n_changes; i++)
+                bus_change_free(b->changes[i]);
+        free(b->changes);
+        b->changes = NULL;
+        b->n_changes = b->n_changes_allocated = 0;
+}
+
+static int change_new(BusObjectKind kind, const char *id, bool added, JobState status, BusChange **ret) {
+        _cleanup_(bus_change_freep) BusChange *ch = calloc(1, sizeof(BusChange));
+        int r;
+
+        if (!ch)
+                return -ENOMEM;
+        *ch = (BusChange){.kind = kind, .added = added, .status = status};
+        r = kind == BUS_OBJECT_JOB ? bus_job_path(id, &ch->path) : bus_worker_path(id, &ch->path);
+        if (r < 0)
+                return r;
+        ch->id = strdup(id);
+        if (!ch->id)
+                return -ENOMEM;
+        *ret = TAKE_PTR(ch);
+        return 0;
+}
+
+/* An object changed again before its announcement went out is announced once, in its latest
+ * state: the first change keeps its place in the queue, the latest one says the status. */
+static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, JobState status) {
+        _cleanup_(bus_change_freep) BusChange *ch = NULL;
+        BusChange **slot, **l;
+        int r;
+
+        r = change_new(kind, id, added, status, &ch);
+        if (r < 0)
+                return r;
+        slot = tsearch(ch, &b->changes_index, change_compare);
+        if (!slot)
+                return -ENOMEM;
+        if (*slot != ch) {
+                (*slot)->added = (*slot)->added || added;
+                (*slot)->status = status;
+                return 0;
+        }
+        if (b->n_changes == b->n_changes_allocated) {
+                size_t n = MAX(b->n_changes_allocated * 2, (size_t) 16);
+                l = realloc(b->changes, n * sizeof(*l));
+                if (!l) {
+                        (void) tdelete(ch, &b->changes_index, change_compare);
+                        return -ENOMEM;
+                }
+                b->changes = l;
+                b->n_changes_allocated = n;
+        }
+        b->changes[b->n_changes++] = TAKE_PTR(ch);
+        return 0;
+}
+
+int bus_objects_event(Bus *b, const AuditEvent *e) {
         if (!e->event)
-                return;
+                return 0;
+        if (e->job_id && strncmp(e->event, "job.", 4) == 0) {
+                /* A refused transition or a stale assignment leaves the job as it was. */
+                if (streq(e->event, "job.transition_refused") || streq(e->event, "job.assignment_stale"))
+                        return 0;
+                bool added = streq(e->event, "job.submitted");
+                JobState status = _JOB_STATE_INVALID;
+                if (added)
+                        status = JOB_PENDING;
+                else if (e->to_state)
+                        status = job_state_from_string(e->to_state);
+                return queue_change(b, BUS_OBJECT_JOB, e->job_id, added, status);
+        }
+        if (e->worker_id && strncmp(e->event, "worker.", 7) == 0)
+                return queue_change(b, BUS_OBJECT_WORKER, e->worker_id, streq(e->event, "worker.registered"),
+                                    _JOB_STATE_INVALID);
+        return 0;
+}
+
+/* Status with the value the events gave, every other changing property named as invalidated:
+ * job_find() hands sd-bus this stand-in, so nothing is read from the store. */
+static int emit_job_changed(Bus *b, const BusChange *ch) {
+        Job stand_in = {.job_id = ch->id, .status = ch->status};
+        int r;
+
+        if (ch->status < 0) /* an event that did not say the state: the row tells */
+                return sd_bus_emit_properties_changed_strv(b->bus, ch->path, CONTROL_BUS_JOB_INTERFACE, NULL);
+        b->emit_job = &stand_in;
+        b->emit_job_path = ch->path;
+        r = sd_bus_emit_properties_changed_strv(b->bus, ch->path, CONTROL_BUS_JOB_INTERFACE, NULL);
+        b->emit_job = NULL;
+        b->emit_job_path = NULL;
+        return r;
+}
+
+static void emit_change(Bus *b, const BusChange *ch) {
+        bool job = ch->kind == BUS_OBJECT_JOB;
+        int r;
+
+        if (ch->added)
+                r = sd_bus_emit_object_added(b->bus, ch->path);
+        else if (job)
+                r = emit_job_changed(b, ch);
+        else
+                /* NULL: every property that emits a change: Status, Draining, Capabilities. */
+                r = sd_bus_emit_properties_changed_strv(b->bus, ch->path, CONTROL_BUS_WORKER_INTERFACE, NULL);
+        /* -ENOENT: the object is gone already (retention); nobody can be told about it. */
+        if (r < 0 && r != -ENOENT)
+                log_debug_errno(r, "Failed to announce the change of %s %s on D-Bus: %m", job ? "job" : "worker",
+                                ch->id);
+}
+
+void bus_objects_emit_queued(Bus *b) {
         b->emitting = true;
-        if (e->job_id && strncmp(e->event, "job.", 4) == 0)
-                emit_job_changed(b, e->job_id, streq(e->event, "job.submitted"));
-        else if (e->worker_id && strncmp(e->event, "worker.", 7) == 0)
-                emit_worker_changed(b, e->worker_id, streq(e->event, "worker.registered"));
+        for (size_t i = 0; i < b->n_changes; i++)
+                emit_change(b, b->changes[i]);
         b->emitting = false;
-        /* The objects looked up for the signals are stale once the next change commits. */
+        bus_objects_queue_clear(b);
+        /* The rows loaded for InterfacesAdded and the workers are stale once the next change commits. */
         bus_objects_flush_cache(b);
 }

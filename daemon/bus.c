@@ -11,6 +11,7 @@
 #include "audit.h"
 #include "bus-internal.h"
 #include "log.h"
+#include "store.h"
 
 #define RECONNECT_DELAY_MIN (1 * USEC_PER_SEC)
 #define RECONNECT_DELAY_MAX (30 * USEC_PER_SEC)
@@ -40,7 +41,10 @@ static const char *bus_address(const Bus *b) {
 static void bus_disconnect(Bus *b) {
         bus_objects_flush_cache(b);
         bus_auth_free(b); /* pending polkit queries refer to messages of this connection */
-        b->counts_defer = sd_event_source_disable_unref(b->counts_defer);
+        /* Nobody heard of the queued changes on this connection; the next one starts afresh. */
+        bus_objects_queue_clear(b);
+        b->counts_dirty = false;
+        b->emit_defer = sd_event_source_disable_unref(b->emit_defer);
         if (b->bus) {
                 (void) sd_bus_detach_event(b->bus);
                 b->bus = sd_bus_flush_close_unref(b->bus);
@@ -196,15 +200,53 @@ fail:
         return r;
 }
 
+/* Sends what the committed events queued. The getters of new objects and workers and the
+ * counters read the store, which must hold nothing uncommitted then: a group commit opened since
+ * the events came (an HTTP handler ran first) is committed now, its events join the queue, and
+ * the responses it held go out a little sooner. If that commit fails, the batch is rolled back:
+ * nothing uncommitted remains either. */
+static void bus_emit_queued(Bus *b) {
+        if (!b->bus || sd_bus_is_ready(b->bus) <= 0)
+                return;
+        if (b->c->store && b->c->store->batch_open)
+                (void) control_flush(b->c); /* logs its failure and answers the held requests */
+        bus_objects_emit_queued(b);
+        bus_manager_emit_counts(b);
+}
+
+static int on_emit(sd_event_source *s, void *userdata) {
+        bus_emit_queued(userdata);
+        return 0;
+}
+
+/* Once per loop iteration however many events committed: a batch of a hundred transitions sends
+ * one PropertiesChanged per object and one for the counters. */
+static int bus_schedule_emit(Bus *b) {
+        int r;
+
+        if (!b->emit_defer) {
+                r = sd_event_add_defer(b->c->event, &b->emit_defer, on_emit, b);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(b->emit_defer, "bus-emit");
+        }
+        return sd_event_source_set_enabled(b->emit_defer, SD_EVENT_ONESHOT);
+}
+
 static void bus_event_listener(void *userdata, const AuditEvent *event) {
         Bus *b = userdata;
+        int r;
 
         /* While the connection is still being set up (waiting for the broker's socket) sd-bus would
          * queue every signal in memory until it is; nobody is listening yet, so send none. */
         if (!b || !b->bus || sd_bus_is_ready(b->bus) <= 0)
                 return;
         bus_manager_event(b, event);
-        bus_objects_event(b, event);
+        r = bus_objects_event(b, event);
+        if (r >= 0 && (b->n_changes > 0 || b->counts_dirty))
+                r = bus_schedule_emit(b);
+        if (r < 0)
+                log_warning_errno(r, "Failed to queue the D-Bus announcement of event %s: %m", strna(event->event));
 }
 
 static Bus *bus_free(Bus *b) {
@@ -259,8 +301,11 @@ void control_bus_stop(Control *c) {
                         Bus *b = c->listeners[i].userdata;
                         /* The listener stays registered (there is no removal) but finds no bus. */
                         c->listeners[i].userdata = NULL;
-                        if (b && b->bus)
+                        if (b && b->bus) {
+                                /* The last changes still go out, flushed below. */
+                                bus_emit_queued(b);
                                 (void) sd_bus_release_name(b->bus, CONTROL_BUS_NAME);
+                        }
                         bus_free(b);
                 }
         c->bus = NULL;

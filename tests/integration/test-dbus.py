@@ -269,7 +269,13 @@ def test_properties_and_signals_follow_state_changes(t):
     w.complete(job)
     mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"][1:3] == ["RUNNING", "COMPLETED"],
                     what="JobStateChanged RUNNING -> COMPLETED")
+    done = mon.wait_signal("PropertiesChanged", lambda m: m["path"] == path and
+                           m["payload"]["data"][1].get("Status", {}).get("data") == "COMPLETED",
+                           what="the job object's PropertiesChanged Status=COMPLETED")[0]
+    t.ok({"ExitCode", "UpdatedTimestamp", "StdoutPath"} <= set(done["payload"]["data"][2]),
+         "the properties that moved with it are named as invalidated")
     t.eq(h.get_property(t, bus, path, h.JOB_IFACE, "ExitCode"), 0, "ExitCode property")
+    t.eq(h.get_property(t, bus, path, h.JOB_IFACE, "Status"), "COMPLETED", "Get agrees with the signal")
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "WorkersByState")["ONLINE"], 1, "WorkersByState")
     # No more heartbeats: the reconciler finds the worker overdue (disconnect-timeout 700ms).
     mon.wait_signal("WorkerStateChanged", lambda m: m["payload"]["data"] == ["w-sig", "ONLINE", "DISCONNECTED"],
@@ -279,6 +285,34 @@ def test_properties_and_signals_follow_state_changes(t):
                     what="the worker object's PropertiesChanged Status=DISCONNECTED")
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "Version"), open_version(), "Version")
     t.eq(cp.stop(), 0, "a clean exit after all that (sanitizer builds check for leaks here)")
+
+
+@test
+def test_changes_committed_together_announce_the_object_once(t):
+    bus, cp = setup(t)
+    mon = h.Monitor(t, bus)
+    job_id, path = submit(t, bus, max_attempts=3)
+    w = h.FakeWorker(cp, "w-lease")
+    w.ack(w.claim())
+    # No heartbeat: the lease (1.5s) expires and one sweep moves the job RUNNING -> LOST -> RETRYING
+    # in one transaction.
+    mon.wait_signal("JobStateChanged", lambda m: m["payload"]["data"][:3] == [job_id, "LOST", "RETRYING"],
+                    what="JobStateChanged LOST -> RETRYING")
+    # The backoff (100ms) ends in a later sweep: once its announcement is seen, every earlier one is.
+    mon.wait_signal("PropertiesChanged", lambda m: m["path"] == path and
+                    m["payload"]["data"][1].get("Status", {}).get("data") == "PENDING",
+                    what="the job object's PropertiesChanged Status=PENDING after the backoff")
+    states = [m["payload"]["data"][1:3] for m in mon.signals("JobStateChanged")
+              if m["payload"]["data"][0] == job_id]
+    t.ok(states.index(["RUNNING", "LOST"]) + 1 == states.index(["LOST", "RETRYING"]),
+         f"both transitions signalled, in order ({states})")
+    statuses = [m["payload"]["data"][1].get("Status", {}).get("data") for m in mon.signals("PropertiesChanged")
+                if m["path"] == path]
+    t.eq(statuses.count("RETRYING"), 1, f"one PropertiesChanged for both transitions ({statuses})")
+    t.ok("LOST" not in statuses, "with the latest Status")
+    # The worker went silent: its lease and its heartbeat timeout (both 1.5s) expire together.
+    t.ok(h.get_property(t, bus, path, h.JOB_IFACE, "LastError") in ("lease expired", "worker offline"),
+         "LastError, named invalidated, reads the cause")
 
 
 def open_version():

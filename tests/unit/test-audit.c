@@ -7,6 +7,7 @@
 #include "audit.h"
 #include "core-test-util.h"
 #include "fs-util.h"
+#include "json-util.h"
 #include "store.h"
 #include "tap.h"
 
@@ -30,6 +31,34 @@ static void test_events_are_emitted_after_commit_only(void) {
         }
         is_int(seen, 1, "nothing emitted for a rolled-back transaction");
         is_int(c->counters.submitted, 1, "nor counted");
+        test_control_free(c);
+}
+
+static char heard_from[32], heard_to[32];
+static void state_listener(void *userdata, const AuditEvent *e) {
+        snprintf(heard_from, sizeof(heard_from), "%s", strna(e->from_state));
+        snprintf(heard_to, sizeof(heard_to), "%s", strna(e->to_state));
+}
+
+static void test_listeners_get_the_states_of_a_change_without_parsing(void) {
+        Control *c = test_control_new();
+        _cleanup_json_ json_object *d = json_object_new_object();
+        control_add_listener(c, state_listener, NULL);
+        json_add_string(d, "from", "PENDING");
+        json_add_string(d, "to", "ASSIGNED");
+        {
+                _cleanup_tx_ Control *tx = NULL;
+                control_begin(c, &tx);
+                audit_record(
+                        c,
+                        &(AuditRecord){.component = "jobs", .level = LOG_INFO, .event = "job.assigned", .details = d},
+                        NULL);
+                control_commit(&tx);
+        }
+        ok(streq(heard_from, "PENDING") && streq(heard_to, "ASSIGNED"), "from and to of the details (%s -> %s)",
+           heard_from, heard_to);
+        test_submit(c, 0);
+        ok(streq(heard_from, "n/a") && streq(heard_to, "n/a"), "none for an event without them");
         test_control_free(c);
 }
 
@@ -289,6 +318,7 @@ static void test_failed_group_commit_acknowledges_nothing(void) {
 
 int main(void) {
         test_events_are_emitted_after_commit_only();
+        test_listeners_get_the_states_of_a_change_without_parsing();
         test_message_ids_are_unique_and_in_the_catalog();
         test_journal_listener_is_best_effort();
         test_events_filters_and_since_id_paging();
