@@ -45,6 +45,7 @@ struct HttpServer {
         struct MHD_Daemon *daemon;
         sd_event_source *io_source;    /* MHD's epoll fd */
         sd_event_source *timer_source; /* MHD_get_timeout(), one-shot */
+        sd_event_source *wake_source;  /* a run soon, for resumed connections (defer, one-shot) */
 
         HttpDispatch dispatch;
         void *userdata;
@@ -521,6 +522,22 @@ _printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap)
 
 static void server_check_drained(HttpServer *s);
 
+/* Whether the timer is armed already, no later than `relative` from now. A connection's idle
+ * timeout moves forward with each of its requests, so libmicrohttpd's timeout changes on almost
+ * every run; moving the timer each time would cost a timerfd_settime() per loop iteration. An
+ * earlier deadline is kept instead: it fires, the run finds little to do and arms the next one. */
+static bool timer_armed_before(HttpServer *s, usec_t relative) {
+        usec_t now, armed;
+        int enabled;
+
+        if (sd_event_source_get_enabled(s->timer_source, &enabled) < 0 || enabled == SD_EVENT_OFF)
+                return false;
+        if (sd_event_source_get_time(s->timer_source, &armed) < 0 ||
+            sd_event_now(s->event, CLOCK_MONOTONIC, &now) < 0)
+                return false;
+        return armed <= now + relative; /* relative is capped at a day: no overflow */
+}
+
 static void server_arm_timer(HttpServer *s) {
         MHD_UNSIGNED_LONG_LONG ms = 0;
         int r;
@@ -531,6 +548,8 @@ static void server_arm_timer(HttpServer *s) {
         }
         /* Relative milliseconds, where sd-event wants microseconds; cap far-off values. */
         ms = MIN(ms, (MHD_UNSIGNED_LONG_LONG) 24 * 3600 * 1000);
+        if (timer_armed_before(s, (usec_t) ms * USEC_PER_MSEC))
+                return;
         r = sd_event_source_set_time_relative(s->timer_source, (usec_t) ms * USEC_PER_MSEC);
         if (r >= 0)
                 r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
@@ -551,6 +570,11 @@ static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 }
 
 static int on_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        server_run(userdata);
+        return 0;
+}
+
+static int on_wake(sd_event_source *src, void *userdata) {
         server_run(userdata);
         return 0;
 }
@@ -700,6 +724,13 @@ static int server_attach(HttpServer *s) {
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(s->timer_source, "http-timer");
+        /* A defer source, not the timer set to "now": every group commit resumes connections, and
+         * moving the timer there and back cost two timerfd_settime() per batch. */
+        r = sd_event_add_defer(s->event, &s->wake_source, on_wake, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP wake-up: %m");
+        (void) sd_event_source_set_enabled(s->wake_source, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(s->wake_source, "http-wake");
         server_arm_timer(s);
         return 0;
 }
@@ -750,9 +781,7 @@ void http_server_wake(HttpServer *s) {
 
         if (!s)
                 return;
-        r = sd_event_source_set_time_relative(s->timer_source, 0);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
+        r = sd_event_source_set_enabled(s->wake_source, SD_EVENT_ONESHOT);
         if (r < 0)
                 log_warning_errno(r, "Failed to wake the HTTP server: %m");
 }
@@ -844,6 +873,7 @@ HttpServer *http_server_free(HttpServer *s) {
                 return NULL;
         s->io_source = sd_event_source_disable_unref(s->io_source);
         s->timer_source = sd_event_source_disable_unref(s->timer_source);
+        s->wake_source = sd_event_source_disable_unref(s->wake_source);
         s->drain_timer = sd_event_source_disable_unref(s->drain_timer);
         s->drain_defer = sd_event_source_disable_unref(s->drain_defer);
         /* Closes every connection; on_request_completed() frees what each request still held. */
