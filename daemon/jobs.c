@@ -71,6 +71,12 @@ int strv_from_json_text(const char *text, char ***ret) {
         _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
+        /* Most jobs have no args and no requirements, and every job load reads both: skip the
+         * parser (a tokener allocated and freed) for the empty list. */
+        if (streq_ptr(text, "[]")) {
+                *ret = TAKE_PTR(l);
+                return 0;
+        }
         if (!isempty(text) && json_parse(text, strlen(text), &a, NULL) >= 0 && json_object_is_type(a, json_type_array))
                 for (size_t i = 0; i < json_object_array_length(a); i++) {
                         const char *s = json_object_get_string(json_object_array_get_idx(a, i));
