@@ -41,6 +41,26 @@ static int stream_open(ArtifactStream *s, const char *dir, const char *name) {
         return 0;
 }
 
+/* <state>/artifacts/<job_id>/<assignment_id>: the job's directory is new for nearly every run
+ * and the artifacts root nearly always exists, so the last two levels are made first and the
+ * whole path walked (mkdir of each component) only when something above them is missing. */
+static int make_run_directory(const char *dir) {
+        _cleanup_free_ char *job_dir = strdup(dir);
+        char *slash;
+
+        if (!job_dir)
+                return -ENOMEM;
+        slash = strrchr(job_dir, '/');
+        if (!slash || slash == job_dir)
+                return mkdir_parents_and_self(dir, 0750);
+        *slash = 0;
+        if (mkdir(job_dir, 0755) < 0 && errno != EEXIST)
+                return errno == ENOENT ? mkdir_parents_and_self(dir, 0750) : -errno;
+        if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
 int artifacts_open(const char *state_dir, const char *job_id, const char *assignment_id, ArtifactSet **ret) {
         ArtifactSet *a;
         int r;
@@ -57,7 +77,7 @@ int artifacts_open(const char *state_dir, const char *job_id, const char *assign
                 artifacts_free(a);
                 return -ENOMEM;
         }
-        r = mkdir_parents_and_self(a->dir, 0750);
+        r = make_run_directory(a->dir);
         if (r >= 0)
                 r = stream_open(&a->out, a->dir, "stdout");
         if (r >= 0)
@@ -89,38 +109,98 @@ ArtifactSet *artifacts_free(ArtifactSet *a) {
         return NULL;
 }
 
-static int stream_finalize(ArtifactStream *s) {
-        struct stat st;
+uint64_t artifacts_unfinished_size(const ArtifactSet *a) {
+        const ArtifactStream *ss[] = { &a->out, &a->err };
+        uint64_t total = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                struct stat st;
+                if (ss[i]->fd >= 0 && fstat(ss[i]->fd, &st) == 0)
+                        total += (uint64_t) st.st_size;
+        }
+        return total;
+}
+
+void artifacts_discard(ArtifactSet *a) {
+        char *slash;
+
+        if (!a || a->finalized)
+                return;
+        ArtifactStream *ss[] = { &a->out, &a->err };
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                if (ss[i]->fd >= 0)
+                        close(ss[i]->fd);
+                ss[i]->fd = -EBADF;
+                if (ss[i]->tmp_path)
+                        (void) unlink(ss[i]->tmp_path);
+        }
+        (void) rmdir(a->dir);
+        /* The job's directory too, unless another assignment of the job has files there. */
+        slash = strrchr(a->dir, '/');
+        if (slash && slash != a->dir) {
+                *slash = 0;
+                (void) rmdir(a->dir);
+                *slash = '/';
+        }
+}
+
+/* The content on disk, then the descriptor closed: the job is over, nothing writes any more. */
+static int stream_sync(ArtifactStream *s) {
         int r;
 
-        if (s->fd >= 0) {
-                r = fsync(s->fd) < 0 ? -errno : 0;
-                close(s->fd);
-                s->fd = -EBADF;
-                if (r < 0)
-                        return r;
-        }
+        if (s->fd < 0)
+                return 0; /* done by an earlier, interrupted finalize */
+        r = fsync(s->fd) < 0 ? -errno : 0;
+        close(s->fd);
+        s->fd = -EBADF;
+        return r;
+}
+
+static int stream_rename(ArtifactStream *s) {
+        /* ENOENT: renamed by an earlier, interrupted finalize. */
         if (rename(s->tmp_path, s->path) < 0 && errno != ENOENT)
                 return -errno;
+        return 0;
+}
+
+static int stream_checksum(ArtifactStream *s) {
+        struct stat st;
+
         if (stat(s->path, &st) < 0)
                 return -errno;
         s->size = (uint64_t) st.st_size;
+        if (s->size == 0) /* most jobs write nothing to one of them: no need to open it */
+                return sha256_hex("", 0, s->sha256);
         return sha256_file_hex(s->path, s->sha256);
 }
 
+/* Both files are fsynced before either is renamed: a rename changes the renamed inode (its
+ * ctime), so an fsync between the renames would write that inode out once more. One fsync of
+ * the directory then makes both renames durable. */
 int artifacts_finalize(ArtifactSet *a) {
+        ArtifactStream *ss[] = { &a->out, &a->err };
         int r;
+
         if (a->finalized)
                 return 0;
-        r = stream_finalize(&a->out);
-        if (r < 0)
-                return r;
-        r = stream_finalize(&a->err);
-        if (r < 0)
-                return r;
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                r = stream_sync(ss[i]);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                r = stream_rename(ss[i]);
+                if (r < 0)
+                        return r;
+        }
         r = fsync_path(a->dir);
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
+                r = stream_checksum(ss[i]);
+                if (r < 0)
+                        return r;
+        }
         free(a->location);
         a->location = strdup(a->dir);
         free(a->report_stdout);

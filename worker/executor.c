@@ -110,7 +110,9 @@ static void close_all_but(int keep) {
                         (void) close(fd);
 }
 
-/* The job itself, a child of its keeper and in the keeper's process group. */
+/* The job itself, a child of its keeper and in the keeper's process group. Started by vfork():
+ * until its execve() it runs in the keeper's memory on the keeper's stack, so it only makes
+ * system calls, never returns and ends in execve() or _exit(). */
 _noreturn_ static void child_exec(const ExecSpec *spec, int report_fd, pid_t keeper) {
         sigset_t none;
         int null_fd;
@@ -179,7 +181,11 @@ _noreturn_ static void child_keep(const ExecSpec *spec, int report_fd, pid_t par
         (void) signal(SIGINT, SIG_IGN);
         (void) signal(SIGHUP, SIG_IGN);
         (void) signal(SIGPIPE, SIG_IGN);
-        job = fork();
+        /* vfork, not fork: the keeper is a copy of the whole worker, and copying its page tables
+         * once more for a process that execs at once was a good part of the cost of a short job.
+         * The keeper is suspended until the exec; the signals that matter to it (SIGUSR1: the
+         * worker died, SIGCHLD) are blocked, so they wait for sigwaitinfo() below. */
+        job = vfork();
         if (job < 0)
                 child_fail(report_fd, 6);
         if (job == 0)

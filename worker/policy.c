@@ -50,6 +50,10 @@ int policy_resolve_command(const char *command, const char *path_env, char **ret
                         continue;
                 if (asprintf(&candidate, "%s/%s", *d, command) < 0)
                         return -ENOMEM;
+                /* One lookup rules out a directory that does not have it; realpath() would
+                 * readlink() every component on the way to finding that out. */
+                if (access(candidate, F_OK) < 0 && errno == ENOENT)
+                        continue;
                 r = executable_realpath(candidate, ret);
                 if (r == 0 || r == -ENOMEM)
                         return r;

@@ -76,11 +76,15 @@ static int sqlite_errno(int rc) {
         }
 }
 
-static void stmt_finalizep(sqlite3_stmt **st) {
-        if (*st)
-                sqlite3_finalize(*st);
+/* A statement from the cache goes back reset and unbound after use: a SELECT left stepped would
+ * keep its read snapshot (and hold back checkpoints), and nothing may keep a bound pointer. */
+static void stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                sqlite3_reset(*st);
+                sqlite3_clear_bindings(*st);
+        }
 }
-#define _cleanup_stmt_ _cleanup_(stmt_finalizep)
+#define _cleanup_stmt_ _cleanup_(stmt_resetp)
 
 static int replay_exec(Replay *r, const char *sql) {
         char *err = NULL;
@@ -93,13 +97,67 @@ static int replay_exec(Replay *r, const char *sql) {
         return 0;
 }
 
+/* Prepared statements are cached by the address of their SQL literal: parsing them again on
+ * every call was a good part of the worker's CPU per job. Use with _cleanup_stmt_. */
 static int prepare(Replay *r, const char *sql, sqlite3_stmt **ret) {
-        int rc = sqlite3_prepare_v2(r->db, sql, -1, ret, NULL);
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        for (size_t i = 0; i < r->n_cache; i++)
+                if (r->cache[i].sql == sql) {
+                        *ret = r->cache[i].stmt;
+                        return 0;
+                }
+        if (r->n_cache >= ELEMENTSOF(r->cache))
+                return log_error_errno(-ENOSPC, "%s: prepared statement cache full; raise REPLAY_STMT_CACHE.", r->path);
+        rc = sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
         if (rc != SQLITE_OK) {
                 log_error("%s: cannot prepare statement: %s", r->path, sqlite3_errmsg(r->db));
                 return sqlite_errno(rc) ?: -EIO;
         }
+        r->cache[r->n_cache].sql = sql;
+        r->cache[r->n_cache].stmt = st;
+        r->n_cache++;
+        *ret = st;
         return 0;
+}
+
+/* A cached statement without parameters or rows: transaction control. */
+static int exec_cached(Replay *r, const char *sql) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int rc, k;
+
+        k = prepare(r, sql, &st);
+        if (k < 0)
+                return k;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+                log_error("%s: %s: %s", r->path, sql, sqlite3_errmsg(r->db));
+                return sqlite_errno(rc) ?: -EIO;
+        }
+        return 0;
+}
+
+/* PRAGMA synchronous takes effect when the statement is compiled, not when it runs, so it goes
+ * through sqlite3_exec() every time rather than the cache. */
+static int set_sync_normal(Replay *r, bool normal) {
+        int k;
+
+        if (r->sync_normal == normal)
+                return 0;
+        k = replay_exec(r, normal ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+        if (k < 0)
+                return k;
+        r->sync_normal = normal;
+        return 0;
+}
+
+/* Every durable write starts here: after lazy writes the connection stays at NORMAL (switching
+ * costs a statement compile each way), so a durable commit is at synchronous=FULL because it asks
+ * for it, or it does not happen. Writes go through run_stmt() (durable), run_stmt_lazy() and
+ * replay_add_result() only. */
+static int ensure_durable(Replay *r) {
+        return set_sync_normal(r, false);
 }
 
 /* Binds a list of values: 't' text (NULL allowed), 'i' int64. */
@@ -118,18 +176,14 @@ static int bind_args(sqlite3_stmt *st, const char *types, va_list ap) {
         return 0;
 }
 
-/* Runs one statement with bound arguments, ignoring any rows. */
-static int run_stmt(Replay *r, const char *sql, const char *types, ...) {
+static int run_stmt_va(Replay *r, const char *sql, const char *types, va_list ap) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        va_list ap;
         int rc, k;
 
         k = prepare(r, sql, &st);
         if (k < 0)
                 return k;
-        va_start(ap, types);
         k = bind_args(st, types, ap);
-        va_end(ap);
         if (k < 0)
                 return k;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -139,6 +193,35 @@ static int run_stmt(Replay *r, const char *sql, const char *types, ...) {
                 return sqlite_errno(rc) ?: -EIO;
         }
         return 0;
+}
+
+/* Runs one statement with bound arguments, ignoring any rows. Outside a transaction it is its
+ * own, fsynced, commit. */
+static int run_stmt(Replay *r, const char *sql, const char *types, ...) {
+        va_list ap;
+        int k;
+
+        k = ensure_durable(r);
+        if (k < 0)
+                return k;
+        va_start(ap, types);
+        k = run_stmt_va(r, sql, types, ap);
+        va_end(ap);
+        return k;
+}
+
+/* The same as a lazy commit: written to the WAL but not fsynced (replay.h says which writes may
+ * be lazy, and why). If the switch to NORMAL fails, it is simply committed durably. */
+static int run_stmt_lazy(Replay *r, const char *sql, const char *types, ...) {
+        va_list ap;
+        int k;
+
+        if (r->lazy_allowed)
+                (void) set_sync_normal(r, true);
+        va_start(ap, types);
+        k = run_stmt_va(r, sql, types, ap);
+        va_end(ap);
+        return k;
 }
 
 static int meta_get_int(Replay *r, const char *key, int64_t *ret) {
@@ -177,7 +260,9 @@ static int replay_migrate(Replay *r) {
         if (version > REPLAY_SCHEMA_VERSION)
                 return log_error_errno(-EPROTO, "%s has schema version %d, newer than this program's %d.", r->path,
                                        version, REPLAY_SCHEMA_VERSION);
-        k = replay_exec(r, "BEGIN IMMEDIATE");
+        k = ensure_durable(r);
+        if (k >= 0)
+                k = replay_exec(r, "BEGIN IMMEDIATE");
         if (k < 0)
                 return k;
         k = replay_exec(r, schema_sql);
@@ -204,6 +289,7 @@ static int replay_reserve_seqs(Replay *r) {
 int replay_open(const char *path, Replay **ret) {
         _cleanup_(replay_closep) Replay *r = NULL;
         _cleanup_close_ int fd = -EBADF;
+        const char *vfs;
         int rc, k;
 
         /* Created 0600 before SQLite opens it: results may contain job output paths and errors. */
@@ -218,7 +304,9 @@ int replay_open(const char *path, Replay **ret) {
                 return -ENOMEM;
         /* crash_vfs_from_environment(): NULL (the default VFS) unless the test-only
          * ENTROPY_CRASH_VFS=1 asks for the power-cut simulation of common/crash-vfs.h. */
-        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, crash_vfs_from_environment());
+        vfs = crash_vfs_from_environment();
+        r->lazy_allowed = !vfs;
+        rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs);
         if (rc != SQLITE_OK)
                 return log_error_errno(sqlite_errno(rc) ?: -EIO, "Failed to open replay buffer %s: %s", path,
                                        sqlite3_errstr(rc));
@@ -239,6 +327,8 @@ int replay_open(const char *path, Replay **ret) {
 Replay *replay_close(Replay *r) {
         if (!r)
                 return NULL;
+        for (size_t i = 0; i < r->n_cache; i++)
+                sqlite3_finalize(r->cache[i].stmt);
         if (r->db)
                 sqlite3_close(r->db);
         free(r->path);
@@ -292,11 +382,11 @@ int replay_completion_seq(Replay *r, int64_t *ret) {
 }
 
 int replay_run_begin(Replay *r, const RunRecord *rec, int64_t *ret_id) {
-        int k = run_stmt(r,
-                         "INSERT INTO runs(job_id, assignment_id, attempt, slot, instance_id, started_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         "ttiiti", rec->job_id, rec->assignment_id, rec->attempt, rec->slot, rec->instance_id,
-                         (int64_t) rec->started_at);
+        int k = run_stmt_lazy(r,
+                              "INSERT INTO runs(job_id, assignment_id, attempt, slot, instance_id, started_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)",
+                              "ttiiti", rec->job_id, rec->assignment_id, rec->attempt, rec->slot, rec->instance_id,
+                              (int64_t) rec->started_at);
         if (k < 0)
                 return k;
         *ret_id = sqlite3_last_insert_rowid(r->db);
@@ -304,8 +394,8 @@ int replay_run_begin(Replay *r, const RunRecord *rec, int64_t *ret_id) {
 }
 
 int replay_run_set_pid(Replay *r, int64_t run_id, pid_t pid, uint64_t proc_start) {
-        return run_stmt(r, "UPDATE runs SET pid = ?, proc_start = ? WHERE id = ?", "iii", (int64_t) pid,
-                        (int64_t) proc_start, run_id);
+        return run_stmt_lazy(r, "UPDATE runs SET pid = ?, proc_start = ? WHERE id = ?", "iii", (int64_t) pid,
+                             (int64_t) proc_start, run_id);
 }
 
 int replay_run_end(Replay *r, int64_t run_id, uint64_t ended_at, const char *outcome, int64_t exit_code,
@@ -355,19 +445,28 @@ int replay_add_result(Replay *r, int64_t run_id, ResultKind kind, const char *jo
 
         if (kind < 0 || kind >= _RESULT_KIND_MAX || isempty(job_id) || isempty(assignment_id) || !body)
                 return -EINVAL;
-        k = replay_exec(r, "BEGIN IMMEDIATE");
+        /* At FULL before the transaction starts (it cannot change inside one). */
+        k = ensure_durable(r);
+        if (k < 0)
+                return k;
+        k = exec_cached(r, "BEGIN IMMEDIATE");
         if (k < 0)
                 return k;
         k = add_result_locked(r, run_id, kind, job_id, assignment_id, body, ended_at, outcome, exit_code, reason,
                               &seq);
         if (k < 0) {
-                (void) replay_exec(r, "ROLLBACK");
+                (void) exec_cached(r, "ROLLBACK");
                 return k;
         }
-        /* COMMIT with synchronous=FULL fsyncs the WAL: the result survives a power cut from here on. */
-        k = replay_exec(r, "COMMIT");
-        if (k < 0)
+        /* COMMIT with synchronous=FULL fsyncs the WAL: the result survives a power cut from here on,
+         * and so does every lazy commit before it (the same file, synced whole). */
+        k = exec_cached(r, "COMMIT");
+        if (k < 0) {
+                /* Not committed: leave no transaction open for the next write to fall into. */
+                if (!sqlite3_get_autocommit(r->db))
+                        (void) exec_cached(r, "ROLLBACK");
                 return k;
+        }
         if (ret_seq)
                 *ret_seq = seq;
         return 0;
@@ -458,10 +557,10 @@ int replay_has_pending_job(Replay *r, const char *job_id) {
 }
 
 int replay_resolve(Replay *r, int64_t id, bool accepted, const char *error) {
-        return run_stmt(r,
-                        "UPDATE outbox SET state = ?, last_error = ?, resolved_at = ?, attempts = attempts + 1 "
-                        "WHERE id = ? AND state = 'pending'",
-                        "ttii", accepted ? "accepted" : "rejected", error, (int64_t) now_realtime_usec(), id);
+        return run_stmt_lazy(r,
+                             "UPDATE outbox SET state = ?, last_error = ?, resolved_at = ?, attempts = attempts + 1 "
+                             "WHERE id = ? AND state = 'pending'",
+                             "ttii", accepted ? "accepted" : "rejected", error, (int64_t) now_realtime_usec(), id);
 }
 
 int replay_note_attempt(Replay *r, int64_t id, const char *error) {

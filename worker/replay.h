@@ -13,7 +13,23 @@
  *           'lease-expired', 'aborted', 'handback', 'refused', 'dry-run', 'interrupted'),
  *           exit_code, reason. Read by the invariant checker of the fault-injection suite.
  *
- * A result is committed here (and so fsynced) before it is sent; see worker/session.c. */
+ * A result is committed here (and so fsynced) before it is sent; see worker/session.c.
+ *
+ * Which commits are fsynced (synchronous=FULL) and which are "lazy" (synchronous=NORMAL: written
+ * to the WAL, i.e. to the kernel, but not fsynced; in WAL mode the next fsynced commit makes
+ * them durable along with it):
+ *   durable  results (replay_add_result), the nonce, heartbeat seq reservations, run ends
+ *            without a result, delivery attempts, pruning: everything but the three below
+ *   lazy     replay_run_begin, replay_run_set_pid, replay_resolve. A run record is only acted
+ *            on by a restarted worker (the orphan scan) while the run's processes may still
+ *            live, i.e. after a crash of the worker process, which loses no write() already
+ *            made; a power cut ends the processes with it (and may cost the history the record
+ *            of a run it cut short). A resolve that a power cut loses leaves the result pending:
+ *            it is sent again in the next /reconnect and the control plane answers a result it
+ *            already applied with ACCEPTED again (a no-op there), which resolves it again.
+ * Under the test-only crash VFS every commit is durable: it keeps unsynced writes in this
+ * process's memory, where other processes reading worker.db (the test harness) could not see
+ * frames the shared WAL index already points at. */
 #pragma once
 
 #include <json-c/json.h>
@@ -25,12 +41,20 @@
 #include "macro.h"
 
 #define REPLAY_SEQ_BLOCK 1000 /* heartbeat seqs reserved per fsync */
+#define REPLAY_STMT_CACHE 32   /* prepared statements kept; every statement is a literal in replay.c */
 
 typedef struct Replay {
         sqlite3 *db;
         char *path;
         uint64_t hb_seq;          /* last heartbeat seq handed out */
         uint64_t hb_seq_reserved; /* every seq up to this one may have been used before */
+        bool lazy_allowed;        /* false under the crash VFS: every commit is fsynced */
+        bool sync_normal;         /* the connection is at synchronous=NORMAL (since a lazy write) */
+        struct {
+                const char *sql; /* keyed by the literal's address */
+                sqlite3_stmt *stmt;
+        } cache[REPLAY_STMT_CACHE];
+        size_t n_cache;
 } Replay;
 
 typedef enum ResultKind {
@@ -78,8 +102,9 @@ int replay_get_nonce(Replay *r, char **ret);
 int replay_next_heartbeat_seq(Replay *r, uint64_t *ret);
 int replay_completion_seq(Replay *r, int64_t *ret);
 
-/* Records a run before its process starts (committed); returns its id. */
+/* Records a run before its process starts (committed lazily, see above); returns its id. */
 int replay_run_begin(Replay *r, const RunRecord *rec, int64_t *ret_id);
+/* Lazy as well. */
 int replay_run_set_pid(Replay *r, int64_t run_id, pid_t pid, uint64_t proc_start);
 /* Ends a run without a result to send (aborted, refused before a result, interrupted). */
 int replay_run_end(Replay *r, int64_t run_id, uint64_t ended_at, const char *outcome, int64_t exit_code,
@@ -96,7 +121,8 @@ int replay_add_result(Replay *r, int64_t run_id, ResultKind kind, const char *jo
 int replay_list_pending(Replay *r, ReplayEntry **ret, size_t *ret_n);
 void replay_entries_free(ReplayEntry *e, size_t n);
 int replay_count_pending(Replay *r, int64_t *ret);
-/* Marks a pending result as answered: accepted, or definitively rejected with a reason. */
+/* Marks a pending result as answered: accepted, or definitively rejected with a reason. Lazy:
+ * losing it only means the result is sent (and answered the same way) once more. */
 int replay_resolve(Replay *r, int64_t id, bool accepted, const char *error);
 /* Counts a failed delivery attempt (transport error, 5xx); the entry stays pending. */
 int replay_note_attempt(Replay *r, int64_t id, const char *error);

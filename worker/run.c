@@ -1,6 +1,7 @@
 /* run.c: one job on one slot, from the claim to the recorded result:
  *
- *   claim (GET /next-job answered) -> POST /ack -> policy -> start -> exit -> result
+ *   claim (GET /next-job answered) -> POST /ack (meanwhile: policy, artifact files) -> start
+ *   -> exit (meanwhile: GET /next-job for the slot) -> result
  *
  * A result is committed to the replay buffer before it is sent (session_flush). A run stopped
  * because the control plane says the job is not ours any more (abort, reassignment) produces no
@@ -21,6 +22,9 @@
 #include "worker.h"
 
 extern char **environ;
+
+/* Output up to this size is hashed in a few milliseconds. */
+#define RUN_QUICK_FINISH_BYTES (4U * 1024 * 1024)
 
 JobSpec *job_spec_free(JobSpec *s) {
         if (!s)
@@ -106,7 +110,14 @@ Run *run_free(Run *r) {
         sd_event_source_disable_unref(r->lease_timer);
         sd_event_source_disable_unref(r->ack_timer);
         client_request_cancel(r->ack_request);
+        /* Prepared for a start that never came (the ack refused, the job given up): no run, no
+         * files. */
+        if (r->phase == RUN_ACKING)
+                artifacts_discard(r->artifacts);
         artifacts_free(r->artifacts);
+        free(r->exec_path);
+        free(r->workdir);
+        free(r->policy_reason);
         job_spec_free(r->spec);
         free(r->stop_detail);
         free(r);
@@ -250,6 +261,13 @@ static void run_report_exit(Run *r, const siginfo_t *si) {
         run_fail(r, signaled ? "signal" : "exit", true, exit_code, "failed", err);
 }
 
+/* Whether recording the result is short: no copy to a shared directory and little output to
+ * hash. Only then is the next job asked for ahead (see on_child_exit). */
+static bool run_finish_is_quick(Run *r) {
+        return r->worker->backend != ARTIFACT_BACKEND_SHARED &&
+               (!r->artifacts || artifacts_unfinished_size(r->artifacts) <= RUN_QUICK_FINISH_BYTES);
+}
+
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Run *r = userdata;
 
@@ -257,6 +275,11 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
          * keep writing to its files or run on past its lease. */
         (void) executor_signal_group(r->pid, SIGKILL);
         r->child_source = sd_event_source_disable_unref(r->child_source);
+        /* This callback ends with the slot free (run_release), so the next job may be asked for
+         * now, to travel while the artifacts and the result are made durable. Not when that can
+         * take long: the claimed job's lease runs from the request, and its ack waits for us. */
+        if (run_finish_is_quick(r))
+                session_poll_ahead(r->worker);
         if (r->stop_reason == STOP_ABORT) {
                 log_info("Job %s (assignment %s) stopped: %s", r->spec->job_id, r->spec->assignment_id,
                          strempty(r->stop_detail));
@@ -368,45 +391,58 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         return sd_event_add_child(w->event, &r->child_source, r->pid, WEXITED, on_child_exit, r);
 }
 
-/* After a successful ack: the policy decides, then the process starts (or a dry run is written). */
-static void run_start(Run *r) {
+/* While the ack is in flight: the policy's decision and the artifact files, the work of a start
+ * that does not depend on the answer. Nothing runs and nothing is recorded before the ack is
+ * accepted; what a refused ack leaves is removed by run_free(). */
+static void run_prepare(Run *r) {
         Worker *w = r->worker;
-        _cleanup_free_ char *exec_path = NULL, *workdir = NULL, *reason = NULL;
         Policy p = { w->settings.command_allowlist, w->settings.workdir_allowlist, w->settings.refuse_root,
                      geteuid(), NULL };
+
+        r->policy =
+                policy_check(&p, r->spec->command, r->spec->working_dir, &r->exec_path, &r->workdir, &r->policy_reason);
+        if (r->policy == POLICY_ALLOW)
+                r->artifacts_error = artifacts_open(w->settings.state_directory, r->spec->job_id,
+                                                    r->spec->assignment_id, &r->artifacts);
+}
+
+/* After a successful ack: the policy's decision applies, then the process starts (or a dry run is
+ * written). */
+static void run_start(Run *r) {
+        Worker *w = r->worker;
         RunRecord rec = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
                           w->instance_id, 0 };
         int k;
 
-        k = policy_check(&p, r->spec->command, r->spec->working_dir, &exec_path, &workdir, &reason);
-        if (k < 0 || k != POLICY_ALLOW) {
-                bool refused = k == POLICY_REFUSE;
-                log_warning("Job %s refused: %s", r->spec->job_id, reason ? reason : "out of memory");
-                run_fail(r, refused ? "policy" : "not-found", !refused, -1, refused ? "refused" : "failed",
-                         reason ? reason : "out of memory");
+        if (r->policy != POLICY_ALLOW) {
+                bool refused = r->policy == POLICY_REFUSE;
+                const char *reason = r->policy_reason ? r->policy_reason : "out of memory";
+                log_warning("Job %s refused: %s", r->spec->job_id, reason);
+                run_fail(r, refused ? "policy" : "not-found", !refused, -1, refused ? "refused" : "failed", reason);
                 run_release(r);
                 return;
         }
-        k = artifacts_open(w->settings.state_directory, r->spec->job_id, r->spec->assignment_id, &r->artifacts);
-        if (k < 0) {
+        if (r->artifacts_error < 0) {
                 char msg[256];
-                snprintf(msg, sizeof(msg), "cannot create artifact files: %s", strerror(-k));
+                snprintf(msg, sizeof(msg), "cannot create artifact files: %s", strerror(-r->artifacts_error));
                 run_fail(r, "artifacts", true, -1, "failed", msg);
                 run_release(r);
                 return;
         }
+        r->phase = RUN_STARTING;
         r->started_real = rec.started_at = now_realtime_usec();
         r->started_mono = now_monotonic_usec();
-        /* Durable before the process exists: every run that happened has a record. */
+        /* Before the process exists: every run that happened has a record (replay.h says why a
+         * lazy commit is enough for it). */
         k = replay_run_begin(w->replay, &rec, &r->run_id);
         if (k < 0)
                 log_error_errno(k, "Job %s: cannot record the run start: %m", r->spec->job_id);
         if (w->settings.dry_run) {
-                run_dry(r, exec_path, workdir);
+                run_dry(r, r->exec_path, r->workdir);
                 run_release(r);
                 return;
         }
-        k = run_spawn(r, exec_path, workdir);
+        k = run_spawn(r, r->exec_path, r->workdir);
         if (k != 0) {
                 if (k < 0)
                         run_fail(r, "spawn", true, -1, "failed", "could not watch the job's process");
@@ -422,10 +458,10 @@ static void run_start(Run *r) {
         worker_update_status(w);
 }
 
-static void send_ack(Run *r);
+static int send_ack(Run *r);
 
 static int on_ack_retry(sd_event_source *s, uint64_t usec, void *userdata) {
-        send_ack(userdata);
+        (void) send_ack(userdata);
         return 0;
 }
 
@@ -455,7 +491,8 @@ static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
                                 on_ack_retry, r, "ack-retry");
 }
 
-static void send_ack(Run *r) {
+/* Returns < 0 if the ack could not be sent: the run is released then. */
+static int send_ack(Run *r) {
         Worker *w = r->worker;
         _cleanup_json_ json_object *body = json_object_new_object();
         int k;
@@ -468,7 +505,9 @@ static void send_ack(Run *r) {
         if (k < 0) {
                 log_error_errno(k, "Cannot send ack for job %s: %m", r->spec->job_id);
                 run_release(r);
+                return k;
         }
+        return 0;
 }
 
 int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply) {
@@ -487,6 +526,7 @@ int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply) {
         lease_init(r, reply);
         lease_arm(r);
         worker_mark_busy(w);
-        send_ack(r);
+        if (send_ack(r) >= 0)
+                run_prepare(r);
         return 0;
 }

@@ -327,12 +327,10 @@ static char *url_escape(const char *s) {
         return out;
 }
 
-void session_poll_now(Worker *w) {
+static void poll_send(Worker *w) {
         _cleanup_free_ char *id = NULL, *path = NULL;
         int k;
 
-        if (w->session != SESSION_READY || w->stopping || w->poll_request || worker_free_slot(w) < 0)
-                return;
         if (w->poll_timer)
                 (void) sd_event_source_set_enabled(w->poll_timer, SD_EVENT_OFF);
         id = url_escape(w->settings.worker_id);
@@ -345,6 +343,26 @@ void session_poll_now(Worker *w) {
                 log_error_errno(k, "Cannot poll: %m");
                 poll_again(w, worker_backoff(w, ++w->poll_failures));
         }
+}
+
+static bool may_poll(Worker *w) {
+        return w->session == SESSION_READY && !w->stopping && !w->poll_request;
+}
+
+void session_poll_now(Worker *w) {
+        if (!may_poll(w) || worker_free_slot(w) < 0)
+                return;
+        poll_send(w);
+}
+
+/* The slot's job has exited and the caller, an event-loop callback, records its result and frees
+ * the slot before it returns. The answer cannot be processed before that (one callback at a time),
+ * so on_poll() finds the slot free and the worker never holds more jobs than it has slots; the
+ * request only travels while the artifacts and the result are made durable, instead of after. */
+void session_poll_ahead(Worker *w) {
+        if (!may_poll(w))
+                return;
+        poll_send(w);
 }
 
 /* ---- result delivery ----------------------------------------------------------------------- */

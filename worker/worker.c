@@ -69,7 +69,7 @@ int worker_free_slot(Worker *w) {
         return -EBUSY;
 }
 
-void worker_update_status(Worker *w) {
+static void worker_send_status(Worker *w) {
         char jobs[512] = "", line[768];
         size_t off = 0, n = 0;
         int64_t pending = 0;
@@ -90,6 +90,31 @@ void worker_update_status(Worker *w) {
                  w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
                  n ? ": " : "", jobs, (long long) pending, session);
         (void) sd_notify(false, line);
+        w->status_sent = now_monotonic_usec();
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        worker_send_status(userdata);
+        return 0;
+}
+
+/* STATUS= changes several times per job; one datagram (and a count of the replay buffer) per
+ * change was a noticeable part of a short job's cost, and of the service manager's. So at most
+ * one per WORKER_STATUS_INTERVAL: the first change at once, later ones together at the end of
+ * the interval, so the last state is always the one shown. */
+void worker_update_status(Worker *w) {
+        usec_t now = now_monotonic_usec();
+        int enabled = SD_EVENT_OFF;
+
+        if (w->status_timer && sd_event_source_get_enabled(w->status_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return; /* already due */
+        if (w->status_sent == 0 || now >= w->status_sent + WORKER_STATUS_INTERVAL) {
+                worker_send_status(w);
+                return;
+        }
+        if (worker_arm_timer(w, &w->status_timer, w->status_sent + WORKER_STATUS_INTERVAL - now, on_status_timer, w,
+                             "status") < 0)
+                worker_send_status(w);
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
@@ -397,6 +422,7 @@ Worker *worker_free(Worker *w) {
         sd_event_source_disable_unref(w->heartbeat_timer);
         sd_event_source_disable_unref(w->idle_timer);
         sd_event_source_disable_unref(w->maintenance_timer);
+        sd_event_source_disable_unref(w->status_timer);
         client_free(w->client);
         host_metrics_free(w->host_metrics);
         replay_close(w->replay);

@@ -42,7 +42,8 @@ int job_spec_from_json(json_object *o, JobSpec **ret, char *error, size_t error_
 JobSpec *job_spec_free(JobSpec *s);
 
 typedef enum RunPhase {
-        RUN_ACKING,   /* claimed, /ack in flight: held, not started */
+        RUN_ACKING,   /* claimed, /ack in flight: held, not started (policy and files prepared) */
+        RUN_STARTING, /* ack accepted: recording and starting the process */
         RUN_RUNNING,  /* process running */
         RUN_STOPPING, /* signalled, waiting for it to exit */
 } RunPhase;
@@ -62,6 +63,12 @@ typedef struct Run {
         RunPhase phase;
         StopReason stop_reason;
         char *stop_detail;
+
+        /* Prepared while the ack is in flight (run_prepare). */
+        int policy;          /* POLICY_ALLOW, _REFUSE, _NOTFOUND or -errno */
+        char *policy_reason; /* why not allowed */
+        char *exec_path, *workdir;
+        int artifacts_error; /* artifacts_open() failed with this */
 
         pid_t pid;
         int64_t run_id; /* replay.runs row */
@@ -87,6 +94,7 @@ typedef enum SessionState {
 } SessionState;
 
 #define WORKER_MAX_WAKE_FDS 8
+#define WORKER_STATUS_INTERVAL (100 * USEC_PER_MSEC) /* at most one STATUS= update per interval */
 
 struct Worker {
         sd_event *event;
@@ -127,6 +135,8 @@ struct Worker {
         sd_event_source *idle_timer;
 
         sd_event_source *maintenance_timer;
+        sd_event_source *status_timer; /* a STATUS= update held back (worker_update_status) */
+        usec_t status_sent;            /* monotonic time of the last one sent */
         bool stopping;
         bool stop_flush_tried;
         int exit_code;
@@ -153,6 +163,8 @@ int worker_arm_timer(Worker *w, sd_event_source **s, usec_t delay, sd_event_time
 void session_start(Worker *w);
 void session_lost_registration(Worker *w); /* a 403: register again */
 void session_poll_now(Worker *w);
+/* A poll for a slot whose job has exited and is being recorded in the current callback. */
+void session_poll_ahead(Worker *w);
 void session_flush(Worker *w);
 void session_note_contact(Worker *w);
 

@@ -3,6 +3,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -277,6 +278,29 @@ def test_both_down_completion_replayed_through_reconnect(t):
 
 
 @test
+def test_lost_resolve_is_replayed_and_answered_again(t):
+    # The worker marks a result accepted with a commit that has no fsync of its own
+    # (worker/replay.h): a power cut can lose it. The result is then pending again at the next
+    # start; it is sent again, the control plane answers ACCEPTED for what it already applied, and
+    # nothing is applied twice.
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1").start()
+    job_id = submit(cp, command="true")
+    cp.wait_job_state(job_id, "COMPLETED")
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the completion to be marked accepted")
+    t.eq(w.stop(), 0, "worker stopped")
+    # What a power cut before the next fsync leaves behind: the result committed, its resolve not.
+    con = sqlite3.connect(os.path.join(w.state_dir, "worker.db"))
+    with con:
+        con.execute("UPDATE outbox SET state = 'pending', resolved_at = NULL WHERE job_id = ?", (job_id,))
+    con.close()
+    w.start()
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the replayed completion to be answered ACCEPTED again")
+    t.eq(cp.job(job_id)["status"], "COMPLETED", "the job is still COMPLETED")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "applied exactly once")
+
+
+@test
 def test_unrenewable_lease_stops_job_before_reassignment(t):
     cp = t.control_plane()
     log = os.path.join(t.tmp, "runs.log")
@@ -305,7 +329,70 @@ def test_unrenewable_lease_stops_job_before_reassignment(t):
                                     f"({min(taken):.3f})")
 
 
+@test
+def test_next_job_is_asked_for_while_the_result_is_made_durable(t):
+    # Once a job's process has exited, the slot is free by the end of that event-loop callback:
+    # the worker sends GET /next-job first, so that it travels while the artifacts and the result
+    # are fsynced (worker/run.c, on_child_exit), and still holds one job per slot.
+    if subprocess.run(["sh", "-c", "command -v strace"], capture_output=True).returncode != 0:
+        raise TestFailure("strace is not installed (scripts/install-deps.sh test installs it)")
+    cp = t.control_plane()
+    trace = os.path.join(t.tmp, "strace.out")
+    w = WorkerProcess(t, cp, "w1")
+    # LeakSanitizer cannot run under ptrace; the sanitizer build's other checks stay on.
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-y", "-qq", "-s", "100", "-o", trace, "-e", "trace=fsync,sendto,send,write"] + w.argv
+    w.start(timeout=20)
+    ids = [submit(cp, command="sh", args=["-c", "echo out"]) for _ in range(2)]
+    for job_id in ids:
+        cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    # SIGTERM to the worker itself: strace (the child we started) would only detach.
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == w.proc.pid:
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    w.proc.wait(timeout=15)
+    with open(trace) as f:
+        lines = f.read().splitlines()
+
+    def first(pred, start=0):
+        return next((i for i in range(start, len(lines)) if pred(lines[i])), None)
+    ack = first(lambda l: "POST /ack" in l)
+    out_fsync = first(lambda l: "fsync(" in l and "stdout.tmp" in l, ack or 0)
+    poll = first(lambda l: "GET /next-job" in l, ack or 0)
+    complete = first(lambda l: "POST /complete" in l, ack or 0)
+    order = [ack, poll, out_fsync, complete]
+    t.ok(None not in order and order == sorted(order),
+         f"POST /ack < GET /next-job < fsync(stdout.tmp) < POST /complete for the first job: {order}")
+    runs = sorted((r["started_at"], r["ended_at"] or float("inf")) for r in w.runs())
+    t.ok(all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), f"one slot, one job at a time: {runs}")
+
+
 # -- daemon behaviour -----------------------------------------------------------------------------
+
+@test
+def test_status_updates_are_rate_limited_and_end_on_the_current_state(t):
+    # STATUS= changes several times per job; the worker sends at most one per 100ms
+    # (WORKER_STATUS_INTERVAL), and the last one sent shows the state it ended in.
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1").start()
+    before = len(w.status_messages)
+    started = time.monotonic()
+    ids = [submit(cp, command="true") for _ in range(20)]
+    for job_id in ids:
+        cp.wait_job_state(job_id, "COMPLETED", timeout=20)
+    t.wait_for(lambda: not w.outbox(state="pending"), 10, "every result to be delivered")
+    elapsed = time.monotonic() - started
+    time.sleep(0.3)  # the last update held back is due within 100ms
+    sent = [m for m in w.status_messages[before:] if "STATUS=" in m]
+    t.ok(len(sent) <= elapsed / 0.1 + 2, f"{len(sent)} STATUS updates in {elapsed:.2f}s for 20 jobs")
+    last = sent[-1] if sent else ""
+    t.ok("jobs 0/1" in last and "0 result(s) to deliver" in last, f"the last one is current: {last!r}")
+
 
 @test
 def test_sigterm_wait_lets_the_job_finish(t):

@@ -1,4 +1,5 @@
-/* test-worker-artifacts.c: the tmp-then-rename rule, checksums, shared copies and retention. */
+/* test-worker-artifacts.c: the tmp-then-rename rule, checksums, files discarded before a start,
+ * shared copies and retention. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -111,12 +112,36 @@ static void test_retention(void) {
         is_int(artifacts_cleanup(dir, 0, NULL, NULL), 0, "nothing older than the epoch");
 }
 
+/* Files are made while the ack is in flight (worker/run.c); a run that never starts takes them
+ * away again, and its job's directory with the last of them. */
+static void test_discard_before_start(void) {
+        ArtifactSet *a = NULL, *b = NULL;
+        char job_dir[300];
+
+        snprintf(job_dir, sizeof(job_dir), "%s/artifacts/job2", dir);
+        ok(artifacts_open(dir, "job2", "as1", &a) == 0 && artifacts_open(dir, "job2", "as2", &b) == 0,
+           "two assignments of one job opened");
+        if (!a || !b)
+                tap_bail("artifacts_open");
+        ok(artifacts_unfinished_size(a) == 0 && write(a->out.fd, "12345", 5) == 5 && artifacts_unfinished_size(a) == 5,
+           "unfinished size follows what was written");
+        artifacts_discard(a);
+        ok(!exists(a->out.tmp_path) && !exists(a->err.tmp_path) && !exists(a->dir),
+           "discarded: files and directory gone");
+        ok(exists(b->out.tmp_path) && exists(job_dir), "the other assignment's files stay, and the job's directory");
+        artifacts_discard(b);
+        ok(!exists(b->dir) && !exists(job_dir), "the last one takes the job's directory with it");
+        artifacts_free(a);
+        artifacts_free(b);
+}
+
 int main(void) {
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
         test_rename_rule();
         test_ids_are_safe_path_components();
         test_finalize_renames_fsyncs_and_hashes();
+        test_discard_before_start();
         test_shared_copy();
         test_retention();
         char cmd[300];

@@ -1,6 +1,7 @@
 /* test-worker-replay.c: the replay buffer: results committed before they are sent (they survive
  * a crash right after), delivery order, resolution, sequence numbers that only go up across
- * restarts, the nonce kept forever, and run records. */
+ * restarts, the nonce kept forever, run records, and which commits are fsynced (lazy run records
+ * and resolves, durable results). */
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -146,6 +147,104 @@ static void test_run_records_and_orphans(void) {
         replay_close(r);
 }
 
+static int sync_level(Replay *r) {
+        sqlite3_stmt *st = NULL;
+        int level = -1;
+        if (sqlite3_prepare_v2(r->db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+                level = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        return level;
+}
+
+static bool has_run(Replay *r, const char *job_id, const char *outcome) {
+        sqlite3_stmt *st = NULL;
+        bool found = false;
+        if (sqlite3_prepare_v2(r->db, "SELECT 1 FROM runs WHERE job_id = ? AND outcome = ?", -1, &st, NULL) ==
+            SQLITE_OK) {
+                sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, outcome, -1, SQLITE_STATIC);
+                found = sqlite3_step(st) == SQLITE_ROW;
+        }
+        sqlite3_finalize(st);
+        return found;
+}
+
+/* Run records and resolves are committed without an fsync of their own (synchronous=NORMAL, 1);
+ * a result is committed at FULL (2) whatever came before it. */
+static void test_lazy_writes_and_durable_results(void) {
+        Replay *r = NULL;
+        RunRecord rec = { "lazy-job", "lazy-a", 1, 0, "instance-L", now_realtime_usec() };
+        ReplayEntry *e = NULL;
+        size_t n = 0;
+        int64_t id, seq;
+
+        if (replay_open(db, &r) < 0)
+                tap_bail("open");
+        is_int(sync_level(r), 2, "opened at synchronous=FULL");
+        ok(replay_run_begin(r, &rec, &id) == 0 && replay_run_set_pid(r, id, 4343, 1) == 0, "run recorded");
+        is_int(sync_level(r), 1, "a run record is a lazy commit (NORMAL)");
+        json_object *b = body_for("lazy-job");
+        ok(replay_add_result(r, id, RESULT_COMPLETE, "lazy-job", "lazy-a", b, now_realtime_usec(), "exited", 0, NULL,
+                             &seq) == 0,
+           "result recorded after lazy writes");
+        json_object_put(b);
+        is_int(sync_level(r), 2, "the result was committed at FULL");
+        ok(replay_list_pending(r, &e, &n) == 0 && n > 0, "result pending");
+        for (size_t i = 0; i < n; i++)
+                if (streq(e[i].job_id, "lazy-job"))
+                        ok(replay_resolve(r, e[i].id, true, NULL) == 0, "resolved");
+        replay_entries_free(e, n);
+        is_int(sync_level(r), 1, "a resolve is a lazy commit");
+        ok(replay_prune(r, 0) == 0, "prune");
+        is_int(sync_level(r), 2, "any other write is committed at FULL again");
+        replay_close(r);
+}
+
+/* A lazy commit is written to the WAL before it returns: a process that dies right after it
+ * (kill -9, the crash the orphan scan is for) loses nothing. */
+static void test_lazy_write_survives_kill(void) {
+        pid_t pid = fork();
+        int status;
+        Replay *r = NULL;
+
+        if (pid == 0) {
+                Replay *c = NULL;
+                RunRecord rec = { "killed-job", "killed-a", 1, 0, "instance-K", now_realtime_usec() };
+                int64_t id;
+                if (replay_open(db, &c) < 0 || replay_run_begin(c, &rec, &id) < 0 ||
+                    replay_run_set_pid(c, id, 4444, 2) < 0)
+                        _exit(1);
+                raise(SIGKILL);
+                _exit(2);
+        }
+        waitpid(pid, &status, 0);
+        ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "writer killed after a lazy commit");
+        if (replay_open(db, &r) < 0)
+                tap_bail("open");
+        ok(has_run(r, "killed-job", "running"), "its run record is there for the next process");
+        replay_close(r);
+}
+
+/* Under the test-only crash VFS nothing is lazy: other processes read worker.db while the worker
+ * runs, and could not see frames the VFS holds back. */
+static void test_crash_vfs_commits_everything_durably(void) {
+        pid_t pid = fork();
+        int status;
+
+        if (pid == 0) {
+                Replay *c = NULL;
+                RunRecord rec = { "vfs-job", "vfs-a", 1, 0, "instance-V", now_realtime_usec() };
+                int64_t id;
+                setenv("ENTROPY_CRASH_VFS", "1", 1);
+                if (replay_open(db, &c) < 0 || replay_run_begin(c, &rec, &id) < 0)
+                        _exit(1);
+                _exit(!c->lazy_allowed && sync_level(c) == 2 ? 0 : 3);
+        }
+        waitpid(pid, &status, 0);
+        ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a run record under the crash VFS is committed at FULL");
+}
+
 int main(void) {
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
@@ -155,6 +254,9 @@ int main(void) {
         test_results_are_ordered_and_resolved();
         test_result_survives_kill_right_after_commit();
         test_run_records_and_orphans();
+        test_lazy_writes_and_durable_results();
+        test_lazy_write_survives_kill();
+        test_crash_vfs_commits_everything_durably();
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)
