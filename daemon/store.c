@@ -10,6 +10,7 @@
 
 #include "audit.h"
 #include "crash-vfs.h"
+#include "sqlite-util.h"
 #include "fs-util.h"
 #include "log.h"
 #include "store-schema.h"
@@ -115,18 +116,6 @@ static int load_committed_event_id(Store *s) {
         return 0;
 }
 
-/* SQLite keeps memory statistics by default, taking a global mutex on every one of its (many)
- * allocations; nothing here reads them. Possible only before the library initializes, i.e. at
- * the first open in the process; later calls change nothing. */
-static void library_configure(void) {
-        static bool done = false;
-
-        if (done)
-                return;
-        done = true;
-        (void) sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-}
-
 int store_open(const char *path, const char *synchronous, Store **ret) {
         _cleanup_(store_closep) Store *s = NULL;
         int r, rc;
@@ -148,7 +137,7 @@ int store_open(const char *path, const char *synchronous, Store **ret) {
         if (!s->path)
                 return log_oom();
 
-        library_configure();
+        sqlite_library_configure();
         /* Created 0600 from the start; SQLite gives -wal and -shm the database file's mode. */
         /* Test-only power-cut simulation (common/crash-vfs.h); never with synchronous=normal,
          * where the WAL index could point other readers at frames held in memory. */

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "crash-vfs.h"
+#include "sqlite-util.h"
 #include "crypto.h"
 #include "json-util.h"
 #include "log.h"
@@ -304,6 +305,7 @@ int replay_open(const char *path, Replay **ret) {
                 return -ENOMEM;
         /* crash_vfs_from_environment(): NULL (the default VFS) unless the test-only
          * ENTROPY_CRASH_VFS=1 asks for the power-cut simulation of common/crash-vfs.h. */
+        sqlite_library_configure();
         vfs = crash_vfs_from_environment();
         r->lazy_allowed = !vfs;
         rc = sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs);
