@@ -46,6 +46,8 @@ def check_entropy_numbers(t, e, want_rss=True):
     t.ok(e["verified"], f"the store agrees with the bench: {e['verify_detail']}")
     if want_rss:
         t.ok(e["peak_rss_kib"] > 0, "control plane peak RSS > 0")
+        t.ok(e["server_cpu_us_per_lifecycle"] > 0,
+             f"control plane CPU per lifecycle > 0 ({e['server_cpu_us_per_lifecycle']} us)")
 
 
 def all_jobs(cp):
