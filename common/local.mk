@@ -14,9 +14,12 @@ libentropy_common_a_SOURCES = \
 	common/signed-token.c common/signed-token.h \
 	common/http-tls-client.c common/http-tls-client.h \
 	common/crash-vfs.c common/crash-vfs.h \
-	common/sqlite-util.c common/sqlite-util.h
-# http-tls-client.o needs libcurl: only programs that call it (worker, entropyctl) link $(CURL_LIBS).
-libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS) $(SQLITE_CFLAGS) $(CURL_CFLAGS)
+	common/sqlite-util.c common/sqlite-util.h \
+	common/bus-json.c common/bus-json.h
+# http-tls-client.o needs libcurl: only programs that call it (worker, entropyctl) link $(CURL_LIBS);
+# bus-json.o needs libsystemd: only the programs that call it (entropy-control, entropyctl).
+libentropy_common_a_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(INIH_CFLAGS) $(SQLITE_CFLAGS) $(CURL_CFLAGS) \
+	$(SYSTEMD_CFLAGS)
 COMMON_LIBS = libentropy-common.a $(JSONC_LIBS) $(GNUTLS_LIBS) $(INIH_LIBS) -lm
 
 check_PROGRAMS += tests/unit/test-common

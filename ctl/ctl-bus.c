@@ -6,11 +6,11 @@
 #include <systemd/sd-bus.h>
 #include <unistd.h>
 
+#include "bus-json.h"
 #include "ctl-output.h"
 #include "ctl.h"
 #include "json-util.h"
 #include "log.h"
-#include "strv.h"
 
 #define BUS_NAME    "org.entropy.Control1"
 #define BUS_PATH    "/org/entropy/Control1"
@@ -53,225 +53,6 @@ static int call_failed(const sd_bus_error *err, int r, CtlError *e) {
         return ctl_error_set(e, r, "D-Bus call failed: %s", strerror(-r));
 }
 
-/* --- variants to JSON ----------------------------------------------------------------------- */
-
-static int read_value(sd_bus_message *m, char type, const char *contents, json_object **ret);
-
-static int read_dict(sd_bus_message *m, json_object **ret) {
-        _cleanup_json_ json_object *o = json_object_new_object();
-        int r;
-
-        if (!o)
-                return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                json_object *v = NULL;
-                char type;
-
-                r = sd_bus_message_read_basic(m, 's', &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, NULL, &contents);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_enter_container(m, 'v', contents);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &type, &contents);
-                if (r < 0)
-                        return r;
-                r = read_value(m, type, contents, &v);
-                if (r < 0)
-                        return r;
-                json_object_object_add(o, key, v);
-                r = sd_bus_message_exit_container(m);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(o);
-        return 0;
-}
-
-static int read_array(sd_bus_message *m, const char *contents, json_object **ret) {
-        _cleanup_json_ json_object *a = json_object_new_array();
-        int r;
-
-        if (!a)
-                return -ENOMEM;
-        if (streq(contents, "{sv}"))
-                return read_dict(m, ret);
-        r = sd_bus_message_enter_container(m, 'a', contents);
-        if (r < 0)
-                return r;
-        for (;;) {
-                char type;
-                const char *inner;
-                json_object *v = NULL;
-
-                r = sd_bus_message_peek_type(m, &type, &inner);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                r = read_value(m, type, inner, &v);
-                if (r < 0)
-                        return r;
-                json_object_array_add(a, v);
-        }
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(a);
-        return 0;
-}
-
-static int read_value(sd_bus_message *m, char type, const char *contents, json_object **ret) {
-        union {
-                uint8_t y;
-                int b;
-                int16_t n;
-                uint16_t q;
-                int32_t i;
-                uint32_t u;
-                int64_t x;
-                uint64_t t;
-                double d;
-                const char *s;
-        } v;
-        int r;
-
-        switch (type) {
-        case 'a':
-                return read_array(m, contents, ret);
-        case 'v': {
-                char inner_type;
-                const char *inner;
-                r = sd_bus_message_enter_container(m, 'v', contents);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &inner_type, &inner);
-                if (r < 0)
-                        return r;
-                r = read_value(m, inner_type, inner, ret);
-                if (r < 0)
-                        return r;
-                return sd_bus_message_exit_container(m);
-        }
-        case 'y':
-        case 'b':
-        case 'n':
-        case 'q':
-        case 'i':
-        case 'u':
-        case 'x':
-        case 't':
-        case 'd':
-        case 's':
-        case 'o':
-        case 'g':
-                r = sd_bus_message_read_basic(m, type, &v);
-                if (r < 0)
-                        return r;
-                break;
-        default:
-                return sd_bus_message_skip(m, NULL) < 0 ? -EBADMSG : (*ret = NULL, 0);
-        }
-        switch (type) {
-        case 'y':
-                *ret = json_object_new_int64(v.y);
-                break;
-        case 'b':
-                *ret = json_object_new_boolean(v.b);
-                break;
-        case 'n':
-                *ret = json_object_new_int64(v.n);
-                break;
-        case 'q':
-                *ret = json_object_new_int64(v.q);
-                break;
-        case 'i':
-                *ret = json_object_new_int64(v.i);
-                break;
-        case 'u':
-                *ret = json_object_new_int64(v.u);
-                break;
-        case 'x':
-                *ret = json_object_new_int64(v.x);
-                break;
-        case 't':
-                *ret = json_object_new_uint64(v.t);
-                break;
-        case 'd':
-                *ret = json_object_new_double(v.d);
-                break;
-        default:
-                *ret = json_object_new_string(v.s);
-                break;
-        }
-        return *ret ? 0 : -ENOMEM;
-}
-
-/* --- JSON to a{sv} (submission specs) ------------------------------------------------------ */
-
-static int append_spec(sd_bus_message *m, json_object *spec) {
-        int r;
-
-        r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        json_object_object_foreach(spec, key, value) {
-                if (!value)
-                        continue;
-                r = sd_bus_message_open_container(m, 'e', "sv");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_append_basic(m, 's', key);
-                if (r < 0)
-                        return r;
-                switch (json_object_get_type(value)) {
-                case json_type_boolean:
-                        r = sd_bus_message_append(m, "v", "b", (int) json_object_get_boolean(value));
-                        break;
-                case json_type_int:
-                        r = sd_bus_message_append(m, "v", "x", (int64_t) json_object_get_int64(value));
-                        break;
-                case json_type_double:
-                        r = sd_bus_message_append(m, "v", "d", json_object_get_double(value));
-                        break;
-                case json_type_array: {
-                        _cleanup_strv_free_ char **l = NULL;
-                        for (size_t i = 0; i < json_object_array_length(value) && r >= 0; i++)
-                                r = strv_extend(&l, json_object_get_string(json_object_array_get_idx(value, i)));
-                        if (r >= 0)
-                                r = sd_bus_message_open_container(m, 'v', "as");
-                        if (r >= 0)
-                                r = sd_bus_message_append_strv(m, l);
-                        if (r >= 0)
-                                r = sd_bus_message_close_container(m);
-                        break;
-                }
-                default:
-                        r = sd_bus_message_append(m, "v", "s", json_object_get_string(value));
-                }
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_close_container(m);
-                if (r < 0)
-                        return r;
-        }
-        return sd_bus_message_close_container(m);
-}
-
 /* --- calls ---------------------------------------------------------------------------------- */
 
 static int new_call(BusBackend *b, const char *method, sd_bus_message **ret) {
@@ -295,13 +76,13 @@ static int call_list(BusBackend *b, const char *method, json_object *filters, js
 
         r = new_call(b, method, &m);
         if (r >= 0 && filters)
-                r = append_spec(m, filters);
+                r = bus_json_append_dict(m, filters);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         r = do_call(b, m, &reply, e);
         if (r < 0)
                 return r;
-        r = read_array(reply, "a{sv}", ret);
+        r = bus_json_read_array(reply, "a{sv}", BUS_JSON_LENIENT, ret);
         if (r < 0)
                 return ctl_error_set(e, r, "Unexpected answer to %s: %s", method, strerror(-r));
         json_normalize(*ret);
@@ -316,7 +97,7 @@ static int bus_submit(Backend *base, json_object *spec, char **ret_job_id, CtlEr
 
         r = new_call(b, "SubmitJob", &m);
         if (r >= 0)
-                r = append_spec(m, spec);
+                r = bus_json_append_dict(m, spec);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         r = do_call(b, m, &reply, e);
@@ -353,7 +134,7 @@ static int bus_get_one(BusBackend *b, const char *method, const char *id, json_o
         r = do_call(b, m, &reply, e);
         if (r < 0)
                 return r;
-        r = read_dict(reply, ret);
+        r = bus_json_read_dict(reply, BUS_JSON_LENIENT, ret);
         if (r < 0)
                 return ctl_error_set(e, r, "Unexpected answer to %s: %s", method, strerror(-r));
         json_normalize(*ret);
@@ -472,7 +253,7 @@ static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlEr
                 r = sd_bus_message_open_container(m, 'a', "a{sv}");
         if (r >= 0 && json_object_object_get_ex(body, "completed_jobs", &results))
                 for (size_t i = 0; i < json_object_array_length(results) && r >= 0; i++)
-                        r = append_spec(m, json_object_array_get_idx(results, i));
+                        r = bus_json_append_dict(m, json_object_array_get_idx(results, i));
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -480,7 +261,7 @@ static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlEr
         r = do_call(b, m, &reply, e);
         if (r < 0)
                 return r;
-        r = read_array(reply, "a{sv}", &actions);
+        r = bus_json_read_array(reply, "a{sv}", BUS_JSON_LENIENT, &actions);
         if (r < 0)
                 return ctl_error_set(e, r, "Unexpected answer to ReplayResults: %s", strerror(-r));
         json_normalize(actions);

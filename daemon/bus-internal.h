@@ -118,12 +118,6 @@ void bus_auth_free(Bus *b);
 const char *bus_actor(Bus *b, sd_bus_message *m, char *buf, size_t size);
 
 /* bus-util.c */
-/* Appends a JSON object as a{sv}: strings s, integers x, doubles d, booleans b, arrays of strings
- * as, other arrays av, objects a{sv}; null members are left out. */
-int bus_append_json_dict(sd_bus_message *m, json_object *o);
-/* Reads an a{sv} argument into a JSON object: the inverse of bus_append_json_dict() (integers of
- * any type become JSON integers, variants of other types are refused with -EINVAL). */
-int bus_read_json_dict(sd_bus_message *m, json_object **ret);
 /* Sets a named error for a negative domain return code (ops.h) and returns it; what says whether
  * an -ENOENT/-EPERM means a job or a worker. err (may be NULL) gives the message. */
 typedef enum BusSubject { BUS_SUBJECT_JOB, BUS_SUBJECT_WORKER } BusSubject;

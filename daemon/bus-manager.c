@@ -14,6 +14,7 @@
 #include "audit.h"
 #include "auth.h"
 #include "bus-internal.h"
+#include "bus-json.h"
 #include "job-json.h"
 #include "json-util.h"
 #include "log.h"
@@ -39,7 +40,7 @@ static int reply_json_dict(sd_bus_message *m, json_object *o) {
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
-        r = bus_append_json_dict(reply, o);
+        r = bus_json_append_dict(reply, o);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
@@ -57,7 +58,7 @@ static int reply_json_array(sd_bus_message *m, json_object *a) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < json_object_array_length(a); i++) {
-                r = bus_append_json_dict(reply, json_object_array_get_idx(a, i));
+                r = bus_json_append_dict(reply, json_object_array_get_idx(a, i));
                 if (r < 0)
                         return r;
         }
@@ -537,7 +538,7 @@ static int replay_body(sd_bus_message *m, const char *worker_id, json_object **r
                 return r;
         while ((r = sd_bus_message_at_end(m, false)) == 0) {
                 json_object *o = NULL;
-                r = bus_read_json_dict(m, &o);
+                r = bus_json_read_dict(m, BUS_JSON_STRICT, &o);
                 if (r < 0)
                         return r;
                 json_object_array_add(results, o);
