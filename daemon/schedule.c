@@ -143,11 +143,11 @@ static int next_priority_below(Control *c, int64_t below, int64_t floor, bool *r
 /* The lanes' statements are cached copies: done with, they are only reset. */
 static void lanes_done(Lane *lanes, size_t n) {
         for (size_t i = 0; i < n; i++)
-                store_stmt_resetp(&lanes[i].st);
+                sqlite_stmt_resetp(&lanes[i].st);
 }
 
 static void lane_exhausted(Lane *l) {
-        store_stmt_resetp(&l->st);
+        sqlite_stmt_resetp(&l->st);
         l->st = NULL;
 }
 

@@ -10,7 +10,6 @@
 
 #include "audit.h"
 #include "crash-vfs.h"
-#include "sqlite-util.h"
 #include "fs-util.h"
 #include "log.h"
 #include "store-schema.h"
@@ -133,6 +132,7 @@ int store_open(const char *path, const char *synchronous, Store **ret) {
         s = calloc(1, sizeof(*s));
         if (!s)
                 return log_oom();
+        sqlite_stmt_cache_init(&s->stmts, STORE_STMT_CACHE, store_errno);
         s->path = strdup(path);
         if (!s->path)
                 return log_oom();
@@ -180,8 +180,7 @@ Store *store_close(Store *s) {
                 return NULL;
         if (s->in_transaction)
                 store_rollback(s);
-        for (size_t i = 0; i < s->n_cache; i++)
-                sqlite3_finalize(s->cache[i].stmt);
+        sqlite_stmt_cache_done(&s->stmts);
         if (s->db)
                 sqlite3_close_v2(s->db);
         for (size_t i = 0; i < s->n_pending; i++)
@@ -212,30 +211,7 @@ int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
 }
 
 int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret) {
-        for (size_t i = 0; i < s->n_cache; i++)
-                if (s->cache[i].sql == sql && s->cache[i].copy == copy) {
-                        sqlite3_reset(s->cache[i].stmt);
-                        sqlite3_clear_bindings(s->cache[i].stmt);
-                        *ret = s->cache[i].stmt;
-                        return 0;
-                }
-        /* Every statement is a literal in the source, so the cache is bounded by the code. */
-        if (s->n_cache >= STORE_STMT_CACHE) {
-                log_error("Prepared statement cache full (%d); raise STORE_STMT_CACHE.", STORE_STMT_CACHE);
-                return -ENOSPC;
-        }
-        sqlite3_stmt *st = NULL;
-        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-        if (rc != SQLITE_OK) {
-                int r = store_errno(rc);
-                return log_error_errno(r, "Failed to prepare SQL (%s): %s", sqlite3_errmsg(s->db), sql);
-        }
-        s->cache[s->n_cache].sql = sql;
-        s->cache[s->n_cache].copy = copy;
-        s->cache[s->n_cache].stmt = st;
-        s->n_cache++;
-        *ret = st;
-        return 0;
+        return sqlite_stmt_cache_get(&s->stmts, s->db, sql, copy, ret);
 }
 
 int store_step(Store *s, sqlite3_stmt *st) {

@@ -11,6 +11,7 @@
 
 #include "macro.h"
 #include "protocol.h"
+#include "sqlite-util.h"
 
 typedef struct AuditEvent AuditEvent;
 
@@ -23,14 +24,7 @@ typedef struct Store {
         bool batch_open;     /* group commit: an outer transaction holds released transactions */
         uint64_t n_commits;  /* COMMITs made (each one a durability point: one fsync) */
 
-        /* Prepared-statement cache keyed by the SQL text's address (callers pass string literals)
-         * and a copy number, for a statement a caller needs open several times at once. */
-        struct {
-                const char *sql;
-                unsigned copy;
-                sqlite3_stmt *stmt;
-        } cache[STORE_STMT_CACHE];
-        size_t n_cache;
+        SqliteStmtCache stmts; /* at most STORE_STMT_CACHE */
 
         /* The id of the newest audit event known durable (committed): readers that must not see
          * a batch still open (the event stream) stop there. Set at open, advanced at each commit. */
@@ -58,19 +52,13 @@ int store_errno(int sqlite_rc);
 /* Executes SQL without results (may hold several statements). */
 int store_exec(Store *s, const char *sql);
 
-/* A cached prepared statement for a SQL string literal. The statement is reset and its bindings
- * cleared when handed out; use _cleanup_stmt_ so it is reset again after use. */
+/* A cached prepared statement for a SQL string literal (common/sqlite-util.h). The statement is
+ * reset and its bindings cleared when handed out; use _cleanup_stmt_ so it is reset again after
+ * use. */
 int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret);
 /* The same, for copy number `copy` of the statement: copies are distinct statements, so they can
  * be stepped at the same time. */
 int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret);
-static inline void store_stmt_resetp(sqlite3_stmt **st) {
-        if (*st) {
-                sqlite3_reset(*st);
-                sqlite3_clear_bindings(*st);
-        }
-}
-#define _cleanup_stmt_ _cleanup_(store_stmt_resetp)
 
 /* sqlite3_step() mapped: 1 for a row, 0 when done, negative errno on failure. */
 int store_step(Store *s, sqlite3_stmt *st);

@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 
 #include "crash-vfs.h"
-#include "sqlite-util.h"
 #include "crypto.h"
 #include "json-util.h"
 #include "log.h"
@@ -77,16 +76,6 @@ static int sqlite_errno(int rc) {
         }
 }
 
-/* A statement from the cache goes back reset and unbound after use: a SELECT left stepped would
- * keep its read snapshot (and hold back checkpoints), and nothing may keep a bound pointer. */
-static void stmt_resetp(sqlite3_stmt **st) {
-        if (*st) {
-                sqlite3_reset(*st);
-                sqlite3_clear_bindings(*st);
-        }
-}
-#define _cleanup_stmt_ _cleanup_(stmt_resetp)
-
 static int replay_exec(Replay *r, const char *sql) {
         char *err = NULL;
         int rc = sqlite3_exec(r->db, sql, NULL, NULL, &err);
@@ -101,26 +90,7 @@ static int replay_exec(Replay *r, const char *sql) {
 /* Prepared statements are cached by the address of their SQL literal: parsing them again on
  * every call was a good part of the worker's CPU per job. Use with _cleanup_stmt_. */
 static int prepare(Replay *r, const char *sql, sqlite3_stmt **ret) {
-        sqlite3_stmt *st = NULL;
-        int rc;
-
-        for (size_t i = 0; i < r->n_cache; i++)
-                if (r->cache[i].sql == sql) {
-                        *ret = r->cache[i].stmt;
-                        return 0;
-                }
-        if (r->n_cache >= ELEMENTSOF(r->cache))
-                return log_error_errno(-ENOSPC, "%s: prepared statement cache full; raise REPLAY_STMT_CACHE.", r->path);
-        rc = sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-        if (rc != SQLITE_OK) {
-                log_error("%s: cannot prepare statement: %s", r->path, sqlite3_errmsg(r->db));
-                return sqlite_errno(rc) ?: -EIO;
-        }
-        r->cache[r->n_cache].sql = sql;
-        r->cache[r->n_cache].stmt = st;
-        r->n_cache++;
-        *ret = st;
-        return 0;
+        return sqlite_stmt_cache_get(&r->stmts, r->db, sql, 0, ret);
 }
 
 /* A cached statement without parameters or rows: transaction control. */
@@ -300,6 +270,7 @@ int replay_open(const char *path, Replay **ret) {
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
+        sqlite_stmt_cache_init(&r->stmts, REPLAY_STMT_CACHE, sqlite_errno);
         r->path = strdup(path);
         if (!r->path)
                 return -ENOMEM;
@@ -329,8 +300,7 @@ int replay_open(const char *path, Replay **ret) {
 Replay *replay_close(Replay *r) {
         if (!r)
                 return NULL;
-        for (size_t i = 0; i < r->n_cache; i++)
-                sqlite3_finalize(r->cache[i].stmt);
+        sqlite_stmt_cache_done(&r->stmts);
         if (r->db)
                 sqlite3_close(r->db);
         free(r->path);

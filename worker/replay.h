@@ -39,6 +39,7 @@
 #include <sys/types.h>
 
 #include "macro.h"
+#include "sqlite-util.h"
 
 #define REPLAY_SEQ_BLOCK 1000 /* heartbeat seqs reserved per fsync */
 #define REPLAY_STMT_CACHE 32   /* prepared statements kept; every statement is a literal in replay.c */
@@ -50,11 +51,7 @@ typedef struct Replay {
         uint64_t hb_seq_reserved; /* every seq up to this one may have been used before */
         bool lazy_allowed;        /* false under the crash VFS: every commit is fsynced */
         bool sync_normal;         /* the connection is at synchronous=NORMAL (since a lazy write) */
-        struct {
-                const char *sql; /* keyed by the literal's address */
-                sqlite3_stmt *stmt;
-        } cache[REPLAY_STMT_CACHE];
-        size_t n_cache;
+        SqliteStmtCache stmts;    /* at most REPLAY_STMT_CACHE */
 } Replay;
 
 typedef enum ResultKind {
