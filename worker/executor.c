@@ -1,4 +1,5 @@
-/* executor.c: fork/exec of job processes, their environment and process-group signalling. */
+/* executor.c: starting jobs through entropy-keeper (keeper.c), their environment, and
+ * process-group signalling. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -6,11 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "executor.h"
+#include "fs-util.h"
+#include "keeper-protocol.h"
+#include "log.h"
 #include "macro.h"
 #include "strv.h"
 
@@ -42,9 +48,26 @@ static int env_add(char ***l, const char *name, const char *value) {
         return strv_consume(l, s);
 }
 
+static int env_add_job(char ***l, const JobEnv *job) {
+        char attempt[32], slot[32];
+        int r;
+
+        snprintf(attempt, sizeof(attempt), "%lld", (long long) job->attempt);
+        snprintf(slot, sizeof(slot), "%lld", (long long) job->slot);
+        r = env_add(l, "ENTROPY_JOB_ID", job->job_id);
+        if (r >= 0)
+                r = env_add(l, "ENTROPY_ASSIGNMENT_ID", job->assignment_id);
+        if (r >= 0)
+                r = env_add(l, "ENTROPY_ATTEMPT", attempt);
+        if (r >= 0)
+                r = env_add(l, "ENTROPY_SLOT", slot);
+        if (r >= 0 && job->cuda_visible_devices)
+                r = env_add(l, "CUDA_VISIBLE_DEVICES", job->cuda_visible_devices);
+        return r;
+}
+
 int executor_build_env(char *const *environ_in, const char *token, const JobEnv *job, char ***ret) {
         _cleanup_strv_free_ char **l = NULL;
-        char num[32];
         int r;
 
         for (char *const *e = environ_in; e && *e; e++) {
@@ -54,19 +77,11 @@ int executor_build_env(char *const *environ_in, const char *token, const JobEnv 
                 if (r < 0)
                         return r;
         }
-        r = env_add(&l, "ENTROPY_JOB_ID", job->job_id);
-        if (r >= 0)
-                r = env_add(&l, "ENTROPY_ASSIGNMENT_ID", job->assignment_id);
-        snprintf(num, sizeof(num), "%lld", (long long) job->attempt);
-        if (r >= 0)
-                r = env_add(&l, "ENTROPY_ATTEMPT", num);
-        snprintf(num, sizeof(num), "%lld", (long long) job->slot);
-        if (r >= 0)
-                r = env_add(&l, "ENTROPY_SLOT", num);
-        if (r >= 0 && job->cuda_visible_devices)
-                r = env_add(&l, "CUDA_VISIBLE_DEVICES", job->cuda_visible_devices);
-        if (r < 0)
-                return r;
+        if (job) {
+                r = env_add_job(&l, job);
+                if (r < 0)
+                        return r;
+        }
         if (!l) { /* an empty environment is still a valid (empty) vector */
                 l = calloc(1, sizeof(char *));
                 if (!l)
@@ -90,153 +105,328 @@ int executor_build_argv(const char *argv0, char *const *args, char ***ret) {
         return 0;
 }
 
-/* In the child: reports errno and the step that failed to the parent, then exits. */
-_noreturn_ static void child_fail(int report_fd, int step) {
-        int msg[2] = { errno, step };
-        ssize_t k _unused_ = write(report_fd, msg, sizeof(msg));
-        _exit(127);
-}
+/* The running entropy-keeper (keeper.c), and the groups of the jobs it started or was given,
+ * so that another one can be given them when it has to be started again. */
+struct Executor {
+        char *keeper_path;
+        /* The program as it was when the worker started: a package upgrade replaces the file, and
+         * an entropy-keeper started again must still speak this worker's protocol. */
+        int keeper_fd;
+        char **keeper_env;
+        pid_t keeper_pid;
+        int sock; /* our end of the socket pair */
+        sd_event_source *watch;
+        pid_t *groups;
+        size_t n_groups, n_groups_allocated;
+};
 
-static const char *const spawn_steps[] = { "setpgid", "prctl", "stdio", "chdir", "execve", "sigmask", "fork" };
+static const char *const spawn_steps[_KEEPER_STEP_MAX] = {
+        [KEEPER_STEP_SETPGID] = "setpgid", [KEEPER_STEP_PRCTL] = "prctl",     [KEEPER_STEP_STDIO] = "stdio",
+        [KEEPER_STEP_CHDIR] = "chdir",     [KEEPER_STEP_EXECVE] = "execve",   [KEEPER_STEP_SIGMASK] = "sigmask",
+        [KEEPER_STEP_FORK] = "fork",       [KEEPER_STEP_REQUEST] = "keeper",
+};
 
-static void close_all_but(int keep) {
-        long max = sysconf(_SC_OPEN_MAX);
-        bool ok = (keep <= 3 || close_range(3, (unsigned) keep - 1, 0) == 0) &&
-                  close_range((unsigned) keep + 1, ~0U, 0) == 0;
-        if (ok)
-                return;
-        for (int fd = 3; fd < (max > 0 ? max : 65536); fd++)
-                if (fd != keep)
-                        (void) close(fd);
-}
+int executor_find_keeper(char **ret) {
+        _cleanup_free_ char *self = realpath("/proc/self/exe", NULL), *sibling = NULL;
+        char *slash;
 
-/* The job itself, a child of its keeper and in the keeper's process group. Started by vfork():
- * until its execve() it runs in the keeper's memory on the keeper's stack, so it only makes
- * system calls, never returns and ends in execve() or _exit(). */
-_noreturn_ static void child_exec(const ExecSpec *spec, int report_fd, pid_t keeper) {
-        sigset_t none;
-        int null_fd;
-
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-                child_fail(report_fd, 1);
-        if (getppid() != keeper) /* the keeper died between fork and prctl */
-                _exit(127);
-        sigemptyset(&none);
-        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-                child_fail(report_fd, 5);
-        for (int sig = 1; sig < _NSIG; sig++)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) signal(sig, SIG_DFL);
-        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(spec->stdout_fd, STDOUT_FILENO) < 0 ||
-            dup2(spec->stderr_fd, STDERR_FILENO) < 0)
-                child_fail(report_fd, 2);
-        /* Nothing of the worker's (its wake socket from systemd, curl's sockets, the database) may
-         * reach the job; only the report pipe stays, close-on-exec. */
-        close_all_but(report_fd);
-        if (spec->workdir && chdir(spec->workdir) < 0)
-                child_fail(report_fd, 3);
-        execve(spec->path, spec->argv, spec->envp);
-        child_fail(report_fd, 4);
-}
-
-/* Exits the way the job did, so that the worker sees the job's own status in its keeper's. */
-_noreturn_ static void keeper_exit_as(int status) {
-        if (WIFSIGNALED(status)) {
-                int sig = WTERMSIG(status);
-                sigset_t s;
-                (void) signal(sig, SIG_DFL);
-                sigemptyset(&s);
-                sigaddset(&s, sig);
-                (void) sigprocmask(SIG_UNBLOCK, &s, NULL);
-                (void) raise(sig);
-                _exit(128 + sig);
-        }
-        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
-}
-
-/* The worker's direct child: the leader of the job's process group, which runs the job as its own
- * child and exits as it did. PR_SET_PDEATHSIG reaches only a dead parent's direct children, so
- * when the worker dies (even by SIGKILL) the keeper kills the whole group: no grandchild of the job
- * runs on beside its rerun on another worker. Signals the worker sends the group (SIGTERM on a
- * timeout or abort) are for the job; the keeper ignores them and waits. */
-_noreturn_ static void child_keep(const ExecSpec *spec, int report_fd, pid_t parent) {
-        sigset_t waited;
-        pid_t job;
-        int status;
-
-        if (setpgid(0, 0) < 0)
-                child_fail(report_fd, 0);
-        sigemptyset(&waited);
-        sigaddset(&waited, SIGCHLD);
-        sigaddset(&waited, SIGUSR1);
-        /* Blocked before PR_SET_PDEATHSIG so that the worker's death is never missed. */
-        if (sigprocmask(SIG_SETMASK, &waited, NULL) < 0)
-                child_fail(report_fd, 5);
-        if (prctl(PR_SET_PDEATHSIG, SIGUSR1) < 0)
-                child_fail(report_fd, 1);
-        if (getppid() != parent) /* the worker died between fork and prctl */
-                _exit(127);
-        (void) signal(SIGTERM, SIG_IGN);
-        (void) signal(SIGINT, SIG_IGN);
-        (void) signal(SIGHUP, SIG_IGN);
-        (void) signal(SIGPIPE, SIG_IGN);
-        /* vfork, not fork: the keeper is a copy of the whole worker, and copying its page tables
-         * once more for a process that execs at once was a good part of the cost of a short job.
-         * The keeper is suspended until the exec; the signals that matter to it (SIGUSR1: the
-         * worker died, SIGCHLD) are blocked, so they wait for sigwaitinfo() below. */
-        job = vfork();
-        if (job < 0)
-                child_fail(report_fd, 6);
-        if (job == 0)
-                child_exec(spec, report_fd, getppid());
-        /* Holds nothing of the worker's, and not the report pipe: its EOF must mean the exec worked. */
-        close_all_but(STDERR_FILENO); /* every descriptor from 3 on */
-        for (;;) {
-                int sig = sigwaitinfo(&waited, NULL);
-                if (sig == SIGUSR1) {
-                        (void) kill(0, SIGKILL); /* the whole group, the keeper with it */
-                        _exit(137);
+        /* Next to the worker: a build tree, or a worker and keeper installed side by side. */
+        if (self && (slash = strrchr(self, '/'))) {
+                *slash = 0;
+                if (asprintf(&sibling, "%s/entropy-keeper", self) < 0)
+                        return -ENOMEM;
+                if (access(sibling, X_OK) == 0) {
+                        *ret = TAKE_PTR(sibling);
+                        return 0;
                 }
-                if (sig == SIGCHLD && waitpid(job, &status, WNOHANG) == job)
-                        keeper_exit_as(status);
         }
+        *ret = strdup(PKGLIBEXECDIR "/entropy-keeper");
+        return *ret ? 0 : -ENOMEM;
 }
 
-int executor_spawn(const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) {
-        int pipefd[2], msg[2];
-        pid_t parent = getpid(), pid;
-        ssize_t k;
+static int send_full(int fd, const void *buf, size_t size) {
+        for (size_t done = 0; done < size;) {
+                ssize_t k = send(fd, (const char *) buf + done, size - done, MSG_NOSIGNAL);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                done += (size_t) k;
+        }
+        return 0;
+}
 
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
+static int read_exact(int fd, void *buf, size_t size) {
+        for (size_t done = 0; done < size;) {
+                ssize_t k = read(fd, (char *) buf + done, size - done);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k < 0 ? -errno : -EPIPE;
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+/* Header (with the descriptors, if any) and strings. -EPIPE: entropy-keeper is gone. */
+static int keeper_send(Executor *e, const KeeperRequest *req, const char *strings, const int *fds, size_t n_fds) {
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS)];
+        } control = { 0 };
+        struct iovec iov = { (void *) req, sizeof(*req) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        ssize_t k;
+        int r;
+
+        if (e->sock < 0)
+                return -EPIPE;
+        if (n_fds > 0) {
+                struct cmsghdr *c;
+                mh.msg_control = &control;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+                c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+        }
+        do
+                k = sendmsg(e->sock, &mh, MSG_NOSIGNAL);
+        while (k < 0 && errno == EINTR);
+        if (k < 0)
+                return errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
+        r = send_full(e->sock, (const char *) req + k, sizeof(*req) - (size_t) k);
+        if (r >= 0 && strings)
+                r = send_full(e->sock, strings, req->size);
+        return r == -ECONNRESET ? -EPIPE : r;
+}
+
+static int keeper_send_group(Executor *e, KeeperRequestType type, pid_t pgid) {
+        KeeperRequest req = { .version = KEEPER_PROTOCOL_VERSION, .type = type, .pid = pgid };
+        return keeper_send(e, &req, NULL, NULL, 0);
+}
+
+/* Its end of the socket closes: ends it, as a worker's exit does. */
+static void keeper_stop(Executor *e) {
+        e->watch = sd_event_source_disable_unref(e->watch);
+        if (e->sock >= 0)
+                close(TAKE_FD(e->sock));
+        /* Not WNOHANG: it may still be killing the groups it was left with. It exits at once on
+         * EOF, and only ever blocks reading from us. */
+        if (e->keeper_pid > 0)
+                (void) waitpid(e->keeper_pid, NULL, 0);
+        e->keeper_pid = 0;
+}
+
+static int keeper_start(Executor *e, sd_event *event);
+
+static void keeper_restart(Executor *e) {
+        _cleanup_(sd_event_unrefp) sd_event *event = e->watch ? sd_event_ref(sd_event_source_get_event(e->watch)) : NULL;
+        int r;
+
+        log_warning("entropy-keeper (pid %d) is gone; starting it again.", (int) e->keeper_pid);
+        keeper_stop(e);
+        r = keeper_start(e, event);
+        if (r < 0)
+                log_error_errno(r, "Cannot start %s again: %m", e->keeper_path);
+}
+
+static int on_keeper_gone(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        keeper_restart(userdata);
+        return 0;
+}
+
+/* Watched while idle: it never speaks unasked, so anything to read means it is gone. */
+static int keeper_watch(Executor *e, sd_event *event) {
+        if (!event)
+                return 0;
+        return sd_event_add_io(event, &e->watch, e->sock, EPOLLIN | EPOLLRDHUP, on_keeper_gone, e);
+}
+
+static int keeper_start(Executor *e, sd_event *event) {
+        _cleanup_close_ int theirs = -EBADF;
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, all;
+        char *argv[] = { (char *) "entropy-keeper", NULL };
+        char exe[64];
+        int pair[2], r;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
                 return -errno;
-        pid = fork();
-        if (pid < 0) {
-                int r = -errno;
-                close(pipefd[0]);
-                close(pipefd[1]);
+        e->sock = pair[0];
+        theirs = pair[1];
+        sigemptyset(&none);
+        sigfillset(&all);
+        r = posix_spawn_file_actions_init(&fa);
+        if (r != 0)
+                return -r;
+        r = posix_spawn_file_actions_adddup2(&fa, theirs, KEEPER_SOCKET_FD);
+        if (r == 0)
+                r = posix_spawnattr_init(&attr);
+        if (r == 0) {
+                /* A clean slate: the worker blocks SIGCHLD, SIGTERM and the like for sd-event. */
+                r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+                if (r == 0)
+                        r = posix_spawnattr_setsigmask(&attr, &none);
+                if (r == 0)
+                        r = posix_spawnattr_setsigdefault(&attr, &all);
+                snprintf(exe, sizeof(exe), "/proc/self/fd/%d", e->keeper_fd);
+                if (r == 0)
+                        r = posix_spawn(&e->keeper_pid, exe, &fa, &attr, argv, e->keeper_env);
+                posix_spawnattr_destroy(&attr);
+        }
+        posix_spawn_file_actions_destroy(&fa);
+        if (r != 0) {
+                e->keeper_pid = 0;
+                close(TAKE_FD(e->sock));
+                return -r;
+        }
+        /* Jobs an earlier entropy-keeper started: this one guards them now. */
+        for (size_t i = 0; r >= 0 && i < e->n_groups; i++)
+                r = keeper_send_group(e, KEEPER_ADOPT, e->groups[i]);
+        if (r >= 0)
+                r = keeper_watch(e, event);
+        return r;
+}
+
+int executor_new(const char *keeper_path, char *const *keeper_env, Executor **ret) {
+        _cleanup_(executor_freep) Executor *e = calloc(1, sizeof(Executor));
+        int r;
+
+        if (!e)
+                return -ENOMEM;
+        e->sock = e->keeper_fd = -EBADF;
+        e->keeper_path = strdup(keeper_path);
+        e->keeper_env = strv_copy((char **) keeper_env);
+        if (!e->keeper_path || (keeper_env && !e->keeper_env))
+                return -ENOMEM;
+        e->keeper_fd = open(keeper_path, O_PATH | O_CLOEXEC);
+        if (e->keeper_fd < 0)
+                return -errno;
+        r = keeper_start(e, NULL);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+int executor_attach_event(Executor *e, sd_event *event) {
+        if (e->watch || e->sock < 0)
+                return -EBUSY;
+        return keeper_watch(e, event);
+}
+
+Executor *executor_free(Executor *e) {
+        if (!e)
+                return NULL;
+        keeper_stop(e);
+        if (e->keeper_fd >= 0)
+                close(e->keeper_fd);
+        free(e->keeper_path);
+        strv_free(e->keeper_env);
+        free(e->groups);
+        free(e);
+        return NULL;
+}
+
+pid_t executor_keeper_pid(const Executor *e) {
+        return e->keeper_pid;
+}
+
+static int groups_add(Executor *e, pid_t pgid) {
+        if (e->n_groups == e->n_groups_allocated) {
+                size_t n = MAX(e->n_groups_allocated * 2, (size_t) 8);
+                pid_t *p = realloc(e->groups, n * sizeof(pid_t));
+                if (!p)
+                        return -ENOMEM;
+                e->groups = p;
+                e->n_groups_allocated = n;
+        }
+        e->groups[e->n_groups++] = pgid;
+        return 0;
+}
+
+void executor_forget(Executor *e, pid_t pgid) {
+        for (size_t i = 0; i < e->n_groups; i++)
+                if (e->groups[i] == pgid) {
+                        e->groups[i] = e->groups[--e->n_groups];
+                        /* If it is gone, the next one is never told about this group. */
+                        (void) keeper_send_group(e, KEEPER_FORGET, pgid);
+                        return;
+                }
+}
+
+/* path, workdir, argv..., envp..., each NUL-terminated. */
+static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret) {
+        size_t size = strlen(spec->path) + 1 + strlen(strempty(spec->workdir)) + 1;
+        char *buf, *p;
+
+        for (char **a = spec->argv; a && *a; a++)
+                size += strlen(*a) + 1;
+        for (char **a = spec->envp; a && *a; a++)
+                size += strlen(*a) + 1;
+        if (size > KEEPER_REQUEST_MAX)
+                return -E2BIG;
+        p = buf = malloc(size);
+        if (!buf)
+                return -ENOMEM;
+        p = stpcpy(p, spec->path) + 1;
+        p = stpcpy(p, strempty(spec->workdir)) + 1;
+        for (char **a = spec->argv; a && *a; a++)
+                p = stpcpy(p, *a) + 1;
+        for (char **a = spec->envp; a && *a; a++)
+                p = stpcpy(p, *a) + 1;
+        *req = (KeeperRequest){ KEEPER_PROTOCOL_VERSION, KEEPER_SPAWN, (uint32_t) size,
+                                (uint32_t) strv_length(spec->argv), (uint32_t) strv_length(spec->envp),
+                                (int32_t) getpid() };
+        *ret = buf;
+        return 0;
+}
+
+static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strings, const ExecSpec *spec,
+                        KeeperReply *reply) {
+        int fds[KEEPER_SPAWN_FDS] = { spec->stdout_fd, spec->stderr_fd };
+        int r = keeper_send(e, req, strings, fds, KEEPER_SPAWN_FDS);
+        if (r >= 0)
+                r = read_exact(e->sock, reply, sizeof(*reply));
+        return r == -ECONNRESET ? -EPIPE : r;
+}
+
+int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) {
+        _cleanup_free_ char *strings = NULL;
+        KeeperRequest req;
+        KeeperReply reply;
+        int r;
+
+        if (ret_step)
+                *ret_step = "keeper";
+        r = request_strings(spec, &req, &strings);
+        if (r < 0)
+                return r;
+        r = keeper_spawn(e, &req, strings, spec, &reply);
+        if (r == -EPIPE) {
+                keeper_restart(e);
+                r = keeper_spawn(e, &req, strings, spec, &reply);
+        }
+        if (r < 0)
+                return r;
+        if (reply.error != 0) {
+                if (reply.pid > 0) /* the job's process, which gave up before its exec */
+                        (void) waitpid(reply.pid, NULL, 0);
+                if (ret_step)
+                        *ret_step = reply.step >= 0 && reply.step < _KEEPER_STEP_MAX ? spawn_steps[reply.step] : "spawn";
+                return reply.error > 0 ? -reply.error : -EIO;
+        }
+        r = groups_add(e, reply.pid);
+        if (r < 0) {
+                (void) executor_signal_group(reply.pid, SIGKILL);
+                (void) keeper_send_group(e, KEEPER_FORGET, reply.pid); /* before the pid can be reused */
+                (void) waitpid(reply.pid, NULL, 0);
                 return r;
         }
-        if (pid == 0) {
-                close(pipefd[0]);
-                child_keep(spec, pipefd[1], parent);
-        }
-        close(pipefd[1]);
-        /* Also from the parent, so that the group exists before we might signal it. */
-        (void) setpgid(pid, pid);
-        /* EOF (the pipe closed by a successful exec) or an error report: short, a few ms at most. */
-        do
-                k = read(pipefd[0], msg, sizeof(msg));
-        while (k < 0 && errno == EINTR);
-        close(pipefd[0]);
-        if (k == sizeof(msg)) {
-                (void) waitpid(pid, NULL, 0);
-                if (ret_step)
-                        *ret_step = msg[1] >= 0 && (size_t) msg[1] < ELEMENTSOF(spawn_steps) ? spawn_steps[msg[1]]
-                                                                                               : "spawn";
-                return msg[0] > 0 ? -msg[0] : -EIO;
-        }
-        *ret_pid = pid;
+        *ret_pid = reply.pid;
         return 0;
 }
 

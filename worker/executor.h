@@ -3,12 +3,15 @@
  * command is one), in its own process group (its pid is the pgid, so the whole tree can be
  * signalled), with stdin from /dev/null, stdout/stderr on the artifact files, no inherited file
  * descriptors, a default signal mask, and PR_SET_PDEATHSIG=SIGKILL so a worker crash does not
- * leave it running under a lease nobody renews. */
+ * leave it running under a lease nobody renews; entropy-keeper kills the rest of its group then. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
 
 typedef struct ExecSpec {
         const char *path;    /* absolute executable */
@@ -29,14 +32,34 @@ typedef struct JobEnv {
 /* The child's environment: the worker's own minus everything that belongs to the worker
  * (ENTROPY_* settings, the systemd notify/listen/watchdog/credentials variables, any variable
  * whose value contains the token), plus ENTROPY_JOB_ID, ENTROPY_ASSIGNMENT_ID, ENTROPY_ATTEMPT,
- * ENTROPY_SLOT and CUDA_VISIBLE_DEVICES when given. */
+ * ENTROPY_SLOT and CUDA_VISIBLE_DEVICES when given. job NULL: none of those (entropy-keeper's). */
 int executor_build_env(char *const *environ_in, const char *token, const JobEnv *job, char ***ret);
 /* argv = { argv0, args... }. */
 int executor_build_argv(const char *argv0, char *const *args, char ***ret);
 
-/* Forks and execs. Returns the pid once the exec succeeded (reported through a close-on-exec
- * pipe); -errno of the failing step otherwise (chdir, exec, ...), with *ret_step naming it. */
-int executor_spawn(const ExecSpec *spec, pid_t *ret_pid, const char **ret_step);
+/* Starts jobs through the entropy-keeper process (keeper.c), which also kills what is left of
+ * their process groups when the worker dies. Its environment is keeper_env (the worker's,
+ * scrubbed like a job's). When it dies it is started again (at once with an event loop attached,
+ * else at the next spawn) and given the groups of the jobs still running. */
+typedef struct Executor Executor;
+int executor_new(const char *keeper_path, char *const *keeper_env, Executor **ret);
+int executor_attach_event(Executor *e, sd_event *event);
+/* Ends entropy-keeper, which kills the groups of jobs not yet forgotten. */
+Executor *executor_free(Executor *e);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Executor *, executor_free);
+pid_t executor_keeper_pid(const Executor *e);
+/* entropy-keeper next to this program's executable if there is one there (a build tree), else
+ * the installed one in PKGLIBEXECDIR. */
+int executor_find_keeper(char **ret);
+
+/* Starts the job as the caller's child and the leader of its own process group (its pid is the
+ * pgid). Returns the pid once the job's exec succeeded; -errno of the failing step otherwise
+ * (chdir, execve, ...), with *ret_step naming it ("keeper": entropy-keeper could not be reached
+ * even after a restart, or refused the request). */
+int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step);
+/* The job led by pgid has ended. Called after its group is killed and before its pid is reaped,
+ * so that entropy-keeper never holds a group number the kernel may have given out again. */
+void executor_forget(Executor *e, pid_t pgid);
 
 /* kill() of the whole group; a group already gone is success. */
 int executor_signal_group(pid_t pgid, int sig);

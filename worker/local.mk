@@ -10,7 +10,7 @@ libentropy_worker_a_SOURCES = \
 	worker/run.c \
 	worker/lease.c \
 	worker/wake.c worker/wake.h \
-	worker/executor.c worker/executor.h \
+	worker/executor.c worker/executor.h worker/keeper-protocol.h \
 	worker/artifacts.c worker/artifacts.h \
 	worker/replay.c worker/replay.h \
 	worker/policy.c worker/policy.h \
@@ -24,6 +24,10 @@ bin_PROGRAMS += entropy-worker
 entropy_worker_SOURCES = worker/worker-main.c
 entropy_worker_CFLAGS = $(WORKER_CFLAGS)
 entropy_worker_LDADD = $(WORKER_LIBS)
+
+# The worker's keeper process (keeper.c): nothing but libc, so that forking it is cheap.
+pkglibexec_PROGRAMS += entropy-keeper
+entropy_keeper_SOURCES = worker/keeper.c worker/keeper-protocol.h
 
 # Unit tests of the worker's mechanisms (no control plane needed).
 WORKER_UNIT_TESTS = \
@@ -49,7 +53,7 @@ tests_unit_test_worker_artifacts_SOURCES = tests/unit/test-worker-artifacts.c te
 tests_unit_test_worker_artifacts_CFLAGS = $(WORKER_CFLAGS)
 tests_unit_test_worker_artifacts_LDADD = $(WORKER_LIBS)
 tests_unit_test_worker_executor_SOURCES = tests/unit/test-worker-executor.c tests/tap.h
-tests_unit_test_worker_executor_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_executor_CFLAGS = $(WORKER_CFLAGS) -DTEST_KEEPER_PATH=\"$(abs_top_builddir)/entropy-keeper\"
 tests_unit_test_worker_executor_LDADD = $(WORKER_LIBS)
 
 # Integration tests against the real entropy-control on 127.0.0.1.

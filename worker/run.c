@@ -274,6 +274,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         /* Whatever the job left behind in its group goes with it: nothing of a finished run may
          * keep writing to its files or run on past its lease. */
         (void) executor_signal_group(r->pid, SIGKILL);
+        /* sd-event reaps the job only when this callback returns: its group number is still ours. */
+        executor_forget(r->worker->executor, r->pid);
         r->child_source = sd_event_source_disable_unref(r->child_source);
         /* This callback ends with the slot free (run_release), so the next job may be asked for
          * now, to travel while the artifacts and the result are made durable. Not when that can
@@ -377,7 +379,7 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                 return k;
         ExecSpec spec = { exec_path, argv, env, workdir ? workdir : r->artifacts->dir, r->artifacts->out.fd,
                           r->artifacts->err.fd };
-        k = executor_spawn(&spec, &r->pid, &step);
+        k = executor_spawn(w->executor, &spec, &r->pid, &step);
         if (k < 0) {
                 char msg[512];
                 snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", exec_path, step, strerror(-k));

@@ -335,6 +335,27 @@ static int worker_setup_capabilities(Worker *w) {
         return 0;
 }
 
+/* entropy-keeper, started now rather than at the first job: a worker that cannot run jobs says
+ * so when it starts. */
+static int worker_setup_executor(Worker *w) {
+        _cleanup_strv_free_ char **env = NULL;
+        _cleanup_free_ char *path = NULL;
+        int k = executor_find_keeper(&path);
+
+        if (k >= 0)
+                k = executor_build_env(environ, w->token, NULL, &env);
+        if (k < 0)
+                return log_oom();
+        k = executor_new(path, env, &w->executor);
+        if (k < 0)
+                return log_error_errno(k, "Cannot start %s: %m", path);
+        k = executor_attach_event(w->executor, w->event);
+        if (k < 0)
+                return log_error_errno(k, "Cannot watch %s: %m", path);
+        log_debug("Jobs start through %s (pid %d).", path, (int) executor_keeper_pid(w->executor));
+        return 0;
+}
+
 static int worker_setup_loop(Worker *w) {
         int k;
 
@@ -393,6 +414,9 @@ int worker_new(int argc, char **argv, Worker **ret) {
                 if (k < 0)
                         log_error_errno(k, "Cannot set up host metrics: %m");
         }
+        /* Also in a dry run: a reload may end it. */
+        if (k == 0)
+                k = worker_setup_executor(w);
         if (k == 0)
                 k = wake_setup(w);
         if (k != 0) {
@@ -415,6 +439,7 @@ Worker *worker_free(Worker *w) {
                         run_free(w->slots[i]);
                 }
         free(w->slots);
+        executor_free(w->executor);
         wake_close(w);
         sd_event_source_disable_unref(w->session_timer);
         sd_event_source_disable_unref(w->poll_timer);

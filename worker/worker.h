@@ -18,6 +18,7 @@
 #include "artifacts.h"
 #include "client.h"
 #include "crypto.h"
+#include "executor.h"
 #include "replay.h"
 #include "time-util.h"
 #include "worker-settings.h"
@@ -113,6 +114,7 @@ struct Worker {
 
         Client *client;
         Replay *replay;
+        Executor *executor;
 
         Run **slots;
         size_t n_slots;

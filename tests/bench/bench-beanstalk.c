@@ -153,9 +153,9 @@ static int bs_run(pid_t pid, uint16_t port, const BenchSettings *s, BeanstalkRes
                 r = load_add_client(&run.load, &c[i].base, &bs_ops, (unsigned) i);
         }
         if (r >= 0) {
-                bool have_cpu = proc_cpu_usec(pid, &cpu0) >= 0;
+                bool have_cpu = proc_cpu_usec(pid, false, &cpu0) >= 0;
                 r = load_run(&run.load, clients, n);
-                if (have_cpu && proc_cpu_usec(pid, &cpu1) >= 0)
+                if (have_cpu && proc_cpu_usec(pid, false, &cpu1) >= 0)
                         res->server_cpu = cpu1 - cpu0;
         }
         res->cycles = run.load.cycles;

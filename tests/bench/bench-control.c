@@ -162,7 +162,7 @@ int control_plane_memory(ControlPlane *cp, uint64_t *ret_hwm, uint64_t *ret_rss)
 int control_plane_cpu(ControlPlane *cp, usec_t *ret) {
         if (cp->pid <= 0)
                 return -ENODATA;
-        return proc_cpu_usec(cp->pid, ret);
+        return proc_cpu_usec(cp->pid, false, ret);
 }
 
 /* One sample line of the exposition: `name{...,state="PENDING",...} value`. Returns the state the

@@ -247,10 +247,10 @@ void child_log_tail(const Child *c, unsigned lines) {
         free(ring);
 }
 
-int proc_cpu_usec(pid_t pid, usec_t *ret) {
+int proc_cpu_usec(pid_t pid, bool with_children, usec_t *ret) {
         _cleanup_fclose_ FILE *f = NULL;
         char path[64], buf[1024];
-        unsigned long long utime, stime;
+        unsigned long long utime, stime, cutime, cstime;
         long ticks = sysconf(_SC_CLK_TCK);
 
         snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
@@ -262,8 +262,11 @@ int proc_cpu_usec(pid_t pid, usec_t *ret) {
         /* The command name (field 2) may hold spaces and parentheses: count from its last ')'. */
         const char *p = strrchr(buf, ')');
         if (!p || ticks <= 0 ||
-            sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+            sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &utime, &stime,
+                   &cutime, &cstime) != 4)
                 return -EBADMSG;
+        if (with_children)
+                utime += cutime + cstime;
         *ret = (usec_t) ((utime + stime) * USEC_PER_SEC / (unsigned long long) ticks);
         return 0;
 }

@@ -45,8 +45,9 @@ void child_done(Child *c);
 /* Prints the last lines of the child's log to stderr, for failures. */
 void child_log_tail(const Child *c, unsigned lines);
 
-/* CPU time (user + system) a process has used so far, from /proc/PID/stat. */
-int proc_cpu_usec(pid_t pid, usec_t *ret);
+/* CPU time (user + system) a process has used so far, from /proc/PID/stat; with_children adds
+ * that of its children it has waited for (and theirs, transitively). */
+int proc_cpu_usec(pid_t pid, bool with_children, usec_t *ret);
 
 /* VmHWM (peak resident set) and VmRSS of a process, in KiB. */
 int proc_memory_kib(pid_t pid, uint64_t *ret_hwm, uint64_t *ret_rss);

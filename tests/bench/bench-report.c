@@ -126,6 +126,10 @@ static void human_beanstalk(BeanstalkResult *b) {
         human_server_cpu(b->server_cpu, b->elapsed, b->cycles, "cycle");
 }
 
+static double per_job_ms(usec_t cpu, uint64_t jobs) {
+        return (double) cpu / USEC_PER_MSEC / (double) jobs;
+}
+
 static void human_e2e(const E2eResult *e) {
         double ratio = e->xargs_elapsed ? (double) e->entropy_elapsed / (double) e->xargs_elapsed : 0.0;
 
@@ -135,6 +139,11 @@ static void human_e2e(const E2eResult *e) {
         printf("  xargs -P2           %.2f s\n", (double) e->xargs_elapsed / USEC_PER_SEC);
         printf("  ratio               %.2f [target < %.0f: %s]\n", ratio, TARGET_E2E_RATIO,
                met(ratio > 0 && ratio < TARGET_E2E_RATIO));
+        if (e->workers_cpu > 0 && e->jobs > 0)
+                printf("  CPU per job         workers %.2f ms (with keepers and jobs), control plane %.2f ms; "
+                       "xargs %.2f ms\n",
+                       per_job_ms(e->workers_cpu, e->jobs), per_job_ms(e->control_cpu, e->jobs),
+                       per_job_ms(e->xargs_cpu, e->jobs));
 }
 
 void report_print_human(const BenchReport *cr) {
@@ -243,6 +252,11 @@ static json_object *json_e2e(const E2eResult *e) {
         json_add_double(o, "ratio", e->xargs_elapsed ? (double) e->entropy_elapsed / (double) e->xargs_elapsed : 0.0);
         json_add_int64(o, "completed", (int64_t) e->completed);
         json_add_int64(o, "failed", (int64_t) e->failed);
+        if (e->workers_cpu > 0 && e->jobs > 0) {
+                json_add_double(o, "workers_cpu_ms_per_job", per_job_ms(e->workers_cpu, e->jobs));
+                json_add_double(o, "control_cpu_ms_per_job", per_job_ms(e->control_cpu, e->jobs));
+                json_add_double(o, "xargs_cpu_ms_per_job", per_job_ms(e->xargs_cpu, e->jobs));
+        }
         return o;
 }
 

@@ -97,6 +97,10 @@ typedef struct E2eResult {
         usec_t entropy_elapsed;
         usec_t xargs_elapsed;
         uint64_t completed, failed;
+        /* CPU time over the run (0: unknown): the workers with their keepers and jobs, the
+         * control plane, and xargs with its shell and its `true`s. Steadier than elapsed time on a
+         * shared machine, and they say where an end-to-end job's cost is. */
+        usec_t workers_cpu, control_cpu, xargs_cpu;
 } E2eResult;
 
 typedef struct BenchReport {

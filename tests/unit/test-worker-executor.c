@@ -1,5 +1,7 @@
 /* test-worker-executor.c: a job's environment (its ids in, the worker's settings and token out),
- * its own process group, no inherited descriptors, and killing the whole group. */
+ * its own process group as our child, no inherited descriptors, killing the whole group (also
+ * when the worker dies), and entropy-keeper itself: restarted when it dies and handed the running
+ * jobs, refusing to run by hand. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "time-util.h"
 
 static char dir[] = "/tmp/entropy-test-executor-XXXXXX";
+static Executor *executor;
 static const char *TOKEN = "worker-token-0123456789abcdef";
 
 static void test_env_scrubs_worker_secrets(void) {
@@ -50,9 +53,15 @@ static pid_t run_sh(const char *script, const char *name, const char *workdir, i
         snprintf(out, sizeof(out), "%s/%s", dir, name);
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         ExecSpec spec = { "/bin/sh", argv, envp, workdir, fd, fd };
-        *ret_r = executor_spawn(&spec, &pid, step);
+        *ret_r = executor_spawn(executor, &spec, &pid, step);
         close(fd);
         return pid;
+}
+
+static const char *output_path(const char *name) {
+        static char p[300];
+        snprintf(p, sizeof(p), "%s/%s", dir, name);
+        return p;
 }
 
 static char *output(const char *name) {
@@ -78,9 +87,10 @@ static void test_own_group_no_fds_workdir(void) {
         waitpid(pid, &status, 0);
         _cleanup_free_ char *text = output("out1");
         int a = 0, b = -1;
-        /* The job runs in its own process group, led by its keeper (the worker's child, pid). */
-        if (!ok(sscanf(text, "%d %d", &a, &b) == 2 && b == pid && a != pid,
-                "job in its own process group, led by its keeper: pid %d pgid %d keeper %d", a, b, (int) pid))
+        int n = sscanf(text, "%d %d", &a, &b);
+        /* The job is our child (waitpid above), and leads a process group of its own. */
+        if (!ok(n == 2 && b == pid && a == pid,
+                "job in its own process group: pid %d pgid %d spawned %d", a, b, (int) pid))
                 diag("output: %s", text);
         ok(strstr(text, "clean") != NULL, "the worker's descriptors are not inherited");
         ok(strstr(text, "\n/tmp\n") != NULL, "runs in its working directory");
@@ -157,7 +167,8 @@ static bool process_gone(pid_t pid) {
 
 /* PR_SET_PDEATHSIG reaches only direct children: the keeper must take the job's whole group down
  * when its worker is SIGKILLed, or a grandchild runs on beside the job's rerun elsewhere. */
-static void test_worker_kill_takes_down_the_jobs_grandchildren(void) {
+static void test_worker_kill_takes_down_the_jobs_grandchildren(bool keeper_restarted) {
+        const char *name = keeper_restarted ? "out8" : "out5";
         int status;
         pid_t worker = fork();
         if (worker < 0)
@@ -165,7 +176,23 @@ static void test_worker_kill_takes_down_the_jobs_grandchildren(void) {
         if (worker == 0) { /* a stand-in worker: spawns the job, then waits to be killed */
                 int r;
                 const char *step;
-                run_sh("sleep 100 & echo $!; wait", "out5", NULL, &r, &step);
+                /* Its own entropy-keeper: the jobs it starts must be its children. */
+                executor = NULL;
+                if (executor_new(TEST_KEEPER_PATH, NULL, &executor) < 0)
+                        _exit(1);
+                run_sh("sleep 100 & echo $!; wait", name, NULL, &r, &step);
+                if (keeper_restarted) {
+                        /* The next entropy-keeper must be handed the running job's group. */
+                        pid_t keeper = executor_keeper_pid(executor);
+                        kill(keeper, SIGKILL);
+                        waitpid(keeper, NULL, 0);
+                        pid_t pid = run_sh("true", "out9", NULL, &r, &step);
+                        if (r < 0 || executor_keeper_pid(executor) == keeper)
+                                _exit(1);
+                        waitpid(pid, NULL, 0);
+                        executor_forget(executor, pid);
+                        close(open(output_path("out9.done"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+                }
                 for (;;)
                         pause();
         }
@@ -173,31 +200,116 @@ static void test_worker_kill_takes_down_the_jobs_grandchildren(void) {
         pid_t grandchild = 0;
         for (int i = 0; i < 500 && grandchild <= 0; i++) { /* bounded: 5 s */
                 free(text);
-                text = output("out5");
+                text = output(name);
                 grandchild = atoi(text);
                 if (grandchild <= 0)
                         usleep(10000);
         }
         ok(grandchild > 0, "the job's grandchild started: %d", (int) grandchild);
+        if (keeper_restarted) /* bounded: 5 s */
+                for (int i = 0; i < 500 && access(output_path("out9.done"), F_OK) < 0; i++)
+                        usleep(10000);
         kill(worker, SIGKILL);
         waitpid(worker, &status, 0);
         bool gone = false;
         for (int i = 0; i < 500 && !(gone = process_gone(grandchild)); i++)
                 usleep(10000);
-        ok(gone, "the grandchild died with its SIGKILLed worker");
+        ok(gone, "the grandchild died with its SIGKILLed worker%s",
+           keeper_restarted ? ", under an entropy-keeper started after the job" : "");
         if (!gone)
                 kill(grandchild, SIGKILL);
 }
 
+static bool is_child_of(pid_t pid, pid_t parent) {
+        char p[64], st[512] = "";
+        int ppid = 0;
+        snprintf(p, sizeof(p), "/proc/%d/stat", (int) pid);
+        _cleanup_fclose_ FILE *f = fopen(p, "re");
+        if (!f || !fgets(st, sizeof(st), f))
+                return false;
+        const char *close_paren = strrchr(st, ')');
+        return close_paren && sscanf(close_paren + 2, "%*c %d", &ppid) == 1 && ppid == parent;
+}
+
+static void test_keeper_process(void) {
+        pid_t server = executor_keeper_pid(executor), pid;
+        char environ_path[64];
+        _cleanup_free_ char *env = NULL;
+        size_t n = 0;
+        int r, status;
+        const char *step;
+
+        ok(server > 0 && is_child_of(server, getpid()), "entropy-keeper runs as our child (pid %d)", (int) server);
+        snprintf(environ_path, sizeof(environ_path), "/proc/%d/environ", (int) server);
+        ok(read_full_file(environ_path, 4096, &env, &n) == 0 && n == strlen("ENTROPY_TEST=keeper") + 1 &&
+                   streq(env, "ENTROPY_TEST=keeper"),
+           "entropy-keeper has the environment it was given, nothing else");
+
+        pid = run_sh("exit 3", "out6", NULL, &r, &step);
+        is_int(r, 0, "spawned");
+        ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 3,
+           "the job is our child: its exit status is ours to read");
+        executor_forget(executor, pid);
+
+        /* Killed by an operator or the OOM killer: the next job starts it again. */
+        kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+        pid = run_sh("kill -TERM $$", "out7", NULL, &r, &step);
+        is_int(r, 0, "spawned after entropy-keeper was killed");
+        ok(executor_keeper_pid(executor) > 0 && executor_keeper_pid(executor) != server, "a new entropy-keeper");
+        ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+           "so is its signal");
+        executor_forget(executor, pid);
+}
+
+static void test_request_too_large(void) {
+        _cleanup_strv_free_ char **argv = NULL;
+        _cleanup_free_ char *big = malloc(1024 * 1024 + 1);
+        char *envp[] = { NULL };
+        pid_t pid = 0;
+        const char *step = NULL;
+
+        if (!big)
+                tap_bail("malloc");
+        memset(big, 'x', 1024 * 1024);
+        big[1024 * 1024] = 0;
+        for (int i = 0; i < 9; i++)
+                if (strv_extend(&argv, big) < 0)
+                        tap_bail("strv_extend");
+        ExecSpec spec = { "/bin/true", argv, envp, NULL, STDERR_FILENO, STDERR_FILENO };
+        is_int(executor_spawn(executor, &spec, &pid, &step), -E2BIG, "arguments beyond 8 MiB are refused");
+        is_int(executor_spawn(executor, &(ExecSpec){ "/bin/true", (char *[]){ "true", NULL }, envp, NULL,
+                                                     STDERR_FILENO, STDERR_FILENO },
+                              &pid, &step),
+               0, "and the next job starts");
+        waitpid(pid, NULL, 0);
+}
+
+static void test_keeper_refuses_to_run_by_hand(void) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "%s </dev/null >/dev/null 2>&1", TEST_KEEPER_PATH);
+        int status = system(cmd);
+        ok(WIFEXITED(status) && WEXITSTATUS(status) == 2, "entropy-keeper without a worker exits 2");
+}
+
 int main(void) {
+        char *keeper_env[] = { "ENTROPY_TEST=keeper", NULL };
+
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
+        if (executor_new(TEST_KEEPER_PATH, keeper_env, &executor) < 0)
+                tap_bail("cannot start " TEST_KEEPER_PATH);
         test_env_scrubs_worker_secrets();
         test_own_group_no_fds_workdir();
         test_spawn_failures_name_the_step();
         test_signal_group_kills_children();
-        test_worker_kill_takes_down_the_jobs_grandchildren();
+        test_worker_kill_takes_down_the_jobs_grandchildren(false);
+        test_worker_kill_takes_down_the_jobs_grandchildren(true);
         test_proc_start_time();
+        test_keeper_process();
+        test_request_too_large();
+        test_keeper_refuses_to_run_by_hand();
+        executor = executor_free(executor);
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)

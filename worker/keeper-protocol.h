@@ -1,0 +1,55 @@
+/* keeper-protocol.h: what entropy-worker and its entropy-keeper process say to each other over
+ * their socket pair (a byte stream, blocking on both ends, read in order).
+ *
+ * Every message starts with a KeeperRequest.
+ *   KEEPER_SPAWN: two descriptors attached (SCM_RIGHTS: the job's stdout and stderr), then
+ *     `size` bytes of NUL-terminated strings: the executable's path, the working directory (""
+ *     for none), n_argv arguments and n_env environment entries. Answered by a KeeperReply.
+ *   KEEPER_FORGET: the job led by `pid` has ended and its group is killed; not answered.
+ *   KEEPER_ADOPT: a job entropy-keeper did not start (an earlier entropy-keeper did) is running
+ *     in group `pid`: guard it like its own; not answered. */
+#pragma once
+
+#include <stdint.h>
+
+#define KEEPER_PROTOCOL_VERSION 2U
+/* execve() itself refuses much less: arguments and environment share a quarter of the stack
+ * limit, 2 MiB by default. */
+#define KEEPER_REQUEST_MAX      (8U * 1024U * 1024U)
+#define KEEPER_SPAWN_FDS        2
+/* Where entropy-keeper finds its end of the socket pair. */
+#define KEEPER_SOCKET_FD        3
+
+typedef enum KeeperRequestType {
+        KEEPER_SPAWN = 1,
+        KEEPER_FORGET,
+        KEEPER_ADOPT,
+} KeeperRequestType;
+
+typedef struct KeeperRequest {
+        uint32_t version;
+        uint32_t type;
+        uint32_t size; /* KEEPER_SPAWN: bytes of strings that follow */
+        uint32_t n_argv;
+        uint32_t n_env;
+        int32_t pid; /* KEEPER_SPAWN: the worker (the job's parent); otherwise the job's group */
+} KeeperRequest;
+
+/* The steps a job's start can fail at. */
+enum {
+        KEEPER_STEP_SETPGID,
+        KEEPER_STEP_PRCTL,
+        KEEPER_STEP_STDIO,
+        KEEPER_STEP_CHDIR,
+        KEEPER_STEP_EXECVE,
+        KEEPER_STEP_SIGMASK,
+        KEEPER_STEP_FORK,
+        KEEPER_STEP_REQUEST, /* entropy-keeper refused the request itself */
+        _KEEPER_STEP_MAX,
+};
+
+typedef struct KeeperReply {
+        int32_t error; /* positive errno, 0 when the job's exec succeeded */
+        int32_t step;  /* the step that failed, when error != 0 */
+        int32_t pid;   /* the job (the worker's child), also when its exec failed: reap it */
+} KeeperReply;
