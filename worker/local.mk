@@ -12,6 +12,7 @@ libentropy_worker_a_SOURCES = \
 	worker/wake.c worker/wake.h \
 	worker/executor.c worker/executor.h worker/keeper-protocol.h \
 	worker/artifacts.c worker/artifacts.h \
+	worker/finisher.c worker/finisher.h \
 	worker/replay.c worker/replay.h \
 	worker/policy.c worker/policy.h \
 	worker/gpu.c worker/gpu.h \

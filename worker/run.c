@@ -24,7 +24,6 @@
 extern char **environ;
 
 /* Output up to this size is hashed in a few milliseconds. */
-#define RUN_QUICK_FINISH_BYTES (4U * 1024 * 1024)
 
 JobSpec *job_spec_free(JobSpec *s) {
         if (!s)
@@ -146,7 +145,7 @@ static json_object *result_base(Run *r) {
         json_add_int64(o, "attempt", r->spec->attempt);
         if (r->started_real)
                 json_add_time(o, "started_at", r->started_real);
-        json_add_time(o, "finished_at", now_realtime_usec());
+        json_add_time(o, "finished_at", r->exited_real ? r->exited_real : now_realtime_usec());
         return o;
 }
 
@@ -158,7 +157,8 @@ static void run_record_result(Run *r, ResultKind kind, json_object *body, const 
         int k;
 
         k = replay_add_result(w->replay, r->run_id, kind, r->spec->job_id, r->spec->assignment_id, body,
-                              now_realtime_usec(), outcome, exit_code, reason, &seq);
+                              r->exited_real ? r->exited_real : now_realtime_usec(), outcome, exit_code, reason,
+                              &seq);
         if (k < 0)
                 /* Not durable: it would be lost on a crash; say so loudly, the outbox never saw it. */
                 log_error_errno(k, "Job %s: failed to record the result in the replay buffer, it is lost: %m",
@@ -189,24 +189,6 @@ static void run_fail(Run *r, const char *kind, bool retryable, int64_t exit_code
         json_object_put(body);
 }
 
-static int finalize_artifacts(Run *r, char *err, size_t err_size) {
-        Worker *w = r->worker;
-        int k = artifacts_finalize(r->artifacts);
-        if (k < 0) {
-                snprintf(err, err_size, "could not finalize stdout/stderr in %s: %s", r->artifacts->dir,
-                         strerror(-k));
-                return k;
-        }
-        if (w->backend == ARTIFACT_BACKEND_SHARED) {
-                k = artifacts_publish_shared(r->artifacts, w->settings.shared_directory, r->spec->job_id,
-                                             r->spec->assignment_id);
-                if (k < 0)
-                        log_warning_errno(k, "Job %s: shared artifact copy failed, reporting local files: %m",
-                                          r->spec->job_id);
-        }
-        return 0;
-}
-
 static void run_complete(Run *r, int64_t exit_code, const char *summary, const char *outcome, bool dry_run) {
         json_object *body = result_base(r);
         json_add_int64(body, "exit_code", exit_code);
@@ -233,16 +215,22 @@ static const char *stop_outcome(StopReason reason) {
         }
 }
 
-static void run_report_exit(Run *r, const siginfo_t *si) {
+/* finalized: what finalizing the artifacts returned. */
+static void run_report_exit(Run *r, const siginfo_t *si, int finalized) {
         char summary[512], err[1024];
-        double secs = (double) (now_monotonic_usec() - r->started_mono) / USEC_PER_SEC;
+        double secs = (double) (r->exited_mono - r->started_mono) / USEC_PER_SEC;
         bool signaled = si->si_code != CLD_EXITED;
         int64_t exit_code = signaled ? 128 + si->si_status : si->si_status;
 
-        if (finalize_artifacts(r, err, sizeof(err)) < 0) {
+        if (finalized < 0) {
+                snprintf(err, sizeof(err), "could not finalize stdout/stderr in %s: %s", r->artifacts->dir,
+                         strerror(-finalized));
                 run_fail(r, "artifacts", true, exit_code, "failed", err);
                 return;
         }
+        if (r->worker->backend == ARTIFACT_BACKEND_SHARED && streq(r->artifacts->upload_state, "failed"))
+                log_warning("Job %s: shared artifact copy failed, reporting local files: %s", r->spec->job_id,
+                            strna(r->artifacts->upload_error));
         if (r->stop_reason != STOP_NONE) {
                 snprintf(err, sizeof(err), "%s", strempty(r->stop_detail));
                 run_fail(r, stop_outcome(r->stop_reason), true, exit_code, stop_outcome(r->stop_reason), err);
@@ -261,36 +249,70 @@ static void run_report_exit(Run *r, const siginfo_t *si) {
         run_fail(r, signaled ? "signal" : "exit", true, exit_code, "failed", err);
 }
 
-/* Whether recording the result is short: no copy to a shared directory and little output to
- * hash. Only then is the next job asked for ahead (see on_child_exit). */
-static bool run_finish_is_quick(Run *r) {
-        return r->worker->backend != ARTIFACT_BACKEND_SHARED &&
-               (!r->artifacts || artifacts_unfinished_size(r->artifacts) <= RUN_QUICK_FINISH_BYTES);
+static void finishing_remove(Run *r) {
+        for (Run **p = &r->worker->finishing; *p; p = &(*p)->next_finishing)
+                if (*p == r) {
+                        *p = r->next_finishing;
+                        return;
+                }
+}
+
+/* On the event loop, once the finisher has made the artifacts durable (or failed to). */
+static void on_artifacts_final(void *userdata, int result) {
+        Run *r = userdata;
+
+        finishing_remove(r);
+        run_report_exit(r, &r->exit_info, result);
+        run_release(r);
+}
+
+/* Out of its slot: the process is gone, what is left is recording it, and the slot may take the
+ * next job meanwhile. Nothing may signal the group any more (its number is free for reuse). */
+static void run_detach(Run *r) {
+        Worker *w = r->worker;
+
+        r->timeout_timer = sd_event_source_disable_unref(r->timeout_timer);
+        r->kill_timer = sd_event_source_disable_unref(r->kill_timer);
+        r->lease_timer = sd_event_source_disable_unref(r->lease_timer);
+        if (r->slot < w->n_slots && w->slots[r->slot] == r)
+                w->slots[r->slot] = NULL;
+        r->phase = RUN_FINISHING;
+        r->next_finishing = w->finishing;
+        w->finishing = r;
 }
 
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Run *r = userdata;
+        Worker *w = r->worker;
+        int k;
 
         /* Whatever the job left behind in its group goes with it: nothing of a finished run may
          * keep writing to its files or run on past its lease. */
         (void) executor_signal_group(r->pid, SIGKILL);
         /* sd-event reaps the job only when this callback returns: its group number is still ours. */
-        executor_forget(r->worker->executor, r->pid);
+        executor_forget(w->executor, r->pid);
         r->child_source = sd_event_source_disable_unref(r->child_source);
-        /* This callback ends with the slot free (run_release), so the next job may be asked for
-         * now, to travel while the artifacts and the result are made durable. Not when that can
-         * take long: the claimed job's lease runs from the request, and its ack waits for us. */
-        if (run_finish_is_quick(r))
-                session_poll_ahead(r->worker);
+        r->exited_real = now_realtime_usec();
+        r->exited_mono = now_monotonic_usec();
         if (r->stop_reason == STOP_ABORT) {
                 log_info("Job %s (assignment %s) stopped: %s", r->spec->job_id, r->spec->assignment_id,
                          strempty(r->stop_detail));
-                (void) replay_run_end(r->worker->replay, r->run_id, now_realtime_usec(), "aborted",
+                (void) replay_run_end(w->replay, r->run_id, r->exited_real, "aborted",
                                       si->si_code == CLD_EXITED ? si->si_status : 128 + si->si_status,
                                       r->stop_detail);
-        } else
-                run_report_exit(r, si);
-        run_release(r);
+                run_release(r);
+                return 0;
+        }
+        /* The next job is asked for now and may start while this one's artifacts are fsynced on
+         * the finisher's thread; its result is recorded (and sent) when they are durable. */
+        r->exit_info = *si;
+        run_detach(r);
+        session_poll_now(w);
+        k = finisher_submit(w->finisher, r->artifacts,
+                            w->backend == ARTIFACT_BACKEND_SHARED ? w->settings.shared_directory : NULL,
+                            r->spec->job_id, r->spec->assignment_id, on_artifacts_final, r);
+        if (k < 0)
+                on_artifacts_final(r, k);
         return 0;
 }
 

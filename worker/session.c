@@ -355,16 +355,6 @@ void session_poll_now(Worker *w) {
         poll_send(w);
 }
 
-/* The slot's job has exited and the caller, an event-loop callback, records its result and frees
- * the slot before it returns. The answer cannot be processed before that (one callback at a time),
- * so on_poll() finds the slot free and the worker never holds more jobs than it has slots; the
- * request only travels while the artifacts and the result are made durable, instead of after. */
-void session_poll_ahead(Worker *w) {
-        if (!may_poll(w))
-                return;
-        poll_send(w);
-}
-
 /* ---- result delivery ----------------------------------------------------------------------- */
 
 typedef struct FlushCall {

@@ -48,10 +48,13 @@ usec_t worker_backoff(Worker *w, unsigned failures) {
         return d / 2 + (usec_t) ((double) (d / 2) * ((double) rnd / (double) UINT32_MAX));
 }
 
+/* Runs in slots and those out of them whose results are still being recorded. */
 size_t worker_n_runs(Worker *w) {
         size_t n = 0;
         for (size_t i = 0; i < w->n_slots; i++)
                 n += w->slots[i] != NULL;
+        for (Run *r = w->finishing; r; r = r->next_finishing)
+                n++;
         return n;
 }
 
@@ -372,6 +375,9 @@ static int worker_setup_loop(Worker *w) {
         k = sd_event_set_watchdog(w->event, true);
         if (k < 0)
                 log_warning_errno(k, "Cannot enable the watchdog: %m");
+        k = finisher_new(w->event, &w->finisher);
+        if (k < 0)
+                return log_error_errno(k, "Cannot start the artifact thread: %m");
         k = client_new(w->event, w->settings.control_url, &w->client);
         if (k < 0)
                 return log_error_errno(k, "Cannot create the HTTP client: %m");
@@ -431,6 +437,14 @@ int worker_new(int argc, char **argv, Worker **ret) {
 Worker *worker_free(Worker *w) {
         if (!w)
                 return NULL;
+        /* Exiting before their artifacts were final (a fatal error): nothing was recorded, the
+         * jobs run again elsewhere. */
+        w->finisher = finisher_free(w->finisher);
+        while (w->finishing) {
+                Run *r = w->finishing;
+                w->finishing = r->next_finishing;
+                run_free(r);
+        }
         for (size_t i = 0; i < w->n_slots; i++)
                 if (w->slots[i]) {
                         /* Exiting with jobs still running (a fatal error): they must not outlive us. */

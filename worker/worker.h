@@ -19,6 +19,7 @@
 #include "client.h"
 #include "crypto.h"
 #include "executor.h"
+#include "finisher.h"
 #include "replay.h"
 #include "time-util.h"
 #include "worker-settings.h"
@@ -47,6 +48,7 @@ typedef enum RunPhase {
         RUN_STARTING, /* ack accepted: recording and starting the process */
         RUN_RUNNING,  /* process running */
         RUN_STOPPING, /* signalled, waiting for it to exit */
+        RUN_FINISHING, /* exited, out of its slot: artifacts being made durable (finisher.c) */
 } RunPhase;
 
 typedef enum StopReason {
@@ -86,6 +88,11 @@ typedef struct Run {
 
         usec_t lease_length;
         usec_t lease_base; /* CLOCK_MONOTONIC send time of the last call that renewed the lease */
+
+        /* From the process's exit, kept while its artifacts are finalized. */
+        siginfo_t exit_info;
+        usec_t exited_real, exited_mono;
+        struct Run *next_finishing; /* Worker.finishing */
 } Run;
 
 typedef enum SessionState {
@@ -115,6 +122,8 @@ struct Worker {
         Client *client;
         Replay *replay;
         Executor *executor;
+        Finisher *finisher;
+        Run *finishing; /* runs whose process exited, out of their slots, artifacts being finalized */
 
         Run **slots;
         size_t n_slots;
@@ -165,8 +174,6 @@ int worker_arm_timer(Worker *w, sd_event_source **s, usec_t delay, sd_event_time
 void session_start(Worker *w);
 void session_lost_registration(Worker *w); /* a 403: register again */
 void session_poll_now(Worker *w);
-/* A poll for a slot whose job has exited and is being recorded in the current callback. */
-void session_poll_ahead(Worker *w);
 void session_flush(Worker *w);
 void session_note_contact(Worker *w);
 

@@ -341,7 +341,7 @@ def test_next_job_is_asked_for_while_the_result_is_made_durable(t):
     w = WorkerProcess(t, cp, "w1")
     # LeakSanitizer cannot run under ptrace; the sanitizer build's other checks stay on.
     w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
-    w.argv = ["strace", "-y", "-qq", "-s", "100", "-o", trace, "-e", "trace=fsync,sendto,send,write"] + w.argv
+    w.argv = ["strace", "-f", "-y", "-qq", "-s", "100", "-o", trace, "-e", "trace=fsync,sendto,send,write"] + w.argv
     w.start(timeout=20)
     ids = [submit(cp, command="sh", args=["-c", "echo out"]) for _ in range(2)]
     for job_id in ids:
