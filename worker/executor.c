@@ -156,18 +156,6 @@ static int send_full(int fd, const void *buf, size_t size) {
         return 0;
 }
 
-static int read_exact(int fd, void *buf, size_t size) {
-        for (size_t done = 0; done < size;) {
-                ssize_t k = read(fd, (char *) buf + done, size - done);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return k < 0 ? -errno : -EPIPE;
-                done += (size_t) k;
-        }
-        return 0;
-}
-
 /* Header (with the descriptors, if any) and strings. -EPIPE: entropy-keeper is gone. */
 static int keeper_send(Executor *e, const KeeperRequest *req, const char *strings, const int *fds, size_t n_fds) {
         union {
@@ -390,7 +378,7 @@ static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strin
         int fds[KEEPER_SPAWN_FDS] = { spec->stdout_fd, spec->stderr_fd };
         int r = keeper_send(e, req, strings, fds, KEEPER_SPAWN_FDS);
         if (r >= 0)
-                r = read_exact(e->sock, reply, sizeof(*reply));
+                r = keeper_read_exact(e->sock, reply, sizeof(*reply));
         return r == -ECONNRESET ? -EPIPE : r;
 }
 

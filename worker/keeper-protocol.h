@@ -10,7 +10,10 @@
  *     in group `pid`: guard it like its own; not answered. */
 #pragma once
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #define KEEPER_PROTOCOL_VERSION 2U
 /* execve() itself refuses much less: arguments and environment share a quarter of the stack
@@ -34,6 +37,19 @@ typedef struct KeeperRequest {
         uint32_t n_env;
         int32_t pid; /* KEEPER_SPAWN: the worker (the job's parent); otherwise the job's group */
 } KeeperRequest;
+
+/* Reads exactly size bytes (both ends block). -EPIPE at EOF: the other end is gone. */
+static inline int keeper_read_exact(int fd, void *buf, size_t size) {
+        for (size_t done = 0; done < size;) {
+                ssize_t k = read(fd, (char *) buf + done, size - done);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return k < 0 ? -errno : -EPIPE;
+                done += (size_t) k;
+        }
+        return 0;
+}
 
 /* The steps a job's start can fail at. */
 enum {

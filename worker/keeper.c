@@ -143,18 +143,6 @@ static bool peer_gone(int error) {
         return error == EPIPE || error == ECONNRESET;
 }
 
-static int read_full(int fd, void *buf, size_t size) {
-        for (size_t done = 0; done < size;) {
-                ssize_t k = read(fd, (char *) buf + done, size - done);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return k < 0 ? -errno : -EPIPE;
-                done += (size_t) k;
-        }
-        return 0;
-}
-
 /* A request's header and the descriptors that came with it (-EBADF where none did). Returns 0 at
  * EOF (the worker is gone or done with us), 1 otherwise. */
 static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FDS]) {
@@ -228,7 +216,7 @@ static int serve_one(int sock) {
                 else if (!(buf = malloc(MAX(req.size, 1U))))
                         k = -ENOMEM;
                 else
-                        k = read_full(sock, buf, req.size);
+                        k = keeper_read_exact(sock, buf, req.size);
                 if (k < 0)
                         break;
                 spawn(&req, buf, fds, &reply);
