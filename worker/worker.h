@@ -1,5 +1,6 @@
 /* worker.h: entropy-worker's context. One Worker owns the event loop, the settings, the HTTP
- * client, the replay buffer, the wake sockets and one Run per busy slot; every other file
+ * client, the replay buffer, the wake sockets, the executor (entropy-keeper), the artifact
+ * thread, one Run per busy slot and the runs whose results are being recorded; every other file
  * receives a Worker * and borrows from it.
  *
  *   worker.c     set-up, signals (SIGTERM stop, SIGHUP reload), sd_notify, maintenance, exit
@@ -7,7 +8,8 @@
  *   run.c        one job: ack, policy, start, timeout, stop, result
  *   lease.c      heartbeats and the lease each running job holds
  *   wake.c       wake-up datagrams (socket activation or --wake-listen)
- *   executor.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms they use */
+ *   executor.c, finisher.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms
+ *   they use; keeper.c is entropy-keeper, the helper program executor.c talks to */
 #pragma once
 
 #include <stdbool.h>
