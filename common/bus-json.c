@@ -147,8 +147,7 @@ int bus_json_read_array(sd_bus_message *m, const char *contents, BusJsonRead mod
         return 0;
 }
 
-/* Integers of every width as JSON integers. */
-static int read_integer(sd_bus_message *m, char type, BusJsonRead mode, json_object **ret) {
+int bus_read_integer(sd_bus_message *m, char type, int64_t *ret, uint64_t *ret_large) {
         union {
                 uint8_t y;
                 int16_t n;
@@ -160,22 +159,39 @@ static int read_integer(sd_bus_message *m, char type, BusJsonRead mode, json_obj
         } v;
         int r;
 
+        if (type == 0 || !strchr("ynqiuxt", type))
+                return -EINVAL;
         r = sd_bus_message_read_basic(m, type, &v);
         if (r < 0)
                 return r;
         if (type == 't' && v.t > INT64_MAX) {
-                if (mode == BUS_JSON_STRICT)
-                        return -ERANGE;
-                *ret = json_object_new_uint64(v.t);
+                if (ret_large)
+                        *ret_large = v.t;
+                return -ERANGE;
+        }
+        *ret = type == 'y'   ? v.y
+               : type == 'n' ? v.n
+               : type == 'q' ? v.q
+               : type == 'i' ? v.i
+               : type == 'u' ? v.u
+               : type == 'x' ? v.x
+                             : (int64_t) v.t;
+        return 0;
+}
+
+/* Integers of every width as JSON integers. */
+static int read_integer(sd_bus_message *m, char type, BusJsonRead mode, json_object **ret) {
+        uint64_t large;
+        int64_t v;
+        int r = bus_read_integer(m, type, &v, &large);
+
+        if (r == -ERANGE && mode == BUS_JSON_LENIENT) {
+                *ret = json_object_new_uint64(large);
                 return 0;
         }
-        *ret = json_object_new_int64(type == 'y'   ? v.y
-                                     : type == 'n' ? v.n
-                                     : type == 'q' ? v.q
-                                     : type == 'i' ? v.i
-                                     : type == 'u' ? v.u
-                                     : type == 'x' ? v.x
-                                                   : (int64_t) v.t);
+        if (r < 0)
+                return r;
+        *ret = json_object_new_int64(v);
         return 0;
 }
 

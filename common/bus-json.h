@@ -21,5 +21,9 @@ int bus_json_append_dict(sd_bus_message *m, json_object *o);
 /* Reads an a{sv} at the read position into a JSON object: the inverse of bus_json_append_dict()
  * (integers of any D-Bus type become JSON integers). */
 int bus_json_read_dict(sd_bus_message *m, BusJsonRead mode, json_object **ret);
+/* Reads an integer of any D-Bus width (y n q i u x t) at the read position, widened to int64;
+ * -EINVAL for another type, -ERANGE for a 't' above INT64_MAX (its value in *ret_large when that
+ * is not NULL). */
+int bus_read_integer(sd_bus_message *m, char type, int64_t *ret, uint64_t *ret_large);
 /* Reads an array whose element signature is contents (e.g. "a{sv}") into a JSON array. */
 int bus_json_read_array(sd_bus_message *m, const char *contents, BusJsonRead mode, json_object **ret);

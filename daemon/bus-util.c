@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "bus-internal.h"
+#include "bus-json.h"
 #include "log.h"
 #include "strv.h"
 
@@ -47,6 +48,7 @@ int bus_error_from_op(sd_bus_error *error, int r, BusSubject what, const char *i
 
 int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
         const char *contents;
+        int64_t result;
         char type;
         int r;
 
@@ -58,64 +60,18 @@ int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
         r = sd_bus_message_enter_container(m, 'v', contents);
         if (r < 0)
                 return r;
-
-        union {
-                uint8_t y;
-                int16_t n;
-                uint16_t q;
-                int32_t i;
-                uint32_t u;
-                int64_t x;
-                uint64_t t;
+        if (contents[0] == 'd') {
                 double d;
-        } v;
-        int64_t result;
-
-        switch (contents[0]) {
-        case 'y':
-        case 'n':
-        case 'q':
-        case 'i':
-        case 'u':
-        case 'x':
-        case 't':
-        case 'd':
-                r = sd_bus_message_read_basic(m, contents[0], &v);
+                r = sd_bus_message_read_basic(m, 'd', &d);
                 if (r < 0)
                         return r;
-                break;
-        default:
-                return -EINVAL;
-        }
-        switch (contents[0]) {
-        case 'y':
-                result = v.y;
-                break;
-        case 'n':
-                result = v.n;
-                break;
-        case 'q':
-                result = v.q;
-                break;
-        case 'i':
-                result = v.i;
-                break;
-        case 'u':
-                result = v.u;
-                break;
-        case 'x':
-                result = v.x;
-                break;
-        case 't':
-                if (v.t > INT64_MAX)
-                        return -ERANGE;
-                result = (int64_t) v.t;
-                break;
-        default: /* 'd' */
-                if (!allow_double || !isfinite(v.d) || fabs(v.d) > 9.2e18)
+                if (!allow_double || !isfinite(d) || fabs(d) > 9.2e18)
                         return -EINVAL;
-                result = (int64_t) v.d;
-                break;
+                result = (int64_t) d;
+        } else {
+                r = bus_read_integer(m, contents[0], &result, NULL);
+                if (r < 0)
+                        return r;
         }
         r = sd_bus_message_exit_container(m);
         if (r < 0)
