@@ -155,3 +155,19 @@ HttpRequest test_request(const char *method, const char *path, const char *body,
                              .body_size = body ? strlen(body) : 0,
                              .connection = (struct MHD_Connection *) q};
 }
+
+bool test_plan_uses(Control *c, const char *sql, const char *index) {
+        sqlite3_stmt *st = NULL;
+        char q[1024];
+        bool found = false, sorts = false;
+        snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+        if (sqlite3_prepare_v2(c->store->db, q, -1, &st, NULL) != SQLITE_OK)
+                return false;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+                const char *d = (const char *) sqlite3_column_text(st, 3);
+                found = found || strstr(d, index);
+                sorts = sorts || strstr(d, "TEMP B-TREE");
+        }
+        sqlite3_finalize(st);
+        return found && !sorts;
+}

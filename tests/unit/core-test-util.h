@@ -35,6 +35,8 @@ int test_count_events(Control *c, const char *event, const char *job_id);
  * job_transition()). */
 void test_force(Control *c, const char *sql_set, const char *job_id);
 int test_sweep(Control *c);
+/* The query plan of sql searches (or walks in order) `index`, and sorts nothing. */
+bool test_plan_uses(Control *c, const char *sql, const char *index);
 
 /* HTTP request/response helpers over the stubbed server functions (http-stub.c). */
 typedef struct TestQuery {

@@ -138,32 +138,16 @@ static void test_scheduled_job_wakes_when_due(void) {
         wake_control_free(c);
 }
 
-static bool plan_uses(Control *c, const char *sql, const char *index) {
-        sqlite3_stmt *st = NULL;
-        char q[1024];
-        bool found = false, sorts = false;
-        snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
-        if (sqlite3_prepare_v2(c->store->db, q, -1, &st, NULL) != SQLITE_OK)
-                return false;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-                const char *d = (const char *) sqlite3_column_text(st, 3);
-                found = found || strstr(d, index);
-                sorts = sorts || strstr(d, "TEMP B-TREE");
-        }
-        sqlite3_finalize(st);
-        return found && !sorts;
-}
-
 /* With a million jobs stored, a scan in these would cost seconds (start-up) or make each wake-up
  * cost as much as the worker's whole history. */
 static void test_wake_queries_use_their_indexes(void) {
         Control *c = test_control_new();
-        ok(plan_uses(c,
+        ok(test_plan_uses(c,
                      "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
                      "AND scheduled_at > 0 AND scheduled_at > 5",
                      "jobs_scheduled"),
            "the next scheduled job is a seek in jobs_scheduled");
-        ok(plan_uses(c,
+        ok(test_plan_uses(c,
                      "SELECT 1 FROM jobs j INDEXED BY jobs_held WHERE j.worker_id = 'w' "
                      "AND (j.status = 'ASSIGNED' OR j.status = 'RUNNING')",
                      "jobs_held"),

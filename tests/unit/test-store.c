@@ -137,23 +137,6 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
         }
 }
 
-/* The plan of sql searches (or walks in order) `index`, and sorts nothing. */
-static bool plan_uses(Store *s, const char *sql, const char *index) {
-        sqlite3_stmt *st = NULL;
-        char q[1024];
-        bool found = false, sorts = false;
-        snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
-        if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK)
-                return false;
-        while (sqlite3_step(st) == SQLITE_ROW) {
-                const char *d = (const char *) sqlite3_column_text(st, 3);
-                found = found || strstr(d, index);
-                sorts = sorts || strstr(d, "TEMP B-TREE");
-        }
-        sqlite3_finalize(st);
-        return found && !sorts;
-}
-
 /* v6 dropped the indexes no query used, v7 brought audit_job back for its own statements; every
  * query that reads many rows has one (the statements as daemon/jobs.c, reconcile.c, retention.c,
  * api-admin.c and audit.c prepare them). */
@@ -207,7 +190,7 @@ static void test_queries_keep_their_indexes(void) {
                   "audit_job" },
         };
         for (size_t i = 0; i < sizeof(plans) / sizeof(plans[0]); i++)
-                ok(plan_uses(c->store, plans[i].sql, plans[i].index), "plan %zu uses %s: %s", i, plans[i].index,
+                ok(test_plan_uses(c, plans[i].sql, plans[i].index), "plan %zu uses %s: %s", i, plans[i].index,
                    plans[i].sql);
         test_control_free(c);
 }
