@@ -109,18 +109,6 @@ ArtifactSet *artifacts_free(ArtifactSet *a) {
         return NULL;
 }
 
-uint64_t artifacts_unfinished_size(const ArtifactSet *a) {
-        const ArtifactStream *ss[] = { &a->out, &a->err };
-        uint64_t total = 0;
-
-        for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
-                struct stat st;
-                if (ss[i]->fd >= 0 && fstat(ss[i]->fd, &st) == 0)
-                        total += (uint64_t) st.st_size;
-        }
-        return total;
-}
-
 void artifacts_discard(ArtifactSet *a) {
         char *slash;
 

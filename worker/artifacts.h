@@ -46,8 +46,6 @@ int artifacts_open(const char *state_dir, const char *job_id, const char *assign
 ArtifactSet *artifacts_free(ArtifactSet *a);
 /* Removes what artifacts_open() made, for a run that never started (NULL: nothing to do). */
 void artifacts_discard(ArtifactSet *a);
-/* Bytes written so far to the files not finalized yet (0 for those that are). */
-uint64_t artifacts_unfinished_size(const ArtifactSet *a);
 /* Closes, fsyncs, renames, fsyncs the directory and hashes. Idempotent. */
 int artifacts_finalize(ArtifactSet *a);
 /* Copies the finalized files into <shared_dir>/<job_id>/<assignment_id>/; failure is recorded in

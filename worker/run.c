@@ -23,8 +23,6 @@
 
 extern char **environ;
 
-/* Output up to this size is hashed in a few milliseconds. */
-
 JobSpec *job_spec_free(JobSpec *s) {
         if (!s)
                 return NULL;

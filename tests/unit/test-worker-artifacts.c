@@ -123,8 +123,7 @@ static void test_discard_before_start(void) {
            "two assignments of one job opened");
         if (!a || !b)
                 tap_bail("artifacts_open");
-        ok(artifacts_unfinished_size(a) == 0 && write(a->out.fd, "12345", 5) == 5 && artifacts_unfinished_size(a) == 5,
-           "unfinished size follows what was written");
+        ok(write(a->out.fd, "12345", 5) == 5, "output written before the discard");
         artifacts_discard(a);
         ok(!exists(a->out.tmp_path) && !exists(a->err.tmp_path) && !exists(a->dir),
            "discarded: files and directory gone");
