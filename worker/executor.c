@@ -116,8 +116,7 @@ struct Executor {
         pid_t keeper_pid;
         int sock; /* our end of the socket pair */
         sd_event_source *watch;
-        pid_t *groups;
-        size_t n_groups, n_groups_allocated;
+        KeeperGroups groups;
 };
 
 static const char *const spawn_steps[_KEEPER_STEP_MAX] = {
@@ -272,8 +271,8 @@ static int keeper_start(Executor *e, sd_event *event) {
                 return -r;
         }
         /* Jobs an earlier entropy-keeper started: this one guards them now. */
-        for (size_t i = 0; r >= 0 && i < e->n_groups; i++)
-                r = keeper_send_group(e, KEEPER_ADOPT, e->groups[i]);
+        for (size_t i = 0; r >= 0 && i < e->groups.n; i++)
+                r = keeper_send_group(e, KEEPER_ADOPT, e->groups.pgids[i]);
         if (r >= 0)
                 r = keeper_watch(e, event);
         return r;
@@ -314,7 +313,7 @@ Executor *executor_free(Executor *e) {
                 close(e->keeper_fd);
         free(e->keeper_path);
         strv_free(e->keeper_env);
-        free(e->groups);
+        free(e->groups.pgids);
         free(e);
         return NULL;
 }
@@ -323,27 +322,10 @@ pid_t executor_keeper_pid(const Executor *e) {
         return e->keeper_pid;
 }
 
-static int groups_add(Executor *e, pid_t pgid) {
-        if (e->n_groups == e->n_groups_allocated) {
-                size_t n = MAX(e->n_groups_allocated * 2, (size_t) 8);
-                pid_t *p = realloc(e->groups, n * sizeof(pid_t));
-                if (!p)
-                        return -ENOMEM;
-                e->groups = p;
-                e->n_groups_allocated = n;
-        }
-        e->groups[e->n_groups++] = pgid;
-        return 0;
-}
-
 void executor_forget(Executor *e, pid_t pgid) {
-        for (size_t i = 0; i < e->n_groups; i++)
-                if (e->groups[i] == pgid) {
-                        e->groups[i] = e->groups[--e->n_groups];
-                        /* If it is gone, the next one is never told about this group. */
-                        (void) keeper_send_group(e, KEEPER_FORGET, pgid);
-                        return;
-                }
+        /* If entropy-keeper is gone, the next one is never told about this group. */
+        if (keeper_groups_remove(&e->groups, pgid))
+                (void) keeper_send_group(e, KEEPER_FORGET, pgid);
 }
 
 /* path, workdir, argv..., envp..., each NUL-terminated. */
@@ -407,7 +389,7 @@ int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char
                         *ret_step = reply.step >= 0 && reply.step < _KEEPER_STEP_MAX ? spawn_steps[reply.step] : "spawn";
                 return reply.error > 0 ? -reply.error : -EIO;
         }
-        r = groups_add(e, reply.pid);
+        r = keeper_groups_add(&e->groups, reply.pid);
         if (r < 0) {
                 (void) executor_signal_group(reply.pid, SIGKILL);
                 (void) keeper_send_group(e, KEEPER_FORGET, reply.pid); /* before the pid can be reused */

@@ -37,6 +37,14 @@ static FinisherTask *task_free(FinisherTask *t) {
         return NULL;
 }
 
+static void task_list_free(FinisherTask *t) {
+        while (t) {
+                FinisherTask *next = t->next;
+                task_free(t);
+                t = next;
+        }
+}
+
 static void task_run(FinisherTask *t) {
         t->result = artifacts_finalize(t->artifacts);
         if (t->result >= 0 && t->shared_dir)
@@ -127,12 +135,8 @@ Finisher *finisher_free(Finisher *f) {
                 pthread_mutex_unlock(&f->lock);
                 pthread_join(f->thread, NULL);
         }
-        for (FinisherTask *lists[] = { f->todo, f->done }, **l = lists; l < lists + 2; l++)
-                while (*l) {
-                        FinisherTask *next = (*l)->next;
-                        task_free(*l);
-                        *l = next;
-                }
+        task_list_free(f->todo);
+        task_list_free(f->done);
         sd_event_source_disable_unref(f->event_source);
         if (f->event_fd >= 0)
                 close(f->event_fd);

@@ -11,8 +11,11 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define KEEPER_PROTOCOL_VERSION 2U
@@ -37,6 +40,36 @@ typedef struct KeeperRequest {
         uint32_t n_env;
         int32_t pid; /* KEEPER_SPAWN: the worker (the job's parent); otherwise the job's group */
 } KeeperRequest;
+
+/* The process groups of the running jobs. Both ends keep them: entropy-keeper to kill them when
+ * the worker dies, the worker to hand them to an entropy-keeper started again. */
+typedef struct KeeperGroups {
+        pid_t *pgids;
+        size_t n, allocated;
+} KeeperGroups;
+
+static inline int keeper_groups_add(KeeperGroups *g, pid_t pgid) {
+        if (g->n == g->allocated) {
+                size_t n = g->allocated ? g->allocated * 2 : 8;
+                pid_t *p = realloc(g->pgids, n * sizeof(pid_t));
+                if (!p)
+                        return -ENOMEM;
+                g->pgids = p;
+                g->allocated = n;
+        }
+        g->pgids[g->n++] = pgid;
+        return 0;
+}
+
+/* Whether it was there. */
+static inline bool keeper_groups_remove(KeeperGroups *g, pid_t pgid) {
+        for (size_t i = 0; i < g->n; i++)
+                if (g->pgids[i] == pgid) {
+                        g->pgids[i] = g->pgids[--g->n];
+                        return true;
+                }
+        return false;
+}
 
 /* Reads exactly size bytes (both ends block). -EPIPE at EOF: the other end is gone. */
 static inline int keeper_read_exact(int fd, void *buf, size_t size) {

@@ -39,9 +39,8 @@ typedef struct KeeperJob {
         int error, step;
 } KeeperJob;
 
-/* The groups of the jobs started and not yet forgotten. */
-static pid_t *groups;
-static size_t n_groups, n_groups_allocated;
+/* The groups of the jobs started (or adopted) and not yet forgotten. */
+static KeeperGroups groups;
 
 __attribute__((no_sanitize("address"))) static void close_all_from(int first) {
         if (close_range((unsigned) first, ~0U, 0) == 0)
@@ -87,27 +86,6 @@ __attribute__((no_sanitize("address"))) static int job_exec(void *userdata) {
                 job_fail(job, KEEPER_STEP_CHDIR);
         execve(job->path, job->argv, job->envp);
         job_fail(job, KEEPER_STEP_EXECVE);
-}
-
-static int groups_add(pid_t pgid) {
-        if (n_groups == n_groups_allocated) {
-                size_t n = MAX(n_groups_allocated * 2, (size_t) 16);
-                pid_t *p = realloc(groups, n * sizeof(pid_t));
-                if (!p)
-                        return -ENOMEM;
-                groups = p;
-                n_groups_allocated = n;
-        }
-        groups[n_groups++] = pgid;
-        return 0;
-}
-
-static void groups_forget(pid_t pgid) {
-        for (size_t i = 0; i < n_groups; i++)
-                if (groups[i] == pgid) {
-                        groups[i] = groups[--n_groups];
-                        return;
-                }
 }
 
 /* Splits the request's strings into the job's path, working directory, argv and environment. */
@@ -192,7 +170,7 @@ static void spawn(const KeeperRequest *req, const char *buf, const int fds[KEEPE
         }
         *reply = (KeeperReply){ job.error, job.step, pid };
         /* A job that failed to start leaves no group behind; one we cannot track must not run. */
-        if (job.error == 0 && groups_add(pid) < 0) {
+        if (job.error == 0 && keeper_groups_add(&groups, pid) < 0) {
                 (void) kill(-pid, SIGKILL);
                 *reply = (KeeperReply){ ENOMEM, KEEPER_STEP_REQUEST, pid };
         }
@@ -224,10 +202,10 @@ static int serve_one(int sock) {
                         k = -errno;
                 break;
         case KEEPER_FORGET:
-                groups_forget(req.pid);
+                (void) keeper_groups_remove(&groups, req.pid);
                 break;
         case KEEPER_ADOPT:
-                k = req.pid > 1 ? groups_add(req.pid) : -EINVAL;
+                k = req.pid > 1 ? keeper_groups_add(&groups, req.pid) : -EINVAL;
                 break;
         default:
                 k = -EBADMSG;
@@ -266,14 +244,14 @@ int main(int argc, char **argv) {
                 /* Out of step: the worker sees us exit, starts another entropy-keeper and hands it
                  * the running jobs' groups. */
                 fprintf(stderr, "entropy-keeper: bad request from the worker: %s\n", strerror(-k));
-                free(groups);
+                free(groups.pgids);
                 return 1;
         }
         /* The worker is gone: what it started must not run on without it. Every message it sent
          * before it died has been read by now, so a group still listed here has not been waited
          * for and is still the job's. */
-        for (size_t i = 0; i < n_groups; i++)
-                (void) kill(-groups[i], SIGKILL);
-        free(groups);
+        for (size_t i = 0; i < groups.n; i++)
+                (void) kill(-groups.pgids[i], SIGKILL);
+        free(groups.pgids);
         return 0;
 }
