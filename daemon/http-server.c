@@ -546,6 +546,14 @@ static void server_arm_timer(HttpServer *s) {
                 (void) sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
                 return;
         }
+        /* 0 means "run me again at once" (a connection still has unread input, which with
+         * edge-triggered epoll lasts until its next read returns EAGAIN: after nearly every
+         * request). The defer source does that without a timerfd_settime() there and back, each
+         * a VM exit on a virtual machine. */
+        if (ms == 0) {
+                http_server_wake(s);
+                return;
+        }
         /* Relative milliseconds, where sd-event wants microseconds; cap far-off values. */
         ms = MIN(ms, (MHD_UNSIGNED_LONG_LONG) 24 * 3600 * 1000);
         if (timer_armed_before(s, (usec_t) ms * USEC_PER_MSEC))
@@ -718,8 +726,8 @@ static int server_attach(HttpServer *s) {
         if (r < 0)
                 return log_error_errno(r, "Failed to watch the HTTP server's epoll fd: %m");
         (void) sd_event_source_set_description(s->io_source, "http-io");
-        /* Accuracy 1us: a timeout of 0 from MHD means "work is waiting", which must not wait for
-         * sd-event's default 250ms coalescing. */
+        /* Accuracy 1us: MHD's short timeouts must not wait for sd-event's default 250ms
+         * coalescing. (A timeout of 0 goes to the defer source below instead.) */
         r = sd_event_add_time(s->event, &s->timer_source, CLOCK_MONOTONIC, USEC_INFINITY, 1, on_timer, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
