@@ -250,6 +250,11 @@ class Daemon:
 
 
 # Short intervals so that time-dependent behaviour shows within a test's budget.
+def span(s):
+    """Seconds from a span as the daemons' options take it ("1500ms", "1s")."""
+    return float(s[:-2]) / 1000 if s.endswith("ms") else float(s.rstrip("s"))
+
+
 FAST_CONTROL = {
     "lease-timeout": "1500ms",
     "disconnect-timeout": "700ms",

@@ -6,14 +6,9 @@ bound; retries exhausted; abort; paging through the audit events."""
 
 import time
 
-from entropy_test import FAST_CONTROL, run, test
+from entropy_test import FAST_CONTROL, run, span, test
 
 SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-
-def span(s):
-    """Seconds from a FAST_CONTROL span ("1500ms", "1s")."""
-    return float(s[:-2]) / 1000 if s.endswith("ms") else float(s.rstrip("s"))
 
 
 LEASE = span(FAST_CONTROL["lease-timeout"])

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, TestFailure, binary, run, skip_all, test)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, TestFailure, binary, run, skip_all, span, test)
 from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, run_intervals,
                             send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
 
@@ -17,6 +17,9 @@ try:
     binary("entropy-worker")
 except FileNotFoundError as e:
     skip_all(str(e))
+
+
+LEASE = span(FAST_CONTROL["lease-timeout"])
 
 
 def submit(cp, spec=None, **fields):
@@ -76,6 +79,44 @@ def test_shared_backend_publishes_under_the_job_id(t):
         t.eq(f.read(), "to-the-share\n", "the shared copy is complete")
     t.eq(job.get("stdout_sha256"), sha256_file(os.path.join(where, "stdout")), "its checksum is the one recorded")
     t.eq(job.get("artifact_backend"), "shared", "artifact_backend reported")
+
+
+@test
+def test_lease_is_renewed_while_a_slow_shared_copy_finishes(t):
+    """A job whose process has exited holds its assignment until its result is recorded: while
+    its outputs are copied to a stalled share for longer than a lease, the heartbeats keep that
+    lease, and the job completes in its first attempt instead of running again."""
+    shared = os.path.join(t.tmp, "shared")
+    gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
+    job_id = submit(cp, command="sh",
+                    args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited}"])
+    job = wait_running_on(t, cp, job_id, "w1")
+    # The copy of stdout opens <share>/<job>/<assignment>/stdout.tmp: a FIFO there stalls it
+    # (open() waits for a reader), as a hung network share would.
+    where = os.path.join(shared, job_id, job["assignment_id"])
+    os.makedirs(where)
+    fifo = os.path.join(where, "stdout.tmp")
+    os.mkfifo(fifo)
+    open(gate, "w").close()
+    try:
+        t.wait_for(lambda: os.path.exists(exited), 10, "the job's process to finish")
+        stalled_until = time.monotonic() + 2 * LEASE
+        while time.monotonic() < stalled_until:
+            job = cp.job(job_id)
+            if job["status"] != "RUNNING":
+                break
+            time.sleep(0.1)  # sampling the job's state over two lease lengths
+        t.eq((job["status"], job["attempt_count"]), ("RUNNING", 1),
+             f"still RUNNING in its first attempt {2 * LEASE:.1f}s after its process exited")
+    finally:
+        with open(fifo, "rb") as f:  # lets the copy go on (it then fails: a FIFO cannot be fsynced)
+            f.read()
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    t.eq(job["attempt_count"], 1, "completed in its first attempt")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "completed exactly once")
+    t.eq(events_of(cp, job_id, "job.lost"), [], "never taken back")
 
 
 @test
