@@ -107,6 +107,8 @@ void bus_objects_queue_clear(Bus *b);
 int bus_job_path(const char *job_id, char **ret);
 int bus_worker_path(const char *worker_id, char **ret);
 void bus_objects_flush_cache(Bus *b);
+/* Control.on_jobs_deleted: InterfacesRemoved for each job (userdata: the Bus). */
+void bus_objects_jobs_deleted(void *userdata, char *const *job_ids);
 
 /* bus-auth.c: each returns 1 when the caller may go on, 0 when an asynchronous polkit check is
  * under way (the handler returns 1 without replying: the message is dispatched again once polkit

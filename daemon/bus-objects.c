@@ -439,6 +439,37 @@ static void emit_change(Bus *b, const BusChange *ch) {
                                 ch->id);
 }
 
+/* The rows are gone already, so the signal is built here: sd_bus_emit_object_removed() would ask
+ * the objects for their interfaces. */
+static int emit_job_removed(Bus *b, const char *job_id) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        r = bus_job_path(job_id, &path);
+        if (r >= 0)
+                r = sd_bus_message_new_signal(b->bus, &m, CONTROL_BUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                              "InterfacesRemoved");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "oas", path, 1, CONTROL_BUS_JOB_INTERFACE);
+        if (r >= 0)
+                r = sd_bus_send(b->bus, m, NULL);
+        return r;
+}
+
+void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {
+        Bus *b = userdata;
+
+        if (!b || !b->bus)
+                return;
+        bus_objects_flush_cache(b);
+        STRV_FOREACH (id, (char **) job_ids) {
+                int r = emit_job_removed(b, *id);
+                if (r < 0)
+                        log_debug_errno(r, "Failed to announce the removal of job %s on D-Bus: %m", *id);
+        }
+}
+
 void bus_objects_emit_queued(Bus *b) {
         b->emitting = true;
         for (size_t i = 0; i < b->n_changes; i++)

@@ -288,6 +288,8 @@ int control_bus_start(Control *c) {
                 bus_free(b);
                 return log_error_errno(r, "Failed to register the D-Bus event listener: %m");
         }
+        c->on_jobs_deleted = bus_objects_jobs_deleted;
+        c->on_jobs_deleted_userdata = b;
         r = bus_connect(b);
         if (r < 0)
                 log_warning_errno(r, "Cannot connect to the D-Bus %s bus, serving HTTP only until it appears: %m",
@@ -308,5 +310,7 @@ void control_bus_stop(Control *c) {
                         }
                         bus_free(b);
                 }
+        c->on_jobs_deleted = NULL;
+        c->on_jobs_deleted_userdata = NULL;
         c->bus = NULL;
 }

@@ -107,6 +107,11 @@ typedef struct Control {
                 void *userdata;
         } listeners[CONTROL_MAX_LISTENERS];
         size_t n_listeners;
+        /* Told the ids of the jobs a retention batch deleted, once that deletion has committed:
+         * deletions are not audited one by one, so no listener hears of them (D-Bus announces the
+         * objects gone). */
+        void (*on_jobs_deleted)(void *userdata, char *const *job_ids);
+        void *on_jobs_deleted_userdata;
 
         /* Durable group commit (audit.h). */
         struct {

@@ -8,12 +8,72 @@
 #include "log.h"
 #include "retention.h"
 #include "store.h"
+#include "strv.h"
 
 #define RETENTION_BATCH 5000
 
 static const Origin retention_origin = {.actor = "retention"};
 
-static int delete_batch(Control *c, const char *sql, usec_t cutoff, uint64_t *deleted) {
+/* One batch of old terminal jobs (their artifact records live in the same row and go with them):
+ * their ids first, then each row by its key, so that once the deletion has committed their
+ * objects can be announced as gone (Control.on_jobs_deleted). DELETE ... RETURNING would do both
+ * in one statement but needs SQLite 3.35, and configure accepts 3.31. */
+static int delete_jobs_batch(Control *c, usec_t cutoff, char ***ret_ids) {
+        _cleanup_tx_ Control *tx = NULL;
+        _cleanup_stmt_ sqlite3_stmt *sel = NULL, *del = NULL;
+        _cleanup_strv_free_ char **ids = NULL;
+        int r;
+
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = store_prepare(c->store,
+                          "SELECT job_id FROM jobs WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') "
+                          "AND updated_at < ?1 LIMIT ?2",
+                          &sel);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(sel, 1, (int64_t) cutoff) < 0 || store_bind_int64(sel, 2, RETENTION_BATCH) < 0)
+                return -ENOMEM;
+        r = store_collect_strings(c->store, sel, &ids);
+        if (r < 0)
+                return r;
+        r = store_prepare(c->store, "DELETE FROM jobs WHERE job_id = ?", &del);
+        if (r < 0)
+                return r;
+        STRV_FOREACH (id, ids) {
+                if (store_bind_text(del, 1, *id) < 0)
+                        return -ENOMEM;
+                r = store_step(c->store, del);
+                if (r < 0)
+                        return r;
+                sqlite3_reset(del);
+        }
+        r = control_commit(&tx);
+        if (r < 0)
+                return r;
+        *ret_ids = TAKE_PTR(ids);
+        return 0;
+}
+
+static int delete_jobs(Control *c, usec_t cutoff, uint64_t *deleted) {
+        size_t n;
+        int r;
+
+        do {
+                _cleanup_strv_free_ char **ids = NULL;
+                r = delete_jobs_batch(c, cutoff, &ids);
+                if (r < 0)
+                        return r;
+                n = strv_length(ids);
+                *deleted += n;
+                if (n > 0 && c->on_jobs_deleted)
+                        c->on_jobs_deleted(c->on_jobs_deleted_userdata, ids);
+        } while (n == RETENTION_BATCH);
+        return 0;
+}
+
+static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r, n;
@@ -21,7 +81,9 @@ static int delete_batch(Control *c, const char *sql, usec_t cutoff, uint64_t *de
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
-        r = store_prepare(c->store, sql, &st);
+        r = store_prepare(c->store,
+                          "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2)",
+                          &st);
         if (r < 0)
                 return r;
         if (store_bind_int64(st, 1, (int64_t) cutoff) < 0 || store_bind_int64(st, 2, RETENTION_BATCH) < 0)
@@ -38,16 +100,10 @@ static int delete_batch(Control *c, const char *sql, usec_t cutoff, uint64_t *de
         return n;
 }
 
-static int delete_all(Control *c, const char *sql, int64_t days, uint64_t *deleted) {
+/* The moment before which rows older than `days` go; 0: keep everything. */
+static usec_t retention_cutoff(Control *c, int64_t days) {
         usec_t now = control_now(c), span = (usec_t) days * USEC_PER_DAY;
-        int r;
-
-        if (days <= 0 || span > now)
-                return 0;
-        do
-                r = delete_batch(c, sql, now - span, deleted);
-        while (r == RETENTION_BATCH);
-        return r < 0 ? r : 0;
+        return days <= 0 || span > now ? 0 : now - span;
 }
 
 static int record(Control *c, uint64_t jobs, uint64_t events) {
@@ -84,15 +140,15 @@ int retention_sweep(Control *c, uint64_t *ret_jobs, uint64_t *ret_events) {
         uint64_t jobs = 0, events = 0;
         int r;
 
-        /* Terminal jobs only: their artifact records live in the same row and go with it. */
-        r = delete_all(c,
-                       "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE status IN "
-                       "('COMPLETED', 'FAILED', 'ABORTED') AND updated_at < ?1 LIMIT ?2)",
-                       c->settings.job_retention_days, &jobs);
+        usec_t jobs_before = retention_cutoff(c, c->settings.job_retention_days);
+        usec_t events_before = retention_cutoff(c, c->settings.event_retention_days);
+
+        r = jobs_before > 0 ? delete_jobs(c, jobs_before, &jobs) : 0;
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of jobs failed: %m");
-        r = delete_all(c, "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2)",
-                       c->settings.event_retention_days, &events);
+        do
+                r = events_before > 0 ? delete_events_batch(c, events_before, &events) : 0;
+        while (r == RETENTION_BATCH);
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of audit events failed: %m");
         r = record(c, jobs, events);

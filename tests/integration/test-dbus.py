@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -285,6 +286,31 @@ def test_properties_and_signals_follow_state_changes(t):
                     what="the worker object's PropertiesChanged Status=DISCONNECTED")
     t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "Version"), open_version(), "Version")
     t.eq(cp.stop(), 0, "a clean exit after all that (sanitizer builds check for leaks here)")
+
+
+@test
+def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
+    # A day of retention and a sweep every second; the job is made two days old in the database
+    # while the control plane is stopped.
+    bus, cp = setup(t, options={"job-retention-days": "1", "retention-interval": "1s"})
+    old_id, old_path = submit(t, bus)
+    new_id, new_path = submit(t, bus)
+    for job_id in (old_id, new_id):
+        h.call(t, bus, "AbortJob", "ss", job_id, "done with it")
+    t.eq(cp.stop(), 0, "stopped")
+    with sqlite3.connect(cp.database) as db:
+        db.execute("UPDATE jobs SET updated_at = updated_at - ? WHERE job_id = ?", (2 * 86400 * 10**6, old_id))
+    mon = h.Monitor(t, bus)
+    cp.restart()
+    t.wait_for(bus.has_owner, 10, f"{h.NAME} to be owned again")
+    removed = mon.wait_signal("InterfacesRemoved", lambda m: m["payload"]["data"][0] == old_path,
+                              what="InterfacesRemoved for the job retention deleted")[0]
+    t.eq((removed["path"], removed["payload"]["data"][1]), (h.PATH, [h.JOB_IFACE]),
+         "from the ObjectManager, naming the job interface")
+    objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
+    t.ok(old_path not in objects and new_path in objects, "the deleted job is no longer managed, the recent one is")
+    t.eq([m for m in mon.signals("InterfacesRemoved") if m["payload"]["data"][0] == new_path], [],
+         "the recent job was not announced gone")
 
 
 @test

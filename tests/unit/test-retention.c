@@ -1,9 +1,37 @@
 /* test-retention.c: the retention sweep deletes terminal jobs (with their artifact records) and
- * audit events older than their retention, keeps everything else, and audits itself. */
+ * audit events older than their retention, keeps everything else, audits itself, and tells
+ * Control.on_jobs_deleted which jobs went once their deletion has committed. */
 #include "core-test-util.h"
 #include "retention.h"
 #include "store.h"
+#include "strv.h"
 #include "tap.h"
+
+typedef struct Deleted {
+        Control *c;
+        char **ids;   /* every id told, in order */
+        unsigned calls;
+        bool committed; /* every call came with no transaction open and the rows gone */
+} Deleted;
+
+static void on_jobs_deleted(void *userdata, char *const *job_ids) {
+        Deleted *d = userdata;
+
+        d->calls++;
+        if (!sqlite3_get_autocommit(d->c->store->db))
+                d->committed = false;
+        STRV_FOREACH (id, (char **) job_ids) {
+                if (test_job_state(d->c, *id) != _JOB_STATE_INVALID)
+                        d->committed = false;
+                (void) strv_extend(&d->ids, *id);
+        }
+}
+
+static void watch_deletions(Control *c, Deleted *d) {
+        *d = (Deleted){.c = c, .committed = true};
+        c->on_jobs_deleted = on_jobs_deleted;
+        c->on_jobs_deleted_userdata = d;
+}
 
 static void test_retention_deletes_only_old_terminal_jobs_and_events(void) {
         Control *c = test_control_new();
@@ -11,7 +39,9 @@ static void test_retention_deletes_only_old_terminal_jobs_and_events(void) {
         size_t n;
         uint64_t jobs = 0, events = 0;
         char old_done[RANDOM_ID_SIZE], old_pending[RANDOM_ID_SIZE], new_done[RANDOM_ID_SIZE];
+        Deleted d;
 
+        watch_deletions(c, &d);
         c->settings.job_retention_days = 7;
         c->settings.event_retention_days = 30;
         strcpy(old_done, test_submit(c, 0));
@@ -29,12 +59,19 @@ static void test_retention_deletes_only_old_terminal_jobs_and_events(void) {
         is_int(test_job_state(c, old_pending), JOB_PENDING, "an old non-terminal job is kept");
         is_int(test_job_state(c, new_done), JOB_ABORTED, "a recent terminal job is kept");
         is_int(test_count_events(c, "retention.sweep", NULL), 1, "the sweep audited itself");
+        ok(strv_length(d.ids) == 1 && streq(d.ids[0], old_done), "on_jobs_deleted told the deleted job's id");
+        ok(d.committed, "after its deletion had committed");
 
         test_advance(c, 31 * USEC_PER_DAY);
         is_int(retention_sweep(c, &jobs, &events), 0, "second sweep");
         is_int(events, 6, "events older than 30 days deleted, the first sweep's own included");
         is_int(test_count_events(c, "job.submitted", old_pending), 0, "including the old job's submission event");
         is_int(test_count_events(c, "retention.sweep", NULL), 1, "the new sweep's own event remains");
+        ok(d.calls == 2 && strv_length(d.ids) == 2 && streq(d.ids[1], new_done),
+           "the second sweep told the other terminal job, old by now");
+        is_int(retention_sweep(c, &jobs, &events), 0, "third sweep");
+        is_int(d.calls, 2, "a sweep that deleted no job told nothing");
+        strv_free(d.ids);
         test_control_free(c);
 }
 
@@ -54,6 +91,9 @@ static void test_zero_retention_keeps_everything(void) {
 static void test_retention_handles_more_than_one_batch(void) {
         Control *c = test_control_new();
         uint64_t jobs = 0;
+        Deleted d;
+
+        watch_deletions(c, &d);
         c->settings.job_retention_days = 1;
         sqlite3_exec(c->store->db,
                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) "
@@ -62,6 +102,11 @@ static void test_retention_handles_more_than_one_batch(void) {
                      NULL, NULL, NULL);
         retention_sweep(c, &jobs, NULL);
         is_int(jobs, 12000, "12000 old jobs deleted across batches");
+        is_int(d.calls, 3, "told once per batch");
+        is_int(strv_length(d.ids), 12000, "of every deleted job");
+        ok(d.committed && strv_contains(d.ids, "j1") && strv_contains(d.ids, "j12000"),
+           "each after its batch had committed");
+        strv_free(d.ids);
         test_control_free(c);
 }
 
