@@ -279,6 +279,8 @@ static int write_metrics(Control *c, FILE *f) {
                 {"entropy_requests_refused_total", c->counters.refused, "Refused transitions and requests."},
                 {"entropy_journal_failures_total", c->counters.journal_failures,
                  "Audit events whose journal copy could not be sent."},
+                {"entropy_dbus_events_dropped_total", c->counters.bus_events_dropped,
+                 "Committed changes not announced on D-Bus because the broker was not reading."},
         };
         for (size_t i = 0; i < ELEMENTSOF(counters); i++) {
                 metric_header(f, counters[i].name, "counter", counters[i].help);

@@ -73,6 +73,8 @@ typedef struct Bus {
          * uid, for the audit trail's actor without asking the broker again. */
         sd_bus_message *identified;
         uid_t identified_uid;
+        /* Set while signals are dropped because the broker is not reading them (bus.c). */
+        bool lagging;
         /* Set while we emit our own signals: property getters then run for no caller. */
         bool emitting;
         /* While a job's PropertiesChanged is built: the job as its committed events describe it
@@ -95,6 +97,14 @@ int bus_manager_add(Bus *b);
 void bus_manager_event(Bus *b, const AuditEvent *event);
 /* PropertiesChanged for the counters that moved since the last call; reads the store. */
 void bus_manager_emit_counts(Bus *b);
+
+/* bus.c: whether the broker has stopped reading (a stalled or overloaded dbus-daemon), in which
+ * case sd-bus would queue every further signal in memory without bound. Signals are
+ * announcements, and the store and the journal keep the record: past BUS_WRITE_QUEUE_MAX queued
+ * messages they are dropped (counted in c->counters.bus_events_dropped, logged once) until half
+ * the queue has drained. */
+#define BUS_WRITE_QUEUE_MAX 8192
+bool bus_lagging(Bus *b);
 
 /* bus-objects.c */
 int bus_objects_add(Bus *b);

@@ -463,6 +463,10 @@ void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {
         if (!b || !b->bus)
                 return;
         bus_objects_flush_cache(b);
+        if (bus_lagging(b)) {
+                b->c->counters.bus_events_dropped += strv_length(job_ids);
+                return;
+        }
         STRV_FOREACH (id, (char **) job_ids) {
                 int r = emit_job_removed(b, *id);
                 if (r < 0)

@@ -4,6 +4,7 @@
  * so that a restarted dbus-daemon or dbus-broker does not leave the control plane unreachable.
  * A bus that cannot be reached at all never stops the daemon: HTTP keeps serving. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -233,6 +234,24 @@ static int bus_schedule_emit(Bus *b) {
         return sd_event_source_set_enabled(b->emit_defer, SD_EVENT_ONESHOT);
 }
 
+bool bus_lagging(Bus *b) {
+        uint64_t queued = 0;
+
+        if (sd_bus_get_n_queued_write(b->bus, &queued) < 0)
+                queued = 0;
+        if (queued >= BUS_WRITE_QUEUE_MAX && !b->lagging) {
+                log_warning("D-Bus is not taking signals (%" PRIu64 " queued): committed changes are not announced "
+                            "on the bus until it catches up (counted in entropy_dbus_events_dropped_total).",
+                            queued);
+                b->lagging = true;
+        } else if (queued < BUS_WRITE_QUEUE_MAX / 2 && b->lagging) {
+                log_notice("D-Bus takes signals again; %" PRIu64 " committed events in all were not announced.",
+                           b->c->counters.bus_events_dropped);
+                b->lagging = false;
+        }
+        return b->lagging;
+}
+
 static void bus_event_listener(void *userdata, const AuditEvent *event) {
         Bus *b = userdata;
         int r;
@@ -241,6 +260,10 @@ static void bus_event_listener(void *userdata, const AuditEvent *event) {
          * queue every signal in memory until it is; nobody is listening yet, so send none. */
         if (!b || !b->bus || sd_bus_is_ready(b->bus) <= 0)
                 return;
+        if (bus_lagging(b)) {
+                b->c->counters.bus_events_dropped++;
+                return;
+        }
         bus_manager_event(b, event);
         r = bus_objects_event(b, event);
         if (r >= 0 && (b->n_changes > 0 || b->counts_dirty))

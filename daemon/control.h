@@ -71,6 +71,7 @@ typedef struct ControlSettings {
 typedef struct ControlCounters {
         uint64_t submitted, claimed, completed, failed, retried, lost, aborted, refused;
         uint64_t journal_failures; /* audit events whose journal copy could not be sent */
+        uint64_t bus_events_dropped; /* committed events not announced on D-Bus: the bus lagged */
 } ControlCounters;
 
 /* Called after an audit event's transaction has committed (journal copy, D-Bus signals, live

@@ -8,13 +8,16 @@ callers, and a bus that restarts or is not there at all."""
 import importlib.util
 import json
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 
-from entropy_test import ADMIN_TOKEN, SRCDIR, skip_all, test
+from entropy_test import ADMIN_TOKEN, SRCDIR, Http, skip_all, test
 
 _spec = importlib.util.spec_from_file_location(
     "dbus_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-dbus-helpers.py"))
@@ -311,6 +314,63 @@ def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
     t.ok(old_path not in objects and new_path in objects, "the deleted job is no longer managed, the recent one is")
     t.eq([m for m in mon.signals("InterfacesRemoved") if m["payload"]["data"][0] == new_path], [],
          "the recent job was not announced gone")
+
+
+def submit_until(cp, done, limit, threads=4):
+    """Submits `true` jobs over HTTP from a few connections until done() or `limit` jobs."""
+    count, lock = [0], threading.Lock()
+
+    def loop():
+        http = Http("127.0.0.1", cp.port, token=ADMIN_TOKEN)
+        try:
+            while not done():
+                with lock:
+                    if count[0] >= limit:
+                        return
+                    count[0] += 1
+                status, body = http.request("POST", "/jobs", {"command": "true"})
+                if status != 201:
+                    raise AssertionError(f"submit: {status} {body}")
+        finally:
+            http.close()
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    return count[0]
+
+
+@test
+def test_a_stalled_bus_drops_announcements_counted_and_recovers(t):
+    # A dbus-daemon that stops reading: sd-bus would queue every signal in memory. Past 8192
+    # queued messages the control plane stops announcing, logs it once and counts what it did
+    # not announce; HTTP goes on; once the broker reads again, announcements resume.
+    bus, cp = setup(t)
+    submit(t, bus)
+    warning = "D-Bus is not taking signals"
+    polls = [0]
+
+    def lagged():  # the log is read every 100 submissions, not on each
+        polls[0] += 1
+        return polls[0] % 100 == 0 and warning in cp.log_text()
+    bus.daemon.signal(signal.SIGSTOP)
+    try:
+        n = submit_until(cp, lagged, limit=12000)
+    finally:
+        bus.daemon.signal(signal.SIGCONT)
+    t.ok(warning in cp.log_text(), f"the lag was logged, after {n} submissions over HTTP (all answered 201)")
+    status, text = cp.admin("GET", "/metrics")
+    m = re.search(r"^entropy_dbus_events_dropped_total (\d+)$", text if status == 200 else "", re.M)
+    t.ok(m and int(m.group(1)) > 0, f"and counted in /metrics: {m.group(0) if m else text!r}")
+    mon = h.Monitor(t, bus)
+
+    def announced():
+        job_id = cp.submit("true")
+        return any(s["payload"]["data"][0] == job_id for s in mon.signals("JobStateChanged"))
+    t.wait_for(announced, 20, "a new job to be announced again once the broker reads", interval=0.2)
+    t.ok("D-Bus takes signals again" in cp.log_text(), "the recovery was logged")
+    t.eq(cp.stop(), 0, "a clean exit")
 
 
 @test
