@@ -490,6 +490,10 @@ static int parse_claimed(json_object *o, char ***ret, JsonError *jerr) {
 }
 
 int api_post_reconnect(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        return api_post_reconnect_as(c, req, NULL, resp);
+}
+
+int api_post_reconnect_as(Control *c, const HttpRequest *req, const Origin *as, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
         _cleanup_strv_free_ char **claimed = NULL;
         _cleanup_free_ ReplayEntry *entries = NULL;
@@ -514,7 +518,7 @@ int api_post_reconnect(Control *c, const HttpRequest *req, HttpResponse *resp) {
                 return r;
         if (r < 0)
                 return api_reply_json_error(resp, &jerr);
-        Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        Origin origin = as ? *as : api_worker_origin(req, worker_id, actor, sizeof(actor));
         r = jobs_reconnect(c, &origin, worker_id, claimed, entries, n, &actions, &n_actions);
         if (r < 0)
                 return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});

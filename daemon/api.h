@@ -7,6 +7,7 @@
 
 #include "control.h"
 #include "http-server.h"
+#include "ops.h"
 
 typedef int (*ApiHandler)(Control *c, const HttpRequest *req, HttpResponse *resp);
 
@@ -27,6 +28,9 @@ int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_post_complete(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_post_fail(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_post_reconnect(Control *c, const HttpRequest *req, HttpResponse *resp);
+/* The same on behalf of someone else (D-Bus ReplayResults): the audit trail names `as` as the
+ * actor of what the replay changes; NULL: the worker. */
+int api_post_reconnect_as(Control *c, const HttpRequest *req, const Origin *as, HttpResponse *resp);
 
 /* Unauthenticated */
 int api_get_healthz(Control *c, const HttpRequest *req, HttpResponse *resp);

@@ -582,6 +582,8 @@ static int method_replay_results(sd_bus_message *m, void *userdata, sd_bus_error
         HttpResponse resp = {};
         const char *worker_id, *text;
         json_object *actions;
+        char actor[64];
+        Origin o;
         int r;
 
         AUTHORIZE(bus_authorize_manage(b, m, BUS_ACTION_MANAGE, error));
@@ -596,7 +598,8 @@ static int method_replay_results(sd_bus_message *m, void *userdata, sd_bus_error
         text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
         HttpRequest req = {.method = "POST", .path = "/reconnect", .body = text, .body_size = strlen(text)};
         snprintf(req.remote, sizeof(req.remote), "dbus");
-        r = api_post_reconnect(b->c, &req, &resp);
+        actor_origin(b, m, actor, sizeof(actor), &o);
+        r = api_post_reconnect_as(b->c, &req, &o, &resp);
         if (r >= 0 && resp.status != 200)
                 r = replay_error(error, &resp, worker_id);
         else if (r >= 0) {

@@ -194,7 +194,9 @@ def test_replay_results_applies_a_workers_completion(t):
     actions = [h.variant_dict(a) for a in h.call(t, bus, "ReplayResults", "saa{sv}", "w-gone", 1,
                                                  *h.asv(result)[1:])[0]]
     t.eq([(a["job_id"], a["result"]) for a in actions], [(job_id, "ACCEPTED")], "the completion is accepted")
-    t.eq(cp.job(job_id)["status"], "COMPLETED", "and applied")
+    done = cp.job(job_id)
+    t.eq((done["status"], done["updated_by"]), ("COMPLETED", f"dbus:{os.getuid()}"),
+         "and applied, in the name of the caller, not of the worker")
     again = [h.variant_dict(a) for a in h.call(t, bus, "ReplayResults", "saa{sv}", "w-gone", 1,
                                                *h.asv(result)[1:])[0]]
     t.eq(again[0]["result"], "ACCEPTED", "a repeat is an accepted no-op")
