@@ -14,6 +14,16 @@
 
 static const Origin retention_origin = {.actor = "retention"};
 
+/* A batch statement: ?1 the cutoff, ?2 the batch size. */
+static int prepare_batch(Control *c, const char *sql, usec_t cutoff, sqlite3_stmt **ret) {
+        int r = store_prepare(c->store, sql, ret);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(*ret, 1, (int64_t) cutoff) < 0 || store_bind_int64(*ret, 2, RETENTION_BATCH) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 /* One batch of old terminal jobs (their artifact records live in the same row and go with them):
  * their ids first, then each row by its key, so that once the deletion has committed their
  * objects can be announced as gone (Control.on_jobs_deleted). DELETE ... RETURNING would do both
@@ -27,14 +37,12 @@ static int delete_jobs_batch(Control *c, usec_t cutoff, char ***ret_ids) {
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
-        r = store_prepare(c->store,
+        r = prepare_batch(c,
                           "SELECT job_id FROM jobs WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') "
                           "AND updated_at < ?1 LIMIT ?2",
-                          &sel);
+                          cutoff, &sel);
         if (r < 0)
                 return r;
-        if (store_bind_int64(sel, 1, (int64_t) cutoff) < 0 || store_bind_int64(sel, 2, RETENTION_BATCH) < 0)
-                return -ENOMEM;
         r = store_collect_strings(c->store, sel, &ids);
         if (r < 0)
                 return r;
@@ -81,13 +89,11 @@ static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
-        r = store_prepare(c->store,
+        r = prepare_batch(c,
                           "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2)",
-                          &st);
+                          cutoff, &st);
         if (r < 0)
                 return r;
-        if (store_bind_int64(st, 1, (int64_t) cutoff) < 0 || store_bind_int64(st, 2, RETENTION_BATCH) < 0)
-                return -ENOMEM;
         r = store_step(c->store, st);
         if (r < 0)
                 return r;

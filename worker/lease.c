@@ -265,7 +265,8 @@ static void heartbeat_send(Worker *w) {
                 log_error_errno(k, "Cannot persist the heartbeat sequence number: %m");
                 return;
         }
-        call = calloc(1, sizeof(*call) + MIN(worker_n_runs(w), (size_t) LIMIT_RECONNECT_ENTRIES) * sizeof(call->jobs[0]));
+        call = calloc(1,
+                      sizeof(*call) + MIN(worker_n_runs(w), (size_t) LIMIT_RECONNECT_ENTRIES) * sizeof(call->jobs[0]));
         if (!call)
                 return;
         call->worker = w;
