@@ -9,7 +9,7 @@
 
 typedef struct Deleted {
         Control *c;
-        char **ids;   /* every id told, in order */
+        char **ids; /* every id told, in order */
         unsigned calls;
         bool committed; /* every call came with no transaction open and the rows gone */
 } Deleted;
