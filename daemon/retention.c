@@ -106,6 +106,15 @@ static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         return n;
 }
 
+static int delete_events(Control *c, usec_t cutoff, uint64_t *deleted) {
+        int r;
+
+        do
+                r = delete_events_batch(c, cutoff, deleted);
+        while (r == RETENTION_BATCH);
+        return r < 0 ? r : 0;
+}
+
 /* The moment before which rows older than `days` go; 0: keep everything. */
 static usec_t retention_cutoff(Control *c, int64_t days) {
         usec_t now = control_now(c), span = (usec_t) days * USEC_PER_DAY;
@@ -143,18 +152,15 @@ static int record(Control *c, uint64_t jobs, uint64_t events) {
 }
 
 int retention_sweep(Control *c, uint64_t *ret_jobs, uint64_t *ret_events) {
-        uint64_t jobs = 0, events = 0;
-        int r;
-
         usec_t jobs_before = retention_cutoff(c, c->settings.job_retention_days);
         usec_t events_before = retention_cutoff(c, c->settings.event_retention_days);
+        uint64_t jobs = 0, events = 0;
+        int r;
 
         r = jobs_before > 0 ? delete_jobs(c, jobs_before, &jobs) : 0;
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of jobs failed: %m");
-        do
-                r = events_before > 0 ? delete_events_batch(c, events_before, &events) : 0;
-        while (r == RETENTION_BATCH);
+        r = events_before > 0 ? delete_events(c, events_before, &events) : 0;
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of audit events failed: %m");
         r = record(c, jobs, events);
