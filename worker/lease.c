@@ -206,35 +206,22 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
         free(call);
 }
 
-/* Adds one held job to the heartbeat: the control plane renews the lease of each job listed. */
-static void heartbeat_add_job(HeartbeatCall *call, json_object *jobs, json_object *ids, const Run *r) {
-        json_object *j = json_object_new_object();
+/* Remembers a listed job for the answer: its lease is renewed when the heartbeat succeeds. */
+static void heartbeat_note_job(Run *r, void *userdata) {
+        HeartbeatCall *call = userdata;
 
-        json_add_string(j, "job_id", r->spec->job_id);
-        json_add_string(j, "assignment_id", r->spec->assignment_id);
-        json_object_array_add(jobs, j);
-        json_object_array_add(ids, json_object_new_string(r->spec->job_id));
         snprintf(call->jobs[call->n].job_id, sizeof(call->jobs[0].job_id), "%s", r->spec->job_id);
         snprintf(call->jobs[call->n].assignment_id, sizeof(call->jobs[0].assignment_id), "%s", r->spec->assignment_id);
         call->n++;
 }
 
-/* Lists the runs in slots and the finishing ones: a job whose process has exited still holds its
- * assignment until its result is recorded, and a copy of large outputs to the shared directory
- * may take longer than a lease. */
 static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call) {
-        json_object *o = json_object_new_object(), *jobs = json_object_new_array(), *metrics = json_object_new_object();
-        json_object *ids = json_object_new_array();
+        json_object *o = json_object_new_object(), *metrics = json_object_new_object();
         int64_t pending = 0, running = 0;
 
+        (void) worker_add_held_jobs(w, o, heartbeat_note_job, call);
         for (size_t i = 0; i < w->n_slots; i++)
-                if (w->slots[i]) {
-                        heartbeat_add_job(call, jobs, ids, w->slots[i]);
-                        running++;
-                }
-        /* Within the control plane's limit on a heartbeat's list (the slots are far fewer). */
-        for (Run *r = w->finishing; r && call->n < LIMIT_RECONNECT_ENTRIES; r = r->next_finishing)
-                heartbeat_add_job(call, jobs, ids, r);
+                running += w->slots[i] != NULL;
         (void) replay_count_pending(w->replay, &pending);
         json_add_int64(metrics, "running", running);
         json_add_int64(metrics, "finishing", (int64_t) call->n - running);
@@ -243,9 +230,6 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
         host_metrics_add(w->host_metrics, metrics);
         json_add_string(o, "worker_id", w->settings.worker_id);
         json_add_string(o, "instance_id", w->instance_id);
-        json_add_string(o, "current_job_id", call->n > 0 ? call->jobs[0].job_id : NULL);
-        json_object_object_add(o, "current_jobs", jobs);
-        json_object_object_add(o, "current_job_ids", ids);
         json_add_int64(o, "seq", (int64_t) seq);
         json_object_object_add(o, "metrics", metrics);
         return o;

@@ -202,24 +202,11 @@ static void on_reconnect(Client *c, const ClientReply *reply, void *userdata) {
 }
 
 static json_object *reconnect_body(Worker *w) {
-        json_object *o = json_object_new_object(), *jobs = json_object_new_array(), *done = json_object_new_array();
-        json_object *ids = json_object_new_array();
+        json_object *o = json_object_new_object(), *done = json_object_new_array();
         ReplayEntry *entries = NULL;
-        const char *current = NULL;
         size_t n = 0;
 
-        for (size_t i = 0; i < w->n_slots; i++) {
-                Run *r = w->slots[i];
-                json_object *j;
-                if (!r)
-                        continue;
-                current = current ? current : r->spec->job_id;
-                j = json_object_new_object();
-                json_add_string(j, "job_id", r->spec->job_id);
-                json_add_string(j, "assignment_id", r->spec->assignment_id);
-                json_object_array_add(jobs, j);
-                json_object_array_add(ids, json_object_new_string(r->spec->job_id));
-        }
+        (void) worker_add_held_jobs(w, o, NULL, NULL);
         if (replay_list_pending(w->replay, &entries, &n) >= 0)
                 for (size_t i = 0; i < n && i < LIMIT_RECONNECT_ENTRIES; i++) {
                         json_object *e = json_object_get(entries[i].body);
@@ -229,9 +216,6 @@ static json_object *reconnect_body(Worker *w) {
         replay_entries_free(entries, n);
         json_add_string(o, "worker_id", w->settings.worker_id);
         json_add_string(o, "instance_id", w->instance_id);
-        json_add_string(o, "current_job_id", current);
-        json_object_object_add(o, "current_jobs", jobs);
-        json_object_object_add(o, "current_job_ids", ids);
         json_object_object_add(o, "completed_jobs", done);
         return o;
 }

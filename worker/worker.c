@@ -13,6 +13,7 @@
 #include "fs-util.h"
 #include "gpu.h"
 #include "log.h"
+#include "protocol.h"
 #include "strv.h"
 #include "wake.h"
 #include "worker.h"
@@ -63,6 +64,39 @@ Run *worker_find_run(Worker *w, const char *job_id) {
                 if (w->slots[i] && streq(w->slots[i]->spec->job_id, job_id))
                         return w->slots[i];
         return NULL;
+}
+
+static void add_held_job(Run *r, json_object *jobs, json_object *ids, void (*each)(Run *r, void *userdata),
+                         void *userdata) {
+        json_object *j = json_object_new_object();
+
+        json_add_string(j, "job_id", r->spec->job_id);
+        json_add_string(j, "assignment_id", r->spec->assignment_id);
+        json_object_array_add(jobs, j);
+        json_object_array_add(ids, json_object_new_string(r->spec->job_id));
+        if (each)
+                each(r, userdata);
+}
+
+/* Finishing runs too: the control plane takes back a job that a heartbeat or a reconnect does
+ * not name, and a copy of large outputs to the shared directory may outlast a lease. */
+size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void *userdata), void *userdata) {
+        json_object *jobs = json_object_new_array(), *ids = json_object_new_array();
+        size_t n = 0;
+
+        for (size_t i = 0; i < w->n_slots && n < LIMIT_RECONNECT_ENTRIES; i++)
+                if (w->slots[i]) {
+                        add_held_job(w->slots[i], jobs, ids, each, userdata);
+                        n++;
+                }
+        for (Run *r = w->finishing; r && n < LIMIT_RECONNECT_ENTRIES; r = r->next_finishing) {
+                add_held_job(r, jobs, ids, each, userdata);
+                n++;
+        }
+        json_add_string(o, "current_job_id", json_object_get_string(json_object_array_get_idx(ids, 0)));
+        json_object_object_add(o, "current_jobs", jobs);
+        json_object_object_add(o, "current_job_ids", ids);
+        return n;
 }
 
 int worker_free_slot(Worker *w) {

@@ -22,6 +22,7 @@
 #include "crypto.h"
 #include "executor.h"
 #include "finisher.h"
+#include "json-util.h"
 #include "replay.h"
 #include "time-util.h"
 #include "worker-settings.h"
@@ -161,6 +162,11 @@ Worker *worker_free(Worker *w);
 int worker_run(Worker *w);
 size_t worker_n_runs(Worker *w);
 Run *worker_find_run(Worker *w, const char *job_id);
+/* Names the jobs this worker holds an assignment for in o's current_job_id, current_jobs
+ * [{job_id, assignment_id}] and current_job_ids, as a heartbeat and a reconnect send them: the
+ * runs in slots, then the finishing ones (process exited, result not recorded yet), at most
+ * LIMIT_RECONNECT_ENTRIES. `each`, if given, is called for every run listed. Returns how many. */
+size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void *userdata), void *userdata);
 int worker_free_slot(Worker *w); /* index, or -EBUSY */
 void worker_update_status(Worker *w);
 void worker_mark_busy(Worker *w);
