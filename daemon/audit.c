@@ -196,8 +196,7 @@ static void drop_batch_pending(Store *s) {
 static void emit(Control *c, AuditEvent **events, size_t n) {
         if (n > 0)
                 c->store->committed_event_id = MAX(c->store->committed_event_id, events[n - 1]->id);
-        for (size_t i = 0; i < n; i++)
-                control_emit(c, events[i]);
+        control_emit(c, events, n);
 }
 
 static void batch_notify(Control *c, bool ok) {

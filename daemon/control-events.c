@@ -49,10 +49,16 @@ static void count(Control *c, const AuditEvent *e) {
                         (*(uint64_t *) ((char *) &c->counters + map[i].offset))++;
 }
 
-void control_emit(Control *c, const AuditEvent *event) {
-        count(c, event);
-        for (size_t i = 0; i < c->n_listeners; i++)
-                c->listeners[i].fn(c->listeners[i].userdata, event);
+/* One listener at a time, each hearing the whole batch in commit order: the journal copies and
+ * the D-Bus signals leave as two bursts instead of alternating, so journald and the bus broker
+ * are woken about once per batch rather than once per event (each wake-up of a sleeping reader
+ * is an inter-processor interrupt, expensive in a virtual machine). */
+void control_emit(Control *c, AuditEvent *const *events, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                count(c, events[i]);
+        for (size_t l = 0; l < c->n_listeners; l++)
+                for (size_t i = 0; i < n; i++)
+                        c->listeners[l].fn(c->listeners[l].userdata, events[i]);
 }
 
 /* ---- group commit: the HTTP server's side (audit.h) ---- */

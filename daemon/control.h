@@ -142,4 +142,4 @@ int control_add_listener(Control *c, ControlEventListener fn, void *userdata);
  * (worker wake-ups; control-events.c), and their teardown (safe to call when never started). */
 int control_core_start(Control *c);
 void control_core_stop(Control *c);
-void control_emit(Control *c, const AuditEvent *event);
+void control_emit(Control *c, AuditEvent *const *events, size_t n);
