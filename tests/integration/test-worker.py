@@ -270,13 +270,15 @@ def test_worker_kill9_job_reruns_on_second_worker_within_bound(t):
     job_id = submit(cp, timed_job(log, 2))
     wait_running_on(t, cp, job_id, "wa")
     t.wait_for(lambda: logged_runs(log), 5, "the first run to start")
+    # The second worker is up and polling before the crash, so the bound measures the control
+    # plane's recovery, not how long a worker takes to start on a loaded machine.
+    WorkerProcess(t, cp, "wb").start()
     a.kill9()
     killed_at = time.monotonic()
-    WorkerProcess(t, cp, "wb").start()
     wait_running_on(t, cp, job_id, "wb", timeout=10)
     took = time.monotonic() - killed_at
     # heartbeat timeout 1.5s + reconcile tick 0.1s + first retry backoff (0.1s, jitter) + a poll
-    # 0.1s; 1s of slack for start-up and scheduling.
+    # 0.1s; 1s of slack for scheduling.
     bound = 1.5 + 0.1 + 0.2 + 0.1 + 1.0
     t.ok(took <= bound, f"rerun on the second worker {took:.2f}s after the crash (bound {bound}s)")
     cp.wait_job_state(job_id, "COMPLETED", timeout=10)
