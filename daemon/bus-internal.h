@@ -73,8 +73,11 @@ typedef struct Bus {
          * uid, for the audit trail's actor without asking the broker again. */
         sd_bus_message *identified;
         uid_t identified_uid;
-        /* Set while signals are dropped because the broker is not reading them (bus.c). */
+        /* Set while signals are dropped because the broker is not reading them (bus.c); when it
+         * reads again, the next PropertiesChanged of the Manager names UnannouncedEvents and every
+         * counter, so a client knows to re-read what it may have missed. */
         bool lagging;
+        bool announce_unannounced;
         /* Set while we emit our own signals: property getters then run for no caller. */
         bool emitting;
         /* While a job's PropertiesChanged is built: the job as its committed events describe it

@@ -637,6 +637,12 @@ static int property_get_start_time(sd_bus *bus, const char *path, const char *in
         return sd_bus_message_append(reply, "t", (uint64_t) b->c->started_at);
 }
 
+static int property_get_unannounced(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        return sd_bus_message_append(reply, "t", b->c->counters.bus_events_dropped);
+}
+
 /* Each counter property reads fresh counts: a client asking gets the truth, not a cache. Only
  * our own PropertiesChanged, built right after counting, takes the counts just read. */
 static int property_get_counts(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -687,6 +693,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("JobsRetrying", "u", property_get_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("JobsLost", "u", property_get_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("WorkersOnline", "u", property_get_counts, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("UnannouncedEvents", "t", property_get_unannounced, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
         SD_BUS_METHOD_WITH_NAMES("SubmitJob", "a{sv}", SD_BUS_PARAM(spec), "so", SD_BUS_PARAM(job_id) SD_BUS_PARAM(job),
                                  method_submit_job, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -760,7 +767,9 @@ void bus_manager_emit_counts(Bus *b) {
         CHANGED(all || jobs[JOB_LOST] != b->job_counts[JOB_LOST], "JobsLost");
         CHANGED(workers_moved, "WorkersByState");
         CHANGED(all || workers[WORKER_ONLINE] != b->worker_counts[WORKER_ONLINE], "WorkersOnline");
+        CHANGED(b->announce_unannounced, "UnannouncedEvents");
 #undef CHANGED
+        b->announce_unannounced = false;
         changed[n] = NULL;
         memcpy(b->job_counts, jobs, sizeof(jobs));
         memcpy(b->worker_counts, workers, sizeof(workers));

@@ -248,6 +248,9 @@ bool bus_lagging(Bus *b) {
                 log_notice("D-Bus takes signals again; %" PRIu64 " committed events in all were not announced.",
                            b->c->counters.bus_events_dropped);
                 b->lagging = false;
+                b->announce_unannounced = true;
+                b->counts_known = false; /* the counters' own announcements were dropped too */
+                b->counts_dirty = true;
         }
         return b->lagging;
 }

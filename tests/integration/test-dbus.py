@@ -372,6 +372,17 @@ def test_a_stalled_bus_drops_announcements_counted_and_recovers(t):
         return any(s["payload"]["data"][0] == job_id for s in mon.signals("JobStateChanged"))
     t.wait_for(announced, 20, "a new job to be announced again once the broker reads", interval=0.2)
     t.ok("D-Bus takes signals again" in cp.log_text(), "the recovery was logged")
+    # A client learns on the bus that it missed announcements: the Manager's first
+    # PropertiesChanged after the lag names UnannouncedEvents, with every counter.
+    status, text = cp.admin("GET", "/metrics")
+    dropped = int(re.search(r"^entropy_dbus_events_dropped_total (\d+)$", text, re.M).group(1))
+    changed = [m["payload"]["data"][1] for m in mon.signals("PropertiesChanged")
+               if m["path"] == h.PATH and "UnannouncedEvents" in m["payload"]["data"][1]]
+    t.ok(changed and changed[0]["UnannouncedEvents"]["data"] == dropped,
+         f"PropertiesChanged UnannouncedEvents = {dropped}, the metric ({changed[:1]})")
+    t.ok(changed and {"JobsPending", "QueueDepth", "WorkersOnline"} <= set(changed[0]),
+         f"and the counters, whose own announcements were dropped too ({sorted(changed[0]) if changed else None})")
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "UnannouncedEvents"), dropped, "Get reads the same")
     t.eq(cp.stop(), 0, "a clean exit")
 
 
