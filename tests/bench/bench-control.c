@@ -189,6 +189,25 @@ static JobState metrics_job_line(const char *line, const char *metric, uint64_t 
         return job_state_from_string(state);
 }
 
+int control_plane_metric(ControlPlane *cp, const char *name, uint64_t *ret) {
+        _cleanup_free_ char *body = NULL;
+        size_t n = strlen(name);
+        unsigned status;
+        int r;
+
+        r = http_call(cp->port, "GET", "/metrics", cp->admin_token, NULL, &status, &body);
+        if (r < 0)
+                return r;
+        if (status != 200)
+                return -EIO;
+        for (char *line = body; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+                if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+                        *ret = strtoull(line + n + 1, NULL, 10);
+                        return 0;
+                }
+        return -ENODATA;
+}
+
 /* The gauge name differs between drafts of the control plane; the first that is present wins. */
 static const char *const job_gauges[] = {"entropy_jobs", "entropy_queue_depth", "entropy_jobs_by_state"};
 

@@ -35,6 +35,8 @@ int control_plane_memory(ControlPlane *cp, uint64_t *ret_hwm, uint64_t *ret_rss)
 int control_plane_cpu(ControlPlane *cp, usec_t *ret);
 /* Jobs per state, from GET /metrics. */
 int control_plane_count_jobs(ControlPlane *cp, uint64_t counts[_JOB_STATE_MAX]);
+/* The value of an unlabelled counter of GET /metrics (-ENODATA when it is not there). */
+int control_plane_metric(ControlPlane *cp, const char *name, uint64_t *ret);
 
 /* Submits n jobs running `true` through POST /jobs, with `clients` requests in flight (the
  * preload and the end-to-end run use it). *ret_done is how many were accepted. */

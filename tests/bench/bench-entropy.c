@@ -369,7 +369,7 @@ static void verify_counts(EntropyResult *res, const uint64_t before[_JOB_STATE_M
 /* The measured phase: full lifecycles for --duration or --jobs, then the store is asked whether
  * it agrees with what the workers were told. */
 static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyResult *res) {
-        uint64_t before[_JOB_STATE_MAX], after[_JOB_STATE_MAX];
+        uint64_t before[_JOB_STATE_MAX], after[_JOB_STATE_MAX], journal0 = 0, journal1 = 0;
         EntropyLoad run;
         usec_t cpu0 = 0, cpu1 = 0;
         int r;
@@ -377,6 +377,8 @@ static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyRes
         r = control_plane_count_jobs(cp, before);
         if (r < 0)
                 return r;
+        bool have_journal = control_plane_metric(cp, "entropy_journal_failures_total", &journal0) >= 0;
+        res->journal_failures = -1;
         bool have_cpu = control_plane_cpu(cp, &cpu0) >= 0;
         r = entropy_run_progress(cp, MODE_LIFECYCLE, (size_t) s->workers, s->duration, (uint64_t) s->jobs, res, &run,
                                  NULL);
@@ -395,6 +397,8 @@ static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyRes
         if (have_cpu && control_plane_cpu(cp, &cpu1) >= 0)
                 res->server_cpu = cpu1 - cpu0;
         (void) control_plane_memory(cp, &res->peak_rss_kib, &res->rss_kib);
+        if (have_journal && control_plane_metric(cp, "entropy_journal_failures_total", &journal1) >= 0)
+                res->journal_failures = (int64_t) (journal1 - journal0);
         r = control_plane_count_jobs(cp, after);
         if (r < 0)
                 return r;
