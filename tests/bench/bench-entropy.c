@@ -9,6 +9,7 @@
  * leases to recover. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "bench-control.h"
 #include "bench-http.h"
@@ -379,6 +380,7 @@ static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyRes
                 return r;
         bool have_journal = control_plane_metric(cp, "entropy_journal_failures_total", &journal0) >= 0;
         res->journal_failures = -1;
+        res->journald = access("/run/systemd/journal/socket", F_OK) >= 0;
         bool have_cpu = control_plane_cpu(cp, &cpu0) >= 0;
         r = entropy_run_progress(cp, MODE_LIFECYCLE, (size_t) s->workers, s->duration, (uint64_t) s->jobs, res, &run,
                                  NULL);

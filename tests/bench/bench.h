@@ -64,8 +64,9 @@ typedef struct EntropyResult {
         usec_t server_cpu; /* the control plane's, during the phase (0: unknown) */
         Latency latency[_REQ_MAX];
         uint64_t peak_rss_kib, rss_kib;
-        /* Audit copies the control plane could not hand to journald during the phase (-1: not
-         * known): with no journald on the machine, its work is not in the figures. */
+        /* Whether journald runs here (its socket exists; without it sd_journal_send() drops the
+         * audit copies silently), and the copies it did not take during the phase (-1: unknown). */
+        bool journald;
         int64_t journal_failures;
 
         uint64_t preload_target, preload_existing, preload_done;
