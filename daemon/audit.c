@@ -379,43 +379,51 @@ int audit_refused(Control *c, const char *what, const char *who, const char *fro
         return own ? control_commit(&tx) : 0;
 }
 
-static void iov_add(struct iovec *iov, size_t *n, char **bufs, const char *field, const char *value) {
-        if (!value)
-                return;
-        if (asprintf(&bufs[*n], "%s=%s", field, value) < 0) {
-                bufs[*n] = NULL;
-                return;
-        }
-        iov[*n] = (struct iovec){.iov_base = bufs[*n], .iov_len = strlen(bufs[*n])};
-        (*n)++;
-}
-
 void audit_journal_listener(void *userdata, const AuditEvent *e) {
         Control *c = userdata;
-        struct iovec iov[12];
-        char *bufs[12] = {};
         char id[32], prio[8];
-        size_t n = 0;
 
         snprintf(id, sizeof(id), "%lld", (long long) e->id);
         snprintf(prio, sizeof(prio), "%d", e->level);
-        iov_add(iov, &n, bufs, "MESSAGE", e->message);
-        iov_add(iov, &n, bufs, "MESSAGE_ID", audit_message_id(e->event));
-        iov_add(iov, &n, bufs, "PRIORITY", prio);
-        iov_add(iov, &n, bufs, "ENTROPY_EVENT", e->event);
-        iov_add(iov, &n, bufs, "ENTROPY_COMPONENT", e->component);
-        iov_add(iov, &n, bufs, "ENTROPY_EVENT_ID", id);
-        iov_add(iov, &n, bufs, "ENTROPY_JOB_ID", e->job_id);
-        iov_add(iov, &n, bufs, "ENTROPY_WORKER_ID", e->worker_id);
-        iov_add(iov, &n, bufs, "ENTROPY_ASSIGNMENT_ID", e->assignment_id);
-        iov_add(iov, &n, bufs, "ENTROPY_REQUEST_ID", e->request_id);
-        iov_add(iov, &n, bufs, "ENTROPY_DETAILS", e->details);
+        const char *const fields[][2] = {
+                {"MESSAGE", e->message},
+                {"MESSAGE_ID", audit_message_id(e->event)},
+                {"PRIORITY", prio},
+                {"ENTROPY_EVENT", e->event},
+                {"ENTROPY_COMPONENT", e->component},
+                {"ENTROPY_EVENT_ID", id},
+                {"ENTROPY_JOB_ID", e->job_id},
+                {"ENTROPY_WORKER_ID", e->worker_id},
+                {"ENTROPY_ASSIGNMENT_ID", e->assignment_id},
+                {"ENTROPY_REQUEST_ID", e->request_id},
+                {"ENTROPY_DETAILS", e->details},
+        };
+        struct iovec iov[ELEMENTSOF(fields)];
+        size_t n = 0, size = 1;
+
+        /* sd_journal_sendv() wants each FIELD=value in one piece: one buffer holds them all. */
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (fields[i][1])
+                        size += strlen(fields[i][0]) + 1 + strlen(fields[i][1]);
+        _cleanup_free_ char *buf = malloc(size);
+        if (!buf) {
+                c->counters.journal_failures++;
+                return;
+        }
+        char *p = buf;
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                if (!fields[i][1])
+                        continue;
+                char *start = p;
+                p = stpcpy(p, fields[i][0]);
+                *p++ = '=';
+                p = stpcpy(p, fields[i][1]);
+                iov[n++] = (struct iovec){.iov_base = start, .iov_len = (size_t) (p - start)};
+        }
 
         /* Best effort: the SQLite row is the record; no journald (tests, CI) is not an error. */
         if (sd_journal_sendv(iov, (int) n) < 0)
                 c->counters.journal_failures++;
-        for (size_t i = 0; i < n; i++)
-                free(bufs[i]);
 }
 
 static int event_from_row(sqlite3_stmt *st, AuditEvent **ret) {

@@ -124,7 +124,7 @@ static int audit(Control *c, const Origin *o, const char *job_id, const Row *row
         json_add_string(d, "to", job_state_to_string(to));
         if (reason)
                 json_add_string(d, "reason", reason);
-        snprintf(msg, sizeof(msg), "Job %s %s %s -> %s%s%s", job_id, refused ? "transition refused:" : "",
+        snprintf(msg, sizeof(msg), "Job %s %s%s -> %s%s%s", job_id, refused ? "transition refused: " : "",
                  job_state_to_string(row->status), job_state_to_string(to), reason ? ": " : "", strempty(reason));
 
         const char *w = change && change->worker_id ? change->worker_id : row->worker_id;
