@@ -56,9 +56,12 @@ class FaultProxy:
         self._ready.set()
         self.loop.run_forever()
         self._server.close()
-        for t in list(self._tasks):
+        # Every task, the server's connection handlers included (not only the ones _spawn()
+        # tracks): cancelled and awaited, so none is destroyed while pending.
+        pending = asyncio.all_tasks(self.loop)
+        for t in pending:
             t.cancel()
-        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
     def stop(self):
