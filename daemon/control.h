@@ -142,4 +142,5 @@ int control_add_listener(Control *c, ControlEventListener fn, void *userdata);
  * (worker wake-ups; control-events.c), and their teardown (safe to call when never started). */
 int control_core_start(Control *c);
 void control_core_stop(Control *c);
+/* Hands events that just committed, in commit order, to the counters and the listeners. */
 void control_emit(Control *c, AuditEvent *const *events, size_t n);
