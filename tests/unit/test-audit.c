@@ -1,4 +1,5 @@
-/* test-audit.c: audit rows and their emission after commit only, the MESSAGE_ID table against the
+/* test-audit.c: audit rows and their emission after commit only (a batch to one listener at a time,
+ * in commit order), the MESSAGE_ID table against the
  * journal catalog, the journal listener's best-effort counting, /events filters and paging, and
  * refusals that never record secrets. */
 #include <stdio.h>
@@ -251,6 +252,51 @@ static void test_group_commit_makes_many_durable_with_one_commit(void) {
         batch_control_free(c, reader);
 }
 
+/* Who heard which event: 'a' or 'b' and the event id, in the order they were called. */
+typedef struct HeardLog {
+        char who[64];
+        int64_t id[64];
+        size_t n;
+} HeardLog;
+
+static void heard(HeardLog *h, char who, const AuditEvent *e) {
+        if (h->n < ELEMENTSOF(h->id)) {
+                h->who[h->n] = who;
+                h->id[h->n++] = e->id;
+        }
+}
+static void listener_a(void *userdata, const AuditEvent *e) {
+        heard(userdata, 'a', e);
+}
+static void listener_b(void *userdata, const AuditEvent *e) {
+        heard(userdata, 'b', e);
+}
+
+/* A batch goes to one listener at a time (so each one's sends leave as a burst), in commit order. */
+static void test_each_listener_hears_the_whole_batch_in_order(void) {
+        BatchLog log = {};
+        HeardLog h = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+
+        if (control_add_listener(c, listener_a, &h) < 0 || control_add_listener(c, listener_b, &h) < 0)
+                tap_bail("cannot add listeners");
+        c->batch.deferring = true;
+        for (int i = 0; i < 5; i++)
+                test_submit(c, i);
+        c->batch.deferring = false;
+        is_int(sd_event_run(c->event, 0), 1, "the loop commits the batch of five");
+        is_int((int) h.n, 10, "two listeners, five events each");
+        bool grouped = h.n == 10, ordered = grouped;
+        for (size_t i = 0; grouped && i < 10; i++) {
+                grouped = h.who[i] == (i < 5 ? 'a' : 'b');
+                ordered = ordered && (i % 5 == 0 || h.id[i] > h.id[i - 1]) && h.id[i] == h.id[i % 5];
+        }
+        ok(grouped, "the first listener hears all five before the second hears any (%.10s)", h.who);
+        ok(ordered, "each in commit order, the same events");
+        batch_control_free(c, reader);
+}
+
 static void test_group_commit_rolls_back_one_transaction_alone(void) {
         BatchLog log = {};
         sqlite3 *reader = NULL;
@@ -325,6 +371,7 @@ int main(void) {
         test_refusal_is_audited_without_secrets();
         test_group_commit_makes_many_durable_with_one_commit();
         test_group_commit_rolls_back_one_transaction_alone();
+        test_each_listener_hears_the_whole_batch_in_order();
         test_failed_group_commit_acknowledges_nothing();
         return tap_done();
 }
