@@ -1,7 +1,7 @@
-/* test-audit.c: audit rows and their emission after commit only (a batch to one listener at a time,
- * in commit order), the MESSAGE_ID table against the
- * journal catalog, the journal listener's best-effort counting, /events filters and paging, and
- * refusals that never record secrets. */
+/* test-audit.c: audit rows and their emission after commit only (a batch to one listener at a
+ * time, in commit order), the MESSAGE_ID table against the journal catalog, the journal
+ * listener's best-effort counting, /events filters and paging, and refusals that never record
+ * secrets. */
 #include <stdio.h>
 #include <string.h>
 
