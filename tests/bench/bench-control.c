@@ -189,18 +189,34 @@ static JobState metrics_job_line(const char *line, const char *metric, uint64_t 
         return job_state_from_string(state);
 }
 
-int control_plane_metric(ControlPlane *cp, const char *name, uint64_t *ret) {
+/* GET /metrics; errors are logged. */
+static int metrics_fetch(ControlPlane *cp, char **ret_body) {
         _cleanup_free_ char *body = NULL;
-        size_t n = strlen(name);
         unsigned status;
         int r;
 
         r = http_call(cp->port, "GET", "/metrics", cp->admin_token, NULL, &status, &body);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "GET /metrics failed: %m");
         if (status != 200)
-                return -EIO;
-        for (char *line = body; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+                return log_error_errno(-EIO, "GET /metrics answered %u: %.200s", status, body);
+        *ret_body = TAKE_PTR(body);
+        return 0;
+}
+
+static char *next_line(char *line) {
+        line = strchr(line, '\n');
+        return line ? line + 1 : NULL;
+}
+
+int control_plane_metric(ControlPlane *cp, const char *name, uint64_t *ret) {
+        _cleanup_free_ char *body = NULL;
+        size_t n = strlen(name);
+        int r = metrics_fetch(cp, &body);
+
+        if (r < 0)
+                return r;
+        for (char *line = body; line && *line; line = next_line(line))
                 if (strncmp(line, name, n) == 0 && line[n] == ' ') {
                         *ret = strtoull(line + n + 1, NULL, 10);
                         return 0;
@@ -213,18 +229,14 @@ static const char *const job_gauges[] = {"entropy_jobs", "entropy_queue_depth", 
 
 int control_plane_count_jobs(ControlPlane *cp, uint64_t counts[_JOB_STATE_MAX]) {
         _cleanup_free_ char *body = NULL;
-        unsigned status;
-        int r;
+        int r = metrics_fetch(cp, &body);
 
-        r = http_call(cp->port, "GET", "/metrics", cp->admin_token, NULL, &status, &body);
         if (r < 0)
-                return log_error_errno(r, "GET /metrics failed: %m");
-        if (status != 200)
-                return log_error_errno(-EIO, "GET /metrics answered %u: %.200s", status, body);
+                return r;
         for (size_t g = 0; g < ELEMENTSOF(job_gauges); g++) {
                 bool found = false;
                 memset(counts, 0, sizeof(uint64_t) * _JOB_STATE_MAX);
-                for (char *line = body; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+                for (char *line = body; line && *line; line = next_line(line)) {
                         uint64_t v;
                         JobState st = metrics_job_line(line, job_gauges[g], &v);
                         if (st >= 0) {
