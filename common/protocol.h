@@ -46,4 +46,6 @@ static inline int job_state_is_terminal(JobState s) {
 #define LIMIT_TEXT_LEN 8192         /* error messages, result summaries, reasons */
 #define LIMIT_RECONNECT_ENTRIES 1024
 #define LIMIT_METRICS_LEN 4096      /* serialized heartbeat metrics */
+#define LIMIT_EVENTS_PAGE 1000      /* audit events in one answer (GET /events, ListEvents) */
+#define EVENTS_PAGE_DEFAULT 200
 #define LIMIT_BODY_DEFAULT (1024 * 1024)

@@ -55,8 +55,34 @@ static int call_failed(const sd_bus_error *err, int r, CtlError *e) {
 
 /* --- calls ---------------------------------------------------------------------------------- */
 
-static int new_call(BusBackend *b, const char *method, sd_bus_message **ret) {
-        return sd_bus_message_new_method_call(b->bus, ret, BUS_NAME, BUS_PATH, BUS_MANAGER, method);
+/* Connected on first use, not when the backend is made: a command line the verb refuses is a
+ * usage error (exit 2) whether or not there is a bus to talk to. */
+static int bus_connect(BusBackend *b, CtlError *e) {
+        const CtlSettings *s = b->base.settings;
+        int r;
+
+        if (b->bus)
+                return 0;
+        r = s->user_bus ? sd_bus_open_user(&b->bus) : sd_bus_open_system(&b->bus);
+        if (r < 0) {
+                ctl_error_set(e, 0, "Failed to connect to the %s bus: %s", s->user_bus ? "session" : "system",
+                              strerror(-r));
+                return -ECONNREFUSED;
+        }
+        /* Let polkit ask for a password when a human is at the terminal. */
+        (void) sd_bus_set_allow_interactive_authorization(b->bus, isatty(STDIN_FILENO));
+        return 0;
+}
+
+/* Sets e on failure, like every call below. */
+static int new_call(BusBackend *b, const char *method, sd_bus_message **ret, CtlError *e) {
+        int r = bus_connect(b, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_call(b->bus, ret, BUS_NAME, BUS_PATH, BUS_MANAGER, method);
+        if (r < 0)
+                return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
+        return 0;
 }
 
 static int do_call(BusBackend *b, sd_bus_message *m, sd_bus_message **reply, CtlError *e) {
@@ -74,8 +100,10 @@ static int call_list(BusBackend *b, const char *method, json_object *filters, js
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         int r;
 
-        r = new_call(b, method, &m);
-        if (r >= 0 && filters)
+        r = new_call(b, method, &m, e);
+        if (r < 0)
+                return r;
+        if (filters)
                 r = bus_json_append_dict(m, filters);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
@@ -95,9 +123,10 @@ static int bus_submit(Backend *base, json_object *spec, char **ret_job_id, CtlEr
         const char *id, *path;
         int r;
 
-        r = new_call(b, "SubmitJob", &m);
-        if (r >= 0)
-                r = bus_json_append_dict(m, spec);
+        r = new_call(b, "SubmitJob", &m, e);
+        if (r < 0)
+                return r;
+        r = bus_json_append_dict(m, spec);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         r = do_call(b, m, &reply, e);
@@ -126,9 +155,10 @@ static int bus_get_one(BusBackend *b, const char *method, const char *id, json_o
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         int r;
 
-        r = new_call(b, method, &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "s", id);
+        r = new_call(b, method, &m, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", id);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         r = do_call(b, m, &reply, e);
@@ -150,9 +180,10 @@ static int bus_abort_job(Backend *base, const char *job_id, const char *reason, 
         BusBackend *b = (BusBackend *) base;
         int r;
 
-        r = new_call(b, "AbortJob", &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "ss", job_id, strempty(reason));
+        r = new_call(b, "AbortJob", &m, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "ss", job_id, strempty(reason));
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         return do_call(b, m, &reply, e);
@@ -164,9 +195,10 @@ static int bus_abort_worker(Backend *base, const char *worker_id, const char *re
         uint32_t n;
         int r;
 
-        r = new_call(b, "AbortWorkerJobs", &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "ss", worker_id, strempty(reason));
+        r = new_call(b, "AbortWorkerJobs", &m, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "ss", worker_id, strempty(reason));
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
         r = do_call(b, m, &reply, e);
@@ -187,8 +219,10 @@ static int bus_simple(BusBackend *b, const char *method, const char *arg, sd_bus
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
-        r = new_call(b, method, &m);
-        if (r >= 0 && arg)
+        r = new_call(b, method, &m, e);
+        if (r < 0)
+                return r;
+        if (arg)
                 r = sd_bus_message_append(m, "s", arg);
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
@@ -209,6 +243,10 @@ static int bus_events(Backend *base, const EventQuery *q, json_object **ret, Ctl
                 json_add_string(filters, "job", q->job_id);
         if (q->worker_id)
                 json_add_string(filters, "worker", q->worker_id);
+        if (q->event)
+                json_add_string(filters, "event", q->event);
+        if (q->oldest_first)
+                json_object_object_add(filters, "oldest_first", json_object_new_boolean(true));
         if (q->after_id > 0)
                 json_add_int64(filters, "after_id", q->after_id);
         if (q->limit > 0)
@@ -246,9 +284,10 @@ static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlEr
 
         if (!answer)
                 return -ENOMEM;
-        r = new_call(b, "ReplayResults", &m);
-        if (r >= 0)
-                r = sd_bus_message_append(m, "s", json_str(body, "worker_id"));
+        r = new_call(b, "ReplayResults", &m, e);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", json_str(body, "worker_id"));
         if (r >= 0)
                 r = sd_bus_message_open_container(m, 'a', "a{sv}");
         if (r >= 0 && json_object_object_get_ex(body, "completed_jobs", &results))
@@ -298,6 +337,9 @@ static int bus_watch(Backend *base, CtlError *e) {
 
         if (b->state_match)
                 return 0;
+        r = bus_connect(b, e);
+        if (r < 0)
+                return r;
         r = sd_bus_match_signal(b->bus, &b->state_match, BUS_NAME, BUS_PATH, BUS_MANAGER, "JobStateChanged",
                                 on_job_state_changed, b);
         if (r < 0)
@@ -404,7 +446,6 @@ static const BackendOps bus_ops = {
 
 int backend_bus_new(const CtlSettings *s, Backend **ret, CtlError *e) {
         BusBackend *b;
-        int r;
 
         b = calloc(1, sizeof(BusBackend));
         if (!b)
@@ -416,15 +457,6 @@ int backend_bus_new(const CtlSettings *s, Backend **ret, CtlError *e) {
                 free(b);
                 return -ENOMEM;
         }
-        r = s->user_bus ? sd_bus_open_user(&b->bus) : sd_bus_open_system(&b->bus);
-        if (r < 0) {
-                bus_backend_free(&b->base);
-                ctl_error_set(e, 0, "Failed to connect to the %s bus: %s", s->user_bus ? "session" : "system",
-                              strerror(-r));
-                return -ECONNREFUSED;
-        }
-        /* Let polkit ask for a password when a human is at the terminal. */
-        (void) sd_bus_set_allow_interactive_authorization(b->bus, isatty(STDIN_FILENO));
         *ret = &b->base;
         return 0;
 }

@@ -317,6 +317,8 @@ static int http_events(Backend *base, const EventQuery *q, json_object **ret, Ct
         snprintf(since, sizeof(since), "%" PRId64, q->after_id);
         snprintf(limit, sizeof(limit), "%" PRId64, q->limit);
         if (query_add(h, &qs, "job_id", q->job_id) < 0 || query_add(h, &qs, "worker_id", q->worker_id) < 0 ||
+            query_add(h, &qs, "event", q->event) < 0 ||
+            query_add(h, &qs, "oldest_first", q->oldest_first ? "true" : NULL) < 0 ||
             query_add(h, &qs, "since_id", q->after_id > 0 ? since : NULL) < 0 ||
             query_add(h, &qs, "limit", q->limit > 0 ? limit : NULL) < 0 ||
             asprintf(&path, "/events%s", strempty(qs)) < 0)

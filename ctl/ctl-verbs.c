@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <time.h>
@@ -13,6 +14,7 @@
 #include "ctl.h"
 #include "json-util.h"
 #include "log.h"
+#include "protocol.h"
 #include "strv.h"
 #include "time-util.h"
 
@@ -82,7 +84,7 @@ static int parse_at(const char *v, double *ret) {
         }
         errno = 0;
         d = strtod(v, &end);
-        if (errno != 0 || end == v || *end || d < 0)
+        if (errno != 0 || end == v || *end || !isfinite(d) || d < 0)
                 return -EINVAL;
         *ret = d;
         return 0;
@@ -522,11 +524,13 @@ static void print_event(json_object *ev) {
 }
 
 /* Events come newest first; they are shown oldest first, like a log. */
-static int64_t show_events(const CtlSettings *s, json_object *events, int64_t after) {
+/* Prints a page of events oldest first (the API answers newest first unless asked otherwise);
+ * returns the highest id seen. */
+static int64_t show_events(const CtlSettings *s, json_object *events, bool oldest_first, int64_t after) {
         size_t n = json_object_array_length(events);
 
-        for (size_t i = n; i > 0; i--) {
-                json_object *ev = json_object_array_get_idx(events, i - 1);
+        for (size_t k = 0; k < n; k++) {
+                json_object *ev = json_object_array_get_idx(events, oldest_first ? k : n - 1 - k);
                 if (output_mode(s) == OUTPUT_TABLE)
                         print_event(ev);
                 else
@@ -542,15 +546,40 @@ static void on_interrupt(int sig) {
         interrupted = 1;
 }
 
+/* --follow: every event after q->after_id, page by page from the oldest, so that a burst larger
+ * than a page between two polls is printed whole; then waits and asks again. */
+static int follow_events(Backend *b, const CtlSettings *s, EventQuery q) {
+        CtlError e = {};
+        int r;
+
+        signal(SIGINT, on_interrupt);
+        signal(SIGTERM, on_interrupt);
+        q.oldest_first = true;
+        q.limit = LIMIT_EVENTS_PAGE;
+        while (!interrupted) {
+                _cleanup_json_ json_object *page = NULL;
+                r = b->ops->events(b, &q, &page, &e);
+                if (r < 0)
+                        return fail(r, &e);
+                q.after_id = show_events(s, page, true, q.after_id);
+                if ((int64_t) json_object_array_length(page) >= q.limit)
+                        continue; /* a full page: there may be more right away */
+                struct timespec ts = {.tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000)};
+                nanosleep(&ts, NULL);
+        }
+        return CTL_EXIT_OK;
+}
+
 static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) {
-        enum { ARG_FOLLOW = 0x100, ARG_JOB, ARG_WORKER, ARG_SINCE, ARG_LIMIT };
+        enum { ARG_FOLLOW = 0x100, ARG_JOB, ARG_WORKER, ARG_EVENT, ARG_SINCE, ARG_LIMIT };
         static const struct option options[] = {
                 {"follow", no_argument, NULL, ARG_FOLLOW},       {"job", required_argument, NULL, ARG_JOB},
-                {"worker", required_argument, NULL, ARG_WORKER}, {"since", required_argument, NULL, ARG_SINCE},
-                {"limit", required_argument, NULL, ARG_LIMIT},   {}};
+                {"worker", required_argument, NULL, ARG_WORKER}, {"event", required_argument, NULL, ARG_EVENT},
+                {"since", required_argument, NULL, ARG_SINCE},   {"limit", required_argument, NULL, ARG_LIMIT},
+                {}};
         EventQuery q = {.limit = 0};
         _cleanup_json_ json_object *events = NULL;
-        bool follow = false;
+        bool follow = false, since = false;
         CtlError e = {};
         int c, r;
 
@@ -566,12 +595,16 @@ static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) 
                 case ARG_WORKER:
                         q.worker_id = optarg;
                         break;
+                case ARG_EVENT:
+                        q.event = optarg;
+                        break;
                 case ARG_SINCE:
                         if (parse_int_arg("events", "--since event id", optarg, 0, INT64_MAX, &q.after_id) != 0)
                                 return CTL_EXIT_USAGE;
+                        since = true;
                         break;
                 case ARG_LIMIT:
-                        if (parse_int_arg("events", "--limit", optarg, 1, 10000, &q.limit) != 0)
+                        if (parse_int_arg("events", "--limit", optarg, 1, LIMIT_EVENTS_PAGE, &q.limit) != 0)
                                 return CTL_EXIT_USAGE;
                         break;
                 default:
@@ -580,34 +613,24 @@ static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) 
         }
         if (optind < argc)
                 return usage_error("events", "unexpected argument '%s'", argv[optind]);
+        /* --follow --since=ID prints everything after ID; plain --follow starts with the latest
+         * page, as tail -f does. */
+        if (follow && since)
+                return follow_events(b, s, q);
         r = b->ops->events(b, &q, &events, &e);
         if (r < 0)
                 return fail(r, &e);
-        if (!follow) {
-                if (output_mode(s) != OUTPUT_TABLE) {
-                        /* One JSON array, in the API's order, for scripts. */
-                        output_json(events, output_mode(s));
-                        return CTL_EXIT_OK;
-                }
-                pager_open(s);
-                show_events(s, events, 0);
+        if (follow) {
+                q.after_id = show_events(s, events, false, q.after_id);
+                return follow_events(b, s, q);
+        }
+        if (output_mode(s) != OUTPUT_TABLE) {
+                /* One JSON array, in the API's order, for scripts. */
+                output_json(events, output_mode(s));
                 return CTL_EXIT_OK;
         }
-        /* --follow: one event per line (JSON lines with --output=json) until interrupted. */
-        signal(SIGINT, on_interrupt);
-        signal(SIGTERM, on_interrupt);
-        q.after_id = show_events(s, events, q.after_id);
-        q.limit = 1000;
-        while (!interrupted) {
-                struct timespec ts = {.tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000)};
-                json_object_put(events);
-                events = NULL;
-                nanosleep(&ts, NULL);
-                r = b->ops->events(b, &q, &events, &e);
-                if (r < 0)
-                        return fail(r, &e);
-                q.after_id = show_events(s, events, q.after_id);
-        }
+        pager_open(s);
+        show_events(s, events, false, 0);
         return CTL_EXIT_OK;
 }
 
@@ -687,7 +710,7 @@ const Verb ctl_verbs[] = {
         {"list-workers", verb_list_workers, "", "List workers and their state"},
         {"drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)"},
         {"resume", verb_resume, "WORKER", "Undo drain"},
-        {"events", verb_events, "[--follow] [--job=ID] [--worker=ID] [--since=EVENT-ID] [--limit=N]",
+        {"events", verb_events, "[--follow] [--job=ID] [--worker=ID] [--event=NAME] [--since=EVENT-ID] [--limit=N]",
          "Show the audit trail"},
         {"reconcile", verb_reconcile, "", "Run a reconciler sweep now"},
         {"replay", verb_replay, "[--worker=ID] FILE",

@@ -54,9 +54,10 @@ int ctl_error_set(CtlError *e, int r, const char *format, ...) _printf_(3, 4);
 int ctl_exit_code(int r);
 
 typedef struct EventQuery {
-        const char *job_id, *worker_id;
+        const char *job_id, *worker_id, *event;
         int64_t after_id;
         int64_t limit;
+        bool oldest_first; /* ascending ids: pages through everything after after_id */
 } EventQuery;
 
 typedef struct Backend Backend;

@@ -16,8 +16,6 @@
 #include "strv.h"
 #include "workers.h"
 
-#define EVENTS_DEFAULT_LIMIT 200
-#define EVENTS_MAX_LIMIT     1000
 /* Priorities stay far from int64 limits so that aging can add to them without overflow. */
 #define PRIORITY_LIMIT   1000000000LL
 #define SCHEDULED_AT_MAX 1e11 /* Unix seconds, year ~5138 */
@@ -201,7 +199,7 @@ static int query_id(const HttpRequest *req, const char *key, const char **ret) {
 }
 
 int api_get_events(Control *c, const HttpRequest *req, HttpResponse *resp) {
-        EventFilter f = {.limit = EVENTS_DEFAULT_LIMIT};
+        EventFilter f = {.limit = EVENTS_PAGE_DEFAULT};
         AuditEvent **ev = NULL;
         size_t n = 0;
         int r;
@@ -211,8 +209,8 @@ int api_get_events(Control *c, const HttpRequest *req, HttpResponse *resp) {
                 return http_response_error(resp, 400, "filters are limited to %d bytes", LIMIT_ID_LEN);
         if (api_query_int64(req, "since_id", 0, INT64_MAX, &f.since_id) < 0)
                 return http_response_error(resp, 400, "since_id must be a non-negative integer");
-        if (api_query_int64(req, "limit", 1, EVENTS_MAX_LIMIT, &f.limit) < 0)
-                return http_response_error(resp, 400, "limit must be between 1 and %d", EVENTS_MAX_LIMIT);
+        if (api_query_int64(req, "limit", 1, LIMIT_EVENTS_PAGE, &f.limit) < 0)
+                return http_response_error(resp, 400, "limit must be between 1 and %d", LIMIT_EVENTS_PAGE);
         r = api_query_bool(req, "oldest_first", &f.oldest_first);
         if (r < 0)
                 return http_response_error(resp, 400, "oldest_first must be true, false, 1 or 0");

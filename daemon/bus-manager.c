@@ -22,8 +22,6 @@
 #include "store.h"
 #include "strv.h"
 
-#define EVENTS_DEFAULT_LIMIT 200
-#define EVENTS_MAX_LIMIT     10000
 
 /* Runs the authorization and returns from the method handler when it did not say "go on". */
 #define AUTHORIZE(r)                                                                                                   \
@@ -401,6 +399,7 @@ static int method_resume_worker(sd_bus_message *m, void *userdata, sd_bus_error 
 typedef struct EventArgs {
         char *job, *worker, *component, *event;
         int64_t after_id, limit;
+        bool oldest_first;
 } EventArgs;
 
 static void event_args_done(EventArgs *a) {
@@ -426,6 +425,8 @@ static int events_field_cb(sd_bus_message *m, const char *key, void *userdata, s
                 r = bus_read_variant_int64(m, false, &a->after_id);
         else if (streq(key, "limit"))
                 r = bus_read_variant_int64(m, false, &a->limit);
+        else if (streq(key, "oldest_first"))
+                r = bus_read_variant_bool(m, &a->oldest_first);
         else
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "Unknown filter '%s'", key);
         if (r == -ENOMEM)
@@ -441,16 +442,17 @@ static int reply_events(sd_bus_message *m, Bus *b, const EventArgs *a, sd_bus_er
         size_t n = 0;
         int r;
 
-        if (a->after_id < 0 || a->limit < 0 || a->limit > EVENTS_MAX_LIMIT)
+        if (a->after_id < 0 || a->limit < 0 || a->limit > LIMIT_EVENTS_PAGE)
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGS, "after_id must be >= 0, limit 0..%d",
-                                         EVENTS_MAX_LIMIT);
+                                         LIMIT_EVENTS_PAGE);
         EventFilter f = {
                 .component = a->component,
                 .event = a->event,
                 .worker_id = a->worker,
                 .job_id = a->job,
                 .since_id = a->after_id,
-                .limit = a->limit > 0 ? a->limit : EVENTS_DEFAULT_LIMIT,
+                .limit = a->limit > 0 ? a->limit : EVENTS_PAGE_DEFAULT,
+                .oldest_first = a->oldest_first,
         };
         r = audit_list(b->c, &f, &events, &n);
         if (r < 0)

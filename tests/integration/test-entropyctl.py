@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 
@@ -199,6 +200,44 @@ def test_events_follow_shows_new_events(t):
         t.eq(p.wait(timeout=10 * TIME_SCALE), EXIT_OK, "--follow ends cleanly on SIGTERM")
 
 
+@test
+def test_events_follow_prints_a_burst_larger_than_a_page_whole(t):
+    bus, cp, dbus, http = setup(t)
+    first = cp.submit("true")
+    p = dbus.popen("--output=json", "events", "--follow")
+    t.cleanups.append(lambda: p.poll() is None and p.kill())
+    while json.loads(p.stdout.readline() or "{}").get("job_id") != first:
+        pass
+    # Stopped between two polls while more than a page (1,000) of events is committed.
+    p.send_signal(signal.SIGSTOP)
+    burst = [cp.submit("true") for _ in range(1050)]
+    p.send_signal(signal.SIGCONT)
+    seen = []
+    while not seen or seen[-1] != burst[-1]:
+        line = p.stdout.readline()
+        t.require(line, "events --follow ended early")
+        ev = json.loads(line)
+        if ev["event"] == "job.submitted":
+            seen.append(ev["job_id"])
+    p.terminate()
+    t.eq(seen, burst, "every event of the burst, in order")
+    for ctl in (dbus, http):
+        p = ctl.popen("--output=json", "events", "--follow", "--since=0", "--event=job.submitted")
+        t.cleanups.append(lambda p=p: p.poll() is None and p.kill())
+        seen = []
+        while not seen or seen[-1] != burst[-1]:
+            line = p.stdout.readline()
+            t.require(line, "events --follow --since ended early")
+            ev = json.loads(line)
+            t.eq(ev["event"], "job.submitted", "--event keeps one kind")
+            seen.append(ev["job_id"])
+        p.terminate()
+        t.eq(seen, [first] + burst, f"--follow --since=0 over {ctl.http and 'HTTP' or 'D-Bus'}: from the first event on")
+        t.eq([e["job_id"] for e in ctl.json("events", "--event=job.submitted", "--limit=3")], burst[:-4:-1],
+             "--event with --limit: the latest three, newest first")
+        t.eq(ctl.run("events", "--limit=1001").returncode, EXIT_USAGE, "--limit above a page: 2")
+
+
 def make_replay_db(path, worker_id, job, exit_code=0):
     """A worker's replay buffer (worker/replay.c's outbox) holding one undelivered completion."""
     db = sqlite3.connect(path)
@@ -271,6 +310,9 @@ def test_exit_codes_are_the_documented_ones(t):
     t.eq(r.returncode, EXIT_UNREACHABLE, "nothing listening: 6")
     r = t.run_cmd([binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
     t.eq(r.returncode, EXIT_UNREACHABLE, "no bus: 6")
+    for args in (["list-jobs", "--bogus"], ["submit"], ["events", "--limit=0"], ["submit", "--at=nan", "--", "true"]):
+        r = t.run_cmd([binary("entropyctl")] + args, env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
+        t.eq(r.returncode, EXIT_USAGE, f"a bad command line is a usage error with no bus too: {args}")
     other = h.PrivateBus(t, name="empty-bus").start()
     r = t.run_cmd([binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": other.address})
     t.eq(r.returncode, EXIT_UNREACHABLE, "a bus without the control plane: 6")
