@@ -237,6 +237,10 @@ int main(int argc, char **argv) {
         /* Started through /proc/self/fd/N (the worker keeps the program open): name it for ps. */
         (void) prctl(PR_SET_NAME, "entropy-keeper");
         (void) signal(SIGPIPE, SIG_IGN);
+        /* Whatever else the worker had open without close-on-exec (its connections to the control
+         * plane among them) is not ours: held here, a connection the worker closes would stay
+         * half open for as long as we run. */
+        close_all_from(KEEPER_SOCKET_FD + 1);
         do
                 k = serve_one(KEEPER_SOCKET_FD);
         while (k == 0);

@@ -96,7 +96,9 @@ void lease_arm(Run *r) {
 }
 
 void lease_renewed(Run *r, usec_t sent_mono) {
-        if (sent_mono <= r->lease_base || r->phase == RUN_STOPPING)
+        /* A run stopping for another reason (timeout, hand-back) is still held and reported:
+         * its lease goes on until its process is gone. One the lease stopped stays stopped. */
+        if (sent_mono <= r->lease_base || r->stop_reason == STOP_LEASE)
                 return;
         r->lease_base = sent_mono;
         lease_arm(r);
@@ -125,9 +127,23 @@ static const char *obj_string(json_object *o, const char *key) {
         return json_object_get_string(v);
 }
 
+/* Whether an answer is about the run's current assignment: the one the request reported. An
+ * answer to an older request (a heartbeat overtaken, a slow /reconnect) may name the job while
+ * this worker already runs a newer assignment of it, which it must leave alone. */
+static bool run_was_reported(const Run *r, const HeartbeatCall *call) {
+        if (!call)
+                return true;
+        for (size_t i = 0; i < call->n; i++)
+                if (streq(call->jobs[i].job_id, r->spec->job_id) &&
+                    streq(call->jobs[i].assignment_id, r->spec->assignment_id))
+                        return true;
+        return false;
+}
+
 /* A job entry in a heartbeat answer says the job is not ours any more when it carries an abort
- * action, or a status other than ASSIGNED/RUNNING, or another assignment. */
-static void handle_job_entry(Worker *w, json_object *e, bool strings_abort) {
+ * action, or a status other than ASSIGNED/RUNNING, or another assignment. The answer to a
+ * replayed result ("complete", "fail") is about that result's assignment, not the running one. */
+static void handle_job_entry(Worker *w, json_object *e, bool strings_abort, const HeartbeatCall *call) {
         bool is_string = json_object_is_type(e, json_type_string);
         const char *job_id = is_string ? json_object_get_string(e) : obj_string(e, "job_id");
         const char *assignment = obj_string(e, "assignment_id");
@@ -136,7 +152,9 @@ static void handle_job_entry(Worker *w, json_object *e, bool strings_abort) {
         Run *r = worker_find_run(w, job_id);
         char detail[256];
 
-        if (!r || (is_string && !strings_abort))
+        if (!r || (is_string && !strings_abort) || !run_was_reported(r, call))
+                return;
+        if (action && (streq(action, "complete") || streq(action, "fail")))
                 return;
         if (is_string)
                 action = "abort";
@@ -151,7 +169,7 @@ static void handle_job_entry(Worker *w, json_object *e, bool strings_abort) {
         run_abort(r, detail);
 }
 
-void lease_handle_abort_signals(Worker *w, json_object *body) {
+static void handle_abort_signals(Worker *w, json_object *body, const HeartbeatCall *call) {
         static const char *const lists[] = { "abort_jobs", "aborted_jobs", "jobs", "actions" };
         json_object *l;
 
@@ -161,18 +179,22 @@ void lease_handle_abort_signals(Worker *w, json_object *body) {
                 if (!json_object_object_get_ex(body, lists[i], &l) || !json_object_is_type(l, json_type_array))
                         continue;
                 for (size_t j = 0; j < json_object_array_length(l) && j < LIMIT_RECONNECT_ENTRIES; j++)
-                        handle_job_entry(w, json_object_array_get_idx(l, j), i < 2);
+                        handle_job_entry(w, json_object_array_get_idx(l, j), i < 2, call);
         }
 }
 
-static void heartbeat_conflict(Worker *w, const ClientReply *reply, const char *current_job_id) {
+void lease_handle_abort_signals(Worker *w, json_object *body) {
+        handle_abort_signals(w, body, NULL);
+}
+
+static void heartbeat_conflict(Worker *w, const ClientReply *reply, const HeartbeatCall *call) {
         const char *job_id = obj_string(reply->body, "job_id");
         char buf[256], detail[300];
         Run *r;
 
         client_reply_describe(reply, buf, sizeof(buf));
-        r = worker_find_run(w, job_id ? job_id : current_job_id);
-        if (!r) {
+        r = worker_find_run(w, job_id ? job_id : call->n > 0 ? call->jobs[0].job_id : NULL);
+        if (!r || !run_was_reported(r, call)) {
                 log_warning("Heartbeat refused (%s).", buf);
                 return;
         }
@@ -196,9 +218,9 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
                         if (r)
                                 lease_renewed(r, reply->sent_mono);
                 }
-                lease_handle_abort_signals(w, reply->body);
+                handle_abort_signals(w, reply->body, call);
         } else if (reply->status == 409)
-                heartbeat_conflict(w, reply, call->n > 0 ? call->jobs[0].job_id : NULL);
+                heartbeat_conflict(w, reply, call);
         else if (reply->status == 403)
                 session_lost_registration(w);
         else

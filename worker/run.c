@@ -321,6 +321,17 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Whether the SIGKILL of a stopping run is due later than `grace` from now (or not at all). */
+static bool kill_due_after(Run *r, usec_t grace) {
+        uint64_t due;
+        int enabled;
+
+        if (!r->kill_timer || sd_event_source_get_enabled(r->kill_timer, &enabled) < 0 || enabled == SD_EVENT_OFF ||
+            sd_event_source_get_time(r->kill_timer, &due) < 0)
+                return true;
+        return due > now_monotonic_usec() + grace;
+}
+
 void run_stop(Run *r, StopReason reason, const char *detail) {
         Worker *w = r->worker;
         usec_t grace = w->settings.kill_grace;
@@ -335,8 +346,17 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
                 free(r->stop_detail);
                 r->stop_detail = detail ? strdup(detail) : NULL;
         }
-        if (r->phase == RUN_STOPPING && reason != STOP_ABORT)
+        /* A lease stop must be over before the lease ends, whatever the configured grace. */
+        if (reason == STOP_LEASE)
+                grace = MIN(grace, MAX(r->lease_length / 10, 10 * USEC_PER_MSEC));
+        if (r->phase == RUN_STOPPING && reason != STOP_ABORT) {
+                /* Already stopping (timeout, hand-back) when the lease is lost as well: the rest
+                 * of that grace may outlast the lease, and the job may then run on next to its
+                 * rerun elsewhere. */
+                if (reason == STOP_LEASE && kill_due_after(r, grace))
+                        (void) worker_arm_timer(w, &r->kill_timer, grace, on_kill_timer, r, "kill-grace");
                 return;
+        }
         r->phase = RUN_STOPPING;
         r->timeout_timer = sd_event_source_disable_unref(r->timeout_timer);
         if (reason == STOP_ABORT) {
@@ -345,9 +365,6 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
         }
         log_info("Stopping job %s: %s", r->spec->job_id, strempty(detail));
         (void) executor_signal_group(r->pid, SIGTERM);
-        /* A lease stop must be over before the lease ends, whatever the configured grace. */
-        if (reason == STOP_LEASE)
-                grace = MIN(grace, MAX(r->lease_length / 10, 10 * USEC_PER_MSEC));
         (void) worker_arm_timer(w, &r->kill_timer, grace, on_kill_timer, r, "kill-grace");
 }
 

@@ -106,11 +106,20 @@ void session_start(Worker *w) {
 
 /* ---- reconnect --------------------------------------------------------------------------- */
 
-static ReplayEntry *find_entry(ReplayEntry *e, size_t n, const char *job_id, const char *assignment_id) {
+/* Only the answer to a replayed result ("complete" or "fail", naming its assignment) settles
+ * it: "keep" and "lost" are about the jobs this worker holds. A result recorded while the
+ * /reconnect was in flight was not in it, and a "keep" for its assignment must leave it to be
+ * sent. */
+static ReplayEntry *find_entry(ReplayEntry *e, size_t n, const char *action, const char *job_id,
+                               const char *assignment_id) {
+        ResultKind kind = streq_ptr(action, "complete") ? RESULT_COMPLETE
+                        : streq_ptr(action, "fail")     ? RESULT_FAIL
+                                                        : _RESULT_KIND_INVALID;
+        if (kind < 0)
+                return NULL;
         for (size_t i = 0; i < n; i++)
-                /* Only an answer naming the assignment settles a result: a "lost" action (no
-                 * assignment) is about a job we do not report, not about this result. */
-                if (streq_ptr(e[i].job_id, job_id) && streq_ptr(e[i].assignment_id, assignment_id))
+                if (e[i].kind == kind && streq_ptr(e[i].job_id, job_id) &&
+                    streq_ptr(e[i].assignment_id, assignment_id))
                         return &e[i];
         return NULL;
 }
@@ -143,20 +152,23 @@ static void apply_reconnect_actions(Worker *w, json_object *body) {
                 return;
         for (size_t i = 0; i < json_object_array_length(actions) && i < LIMIT_RECONNECT_ENTRIES; i++) {
                 json_object *a = json_object_array_get_idx(actions, i), *v;
-                const char *job_id = NULL, *assignment_id = NULL, *result = NULL, *error = NULL, *state = NULL;
+                const char *job_id = NULL, *assignment_id = NULL, *result = NULL, *error = NULL, *state = NULL,
+                           *action = NULL;
                 ReplayEntry *e;
 
                 if (json_object_object_get_ex(a, "job_id", &v))
                         job_id = json_object_get_string(v);
                 if (json_object_object_get_ex(a, "assignment_id", &v))
                         assignment_id = json_object_get_string(v);
+                if (json_object_object_get_ex(a, "action", &v))
+                        action = json_object_get_string(v);
                 if (json_object_object_get_ex(a, "result", &v))
                         result = json_object_get_string(v);
                 if (json_object_object_get_ex(a, "error", &v))
                         error = json_object_get_string(v);
                 if (json_object_object_get_ex(a, "status", &v) && json_object_is_type(v, json_type_string))
                         state = json_object_get_string(v);
-                e = find_entry(entries, n, job_id, assignment_id);
+                e = find_entry(entries, n, action, job_id, assignment_id);
                 if (!e || !result)
                         continue;
                 if (streq(result, "ACCEPTED") && e->kind == RESULT_COMPLETE &&
