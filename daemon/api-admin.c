@@ -16,9 +16,6 @@
 #include "strv.h"
 #include "workers.h"
 
-/* Priorities stay far from int64 limits so that aging can add to them without overflow. */
-#define PRIORITY_LIMIT   1000000000LL
-#define SCHEDULED_AT_MAX 1e11 /* Unix seconds, year ~5138 */
 
 /* Absent optional fields are fine (-ENOENT); anything else negative is a 400. */
 #define OPTIONAL(expr)                                                                                                 \
@@ -37,15 +34,15 @@ static int parse_spec(json_object *o, JobSpec *spec, char ***args, char ***reqs,
             (r = OPTIONAL(json_get_string(o, "working_dir", LIMIT_PATH_LEN, false, &spec->working_dir, err))) < 0 ||
             (r = OPTIONAL(json_get_int64(o, "max_attempts", 1, JOBS_MAX_ATTEMPTS_LIMIT, false, &spec->max_attempts,
                                          err))) < 0 ||
-            (r = OPTIONAL(json_get_int64(o, "timeout_ms", 0, INT32_MAX * 1000LL, false, &spec->timeout_ms, err))) < 0 ||
-            (r = OPTIONAL(json_get_int64(o, "priority", -PRIORITY_LIMIT, PRIORITY_LIMIT, false, &spec->priority,
+            (r = OPTIONAL(json_get_int64(o, "timeout_ms", 0, JOBS_TIMEOUT_MS_MAX, false, &spec->timeout_ms, err))) < 0 ||
+            (r = OPTIONAL(json_get_int64(o, "priority", -JOBS_PRIORITY_LIMIT, JOBS_PRIORITY_LIMIT, false, &spec->priority,
                                          err))) < 0 ||
             (r = OPTIONAL(json_get_double(o, "scheduled_at", false, &scheduled, err))) < 0 ||
             (r = OPTIONAL(json_get_bool(o, "needs_gpu", false, &spec->needs_gpu, err))) < 0 ||
             (r = OPTIONAL(
                      json_get_strv(o, "requirements", LIMIT_REQUIREMENTS, LIMIT_CAPABILITY_LEN, false, reqs, err))) < 0)
                 return r;
-        if (scheduled < 0 || scheduled > SCHEDULED_AT_MAX) {
+        if (scheduled < 0 || scheduled > JOBS_SCHEDULED_AT_MAX_SEC) {
                 snprintf(err->message, sizeof(err->message), "field 'scheduled_at' must be Unix seconds");
                 return -EINVAL;
         }

@@ -109,7 +109,7 @@ static int submit_read_field(sd_bus_message *m, const char *key, SubmitArgs *a, 
                 /* Unix seconds like the wire contract, integer or fractional. */
                 double secs;
                 r = bus_read_variant_double(m, &secs);
-                if (r >= 0 && (secs < 0 || secs > 1e11))
+                if (r >= 0 && (secs < 0 || secs > JOBS_SCHEDULED_AT_MAX_SEC))
                         r = -ERANGE;
                 if (r >= 0)
                         a->spec.scheduled_at = (usec_t) (secs * (double) USEC_PER_SEC);

@@ -6,16 +6,18 @@
 
 #include "jobs.h"
 
-/* SELECT list and FROM clause that job_from_row() reads. */
-#define JOB_SELECT                                                                                                     \
+/* SELECT list and FROM clause that job_from_row() reads; JOB_COLUMNS "FROM jobs j [INDEXED BY ...]"
+ * JOB_JOIN where a statement names its index. */
+#define JOB_SELECT JOB_COLUMNS "FROM jobs j " JOB_JOIN
+#define JOB_JOIN   "LEFT JOIN workers w ON w.worker_id = j.worker_id "
+#define JOB_COLUMNS                                                                                                    \
         "SELECT j.job_id, j.status, j.command, j.args, j.working_dir, j.timeout_ms, j.priority, "                      \
         "j.scheduled_at, j.needs_gpu, j.requirements, j.created_at, j.updated_at, j.attempt_count, "                   \
         "j.max_attempts, j.worker_id, j.assignment_id, j.assignment_expires_at, j.retry_at, j.last_error, "            \
         "j.result_path, j.exit_code, j.updated_by, j.completion_seq, j.result_summary, j.artifact_id, "                \
         "j.stdout_path, j.stderr_path, j.stdout_sha256, j.stderr_sha256, j.artifact_backend, "                         \
         "j.artifact_location, j.artifact_upload_state, j.artifact_upload_error, "                                      \
-        "CASE WHEN j.status IN ('ASSIGNED', 'RUNNING') THEN w.last_seen END "                                          \
-        "FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
+        "CASE WHEN j.status IN ('ASSIGNED', 'RUNNING') THEN w.last_seen END "
 
 int job_from_row(sqlite3_stmt *st, Job **ret);
 

@@ -138,24 +138,10 @@ static int note_worker(Control *c, const Origin *o, const char *worker_id, char 
                             NULL);
 }
 
-static int claimed_and_replayed(char *const *claimed, const ReplayEntry *entries, size_t n, char ***ret) {
-        _cleanup_strv_free_ char **l = strv_copy((char **) claimed);
-        if (!l)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                const char *id =
-                        entries[i].status == JOB_FAILED ? entries[i].failure.job_id : entries[i].completion.job_id;
-                if (id && strv_extend(&l, id) < 0)
-                        return -ENOMEM;
-        }
-        *ret = TAKE_PTR(l);
-        return 0;
-}
-
 static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
                             const ReplayEntry *entries, size_t n_entries, Actions *x) {
         _cleanup_(worker_freep) Worker *w = NULL;
-        _cleanup_strv_free_ char **keep = NULL, **lost = NULL;
+        _cleanup_strv_free_ char **lost = NULL;
         int r;
 
         r = worker_require(c, worker_id, &w);
@@ -166,11 +152,10 @@ static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, 
                 if (r < 0)
                         return r;
         }
-        /* Replayed jobs count as claimed: their results are in, nothing is left to lose. */
-        r = claimed_and_replayed(claimed, entries, n_entries, &keep);
-        if (r < 0)
-                return r;
-        r = worker_resolve_restart(c, o, worker_id, keep, &lost);
+        /* What it still holds is what it claims. A job whose replayed result was applied is not
+         * held any more; one whose result was refused (an old assignment, no ack) and that the
+         * restarted worker does not claim is lost like any other. */
+        r = worker_resolve_restart(c, o, worker_id, claimed, &lost);
         if (r < 0)
                 return r;
         STRV_FOREACH (id, lost) {

@@ -173,10 +173,14 @@ int job_spec_validate(const JobSpec *s, OpError *err) {
         if (s->max_attempts < 1 || s->max_attempts > JOBS_MAX_ATTEMPTS_LIMIT)
                 return op_error_set(err, -EINVAL, "field 'max_attempts' must be between 1 and %d",
                                     JOBS_MAX_ATTEMPTS_LIMIT);
-        if (s->timeout_ms < 0)
-                return op_error_set(err, -EINVAL, "field 'timeout_ms' must not be negative");
-        if (s->scheduled_at > (usec_t) INT64_MAX)
-                return op_error_set(err, -EINVAL, "field 'scheduled_at' is out of range");
+        /* Every way in (HTTP, D-Bus) ends here: the ranges hold whichever one a job came by. */
+        if (s->timeout_ms < 0 || s->timeout_ms > JOBS_TIMEOUT_MS_MAX)
+                return op_error_set(err, -EINVAL, "field 'timeout_ms' must be between 0 and %lld", JOBS_TIMEOUT_MS_MAX);
+        if (s->priority < -JOBS_PRIORITY_LIMIT || s->priority > JOBS_PRIORITY_LIMIT)
+                return op_error_set(err, -EINVAL, "field 'priority' must be between %lld and %lld",
+                                    -JOBS_PRIORITY_LIMIT, JOBS_PRIORITY_LIMIT);
+        if (s->scheduled_at > (usec_t) (JOBS_SCHEDULED_AT_MAX_SEC * USEC_PER_SEC))
+                return op_error_set(err, -EINVAL, "field 'scheduled_at' must be Unix seconds");
         r = validate_strv(s->args, LIMIT_ARGS, LIMIT_ARG_LEN, "args", err);
         if (r < 0)
                 return r;
@@ -309,11 +313,14 @@ int jobs_list(Control *c, const JobFilter *f, Job ***ret, size_t *ret_n) {
         size_t limit = f->limit ? MIN(f->limit, (size_t) JOBS_LIST_MAX_LIMIT) : JOBS_LIST_DEFAULT_LIMIT;
         int r;
 
-        /* One statement per filter combination, so that each uses its index. */
+        /* One statement per filter combination, so that each uses its index. With both filters
+         * the worker's own jobs are walked (newest first, until the limit): left to itself SQLite
+         * walks every job in the state, all of the cluster's COMPLETED ones for a worker with two. */
         if (by_status && f->worker_id)
                 r = store_prepare(c->store,
-                                  JOB_SELECT "WHERE j.worker_id = ?2 AND j.status = ?1 "
-                                             "ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
+                                  JOB_COLUMNS "FROM jobs j INDEXED BY jobs_worker " JOB_JOIN
+                                                  "WHERE j.worker_id = ?2 AND j.status = ?1 "
+                                                  "ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
                                   &st);
         else if (by_status)
                 r = store_prepare(c->store,

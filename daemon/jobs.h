@@ -30,6 +30,10 @@
 
 #define JOBS_DEFAULT_MAX_ATTEMPTS 3
 #define JOBS_MAX_ATTEMPTS_LIMIT   1000
+/* Priorities stay far from the int64 limits so that aging can add to them without overflow. */
+#define JOBS_PRIORITY_LIMIT       1000000000LL
+#define JOBS_TIMEOUT_MS_MAX       (INT32_MAX * 1000LL) /* what a worker accepts */
+#define JOBS_SCHEDULED_AT_MAX_SEC 1e11                 /* Unix seconds, year ~5138 */
 #define JOBS_LIST_DEFAULT_LIMIT   1000
 #define JOBS_LIST_MAX_LIMIT       100000
 

@@ -298,6 +298,8 @@ def test_exit_codes_are_the_documented_ones(t):
         t.eq(ctl.run("list-jobs", "--bogus").returncode, EXIT_USAGE, "unknown option: 2")
         t.eq(ctl.run("frobnicate").returncode, EXIT_USAGE, "unknown command: 2")
         t.eq(ctl.run("submit").returncode, EXIT_USAGE, "submit without a command: 2")
+        t.eq(ctl.run("submit", "--priority=2000000000", "--", "true").returncode, EXIT_USAGE,
+             "a priority out of range is refused the same way over both: 2")
     wrong = os.path.join(t.tmp, "wrong-token")
     with open(wrong, "w") as f:
         f.write("not-the-token-0123456789abcdef\n")

@@ -382,6 +382,29 @@ static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) 
         test_control_free(c);
 }
 
+/* A replayed result the control plane refuses (here: of an older assignment) does not make the
+ * job it names count as still held: the restarted worker does not claim it, so it is lost. */
+static void test_restart_loses_an_unclaimed_job_whose_replay_is_refused(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
+        worker_register(c, NULL, &reg, &err);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        reg.instance_id = "i2";
+        worker_register(c, NULL, &reg, &err);
+        ReplayEntry e[1] = {{.status = JOB_COMPLETED, .completion = completion_for(j, "w1")}};
+        e[0].completion.assignment_id = "an-older-assignment";
+        is_int(jobs_reconnect(c, NULL, "w1", NULL, e, 1, &a, &n), 0, "reconnect claiming nothing");
+        ok(n == 2 && streq(a[0].action, "complete") && !a[0].accepted, "the replayed result REJECTED");
+        ok(n == 2 && streq(a[1].action, "lost") && streq(a[1].job_id, j->job_id), "its job given up");
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "LOST at once, now RETRYING");
+        reconnect_actions_free(a, n);
+        test_control_free(c);
+}
+
 static void test_restarted_worker_polling_loses_its_jobs(void) {
         Control *c = test_control_new();
         OpError err = {};
@@ -426,6 +449,17 @@ static void test_submit_validates(void) {
         s.max_attempts = 1;
         s.timeout_ms = -1;
         is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "negative timeout refused");
+        /* The same ranges for every way in: D-Bus hands over any int64. */
+        s.timeout_ms = JOBS_TIMEOUT_MS_MAX + 1;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "a timeout no worker accepts refused");
+        s.timeout_ms = 0;
+        s.priority = INT64_MAX;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "priority INT64_MAX refused (aging would overflow)");
+        s.priority = -JOBS_PRIORITY_LIMIT - 1;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "priority below the limit refused");
+        s.priority = 0;
+        s.scheduled_at = (usec_t) INT64_MAX;
+        is_int(jobs_submit(c, NULL, &s, id, &err), -EINVAL, "scheduled_at beyond the year 5000 refused");
         uint64_t counts[_JOB_STATE_MAX];
         store_count_jobs_by_state(c->store, counts);
         is_int(counts[JOB_PENDING], 0, "nothing was stored");
@@ -648,6 +682,7 @@ int main(void) {
         test_abort();
         test_nonce_must_match_first_registration();
         test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed();
+        test_restart_loses_an_unclaimed_job_whose_replay_is_refused();
         test_restarted_worker_polling_loses_its_jobs();
         test_reconnect_rejects_claim_of_job_not_held();
         test_submit_validates();

@@ -88,6 +88,22 @@ static void test_zero_retention_keeps_everything(void) {
         test_control_free(c);
 }
 
+/* An operator's "keep forever" is a large number of days: it must not wrap around to hours. */
+static void test_huge_retention_keeps_everything(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        size_t n;
+        uint64_t jobs = 9, events = 9;
+        const char *id = test_submit(c, 0);
+        jobs_abort(c, NULL, id, NULL, NULL, &n, &err);
+        test_advance(c, 2 * USEC_PER_DAY);
+        c->settings.job_retention_days = c->settings.event_retention_days = 213503983; /* days * USEC_PER_DAY > 2^64 */
+        retention_sweep(c, &jobs, &events);
+        ok(jobs == 0 && events == 0, "a retention of 213,503,983 days: nothing deleted");
+        is_int(test_job_state(c, id), JOB_ABORTED, "the two-day-old job is kept");
+        test_control_free(c);
+}
+
 static void test_retention_handles_more_than_one_batch(void) {
         Control *c = test_control_new();
         uint64_t jobs = 0;
@@ -113,6 +129,7 @@ static void test_retention_handles_more_than_one_batch(void) {
 int main(void) {
         test_retention_deletes_only_old_terminal_jobs_and_events();
         test_zero_retention_keeps_everything();
+        test_huge_retention_keeps_everything();
         test_retention_handles_more_than_one_batch();
         return tap_done();
 }

@@ -145,9 +145,9 @@ static void test_queries_keep_their_indexes(void) {
         static const struct {
                 const char *sql, *index;
         } plans[] = {
-                { "SELECT job_id FROM jobs j WHERE j.worker_id = ?2 AND j.status = ?1 "
+                { "SELECT job_id FROM jobs j INDEXED BY jobs_worker WHERE j.worker_id = ?2 AND j.status = ?1 "
                   "ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
-                  "jobs_status_created" },
+                  "jobs_worker" },
                 { "SELECT job_id FROM jobs j WHERE j.status = ?1 ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
                   "jobs_status_created" },
                 { "SELECT job_id FROM jobs j WHERE j.worker_id = ?2 ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
@@ -166,9 +166,10 @@ static void test_queries_keep_their_indexes(void) {
                 { "SELECT min(assignment_expires_at) FROM jobs WHERE status IN ('ASSIGNED', 'RUNNING')",
                   "jobs_status_created" },
                 { "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", "jobs_" },
-                { "SELECT job_id FROM jobs WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') AND updated_at < ?1 "
-                  "LIMIT ?2",
-                  "jobs_status_created" },
+                /* created_at narrows the walk to the old rows, not every terminal one */
+                { "SELECT job_id FROM jobs WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') "
+                  "AND created_at < ?1 AND updated_at < ?1 LIMIT ?2",
+                  "jobs_status_created (status=? AND created_at<?)" },
                 { "SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2", "audit_ts" },
                 { "SELECT count(*) FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
                   "AND (status = 'ASSIGNED' OR status = 'RUNNING') AND attempt_count > 1",
