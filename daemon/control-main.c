@@ -154,6 +154,7 @@ static int control_http_start(Control *c) {
         r = http_server_new(c->event, &cfg, http_api_dispatch, c, &c->http);
         if (r < 0)
                 return r;
+        http_server_set_admit_body(c->http, http_api_admit_body);
         if (cfg.listen_fd >= 0)
                 log_info("Serving the HTTP%s API on the socket passed by systemd.", cfg.tls ? "S" : "");
         else

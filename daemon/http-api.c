@@ -179,6 +179,15 @@ static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, H
         return http_response_error(resp, a->status, "%s", a->reason);
 }
 
+bool http_api_admit_body(void *userdata, const HttpRequest *req) {
+        const Route *route;
+        bool path_known;
+        char allow[64];
+
+        route = route_find(req, &path_known, allow, sizeof(allow));
+        return route && http_auth_token_admits(userdata, req, role_bits(route->role));
+}
+
 int http_api_dispatch(void *userdata, const HttpRequest *req, HttpResponse *resp) {
         Control *c = userdata;
         HttpAuthResult auth;

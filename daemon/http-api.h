@@ -11,3 +11,6 @@
  * Allow), checks X-Request-ID (400) and the token against the route's role (401, audited), then
  * runs the handler of api.h. A handler's failure becomes a 500. Always fills resp. */
 int http_api_dispatch(void *userdata, const HttpRequest *req, HttpResponse *resp);
+/* The HttpAdmitBody of the control plane: a body is kept only for a route that exists and is
+ * public or whose token (looked at alone) is valid for it. */
+bool http_api_admit_body(void *userdata, const HttpRequest *req);

@@ -20,3 +20,6 @@ typedef struct HttpAuthResult {
  * which a signed token or (with --tls-bind-worker-id) the client certificate must name. Returns 0
  * with ret filled, negative only on allocation failure. */
 int http_auth_check(Control *c, const HttpRequest *req, unsigned roles, bool worker_route, HttpAuthResult *ret);
+/* The token alone (no certificate, no worker binding, nothing audited): whether the request may
+ * bring a body at all. http_auth_check() still decides once the body is in. */
+bool http_auth_token_admits(Control *c, const HttpRequest *req, unsigned roles);

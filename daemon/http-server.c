@@ -48,6 +48,7 @@ struct HttpServer {
         sd_event_source *wake_source;  /* a run soon, for resumed connections (defer, one-shot) */
 
         HttpDispatch dispatch;
+        HttpAdmitBody admit_body; /* NULL: every body is kept */
         void *userdata;
         size_t max_body_size;
         HttpTls *tls; /* NULL: plain HTTP */
@@ -73,6 +74,7 @@ typedef struct RequestState {
         size_t size, allocated;
         bool refused;   /* a response was queued early (413); MHD reads no more of the body */
         bool too_large; /* a body without Content-Length grew past the limit: discarded, 413 at its end */
+        bool unadmitted; /* admit_body() said no: the body is discarded, the request dispatched without it */
         size_t discarded;
 
         /* Group commit: the response, held with the connection suspended until its batch is
@@ -277,12 +279,17 @@ static enum MHD_Result refuse_too_large(HttpServer *s, struct MHD_Connection *co
  * 100-continue) or the body is huge. Otherwise the body is read and thrown away and the 413 sent
  * after it: a client still sending when the server answers and closes would get a reset instead
  * of the answer. */
-static enum MHD_Result request_begin(HttpServer *s, RequestState *st, struct MHD_Connection *conn) {
+static enum MHD_Result request_begin(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
+                                     const char *method) {
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+        const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
         unsigned long long n;
         char *end;
 
+        if ((cl || te) && s->admit_body &&
+            !s->admit_body(s->userdata, &(HttpRequest){.method = method, .path = url, .body = "", .connection = conn}))
+                st->unadmitted = true;
         if (!cl)
                 return MHD_YES;
         errno = 0;
@@ -383,6 +390,10 @@ void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks) {
         s->hold = hooks ? *hooks : (HttpHoldHooks){};
 }
 
+void http_server_set_admit_body(HttpServer *s, HttpAdmitBody admit) {
+        s->admit_body = admit;
+}
+
 void http_server_release_held(HttpServer *s, bool ok) {
         if (!s || !s->held)
                 return;
@@ -444,7 +455,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 st->server = s;
                 *con_cls = st;
                 s->n_in_flight++;
-                return request_begin(s, st, conn);
+                return request_begin(s, st, conn, url, method);
         }
         if (st->holding)
                 /* Resumed by http_server_release_held(): its batch is decided. */
@@ -454,7 +465,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 *upload_data_size = 0;
                 return MHD_YES;
         }
-        if (*upload_data_size > 0 && st->too_large) {
+        if (*upload_data_size > 0 && (st->too_large || st->unadmitted)) {
                 st->discarded += *upload_data_size;
                 *upload_data_size = 0;
                 return st->discarded / DISCARD_FACTOR > s->max_body_size ? MHD_NO : MHD_YES;

@@ -122,6 +122,12 @@ typedef struct HttpHoldHooks {
         void *userdata;
 } HttpHoldHooks;
 void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks);
+/* Asked with a request's headers, before its body is read (req has no body yet): false, and the
+ * body is read and thrown away instead of kept, and the request dispatched without it. Without
+ * it a client with no valid token could make each connection hold a whole body's worth of
+ * memory for as long as it kept sending. Called with the dispatch function's userdata. */
+typedef bool (*HttpAdmitBody)(void *userdata, const HttpRequest *req);
+void http_server_set_admit_body(HttpServer *s, HttpAdmitBody admit);
 void http_server_release_held(HttpServer *s, bool ok);
 /* Limits that may change at runtime (SIGHUP). */
 void http_server_set_max_body_size(HttpServer *s, size_t max_body_size);

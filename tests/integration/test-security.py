@@ -129,6 +129,35 @@ def test_a_stalled_or_nul_request_line_is_closed_after_the_connection_timeout(t)
         s.close()
 
 
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+
+
+@test
+def test_bodies_without_a_valid_token_are_not_kept(t):
+    cp = t.control_plane()
+    pid = cp.proc.pid
+    body = b'{"command": "' + b"a" * (1024 * 1024 - 64) + b'"}'
+    head = (f"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n").encode()
+    tokens = [b"", b"X-API-Token: wrong-token-0123456789abcdef\r\n"]
+    conns = [socket.create_connection(("127.0.0.1", cp.port), timeout=30) for _ in range(32)]
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = peak_rss_kib(pid)
+    # All but the last byte on every connection: a server that kept the bodies would hold 32 MiB.
+    for i, s in enumerate(conns):
+        s.sendall(head + tokens[i % 2] + b"\r\n" + body[:-1])
+    for s in conns:
+        s.sendall(body[-1:])
+        t.eq(s.recv(64).split(b" ")[1], b"401", "refused with 401 once the body is in")
+        s.close()
+    grown = peak_rss_kib(pid) - before
+    t.ok(grown < 12 * 1024, f"peak RSS grew by {grown} KiB for 32 MiB of unauthenticated bodies")
+    t.eq(cp.admin("GET", "/jobs"), (200, []), "still serving, and nothing was submitted")
+
+
 @test
 def test_oversized_headers_are_refused(t):
     cp = t.control_plane()
