@@ -76,6 +76,10 @@ static bool on_request_leave(void *userdata) {
         return c->store->batch_open;
 }
 
+static bool on_request_commit(void *userdata) {
+        return control_flush(userdata) >= 0;
+}
+
 static void on_batch_durable(void *userdata, bool ok) {
         Control *c = userdata;
         http_server_release_held(c->http, ok);
@@ -86,6 +90,7 @@ static void group_commit_start(Control *c) {
                 return;
         http_server_set_hold_hooks(c->http, &(HttpHoldHooks){.enter = on_request_enter,
                                                               .leave = on_request_leave,
+                                                              .commit = on_request_commit,
                                                               .userdata = c});
         c->batch.on_durable = on_batch_durable;
         c->batch.userdata = c;

@@ -408,6 +408,18 @@ void http_server_release_held(HttpServer *s, bool ok) {
         http_server_wake(s);
 }
 
+/* Whether the client has shut down its sending side (or the connection) already: nothing is
+ * left to read but the end. libmicrohttpd 0.9.75 takes that end, read when it resumes a
+ * suspended connection, for an aborted request and closes it before a held response goes out;
+ * such a request is committed at once instead of held. A FIN that arrives while the response is
+ * held (the commit's fraction of a millisecond) still loses it. */
+static bool peer_done_sending(struct MHD_Connection *conn) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char c;
+
+        return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Last call: the whole request is here. */
 static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
                                       const char *method) {
@@ -435,6 +447,16 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
                 log_error_errno(r, "Failed to handle %s %s: %m", method, url);
                 http_response_done(&resp);
                 return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
+        }
+        if (hold && s->hold.commit && peer_done_sending(conn)) {
+                hold = false;
+                if (!s->hold.commit(s->hold.userdata)) {
+                        http_response_done(&resp);
+                        return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                          "the change could not be made durable; nothing was applied");
+                }
+                /* No more requests can come: close after the answer rather than at the timeout. */
+                (void) http_response_add_header(&resp, "Connection", "close");
         }
         if (hold)
                 return request_hold(s, st, conn, &resp);

@@ -119,6 +119,10 @@ void http_server_wake(HttpServer *s);
 typedef struct HttpHoldHooks {
         void (*enter)(void *userdata);
         bool (*leave)(void *userdata);
+        /* Makes the open batch durable now; false: it was lost. For a client that has shut down
+         * its sending side already: libmicrohttpd closes such a connection when it resumes it,
+         * before a held response goes out. */
+        bool (*commit)(void *userdata);
         void *userdata;
 } HttpHoldHooks;
 void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks);
