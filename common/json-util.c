@@ -35,7 +35,13 @@ int json_parse(const char *buf, size_t size, json_object **ret, JsonError *err) 
         tok = json_tokener_new_ex(JSON_MAX_DEPTH);
         if (!tok)
                 return -ENOMEM;
+        /* STRICT alone lets any byte through in strings: what is stored is echoed back in JSON
+         * (GET /events, /jobs), where invalid UTF-8 breaks every strict client's whole answer. */
+#ifdef JSON_TOKENER_VALIDATE_UTF8
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+#else
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+#endif
         o = json_tokener_parse_ex(tok, buf, (int) size);
         if (!o) {
                 enum json_tokener_error e = json_tokener_get_error(tok);
@@ -180,8 +186,56 @@ static void add(json_object *o, const char *key, json_object *v) {
                 abort();
 }
 
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *s) {
+        size_t n;
+        uint32_t cp;
+
+        if (s[0] < 0x80)
+                return 1;
+        if (s[0] >= 0xc2 && s[0] <= 0xdf)
+                n = 2, cp = s[0] & 0x1f;
+        else if (s[0] >= 0xe0 && s[0] <= 0xef)
+                n = 3, cp = s[0] & 0x0f;
+        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+                n = 4, cp = s[0] & 0x07;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                return 0;
+        return n;
+}
+
+/* The string with every byte that is not part of valid UTF-8 replaced by '?': what this program
+ * writes as JSON stays readable for strict clients even where a message was cut in the middle
+ * of a character or carries bytes from outside (a path, an error text). NULL: s is valid as is. */
+static char *utf8_sanitized(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+        char *copy = NULL;
+        size_t i = 0, n;
+
+        while (p[i]) {
+                n = utf8_sequence(p + i);
+                if (n == 0) {
+                        if (!copy && !(copy = strdup(s)))
+                                return NULL;
+                        copy[i] = '?';
+                        n = 1;
+                }
+                i += n;
+        }
+        return copy;
+}
+
 void json_add_string(json_object *o, const char *key, const char *value) {
-        add(o, key, value ? json_object_new_string(value) : NULL);
+        _cleanup_free_ char *clean = value ? utf8_sanitized(value) : NULL;
+        add(o, key, value ? json_object_new_string(clean ?: value) : NULL);
 }
 
 void json_add_int64(json_object *o, const char *key, int64_t value) {

@@ -74,9 +74,9 @@ int api_query_int64(const HttpRequest *req, const char *key, int64_t min, int64_
 int api_query_bool(const HttpRequest *req, const char *key, bool *ret) {
         const char *v = http_request_query(req, key);
 
-        if (!v)
+        if (!v && !http_request_has_query(req, key))
                 return 0;
-        if (streq(v, "true") || streq(v, "1") || streq(v, "")) /* "?oldest_first" alone means yes */
+        if (!v || streq(v, "true") || streq(v, "1") || streq(v, "")) /* "?oldest_first" alone means yes */
                 *ret = true;
         else if (streq(v, "false") || streq(v, "0"))
                 *ret = false;

@@ -166,6 +166,19 @@ int http_response_add_header(HttpResponse *resp, const char *name, const char *v
 
 /* ---- requests ------------------------------------------------------------------------------- */
 
+bool http_request_has_query(const HttpRequest *req, const char *key) {
+        const char *value = NULL;
+        size_t size = 0;
+
+        if (req->connection)
+                return MHD_lookup_connection_value_n(req->connection, MHD_GET_ARGUMENT_KIND, key, strlen(key), &value,
+                                                     &size) == MHD_YES;
+        for (size_t i = 0; req->query && i < req->n_query; i++)
+                if (streq_ptr(req->query[i].name, key))
+                        return true;
+        return false;
+}
+
 const char *http_request_query(const HttpRequest *req, const char *key) {
         if (req->connection)
                 return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
@@ -420,6 +433,16 @@ static bool peer_done_sending(struct MHD_Connection *conn) {
         return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/* Every path of the API is printable ASCII. Anything else (as libmicrohttpd decoded it from %XX)
+ * is refused here, once, rather than echoed into error bodies and the audit trail, where it would
+ * make JSON that strict clients cannot read. */
+static bool path_printable(const char *path) {
+        for (const unsigned char *p = (const unsigned char *) path; *p; p++)
+                if (*p < 0x21 || *p > 0x7e)
+                        return false;
+        return true;
+}
+
 /* Last call: the whole request is here. */
 static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MHD_Connection *conn, const char *url,
                                       const char *method) {
@@ -436,6 +459,8 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
         HttpResponse resp = {};
         int r;
 
+        if (!path_printable(url))
+                return send_error(s, conn, MHD_HTTP_BAD_REQUEST, "the path must be printable ASCII");
         connection_remote(conn, req.remote, sizeof(req.remote));
         r = request_verify_peer(s, conn, &req, &peer_names);
         if (s->hold.enter)

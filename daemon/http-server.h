@@ -63,8 +63,10 @@ typedef struct HttpResponse {
         void *stream_userdata;
 } HttpResponse;
 
-/* Query-string argument, or NULL. */
+/* Query-string argument, or NULL (also for a key given without "=value"). */
 const char *http_request_query(const HttpRequest *req, const char *key);
+/* Whether the query string names key at all, with a value or without ("?oldest_first"). */
+bool http_request_has_query(const HttpRequest *req, const char *key);
 const char *http_request_header(const HttpRequest *req, const char *name);
 
 /* Fill a response (replacing whatever it held). They return 0, or -ENOMEM.

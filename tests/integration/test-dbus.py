@@ -304,7 +304,8 @@ def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
         h.call(t, bus, "AbortJob", "ss", job_id, "done with it")
     t.eq(cp.stop(), 0, "stopped")
     with sqlite3.connect(cp.database) as db:
-        db.execute("UPDATE jobs SET updated_at = updated_at - ? WHERE job_id = ?", (2 * 86400 * 10**6, old_id))
+        db.execute("UPDATE jobs SET created_at = created_at - ?1, updated_at = updated_at - ?1 WHERE job_id = ?2",
+                   (2 * 86400 * 10**6, old_id))
     mon = h.Monitor(t, bus)
     cp.restart()
     t.wait_for(bus.has_owner, 10, f"{h.NAME} to be owned again")

@@ -145,11 +145,23 @@ def test_bad_input_is_refused_with_json_error_and_changes_nothing(t):
          "completed_jobs not a list"),
         ("admin", "GET", "/nope", None, 404, "unknown endpoint"),
         ("admin", "POST", "/jobs/../abort", {"job_id": job_id}, 404, "dot segments"),
+        ("admin", "POST", "/jobs", b'{"command": "x\xff\xfe"}', 400, "a string that is not UTF-8"),
+        ("admin", "GET", "/jobs/%FF%FE", None, 400, "a path that is not ASCII"),
+        ("admin", "GET", "/" + "a" * 126 + "%C3%A9", None, 400, "a path with a UTF-8 character"),
     ]
     for role, method, path, body, want, desc in cases:
         status, answer = (cp.admin if role == "admin" else cp.worker)(method, path, body)
         is_json_error(t, status, answer, want, desc)
     t.eq(snapshot(cp), before, "refused input changed nothing")
+    status, _ = cp.http.request("GET", "/jobs/%FF%FE", token=False)
+    t.eq(status, 400, "a non-ASCII path without a token: 400 before anything is echoed or audited")
+    status, _, raw = cp.http.raw("GET", "/events", headers={"X-API-Token": ADMIN_TOKEN})
+    t.eq(status, 200, "events")
+    try:
+        json.loads(raw.decode("utf-8", "strict"))
+        t.ok(True, "the audit trail is valid UTF-8 JSON after all that")
+    except (UnicodeDecodeError, ValueError) as e:
+        t.ok(False, f"the audit trail is valid UTF-8 JSON after all that: {e}")
 
 
 @test

@@ -281,6 +281,11 @@ def test_events_paging(t):
         for k in ("id", "ts", "component", "level", "event", "details"):
             t.ok(k in e, f"event has {k}")
     t.eq(len(cp.events(event="job.submitted", limit=1000)), 8, "event filter")
+    for q in ("oldest_first", "oldest_first=", "oldest_first=true", "oldest_first=1"):
+        t.eq([e["id"] for e in cp.admin("GET", f"/events?{q}&limit=2")[1]], sorted(ids)[:2], f"?{q}: oldest first")
+    t.eq([e["id"] for e in cp.admin("GET", "/events?oldest_first=0&limit=2")[1]],
+         [e["id"] for e in cp.events(limit=2)], "oldest_first=0: newest first")
+    t.eq(cp.admin("GET", "/events?oldest_first=maybe")[0], 400, "oldest_first=maybe: 400")
     t.eq(cp.admin("GET", "/events?limit=0")[0], 400, "limit 0: 400")
     t.eq(cp.admin("GET", "/events?since_id=abc")[0], 400, "malformed since_id: 400")
 

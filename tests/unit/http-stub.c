@@ -18,6 +18,14 @@ const char *http_request_query(const HttpRequest *req, const char *key) {
         return NULL;
 }
 
+bool http_request_has_query(const HttpRequest *req, const char *key) {
+        const TestQuery *q = (const TestQuery *) req->connection;
+        for (size_t i = 0; q && i < 8 && q->keys[i]; i++)
+                if (streq(q->keys[i], key))
+                        return true;
+        return false;
+}
+
 const char *http_request_header(const HttpRequest *req, const char *name) {
         return NULL;
 }

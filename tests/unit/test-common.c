@@ -84,6 +84,22 @@ static const ConfProgram test_program = {
         .options = test_options, .n_options = ELEMENTSOF(test_options),
 };
 
+/* What comes in must be UTF-8; what goes out is, even where a message was cut mid-character. */
+static void test_json_is_utf8_both_ways(void) {
+        _cleanup_json_ json_object *o = NULL, *out = json_object_new_object();
+        JsonError err = {};
+
+        ok(json_parse_object("{\"a\": \"x\xff\"}", 11, &o, &err) < 0, "a string with a stray byte refused");
+        ok(json_parse_object("{\"a\": \"caf\xc3\xa9 \xf0\x9f\x99\x82\"}", 19, &o, &err) == 0,
+           "two- and four-byte characters accepted");
+        json_add_string(out, "cut", "caf\xc3");
+        json_add_string(out, "bad", "a\xff" "b\xc0\xaf" "c");
+        json_add_string(out, "good", "caf\xc3\xa9");
+        is_str(json_object_get_string(json_object_object_get(out, "cut")), "caf?", "a character cut in half: '?'");
+        is_str(json_object_get_string(json_object_object_get(out, "bad")), "a?b??c", "stray and overlong bytes: '?'");
+        is_str(json_object_get_string(json_object_object_get(out, "good")), "caf\xc3\xa9", "valid UTF-8 kept");
+}
+
 static void test_conf_precedence_flag_env_file_default(void) {
         char path[] = "/tmp/entropy-test-conf-XXXXXX";
         int fd = mkstemp(path);
@@ -159,6 +175,7 @@ int main(void) {
         test_timespan_formats();
         test_strv();
         test_json_validation_names_the_field();
+        test_json_is_utf8_both_ways();
         test_conf_precedence_flag_env_file_default();
         test_crypto();
         test_durable_write();
