@@ -37,6 +37,8 @@ static const struct {
         {"worker.disconnected", "61ea0699c22443448c412beac2a7c722"},
         {"worker.offline", "51f371d25cab467daf26445bc9cad1cc"},
         {"worker.drain", "b802260cbc8b40b29385a05a1224a6f6"},
+        {"worker.drain_requested", "5c8b7ee2bf384c379127cea66d755374"},
+        {"worker.resume_requested", "445226e3d9fc4e2a853c470c4c7f9681"},
         {"worker.reconnected", "a2013a1a5189494d92bb932257f5ec83"},
         {"control.leases_extended", "62e89abf737b458788b3bfa3611fb521"},
         {"retention.sweep", "87c61625912e430cb06c63d00382df65"},

@@ -503,6 +503,27 @@ int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const c
 
 /* ---- drain ---- */
 
+static int audit_drain_request(Control *c, const Origin *o, const Worker *w, bool drain) {
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[256];
+
+        if (!d)
+                return -ENOMEM;
+        json_add_bool(d, "draining", drain);
+        json_add_string(d, "state", worker_state_to_string(w->state));
+        snprintf(msg, sizeof(msg), "Worker %s %s when it is back (it is %s)", w->worker_id,
+                 drain ? "gets no new jobs" : "gets jobs again", worker_state_to_string(w->state));
+        return audit_record(c,
+                            &(AuditRecord){.component = "workers",
+                                           .level = LOG_INFO,
+                                           .event = drain ? "worker.drain_requested" : "worker.resume_requested",
+                                           .message = msg,
+                                           .origin = o,
+                                           .worker_id = w->worker_id,
+                                           .details = d},
+                            NULL);
+}
+
 static int drain_locked(Control *c, const Origin *o, const char *worker_id, bool drain) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         _cleanup_(worker_freep) Worker *w = NULL;
@@ -520,11 +541,16 @@ static int drain_locked(Control *c, const Origin *o, const char *worker_id, bool
         if (r < 0)
                 return r;
         /* The stored state follows at once, so the change is audited now, not at the next sweep. */
+        bool was_draining = w->draining;
         w->draining = drain;
         WorkerState to = worker_state_at(c, w, control_now(c));
-        if (to == w->state)
+        if (to != w->state)
+                return store_state(c, o, worker_id, w->state, to);
+        if (was_draining == drain)
                 return 0;
-        return store_state(c, o, worker_id, w->state, to);
+        /* A worker that is away (DISCONNECTED, OFFLINE) keeps its state: the request is still a
+         * change an operator made, and takes effect when the worker is back. */
+        return audit_drain_request(c, o, w, drain);
 }
 
 int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain) {

@@ -2,6 +2,7 @@
  * abort, reconnect; fencing by assignment_id and the idempotency rules of jobs.h. */
 #include "audit.h"
 #include "core-test-util.h"
+#include "reconcile.h"
 #include "store.h"
 #include "strv.h"
 #include "tap.h"
@@ -514,6 +515,19 @@ static void test_drain_stops_new_assignments(void) {
         ok(j, "resumed: it gets the job");
         job_free(j);
         is_int(worker_drain(c, NULL, "ghost", true), -ENOENT, "unknown worker: 404");
+
+        /* A worker that is away keeps its state, but the request is audited all the same. */
+        test_advance(c, c->settings.disconnect_timeout + USEC_PER_SEC);
+        reconcile_sweep(c, NULL);
+        _cleanup_(worker_freep) Worker *away = NULL;
+        worker_get(c, "w1", &away);
+        ok(away->state == WORKER_DISCONNECTED || away->state == WORKER_OFFLINE, "w1 is away");
+        is_int(worker_drain(c, NULL, "w1", true), 0, "drain while away");
+        is_int(test_count_events(c, "worker.drain_requested", NULL), 1, "audited as requested");
+        is_int(worker_drain(c, NULL, "w1", true), 0, "drain again");
+        is_int(test_count_events(c, "worker.drain_requested", NULL), 1, "a repeat changes nothing, audits nothing");
+        is_int(worker_drain(c, NULL, "w1", false), 0, "resume while away");
+        is_int(test_count_events(c, "worker.resume_requested", NULL), 1, "audited as requested");
         test_control_free(c);
 }
 
