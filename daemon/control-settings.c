@@ -73,7 +73,7 @@ static const ConfOption control_options[] = {
         {"dbus-read-group", 0, CONF_STRING, S(dbus_read_group), "entropy", "GROUP",
          "Group whose members may call the D-Bus API's reading methods", 0, 0},
         {"dbus-admin-group", 0, CONF_STRING, S(dbus_admin_group), "entropy-admin", "GROUP",
-         "Group whose members may change things over D-Bus when polkit is not on the bus", 0, 0},
+         "Group whose members may change things over D-Bus (others need polkit)", 0, 0},
         {"http-connection-timeout", 0, CONF_TIMESPAN, S(http_connection_timeout), "30s", "SPAN",
          "Idle or stalled HTTP connections are closed after this", 0, 0},
         {"tls-certificate", 0, CONF_STRING, S(tls_certificate), NULL, "FILE",
