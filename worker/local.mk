@@ -62,6 +62,11 @@ TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pendi
 EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
 	tests/integration/worker_harness.py
 
+# The worker against the control plane's answers at the moments that once went wrong (a late
+# /reconnect or heartbeat answer, a lease lost while stopping), through tests/faults/proxy.py.
+TESTS += tests/integration/test-worker-races.py
+EXTRA_DIST += tests/integration/test-worker-races.py
+
 # The worker over HTTPS and mutual TLS with signed tokens (certificates made by certtool at test time).
 TESTS += tests/integration/test-tls-worker.py
 EXTRA_DIST += tests/integration/test-tls-worker.py
