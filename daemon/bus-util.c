@@ -46,16 +46,25 @@ int bus_error_from_op(sd_bus_error *error, int r, BusSubject what, const char *i
         return sd_bus_error_setf(error, name, "%s", strerror(-r));
 }
 
+/* The signature inside the variant at the read position, which the typed readers below check
+ * before they read; -EINVAL for anything but a variant. */
+static int variant_contents(sd_bus_message *m, const char **ret) {
+        char type;
+        int r = sd_bus_message_peek_type(m, &type, ret);
+        if (r < 0)
+                return r;
+        return r > 0 && type == 'v' && *ret ? 0 : -EINVAL;
+}
+
 int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
         const char *contents;
         int64_t result;
-        char type;
         int r;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        r = variant_contents(m, &contents);
         if (r < 0)
                 return r;
-        if (type != 'v' || !contents || strlen(contents) != 1)
+        if (strlen(contents) != 1)
                 return -EINVAL;
         r = sd_bus_message_enter_container(m, 'v', contents);
         if (r < 0)
@@ -82,13 +91,12 @@ int bus_read_variant_int64(sd_bus_message *m, bool allow_double, int64_t *ret) {
 
 int bus_read_variant_double(sd_bus_message *m, double *ret) {
         const char *contents;
-        char type;
         int r;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        r = variant_contents(m, &contents);
         if (r < 0)
                 return r;
-        if (type == 'v' && contents && streq(contents, "d")) {
+        if (streq(contents, "d")) {
                 double d;
                 r = sd_bus_message_read(m, "v", "d", &d);
                 if (r < 0)
@@ -108,13 +116,12 @@ int bus_read_variant_double(sd_bus_message *m, double *ret) {
 
 int bus_read_variant_string(sd_bus_message *m, char **ret) {
         const char *contents, *s;
-        char type;
         int r;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        r = variant_contents(m, &contents);
         if (r < 0)
                 return r;
-        if (type != 'v' || !contents || !streq(contents, "s"))
+        if (!streq(contents, "s"))
                 return -EINVAL;
         r = sd_bus_message_read(m, "v", "s", &s);
         if (r < 0)
@@ -130,13 +137,12 @@ int bus_read_variant_string(sd_bus_message *m, char **ret) {
 int bus_read_variant_strv(sd_bus_message *m, char ***ret) {
         _cleanup_strv_free_ char **l = NULL;
         const char *contents;
-        char type;
         int r;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        r = variant_contents(m, &contents);
         if (r < 0)
                 return r;
-        if (type != 'v' || !contents || !streq(contents, "as"))
+        if (!streq(contents, "as"))
                 return -EINVAL;
         r = sd_bus_message_enter_container(m, 'v', "as");
         if (r < 0)
@@ -154,13 +160,12 @@ int bus_read_variant_strv(sd_bus_message *m, char ***ret) {
 
 int bus_read_variant_bool(sd_bus_message *m, bool *ret) {
         const char *contents;
-        char type;
         int b, r;
 
-        r = sd_bus_message_peek_type(m, &type, &contents);
+        r = variant_contents(m, &contents);
         if (r < 0)
                 return r;
-        if (type != 'v' || !contents || !streq(contents, "b"))
+        if (!streq(contents, "b"))
                 return -EINVAL;
         r = sd_bus_message_read(m, "v", "b", &b);
         if (r < 0)

@@ -72,8 +72,8 @@ typedef struct RequestState {
         HttpServer *server;
         char *body;
         size_t size, allocated;
-        bool refused;   /* a response was queued early (413); MHD reads no more of the body */
-        bool too_large; /* a body without Content-Length grew past the limit: discarded, 413 at its end */
+        bool refused;    /* a response was queued early (413); MHD reads no more of the body */
+        bool too_large;  /* a body without Content-Length grew past the limit: discarded, 413 at its end */
         bool unadmitted; /* admit_body() said no: the body is discarded, the request dispatched without it */
         size_t discarded;
 
@@ -390,13 +390,18 @@ static enum MHD_Result request_hold(HttpServer *s, RequestState *st, struct MHD_
         return MHD_YES;
 }
 
+/* The answer instead of resp when the batch that held the request's changes was lost. */
+static enum MHD_Result send_not_durable(HttpServer *s, struct MHD_Connection *conn, HttpResponse *resp) {
+        http_response_done(resp);
+        return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                          "the change could not be made durable; nothing was applied");
+}
+
 static enum MHD_Result request_send_held(HttpServer *s, RequestState *st, struct MHD_Connection *conn) {
         st->holding = false;
         if (st->release_ok)
                 return send_response(s, conn, &st->held);
-        http_response_done(&st->held);
-        return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "the change could not be made durable; nothing was applied");
+        return send_not_durable(s, conn, &st->held);
 }
 
 void http_server_set_hold_hooks(HttpServer *s, const HttpHoldHooks *hooks) {
@@ -475,11 +480,8 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
         }
         if (hold && s->hold.commit && peer_done_sending(conn)) {
                 hold = false;
-                if (!s->hold.commit(s->hold.userdata)) {
-                        http_response_done(&resp);
-                        return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                                          "the change could not be made durable; nothing was applied");
-                }
+                if (!s->hold.commit(s->hold.userdata))
+                        return send_not_durable(s, conn, &resp);
                 /* No more requests can come: close after the answer rather than at the timeout. */
                 (void) http_response_add_header(&resp, "Connection", "close");
         }

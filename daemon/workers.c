@@ -164,6 +164,20 @@ int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]) {
 
 /* ---- state changes ---- */
 
+/* The audit record of a change to one worker (component "workers"). */
+static int audit_worker(Control *c, const Origin *o, const char *worker_id, int level, const char *event,
+                        const char *message, json_object *details) {
+        return audit_record(c,
+                            &(AuditRecord){.component = "workers",
+                                           .level = level,
+                                           .event = event,
+                                           .message = message,
+                                           .origin = o,
+                                           .worker_id = worker_id,
+                                           .details = details},
+                            NULL);
+}
+
 static int store_state(Control *c, const Origin *o, const char *worker_id, WorkerState from, WorkerState to) {
         static const char *const events[_WORKER_STATE_MAX] = {
                 [WORKER_ONLINE] = "worker.online",
@@ -190,15 +204,7 @@ static int store_state(Control *c, const Origin *o, const char *worker_id, Worke
         json_add_string(d, "to", worker_state_to_string(to));
         snprintf(msg, sizeof(msg), "Worker %s is %s (was %s)", worker_id, worker_state_to_string(to),
                  worker_state_to_string(from));
-        return audit_record(c,
-                            &(AuditRecord){.component = "workers",
-                                           .level = to == WORKER_OFFLINE ? LOG_WARNING : LOG_INFO,
-                                           .event = events[to],
-                                           .message = msg,
-                                           .origin = o,
-                                           .worker_id = worker_id,
-                                           .details = d},
-                            NULL);
+        return audit_worker(c, o, worker_id, to == WORKER_OFFLINE ? LOG_WARNING : LOG_INFO, events[to], msg, d);
 }
 
 int workers_sweep_states(Control *c, usec_t now) {
@@ -348,15 +354,7 @@ static int audit_registration(Control *c, const Origin *o, const WorkerRegistrat
                 json_add_string(d, "wake_address", reg->wake_address);
         }
         snprintf(msg, sizeof(msg), "Worker %s %s", reg->worker_id, what);
-        return audit_record(c,
-                            &(AuditRecord){.component = "workers",
-                                           .level = level,
-                                           .event = event,
-                                           .message = msg,
-                                           .origin = o,
-                                           .worker_id = reg->worker_id,
-                                           .details = d},
-                            NULL);
+        return audit_worker(c, o, reg->worker_id, level, event, msg, d);
 }
 
 static int register_locked(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err) {
@@ -513,15 +511,8 @@ static int audit_drain_request(Control *c, const Origin *o, const Worker *w, boo
         json_add_string(d, "state", worker_state_to_string(w->state));
         snprintf(msg, sizeof(msg), "Worker %s %s when it is back (it is %s)", w->worker_id,
                  drain ? "gets no new jobs" : "gets jobs again", worker_state_to_string(w->state));
-        return audit_record(c,
-                            &(AuditRecord){.component = "workers",
-                                           .level = LOG_INFO,
-                                           .event = drain ? "worker.drain_requested" : "worker.resume_requested",
-                                           .message = msg,
-                                           .origin = o,
-                                           .worker_id = w->worker_id,
-                                           .details = d},
-                            NULL);
+        return audit_worker(c, o, w->worker_id, LOG_INFO, drain ? "worker.drain_requested" : "worker.resume_requested",
+                            msg, d);
 }
 
 static int drain_locked(Control *c, const Origin *o, const char *worker_id, bool drain) {

@@ -154,7 +154,7 @@ static void handle_job_entry(Worker *w, json_object *e, bool strings_abort, cons
 
         if (!r || (is_string && !strings_abort) || !run_was_reported(r, call))
                 return;
-        if (action && (streq(action, "complete") || streq(action, "fail")))
+        if (result_kind_from_string(action) >= 0) /* "complete", "fail": about a replayed result */
                 return;
         if (is_string)
                 action = "abort";

@@ -112,18 +112,14 @@ void session_start(Worker *w) {
  * sent. */
 static ReplayEntry *find_entry(ReplayEntry *e, size_t n, const char *action, const char *job_id,
                                const char *assignment_id) {
-        ResultKind kind = streq_ptr(action, "complete") ? RESULT_COMPLETE
-                        : streq_ptr(action, "fail")     ? RESULT_FAIL
-                                                        : _RESULT_KIND_INVALID;
+        ResultKind kind = result_kind_from_string(action); /* the actions are named as the kinds */
         if (kind < 0)
                 return NULL;
         for (size_t i = 0; i < n; i++)
-                if (e[i].kind == kind && streq_ptr(e[i].job_id, job_id) &&
-                    streq_ptr(e[i].assignment_id, assignment_id))
+                if (e[i].kind == kind && streq_ptr(e[i].job_id, job_id) && streq_ptr(e[i].assignment_id, assignment_id))
                         return &e[i];
         return NULL;
 }
-
 
 /* A completion the control plane answered with another final state (the job was aborted, or failed
  * for good after the loss grace, before it arrived) was not applied: the work is on disk, the
