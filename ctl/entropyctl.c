@@ -84,7 +84,8 @@ static void help(void) {
         conf_help(&ctl_program);
         printf("\nCommands:\n");
         for (size_t i = 0; i < ctl_n_verbs; i++)
-                printf("  %s %s\n      %s\n", ctl_verbs[i].name, ctl_verbs[i].usage, ctl_verbs[i].help);
+                printf("  %s%s%s\n      %s\n", ctl_verbs[i].name, isempty(ctl_verbs[i].usage) ? "" : " ",
+                       ctl_verbs[i].usage, ctl_verbs[i].help);
         printf("\nEnvironment: $ENTROPY_ADMIN_TOKEN and $ENTROPY_WORKER_TOKEN hold tokens for --url when no token\n"
                "file is given; $DBUS_SYSTEM_BUS_ADDRESS selects the bus; $ENTROPY_PAGER or $PAGER the pager.\n"
                "\nExit status:\n"
@@ -95,6 +96,25 @@ static void help(void) {
                "  4  no such job or worker\n"
                "  5  access denied\n"
                "  6  the control plane is unreachable\n");
+}
+
+/* "entropyctl VERB --help" (or -h) among the verb's options: the options end at "--" and, for
+ * submit, at its command, whose own --help is its business. */
+static bool verb_wants_help(const Verb *verb, int argc, char **argv) {
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--"))
+                        return false;
+                if (streq(argv[i], "--help") || streq(argv[i], "-h"))
+                        return true;
+                if (streq(verb->name, "submit") && argv[i][0] != '-')
+                        return false;
+        }
+        return false;
+}
+
+static void verb_help(const Verb *verb) {
+        printf("entropyctl [OPTIONS...] %s%s%s\n\n%s.\n\nentropyctl --help lists the global options; entropyctl(1) has the details.\n",
+               verb->name, isempty(verb->usage) ? "" : " ", verb->usage, verb->help);
 }
 
 static const Verb *find_verb(const char *name) {
@@ -136,6 +156,11 @@ static int run(int argc, char **argv) {
         if (!verb) {
                 log_error("Unknown command '%s'; see entropyctl --help.", argv[optind_verb]);
                 r = CTL_EXIT_USAGE;
+                goto finish;
+        }
+        if (verb_wants_help(verb, argc - optind_verb, argv + optind_verb)) {
+                verb_help(verb);
+                r = CTL_EXIT_OK;
                 goto finish;
         }
         r = isempty(settings.url) ? backend_bus_new(&settings, &backend, &e)

@@ -329,6 +329,21 @@ def test_exit_codes_are_the_documented_ones(t):
         t.eq(r.returncode, EXIT_ACCESS, "a caller the daemon refuses: 5")
 
 
+@test
+def test_every_command_has_its_own_help(t):
+    no_bus = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
+    for verb, shows in (("status", "status JOB..."), ("drain", "drain WORKER"), ("list-workers", "List workers"),
+                        ("submit", "--max-attempts=N"), ("events", "--since=EVENT-ID")):
+        for flag in ("--help", "-h"):
+            r = t.run_cmd([binary("entropyctl"), verb, flag], env=no_bus)
+            t.eq(r.returncode, EXIT_OK, f"{verb} {flag} is help, not an id, and needs no bus")
+            t.ok(shows in r.stdout, f"{verb} {flag} shows that command's usage")
+    r = t.run_cmd([binary("entropyctl"), "submit", "--priority=3", "--help"], env=no_bus)
+    t.eq(r.returncode, EXIT_OK, "--help after other options")
+    r = t.run_cmd([binary("entropyctl"), "submit", "--", "grep", "--help"], env=no_bus)
+    t.eq(r.returncode, EXIT_UNREACHABLE, "a job's own --help after -- is the job's: submitted (no bus here)")
+
+
 def https_ctl(t, cp, *args, ca=None, cert=None):
     argv = [binary("entropyctl"), "--no-pager", f"--url=https://localhost:{cp.port}",
             f"--token-file={cp.admin_token_file}"]
