@@ -401,9 +401,10 @@ static int subscriber_set_filters(EventSubscriber *sub, const HttpRequest *req, 
 
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
                 const char *v = http_request_query(req, keys[i].key);
-                if (!v)
+                /* Empty means no filter, as GET /events takes it. */
+                if (isempty(v))
                         continue;
-                if (isempty(v) || strlen(v) > LIMIT_ID_LEN) {
+                if (strlen(v) > LIMIT_ID_LEN) {
                         *ret_bad = keys[i].key;
                         return -EINVAL;
                 }

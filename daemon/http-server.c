@@ -164,6 +164,13 @@ int http_response_add_header(HttpResponse *resp, const char *name, const char *v
         return 0;
 }
 
+static bool http_response_has_header(const HttpResponse *resp, const char *name) {
+        for (size_t i = 0; i < resp->n_headers; i++)
+                if (strcasecmp(resp->headers[i].name, name) == 0)
+                        return true;
+        return false;
+}
+
 /* ---- requests ------------------------------------------------------------------------------- */
 
 bool http_request_has_query(const HttpRequest *req, const char *key) {
@@ -250,8 +257,10 @@ static enum MHD_Result send_response(HttpServer *s, struct MHD_Connection *conn,
 
         ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type ?: "application/json") ==
                            MHD_YES;
-        /* Job and worker state changes from one moment to the next: no cache may keep it. */
-        ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
+        /* Job and worker state changes from one moment to the next: no cache may keep it, unless
+         * the handler knows better (the dashboard's static files). */
+        if (!http_response_has_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL))
+                ok = ok && MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
         if (http_request_id_valid(request_id))
                 ok = ok && MHD_add_response_header(r, "X-Request-ID", request_id) == MHD_YES;
         for (size_t i = 0; i < resp->n_headers; i++)

@@ -15,9 +15,9 @@ from entropy_test import ADMIN_TOKEN, TIME_SCALE, TestFailure, run, test
 class SseClient:
     """GET /events/stream over a raw socket; reads until a marker arrives, bounded."""
 
-    def __init__(self, cp, headers=""):
+    def __init__(self, cp, headers="", query=""):
         self.sock = socket.create_connection(("127.0.0.1", cp.port), timeout=10)
-        self.sock.sendall(f"GET /events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Token: {ADMIN_TOKEN}\r\n"
+        self.sock.sendall(f"GET /events/stream{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Token: {ADMIN_TOKEN}\r\n"
                           f"{headers}\r\n".encode())
         self.data = b""
 
@@ -66,6 +66,28 @@ def test_event_stream_live_and_resume(t):
 
     status, body = cp.admin("GET", "/events/stream", token=False)
     t.eq(status, 401, "the stream needs the admin token")
+
+
+@test
+def test_event_stream_filters_like_get_events(t):
+    cp = t.control_plane()
+    filtered = SseClient(cp, query="?job_id=")
+    t.cleanups.append(filtered.close)
+    filtered.wait_for("retry:")
+    first = cp.submit("true")
+    filtered.wait_for(f'"job_id":"{first}"')
+    # An empty filter is no filter (as GET /events takes it); a job_id filter passes that job only.
+    status, body = cp.admin("GET", "/events?job_id=")
+    t.eq(status, 200, "GET /events?job_id= is no filter")
+    one = SseClient(cp, f"Last-Event-ID: {body[0]['id']}\r\n", query=f"?job_id={first}")
+    t.cleanups.append(one.close)
+    one.wait_for("retry:")
+    other = cp.submit("true")
+    status, _ = cp.admin("POST", "/abort", {"job_id": first})
+    t.eq(status, 200, "abort")
+    filtered.wait_for(f'"job_id":"{other}"')
+    data = one.wait_for("event: job.aborted").decode()
+    t.ok(other not in data, "the job_id filter keeps other jobs' events out")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ the headers and error format every answer has. Each refusal must change nothing:
 workers and the audit trail (but for the refusal's own audit event) are compared before and
 after."""
 
+import http.client
 import json
+import os
 import socket
 
-from entropy_test import ADMIN_TOKEN, WORKER_TOKEN, run, test
+from entropy_test import ADMIN_TOKEN, SRCDIR, WORKER_TOKEN, run, test
 
 WRONG_TOKEN = "wrong-token-0123456789abcdef"
 
@@ -247,6 +249,19 @@ def test_every_answer_carries_no_store_and_json_type(t):
         t.eq(headers.get("cache-control"), "no-store", f"{method} {path} ({status}): Cache-Control")
         t.ok(headers.get("content-type", "").startswith("application/json"),
              f"{method} {path} ({status}): JSON content type")
+
+
+@test
+def test_dashboard_files_carry_one_cache_policy_of_their_own(t):
+    cp = t.control_plane(options={"ui-directory": os.path.join(SRCDIR, "ui")})
+    conn = http.client.HTTPConnection("127.0.0.1", cp.port, timeout=10)
+    t.cleanups.append(conn.close)
+    conn.request("GET", "/ui/")
+    resp = conn.getresponse()
+    resp.read()
+    t.eq(resp.status, 200, "GET /ui/")
+    t.eq([v for k, v in resp.getheaders() if k.lower() == "cache-control"], ["no-cache"],
+         "one Cache-Control: stored but revalidated (ETag), not the API's no-store beside it")
 
 
 @test
