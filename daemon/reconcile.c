@@ -197,10 +197,13 @@ int reconcile_next_deadline(Control *c, usec_t *ret) {
 
 /* ---- start-up ---- */
 
+/* Every live lease runs at least one lease length from now: not from its old expiry, so that
+ * restarts in quick succession (a crash loop) do not stack one extension on the other and put
+ * off the recovery of a dead worker's jobs by a lease length each. */
 static int extend_leases(Control *c, usec_t now, int *ret_n) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r = store_prepare(c->store,
-                              "UPDATE jobs SET assignment_expires_at = MAX(assignment_expires_at, ?1) + ?2 "
+                              "UPDATE jobs SET assignment_expires_at = MAX(assignment_expires_at, ?1 + ?2) "
                               "WHERE status IN ('ASSIGNED', 'RUNNING')",
                               &st);
         if (r < 0)
@@ -232,7 +235,7 @@ int reconcile_startup(Control *c) {
         if (r < 0)
                 return log_error_errno(r, "Failed to extend leases at start-up: %m");
         json_add_int64(d, "leases", n);
-        snprintf(msg, sizeof(msg), "Control plane started: %d live leases extended by one lease length", n);
+        snprintf(msg, sizeof(msg), "Control plane started: %d live leases extended to one lease length from now", n);
         r = audit_record(c,
                          &(AuditRecord){.component = "reconciler",
                                         .level = LOG_NOTICE,

@@ -180,6 +180,14 @@ static void test_startup_extends_live_leases(void) {
         worker_get(c, "w1", &w);
         is_int(w->state, WORKER_ONLINE, "the worker's silence during our downtime does not count");
         is_int(test_count_events(c, "control.leases_extended", NULL), 1, "the extension is audited");
+        /* A crash loop: another restart a moment later does not add a second lease length. */
+        test_advance(c, USEC_PER_SEC);
+        is_int(reconcile_startup(c), 0, "a second start-up reconciliation");
+        job_freep(&r);
+        r = NULL;
+        jobs_get(c, running->job_id, &r);
+        ok(r->assignment_expires_at == control_now(c) + c->settings.lease_timeout,
+           "restarts do not stack extensions: one lease length from the last start");
         /* If nothing renews, the extended lease still expires. */
         test_advance(c, c->settings.lease_timeout);
         test_sweep(c);
