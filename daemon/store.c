@@ -31,8 +31,6 @@ int store_errno(int rc) {
         case SQLITE_PERM:
         case SQLITE_AUTH:
                 return -EACCES;
-        case SQLITE_CANTOPEN:
-                return -ENOENT;
         case SQLITE_NOTADB:
         case SQLITE_CORRUPT:
                 return -EBADMSG;
@@ -152,7 +150,8 @@ int store_open(const char *path, const char *synchronous, Store **ret) {
                 rc = sqlite3_exec(s->db, "PRAGMA user_version", NULL, NULL, NULL);
         umask(old);
         if (rc != SQLITE_OK) {
-                r = store_errno(rc);
+                int e = s->db ? sqlite3_system_errno(s->db) : 0;
+                r = e > 0 ? -e : store_errno(rc);
                 return log_error_errno(r, "Failed to open database %s (%s): %m", path,
                                        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core-test-util.h"
+#include "ops.h"
 #include "store-schema.h"
 #include "store.h"
 #include "tap.h"
@@ -252,7 +253,7 @@ static void test_unwritable_directory_is_refused(void) {
         char p[PATH_MAX + 32], sub[PATH_MAX + 32];
         Store *s = NULL;
         path_in(p, sizeof(p), "missing/x.db");
-        ok(store_open(p, NULL, &s) < 0, "a missing directory is refused");
+        is_int(store_open(p, NULL, &s), -ENOENT, "a missing directory is refused as what it is");
         path_in(p, sizeof(p), "fresh.db/x.db");
         is_int(store_open(p, NULL, &s), -ENOTDIR, "a path under a file is refused");
         path_in(sub, sizeof(sub), "ro");
@@ -262,6 +263,18 @@ static void test_unwritable_directory_is_refused(void) {
                 diag("running as root: the read-only directory check is not meaningful");
         else
                 is_int(store_open(p, NULL, &s), -EACCES, "a read-only directory is refused");
+}
+
+/* A store failure inside a transition must roll it back: were it mapped to a code that means
+ * "refused" (committed with its audit record, ops.h), the half-done transition would commit. */
+static void test_no_store_failure_reads_as_a_refusal(void) {
+        int refusals = 0;
+        for (int rc = SQLITE_ERROR; rc <= SQLITE_WARNING; rc++)
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE && op_is_refusal(store_errno(rc))) {
+                        diag("SQLite result %d (%s) maps to %d, a refusal", rc, sqlite3_errstr(rc), store_errno(rc));
+                        refusals++;
+                }
+        is_int(refusals, 0, "no SQLite failure maps to a refusal");
 }
 
 /* The trigger-kept counts against a real count, after inserts, transitions and deletes. */
@@ -321,6 +334,7 @@ int main(void) {
         test_unwritable_directory_is_refused();
         test_count_jobs_by_state();
         test_job_counts_stay_exact();
+        test_no_store_failure_reads_as_a_refusal();
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
         if (system(cmd) != 0)
