@@ -262,8 +262,10 @@ static int polkit_query_start(Bus *b, sd_bus_message *m, const char *action) {
                 polkit_query_free(q);
                 return -ENOMEM;
         }
-        /* Interactive authentication may take a while: no timeout of ours beyond the bus's. */
-        r = sd_bus_call_async(sd_bus_message_get_bus(m), &q->slot, call, on_polkit_reply, q, UINT64_MAX);
+        /* The bus's default timeout (25 s), as systemd's own polkit checks: the caller has given
+         * up by then (busctl and entropyctl wait as long), and a polkit that never answers must
+         * not hold the query and the caller's message for ever. */
+        r = sd_bus_call_async(sd_bus_message_get_bus(m), &q->slot, call, on_polkit_reply, q, 0);
         if (r < 0) {
                 polkit_query_free(q);
                 return r;
