@@ -207,6 +207,7 @@ static void keeper_stop(Executor *e) {
 }
 
 static int keeper_start(Executor *e, sd_event *event);
+static void kill_unreported_jobs(const Executor *e);
 
 static void keeper_restart(Executor *e) {
         _cleanup_(sd_event_unrefp) sd_event *event = e->watch ? sd_event_ref(sd_event_source_get_event(e->watch)) : NULL;
@@ -214,6 +215,7 @@ static void keeper_restart(Executor *e) {
 
         log_warning("entropy-keeper (pid %d) is gone; starting it again.", (int) e->keeper_pid);
         keeper_stop(e);
+        kill_unreported_jobs(e);
         r = keeper_start(e, event);
         if (r < 0)
                 log_error_errno(r, "Cannot start %s again: %m", e->keeper_path);
@@ -408,9 +410,10 @@ int executor_signal_group(pid_t pgid, int sig) {
         return 0;
 }
 
-int proc_start_time(pid_t pid, uint64_t *ret) {
-        char path[64], buf[1024];
-        unsigned long long start;
+/* /proc/PID/stat into buf; *ret_fields points after the command name, at the state (field 3).
+ * The command name may contain spaces and parentheses: the fields start after the last ')'. */
+static int proc_stat_read(pid_t pid, char *buf, size_t size, const char **ret_fields) {
+        char path[64];
         const char *p;
         FILE *f;
         size_t n;
@@ -419,20 +422,75 @@ int proc_start_time(pid_t pid, uint64_t *ret) {
         f = fopen(path, "re");
         if (!f)
                 return -errno;
-        n = fread(buf, 1, sizeof(buf) - 1, f);
+        n = fread(buf, 1, size - 1, f);
         fclose(f);
         buf[n] = 0;
-        /* The command name may contain spaces and parentheses: fields start after the last ')'. */
         p = strrchr(buf, ')');
-        if (!p)
+        if (!p || !p[1])
                 return -EBADMSG;
+        *ret_fields = p + 2;
+        return 0;
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret) {
+        unsigned long long start;
+        const char *fields;
+        char buf[1024];
+        int r;
+
+        r = proc_stat_read(pid, buf, sizeof(buf), &fields);
+        if (r < 0)
+                return r;
         /* state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
          * cutime cstime priority nice num_threads itrealvalue starttime(22) */
-        if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+        if (sscanf(fields, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
                    &start) != 1)
                 return -EBADMSG;
         *ret = start;
         return 0;
+}
+
+/* A job of ours that we were never told about: our child (entropy-keeper starts jobs with
+ * CLONE_PARENT) that is not entropy-keeper, not a job we know, and either leads a group of its own
+ * (a job after its setpgid) or is still entropy-keeper's image (before its exec). Other children
+ * of the worker (the GPU probe) share the worker's group and run their own program. */
+static bool is_unreported_job(const Executor *e, pid_t pid) {
+        char buf[1024], comm[64] = "";
+        const char *fields;
+        int ppid, pgrp;
+
+        if (pid == e->keeper_pid || keeper_groups_contain(&e->groups, pid))
+                return false;
+        if (proc_stat_read(pid, buf, sizeof(buf), &fields) < 0 || sscanf(fields, "%*c %d %d", &ppid, &pgrp) != 2 ||
+            ppid != getpid())
+                return false;
+        if (pgrp == pid)
+                return true;
+        sscanf(buf, "%*d (%63[^)])", comm);
+        return streq(comm, "entropy-keeper");
+}
+
+/* entropy-keeper died after it started a job but before it told us the pid: that job would run
+ * unwatched beside the one started again. Kill it (and its group) and reap it. */
+static void kill_unreported_jobs(const Executor *e) {
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+
+        if (!d) {
+                log_warning_errno(-errno, "Cannot look for jobs entropy-keeper started unreported: %m");
+                return;
+        }
+        while ((de = readdir(d))) {
+                pid_t pid = (pid_t) atoi(de->d_name);
+                if (pid <= 0 || !is_unreported_job(e, pid))
+                        continue;
+                log_warning("Killing process %d, started by entropy-keeper before it died but never reported.",
+                            (int) pid);
+                (void) kill(-pid, SIGKILL);
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+        }
+        closedir(d);
 }
 
 static bool group_has_members(pid_t pgid) {

@@ -61,6 +61,13 @@ static inline int keeper_groups_add(KeeperGroups *g, pid_t pgid) {
         return 0;
 }
 
+static inline bool keeper_groups_contain(const KeeperGroups *g, pid_t pgid) {
+        for (size_t i = 0; i < g->n; i++)
+                if (g->pgids[i] == pgid)
+                        return true;
+        return false;
+}
+
 /* Whether it was there. */
 static inline bool keeper_groups_remove(KeeperGroups *g, pid_t pgid) {
         for (size_t i = 0; i < g->n; i++)

@@ -54,8 +54,12 @@ tests_unit_test_worker_artifacts_SOURCES = tests/unit/test-worker-artifacts.c te
 tests_unit_test_worker_artifacts_CFLAGS = $(WORKER_CFLAGS)
 tests_unit_test_worker_artifacts_LDADD = $(WORKER_LIBS)
 tests_unit_test_worker_executor_SOURCES = tests/unit/test-worker-executor.c tests/tap.h
-tests_unit_test_worker_executor_CFLAGS = $(WORKER_CFLAGS) -DTEST_KEEPER_PATH=\"$(abs_top_builddir)/entropy-keeper\"
+tests_unit_test_worker_executor_CFLAGS = $(WORKER_CFLAGS) -DTEST_KEEPER_PATH=\"$(abs_top_builddir)/entropy-keeper\" \
+	-DTEST_FAKE_KEEPER_PATH=\"$(abs_top_builddir)/tests/unit/keeper-dies-mid-spawn\"
 tests_unit_test_worker_executor_LDADD = $(WORKER_LIBS)
+# An entropy-keeper that dies in the middle of a spawn, for test-worker-executor.
+check_PROGRAMS += tests/unit/keeper-dies-mid-spawn
+tests_unit_keeper_dies_mid_spawn_SOURCES = tests/unit/keeper-dies-mid-spawn.c worker/keeper-protocol.h
 
 # Integration tests against the real entropy-control on 127.0.0.1.
 TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py

@@ -2,6 +2,7 @@
  * its own process group as our child, no inherited descriptors, killing the whole group (also
  * when the worker dies), and entropy-keeper itself: restarted when it dies and handed the running
  * jobs, refusing to run by hand. */
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -262,6 +263,39 @@ static void test_keeper_process(void) {
         executor_forget(executor, pid);
 }
 
+/* entropy-keeper killed after it started a job but before it told us the pid (a stand-in that
+ * does just that): the spawn is made again through a new entropy-keeper, and the job started
+ * unreported must not run on unwatched beside it. */
+static void test_keeper_dying_mid_spawn_leaves_no_job_behind(void) {
+        char marker[300], marker_var[320], *text = NULL;
+        char *env[] = { marker_var, "ENTROPY_TEST_KEEPER=" TEST_KEEPER_PATH, NULL };
+        Executor *saved = executor, *x = NULL;
+        pid_t pid, unreported = 0;
+        const char *step;
+        int r, status;
+
+        snprintf(marker, sizeof(marker), "%s/unreported-pid", dir);
+        snprintf(marker_var, sizeof(marker_var), "ENTROPY_TEST_MARKER=%s", marker);
+        if (executor_new(TEST_FAKE_KEEPER_PATH, env, &x) < 0)
+                tap_bail("cannot start " TEST_FAKE_KEEPER_PATH);
+        executor = x;
+        pid = run_sh("exit 4", "out9", NULL, &r, &step);
+        executor = saved;
+        is_int(r, 0, "spawned through an entropy-keeper started again");
+        ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 4,
+           "and that job ran");
+        executor_forget(x, pid);
+        if (read_full_file(marker, 64, &text, NULL) == 0)
+                unreported = (pid_t) atoi(text);
+        free(text);
+        ok(unreported > 0, "the dead entropy-keeper had started a process (%d)", (int) unreported);
+        ok(unreported > 0 && kill(unreported, 0) < 0 && errno == ESRCH,
+           "which was killed and reaped, not left running unwatched");
+        if (unreported > 0 && kill(-unreported, SIGKILL) == 0)
+                (void) waitpid(unreported, NULL, 0);
+        executor_free(x);
+}
+
 static void test_request_too_large(void) {
         _cleanup_strv_free_ char **argv = NULL;
         _cleanup_free_ char *big = malloc(1024 * 1024 + 1);
@@ -307,6 +341,7 @@ int main(void) {
         test_worker_kill_takes_down_the_jobs_grandchildren(true);
         test_proc_start_time();
         test_keeper_process();
+        test_keeper_dying_mid_spawn_leaves_no_job_behind();
         test_request_too_large();
         test_keeper_refuses_to_run_by_hand();
         executor = executor_free(executor);
