@@ -472,19 +472,21 @@ static json_object *actions_to_json(const ReconnectAction *a, size_t n) {
         return body;
 }
 
+/* The jobs a reconnecting worker says it holds: the same three fields as a heartbeat's. */
 static int parse_claimed(json_object *o, char ***ret, JsonError *jerr) {
-        _cleanup_strv_free_ char **l = NULL;
-        const char *current = NULL;
+        _cleanup_free_ HeldJob *jobs = NULL;
+        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
+        size_t n = 0;
         int r;
 
-        if ((r = OPTIONAL(json_get_string(o, "current_job_id", LIMIT_ID_LEN, false, &current, jerr))) < 0 ||
-            (r = OPTIONAL(
-                     json_get_strv(o, "current_job_ids", LIMIT_RECONNECT_ENTRIES, LIMIT_ID_LEN, false, &l, jerr))) < 0)
+        if (!l)
+                return -ENOMEM;
+        r = parse_held_jobs(o, &jobs, &n, jerr);
+        if (r < 0)
                 return r;
-        if (!l && !(l = calloc(1, sizeof(char *))))
-                return -ENOMEM;
-        if (!isempty(current) && !strv_contains(l, current) && strv_extend(&l, current) < 0)
-                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (strv_extend(&l, jobs[i].job_id) < 0)
+                        return -ENOMEM;
         *ret = TAKE_PTR(l);
         return 0;
 }

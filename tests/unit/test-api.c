@@ -389,6 +389,49 @@ static void test_worker_additions(void) {
         test_control_free(c);
 }
 
+/* A restarted worker names the jobs it still runs in any of the three fields a heartbeat takes:
+ * each keeps running; only the one it does not name is lost. */
+static const char *action_of(const Reply *r, const char *job_id) {
+        json_object *actions = NULL, *v = NULL;
+        json_object_object_get_ex(r->json, "actions", &actions);
+        for (size_t i = 0; actions && i < json_object_array_length(actions); i++) {
+                json_object *a = json_object_array_get_idx(actions, i);
+                if (json_object_object_get_ex(a, "job_id", &v) && streq_ptr(json_object_get_string(v), job_id))
+                        return json_object_object_get_ex(a, "action", &v) ? json_object_get_string(v) : NULL;
+        }
+        return NULL;
+}
+
+static void test_reconnect_takes_every_current_jobs_field(void) {
+        Control *c = test_control_new();
+        char body[1024];
+        Reply r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"instance_id\":\"i1\"}", NULL);
+        reply_done(&r);
+        Job *j[4];
+        for (size_t i = 0; i < ELEMENTSOF(j); i++) {
+                test_submit(c, 0);
+                j[i] = test_claim_and_ack(c, "w1");
+        }
+        r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"instance_id\":\"i2\"}", NULL);
+        reply_done(&r);
+        snprintf(body, sizeof(body),
+                 "{\"worker_id\":\"w1\",\"current_job_id\":\"%s\",\"current_job_ids\":[\"%s\"],"
+                 "\"current_jobs\":[{\"job_id\":\"%s\",\"assignment_id\":\"%s\"}],\"completed_jobs\":[]}",
+                 j[0]->job_id, j[1]->job_id, j[2]->job_id, j[2]->assignment_id);
+        r = call(c, api_post_reconnect, "POST", "/reconnect", body, NULL);
+        is_int(r.status, 200, "reconnect after a restart: 200");
+        is_int(test_job_state(c, j[0]->job_id), JOB_RUNNING, "named in current_job_id: still RUNNING");
+        is_int(test_job_state(c, j[1]->job_id), JOB_RUNNING, "named in current_job_ids: still RUNNING");
+        is_int(test_job_state(c, j[2]->job_id), JOB_RUNNING, "named in current_jobs: still RUNNING");
+        ok(!streq_ptr(action_of(&r, j[2]->job_id), "lost"), "and not given up");
+        is_str(action_of(&r, j[3]->job_id), "lost", "the job it did not name is lost");
+        ok(test_job_state(c, j[3]->job_id) != JOB_RUNNING, "and taken back");
+        reply_done(&r);
+        for (size_t i = 0; i < ELEMENTSOF(j); i++)
+                job_free(j[i]);
+        test_control_free(c);
+}
+
 int main(void) {
         test_post_jobs_and_get();
         test_bad_input_changes_nothing();
@@ -396,5 +439,6 @@ int main(void) {
         test_abort_statuses();
         test_events_metrics_workers_healthz();
         test_worker_additions();
+        test_reconnect_takes_every_current_jobs_field();
         return tap_done();
 }
