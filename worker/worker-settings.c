@@ -64,7 +64,7 @@ const ConfProgram worker_conf_program = {
         .section = "worker",
         .summary = "Entropy worker: pulls jobs from the control plane, runs them and reports their results.",
         .usage_args = "[OPTIONS...]",
-        .default_config = SYSCONFDIR "/entropy/worker.conf",
+        .default_config = "/etc/entropy/worker.conf", /* fixed, as the units and packages name it */
         .options = worker_options,
         .n_options = ELEMENTSOF(worker_options),
 };
