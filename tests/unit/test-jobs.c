@@ -283,10 +283,24 @@ static void test_heartbeat_does_not_renew_unacked_assignment(void) {
         test_submit(c, 0);
         _cleanup_(job_freep) Job *j = test_claim(c, "w1");
         test_advance(c, 5 * USEC_PER_SEC);
-        worker_heartbeat(c, NULL, "w1", NULL, 1, NULL, &err);
+        /* Reported by the worker, even under its assignment: still not renewed until acked. */
+        HeldJob held = {j->job_id, j->assignment_id};
+        Heartbeat hb = {.worker_id = "w1", .seq = 1, .jobs = &held, .n_jobs = 1};
+        _cleanup_strv_free_ char **abort_jobs = NULL;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat reporting the ASSIGNED job");
         _cleanup_(job_freep) Job *after = NULL;
         jobs_get(c, j->job_id, &after);
         ok(after->assignment_expires_at == j->assignment_expires_at, "an ASSIGNED lease is not renewed");
+        /* Acked, the same report renews it: the test above would see a renewal. */
+        is_int(jobs_ack(c, NULL, j->job_id, "w1", j->assignment_id, &err), 0, "ack");
+        hb.seq = 2;
+        strv_free(abort_jobs);
+        abort_jobs = NULL;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat reporting it RUNNING");
+        job_freep(&after);
+        after = NULL;
+        jobs_get(c, j->job_id, &after);
+        ok(after->assignment_expires_at == control_now(c) + c->settings.lease_timeout, "a RUNNING lease is");
         test_control_free(c);
 }
 

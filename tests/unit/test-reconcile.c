@@ -211,7 +211,7 @@ static void test_worker_power_loss_requeues_within_bound(void) {
 
         /* w1 loses power. The reconciler ticks every interval; w2 polls every tick too. */
         usec_t claimed_at = 0;
-        for (usec_t t = 0; t <= 2 * bound - last_heartbeat && !claimed_at; t += tick) {
+        for (usec_t t = 0; t <= 2 * (bound - last_heartbeat) && !claimed_at; t += tick) {
                 test_advance(c, tick);
                 worker_heartbeat(c, NULL, "w2", NULL, (int64_t) (t / tick) + 1, NULL, &err);
                 test_sweep(c);
