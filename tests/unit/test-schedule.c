@@ -143,37 +143,38 @@ static void test_max_retry_jobs_per_worker(void) {
         test_control_free(c);
 }
 
+/* More than preempt_backlog jobs at or above the priority floor pending: lower jobs wait, even
+ * for a worker that cannot run the high ones. A worker that can still gets high jobs. */
 static void test_preemption_gate_hands_out_only_high_priority(void) {
         Control *c = test_control_new();
-        test_register(c, "w1", "special");
-        JobSpec s;
         char *reqs[] = {(char *) "special", NULL};
+        char low[RANDOM_ID_SIZE], low2[RANDOM_ID_SIZE];
+        JobSpec s;
+
+        test_register(c, "plain", NULL);
+        test_register(c, "w1", "special");
         job_spec_init(&s);
         s.command = "x";
-        char low[RANDOM_ID_SIZE];
-        strcpy(low, test_submit(c, 0));
         s.priority = 10;
         s.requirements = reqs;
-        test_submit_spec(c, &s);
-        test_submit_spec(c, &s);
         c->settings.preempt_priority_floor = 10;
         c->settings.preempt_backlog = 2;
-        /* Make the low job the oldest and the most aged so only the gate can keep it back. */
-        c->settings.aging_window = 0;
-        _cleanup_free_ char *a = claim_id(c, "w1");
-        ok(a && !streq(a, low), "backlog of 2 high jobs is not above 2: normal order (high first anyway)");
-        test_force(c, "priority = 100", low);
+        strcpy(low, test_submit(c, 0));
+        test_advance(c, USEC_PER_MSEC); /* the older low job first: ids of one millisecond are in random order */
+        strcpy(low2, test_submit(c, 0));
         test_submit_spec(c, &s);
-        /* Now: low job has priority 100 (>= floor) — put it back below the floor and check the gate. */
-        test_force(c, "priority = 0", low);
         test_submit_spec(c, &s);
-        c->settings.preempt_backlog = 2; /* 3 high jobs pending > 2 */
-        test_register(c, "plain", NULL);
+        _cleanup_free_ char *a = claim_id(c, "plain");
+        is_str(a, low, "2 high jobs pending, not above the backlog of 2: the gate is open");
+        test_submit_spec(c, &s);
         _cleanup_free_ char *b = claim_id(c, "plain");
-        ok(!b, "gate closed: a worker that cannot run the high jobs gets no low job either");
+        ok(!b, "3 high jobs pending: gate closed, a worker that cannot run them gets no low job either");
+        _cleanup_free_ char *h = claim_id(c, "w1");
+        ok(h && !streq(h, low2), "while one that can gets a high job");
+        test_submit_spec(c, &s);
         c->settings.preempt_backlog = 0;
         _cleanup_free_ char *d = claim_id(c, "plain");
-        is_str(d, low, "gate off: the low job is handed out");
+        is_str(d, low2, "gate off: the low job is handed out");
         test_control_free(c);
 }
 
