@@ -135,7 +135,6 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                 store_count_jobs_by_state(c.store, counts);
                 ok(counts[JOB_RUNNING] == 1 && counts[JOB_PENDING] == 0, "v%d job counts seeded from the existing rows",
                    v);
-                /* The migrated database works: the job can complete through the normal path. */
                 store_close(c.store);
         }
 }

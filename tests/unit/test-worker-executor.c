@@ -207,11 +207,15 @@ static void test_worker_kill_takes_down_the_jobs_grandchildren(bool keeper_resta
                         usleep(10000);
         }
         ok(grandchild > 0, "the job's grandchild started: %d", (int) grandchild);
-        if (keeper_restarted) /* bounded: 5 s */
+        if (keeper_restarted) { /* bounded: 5 s */
                 for (int i = 0; i < 500 && access(output_path("out9.done"), F_OK) < 0; i++)
                         usleep(10000);
+                ok(access(output_path("out9.done"), F_OK) == 0,
+                   "the stand-in worker started another job through a new entropy-keeper");
+        }
         kill(worker, SIGKILL);
-        waitpid(worker, &status, 0);
+        ok(waitpid(worker, &status, 0) == worker && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+           "the stand-in worker was still running when killed");
         bool gone = false;
         for (int i = 0; i < 500 && !(gone = process_gone(grandchild)); i++)
                 usleep(10000);
@@ -279,7 +283,7 @@ static void test_keeper_dying_mid_spawn_leaves_no_job_behind(void) {
         if (executor_new(TEST_FAKE_KEEPER_PATH, env, &x) < 0)
                 tap_bail("cannot start " TEST_FAKE_KEEPER_PATH);
         executor = x;
-        pid = run_sh("exit 4", "out9", NULL, &r, &step);
+        pid = run_sh("exit 4", "out10", NULL, &r, &step);
         executor = saved;
         is_int(r, 0, "spawned through an entropy-keeper started again");
         ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 4,
