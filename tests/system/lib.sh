@@ -1,6 +1,7 @@
-# lib.sh: the system test harness (sourced by run-system-tests.sh). TAP output, containers that
-# boot the machine's own systemd over an overlay of /, private network namespaces joined by a
-# veth pair, and cleanup of all of it on any exit.
+# lib.sh: the system test harness (sourced by run-system-tests.sh, and by the make-check scripts
+# test-*.sh for its tool checks). TAP output, containers that boot the machine's own systemd over
+# an overlay of /, private network namespaces joined by a veth pair, and cleanup of all of it on
+# any exit.
 #
 # A container NAME lives in $SYS_WORK/NAME: tmpfs/ holds the overlay's upper and work dirs, root/
 # is the merged tree systemd-nspawn boots. Writes inside the container land in the tmpfs and
@@ -42,19 +43,53 @@ wait_until() {
     done
 }
 
+# --- Tools the tests need. This part is also sourced by the `make check` scripts
+# (tests/system/test-*.sh, run by /bin/sh), so it stays POSIX sh.
+#
+# scripts/install-deps.sh installs every tool the tests use. A run without root (a developer's
+# `make check`) may lack some: what needs them is reported skipped. As root (CI, which ran
+# install-deps.sh) a missing tool is an error, "Bail out!", never a skip that passes.
+
+# missing_tools TOOL...: prints those of the TOOLs that are not on PATH (nothing if none).
+missing_tools() {
+    local t missing=""
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
+    done
+    printf '%s' "${missing# }"
+}
+# have_tools TOOL...: true when every TOOL is on PATH. Otherwise, as root: "Bail out!" and exit 1
+# (anywhere in a TAP stream); without root: false, and the caller reports its test points
+# skipped. Call it as a condition (if have_tools ...), not in a subshell.
+have_tools() {
+    local missing
+    missing=$(missing_tools "$@")
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "Bail out! missing: $missing (scripts/install-deps.sh test installs it; as root this is an error, not a skip)"
+        exit 1
+    fi
+    return 1
+}
+# require_tools TOOL...: before the first test point of a TAP script. Without root and with a
+# tool missing, the whole script is skipped: "1..0 # SKIP", exit 0 under make check (which sets
+# ENTROPY_BUILDDIR; its TAP driver takes any other status as an error), 77 otherwise. As root,
+# have_tools' "Bail out!".
+require_tools() {
+    have_tools "$@" && return 0
+    echo "1..0 # SKIP missing: $(missing_tools "$@") (scripts/install-deps.sh test installs it)"
+    [ -n "${ENTROPY_BUILDDIR:-}" ] && exit 0
+    exit 77
+}
+
+# sys_require_root: the container suite runs as root only ("1..0 # SKIP needs root", exit 77
+# otherwise), and then with every tool it uses.
 sys_require_root() {
     if [ "$(id -u)" -ne 0 ]; then
         echo "1..0 # SKIP needs root"
         exit 77
     fi
-    local t missing=""
-    for t in systemd-nspawn nsenter ip mount umount timeout pgrep; do
-        command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
-    done
-    if [ -n "$missing" ]; then
-        echo "1..0 # SKIP missing:$missing (scripts/install-deps.sh test)"
-        exit 77
-    fi
+    have_tools systemd-nspawn systemd-id128 nsenter ip mount umount timeout pgrep python3
 }
 
 # sys_setup BUDGET_SECONDS: work directory, cleanup trap, and a watchdog that ends the whole run

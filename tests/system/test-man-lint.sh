@@ -3,16 +3,14 @@
 # a unit names in Documentation= exists in man/ (TAP).
 set -u
 srcdir=${ENTROPY_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$srcdir/tests/system/lib.sh" # require_tools, have_tools
 builddir=${ENTROPY_BUILDDIR:-$(pwd)}
 n=0
 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 
-if ! command -v mandoc >/dev/null 2>&1; then
-    echo "1..0 # SKIP mandoc not installed (scripts/install-deps.sh test)"
-    exit 0
-fi
+require_tools mandoc
 for page in "$srcdir"/man/*.[1-8]; do
     out=$(mandoc -T lint -W warning "$page" 2>&1)
     if [ -z "$out" ]; then

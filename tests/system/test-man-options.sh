@@ -5,6 +5,7 @@
 # skipped.
 set -u
 srcdir=${ENTROPY_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$srcdir/tests/system/lib.sh" # require_tools, have_tools
 builddir=${ENTROPY_BUILDDIR:-$(pwd)}
 n=0
 failed=0
@@ -12,10 +13,7 @@ ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
 
-if ! command -v mandoc >/dev/null 2>&1; then
-    echo "1..0 # SKIP mandoc not installed (scripts/install-deps.sh test)"
-    exit 0
-fi
+require_tools mandoc
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/entropy-man.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 

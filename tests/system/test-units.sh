@@ -15,6 +15,7 @@ WORKER_CEILING=1.8
 
 builddir=${ENTROPY_BUILDDIR:-$(pwd)}
 srcdir=${ENTROPY_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$srcdir/tests/system/lib.sh" # require_tools, have_tools
 n=0
 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
@@ -22,10 +23,7 @@ not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
 diag() { sed 's/^/# /'; }
 
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-    echo "1..0 # SKIP systemd-analyze not installed"
-    exit 0
-fi
+require_tools systemd-analyze systemd-sysusers systemd-tmpfiles
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/entropy-units.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
@@ -117,25 +115,20 @@ if grep -q '^ListenDatagram=' "$tmp/verify/entropy-worker.socket"; then ok "entr
 # sysusers.d and tmpfiles.d, applied to a scratch root.
 root="$tmp/root"
 mkdir -p "$root/etc" "$root/var/lib"
-if command -v systemd-sysusers >/dev/null 2>&1; then
-    if systemd-sysusers --root="$root" "$srcdir/units/entropy.sysusers" "$srcdir/units/entropy-worker.sysusers" >"$tmp/sysusers.log" 2>&1 \
-       && grep -q '^entropy:' "$root/etc/passwd" && grep -q '^entropy-worker:' "$root/etc/passwd" \
-       && grep -q '^entropy-admin:' "$root/etc/group"; then
-        ok "systemd-sysusers creates users entropy, entropy-worker and group entropy-admin"
-    else
-        diag <"$tmp/sysusers.log"
-        not_ok "systemd-sysusers creates users entropy, entropy-worker and group entropy-admin"
-    fi
-    if systemd-tmpfiles --root="$root" --create "$srcdir/units/entropy.tmpfiles" "$srcdir/units/entropy-worker.tmpfiles" >"$tmp/tmpfiles.log" 2>&1 \
-       && [ -d "$root/var/lib/entropy" ] && [ -d "$root/var/lib/entropy-worker" ] && [ ! -s "$tmp/tmpfiles.log" ]; then
-        ok "systemd-tmpfiles creates the state directories, without warnings"
-    else
-        diag <"$tmp/tmpfiles.log"
-        not_ok "systemd-tmpfiles creates the state directories, without warnings"
-    fi
+if systemd-sysusers --root="$root" "$srcdir/units/entropy.sysusers" "$srcdir/units/entropy-worker.sysusers" >"$tmp/sysusers.log" 2>&1 \
+   && grep -q '^entropy:' "$root/etc/passwd" && grep -q '^entropy-worker:' "$root/etc/passwd" \
+   && grep -q '^entropy-admin:' "$root/etc/group"; then
+    ok "systemd-sysusers creates users entropy, entropy-worker and group entropy-admin"
 else
-    skip "systemd-sysusers not installed"
-    skip "systemd-tmpfiles not installed"
+    diag <"$tmp/sysusers.log"
+    not_ok "systemd-sysusers creates users entropy, entropy-worker and group entropy-admin"
+fi
+if systemd-tmpfiles --root="$root" --create "$srcdir/units/entropy.tmpfiles" "$srcdir/units/entropy-worker.tmpfiles" >"$tmp/tmpfiles.log" 2>&1 \
+   && [ -d "$root/var/lib/entropy" ] && [ -d "$root/var/lib/entropy-worker" ] && [ ! -s "$tmp/tmpfiles.log" ]; then
+    ok "systemd-tmpfiles creates the state directories, without warnings"
+else
+    diag <"$tmp/tmpfiles.log"
+    not_ok "systemd-tmpfiles creates the state directories, without warnings"
 fi
 
 echo "1..$n"
