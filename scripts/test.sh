@@ -91,8 +91,19 @@ if [ "$(id -u)" -eq 0 ]; then
     f=$(grep -cE '^not ok ' "$syslog") || true
     if grep -q '^Bail out!' "$syslog"; then f=$(( f + 1 )); fi
     p=$(( p - s ))
+    # A suite skipped as a whole ("1..0 # SKIP reason") is one skip, shown with its reason.
+    skipped_all=$(sed -n 's/^1\.\.0 *# *[Ss][Kk][Ii][Pp]:\{0,1\} *//p' "$syslog" | head -n1)
+    if grep -qE '^1\.\.0 *# *[Ss][Kk][Ii][Pp]' "$syslog"; then s=$(( s + 1 )); fi
     total_pass=$(( total_pass + p )) total_fail=$(( total_fail + f )) total_skip=$(( total_skip + s ))
-    summary+=("system: $p passed, $f failed, $s skipped")
+    line="system: $p passed, $f failed, $s skipped"
+    [ -n "$skipped_all" ] && line="$line (skipped as a whole: $skipped_all)"
+    # As root the system tests must run: none run is a failure, whatever the reason.
+    if [ $(( p + f )) -eq 0 ]; then
+        status=1
+        total_fail=$(( total_fail + 1 ))
+        line="$line; FAILED: no system test ran as root"
+    fi
+    summary+=("$line")
 else
     echo "SKIP: system tests need root"
     total_skip=$(( total_skip + 1 ))
