@@ -135,11 +135,21 @@ static void test_random_against_model(void) {
         vfs_close(f);
 }
 
-/* A child commits transactions one at a time and reports each one after COMMIT returned; the
- * parent kills it at some point. Returns the rows found afterwards and sets *acked. */
-static int crash_round(const char *db, bool use_crash_vfs, unsigned writeback, const char *sync_mode,
-                       int kill_after, int *acked, bool *integrity_ok) {
-        int pfd[2];
+/* What a crash round saw: commits the child acknowledged, whether it died of our SIGKILL (not of
+ * an error of its own), whether the crash VFS wrote pending ranges back early meanwhile, and the
+ * rows and integrity of the database afterwards. */
+typedef struct CrashRound {
+        int acked, rows;
+        bool killed, wrote_back, intact;
+} CrashRound;
+
+/* A child commits transactions one at a time and reports each one after COMMIT returned ('c'),
+ * and an early writeback of the crash VFS when one happened ('w'); the parent kills it after
+ * kill_after commits. */
+static CrashRound crash_round(const char *db, bool use_crash_vfs, unsigned writeback, const char *sync_mode,
+                              int kill_after) {
+        CrashRound res = {.rows = -1};
+        int pfd[2], status;
         if (pipe(pfd) < 0)
                 tap_bail("pipe: %m");
         unlink(db);
@@ -151,6 +161,7 @@ static int crash_round(const char *db, bool use_crash_vfs, unsigned writeback, c
 
         pid_t pid = fork();
         if (pid == 0) {
+                unsigned long long writebacks = crash_vfs_writebacks();
                 sqlite3 *h;
                 char sql[256];
                 close(pfd[0]);
@@ -170,77 +181,78 @@ static int crash_round(const char *db, bool use_crash_vfs, unsigned writeback, c
                                 _exit(2);
                         if (write(pfd[1], "c", 1) != 1)
                                 _exit(2);
+                        if (crash_vfs_writebacks() != writebacks && write(pfd[1], "w", 1) != 1)
+                                _exit(2);
+                        writebacks = crash_vfs_writebacks();
                 }
                 _exit(0);
         }
         close(pfd[1]);
-        int n = 0;
         char c;
-        while (n < kill_after && read(pfd[0], &c, 1) == 1)
-                n++;
+        while (res.acked < kill_after && read(pfd[0], &c, 1) == 1)
+                c == 'c' ? res.acked++ : (res.wrote_back = true);
         kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        res.killed = waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
         /* Acknowledgements already in the pipe are commits too. */
         while (read(pfd[0], &c, 1) == 1)
-                n++;
+                c == 'c' ? res.acked++ : (res.wrote_back = true);
         close(pfd[0]);
-        *acked = n;
 
         sqlite3 *h;
         sqlite3_stmt *st;
-        int rows = -1;
-        *integrity_ok = false;
         if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
-                return -1;
+                return res;
         if (sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
-                *integrity_ok = sqlite3_step(st) == SQLITE_ROW && strcmp((const char *) sqlite3_column_text(st, 0), "ok") == 0;
+                res.intact = sqlite3_step(st) == SQLITE_ROW && strcmp((const char *) sqlite3_column_text(st, 0), "ok") == 0;
                 sqlite3_finalize(st);
         }
         if (sqlite3_prepare_v2(h, "SELECT count(*) FROM t", -1, &st, NULL) == SQLITE_OK) {
                 if (sqlite3_step(st) == SQLITE_ROW)
-                        rows = sqlite3_column_int(st, 0);
+                        res.rows = sqlite3_column_int(st, 0);
                 sqlite3_finalize(st);
         } else
-                rows = 0; /* the table itself was never durable */
+                res.rows = 0; /* the table itself was never durable */
         sqlite3_close(h);
-        return rows;
+        return res;
 }
 
 static void test_wal_full_keeps_exactly_the_committed(void) {
         const char *db = path_in_dir("full.db");
-        bool all_exact = true, all_intact = true;
-        unsigned long long wb_before = crash_vfs_writebacks();
+        bool all_exact = true, all_intact = true, all_ran = true, wrote_back = false;
         for (int round = 0; round < 16; round++) {
-                int acked;
-                bool intact;
+                int kill_after = 5 + round * 7;
                 /* Half the rounds also write random pending ranges back early (out of order). */
-                int rows = crash_round(db, true, round % 2 ? 40 : 0, "FULL", 5 + round * 7, &acked, &intact);
+                CrashRound r = crash_round(db, true, round % 2 ? 40 : 0, "FULL", kill_after);
                 /* The commit in flight when the kill came may have reached its fsync and be durable
                  * without its acknowledgement: rows is acked or acked + 1. */
-                if (rows < acked || rows > acked + 1) {
+                if (r.rows < r.acked || r.rows > r.acked + 1) {
                         all_exact = false;
-                        diag("round %d: %d acknowledged commits, %d rows after the crash", round, acked, rows);
+                        diag("round %d: %d acknowledged commits, %d rows after the crash", round, r.acked, r.rows);
                 }
-                if (!intact)
-                        all_intact = false;
+                if (!r.killed || r.acked < kill_after) {
+                        all_ran = false;
+                        diag("round %d: %d of %d commits before the child %s", round, r.acked, kill_after,
+                             r.killed ? "was killed" : "died on its own");
+                }
+                all_intact = all_intact && r.intact;
+                wrote_back = wrote_back || (round % 2 && r.wrote_back);
         }
-        (void) wb_before;
+        ok(all_ran, "each round's child made its commits and was killed by us, not by an error of its own");
         ok(all_exact, "WAL + synchronous=FULL: every acknowledged commit survives each simulated power cut");
         ok(all_intact, "integrity_check is ok after each simulated power cut");
+        ok(wrote_back, "the early-writeback rounds did write pending ranges back before the cut");
 }
 
 static void test_sync_off_loses_what_kill9_alone_keeps(void) {
         const char *db = path_in_dir("off.db");
-        int acked, rows;
-        bool intact;
 
-        rows = crash_round(db, false, 0, "OFF", 30, &acked, &intact);
-        ok(rows >= 30 && rows >= acked, "default VFS, synchronous=OFF: a plain kill -9 keeps every commit (%d of %d)",
-           rows, acked);
-        rows = crash_round(db, true, 0, "OFF", 30, &acked, &intact);
-        ok(rows < acked, "crash VFS, synchronous=OFF: the simulated power cut loses unsynced commits (%d of %d)", rows,
-           acked);
-        ok(intact, "and the database is still intact");
+        CrashRound r = crash_round(db, false, 0, "OFF", 30);
+        ok(r.killed && r.rows >= 30 && r.rows >= r.acked,
+           "default VFS, synchronous=OFF: a plain kill -9 keeps every commit (%d of %d)", r.rows, r.acked);
+        r = crash_round(db, true, 0, "OFF", 30);
+        ok(r.killed && r.acked >= 30 && r.rows < r.acked,
+           "crash VFS, synchronous=OFF: the simulated power cut loses unsynced commits (%d of %d)", r.rows, r.acked);
+        ok(r.intact, "and the database is still intact");
 }
 
 int main(void) {
