@@ -35,7 +35,7 @@ static bool exists(const char *p) {
         return access(p, F_OK) == 0;
 }
 
-static void test_finalize_renames_fsyncs_and_hashes(void) {
+static void test_finalize_renames_and_hashes(void) {
         ArtifactSet *a = NULL;
         char want[SHA256_HEX_SIZE], empty[SHA256_HEX_SIZE];
 
@@ -139,7 +139,7 @@ int main(void) {
                 tap_bail("mkdtemp");
         test_rename_rule();
         test_ids_are_safe_path_components();
-        test_finalize_renames_fsyncs_and_hashes();
+        test_finalize_renames_and_hashes();
         test_discard_before_start();
         test_shared_copy();
         test_retention();
