@@ -27,6 +27,17 @@ static void check_round_trip(const char *s) {
                 __builtin_trap();
 }
 
+/* An independent oracle for an accepted token: its last field is the HMAC-SHA256, keyed with KEY,
+ * of everything before the last colon, in lowercase hex. */
+static bool carries_valid_hmac(const char *token) {
+        const char *colon = strrchr(token, ':');
+        char want[SHA256_HEX_SIZE];
+
+        if (!colon || hmac_sha256_hex(KEY, strlen(KEY), token, (size_t) (colon - token), want) < 0)
+                return false;
+        return streq(colon + 1, want);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_free_ char *s = fuzz_strndup(data, size), *who = NULL;
         int r;
@@ -34,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!s)
                 return 0;
         r = signed_token_verify(KEY, s, NOW, 30 * USEC_PER_SEC, 5 * USEC_PER_MINUTE, NULL, &who);
-        /* Accepted only with the right prefix and a worker id that is valid. */
-        if (r == 0 && (!signed_token_is_signed(s) || !worker_id_is_valid(who)))
+        /* Accepted only with the right prefix, a worker id that is valid and the right HMAC. */
+        if (r == 0 && (!signed_token_is_signed(s) || !worker_id_is_valid(who) || !carries_valid_hmac(s)))
                 __builtin_trap();
         (void) signed_token_verify(KEY, s, NOW, 30 * USEC_PER_SEC, 5 * USEC_PER_MINUTE, "w1", NULL);
         (void) streq_consttime(s, KEY);
