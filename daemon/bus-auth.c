@@ -3,9 +3,9 @@
  *   read (List*, Get*, properties of job and worker objects):
  *       root, the daemon's own user, members of the read group ("entropy") or the admin group
  *   change (SubmitJob, Abort*, Drain/Resume, Reconcile, ReloadTokens, Replay):
- *       root or the daemon's own user; otherwise polkit's verdict on the method's action
- *       (org.entropy.Control1.submit, ...) when polkit is on the bus, and membership in the admin
- *       group ("entropy-admin") when it is not.
+ *       root, the daemon's own user and members of the admin group ("entropy-admin"), whether
+ *       or not polkit runs; otherwise polkit's verdict on the method's action
+ *       (org.entropy.Control1.submit, ...), and a refusal when polkit is not on the bus.
  *
  * The caller's uid and groups come from the bus broker (GetConnectionCredentials: the effective
  * uid of the connecting process, from SO_PEERCRED), never from /proc, which a caller could race by
