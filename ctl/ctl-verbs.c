@@ -710,7 +710,7 @@ const Verb ctl_verbs[] = {
         {"list-workers", verb_list_workers, "", "List workers and their state"},
         {"drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)"},
         {"resume", verb_resume, "WORKER", "Undo drain"},
-        {"events", verb_events, "[--follow] [--job=ID] [--worker=ID] [--event=NAME] [--since=EVENT-ID] [--limit=N]",
+        {"events", verb_events, "[-f|--follow] [--job=ID] [--worker=ID] [--event=NAME] [--since=EVENT-ID] [--limit=N]",
          "Show the audit trail"},
         {"reconcile", verb_reconcile, "", "Run a reconciler sweep now"},
         {"replay", verb_replay, "[--worker=ID] FILE",
