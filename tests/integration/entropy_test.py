@@ -64,6 +64,11 @@ class TestFailure(Exception):
     pass
 
 
+class TestSkip(Exception):
+    """Raised inside a test (t.require_tool, t.missing_dependency): that test alone is reported as
+    a TAP skip."""
+
+
 class Http:
     """A keep-alive HTTP/1.1 client for one server, reconnecting when the server closed the link."""
 
@@ -131,6 +136,7 @@ class Daemon:
         self.notify_reader = None
         self.notify_cond = threading.Condition()
         self.status_messages = []  # every sd_notify message received, in order
+        self.status_times = []     # time.monotonic() at which each of them arrived
         self.notify_cursor = 0     # how far wait_notify*() has consumed them
 
     def start(self, wait_ready=True, timeout=10.0):
@@ -166,6 +172,7 @@ class Daemon:
             msg = data.decode("utf-8", "replace")
             with self.notify_cond:
                 self.status_messages.append(msg)
+                self.status_times.append(time.monotonic())
                 self.notify_cond.notify_all()
 
     def wait_notify_match(self, predicate, timeout=10.0, what="a notification"):
@@ -404,6 +411,14 @@ class Context:
         if not cond:
             raise TestFailure(desc)
 
+    # -- what the test needs from the host ---------------------------------------------------
+    def require_tool(self, name, package):
+        """require_tool() for this test alone: skipped (not root) or failed (root) without it."""
+        return require_tool(name, package, self)
+
+    def missing_dependency(self, reason):
+        missing_dependency(reason, self)
+
     def close(self):
         for fn in reversed(self.cleanups):
             try:
@@ -443,16 +458,46 @@ def require_root():
         skip_all("needs root")
 
 
+def missing_dependency(reason, t=None):
+    """Something scripts/install-deps.sh installs is missing. Without root that script cannot have
+    run, so the test is skipped; as root (CI, where it ran) a missing dependency is an error, never
+    a silent pass. With a test's context t only that test is skipped or failed, else the file."""
+    if os.geteuid() == 0:
+        if t is not None:
+            raise TestFailure(f"{reason}: as root (CI) that is an error, not a skip")
+        print(f"Bail out! {reason}: as root (CI) that is an error, not a skip")
+        sys.stdout.flush()
+        sys.exit(1)
+    if t is not None:
+        raise TestSkip(reason)
+    skip_all(reason)
+
+
+def require_tool(name, package, t=None):
+    """The path of the program `name` (a command or an absolute path) from the Debian package
+    `package`, which scripts/install-deps.sh installs; missing_dependency() without it."""
+    path = shutil.which(name) if not os.path.isabs(name) else (name if os.access(name, os.X_OK) else None)
+    if not path:
+        missing_dependency(f"{name} is not installed (Debian package {package}, scripts/install-deps.sh test)", t)
+    return path
+
+
 def _diag(text):
     for line in str(text).splitlines():
         print(f"# {line}")
 
 
-def run():
-    """Runs the registered tests (or those named on the command line) and prints TAP."""
+def run(skips=None):
+    """Runs the registered tests (or those named on the command line) and prints TAP. The tests
+    named in skips ({name: reason}) are reported as TAP skips instead of being run."""
+    skips = dict(skips or {})
     selected = [t for t in _tests if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]]
     failed = 0
     for n, fn in enumerate(selected, 1):
+        if fn.__name__ in skips:
+            print(f"ok {n} - {fn.__name__} # SKIP {skips[fn.__name__]}")
+            sys.stdout.flush()
+            continue
         ctx = Context(fn.__name__)
         started = time.monotonic()
         error = None
@@ -463,6 +508,8 @@ def run():
                 if d.proc and d.proc.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM) \
                         and not getattr(d, "expect_exit", False):
                     ctx.failures.append(f"{d.name} exited with status {d.proc.returncode}\n{d.log_tail()}")
+        except TestSkip as e:
+            skips[fn.__name__] = str(e)
         except Exception as e:
             error = e
         ctx_tail = "\n".join(d.log_tail() for d in ctx.daemons) if (error or ctx.failures) else ""
@@ -471,7 +518,9 @@ def run():
         # A test marked with todo(reason) is expected to fail (TAP "# TODO": XFAIL, and XPASS once
         # it passes, which tells whoever made it pass to remove the mark).
         todo = f" # TODO {fn.todo}" if getattr(fn, "todo", None) else ""
-        if error is None and not ctx.failures:
+        if fn.__name__ in skips and not ctx.failures:
+            print(f"ok {n} - {fn.__name__} # SKIP {skips[fn.__name__]}")
+        elif error is None and not ctx.failures:
             print(f"ok {n} - {fn.__name__} ({elapsed:.1f}s){todo}")
         else:
             failed += 0 if todo else 1

@@ -62,7 +62,9 @@ class PrivateBus:
 
 
 def open_to_other_uids(ctx):
-    """Lets another uid reach the bus socket in the test's (0700) directory."""
+    """Lets another uid reach the bus socket in the test's (0700) directory. Calls as another uid
+    go through setpriv (util-linux), which such a test needs."""
+    ctx.require_tool("setpriv", "util-linux")
     os.chmod(ctx.tmp, 0o711)
 
 
@@ -185,14 +187,26 @@ class Monitor:
     def __init__(self, ctx, bus):
         self.ctx = ctx
         self.path = os.path.join(ctx.tmp, "monitor.jsonl")
+        self.err_path = os.path.join(ctx.tmp, "monitor.err")
         self.out = open(self.path, "w")
-        self.proc = subprocess.Popen(["busctl", f"--address={bus.address}", "--json=short", "--", "monitor", NAME],
-                                     stdout=self.out, stderr=subprocess.PIPE, text=True)
+        # stderr to a file too: a pipe nobody reads after start-up could fill and stall busctl.
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(["busctl", f"--address={bus.address}", "--json=short", "--", "monitor", NAME],
+                                         stdout=self.out, stderr=err, text=True)
         ctx.cleanups.append(self.close)
+
         # busctl says so on stderr once the monitor is installed.
-        line = self.proc.stderr.readline()
-        if "Monitoring" not in line:
-            raise TestFailure(f"busctl monitor did not start: {line}")
+        def started():
+            if "Monitoring" in self.stderr():
+                return True
+            if self.proc.poll() is not None:
+                raise TestFailure(f"busctl monitor exited with {self.proc.returncode}: {self.stderr()}")
+            return False
+        ctx.wait_for(started, 10, "busctl monitor to start", lambda: self.stderr()[-300:])
+
+    def stderr(self):
+        with open(self.err_path) as f:
+            return f.read()
 
     def messages(self):
         with open(self.path) as f:
@@ -268,44 +282,5 @@ class FakeWorker:
 def run_with_skips(skips):
     """entropy_test.run(), but the tests named in skips ({name: reason}) are reported as TAP
     skips ("ok N - name # SKIP reason") instead of being run."""
-    import signal
-    import sys
-    import time
-    import traceback
-
     import entropy_test as et
-
-    selected = [f for f in et._tests if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
-    failed = 0
-    for n, fn in enumerate(selected, 1):
-        if fn.__name__ in skips:
-            print(f"ok {n} - {fn.__name__} # SKIP {skips[fn.__name__]}")
-            sys.stdout.flush()
-            continue
-        ctx = et.Context(fn.__name__)
-        started = time.monotonic()
-        error = None
-        try:
-            fn(ctx)
-            for d in ctx.daemons:
-                if d.proc and d.proc.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM) \
-                        and not getattr(d, "expect_exit", False):
-                    ctx.failures.append(f"{d.name} exited with status {d.proc.returncode}\n{d.log_tail()}")
-        except Exception as e:
-            error = e
-        tail = "\n".join(d.log_tail() for d in ctx.daemons) if (error or ctx.failures) else ""
-        ctx.close()
-        elapsed = time.monotonic() - started
-        if error is None and not ctx.failures:
-            print(f"ok {n} - {fn.__name__} ({elapsed:.1f}s)")
-        else:
-            failed += 1
-            print(f"not ok {n} - {fn.__name__} ({elapsed:.1f}s)")
-            for f in ctx.failures:
-                et._diag(f)
-            if error is not None:
-                et._diag("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-            et._diag(tail)
-        sys.stdout.flush()
-    print(f"1..{len(selected)}")
-    sys.exit(1 if failed else 0)
+    et.run(skips)
