@@ -12,21 +12,17 @@ Each certificate is a Cert with .cert and .key paths (PEM). ECDSA P-256 keys kee
 
 import http.client
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 
-from entropy_test import Http, skip_all
+from entropy_test import Http, require_tool
 
 
-def have_certtool():
-    return shutil.which("certtool") is not None
-
-
-def require_certtool():
-    if not have_certtool():
-        skip_all("certtool (gnutls-bin) is not installed")
+def require_certtool(t=None):
+    """certtool makes the certificates: without it the file (or with t, that test) is skipped, or
+    fails as root (CI), where scripts/install-deps.sh installed it."""
+    require_tool("certtool", "gnutls-bin", t)
 
 
 class Cert:
