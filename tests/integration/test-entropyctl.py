@@ -7,13 +7,16 @@ codes."""
 import importlib.util
 import json
 import os
-import shutil
+import queue
 import signal
 import sqlite3
 import subprocess
+import threading
+import time
 
-from entropy_test import ADMIN_TOKEN, WORKER_TOKEN, TIME_SCALE, binary, free_port, skip_all, test
-from tls_certs import CertFactory, TlsHttp, have_certtool
+from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, TIME_SCALE, TestFailure, binary, free_port, require_tool, run,
+                          test)
+from tls_certs import CertFactory, TlsHttp, require_certtool
 
 _spec = importlib.util.spec_from_file_location(
     "dbus_helpers", os.path.join(os.path.dirname(os.path.abspath(__file__)), "test-dbus-helpers.py"))
@@ -54,6 +57,39 @@ class Ctl:
         if r.returncode != 0:
             raise AssertionError(f"entropyctl {' '.join(args)}: {r.returncode} {r.stderr}")
         return json.loads(r.stdout)
+
+
+class Lines:
+    """The lines a child prints on a pipe, read by a thread of their own so that waiting for them
+    is bounded: a child that stays alive without printing, or exits, fails the test instead of
+    hanging it."""
+
+    def __init__(self, stream):
+        self.queue = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        try:
+            for line in iter(stream.readline, ""):
+                self.queue.put(line)
+        except (OSError, ValueError):
+            pass
+        self.queue.put(None)  # the end of the output
+
+    def each(self, timeout, what, limit=10000):
+        """Yields the lines as they come, until the caller stops; fails once `timeout` seconds have
+        passed in all, the output ends or `limit` lines went by without the caller stopping."""
+        deadline = time.monotonic() + timeout * TIME_SCALE
+        for _ in range(limit):
+            try:
+                line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TestFailure(f"timed out after {timeout}s waiting for {what}") from None
+            if line is None:
+                self.queue.put(None)
+                raise TestFailure(f"the output ended before {what}")
+            yield line
+        raise TestFailure(f"{limit} lines without {what}")
 
 
 # Workers that stay ONLINE for the whole test, however slow the build (sanitizers, valgrind):
@@ -187,13 +223,10 @@ def test_events_follow_shows_new_events(t):
     for ctl in (dbus, http):
         p = ctl.popen("--output=json", "events", "--follow")
         t.cleanups.append(lambda p=p: p.poll() is None and p.kill())
+        out = Lines(p.stdout)
         job_id = ctl.json("submit", "--", "true")["job_id"]
-        seen = []
-        while True:
-            line = p.stdout.readline()
-            t.require(line, "events --follow printed nothing for the new job")
+        for line in out.each(10, "events --follow to print the new job's job.submitted"):
             ev = json.loads(line)
-            seen.append(ev["event"])
             if ev.get("job_id") == job_id and ev["event"] == "job.submitted":
                 break
         p.terminate()
@@ -206,31 +239,33 @@ def test_events_follow_prints_a_burst_larger_than_a_page_whole(t):
     first = cp.submit("true")
     p = dbus.popen("--output=json", "events", "--follow")
     t.cleanups.append(lambda: p.poll() is None and p.kill())
-    while json.loads(p.stdout.readline() or "{}").get("job_id") != first:
-        pass
+    out = Lines(p.stdout)
+    for line in out.each(10, "events --follow to print the first job"):
+        if json.loads(line).get("job_id") == first:
+            break
     # Stopped between two polls while more than a page (1,000) of events is committed.
     p.send_signal(signal.SIGSTOP)
     burst = [cp.submit("true") for _ in range(1050)]
     p.send_signal(signal.SIGCONT)
     seen = []
-    while not seen or seen[-1] != burst[-1]:
-        line = p.stdout.readline()
-        t.require(line, "events --follow ended early")
+    for line in out.each(60, "events --follow to print the whole burst"):
         ev = json.loads(line)
         if ev["event"] == "job.submitted":
             seen.append(ev["job_id"])
+            if ev["job_id"] == burst[-1]:
+                break
     p.terminate()
     t.eq(seen, burst, "every event of the burst, in order")
     for ctl in (dbus, http):
         p = ctl.popen("--output=json", "events", "--follow", "--since=0", "--event=job.submitted")
         t.cleanups.append(lambda p=p: p.poll() is None and p.kill())
         seen = []
-        while not seen or seen[-1] != burst[-1]:
-            line = p.stdout.readline()
-            t.require(line, "events --follow --since ended early")
+        for line in Lines(p.stdout).each(60, "events --follow --since=0 to print the whole burst"):
             ev = json.loads(line)
             t.eq(ev["event"], "job.submitted", "--event keeps one kind")
             seen.append(ev["job_id"])
+            if ev["job_id"] == burst[-1]:
+                break
         p.terminate()
         t.eq(seen, [first] + burst, f"--follow --since=0 over {ctl.http and 'HTTP' or 'D-Bus'}: from the first event on")
         t.eq([e["job_id"] for e in ctl.json("events", "--event=job.submitted", "--limit=3")], burst[:-4:-1],
@@ -322,7 +357,7 @@ def test_exit_codes_are_the_documented_ones(t):
     t.eq(r.returncode, EXIT_OK, "--help")
     for word in ("submit", "list-jobs", "replay", "Exit status", "6  the control plane is unreachable"):
         t.ok(word in r.stdout, f"--help mentions {word!r}")
-    if os.geteuid() == 0 and shutil.which("setpriv"):
+    if os.geteuid() == 0:  # only root can call as another uid
         h.open_to_other_uids(t)
         r = t.run_cmd(["setpriv", f"--reuid={h.NOBODY}", f"--regid={h.NOBODY}", "--clear-groups",
                        binary("entropyctl"), "list-jobs"], env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address})
@@ -356,9 +391,7 @@ def https_ctl(t, cp, *args, ca=None, cert=None):
 
 @test
 def test_https_url_needs_the_ca_and_under_mtls_a_certificate(t):
-    if not have_certtool():
-        t.ok(True, "certtool missing: skipped")
-        return
+    require_certtool(t)
     certs, rogue = CertFactory(t.tmp), CertFactory(t.tmp, "rogue")
     server = certs.server()
     cp = t.control_plane(options={"tls-certificate": server.cert, "tls-key": server.key})
@@ -391,6 +424,7 @@ def test_https_url_needs_the_ca_and_under_mtls_a_certificate(t):
 
 @test
 def test_colour_and_pager_only_on_a_terminal(t):
+    t.require_tool("script", "bsdutils")  # script(1) gives entropyctl a terminal
     bus, cp, dbus, http = setup(t)
     dbus.json("submit", "--", "true")
     paged = os.path.join(t.tmp, "paged")
@@ -461,9 +495,6 @@ def test_options_come_from_environment_and_config_file(t):
 
 
 if __name__ == "__main__":
-    if not shutil.which("dbus-daemon") or not shutil.which("busctl"):
-        skip_all("dbus-daemon and busctl are needed")
-    skips = {}
-    if not shutil.which("script"):
-        skips["test_colour_and_pager_only_on_a_terminal"] = "script(1) is needed to give entropyctl a terminal"
-    h.run_with_skips(skips)
+    require_tool("dbus-daemon", "dbus-daemon")
+    require_tool("busctl", "systemd")
+    run()
