@@ -12,7 +12,9 @@
 #include "job-json.h"
 #include "metrics-histogram.h"
 #include "jobs.h"
+#include "log.h"
 #include "strv.h"
+#include "time-util.h"
 #include "workers.h"
 
 #define OPTIONAL(expr)                                                                                                 \
@@ -225,10 +227,17 @@ static json_object *strv_to_json_array(char *const *l) {
         return a;
 }
 
-static int parse_metrics(json_object *o, HttpResponse *resp, const char **ret) {
+#define METRICS_DROPPED "{\"dropped\":\"the worker's metrics were larger than the limit\"}"
+
+/* Metrics are telemetry: too large, they are replaced by a note saying so, and the heartbeat,
+ * which renews the leases of the worker's jobs, goes through. *ret_dropped says it happened. */
+static int parse_metrics(json_object *o, HttpResponse *resp, const char *worker_id, const char **ret,
+                         bool *ret_dropped) {
+        static usec_t last_warning;
         json_object *m = NULL;
 
         *ret = NULL;
+        *ret_dropped = false;
         if (!json_object_object_get_ex(o, "metrics", &m) || json_object_is_type(m, json_type_null))
                 return 1;
         if (!json_object_is_type(m, json_type_object))
@@ -236,8 +245,16 @@ static int parse_metrics(json_object *o, HttpResponse *resp, const char **ret) {
         *ret = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
         if (!*ret)
                 return -ENOMEM;
-        if (strlen(*ret) > LIMIT_METRICS_LEN)
-                return http_response_error(resp, 400, "field 'metrics' is larger than %d bytes", LIMIT_METRICS_LEN);
+        if (strlen(*ret) <= LIMIT_METRICS_LEN)
+                return 1;
+        *ret = METRICS_DROPPED;
+        *ret_dropped = true;
+        if (now_monotonic_usec() - last_warning >= USEC_PER_MINUTE || last_warning == 0) {
+                last_warning = now_monotonic_usec();
+                log_warning("Worker %s sends heartbeat metrics larger than %d bytes: not stored (this message "
+                            "repeats at most once a minute).",
+                            worker_id, LIMIT_METRICS_LEN);
+        }
         return 1;
 }
 
@@ -248,6 +265,7 @@ int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
         Heartbeat hb = {};
         JsonError jerr = {};
         OpError err = {};
+        bool metrics_dropped;
         char actor[LIMIT_ID_LEN + 16];
         int r;
 
@@ -263,7 +281,7 @@ int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (r < 0)
                 return api_reply_json_error(resp, &jerr);
         hb.jobs = jobs;
-        r = parse_metrics(o, resp, &hb.metrics_json);
+        r = parse_metrics(o, resp, hb.worker_id, &hb.metrics_json, &metrics_dropped);
         if (r <= 0)
                 return r;
         Origin origin = api_worker_origin(req, hb.worker_id, actor, sizeof(actor));
@@ -274,6 +292,8 @@ int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (!body)
                 return -ENOMEM;
         json_add_string(body, "status", r == OP_NOOP ? "ignored" : "ok");
+        if (metrics_dropped)
+                json_object_object_add(body, "metrics_dropped", json_object_new_boolean(true));
         /* The jobs the worker reported that are no longer its own (aborted, reassigned, lost,
          * terminal): it kills them at once rather than waiting for its lease to run out or its
          * /complete to be a no-op. cancel_jobs: the same list under its earlier name. */

@@ -432,6 +432,37 @@ static void test_reconnect_takes_every_current_jobs_field(void) {
         test_control_free(c);
 }
 
+/* Telemetry never stands in the way of lease renewal: a heartbeat whose metrics are too large
+ * (a host with many GPUs) renews the leases and stores a note instead of the metrics. */
+static void test_oversized_metrics_do_not_stop_a_heartbeat(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, 5 * USEC_PER_SEC);
+        size_t size = LIMIT_METRICS_LEN + 256;
+        _cleanup_free_ char *body = malloc(size + 256);
+        int n = snprintf(body, 256, "{\"worker_id\":\"w1\",\"seq\":1,\"current_job_id\":\"%s\",\"metrics\":{\"pad\":\"",
+                         j->job_id);
+        memset(body + n, 'x', size);
+        strcpy(body + n + size, "\"}}");
+        Reply r = call(c, api_post_heartbeat, "POST", "/heartbeat", body, NULL);
+        is_int(r.status, 200, "a heartbeat with oversized metrics: 200");
+        json_object *v = NULL;
+        ok(json_object_object_get_ex(r.json, "metrics_dropped", &v) && json_object_get_boolean(v),
+           "its answer says the metrics were dropped");
+        reply_done(&r);
+        _cleanup_(job_freep) Job *after = NULL;
+        jobs_get(c, j->job_id, &after);
+        ok(after && after->assignment_expires_at == control_now(c) + c->settings.lease_timeout,
+           "the lease of the job it reported is renewed");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        ok(w && w->metrics && strstr(w->metrics, "dropped") && strlen(w->metrics) < 200,
+           "the stored metrics say they were dropped");
+        test_control_free(c);
+}
+
 int main(void) {
         test_post_jobs_and_get();
         test_bad_input_changes_nothing();
@@ -440,5 +471,6 @@ int main(void) {
         test_events_metrics_workers_healthz();
         test_worker_additions();
         test_reconnect_takes_every_current_jobs_field();
+        test_oversized_metrics_do_not_stop_a_heartbeat();
         return tap_done();
 }
