@@ -160,8 +160,11 @@ static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, H
         char what[256];
         int r;
 
-        c->counters.refused++;
-        if (refusal_audit_allowed(c, &suppressed)) {
+        /* An audited refusal is counted when its event commits (control-events.c); one that is
+         * not audited is counted here, so that each is counted once. */
+        if (!refusal_audit_allowed(c, &suppressed))
+                c->counters.refused++;
+        else {
                 if (suppressed > 0)
                         log_warning("%" PRIu64 " refused request(s) were not audited (more than %d a second).",
                                     suppressed, REFUSALS_AUDITED_PER_SEC);
@@ -169,8 +172,10 @@ static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, H
                          role_name(route->role));
                 /* Who: what a certificate or signed token proved, else unknown. Never the token. */
                 r = audit_refused(c, "auth", a->who[0] ? a->who : NULL, req->remote, req->request_id, what);
-                if (r < 0)
+                if (r < 0) {
+                        c->counters.refused++;
                         log_warning_errno(r, "Failed to audit a refused request from %s: %m", req->remote);
+                }
         }
         if (a->status == 401 && streq(a->reason, "missing token"))
                 return http_response_error(resp, 401, "missing API token (X-API-Token)");
