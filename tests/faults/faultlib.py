@@ -36,7 +36,42 @@ TERMINAL = invariants.TERMINAL
 
 __all__ = ["Fleet", "NetFleet", "FaultProxy", "run", "test", "skip_all", "TestFailure", "span", "recovery_bound",
            "TIME_SCALE", "binary", "FAST_CONTROL", "FAST_WORKER", "WORKER_TOKEN", "ADMIN_TOKEN", "invariants",
-           "netns_available", "descendants"]
+           "netns_available", "descendants", "cannot_run", "require_binaries", "require_netns", "ms"]
+
+
+# -- what a suite needs from the host ------------------------------------------------------------
+
+def cannot_run(reason):
+    """Nothing in this file can run here, for `reason`. Without root that is a skip of the whole
+    file (TAP "1..0 # SKIP"): the network namespaces need root, and so does scripts/install-deps.sh,
+    which installs the tools. As root (CI) it is an error, "Bail out!" and exit 1: never a skip
+    that passes."""
+    if os.geteuid() != 0:
+        skip_all(reason)
+    print(f"Bail out! {reason} (as root this is an error, not a skip)")
+    sys.stdout.flush()
+    sys.exit(1)
+
+
+def require_binaries(*names):
+    """The programs built in this tree that the suite starts (cannot_run() without them)."""
+    for name in names:
+        try:
+            binary(name)
+        except FileNotFoundError as e:
+            cannot_run(str(e))
+
+
+def require_netns():
+    """Hosts in network namespaces (NetFleet): cannot_run() where they cannot be made."""
+    why = netns_available()
+    if why:
+        cannot_run(why)
+
+
+def ms(seconds):
+    """A time span in milliseconds as the daemons' options take it (e.g. a scaled lease)."""
+    return f"{int(round(seconds * 1000))}ms"
 
 
 def span(text):
@@ -258,6 +293,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_available():
+    """None when network namespaces can be made here, else why not."""
     if os.geteuid() != 0:
         return "needs root"
     for tool in ("ip",):

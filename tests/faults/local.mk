@@ -1,6 +1,7 @@
 # tests/faults/: the fault-injection suite (issue 6) and the crash-simulating SQLite VFS's unit
 # test. The suite starts entropy-control and entropy-worker from the build tree; the network
-# namespace scenarios need root and report "SKIP needs root" otherwise. soak.py is run by hand
+# namespace scenarios need root and report "SKIP needs root" otherwise (as root, anything else that
+# stops them, or a program not built, is a failure: faultlib.cannot_run). soak.py is run by hand
 # (see docs/reliability.md), never by make check.
 check_PROGRAMS += tests/unit/test-crash-vfs
 TESTS += tests/unit/test-crash-vfs

@@ -3,20 +3,16 @@
 its own, joined by veth links (10.231.0.0/24, private to the namespaces). A partition takes a
 worker's link down for a chosen time; a power cut kills every process in a worker's namespace at
 once (with the crash VFS, its unsynced SQLite writes are gone). Needs root: otherwise every test
-here is skipped with "needs root". The namespaces are removed after each test, whatever happens."""
+here is skipped with "needs root". As root, anything else that stops the namespaces (no ip, no
+CAP_SYS_ADMIN) is a failure ("Bail out!"), not a skip. The namespaces are removed after each test,
+whatever happens."""
 
 import time
 
-from faultlib import (NetFleet, binary, netns_available, recovery_bound, run, skip_all, span, test)
+from faultlib import NetFleet, recovery_bound, require_binaries, require_netns, run, span, test
 
-try:
-    binary("entropy-control")
-    binary("entropy-worker")
-except FileNotFoundError as e:
-    skip_all(str(e))
-why = netns_available()
-if why:
-    skip_all(why)
+require_binaries("entropy-control", "entropy-worker")
+require_netns()
 
 
 def wait_gone_from(fleet, job_id, worker, timeout):

@@ -16,14 +16,10 @@ import subprocess
 import threading
 import time
 
-from faultlib import (ADMIN_TOKEN, Fleet, binary, descendants, recovery_bound, run, skip_all, span, test)
+from faultlib import (ADMIN_TOKEN, Fleet, descendants, recovery_bound, require_binaries, run, span, test)
 from entropy_test import TestFailure  # noqa: E402 (faultlib puts tests/integration on the path)
 
-try:
-    binary("entropy-control")
-    binary("entropy-worker")
-except FileNotFoundError as e:
-    skip_all(str(e))
+require_binaries("entropy-control", "entropy-worker")
 
 SEED = int(os.environ.get("ENTROPY_FAULT_SEED", "6"))
 
