@@ -9,7 +9,8 @@ whatever happens."""
 
 import time
 
-from faultlib import NetFleet, recovery_bound, require_binaries, require_netns, run, span, test
+from faultlib import (TIME_SCALE, NetFleet, ms, recovery_bound, require_binaries, require_netns, run, span,
+                      test)
 
 require_binaries("entropy-control", "entropy-worker")
 require_netns()
@@ -44,17 +45,36 @@ def test_network_drop_mid_job_replays_completion(t):
     fleet.finish()
 
 
+def worker_event_after(fleet, worker, event, after):
+    """The first `event` of `worker` at or after `after` (Unix seconds, as GET /events), or None."""
+    evs = sorted(fleet.cp.events(event=event, worker_id=worker, limit=1000), key=lambda e: e["id"])
+    return next((e for e in evs if e["ts"] >= after), None)
+
+
 @test
 def test_partition_shorter_than_lease(t):
-    opts = {"lease-timeout": "3s", "heartbeat-timeout": "3s", "disconnect-timeout": "1s"}
+    # The link stays down until the control plane has felt the partition (no heartbeat for
+    # disconnect-timeout: worker.disconnected), which must happen well inside the lease, and only
+    # then comes back. The lease and the heartbeat timeout scale with TIME_SCALE.
+    lease = 4.0 * TIME_SCALE
+    opts = {"lease-timeout": ms(lease), "heartbeat-timeout": ms(lease), "disconnect-timeout": "1s"}
     fleet = NetFleet(t, workers=2, control=opts)
     job_id = fleet.submit(fleet.job(3))
     job = fleet.wait_running(job_id)
     victim = job["worker_id"]
+    cut = time.time()
     fleet.partition(victim)
-    deadline = time.monotonic() + 1.0  # a partition of 1s, a third of the lease
-    t.wait_for(lambda: time.monotonic() >= deadline, 2, "the partition to last 1s")
+    # At most half a lease (wait_for scales its timeout by TIME_SCALE, as the lease is).
+    t.wait_for(lambda: worker_event_after(fleet, victim, "worker.disconnected", cut), 2.0,
+               f"the control plane to see {victim} disconnected, within half a lease")
+    felt = worker_event_after(fleet, victim, "worker.disconnected", cut)["ts"]
+    t.eq(fleet.cp.job(job_id)["status"], "RUNNING", "the job is still RUNNING while the worker is cut off")
     fleet.partition(victim, down=False)
+    healed = time.time()
+    t.ok(healed - cut < lease / 2, f"the partition was felt after {felt - cut:.2f}s and healed after "
+                                   f"{healed - cut:.2f}s, inside half the lease ({lease:.1f}s)")
+    t.wait_for(lambda: worker_event_after(fleet, victim, "worker.online", felt), 10,
+               f"{victim} to be back online after the partition")
     done = fleet.cp.wait_job_state(job_id, "COMPLETED", timeout=15)
     t.eq(done["attempt_count"], 1, "one attempt: the job kept running through the short partition")
     t.eq(done["worker_id"], victim, "completed by the worker that was cut off")
