@@ -432,6 +432,34 @@ static void test_reconnect_takes_every_current_jobs_field(void) {
         test_control_free(c);
 }
 
+/* A job scheduled for later is not waiting yet: it must not age the oldest-pending gauge, which
+ * alerts on a stuck queue. */
+static double oldest_pending_gauge(Control *c) {
+        Reply r = call(c, api_get_metrics, "GET", "/metrics", NULL, NULL);
+        const char *p = r.text ? strstr(r.text, "\nentropy_oldest_pending_job_age_seconds ") : NULL;
+        double v = p ? strtod(p + strlen("\nentropy_oldest_pending_job_age_seconds "), NULL) : -1;
+        reply_done(&r);
+        return v;
+}
+
+static void test_oldest_pending_counts_only_jobs_that_are_due(void) {
+        Control *c = test_control_new();
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "x";
+        s.scheduled_at = control_now(c) + USEC_PER_HOUR;
+        test_submit_spec(c, &s);
+        test_advance(c, 100 * USEC_PER_SEC);
+        ok(oldest_pending_gauge(c) == 0, "a job due in an hour is not waiting (%.3f)", oldest_pending_gauge(c));
+        test_submit(c, 0);
+        test_advance(c, 10 * USEC_PER_SEC);
+        ok(oldest_pending_gauge(c) == 10, "the due job has waited 10 s (%.3f)", oldest_pending_gauge(c));
+        test_advance(c, USEC_PER_HOUR);
+        double v = oldest_pending_gauge(c);
+        ok(v == 3610, "the longest wait: the unscheduled job's, not the one due for 110 s (%.3f)", v);
+        test_control_free(c);
+}
+
 /* Telemetry never stands in the way of lease renewal: a heartbeat whose metrics are too large
  * (a host with many GPUs) renews the leases and stores a note instead of the metrics. */
 static void test_oversized_metrics_do_not_stop_a_heartbeat(void) {
@@ -472,5 +500,6 @@ int main(void) {
         test_worker_additions();
         test_reconnect_takes_every_current_jobs_field();
         test_oversized_metrics_do_not_stop_a_heartbeat();
+        test_oldest_pending_counts_only_jobs_that_are_due();
         return tap_done();
 }

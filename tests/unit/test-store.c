@@ -155,7 +155,12 @@ static void test_queries_keep_their_indexes(void) {
                 { "SELECT job_id FROM jobs j WHERE j.worker_id = ?2 ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3",
                   "jobs_worker" },
                 { "SELECT job_id FROM jobs j ORDER BY j.created_at DESC, j.job_id DESC LIMIT ?3", "jobs_created" },
-                { "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'", "jobs_status_created" },
+                { "SELECT created_at FROM jobs WHERE status = 'PENDING' AND scheduled_at = 0 "
+                  "ORDER BY created_at LIMIT 1",
+                  "jobs_status_created" },
+                { "SELECT min(MAX(created_at, scheduled_at)) FROM jobs INDEXED BY jobs_scheduled "
+                  "WHERE status = 'PENDING' AND scheduled_at > 0 AND scheduled_at <= ?1",
+                  "jobs_scheduled" },
                 { "SELECT job_id FROM jobs WHERE status = 'ASSIGNED' AND assignment_expires_at <= ?",
                   "jobs_status_created" },
                 { "SELECT j.job_id FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
