@@ -75,7 +75,8 @@ static int read_ui_file(int dirfd, const char *name, char **ret, size_t *ret_siz
         struct stat st;
         size_t done = 0;
 
-        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: a FIFO planted here must not hold the event loop in open() until a writer comes. */
+        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return errno == ELOOP ? -ENOENT : negative_errno();
         if (fstat(fd, &st) < 0)

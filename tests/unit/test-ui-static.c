@@ -62,6 +62,9 @@ static void test_serving(void) {
                 tap_bail("symlink");
         snprintf(path, sizeof(path), "%s/dir.js", dir);
         mkdir(path, 0755);
+        snprintf(path, sizeof(path), "%s/fifo.js", dir);
+        if (mkfifo(path, 0644) < 0)
+                tap_bail("mkfifo");
 
         serve(dir, "GET", "/ui", &resp);
         is_int(resp.status, 200, "the page");
@@ -79,6 +82,11 @@ static void test_serving(void) {
         is_int(resp.status, 404, "a symlink out of the directory is not followed");
         serve(dir, "GET", "/ui/dir.js", &resp);
         is_int(resp.status, 404, "a directory is not a file");
+        /* Opening a FIFO for reading would wait for a writer, with the whole event loop. */
+        alarm(10);
+        serve(dir, "GET", "/ui/fifo.js", &resp);
+        alarm(0);
+        is_int(resp.status, 404, "a FIFO is not a file, and does not block the answer");
         serve(dir, "GET", "/ui/missing.js", &resp);
         is_int(resp.status, 404, "missing file");
         serve(dir, "GET", "/ui/../x.txt", &resp);
