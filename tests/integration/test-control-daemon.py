@@ -332,9 +332,13 @@ def test_watchdog_pings_arrive(t):
 @test
 def test_no_watchdog_pings_for_another_pid(t):
     cp = t.control_plane(env={"WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"})
-    # Ten watchdog periods with no ping; the STATUS= refreshes arriving meanwhile show the loop runs.
+    # Ten watchdog periods with no ping.
     deadline = time.monotonic() + 1.0
     t.wait_for(lambda: time.monotonic() >= deadline, 2.0, "ten watchdog periods to pass", interval=0.05)
+    # A hung loop would not ping either: a STATUS= naming a job submitted now (sent from the loop
+    # within 200ms of the commit) shows it ran all along, so the silence was deliberate.
+    cp.submit("true")
+    cp.wait_notify_match(lambda m: "STATUS=" in m and " 1 pending" in m, 5, "STATUS= naming the new job")
     with cp.notify_cond:
         got = list(cp.status_messages)
     t.ok(not any("WATCHDOG=1" in m for m in got), "no pings when WATCHDOG_PID is not ours")
@@ -374,7 +378,8 @@ class Stream:
     def run(self):
         try:
             s, _ = self.call("POST", "/register", {"worker_id": "w-stream", "capabilities": []}, WORKER_TOKEN)
-            assert s == 200, s
+            if s != 200:
+                raise TestFailure(f"register w-stream: {s}")
             n = 0
             while True:
                 self.step(n)
@@ -388,7 +393,8 @@ def test_kill9_mid_stream_loses_nothing_acknowledged(t):
     cp = t.control_plane()
     stream = Stream(cp)
     stream.thread.start()
-    t.wait_for(lambda: len(stream.completed) >= 20, 30, "20 completions before the crash")
+    t.wait_for(lambda: len(stream.completed) >= 20, 30, "20 completions before the crash",
+               lambda: f"the stream ended with {stream.error!r}")
     cp.kill9()
     stream.thread.join(timeout=30)
     t.require(not stream.thread.is_alive(), "the stream stopped with the daemon")

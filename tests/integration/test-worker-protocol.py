@@ -6,7 +6,7 @@ bound; retries exhausted; abort; paging through the audit events."""
 
 import time
 
-from entropy_test import FAST_CONTROL, run, span, test
+from entropy_test import FAST_CONTROL, TestFailure, run, span, test
 
 SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -23,13 +23,15 @@ def register(cp, worker_id, **extra):
     body = {"worker_id": worker_id, "capabilities": []}
     body.update(extra)
     status, answer = cp.worker("POST", "/register", body)
-    assert status == 200, (status, answer)
+    if status != 200:
+        raise TestFailure(f"register {worker_id}: {status} {answer}")
     return answer
 
 
 def claim(cp, worker_id):
     status, body = cp.worker("GET", f"/next-job?worker_id={worker_id}")
-    assert status in (200, 204), (status, body)
+    if status not in (200, 204):
+        raise TestFailure(f"next-job for {worker_id}: {status} {body}")
     return body if status == 200 else None
 
 
