@@ -214,7 +214,7 @@ void conf_help(const ConfProgram *prog) {
                 conf_env_name(opt->name, env, sizeof(env));
                 printf("\n%34s[$%s]\n", "", env);
         }
-        printf("\nEvery option is also a key of the config file (default %s), in section [%s].\n"
+        printf("\nEvery option but --config is also a key of the config file (default %s), in section [%s].\n"
                "Precedence: flag, then environment, then config file, then default.\n",
                prog->default_config, prog->section);
 }

@@ -28,6 +28,11 @@ tests_unit_test_common_SOURCES = tests/unit/test-common.c tests/tap.h
 tests_unit_test_common_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
 tests_unit_test_common_LDADD = $(COMMON_LIBS)
 
+check_PROGRAMS += tests/unit/test-conf
+TESTS += tests/unit/test-conf
+tests_unit_test_conf_SOURCES = tests/unit/test-conf.c tests/tap.h
+tests_unit_test_conf_LDADD = $(COMMON_LIBS)
+
 check_PROGRAMS += tests/unit/test-signed-token
 TESTS += tests/unit/test-signed-token
 tests_unit_test_signed_token_SOURCES = tests/unit/test-signed-token.c tests/tap.h
