@@ -291,21 +291,37 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+/* A job's local artifacts are needed while the worker holds it in any phase: in a slot, or out of
+ * it while the finisher thread renames, fsyncs and copies them (w->finishing, which
+ * worker_find_run() does not look at); and while its result waits in the replay buffer. */
 static bool keep_artifacts(const char *job_id, void *userdata) {
         Worker *w = userdata;
-        return worker_find_run(w, job_id) || replay_has_pending_job(w->replay, job_id) != 0;
+
+        if (worker_find_run(w, job_id))
+                return true;
+        for (Run *r = w->finishing; r; r = r->next_finishing)
+                if (streq(r->spec->job_id, job_id))
+                        return true;
+        return replay_has_pending_job(w->replay, job_id) != 0;
 }
 
-static int on_maintenance(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-        usec_t now = now_realtime_usec();
+int worker_prune(Worker *w, usec_t now) {
         usec_t cutoff = now > w->settings.log_retention ? now - w->settings.log_retention : 0;
         int k;
 
         k = replay_prune(w->replay, cutoff);
         if (k < 0)
                 log_warning_errno(k, "Pruning the replay buffer failed: %m");
-        k = artifacts_cleanup(w->settings.state_directory, cutoff, keep_artifacts, w);
+        return artifacts_cleanup(w->settings.state_directory, cutoff, keep_artifacts, w);
+}
+
+static int on_maintenance(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+        int k;
+
+        k = worker_prune(w, now_realtime_usec());
+        if (k < 0)
+                log_warning_errno(k, "Removing old artifact directories failed: %m");
         if (k > 0)
                 log_info("Removed %d artifact director%s older than the log retention.", k, k == 1 ? "y" : "ies");
         (void) worker_arm_timer(w, &w->maintenance_timer, CLAMP(w->settings.log_retention / 10, USEC_PER_MINUTE,

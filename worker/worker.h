@@ -161,7 +161,11 @@ int worker_new(int argc, char **argv, Worker **ret);
 Worker *worker_free(Worker *w);
 int worker_run(Worker *w);
 size_t worker_n_runs(Worker *w);
-Run *worker_find_run(Worker *w, const char *job_id);
+Run *worker_find_run(Worker *w, const char *job_id); /* in a slot; not the finishing runs */
+/* Log retention: removes run records and local artifact directories older than log-retention
+ * before `now` (realtime), except those of jobs the worker still holds or has a result of to
+ * deliver. Returns the number of directories removed. */
+int worker_prune(Worker *w, usec_t now);
 /* Names the jobs this worker holds an assignment for in o's current_job_id, current_jobs
  * [{job_id, assignment_id}] and current_job_ids, as a heartbeat and a reconnect send them: the
  * runs in slots, then the finishing ones (process exited, result not recorded yet), at most

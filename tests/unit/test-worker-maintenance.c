@@ -1,0 +1,92 @@
+/* test-worker-maintenance.c: the worker's log retention (worker_prune) against the runs it holds:
+ * what a run in any phase still needs stays, what nothing needs goes. */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs-util.h"
+#include "macro.h"
+#include "tap.h"
+#include "worker.h"
+
+static char dir[] = "/tmp/entropy-test-maintenance-XXXXXX";
+
+static bool job_dir_exists(const char *job_id) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/artifacts/%s", dir, job_id);
+        return access(p, F_OK) == 0;
+}
+
+/* A job's artifact directory as artifacts_open() leaves it, last modified two hours ago (the
+ * directory's mtime is set when the run starts: a long job's is older than the retention). */
+static void make_old_job_dir(const char *job_id) {
+        char p[PATH_MAX];
+        struct timespec old[2] = { { .tv_sec = time(NULL) - 2 * 3600 }, { .tv_sec = time(NULL) - 2 * 3600 } };
+
+        snprintf(p, sizeof(p), "%s/artifacts/%s/as1", dir, job_id);
+        if (mkdir_parents_and_self(p, 0700) < 0)
+                tap_bail("mkdir %s", p);
+        snprintf(p, sizeof(p), "%s/artifacts/%s", dir, job_id);
+        if (utimensat(AT_FDCWD, p, old, 0) < 0)
+                tap_bail("utimensat %s", p);
+}
+
+static Run *fake_run(Worker *w, const char *job_id, RunPhase phase) {
+        Run *r = calloc(1, sizeof(Run));
+        JobSpec *spec = calloc(1, sizeof(JobSpec));
+        if (!r || !spec)
+                tap_bail("calloc");
+        spec->job_id = strdup(job_id);
+        spec->assignment_id = strdup("as1");
+        r->worker = w;
+        r->spec = spec;
+        r->phase = phase;
+        return r;
+}
+
+static void free_fake_run(Run *r) {
+        free(r->spec->job_id);
+        free(r->spec->assignment_id);
+        free(r->spec);
+        free(r);
+}
+
+static void test_retention_spares_running_and_finishing_runs(void) {
+        _cleanup_free_ char *db = NULL;
+        Worker w = { .n_slots = 1 };
+        Run *slot[1];
+
+        if (asprintf(&db, "%s/worker.db", dir) < 0 || replay_open(db, &w.replay) < 0)
+                tap_bail("replay_open");
+        w.settings.state_directory = dir;
+        w.settings.log_retention = USEC_PER_HOUR;
+        slot[0] = fake_run(&w, "job-running", RUN_RUNNING);
+        w.slots = slot;
+        /* Out of its slot, its artifacts with the finisher thread; no result recorded yet. */
+        w.finishing = fake_run(&w, "job-finishing", RUN_FINISHING);
+        make_old_job_dir("job-running");
+        make_old_job_dir("job-finishing");
+        make_old_job_dir("job-done");
+
+        is_int(worker_prune(&w, now_realtime_usec()), 1, "one directory removed");
+        ok(!job_dir_exists("job-done"), "the directory of a job nothing holds any more is removed");
+        ok(job_dir_exists("job-running"), "the directory of a running job is kept");
+        ok(job_dir_exists("job-finishing"), "the directory of a finishing job (artifacts still being finalized) is kept");
+
+        free_fake_run(slot[0]);
+        free_fake_run(w.finishing);
+        replay_close(w.replay);
+}
+
+int main(void) {
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        test_retention_spares_running_and_finishing_runs();
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+                diag("cleanup of %s failed", dir);
+        return tap_done();
+}
