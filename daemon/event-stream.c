@@ -416,6 +416,20 @@ static int subscriber_set_filters(EventSubscriber *sub, const HttpRequest *req, 
         return 0;
 }
 
+/* The client's Last-Event-ID is ahead of every stored event: the database was restored from a
+ * backup or replaced. Left there, the cursor would drop every live event until the ids caught
+ * up; instead the client is told (it reloads what it shows) and follows from the newest id. */
+static int subscriber_truncate(EventSubscriber *sub, int64_t newest) {
+        char text[256];
+        int n = snprintf(text, sizeof(text),
+                         "id: %" PRId64 "\nevent: truncated\ndata: {\"newest_id\":%" PRId64 ",\"reason\":\"Last-Event-ID %" PRId64
+                         " is ahead of the newest stored event\"}\n\n",
+                         newest, newest, sub->cursor);
+        sub->cursor = newest;
+        sub->paging = false;
+        return queue_append(sub, text, (size_t) n);
+}
+
 /* The stored events after the cursor that match the subscriber's filters, oldest first, one page
  * (backlog_max events) at a time: the next page is read when the client has taken this one
  * (event_stream_read()), so a long gap is sent whole without a queue that grows with it. Only
@@ -432,7 +446,9 @@ static int subscriber_page(EventStream *s, EventSubscriber *sub) {
         size_t n = 0;
         int r;
 
-        if (f.until_id <= sub->cursor) {
+        if (f.until_id < sub->cursor)
+                return subscriber_truncate(sub, f.until_id);
+        if (f.until_id == sub->cursor) {
                 sub->paging = false;
                 return 0;
         }

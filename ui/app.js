@@ -485,7 +485,12 @@ async function streamOnce(signal) {
   setLive(true);
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   const feed = sseParser((msg) => {
-    if (msg.event === 'truncated') { refreshSoon(); return; }
+    if (msg.event === 'truncated') {
+      /* The store is behind our last id (restored): follow from its newest event. */
+      if (msg.id !== null) state.lastEventId = Number(msg.id);
+      refreshSoon();
+      return;
+    }
     try { addEvent(JSON.parse(msg.data.join('\n'))); } catch (e) { /* not an event: ignore */ }
   });
   for (;;) {

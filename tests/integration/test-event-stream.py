@@ -90,5 +90,17 @@ def test_event_stream_filters_like_get_events(t):
     t.ok(other not in data, "the job_id filter keeps other jobs' events out")
 
 
+@test
+def test_a_last_event_id_ahead_of_the_store_is_reset_not_silent(t):
+    # The database was restored from a backup: a dashboard comes back with a higher id than any.
+    cp = t.control_plane()
+    c = SseClient(cp, "Last-Event-ID: 999999\r\n")
+    t.cleanups.append(c.close)
+    data = c.wait_for("event: truncated").decode()
+    t.ok(re.search(r"id: (\d+)\nevent: truncated\n", data), f"told, with the id to follow from: {data[-300:]}")
+    job_id = cp.submit("true")
+    c.wait_for(f'"job_id":"{job_id}"')
+
+
 if __name__ == "__main__":
     run()
