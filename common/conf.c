@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,11 @@ int conf_apply(const ConfOption *opt, void *settings, const char *value) {
                 long long x;
                 errno = 0;
                 x = strtoll(value, &end, 10);
-                if (errno != 0 || end == value || *end)
+                if (end == value || *end)
+                        return -EINVAL;
+                if (errno == ERANGE)
+                        return -ERANGE;
+                if (errno != 0)
                         return -EINVAL;
                 if ((opt->min || opt->max) && (x < opt->min || x > opt->max))
                         return -ERANGE;
@@ -123,6 +128,17 @@ static const char *type_hint(const ConfOption *opt) {
         }
 }
 
+/* Why a value was refused, for the message: "expected an integer" or "out of range (1..256)". */
+static const char *refusal(const ConfOption *opt, int r, char *buf, size_t len) {
+        if (r == -ERANGE && opt->type == CONF_INT) {
+                bool any = opt->min == 0 && opt->max == 0;
+                snprintf(buf, len, "out of range (%" PRId64 "..%" PRId64 ")", any ? INT64_MIN : opt->min,
+                         any ? INT64_MAX : opt->max);
+        } else
+                snprintf(buf, len, "expected %s", type_hint(opt));
+        return buf;
+}
+
 typedef struct IniContext {
         const ConfProgram *prog;
         void *settings;
@@ -133,6 +149,7 @@ typedef struct IniContext {
 static int conf_ini_entry(void *user, const char *section, const char *key, const char *value) {
         IniContext *c = user;
         const ConfOption *opt;
+        char why[96];
         int r;
 
         if (!isempty(section) && strcasecmp(section, c->prog->section) != 0)
@@ -145,8 +162,8 @@ static int conf_ini_entry(void *user, const char *section, const char *key, cons
         }
         r = conf_apply(opt, c->settings, value);
         if (r < 0) {
-                log_error("%s: invalid value '%s' for '%s': expected %s", c->path, value, key,
-                          type_hint(opt));
+                log_error("%s: invalid value '%s' for '%s': %s", c->path, value, key,
+                          refusal(opt, r, why, sizeof(why)));
                 c->error = r;
         }
         return 1;
@@ -176,7 +193,7 @@ static int load_file(const ConfProgram *prog, void *settings, const char *path, 
 static int load_env(const ConfProgram *prog, void *settings) {
         for (size_t i = 0; i < prog->n_options; i++) {
                 const ConfOption *opt = &prog->options[i];
-                char env[128];
+                char env[128], why[96];
                 const char *v;
                 int r;
 
@@ -188,7 +205,8 @@ static int load_env(const ConfProgram *prog, void *settings) {
                         continue;
                 r = conf_apply(opt, settings, v);
                 if (r < 0)
-                        return log_error_errno(r, "Invalid value '%s' in $%s: expected %s", v, env, type_hint(opt));
+                        return log_error_errno(r, "Invalid value '%s' in $%s: %s", v, env,
+                                               refusal(opt, r, why, sizeof(why)));
         }
         return 0;
 }
@@ -239,6 +257,7 @@ int conf_load(const ConfProgram *prog, int argc, char **argv, void *settings, in
         bool config_explicit = false;
         char shortopts[128] = "";
         size_t n = 0, sn = 0;
+        char why[96];
         int c, r;
 
         longopts = calloc(prog->n_options + 3, sizeof(struct option));
@@ -322,8 +341,8 @@ int conf_load(const ConfProgram *prog, int argc, char **argv, void *settings, in
                         continue;
                 r = conf_apply(opt, settings, optarg ? optarg : "yes");
                 if (r < 0)
-                        return log_error_errno(r, "Invalid value '%s' for --%s: expected %s", strempty(optarg),
-                                               opt->name, type_hint(opt));
+                        return log_error_errno(r, "Invalid value '%s' for --%s: %s", strempty(optarg), opt->name,
+                                               refusal(opt, r, why, sizeof(why)));
         }
         if (!ret_optind && optind < argc)
                 return log_error_errno(-EINVAL, "Unexpected argument '%s'; see %s --help.", argv[optind], prog->name);

@@ -38,6 +38,13 @@ static const ConfProgram test_program = {
 static char conf_path[] = "/tmp/entropy-test-conf-XXXXXX";
 static char out_path[] = "/tmp/entropy-test-conf-out-XXXXXX";
 
+static void write_conf(const char *text) {
+        int fd = open(conf_path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t) strlen(text))
+                tap_bail("cannot write %s", conf_path);
+        close(fd);
+}
+
 /* Runs f with fd (1 or 2) sent to a file, and returns what was written there. */
 static char *capture(int fd, void (*f)(void *), void *userdata) {
         char *text = NULL;
@@ -61,6 +68,31 @@ static char *capture(int fd, void (*f)(void *), void *userdata) {
         return text;
 }
 
+typedef struct LoadCall {
+        char **argv;
+        int argc;
+        TestSettings *settings;
+        int r;
+} LoadCall;
+
+static void load_call(void *userdata) {
+        LoadCall *c = userdata;
+        c->r = conf_load(&test_program, c->argc, c->argv, c->settings, NULL);
+}
+
+/* Loads the test file (and extra flags); returns conf_load's result, *ret_log what it logged. */
+static int load(TestSettings *s, char **ret_log, const char *flag) {
+        char *argv[] = { "test", "--config", conf_path, (char *) flag, NULL };
+        LoadCall c = { .argv = argv, .argc = flag ? 4 : 3, .settings = s };
+        char *log = capture(STDERR_FILENO, load_call, &c);
+
+        if (ret_log)
+                *ret_log = log;
+        else
+                free(log);
+        return c.r;
+}
+
 static void help_call(void *userdata) {
         conf_help(&test_program);
 }
@@ -69,6 +101,43 @@ static void test_help_says_config_is_no_key(void) {
         _cleanup_free_ char *out = capture(STDOUT_FILENO, help_call, NULL);
         ok(strstr(out, "Every option but --config is also a key of the config file"),
            "--help: every option but --config is a key of the config file");
+}
+
+/* An integer outside its limits names the limits, from the flag, the environment and the file alike. */
+static void test_out_of_range_names_the_range(void) {
+        TestSettings s = {};
+        char *log = NULL;
+
+        write_conf("[test]\n");
+        ok(load(&s, &log, "--slots=300") == -ERANGE, "--slots=300 refused as out of range");
+        ok(strstr(log, "Invalid value '300' for --slots: out of range (1..64)"), "flag: the message gives the range");
+        ok(!strstr(log, "expected an integer"), "flag: the message does not say 'expected an integer'");
+        free(log);
+        conf_free(&test_program, &s);
+
+        setenv("ENTROPY_SLOTS", "0", 1);
+        ok(load(&s, &log, NULL) == -ERANGE, "ENTROPY_SLOTS=0 refused as out of range");
+        ok(strstr(log, "Invalid value '0' in $ENTROPY_SLOTS: out of range (1..64)"), "environment: the range");
+        free(log);
+        conf_free(&test_program, &s);
+        unsetenv("ENTROPY_SLOTS");
+
+        write_conf("[test]\nslots = 65\n");
+        ok(load(&s, &log, NULL) == -ERANGE, "slots = 65 in the file refused as out of range");
+        ok(strstr(log, "invalid value '65' for 'slots': out of range (1..64)"), "file: the range");
+        free(log);
+        conf_free(&test_program, &s);
+
+        write_conf("[test]\n");
+        ok(load(&s, &log, "--slots=99999999999999999999") == -ERANGE, "a number past int64 is out of range");
+        ok(strstr(log, "out of range (1..64)"), "past int64: the range, not 'expected an integer'");
+        free(log);
+        conf_free(&test_program, &s);
+
+        ok(load(&s, &log, "--slots=lots") == -EINVAL, "a word is no integer");
+        ok(strstr(log, "Invalid value 'lots' for --slots: expected an integer"), "a word: 'expected an integer'");
+        free(log);
+        conf_free(&test_program, &s);
 }
 
 int main(void) {
@@ -81,6 +150,7 @@ int main(void) {
         unsetenv("ENTROPY_CONFIG");
 
         test_help_says_config_is_no_key();
+        test_out_of_range_names_the_range();
 
         unlink(conf_path);
         unlink(out_path);
