@@ -4,11 +4,10 @@
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, TestFailure, binary, run, skip_all, span, test)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, run, skip_all, span, test)
 from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, run_intervals,
                             send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
 
@@ -379,8 +378,7 @@ def test_next_job_is_asked_for_while_the_result_is_made_durable(t):
     # Once a job's process has exited, the slot is free by the end of that event-loop callback:
     # the worker sends GET /next-job first, so that it travels while the artifacts and the result
     # are fsynced (worker/run.c, on_child_exit), and still holds one job per slot.
-    if subprocess.run(["sh", "-c", "command -v strace"], capture_output=True).returncode != 0:
-        raise TestFailure("strace is not installed (scripts/install-deps.sh test installs it)")
+    t.require_tool("strace", "strace")
     cp = t.control_plane()
     trace = os.path.join(t.tmp, "strace.out")
     w = WorkerProcess(t, cp, "w1")
