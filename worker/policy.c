@@ -31,14 +31,29 @@ static int executable_realpath(const char *path, char **ret) {
         return 0;
 }
 
-int policy_resolve_command(const char *command, const char *path_env, char **ret) {
+/* A command with a '/' not at its start names a file below the directory the job runs in, as
+ * execve() after the keeper's chdir() would find it: resolving it from the worker's own cwd
+ * would judge, and run, another file. */
+static int relative_realpath(const char *command, const char *workdir, char **ret) {
+        _cleanup_free_ char *joined = NULL;
+
+        if (isempty(workdir))
+                return -EDESTADDRREQ;
+        if (asprintf(&joined, "%s/%s", workdir, command) < 0)
+                return -ENOMEM;
+        return executable_realpath(joined, ret);
+}
+
+int policy_resolve_command(const char *command, const char *workdir, const char *path_env, char **ret) {
         _cleanup_strv_free_ char **dirs = NULL;
         int r, last = -ENOENT;
 
         if (isempty(command))
                 return -ENOENT;
-        if (strchr(command, '/'))
+        if (command[0] == '/')
                 return executable_realpath(command, ret);
+        if (strchr(command, '/'))
+                return relative_realpath(command, workdir, ret);
         if (!path_env)
                 path_env = getenv("PATH");
         r = strv_split(path_env ? path_env : "/usr/local/bin:/usr/bin:/bin", ":", &dirs);
@@ -128,9 +143,17 @@ int policy_check(const Policy *p, const char *command, const char *working_dir, 
 
         if (p->refuse_root && p->euid == 0)
                 return refuse(ret_reason, "policy: %s", "this worker runs as root and refuse-root is set");
-        r = policy_resolve_command(command, p->path_env, &resolved);
+        /* The directory first: a relative command is resolved against it. */
+        r = check_workdir(p, working_dir, &workdir, ret_reason);
+        if (r != POLICY_ALLOW)
+                return r;
+        r = policy_resolve_command(command, workdir, p->path_env, &resolved);
         if (r == -ENOMEM)
                 return r;
+        if (r == -EDESTADDRREQ) /* the same on every worker: retrying elsewhere cannot help */
+                return refuse(ret_reason,
+                              "command '%s' is a relative path and the job has no working_dir to resolve it against",
+                              command);
         if (r < 0) {
                 if (asprintf(ret_reason, "command '%s' not found or not executable on this worker",
                              strempty(command)) < 0)
@@ -147,9 +170,6 @@ int policy_check(const Policy *p, const char *command, const char *working_dir, 
                 if (!allowed)
                         return refuse(ret_reason, "policy: command '%s' is not in the command allowlist", command);
         }
-        r = check_workdir(p, working_dir, &workdir, ret_reason);
-        if (r != POLICY_ALLOW)
-                return r;
         *ret_exec_path = TAKE_PTR(resolved);
         *ret_workdir = TAKE_PTR(workdir);
         return POLICY_ALLOW;

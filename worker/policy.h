@@ -1,6 +1,8 @@
 /* policy.h: what a worker agrees to run. A job is checked before anything is started:
  *
- *   - its command is resolved to an absolute, symlink-free path (PATH search for a bare name);
+ *   - its command is resolved to an absolute, symlink-free path: PATH search for a bare name, and
+ *     a relative path ("./run.sh", "bin/x") against the job's working directory, where the job
+ *     runs it; a relative path in a job without a working directory is refused;
  *   - the command allowlist (empty: anything) holds entries of three kinds: an absolute path
  *     (compared after resolving it the same way), a glob with a '/' (fnmatch against the resolved
  *     path, '*' not crossing '/'), or a bare name, which matches only a job command given as that
@@ -36,6 +38,7 @@ typedef enum PolicyVerdict {
 int policy_check(const Policy *p, const char *command, const char *working_dir, char **ret_exec_path,
                  char **ret_workdir, char **ret_reason);
 
-/* Resolves a command to an absolute canonical path (PATH search for a bare name): 0, -ENOENT or
- * -EACCES when there is no executable by that name. */
-int policy_resolve_command(const char *command, const char *path_env, char **ret);
+/* Resolves a command to an absolute canonical path (PATH search for a bare name, a relative path
+ * against workdir, the job's resolved working directory or NULL): 0, -ENOENT or -EACCES when
+ * there is no executable by that name, -EDESTADDRREQ for a relative path without workdir. */
+int policy_resolve_command(const char *command, const char *workdir, const char *path_env, char **ret);

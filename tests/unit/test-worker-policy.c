@@ -1,5 +1,6 @@
 /* test-worker-policy.c: the worker's command and working-directory allowlists, symlink and ".."
  * escapes, root refusal. */
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -109,6 +110,50 @@ static void test_missing_command_is_not_a_refusal(void) {
         is_int(check(&p, "", NULL, NULL), POLICY_NOTFOUND, "empty command");
 }
 
+static void make_script(const char *p) {
+        FILE *f = fopen(p, "we");
+        if (!f || fputs("#!/bin/sh\n", f) < 0 || fclose(f) != 0 || chmod(p, 0755) < 0)
+                tap_bail("cannot write %s", p);
+}
+
+/* "./run.sh" is the file in the job's working directory, where the job runs it; not one in the
+ * worker's cwd, which under systemd is "/" and from a shell is anywhere. */
+static void test_relative_command_is_resolved_in_the_working_dir(void) {
+        _cleanup_strv_free_ char **l = NULL;
+        _cleanup_free_ char *want = NULL, *reason = NULL;
+        char *proj = path("proj"), *other = path("other");
+        int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        Policy p = { .euid = 1000 };
+
+        if (cwd < 0 || mkdir(proj, 0755) < 0 || mkdir(other, 0755) < 0)
+                tap_bail("set-up");
+        make_script(path("proj/run.sh"));
+        make_script(path("other/run.sh"));
+        want = realpath(path("proj/run.sh"), NULL);
+        if (!want)
+                tap_bail("realpath");
+
+        for (int i = 0; i < 2; i++) {
+                _cleanup_free_ char *exec = NULL, *dir = NULL, *why = NULL;
+                const char *from = i == 0 ? "/" : other;
+                if (chdir(from) < 0)
+                        tap_bail("chdir %s", from);
+                is_int(policy_check(&p, "./run.sh", proj, &exec, &dir, &why), POLICY_ALLOW,
+                       "./run.sh with working_dir allowed (worker cwd %s): %s", from, strna(why));
+                is_str(exec, want, "it is the working directory's run.sh (worker cwd %s)", from);
+        }
+        strv_extend(&l, path("proj/*"));
+        p.command_allowlist = l;
+        is_int(check(&p, "./run.sh", proj, NULL), POLICY_ALLOW, "the allowlist judges the working directory's file");
+        p.command_allowlist = NULL;
+        is_int(check(&p, "./run.sh", NULL, &reason), POLICY_REFUSE, "a relative command without working_dir is refused");
+        ok(reason && strstr(reason, "working_dir"), "the reason says why: %s", strna(reason));
+        is_int(check(&p, "./missing.sh", proj, NULL), POLICY_NOTFOUND, "a relative command missing there: not found");
+        if (fchdir(cwd) < 0)
+                tap_bail("fchdir");
+        close(cwd);
+}
+
 int main(void) {
         if (!mkdtemp(root) || mkdir(path("allowed"), 0755) < 0)
                 tap_bail("mkdtemp");
@@ -118,6 +163,7 @@ int main(void) {
         test_workdir_allowlist_resolves_paths();
         test_root_refusal();
         test_missing_command_is_not_a_refusal();
+        test_relative_command_is_resolved_in_the_working_dir();
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
         if (system(cmd) != 0)
