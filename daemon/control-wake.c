@@ -13,8 +13,6 @@
 #include "strv.h"
 #include "wake-send.h"
 
-#define WAKE_SCHEDULED_BATCH 64 /* due scheduled jobs looked at per timer tick */
-
 typedef struct WakeSent {
         char *worker_id;
         usec_t at; /* monotonic */
@@ -195,20 +193,20 @@ static int next_scheduled(Control *c, usec_t after, usec_t *ret) {
         return 0;
 }
 
+/* One pass over the idle workers per kind of job that fell due since the last tick (a nightly
+ * batch of thousands is a handful of kinds), so that every kind is announced, however many. */
 static int announce_due(ControlWake *w, usec_t now) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         Control *c = w->control;
         int r;
 
         r = store_prepare(c->store,
-                          "SELECT needs_gpu, requirements FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
-                          "AND scheduled_at > 0 AND scheduled_at > ?1 AND scheduled_at <= ?2 ORDER BY scheduled_at "
-                          "LIMIT ?3",
+                          "SELECT DISTINCT needs_gpu, requirements FROM jobs INDEXED BY jobs_scheduled "
+                          "WHERE status = 'PENDING' AND scheduled_at > 0 AND scheduled_at > ?1 AND scheduled_at <= ?2",
                           &st);
         if (r < 0)
                 return r;
-        if (store_bind_int64(st, 1, (int64_t) w->scheduled_done) < 0 || store_bind_int64(st, 2, (int64_t) now) < 0 ||
-            store_bind_int64(st, 3, WAKE_SCHEDULED_BATCH) < 0)
+        if (store_bind_int64(st, 1, (int64_t) w->scheduled_done) < 0 || store_bind_int64(st, 2, (int64_t) now) < 0)
                 return -ENOMEM;
         while ((r = store_step(c->store, st)) > 0) {
                 r = wake_for_row(w, st);

@@ -138,6 +138,31 @@ static void test_scheduled_job_wakes_when_due(void) {
         wake_control_free(c);
 }
 
+/* A nightly batch: more jobs fall due in one tick than one batch of rows would hold, and the kind
+ * that sorts last (here the only one an idle worker can run) must still be announced. */
+static void test_every_kind_of_due_job_is_announced(void) {
+        Control *c = wake_control_new();
+        char *special[] = {(char *) "special", NULL};
+        Sock w = sock_open();
+        JobSpec s;
+
+        register_wakeable(c, "plain", NULL, w.port);
+        job_spec_init(&s);
+        s.command = "nightly";
+        s.requirements = special;
+        s.scheduled_at = T0 + 100 * USEC_PER_MSEC;
+        for (int i = 0; i < 100; i++)
+                test_submit_spec(c, &s);
+        s.requirements = NULL;
+        s.scheduled_at = T0 + 101 * USEC_PER_MSEC;
+        test_submit_spec(c, &s);
+        (void) received(c, &w, 0, "plain");
+        test_advance(c, 300 * USEC_PER_MSEC);
+        is_int(received(c, &w, 1500, "plain"), 1, "the worker for the 101st job due in the tick is woken");
+        close(w.fd);
+        wake_control_free(c);
+}
+
 /* With a million jobs stored, a scan in these would cost seconds (start-up) or make each wake-up
  * cost as much as the worker's whole history. */
 static void test_wake_queries_use_their_indexes(void) {
@@ -158,6 +183,7 @@ static void test_wake_queries_use_their_indexes(void) {
 int main(void) {
         test_idle_capable_workers_are_woken_once_per_second();
         test_scheduled_job_wakes_when_due();
+        test_every_kind_of_due_job_is_announced();
         test_wake_queries_use_their_indexes();
         return tap_done();
 }
