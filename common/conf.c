@@ -134,7 +134,9 @@ static const char *refusal(const ConfOption *opt, int r, char *buf, size_t len) 
                 bool any = opt->min == 0 && opt->max == 0;
                 snprintf(buf, len, "out of range (%" PRId64 "..%" PRId64 ")", any ? INT64_MIN : opt->min,
                          any ? INT64_MAX : opt->max);
-        } else
+        } else if (r == -ERANGE && opt->type == CONF_TIMESPAN)
+                snprintf(buf, len, "out of range (a time span must be shorter than 106751991 days)");
+        else
                 snprintf(buf, len, "expected %s", type_hint(opt));
         return buf;
 }

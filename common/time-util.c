@@ -38,6 +38,36 @@ static const struct {
         { "h", USEC_PER_HOUR }, { "d", USEC_PER_DAY }, { "w", 7 * USEC_PER_DAY },
 };
 
+/* The longest span below infinity: 2^63-1 us, about 292 000 years. Each component and the sum are held
+ * to it, so that no sum wraps and llround() never sees 2^63. */
+#define TIMESPAN_MAX ((usec_t) INT64_MAX)
+
+/* The number of one component: decimal digits with an optional fraction, as systemd takes it. strtod()
+ * alone would also take hex ("0x10"), exponents ("1e3"), "inf" and "nan". */
+static int parse_number(const char *s, double *ret, const char **ret_end) {
+        const char *p = s;
+        size_t digits = 0;
+        char *end;
+        double v;
+
+        for (; isdigit((unsigned char) *p); p++)
+                digits++;
+        if (*p == '.')
+                for (p++; isdigit((unsigned char) *p); p++)
+                        digits++;
+        if (digits == 0)
+                return -EINVAL;
+        errno = 0;
+        v = strtod(s, &end);
+        if (end != p)
+                return -EINVAL;
+        if (errno == ERANGE || !isfinite(v))
+                return -ERANGE;
+        *ret = v;
+        *ret_end = p;
+        return 0;
+}
+
 int parse_timespan(const char *s, usec_t *ret) {
         usec_t total = 0;
         bool any = false;
@@ -52,16 +82,14 @@ int parse_timespan(const char *s, usec_t *ret) {
         }
 
         while (*s) {
-                char *end;
-                double v;
-                usec_t mult = USEC_PER_SEC;
+                const char *end;
+                double v, x;
+                usec_t mult = USEC_PER_SEC, part;
+                int r;
 
-                if (*s == '-' || *s == '+')
-                        return -EINVAL;
-                errno = 0;
-                v = strtod(s, &end);
-                if (errno != 0 || end == s || !isfinite(v) || v < 0)
-                        return -EINVAL;
+                r = parse_number(s, &v, &end);
+                if (r < 0)
+                        return r;
                 s = end;
                 while (isspace((unsigned char) *s))
                         s++;
@@ -79,9 +107,13 @@ int parse_timespan(const char *s, usec_t *ret) {
                         if (!found)
                                 return -EINVAL;
                 }
-                if (v * (double) mult > (double) (UINT64_MAX / 2))
+                x = v * (double) mult;
+                if (!(x < 0x1p63))
                         return -ERANGE;
-                total += (usec_t) llround(v * (double) mult);
+                part = (usec_t) llround(x);
+                if (part > TIMESPAN_MAX - total)
+                        return -ERANGE;
+                total += part;
                 any = true;
                 while (isspace((unsigned char) *s))
                         s++;

@@ -16,7 +16,8 @@ typedef uint64_t usec_t;
 usec_t now_realtime_usec(void);
 usec_t now_monotonic_usec(void);
 
-/* Parses a span in systemd's syntax; a bare number is seconds. "infinity" gives USEC_INFINITY. */
+/* Parses a span in systemd's syntax; a bare number is seconds. "infinity" gives USEC_INFINITY. Numbers are
+ * decimal (no hex, no exponent); a span of 2^63 us (about 292 000 years) or more is -ERANGE. */
 int parse_timespan(const char *s, usec_t *ret);
 /* "1min 30s", "500ms", "0". */
 char *format_timespan(char *buf, size_t len, usec_t span);

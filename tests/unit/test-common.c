@@ -24,6 +24,34 @@ static void test_timespan_parses_systemd_syntax(void) {
         ok(parse_timespan("5 parsecs", &u) < 0, "unknown unit refused");
 }
 
+/* A sum past 2^64 used to wrap (to exactly 30s here) and pass every range check after it. */
+static void test_timespan_refuses_overflow_and_other_number_forms(void) {
+        usec_t u = 42;
+        ok(parse_timespan("9000000000000000000us 9000000000000000000us 446744073739551616us", &u) == -ERANGE &&
+                   u == 42,
+           "a sum that would wrap past 2^64 is refused, not 30s");
+        ok(parse_timespan("5000000000000000000us 5000000000000000000us", &u) == -ERANGE, "a sum past 2^63 refused");
+        ok(parse_timespan("9223372036854775808us", &u) == -ERANGE, "one component of 2^63 refused");
+        ok(parse_timespan("106751991d", &u) == 0 && u == 106751991 * USEC_PER_DAY, "106751991 days accepted");
+        ok(parse_timespan("106751992d", &u) == -ERANGE, "106751992 days refused");
+        ok(parse_timespan("9223372036854774784us 1023us", &u) == 0 && u == (usec_t) INT64_MAX,
+           "a sum of 2^63-1 accepted exactly");
+        ok(parse_timespan("9223372036854774784us 1024us", &u) == -ERANGE, "a sum of 2^63 refused");
+        ok(parse_timespan("0x10", &u) == -EINVAL, "hex refused");
+        ok(parse_timespan("1e3", &u) == -EINVAL, "an exponent refused");
+        ok(parse_timespan("1e3s", &u) == -EINVAL, "an exponent with a unit refused");
+        ok(parse_timespan("inf", &u) == -EINVAL && parse_timespan("nan", &u) == -EINVAL, "inf and nan refused");
+        ok(parse_timespan("1" "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                           "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                           "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                           "000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+                           &u) == -ERANGE,
+           "a number past double's range refused as out of range");
+        ok(parse_timespan(".5s", &u) == 0 && u == 500 * USEC_PER_MSEC, "a fraction without its integer part");
+        ok(parse_timespan("2.s", &u) == 0 && u == 2 * USEC_PER_SEC, "a dot without a fraction");
+        ok(parse_timespan(".s", &u) == -EINVAL && parse_timespan("+1s", &u) == -EINVAL, "no digits, a sign: refused");
+}
+
 static void test_timespan_formats(void) {
         char buf[64];
         is_str(format_timespan(buf, sizeof(buf), 90 * USEC_PER_SEC), "1min 30s", "format 90s");
@@ -172,6 +200,7 @@ static void test_durable_write(void) {
 
 int main(void) {
         test_timespan_parses_systemd_syntax();
+        test_timespan_refuses_overflow_and_other_number_forms();
         test_timespan_formats();
         test_strv();
         test_json_validation_names_the_field();

@@ -140,6 +140,20 @@ static void test_out_of_range_names_the_range(void) {
         conf_free(&test_program, &s);
 }
 
+/* A span too long for usec_t is refused as such; it used to wrap to a short one and pass. */
+static void test_timespan_overflow_refused(void) {
+        TestSettings s = {};
+        char *log = NULL;
+
+        write_conf("[test]\n");
+        ok(load(&s, &log, "--timeout=9000000000000000000us 9000000000000000000us 446744073739551616us") == -ERANGE,
+           "a wrapping time span is refused");
+        ok(strstr(log, "out of range (a time span must be shorter than 106751991 days)"),
+           "the message says it is out of range");
+        free(log);
+        conf_free(&test_program, &s);
+}
+
 int main(void) {
         int fd = mkstemp(conf_path);
         int fd2 = mkstemp(out_path);
@@ -151,6 +165,7 @@ int main(void) {
 
         test_help_says_config_is_no_key();
         test_out_of_range_names_the_range();
+        test_timespan_overflow_refused();
 
         unlink(conf_path);
         unlink(out_path);
