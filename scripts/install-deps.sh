@@ -10,7 +10,7 @@ build_pkgs=(
 )
 test_pkgs=(
     python3 python3-dbus python3-gi dbus dbus-daemon curl jq sqlite3 valgrind mandoc clang
-    libclang-rt-14-dev gnutls-bin systemd systemd-container iproute2 util-linux
+    libclang-rt-14-dev gnutls-bin systemd systemd-container iproute2 util-linux strace bsdextrautils
     beanstalkd prometheus chromium
 )
 package_pkgs=(
