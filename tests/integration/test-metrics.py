@@ -88,5 +88,15 @@ def test_series_move_with_claims_and_runs(t):
         t.ok(f"# TYPE {name} histogram" in text, f"{name} is typed histogram")
 
 
+@test
+def test_a_refused_request_is_counted_once(t):
+    cp = t.control_plane()
+    before = sample(scrape(cp), "entropy_requests_refused_total")
+    status, _ = cp.admin("GET", "/jobs", token="not-the-admin-token-0123456789")
+    t.eq(status, 401, "a wrong token is refused")
+    t.wait_for(lambda: cp.events(event="request.refused"), what="the refusal's audit event")
+    t.eq(sample(scrape(cp), "entropy_requests_refused_total"), before + 1, "counted once, not once more for its event")
+
+
 if __name__ == "__main__":
     run()
