@@ -57,16 +57,29 @@ int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_si
         return 0;
 }
 
+static bool secret_space(char c) {
+        return c == '\n' || c == '\r' || c == ' ' || c == '\t';
+}
+
 int read_secret_file(const char *path, char **ret) {
         _cleanup_free_ char *s = NULL;
-        size_t n;
+        size_t n, skip = 0;
         int r;
 
         r = read_full_file(path, 4096, &s, &n);
         if (r < 0)
                 return r;
-        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        /* Both ends: HTTP drops the whitespace around a header value, so a plain token that kept it
+         * would never match what clients send, while a signed one (HMAC over the same bytes on both
+         * sides) would still work. */
+        while (n > 0 && secret_space(s[n - 1]))
                 s[--n] = 0;
+        while (skip < n && secret_space(s[skip]))
+                skip++;
+        if (skip > 0) {
+                memmove(s, s + skip, n - skip + 1);
+                n -= skip;
+        }
         if (n == 0)
                 return -ENODATA;
         if (strchr(s, '\n'))

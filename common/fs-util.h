@@ -6,7 +6,8 @@
 
 /* Reads a whole file, refusing one larger than max_size (-EFBIG). The result is NUL-terminated. */
 int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_size);
-/* Reads a one-line secret (token) file, stripping trailing whitespace; empty is -ENODATA. */
+/* Reads a one-line secret (token) file, stripping whitespace (spaces, tabs, CR, LF) at both ends; empty
+ * is -ENODATA, more than one line -EBADMSG. */
 int read_secret_file(const char *path, char **ret);
 /* Writes via a temporary file, fsyncs it, renames it in place and fsyncs the directory. */
 int write_file_durable(const char *path, const void *data, size_t size, mode_t mode);

@@ -198,6 +198,38 @@ static void test_durable_write(void) {
         rmdir(dir);
 }
 
+/* HTTP strips the whitespace around a header value; a token file's must go too, or the plain token
+ * it holds is refused for good while a signed one (HMAC over the same bytes) still works. */
+static void test_secret_file_strips_both_ends(void) {
+        char dir[] = "/tmp/entropy-test-secret-XXXXXX";
+        _cleanup_free_ char *path = NULL;
+        static const struct {
+                const char *text, *want;
+                int r;
+        } cases[] = {
+                { " \tsecret-token\n", "secret-token", 0 },
+                { "\r\n\nsecret-token \r\n", "secret-token", 0 },
+                { "  two words\t\n", "two words", 0 },
+                { "secret-token", "secret-token", 0 },
+                { " \t\r\n", NULL, -ENODATA },
+                { " one\ntwo\n", NULL, -EBADMSG },
+        };
+        if (!mkdtemp(dir) || asprintf(&path, "%s/token", dir) < 0)
+                tap_bail("mkdtemp");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *got = NULL;
+                int r;
+                if (write_file_durable(path, cases[i].text, strlen(cases[i].text), 0600) < 0)
+                        tap_bail("cannot write %s", path);
+                r = read_secret_file(path, &got);
+                is_int(r, cases[i].r, "token file case %zu: result", i);
+                is_str(got, cases[i].want, "token file case %zu: token", i);
+                free(got);
+        }
+        unlink(path);
+        rmdir(dir);
+}
+
 int main(void) {
         test_timespan_parses_systemd_syntax();
         test_timespan_refuses_overflow_and_other_number_forms();
@@ -208,5 +240,6 @@ int main(void) {
         test_conf_precedence_flag_env_file_default();
         test_crypto();
         test_durable_write();
+        test_secret_file_strips_both_ends();
         return tap_done();
 }
