@@ -38,7 +38,8 @@ WORKER_UNIT_TESTS = \
 	tests/unit/test-worker-artifacts \
 	tests/unit/test-worker-executor \
 	tests/unit/test-worker-host-metrics \
-	tests/unit/test-worker-maintenance
+	tests/unit/test-worker-maintenance \
+	tests/unit/test-worker-settings
 check_PROGRAMS += $(WORKER_UNIT_TESTS)
 TESTS += $(WORKER_UNIT_TESTS)
 tests_unit_test_worker_policy_SOURCES = tests/unit/test-worker-policy.c tests/tap.h
@@ -81,3 +82,6 @@ tests_unit_test_worker_host_metrics_LDADD = $(WORKER_LIBS)
 tests_unit_test_worker_maintenance_SOURCES = tests/unit/test-worker-maintenance.c tests/tap.h
 tests_unit_test_worker_maintenance_CFLAGS = $(WORKER_CFLAGS)
 tests_unit_test_worker_maintenance_LDADD = $(WORKER_LIBS)
+tests_unit_test_worker_settings_SOURCES = tests/unit/test-worker-settings.c tests/tap.h
+tests_unit_test_worker_settings_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_settings_LDADD = $(WORKER_LIBS)

@@ -37,7 +37,8 @@ static const ConfOption worker_options[] = {
         OPT("backoff-max", CONF_TIMESPAN, backoff_max, "30s", "SPAN", "Cap of the backoff after errors"),
         OPT("lease-timeout", CONF_TIMESPAN, lease_timeout, "30s", "SPAN",
             "Lease length assumed when the control plane does not give one"),
-        OPT("log-retention", CONF_TIMESPAN, log_retention, "7d", "SPAN", "How long local artifacts and records are kept"),
+        OPT("log-retention", CONF_TIMESPAN, log_retention, "7d", "SPAN",
+            "How long local artifacts and records are kept (at least 1h); 0 = for ever"),
         OPT("artifact-backend", CONF_STRING, artifact_backend, "local", "local|shared", "Where stdout and stderr are kept"),
         OPT("shared-directory", CONF_STRING, shared_directory, NULL, "DIR", "Shared artifact directory (backend shared)"),
         OPT("command-allowlist", CONF_STRV, command_allowlist, NULL, "LIST",
@@ -49,14 +50,15 @@ static const ConfOption worker_options[] = {
         OPT("kill-grace", CONF_TIMESPAN, kill_grace, "10s", "SPAN", "Delay between SIGTERM and SIGKILL"),
         OPT("idle-exit", CONF_TIMESPAN, idle_exit, "60s", "SPAN", "Socket-activated: exit after this long idle; 0 = never"),
         OPT("wake-listen", CONF_STRING, wake_listen, NULL, "ADDR:PORT", "Wake socket when not socket-activated"),
-        OPT("wake-window", CONF_TIMESPAN, wake_window, "60s", "SPAN", "Clock difference accepted in a wake datagram"),
+        OPT("wake-window", CONF_TIMESPAN, wake_window, "60s", "SPAN",
+            "Clock difference accepted in a wake datagram (1s to 1h)"),
         OPT("stop-mode", CONF_STRING, stop_mode, "wait", "wait|handback", "What SIGTERM does to running jobs"),
         OPT("log-level", CONF_STRING, log_level, "info", "LEVEL", "Maximum log level"),
         OPT("gpus", CONF_STRV, gpus, NULL, "LIST", "GPU indices for the slots (overrides detection), or none"),
         OPT("nvidia-smi", CONF_STRING, nvidia_smi, "nvidia-smi", "PROGRAM",
             "Program asked for GPU utilisation and memory reported in heartbeats; empty: none"),
         OPT("gpu-metrics-interval", CONF_TIMESPAN, gpu_metrics_interval, "10s", "SPAN",
-            "How often the GPU figures are read"),
+            "How often the GPU figures are read (1s to 1h)"),
 };
 
 const ConfProgram worker_conf_program = {
@@ -129,7 +131,34 @@ static int settings_validate_tls(const WorkerSettings *s) {
         return 0;
 }
 
+/* Bounds on the time spans, so that a slip of the pen is refused at start instead of acting out:
+ * a 0 that deletes every artifact, a window that drops every wake-up, nvidia-smi started in a
+ * loop, an endless lease that wraps the worker's arithmetic. log-retention 0 keeps for ever, as
+ * the control plane's retention settings do. */
+static int settings_validate_spans(const WorkerSettings *s) {
+        if (s->poll_interval < 10 * USEC_PER_MSEC)
+                return log_error_errno(-EINVAL, "--poll-interval must be at least 10ms.");
+        if (s->heartbeat_interval < 10 * USEC_PER_MSEC || s->heartbeat_interval > USEC_PER_MINUTE)
+                return log_error_errno(-EINVAL, "--heartbeat-interval must be between 10ms and 1min.");
+        if (s->request_timeout < 100 * USEC_PER_MSEC || s->request_timeout == USEC_INFINITY)
+                return log_error_errno(-EINVAL, "--request-timeout must be finite and at least 100ms.");
+        if (s->lease_timeout < USEC_PER_SEC || s->lease_timeout > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--lease-timeout must be between 1s and 1h.");
+        if (s->kill_grace > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--kill-grace must be at most 1h.");
+        if (s->log_retention != 0 && s->log_retention != USEC_INFINITY && s->log_retention < USEC_PER_HOUR)
+                return log_error_errno(-EINVAL,
+                                       "--log-retention must be at least 1h, or 0 or infinity to keep for ever.");
+        if (s->wake_window < USEC_PER_SEC || s->wake_window > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--wake-window must be between 1s and 1h.");
+        if (s->gpu_metrics_interval < USEC_PER_SEC || s->gpu_metrics_interval > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--gpu-metrics-interval must be between 1s and 1h.");
+        return 0;
+}
+
 static int settings_validate(WorkerSettings *s) {
+        int r;
+
         if (isempty(s->control_url))
                 return log_error_errno(-EINVAL, "--control-url must not be empty.");
         if (isempty(s->state_directory) || s->state_directory[0] != '/')
@@ -144,10 +173,9 @@ static int settings_validate(WorkerSettings *s) {
                 return log_error_errno(-EINVAL, "--artifact-backend=shared needs an absolute --shared-directory.");
         if (log_level_from_string(s->log_level) < 0)
                 return log_error_errno(-EINVAL, "Invalid --log-level '%s'.", s->log_level);
-        if (s->poll_interval < 10 * USEC_PER_MSEC || s->heartbeat_interval < 10 * USEC_PER_MSEC)
-                return log_error_errno(-EINVAL, "--poll-interval and --heartbeat-interval must be at least 10ms.");
-        if (s->request_timeout < 100 * USEC_PER_MSEC || s->request_timeout == USEC_INFINITY)
-                return log_error_errno(-EINVAL, "--request-timeout must be finite and at least 100ms.");
+        r = settings_validate_spans(s);
+        if (r < 0)
+                return r;
         if (s->backoff_max < s->poll_interval)
                 s->backoff_max = s->poll_interval;
         return settings_validate_tls(s);

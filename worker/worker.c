@@ -309,6 +309,9 @@ int worker_prune(Worker *w, usec_t now) {
         usec_t cutoff = now > w->settings.log_retention ? now - w->settings.log_retention : 0;
         int k;
 
+        if (w->settings.log_retention == 0) /* keep for ever, as the control plane's retention 0 does */
+                return 0;
+
         k = replay_prune(w->replay, cutoff);
         if (k < 0)
                 log_warning_errno(k, "Pruning the replay buffer failed: %m");

@@ -80,10 +80,26 @@ static void test_retention_spares_running_and_finishing_runs(void) {
         replay_close(w.replay);
 }
 
+/* 0 keeps for ever, as the control plane's retention 0 does; it used to delete everything. */
+static void test_retention_zero_keeps_everything(void) {
+        _cleanup_free_ char *db = NULL;
+        Worker w = {};
+
+        if (asprintf(&db, "%s/worker.db", dir) < 0 || replay_open(db, &w.replay) < 0)
+                tap_bail("replay_open");
+        w.settings.state_directory = dir;
+        w.settings.log_retention = 0;
+        make_old_job_dir("job-kept");
+        is_int(worker_prune(&w, now_realtime_usec()), 0, "log-retention=0: nothing removed");
+        ok(job_dir_exists("job-kept"), "log-retention=0: an old directory nothing holds is kept");
+        replay_close(w.replay);
+}
+
 int main(void) {
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
         test_retention_spares_running_and_finishing_runs();
+        test_retention_zero_keeps_everything();
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)

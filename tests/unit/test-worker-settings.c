@@ -1,0 +1,78 @@
+/* test-worker-settings.c: the bounds entropy-worker puts on its time spans, and what log-retention=0
+ * means (keep for ever, as the control plane's retention 0 does). */
+#include <stdlib.h>
+
+#include "macro.h"
+#include "tap.h"
+#include "worker-settings.h"
+
+/* worker_settings_load() with one option given on the command line: its result, and in *ret the
+ * value loaded into the field at `offset` (a usec_t). */
+static int load_span(const char *option, size_t offset, usec_t *ret) {
+        WorkerSettings s = {};
+        char *argv[] = { (char *) "entropy-worker", (char *) "--config=", (char *) "--worker-id=w1",
+                         (char *) option, NULL };
+        int r = worker_settings_load(&s, (int) ELEMENTSOF(argv) - 1, argv);
+        if (r == 0 && ret)
+                *ret = *(usec_t *) ((char *) &s + offset);
+        worker_settings_free(&s);
+        return r;
+}
+
+#define accepted(option, field, want)                                                                   \
+        do {                                                                                            \
+                usec_t v_ = 0;                                                                          \
+                int r_ = load_span(option, offsetof(WorkerSettings, field), &v_);                       \
+                ok(r_ == 0 && v_ == (want), "%s accepted (r=%d, value %llu)", option, r_,               \
+                   (unsigned long long) v_);                                                            \
+        } while (0)
+#define refused(option) ok(load_span(option, 0, NULL) != 0, "%s refused", option)
+
+static void test_defaults_load(void) {
+        accepted("--slots=1", log_retention, 7 * USEC_PER_DAY);
+}
+
+static void test_log_retention(void) {
+        accepted("--log-retention=0", log_retention, 0);
+        accepted("--log-retention=infinity", log_retention, USEC_INFINITY);
+        accepted("--log-retention=1h", log_retention, USEC_PER_HOUR);
+        refused("--log-retention=30min");
+        refused("--log-retention=1s");
+}
+
+static void test_wake_window(void) {
+        refused("--wake-window=0");
+        refused("--wake-window=500ms");
+        refused("--wake-window=2h");
+        accepted("--wake-window=1s", wake_window, USEC_PER_SEC);
+        accepted("--wake-window=1h", wake_window, USEC_PER_HOUR);
+}
+
+static void test_gpu_metrics_interval(void) {
+        refused("--gpu-metrics-interval=1us");
+        refused("--gpu-metrics-interval=0");
+        refused("--gpu-metrics-interval=2h");
+        refused("--gpu-metrics-interval=infinity");
+        accepted("--gpu-metrics-interval=1s", gpu_metrics_interval, USEC_PER_SEC);
+}
+
+static void test_lease_heartbeat_and_grace(void) {
+        refused("--heartbeat-interval=2min");
+        accepted("--heartbeat-interval=1min", heartbeat_interval, USEC_PER_MINUTE);
+        refused("--lease-timeout=infinity");
+        refused("--lease-timeout=2h");
+        refused("--lease-timeout=0");
+        accepted("--lease-timeout=1h", lease_timeout, USEC_PER_HOUR);
+        refused("--kill-grace=infinity");
+        refused("--kill-grace=2h");
+        accepted("--kill-grace=0", kill_grace, 0);
+}
+
+int main(void) {
+        test_defaults_load();
+        test_log_retention();
+        test_wake_window();
+        test_gpu_metrics_interval();
+        test_lease_heartbeat_and_grace();
+        return tap_done();
+}
