@@ -141,12 +141,127 @@ static const char *refusal(const ConfOption *opt, int r, char *buf, size_t len) 
         return buf;
 }
 
+/* libinih parses each line in a buffer of a size fixed when it was built (200 bytes by default), and
+ * parses what did not fit as further lines: a long line was cut, or read in part as a continuation of
+ * the key before it. Debian's libinih (55-1) makes those build options variables, and there a heap
+ * buffer of CONF_LINE_MAX bytes is used. Other builds do not have them: the weak references are NULL
+ * and their own size stays. Whatever the size, conf_ini_read() refuses a line that does not fit. */
+#define CONF_LINE_MAX 65536
+extern bool ini_use_stack __attribute__((weak));
+extern bool ini_allow_realloc __attribute__((weak));
+extern int ini_max_line __attribute__((weak));
+extern int ini_initial_alloc __attribute__((weak));
+
+static void ini_configure(void) {
+        if (!&ini_use_stack || !&ini_allow_realloc || !&ini_max_line || !&ini_initial_alloc)
+                return;
+        ini_use_stack = false;
+        ini_allow_realloc = false;
+        ini_max_line = CONF_LINE_MAX;
+        ini_initial_alloc = CONF_LINE_MAX;
+}
+
 typedef struct IniContext {
         const ConfProgram *prog;
         void *settings;
         const char *path;
+        FILE *f;
+        unsigned line;      /* the line libinih is parsing: libinih tells the handler no line numbers */
+        bool after_key;     /* a key line came since the last [section] (libinih's prev_name is set) */
+        bool continuation;  /* this line continues that key's value */
+        bool skip_continuation; /* that key was another program's or was refused: ignore its continuations */
+        int line_max;       /* the longest line libinih's buffer holds, without its newline */
+        unsigned bad_line;  /* a line libinih would misread, which ended the parse */
+        bool bad_nul;       /* it has a NUL byte (else it is too long) */
         int error;
 } IniContext;
+
+/* libinih's fgets-style reader: one whole line per call, or NULL at the end of the file and for a line
+ * libinih would misread (too long for its buffer of num bytes, or with a NUL byte). */
+static char *conf_ini_read(char *str, int num, void *stream) {
+        IniContext *c = stream;
+        const char *start, *s;
+        int ch, n = 0;
+
+        if (c->bad_line > 0)
+                return NULL;
+        ch = getc(c->f);
+        if (ch == EOF)
+                return NULL;
+        c->line++;
+        c->line_max = num - 2;
+        for (; ch != EOF && ch != '\n'; ch = getc(c->f)) {
+                /* Room for this byte, the newline and the NUL. */
+                if (n + 3 > num || ch == 0) {
+                        c->bad_line = c->line;
+                        c->bad_nul = ch == 0;
+                        return NULL;
+                }
+                str[n++] = (char) ch;
+        }
+        str[n++] = '\n';
+        str[n] = 0;
+
+        /* What libinih will make of the line, in its order: a comment or blank line, a continuation
+         * (an indented line after a key), a [section] (which forgets the key), or a key. */
+        start = str;
+        if (c->line == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0)
+                start += 3; /* the UTF-8 BOM, which libinih skips */
+        for (s = start; isspace((unsigned char) *s); s++)
+                ;
+        c->continuation = false;
+        if (*s != 0 && !strchr(";#", *s)) {
+                if (s > start && c->after_key)
+                        c->continuation = true;
+                else
+                        c->after_key = *s != '[';
+        }
+        return str;
+}
+
+/* A continuation line adds its items to a list. Any other option takes one line: -EMEDIUMTYPE. */
+static int conf_append(const ConfOption *opt, void *settings, const char *value) {
+        _cleanup_strv_free_ char **l = NULL;
+        char ***f = field(opt, settings);
+        int r;
+
+        if (opt->type != CONF_STRV)
+                return -EMEDIUMTYPE;
+        r = strv_split(value, ", \t", &l);
+        if (r < 0)
+                return r;
+        for (char **i = l; i && *i; i++) {
+                r = strv_extend(f, *i);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void conf_ini_continue(IniContext *c, const char *key, const char *value) {
+        const ConfOption *opt;
+        char why[96];
+        int r;
+
+        if (c->skip_continuation)
+                return;
+        opt = find(c->prog, key);
+        if (!opt)
+                return;
+        r = conf_append(opt, c->settings, value);
+        if (r == -EMEDIUMTYPE) {
+                log_error("%s:%u: indented line continues '%s', which takes one value; only a list continues "
+                          "on the next line",
+                          c->path, c->line, key);
+                r = -EINVAL;
+        } else if (r < 0)
+                log_error("%s:%u: invalid value '%s' for '%s': %s", c->path, c->line, value, key,
+                          refusal(opt, r, why, sizeof(why)));
+        if (r < 0) {
+                c->error = r;
+                c->skip_continuation = true;
+        }
+}
 
 static int conf_ini_entry(void *user, const char *section, const char *key, const char *value) {
         IniContext *c = user;
@@ -154,41 +269,56 @@ static int conf_ini_entry(void *user, const char *section, const char *key, cons
         char why[96];
         int r;
 
+        if (c->continuation) {
+                conf_ini_continue(c, key, value);
+                return 1;
+        }
+        c->skip_continuation = true;
         if (!isempty(section) && strcasecmp(section, c->prog->section) != 0)
                 return 1; /* another program's section of a shared file */
         opt = find(c->prog, key);
         if (!opt || streq(key, "config")) {
-                log_error("%s: unknown key '%s' in [%s]", c->path, key, strempty(section));
+                log_error("%s:%u: unknown key '%s' in [%s]", c->path, c->line, key, strempty(section));
                 c->error = -EINVAL;
                 return 1;
         }
         r = conf_apply(opt, c->settings, value);
         if (r < 0) {
-                log_error("%s: invalid value '%s' for '%s': %s", c->path, value, key,
+                log_error("%s:%u: invalid value '%s' for '%s': %s", c->path, c->line, value, key,
                           refusal(opt, r, why, sizeof(why)));
                 c->error = r;
+                return 1;
         }
+        c->skip_continuation = false;
         return 1;
 }
 
 static int load_file(const ConfProgram *prog, void *settings, const char *path, bool explicit) {
         IniContext c = { .prog = prog, .settings = settings, .path = path };
-        FILE *f = fopen(path, "re");
         int r;
 
-        if (!f) {
+        c.f = fopen(path, "re");
+        if (!c.f) {
                 if (errno == ENOENT && !explicit)
                         return 0;
                 return log_error_errno(-errno, "Failed to open config file %s: %m", path);
         }
-        r = ini_parse_file(f, conf_ini_entry, &c);
-        fclose(f);
-        if (r > 0 && c.error == 0) {
-                log_error("%s:%d: syntax error", path, r);
-                return -EINVAL;
-        }
+        ini_configure();
+        r = ini_parse_stream(conf_ini_read, &c, conf_ini_entry, &c);
+        if (ferror(c.f))
+                r = -1;
+        fclose(c.f);
         if (r < 0)
                 return log_error_errno(-EIO, "Failed to read config file %s", path);
+        if (c.bad_line > 0 && c.bad_nul)
+                return log_error_errno(-EINVAL, "%s:%u: NUL byte in line", path, c.bad_line);
+        if (c.bad_line > 0)
+                return log_error_errno(-EINVAL,
+                                       "%s:%u: line too long: at most %d bytes (a list can continue on indented "
+                                       "lines)",
+                                       path, c.bad_line, c.line_max);
+        if (r > 0)
+                return log_error_errno(c.error < 0 ? c.error : -EINVAL, "%s:%d: syntax error", path, r);
         return c.error;
 }
 

@@ -154,6 +154,111 @@ static void test_timespan_overflow_refused(void) {
         conf_free(&test_program, &s);
 }
 
+static char *list_line(const char *key, size_t n_items) {
+        char *line = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&line, &size);
+        if (!f)
+                tap_bail("open_memstream");
+        fprintf(f, "%s =", key);
+        for (size_t i = 0; i < n_items; i++)
+                fprintf(f, " /opt/jobs/bin/tool%03zu,", i);
+        fclose(f);
+        return line;
+}
+
+/* Lines past libinih's 200-byte buffer were cut, and the rest read as further lines: a syntax error
+ * reported on the wrong line, or, where a cut fell on a space, only the tail of a list, silently. */
+static void test_long_line_loads_whole_or_is_refused_by_line(void) {
+        _cleanup_free_ char *list = list_line("capabilities", 100), *huge = list_line("capabilities", 4000);
+        _cleanup_free_ char *text = NULL, *text2 = NULL, *text3 = NULL;
+        TestSettings s = {};
+        char *log = NULL;
+        int r;
+
+        ok(strlen(list) > 2000, "a list line of %zu bytes", strlen(list));
+        if (asprintf(&text, "[test]\n%s\nlisten = after:1\n", list) < 0)
+                tap_bail("asprintf");
+        write_conf(text);
+        r = load(&s, &log, NULL);
+        if (r == 0) {
+                ok(strv_length(s.caps) == 100 && streq(s.caps[0], "/opt/jobs/bin/tool000") &&
+                           streq(s.caps[99], "/opt/jobs/bin/tool099"),
+                   "a long list line loads whole (libinih takes its line length at run time)");
+                is_str(s.listen, "after:1", "the line after it is read as itself");
+        } else {
+                ok(r == -EINVAL && strstr(log, ":2: line too long: at most"),
+                   "a long line is refused, naming its line (a libinih with a fixed buffer)");
+        }
+        free(log);
+        conf_free(&test_program, &s);
+
+        if (asprintf(&text2, "[test]\nlisten = a:1\n%s\nlisten = b:1\n", huge) < 0)
+                tap_bail("asprintf");
+        write_conf(text2);
+        ok(load(&s, &log, NULL) == -EINVAL, "a line of %zu bytes is refused", strlen(huge));
+        ok(strstr(log, conf_path) && strstr(log, ":3: line too long: at most "),
+           "the message names the file and line 3");
+        ok(!strstr(log, "syntax error"), "no syntax error for the pieces of the long line");
+        free(log);
+        conf_free(&test_program, &s);
+
+        /* Line numbers after a long line that fits are those of the file. */
+        if (asprintf(&text3, "[test]\n%s\n\nslots = many\n", list) < 0)
+                tap_bail("asprintf");
+        write_conf(text3);
+        r = load(&s, &log, NULL);
+        ok(r == -EINVAL && (strstr(log, ":4: invalid value 'many' for 'slots'") || strstr(log, ":2: line too long")),
+           "an error after a long line names the right line");
+        free(log);
+        conf_free(&test_program, &s);
+}
+
+/* An indented line continues the key before it; for a list it adds to it (it used to replace it). */
+static void test_continuation_line_adds_to_a_list(void) {
+        TestSettings s = {};
+        char *log = NULL;
+
+        write_conf("[test]\n"
+                   "capabilities = gpu, cuda\n"
+                   "    avx512 big-memory\n"
+                   "# a comment between\n"
+                   "\tnvme\n"
+                   "listen = x:1\n");
+        is_int(load(&s, &log, NULL), 0, "a list over three lines loads");
+        ok(strv_length(s.caps) == 5 && streq(s.caps[0], "gpu") && streq(s.caps[2], "avx512") &&
+                   streq(s.caps[4], "nvme"),
+           "the continuation lines add to the list (5 items)");
+        is_str(s.listen, "x:1", "the key after it is its own");
+        free(log);
+        conf_free(&test_program, &s);
+
+        write_conf("[test]\ncapabilities = a\ncapabilities = b\n");
+        is_int(load(&s, NULL, NULL), 0, "a key given twice loads");
+        ok(strv_length(s.caps) == 1 && streq(s.caps[0], "b"), "a key given twice: the last wins, as before");
+        conf_free(&test_program, &s);
+
+        write_conf("[test]\ncapabilities = a\n[test]\n  capabilities = b\n");
+        is_int(load(&s, NULL, NULL), 0, "an indented key after a [section] line loads");
+        ok(strv_length(s.caps) == 1 && streq(s.caps[0], "b"),
+           "an indented key after a [section] line is a key of its own, not a continuation");
+        conf_free(&test_program, &s);
+
+        write_conf("[test]\nlisten = a:1\n  b:2\n");
+        ok(load(&s, &log, NULL) == -EINVAL, "a continuation of a single-valued key is refused");
+        ok(strstr(log, ":3: indented line continues 'listen', which takes one value"),
+           "the message names the line and the key");
+        free(log);
+        conf_free(&test_program, &s);
+
+        write_conf("[other]\nlist = a\n  b\n[test]\nbogus = 1\n  2\n");
+        ok(load(&s, &log, NULL) == -EINVAL, "an unknown key is refused");
+        ok(strstr(log, ":5: unknown key 'bogus' in [test]") && !strstr(log, ":6:"),
+           "its continuation adds no second message; another program's continuation none at all");
+        free(log);
+        conf_free(&test_program, &s);
+}
+
 int main(void) {
         int fd = mkstemp(conf_path);
         int fd2 = mkstemp(out_path);
@@ -166,6 +271,8 @@ int main(void) {
         test_help_says_config_is_no_key();
         test_out_of_range_names_the_range();
         test_timespan_overflow_refused();
+        test_long_line_loads_whole_or_is_refused_by_line();
+        test_continuation_line_adds_to_a_list();
 
         unlink(conf_path);
         unlink(out_path);
