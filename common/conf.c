@@ -167,6 +167,8 @@ typedef struct IniContext {
         const char *path;
         FILE *f;
         unsigned line;      /* the line libinih is parsing: libinih tells the handler no line numbers */
+        unsigned section_line; /* the line of the last [section] */
+        bool section_reported; /* it was refused, once for all its keys */
         bool after_key;     /* a key line came since the last [section] (libinih's prev_name is set) */
         bool continuation;  /* this line continues that key's value */
         bool skip_continuation; /* that key was another program's or was refused: ignore its continuations */
@@ -213,8 +215,12 @@ static char *conf_ini_read(char *str, int num, void *stream) {
         if (*s != 0 && !strchr(";#", *s)) {
                 if (s > start && c->after_key)
                         c->continuation = true;
-                else
-                        c->after_key = *s != '[';
+                else if (*s == '[') {
+                        c->after_key = false;
+                        c->section_line = c->line;
+                        c->section_reported = false;
+                } else
+                        c->after_key = true;
         }
         return str;
 }
@@ -263,6 +269,15 @@ static void conf_ini_continue(IniContext *c, const char *key, const char *value)
         }
 }
 
+/* The sections of the programs that may share a file. Any other is a typo, whose keys would be lost. */
+static bool section_of_suite(const char *section) {
+        static const char *const suite[] = { "control", "worker", "ctl" };
+        for (size_t i = 0; i < ELEMENTSOF(suite); i++)
+                if (strcasecmp(section, suite[i]) == 0)
+                        return true;
+        return false;
+}
+
 static int conf_ini_entry(void *user, const char *section, const char *key, const char *value) {
         IniContext *c = user;
         const ConfOption *opt;
@@ -274,8 +289,18 @@ static int conf_ini_entry(void *user, const char *section, const char *key, cons
                 return 1;
         }
         c->skip_continuation = true;
-        if (!isempty(section) && strcasecmp(section, c->prog->section) != 0)
-                return 1; /* another program's section of a shared file */
+        if (!isempty(section) && strcasecmp(section, c->prog->section) != 0) {
+                if (section_of_suite(section))
+                        return 1; /* another program's section of a shared file */
+                /* Refused as an unknown key is: a typo in a heading must not drop what follows it. */
+                if (!c->section_reported)
+                        log_error("%s:%u: unknown section [%s]; %s reads [%s], and skips only [control], "
+                                  "[worker] and [ctl]",
+                                  c->path, c->section_line, section, c->prog->name, c->prog->section);
+                c->section_reported = true;
+                c->error = -EINVAL;
+                return 1;
+        }
         opt = find(c->prog, key);
         if (!opt || streq(key, "config")) {
                 log_error("%s:%u: unknown key '%s' in [%s]", c->path, c->line, key, strempty(section));

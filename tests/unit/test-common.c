@@ -131,7 +131,7 @@ static void test_json_is_utf8_both_ways(void) {
 static void test_conf_precedence_flag_env_file_default(void) {
         char path[] = "/tmp/entropy-test-conf-XXXXXX";
         int fd = mkstemp(path);
-        const char *text = "[test]\nlisten = file:1\ntimeout = 3s\nslots = 4\n[other]\nbogus = 1\n";
+        const char *text = "[test]\nlisten = file:1\ntimeout = 3s\nslots = 4\n[worker]\nbogus = 1\n";
         if (fd < 0 || write(fd, text, strlen(text)) < 0)
                 tap_bail("cannot write temp config");
         close(fd);

@@ -154,6 +154,13 @@ static void test_timespan_overflow_refused(void) {
         conf_free(&test_program, &s);
 }
 
+static size_t count(const char *haystack, const char *needle) {
+        size_t n = 0;
+        for (const char *p = strstr(haystack, needle); p; p = strstr(p + 1, needle))
+                n++;
+        return n;
+}
+
 static char *list_line(const char *key, size_t n_items) {
         char *line = NULL;
         size_t size = 0;
@@ -259,6 +266,27 @@ static void test_continuation_line_adds_to_a_list(void) {
         conf_free(&test_program, &s);
 }
 
+/* A typo in a heading dropped every key under it without a word; it is refused as an unknown key is. */
+static void test_unknown_section_is_refused(void) {
+        TestSettings s = {};
+        char *log = NULL;
+
+        write_conf("[test]\nslots = 2\n\n[tset]\nlisten = typo:1\nslots = 3\n");
+        ok(load(&s, &log, NULL) == -EINVAL, "a file with an unknown section is refused");
+        ok(strstr(log, ":4: unknown section [tset]; test reads [test]"), "the message names the section and its line");
+        ok(count(log, "unknown section") == 1, "it is reported once, not once per key");
+        free(log);
+        conf_free(&test_program, &s);
+
+        write_conf("[control]\nlisten = c:1\n[Worker]\nslots = 9\n  more\n[ctl]\nurl = u\n[test]\nslots = 2\n");
+        is_int(load(&s, &log, NULL), 0, "the sections of the other programs of the suite are skipped");
+        is_int(s.slots, 2, "and their keys are not read");
+        is_str(s.listen, "127.0.0.1:1", "not even a key this program has");
+        is_str(log, "", "without a message");
+        free(log);
+        conf_free(&test_program, &s);
+}
+
 int main(void) {
         int fd = mkstemp(conf_path);
         int fd2 = mkstemp(out_path);
@@ -273,6 +301,7 @@ int main(void) {
         test_timespan_overflow_refused();
         test_long_line_loads_whole_or_is_refused_by_line();
         test_continuation_line_adds_to_a_list();
+        test_unknown_section_is_refused();
 
         unlink(conf_path);
         unlink(out_path);
