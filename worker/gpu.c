@@ -44,29 +44,84 @@ static int detect_dev(const char *dev_dir, char ***ret) {
         return 0;
 }
 
-/* Reads `nvidia-smi -L` ("GPU 0: ...") with a 5 s bound, so a hung driver cannot stall start-up. */
-static int detect_smi(char ***ret) {
+int gpu_find_program(const char *name, char **ret) {
+        const char *path = getenv("PATH");
+
+        if (isempty(name))
+                return -ENOENT;
+        if (strchr(name, '/')) {
+                if (access(name, X_OK) < 0)
+                        return -ENOENT;
+                *ret = strdup(name);
+                return *ret ? 0 : -ENOMEM;
+        }
+        for (const char *p = path ? path : "/usr/bin:/bin"; p && *p;) {
+                const char *e = strchr(p, ':');
+                size_t n = e ? (size_t) (e - p) : strlen(p);
+                char *c = NULL;
+                if (n > 0) {
+                        if (asprintf(&c, "%.*s/%s", (int) n, p, name) < 0)
+                                return -ENOMEM;
+                        if (access(c, X_OK) == 0) {
+                                *ret = c;
+                                return 0;
+                        }
+                        free(c);
+                }
+                p = e ? e + 1 : NULL;
+        }
+        return -ENOENT;
+}
+
+_noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        sigset_t none;
+        int null_fd;
+
+        /* A program expects the default dispositions and an empty mask; a blocked SIGTERM or an
+         * ignored SIGPIPE would survive the execve and change how it stops. */
+        for (int sig = 1; sig < NSIG; sig++)
+                (void) sigaction(sig, &dfl, NULL); /* fails for SIGKILL, SIGSTOP: nothing to reset */
+        sigemptyset(&none);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                _exit(127);
+        null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null_fd < 0 || dup2(out_fd, STDOUT_FILENO) < 0 || dup2(null_fd, STDIN_FILENO) < 0 ||
+            dup2(err_fd >= 0 ? err_fd : null_fd, STDERR_FILENO) < 0)
+                _exit(127);
+        (void) close_range(3, ~0U, 0);
+        execv(argv[0], argv);
+        _exit(127);
+}
+
+/* Reads `<nvidia-smi> -L` ("GPU 0: ...") with a 5 s bound, so a hung driver cannot stall
+ * start-up. Its complaints go to the worker's stderr: this runs once. */
+static int detect_smi(const char *nvidia_smi, char ***ret) {
         _cleanup_strv_free_ char **l = NULL;
+        _cleanup_free_ char *path = NULL;
         char buf[8192];
         size_t n = 0;
-        int pipefd[2];
+        int pipefd[2], r;
         pid_t pid;
 
-        if (access("/usr/bin/nvidia-smi", X_OK) < 0)
+        r = gpu_find_program(nvidia_smi, &path);
+        if (r == -ENOENT) {
+                *ret = NULL;
                 return 0;
+        }
+        if (r < 0)
+                return r;
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
         pid = fork();
         if (pid < 0) {
+                r = -errno;
                 close(pipefd[0]);
                 close(pipefd[1]);
-                return -errno;
+                return r;
         }
-        if (pid == 0) {
-                dup2(pipefd[1], STDOUT_FILENO);
-                execl("/usr/bin/nvidia-smi", "nvidia-smi", "-L", (char *) NULL);
-                _exit(127);
-        }
+        if (pid == 0)
+                gpu_exec_child((char *const[]){ path, (char *) "-L", NULL }, pipefd[1], STDERR_FILENO);
         close(pipefd[1]);
         for (int i = 0; i < 50 && n < sizeof(buf) - 1; i++) {
                 struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
@@ -78,7 +133,7 @@ static int detect_smi(char ***ret) {
                 n += (size_t) k;
         }
         close(pipefd[0]);
-        kill(pid, SIGKILL);
+        (void) kill(pid, SIGKILL);
         (void) waitpid(pid, NULL, 0);
         buf[n] = 0;
         for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
@@ -94,7 +149,7 @@ static int detect_smi(char ***ret) {
         return 0;
 }
 
-int gpu_detect(char **override, const char *dev_dir, char ***ret) {
+int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, char ***ret) {
         char **l = NULL;
         int r;
 
@@ -115,8 +170,8 @@ int gpu_detect(char **override, const char *dev_dir, char ***ret) {
         r = detect_dev(dev_dir, &l);
         if (r < 0 && r != -ENOENT)
                 log_debug_errno(r, "Cannot list %s: %m", dev_dir);
-        if (!l && streq(dev_dir, "/dev")) {
-                r = detect_smi(&l);
+        if (!l) {
+                r = detect_smi(nvidia_smi, &l);
                 if (r < 0)
                         log_debug_errno(r, "nvidia-smi failed: %m");
         }

@@ -10,11 +10,14 @@
 #include <unistd.h>
 
 #include "fs-util.h"
+#include "gpu.h"
 #include "host-metrics.h"
 #include "json-util.h"
 #include "log.h"
 
 #define NVIDIA_SMI_OUTPUT_MAX 65536
+#define NVIDIA_SMI_QUERY "--query-gpu=index,name,utilization.gpu,memory.used,memory.total"
+#define NVIDIA_SMI_FORMAT "--format=csv,noheader,nounits"
 
 struct HostMetrics {
         sd_event *event;
@@ -182,23 +185,6 @@ static int on_gpu_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         return 0;
 }
 
-_noreturn_ static void gpu_child(const char *path, int out_fd) {
-        sigset_t none;
-        sigemptyset(&none);
-        (void) sigprocmask(SIG_SETMASK, &none, NULL);
-        if (dup2(out_fd, STDOUT_FILENO) < 0)
-                _exit(127);
-        int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (null_fd >= 0) {
-                (void) dup2(null_fd, STDIN_FILENO);
-                (void) dup2(null_fd, STDERR_FILENO);
-        }
-        (void) close_range(3, ~0U, 0);
-        execl(path, path, "--query-gpu=index,name,utilization.gpu,memory.used,memory.total",
-              "--format=csv,noheader,nounits", (char *) NULL);
-        _exit(127);
-}
-
 static int gpu_spawn(HostMetrics *m) {
         int p[2], r;
         pid_t pid;
@@ -214,8 +200,10 @@ static int gpu_spawn(HostMetrics *m) {
                 close(p[1]);
                 return r;
         }
-        if (pid == 0)
-                gpu_child(m->nvidia_smi, p[1]);
+        if (pid == 0) {
+                char *argv[] = { m->nvidia_smi, (char *) NVIDIA_SMI_QUERY, (char *) NVIDIA_SMI_FORMAT, NULL };
+                gpu_exec_child(argv, p[1], -EBADF);
+        }
         close(p[1]);
         m->gpu_fd = p[0];
         r = sd_event_add_io(m->event, &m->gpu_io, p[0], EPOLLIN, on_gpu_output, m);
@@ -238,22 +226,6 @@ static int on_gpu_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static char *find_program(const char *name) {
-        const char *path = getenv("PATH");
-        if (strchr(name, '/'))
-                return access(name, X_OK) == 0 ? strdup(name) : NULL;
-        for (const char *p = path ? path : "/usr/bin:/bin"; p && *p;) {
-                const char *e = strchr(p, ':');
-                size_t n = e ? (size_t) (e - p) : strlen(p);
-                char *c = NULL;
-                if (n > 0 && asprintf(&c, "%.*s/%s", (int) n, p, name) >= 0 && access(c, X_OK) == 0)
-                        return c;
-                free(c);
-                p = e ? e + 1 : NULL;
-        }
-        return NULL;
-}
-
 int host_metrics_new(sd_event *e, const char *nvidia_smi, usec_t gpu_interval, HostMetrics **ret) {
         _cleanup_(host_metrics_freep) HostMetrics *m = calloc(1, sizeof(HostMetrics));
         int r;
@@ -263,8 +235,9 @@ int host_metrics_new(sd_event *e, const char *nvidia_smi, usec_t gpu_interval, H
         m->event = sd_event_ref(e);
         m->gpu_fd = -EBADF;
         m->gpu_interval = gpu_interval > 0 ? gpu_interval : 10 * USEC_PER_SEC;
-        if (!isempty(nvidia_smi))
-                m->nvidia_smi = find_program(nvidia_smi);
+        r = gpu_find_program(nvidia_smi, &m->nvidia_smi);
+        if (r < 0 && r != -ENOENT)
+                return r;
         if (m->nvidia_smi) {
                 /* First reading at once, so the first heartbeats already carry it. */
                 r = sd_event_add_time_relative(e, &m->gpu_timer, CLOCK_MONOTONIC, 0, USEC_PER_MSEC, on_gpu_timer, m);

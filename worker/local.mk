@@ -39,7 +39,8 @@ WORKER_UNIT_TESTS = \
 	tests/unit/test-worker-executor \
 	tests/unit/test-worker-host-metrics \
 	tests/unit/test-worker-maintenance \
-	tests/unit/test-worker-settings
+	tests/unit/test-worker-settings \
+	tests/unit/test-worker-gpu
 check_PROGRAMS += $(WORKER_UNIT_TESTS)
 TESTS += $(WORKER_UNIT_TESTS)
 tests_unit_test_worker_policy_SOURCES = tests/unit/test-worker-policy.c tests/tap.h
@@ -85,3 +86,6 @@ tests_unit_test_worker_maintenance_LDADD = $(WORKER_LIBS)
 tests_unit_test_worker_settings_SOURCES = tests/unit/test-worker-settings.c tests/tap.h
 tests_unit_test_worker_settings_CFLAGS = $(WORKER_CFLAGS)
 tests_unit_test_worker_settings_LDADD = $(WORKER_LIBS)
+tests_unit_test_worker_gpu_SOURCES = tests/unit/test-worker-gpu.c tests/tap.h
+tests_unit_test_worker_gpu_CFLAGS = $(WORKER_CFLAGS)
+tests_unit_test_worker_gpu_LDADD = $(WORKER_LIBS)

@@ -377,7 +377,7 @@ static int worker_setup_identity(Worker *w) {
 }
 
 static int worker_setup_capabilities(Worker *w) {
-        int k = gpu_detect(w->settings.gpus, "/dev", &w->gpus);
+        int k = gpu_detect(w->settings.gpus, "/dev", w->settings.nvidia_smi, &w->gpus);
         if (k < 0)
                 return k;
         w->capabilities = strv_copy(w->settings.capabilities);
