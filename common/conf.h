@@ -4,7 +4,12 @@
  *
  * The rule is fixed so that operators never have to look anything up: option --heartbeat-timeout
  * is ENTROPY_HEARTBEAT_TIMEOUT in the environment and `heartbeat-timeout = ...` in the config file
- * (in the program's section, e.g. [control], or before any section). */
+ * (in the program's section, e.g. [control], or before any section). --config is the one option that
+ * is not a key.
+ *
+ * In the file, the other programs' sections ([control], [worker], [ctl]) are skipped; an unknown
+ * section or key is an error. An indented line continues the key before it: it adds to a list
+ * (CONF_STRV) and is an error for any other type. A line too long for libinih is an error naming it. */
 #pragma once
 
 #include <stdbool.h>
