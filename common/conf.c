@@ -270,12 +270,31 @@ static void conf_ini_continue(IniContext *c, const char *key, const char *value)
 }
 
 /* The sections of the programs that may share a file. Any other is a typo, whose keys would be lost. */
+static const char *const suite_sections[] = { "control", "worker", "ctl" };
+
 static bool section_of_suite(const char *section) {
-        static const char *const suite[] = { "control", "worker", "ctl" };
-        for (size_t i = 0; i < ELEMENTSOF(suite); i++)
-                if (strcasecmp(section, suite[i]) == 0)
+        for (size_t i = 0; i < ELEMENTSOF(suite_sections); i++)
+                if (strcasecmp(section, suite_sections[i]) == 0)
                         return true;
         return false;
+}
+
+/* "[worker] and [ctl]": the sections this program skips, for the message. */
+static const char *skipped_sections(const ConfProgram *prog, char *buf, size_t len) {
+        size_t n = 0, k = 0;
+        for (size_t i = 0; i < ELEMENTSOF(suite_sections); i++)
+                if (strcasecmp(suite_sections[i], prog->section) != 0)
+                        n++;
+        buf[0] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(suite_sections); i++) {
+                size_t used = strlen(buf);
+                if (strcasecmp(suite_sections[i], prog->section) == 0)
+                        continue;
+                k++;
+                snprintf(buf + used, len - used, "%s[%s]", k == 1 ? "" : k == n ? " and " : ", ",
+                         suite_sections[i]);
+        }
+        return buf;
 }
 
 static int conf_ini_entry(void *user, const char *section, const char *key, const char *value) {
@@ -294,9 +313,9 @@ static int conf_ini_entry(void *user, const char *section, const char *key, cons
                         return 1; /* another program's section of a shared file */
                 /* Refused as an unknown key is: a typo in a heading must not drop what follows it. */
                 if (!c->section_reported)
-                        log_error("%s:%u: unknown section [%s]; %s reads [%s], and skips only [control], "
-                                  "[worker] and [ctl]",
-                                  c->path, c->section_line, section, c->prog->name, c->prog->section);
+                        log_error("%s:%u: unknown section [%s]; %s reads [%s] and skips %s", c->path,
+                                  c->section_line, section, c->prog->name, c->prog->section,
+                                  skipped_sections(c->prog, why, sizeof(why)));
                 c->section_reported = true;
                 c->error = -EINVAL;
                 return 1;

@@ -273,7 +273,8 @@ static void test_unknown_section_is_refused(void) {
 
         write_conf("[test]\nslots = 2\n\n[tset]\nlisten = typo:1\nslots = 3\n");
         ok(load(&s, &log, NULL) == -EINVAL, "a file with an unknown section is refused");
-        ok(strstr(log, ":4: unknown section [tset]; test reads [test]"), "the message names the section and its line");
+        ok(strstr(log, ":4: unknown section [tset]; test reads [test] and skips [control], [worker] and [ctl]"),
+           "the message names the section, its line and the sections skipped");
         ok(count(log, "unknown section") == 1, "it is reported once, not once per key");
         free(log);
         conf_free(&test_program, &s);
