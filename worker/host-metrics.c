@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,15 @@ struct HostMetrics {
         sd_event_source *gpu_timer;
         sd_event_source *gpu_io;
         sd_event_source *gpu_child;
+        sd_event_source *gpu_deadline; /* kills a reading that takes too long */
         int gpu_fd;
         char *gpu_buf;
         size_t gpu_len;
+        char gpu_error[256]; /* why the reading under way failed; empty: it has not */
         GpuSample gpus[HOST_METRICS_MAX_GPUS];
         size_t n_gpus;
         bool gpus_known;
+        bool gpu_failing; /* the last reading failed (said once, until one succeeds) */
         unsigned gpu_reads;
 };
 
@@ -134,23 +138,75 @@ int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *
         return 0;
 }
 
-/* ---- nvidia-smi in the background ---- */
+/* ---- nvidia-smi in the background ----
+ *
+ * A reading is one nvidia-smi process, over once its output has ended and it has been reaped. Its
+ * figures replace the last ones only if it exited 0 and printed what was asked. A reading that
+ * fails, or runs past its deadline (then it is killed, with whatever it started), leaves no
+ * figures at all: a heartbeat says nothing of the GPUs rather than repeat old figures as current.
+ * The next tick starts a new reading once the old process is gone. */
 
-static void gpu_read_done(HostMetrics *m) {
-        size_t n = 0;
+/* How long a reading may take: until the next one is due, but at least 5s (nvidia-smi takes
+ * seconds on a large host without persistence mode) and at most a minute. */
+static usec_t gpu_timeout(const HostMetrics *m) {
+        return CLAMP(m->gpu_interval, 5 * USEC_PER_SEC, USEC_PER_MINUTE);
+}
+
+static bool gpu_reading(const HostMetrics *m) {
+        return m->gpu_child || m->gpu_io;
+}
+
+static void gpu_close_output(HostMetrics *m) {
         m->gpu_io = sd_event_source_disable_unref(m->gpu_io);
-        if (m->gpu_fd >= 0) {
+        if (m->gpu_fd >= 0)
                 close(m->gpu_fd);
-                m->gpu_fd = -EBADF;
-        }
-        if (m->gpu_buf && parse_nvidia_smi_csv(m->gpu_buf, m->gpus, HOST_METRICS_MAX_GPUS, &n) >= 0) {
+        m->gpu_fd = -EBADF;
+}
+
+/* Notes why this reading failed; the first reason is the one told. */
+static void gpu_fail(HostMetrics *m, const char *format, ...) _printf_(2, 3);
+static void gpu_fail(HostMetrics *m, const char *format, ...) {
+        va_list ap;
+
+        if (m->gpu_error[0])
+                return;
+        va_start(ap, format);
+        vsnprintf(m->gpu_error, sizeof(m->gpu_error), format, ap);
+        va_end(ap);
+}
+
+/* No figures rather than old ones; said once per run of failures, not at every tick. */
+static void gpu_forget(HostMetrics *m) {
+        m->gpus_known = false;
+        m->n_gpus = 0;
+        if (!m->gpu_failing)
+                log_warning("No GPU figures from %s: %s. Heartbeats carry none until it answers again.",
+                            m->nvidia_smi, m->gpu_error);
+        m->gpu_failing = true;
+}
+
+static void gpu_read_finish(HostMetrics *m) {
+        size_t n = 0;
+
+        if (gpu_reading(m))
+                return;
+        if (m->gpu_deadline)
+                (void) sd_event_source_set_enabled(m->gpu_deadline, SD_EVENT_OFF);
+        if (!m->gpu_error[0] && parse_nvidia_smi_csv(strempty(m->gpu_buf), m->gpus, HOST_METRICS_MAX_GPUS, &n) < 0)
+                gpu_fail(m, "it printed something unexpected");
+        if (m->gpu_error[0])
+                gpu_forget(m);
+        else {
+                if (m->gpu_failing)
+                        log_info("%s answers again: heartbeats carry GPU figures.", m->nvidia_smi);
                 m->n_gpus = n;
                 m->gpus_known = true;
-        } else if (m->gpu_buf)
-                log_debug("nvidia-smi printed something unexpected; keeping the last GPU figures.");
+                m->gpu_failing = false;
+        }
         free(m->gpu_buf);
         m->gpu_buf = NULL;
         m->gpu_len = 0;
+        m->gpu_error[0] = 0;
         m->gpu_reads++;
 }
 
@@ -161,36 +217,86 @@ static int on_gpu_output(sd_event_source *s, int fd, uint32_t revents, void *use
 
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
                 return 0;
-        if (k <= 0 || m->gpu_len + (size_t) k > NVIDIA_SMI_OUTPUT_MAX) {
-                gpu_read_done(m);
-                return 0;
+        if (k < 0)
+                gpu_fail(m, "reading its output failed: %s", strerror(errno));
+        else if (k > 0 && m->gpu_len + (size_t) k > NVIDIA_SMI_OUTPUT_MAX)
+                gpu_fail(m, "it printed more than %d bytes", NVIDIA_SMI_OUTPUT_MAX);
+        if (k > 0 && !m->gpu_error[0]) {
+                char *nb = realloc(m->gpu_buf, m->gpu_len + (size_t) k + 1);
+                if (nb) {
+                        memcpy(nb + m->gpu_len, buf, (size_t) k);
+                        m->gpu_len += (size_t) k;
+                        nb[m->gpu_len] = 0;
+                        m->gpu_buf = nb;
+                        return 0;
+                }
+                gpu_fail(m, "out of memory");
         }
-        char *nb = realloc(m->gpu_buf, m->gpu_len + (size_t) k + 1);
-        if (!nb) {
-                gpu_read_done(m);
-                return 0;
-        }
-        memcpy(nb + m->gpu_len, buf, (size_t) k);
-        m->gpu_len += (size_t) k;
-        nb[m->gpu_len] = 0;
-        m->gpu_buf = nb;
+        gpu_close_output(m); /* end of output, or no use reading on */
+        gpu_read_finish(m);
         return 0;
 }
 
 static int on_gpu_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         HostMetrics *m = userdata;
+
         m->gpu_child = sd_event_source_disable_unref(m->gpu_child);
-        if (si->si_code != CLD_EXITED || si->si_status != 0)
-                log_debug("nvidia-smi exited abnormally (code %d, status %d).", si->si_code, si->si_status);
+        if (si->si_code == CLD_EXITED && si->si_status != 0)
+                gpu_fail(m, "it exited with status %d", si->si_status);
+        else if (si->si_code != CLD_EXITED)
+                gpu_fail(m, "it was killed by signal %s", strsignal(si->si_status));
+        gpu_read_finish(m);
         return 0;
+}
+
+/* Kills the reading's process group: nvidia-smi, or a wrapper script and what it started. Only
+ * while the child is not reaped, so that the group id is still ours. */
+static void gpu_kill(HostMetrics *m) {
+        pid_t pid = 0;
+
+        if (!m->gpu_child || sd_event_source_get_child_pid(m->gpu_child, &pid) < 0 || pid <= 0)
+                return;
+        (void) kill(-pid, SIGKILL);
+        (void) kill(pid, SIGKILL); /* in case it is not (yet) a group leader */
+}
+
+static int on_gpu_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        HostMetrics *m = userdata;
+        char span[64];
+
+        if (!gpu_reading(m))
+                return 0;
+        gpu_fail(m, "it did not answer within %s, and was killed",
+                 format_timespan(span, sizeof(span), gpu_timeout(m)));
+        gpu_kill(m);
+        /* Not waiting for the end of the output, which a process it started may hold open; and the
+         * figures go now, even if the process is stuck in the kernel and is reaped only later. */
+        gpu_close_output(m);
+        gpu_forget(m);
+        gpu_read_finish(m);
+        return 0;
+}
+
+static int gpu_arm_deadline(HostMetrics *m) {
+        int r;
+
+        if (!m->gpu_deadline) {
+                r = sd_event_add_time_relative(m->event, &m->gpu_deadline, CLOCK_MONOTONIC, gpu_timeout(m),
+                                               100 * USEC_PER_MSEC, on_gpu_deadline, m);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(m->gpu_deadline, "nvidia-smi-deadline");
+                return r;
+        }
+        r = sd_event_source_set_time_relative(m->gpu_deadline, gpu_timeout(m));
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->gpu_deadline, SD_EVENT_ONESHOT);
+        return r;
 }
 
 static int gpu_spawn(HostMetrics *m) {
         int p[2], r;
         pid_t pid;
 
-        if (m->gpu_child || m->gpu_io) /* the previous reading has not finished: skip this one */
-                return 0;
         if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
                 return -errno;
         pid = fork();
@@ -202,27 +308,52 @@ static int gpu_spawn(HostMetrics *m) {
         }
         if (pid == 0) {
                 char *argv[] = { m->nvidia_smi, (char *) NVIDIA_SMI_QUERY, (char *) NVIDIA_SMI_FORMAT, NULL };
+                (void) setpgid(0, 0); /* its own group, for gpu_kill() */
                 gpu_exec_child(argv, p[1], -EBADF);
         }
+        (void) setpgid(pid, pid); /* also here, so that the group exists whichever runs first */
         close(p[1]);
         m->gpu_fd = p[0];
         r = sd_event_add_io(m->event, &m->gpu_io, p[0], EPOLLIN, on_gpu_output, m);
         if (r >= 0)
                 r = sd_event_add_child(m->event, &m->gpu_child, pid, WEXITED, on_gpu_exit, m);
+        if (r >= 0)
+                r = gpu_arm_deadline(m);
         if (r < 0) {
+                /* Without a deadline it could hang unnoticed: end it, the next tick tries again. */
+                (void) kill(-pid, SIGKILL);
                 (void) kill(pid, SIGKILL);
-                gpu_read_done(m);
+                if (!m->gpu_child)
+                        (void) waitpid(pid, NULL, 0);
+                gpu_fail(m, "it could not be watched: %s", strerror(-r));
+                gpu_close_output(m);
+                gpu_forget(m);
+                gpu_read_finish(m);
         }
         return r;
 }
 
 static int on_gpu_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         HostMetrics *m = userdata;
-        int r = gpu_spawn(m);
-        if (r < 0)
-                log_debug_errno(r, "Cannot run %s: %m", m->nvidia_smi);
-        (void) sd_event_source_set_time_relative(s, m->gpu_interval);
-        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        int r;
+
+        if (gpu_reading(m)) /* the last one is not over (or its killed process not reaped yet) */
+                log_debug("%s is still running; no new GPU reading.", m->nvidia_smi);
+        else {
+                r = gpu_spawn(m);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot run %s: %m", m->nvidia_smi);
+        }
+        r = sd_event_source_set_time_relative(s, m->gpu_interval);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ON);
+        if (r < 0) {
+                /* A timer left in the past would fire in a loop. */
+                log_error_errno(r, "Cannot schedule the next GPU reading; GPU figures stop: %m");
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+                gpu_fail(m, "the next reading could not be scheduled");
+                gpu_forget(m);
+        }
         return 0;
 }
 
@@ -258,13 +389,14 @@ HostMetrics *host_metrics_free(HostMetrics *m) {
         if (m->gpu_child) {
                 pid_t pid = 0;
                 if (sd_event_source_get_child_pid(m->gpu_child, &pid) >= 0 && pid > 0) {
-                        (void) kill(pid, SIGKILL);
+                        gpu_kill(m);
                         (void) waitpid(pid, NULL, 0);
                 }
                 m->gpu_child = sd_event_source_disable_unref(m->gpu_child);
         }
         m->gpu_io = sd_event_source_disable_unref(m->gpu_io);
         m->gpu_timer = sd_event_source_disable_unref(m->gpu_timer);
+        m->gpu_deadline = sd_event_source_disable_unref(m->gpu_deadline);
         if (m->gpu_fd >= 0)
                 close(m->gpu_fd);
         free(m->gpu_buf);

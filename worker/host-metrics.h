@@ -1,7 +1,8 @@
 /* host-metrics.h: what a worker reports of its host with each heartbeat: CPU load and count,
  * memory, and each GPU's utilisation and memory where nvidia-smi answers. The GPU figures come from
  * nvidia-smi run in the background every interval (never blocking the loop) and are sent as last
- * read; a host without nvidia-smi reports no "gpus". */
+ * read; a host without nvidia-smi reports no "gpus". A reading that fails, or is killed for taking
+ * longer than the interval (at least 5s, at most 1min), leaves no "gpus" until one succeeds. */
 #pragma once
 
 #include <json-c/json.h>

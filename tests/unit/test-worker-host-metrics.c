@@ -87,6 +87,101 @@ static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
         rmdir(dir);
 }
 
+/* The utilisation of GPU 0 in a heartbeat's metrics, or -1 when they carry no GPU. */
+static double reported_utilization(HostMetrics *m) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        json_object *gpus, *v;
+
+        host_metrics_add(m, o);
+        if (!json_object_object_get_ex(o, "gpus", &gpus) || json_object_array_length(gpus) < 1 ||
+            !json_object_object_get_ex(json_object_array_get_idx(gpus, 0), "utilization_pct", &v))
+                return -1;
+        return json_object_get_double(v);
+}
+
+/* What heartbeats should show, in order, while the fake nvidia-smi answers, hangs, answers,
+ * fails, answers; and how far the test got. */
+static const double expected_utilizations[] = { 10, -1, 77, -1, 55 };
+typedef struct Watch {
+        HostMetrics *m;
+        size_t reached;
+        usec_t hang_cleared_after;
+        usec_t start;
+} Watch;
+
+static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
+        Watch *w = userdata;
+        double u = reported_utilization(w->m);
+
+        if (u == expected_utilizations[w->reached]) {
+                if (w->reached == 1)
+                        w->hang_cleared_after = now_monotonic_usec() - w->start;
+                if (++w->reached == ELEMENTSOF(expected_utilizations))
+                        return sd_event_exit(sd_event_source_get_event(s), 0);
+        }
+        return sd_event_source_set_time_relative(s, 10 * USEC_PER_MSEC) < 0 ? -1 :
+               sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+/* A hung or failing nvidia-smi used to freeze the figures for good: no timeout, no new reading
+ * while the hung one lasted, and heartbeats kept the last figures as current. */
+static void test_hung_or_failing_nvidia_smi_drops_the_figures_and_recovers(void) {
+        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300];
+        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
+        sd_event_source *watch = NULL, *deadline = NULL;
+        sd_event *e = NULL;
+        sigset_t mask;
+        Watch w = {};
+
+        if (!mkdtemp(dir))
+                tap_bail("mkdtemp");
+        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
+        FILE *f = fopen(path, "we");
+        if (!f)
+                tap_bail("fopen");
+        /* The hang is a sleep in a child of the script, as a wrapper would have it: killing the
+         * script alone would leave the pipe open. */
+        fprintf(f,
+                "#!/bin/sh\n"
+                "n=$(cat %s/count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %s/count\n"
+                "case $n in\n"
+                "1) echo '0, Test GPU, 10, 1024, 8192' ;;\n"
+                "2) echo '0, Test GPU, 11, 1024, 8192'; sleep 600 ;;\n"
+                "3) echo '0, Test GPU, 77, 1024, 8192' ;;\n"
+                "4) echo '0, Test GPU, 12, 1024, 8192'; exit 3 ;;\n"
+                "*) echo '0, Test GPU, 55, 1024, 8192' ;;\n"
+                "esac\n",
+                dir, dir);
+        fclose(f);
+        chmod(path, 0755);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 100 * USEC_PER_MSEC, &m) < 0)
+                tap_bail("set-up");
+        w.m = m;
+        w.start = now_monotonic_usec();
+        sd_event_add_time_relative(e, &watch, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0, on_watch, &w);
+        sd_event_add_time_relative(e, &deadline, CLOCK_MONOTONIC, 20 * USEC_PER_SEC, 0, on_deadline, NULL);
+        sd_event_loop(e);
+        ok(w.reached >= 1, "the first reading's figures are reported");
+        ok(w.reached >= 2, "a hung nvidia-smi is killed and its last figures are no longer reported");
+        ok(w.reached < 2 || (w.hang_cleared_after >= 5 * USEC_PER_SEC && w.hang_cleared_after < 10 * USEC_PER_SEC),
+           "after the 5s bound (took %.1fs)", (double) w.hang_cleared_after / USEC_PER_SEC);
+        ok(w.reached >= 3, "the next reading after the hang is reported");
+        ok(w.reached >= 4, "after a reading that exits non-zero, neither its output nor the earlier figures are reported");
+        ok(w.reached >= 5, "the next good reading is reported again");
+        sd_event_source_unref(watch);
+        sd_event_source_unref(deadline);
+        m = host_metrics_free(m);
+        sd_event_unref(e);
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        if (system(cmd) != 0)
+                diag("cleanup of %s failed", dir);
+}
+
 static void test_no_nvidia_smi_means_no_gpus(void) {
         _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
         _cleanup_json_ json_object *o = json_object_new_object();
@@ -103,6 +198,7 @@ static void test_no_nvidia_smi_means_no_gpus(void) {
 int main(void) {
         test_parsers_read_proc_and_nvidia_smi();
         test_gpu_figures_come_from_nvidia_smi_in_the_background();
+        test_hung_or_failing_nvidia_smi_drops_the_figures_and_recovers();
         test_no_nvidia_smi_means_no_gpus();
         return tap_done();
 }
