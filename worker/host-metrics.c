@@ -34,6 +34,8 @@ struct HostMetrics {
         char gpu_error[256]; /* why the reading under way failed; empty: it has not */
         GpuSample gpus[HOST_METRICS_MAX_GPUS];
         size_t n_gpus;
+        size_t n_gpus_seen;     /* as many as nvidia-smi listed, also those beyond the array */
+        size_t gpus_omitted_logged; /* how many were left out of heartbeats when that was last said */
         bool gpus_known;
         bool gpu_failing; /* the last reading failed (said once, until one succeeds) */
         unsigned gpu_reads;
@@ -117,9 +119,9 @@ static int parse_gpu_line(char *line, GpuSample *g) {
         return 0;
 }
 
-int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n) {
+int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n, size_t *ret_total) {
         _cleanup_free_ char *copy = strdup(text);
-        size_t n = 0;
+        size_t n = 0, total = 0;
         char *save = NULL;
 
         if (!copy)
@@ -127,14 +129,17 @@ int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *
         for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 if (isempty(trim(line)))
                         continue;
-                if (n >= max)
-                        break;
+                total++;
+                if (n >= max) /* counted, to say how many are left out */
+                        continue;
                 int r = parse_gpu_line(line, &gpus[n]);
                 if (r < 0)
                         return r;
                 n++;
         }
         *ret_n = n;
+        if (ret_total)
+                *ret_total = total;
         return 0;
 }
 
@@ -186,13 +191,14 @@ static void gpu_forget(HostMetrics *m) {
 }
 
 static void gpu_read_finish(HostMetrics *m) {
-        size_t n = 0;
+        size_t n = 0, total = 0;
 
         if (gpu_reading(m))
                 return;
         if (m->gpu_deadline)
                 (void) sd_event_source_set_enabled(m->gpu_deadline, SD_EVENT_OFF);
-        if (!m->gpu_error[0] && parse_nvidia_smi_csv(strempty(m->gpu_buf), m->gpus, HOST_METRICS_MAX_GPUS, &n) < 0)
+        if (!m->gpu_error[0] &&
+            parse_nvidia_smi_csv(strempty(m->gpu_buf), m->gpus, HOST_METRICS_MAX_GPUS, &n, &total) < 0)
                 gpu_fail(m, "it printed something unexpected");
         if (m->gpu_error[0])
                 gpu_forget(m);
@@ -200,6 +206,7 @@ static void gpu_read_finish(HostMetrics *m) {
                 if (m->gpu_failing)
                         log_info("%s answers again: heartbeats carry GPU figures.", m->nvidia_smi);
                 m->n_gpus = n;
+                m->n_gpus_seen = total;
                 m->gpus_known = true;
                 m->gpu_failing = false;
         }
@@ -410,6 +417,75 @@ unsigned host_metrics_gpu_reads(const HostMetrics *m) {
         return m ? m->gpu_reads : 0;
 }
 
+static size_t json_plain_len(json_object *o) {
+        const char *t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        return t ? strlen(t) : SIZE_MAX;
+}
+
+static json_object *gpu_entry(const GpuSample *g, bool with_name) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        json_add_int64(o, "index", g->index);
+        if (with_name)
+                json_add_string(o, "name", g->name);
+        json_add_double(o, "utilization_pct", g->utilization_pct);
+        json_add_int64(o, "memory_used_bytes", (int64_t) g->memory_used_bytes);
+        json_add_int64(o, "memory_total_bytes", (int64_t) g->memory_total_bytes);
+        return o;
+}
+
+/* The entries of the first GPUs, in nvidia-smi's order, that fit in `room` bytes (commas
+ * counted); *ret_n says how many. NULL on allocation failure. */
+static json_object *gpu_entries(const HostMetrics *m, bool with_name, size_t room, size_t *ret_n) {
+        json_object *a = json_object_new_array();
+        size_t used = 0, n = 0;
+
+        if (!a)
+                return NULL;
+        for (; n < m->n_gpus; n++) {
+                json_object *g = gpu_entry(&m->gpus[n], with_name);
+                size_t len = g ? json_plain_len(g) : SIZE_MAX;
+                if (len == SIZE_MAX || len + 1 > room - used || json_object_array_add(a, g) < 0) {
+                        json_object_put(g);
+                        break;
+                }
+                used += len + 1;
+        }
+        *ret_n = n;
+        return a;
+}
+
+/* What "gpus" adds besides its entries, and "gpus_omitted" with any count. */
+#define GPUS_OVERHEAD (sizeof(",\"gpus\":[]") - 1 + sizeof(",\"gpus_omitted\":") - 1 + 20)
+
+static void add_gpus(HostMetrics *m, json_object *metrics) {
+        size_t base = json_plain_len(metrics), room = 0, n = 0, omitted;
+        json_object *a;
+
+        if (base < LIMIT_METRICS_LEN && LIMIT_METRICS_LEN - base > GPUS_OVERHEAD)
+                room = LIMIT_METRICS_LEN - base - GPUS_OVERHEAD;
+        a = gpu_entries(m, true, room, &n);
+        if (a && n < m->n_gpus) {
+                /* The figures of every GPU are worth more than their model names. */
+                json_object_put(a);
+                a = gpu_entries(m, false, room, &n);
+        }
+        if (!a)
+                return;
+        json_object_object_add(metrics, "gpus", a);
+        omitted = m->n_gpus_seen > n ? m->n_gpus_seen - n : 0;
+        if (omitted > 0)
+                json_add_int64(metrics, "gpus_omitted", (int64_t) omitted);
+        if (omitted != m->gpus_omitted_logged) {
+                if (omitted > 0)
+                        log_notice("Heartbeats report %zu of %zu GPUs, the most that fit in %d bytes of metrics.", n,
+                                   m->n_gpus_seen, LIMIT_METRICS_LEN);
+                m->gpus_omitted_logged = omitted;
+        }
+}
+
 void host_metrics_add(HostMetrics *m, json_object *metrics) {
         _cleanup_free_ char *loadavg = NULL, *meminfo = NULL;
         uint64_t total, avail;
@@ -425,17 +501,6 @@ void host_metrics_add(HostMetrics *m, json_object *metrics) {
                 json_add_int64(metrics, "mem_total_bytes", (int64_t) total);
                 json_add_int64(metrics, "mem_used_bytes", (int64_t) (total - avail));
         }
-        if (!m || !m->gpus_known)
-                return;
-        json_object *a = json_object_new_array();
-        for (size_t i = 0; i < m->n_gpus; i++) {
-                json_object *g = json_object_new_object();
-                json_add_int64(g, "index", m->gpus[i].index);
-                json_add_string(g, "name", m->gpus[i].name);
-                json_add_double(g, "utilization_pct", m->gpus[i].utilization_pct);
-                json_add_int64(g, "memory_used_bytes", (int64_t) m->gpus[i].memory_used_bytes);
-                json_add_int64(g, "memory_total_bytes", (int64_t) m->gpus[i].memory_total_bytes);
-                json_object_array_add(a, g);
-        }
-        json_object_object_add(metrics, "gpus", a);
+        if (m && m->gpus_known)
+                add_gpus(m, metrics);
 }

@@ -11,9 +11,15 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "protocol.h"
 #include "time-util.h"
 
-#define HOST_METRICS_MAX_GPUS 64
+/* The control plane takes heartbeat metrics of at most LIMIT_METRICS_LEN bytes. A GPU's entry in
+ * "gpus" takes at least this many (with its comma), so no more GPUs than that could ever be
+ * reported, and no more are read. */
+#define HOST_METRICS_GPU_ENTRY_MIN \
+        (sizeof("{\"index\":0,\"utilization_pct\":0.0,\"memory_used_bytes\":0,\"memory_total_bytes\":0},") - 1)
+#define HOST_METRICS_MAX_GPUS (LIMIT_METRICS_LEN / HOST_METRICS_GPU_ENTRY_MIN)
 
 typedef struct GpuSample {
         unsigned index;
@@ -31,7 +37,10 @@ HostMetrics *host_metrics_free(HostMetrics *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HostMetrics *, host_metrics_free);
 
 /* Adds cpu_load1, cpu_count, mem_total_bytes, mem_used_bytes and, once read, gpus: [{index, name,
- * utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object. */
+ * utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object; to be
+ * called last, since it keeps the whole object within LIMIT_METRICS_LEN bytes (as serialized), or
+ * the control plane would not store it. When not every GPU fits, the entries go without their
+ * names, then the last GPUs go, and gpus_omitted says how many are left out. */
 void host_metrics_add(HostMetrics *m, json_object *metrics);
 /* How many GPU readings have completed (for tests). */
 unsigned host_metrics_gpu_reads(const HostMetrics *m);
@@ -40,5 +49,6 @@ unsigned host_metrics_gpu_reads(const HostMetrics *m);
 int parse_loadavg(const char *text, double *ret_load1);
 int parse_meminfo(const char *text, uint64_t *ret_total, uint64_t *ret_available);
 /* nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
- *            --format=csv,noheader,nounits   (memory in MiB) */
-int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n);
+ *            --format=csv,noheader,nounits   (memory in MiB)
+ * Reads the first `max` GPUs into gpus (*ret_n of them); *ret_total counts every GPU line. */
+int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n, size_t *ret_total);

@@ -202,6 +202,28 @@ static void heartbeat_conflict(Worker *w, const ClientReply *reply, const Heartb
         run_abort(r, detail);
 }
 
+/* A refusal the control plane repeats for every heartbeat (a 400 for a body it cannot take, a 401
+ * for a token it no longer knows) renews no lease while it lasts: the worker's jobs are stopped
+ * one after the other. So it is a warning, at most once a minute with a count of those not told. */
+static void heartbeat_refused(Worker *w, const ClientReply *reply) {
+        usec_t now = now_monotonic_usec();
+        char buf[256];
+
+        if (w->heartbeat_refused_logged != 0 && now - w->heartbeat_refused_logged < USEC_PER_MINUTE) {
+                w->heartbeat_refused_unlogged++;
+                return;
+        }
+        client_reply_describe(reply, buf, sizeof(buf));
+        if (w->heartbeat_refused_unlogged > 0)
+                log_warning("Heartbeat refused (%s); the leases of this worker's jobs are not renewed (%u more "
+                            "refusals since the last such message).",
+                            buf, w->heartbeat_refused_unlogged);
+        else
+                log_warning("Heartbeat refused (%s); the leases of this worker's jobs are not renewed.", buf);
+        w->heartbeat_refused_logged = now;
+        w->heartbeat_refused_unlogged = 0;
+}
+
 static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
         HeartbeatCall *call = userdata;
         Worker *w = call->worker;
@@ -223,7 +245,10 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
                 heartbeat_conflict(w, reply, call);
         else if (reply->status == 403)
                 session_lost_registration(w);
-        else
+        else if (reply->status >= 400 && reply->status < 500)
+                heartbeat_refused(w, reply);
+        else /* no answer, or a 5xx: the control plane is away or failing, which polls warn of, and so
+              * does on_lease_timer when a lease is lost to it */
                 log_debug("Heartbeat failed: %s", client_reply_describe(reply, buf, sizeof(buf)));
         free(call);
 }

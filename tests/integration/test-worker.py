@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Integration tests of entropy-worker against the real entropy-control on 127.0.0.1."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -10,6 +11,9 @@ import time
 from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, run, skip_all, span, test)
 from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, run_intervals,
                             send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
+from proxy import FaultProxy  # noqa: E402
 
 try:
     binary("entropy-control")
@@ -163,6 +167,68 @@ def test_heartbeats_report_cpu_memory_and_gpu_figures(t):
     g0 = m["gpus"][0]
     t.eq((g0["index"], g0["utilization_pct"], g0["memory_used_bytes"], g0["memory_total_bytes"]),
          (0, 37, 2048 << 20, 16384 << 20), "the first GPU's utilisation and memory")
+
+
+@test
+def test_heartbeat_metrics_of_many_gpus_stay_within_the_limit(t):
+    """A host with more GPUs than 4096 bytes of metrics can describe: the heartbeats carry the
+    figures of as many as fit, without their names, and how many are left out; the control plane
+    stores them. They used to be larger than the limit, and the control plane refused every
+    heartbeat (and the leases it renews), now it drops such metrics."""
+    smi = os.path.join(t.tmp, "nvidia-smi")
+    with open(smi, "w") as f:
+        f.write("#!/bin/sh\ni=0\nwhile [ $i -lt 40 ]; do\n"
+                "  echo \"$i, NVIDIA GeForce RTX 3060 Lite Hash Rate, 100, 11804, 12288\"\n  i=$((i + 1))\ndone\n")
+    os.chmod(smi, 0o755)
+    cp = t.control_plane()
+    WorkerProcess(t, cp, "w1", options={"nvidia-smi": smi}).start()
+    box = {}
+
+    def reported():
+        status, workers = cp.admin("GET", "/workers")
+        box["m"] = (workers[0].get("heartbeat_metrics") or {}) if status == 200 and workers else {}
+        return "gpus" in box["m"] or "dropped" in box["m"]
+    t.wait_for(reported, 10, "heartbeat metrics in GET /workers", lambda: str(box.get("m")))
+    m = box["m"]
+    t.ok("dropped" not in m, f"the control plane stored the metrics: {m}")
+    gpus = m.get("gpus") or []
+    t.ok(len(gpus) >= 30, f"the figures of {len(gpus)} of the 40 GPUs")
+    t.eq(m.get("gpus_omitted", 0) + len(gpus), 40, "gpus_omitted counts the others")
+    t.ok(len(json.dumps(m, separators=(",", ":"))) <= 4096, "the metrics are within 4096 bytes")
+
+
+class HeartbeatRefusingProxy(FaultProxy):
+    """The control plane behind a proxy that answers every /heartbeat with a 400, as the control
+    plane answers a heartbeat it cannot take."""
+
+    BODY = b'{"error":"field \'metrics\' is not what it should be"}'
+
+    def __init__(self, t, cp):
+        super().__init__(cp.port)
+        self.refused = 0
+        self.start()
+        t.cleanups.append(self.stop)
+
+    async def _forward(self, raw):
+        if raw.split(b" ", 2)[1].split(b"?", 1)[0] != b"/heartbeat":
+            return await super()._forward(raw)
+        self.refused += 1
+        return (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(self.BODY)).encode() + b"\r\n\r\n" + self.BODY)
+
+
+@test
+def test_refused_heartbeat_is_a_warning_at_most_once_a_minute(t):
+    """A heartbeat refused with a 400 renews no lease, and the control plane refuses the next ones
+    the same way: the worker says so at warning level (it was debug), once, not at every beat."""
+    cp = t.control_plane()
+    proxy = HeartbeatRefusingProxy(t, cp)
+    w = WorkerProcess(t, cp, "w1", options={"control-url": proxy.url, "log-level": "warning"}).start()
+    t.wait_for(lambda: proxy.refused >= 5, 10, "five heartbeats refused", lambda: str(proxy.refused))
+    lines = [line for line in w.log_text().splitlines() if "Heartbeat refused" in line]
+    t.eq(len(lines), 1, f"one warning for {proxy.refused} refused heartbeats: {lines}")
+    t.ok(lines and "HTTP 400" in lines[0] and "is not what it should be" in lines[0],
+         f"it gives the status and the control plane's reason: {lines}")
 
 
 @test

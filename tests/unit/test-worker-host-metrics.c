@@ -5,6 +5,7 @@
 
 #include "host-metrics.h"
 #include "json-util.h"
+#include "protocol.h"
 #include "tap.h"
 
 static void test_parsers_read_proc_and_nvidia_smi(void) {
@@ -21,13 +22,17 @@ static void test_parsers_read_proc_and_nvidia_smi(void) {
         ok(parse_meminfo("MemTotal: 1 kB\n", &total, &avail) == -ENOENT, "missing MemAvailable");
         is_int(parse_nvidia_smi_csv("0, NVIDIA A100-SXM4-40GB, 87, 20480, 40960\n"
                                     "1, NVIDIA A100-SXM4-40GB, [N/A], 0, 40960\n",
-                                    g, 4, &n), 0, "nvidia-smi CSV parsed");
+                                    g, 4, &n, NULL), 0, "nvidia-smi CSV parsed");
         is_int(n, 2, "two GPUs");
         ok(g[0].index == 0 && g[0].utilization_pct == 87 && g[0].memory_used_bytes == 20480ULL << 20 &&
                    g[0].memory_total_bytes == 40960ULL << 20 && streq(g[0].name, "NVIDIA A100-SXM4-40GB"),
            "first GPU's figures");
         ok(g[1].index == 1 && g[1].utilization_pct == 0, "an unreadable field reads as 0");
-        ok(parse_nvidia_smi_csv("not, csv\n", g, 4, &n) < 0, "malformed line refused");
+        ok(parse_nvidia_smi_csv("not, csv\n", g, 4, &n, NULL) < 0, "malformed line refused");
+        size_t listed = 0;
+        is_int(parse_nvidia_smi_csv("0, A, 1, 1, 1\n1, A, 1, 1, 1\n\n2, A, 1, 1, 1\n", g, 2, &n, &listed), 0,
+               "more GPUs than room");
+        ok(n == 2 && listed == 3, "the first two read, all three counted (n=%zu, listed=%zu)", n, listed);
 }
 
 static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -85,6 +90,93 @@ static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
         sd_event_unref(e);
         unlink(path);
         rmdir(dir);
+}
+
+/* Runs the loop until m has completed a GPU reading (or 5s have passed). */
+static void wait_gpu_reading(sd_event *e, HostMetrics *m) {
+        sd_event_source *poll = NULL, *deadline = NULL;
+
+        sd_event_add_time_relative(e, &poll, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0, on_poll, m);
+        sd_event_add_time_relative(e, &deadline, CLOCK_MONOTONIC, 5 * USEC_PER_SEC, 0, on_deadline, NULL);
+        sd_event_loop(e);
+        sd_event_source_unref(poll);
+        sd_event_source_unref(deadline);
+}
+
+/* A heartbeat's metrics as lease.c makes them, with the GPUs a fake nvidia-smi lists: n_gpus lines
+ * with a name of name_len characters. Returns the metrics (owned by the caller). */
+static json_object *heartbeat_metrics_with_gpus(unsigned n_gpus, size_t name_len) {
+        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300], name[200];
+        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
+        json_object *o = json_object_new_object();
+        sd_event *e = NULL;
+        sigset_t mask;
+
+        if (!mkdtemp(dir) || name_len >= sizeof(name))
+                tap_bail("mkdtemp");
+        memset(name, 'x', name_len);
+        name[name_len] = 0;
+        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
+        FILE *f = fopen(path, "we");
+        if (!f)
+                tap_bail("fopen");
+        fprintf(f, "#!/bin/sh\ni=0\nwhile [ $i -lt %u ]; do\n"
+                   "  echo \"$i, NVIDIA %s, 100, 81000, 81920\"\n  i=$((i + 1))\ndone\n", n_gpus, name);
+        fclose(f);
+        chmod(path, 0755);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 10 * USEC_PER_SEC, &m) < 0)
+                tap_bail("set-up");
+        wait_gpu_reading(e, m);
+        if (host_metrics_gpu_reads(m) == 0)
+                tap_bail("no GPU reading within 5s");
+        json_add_int64(o, "running", 256);
+        json_add_int64(o, "finishing", 256);
+        json_add_int64(o, "slots", 256);
+        json_add_int64(o, "replay_pending", 1000000);
+        host_metrics_add(m, o);
+        m = host_metrics_free(m);
+        sd_event_unref(e);
+        unlink(path);
+        rmdir(dir);
+        return o;
+}
+
+static bool has_key(json_object *o, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(o, key, &v);
+}
+
+/* The control plane refused the whole heartbeat when its metrics were over LIMIT_METRICS_LEN
+ * (with about 26 GPUs), so no lease was renewed and every job was lost; it now drops them, so
+ * they must fit for the GPU figures to be seen at all. */
+static void test_many_gpus_fit_in_the_metrics_limit(void) {
+        _cleanup_json_ json_object *few = heartbeat_metrics_with_gpus(8, 40);
+        _cleanup_json_ json_object *many = heartbeat_metrics_with_gpus(64, 120);
+        json_object *gpus, *v;
+        size_t len;
+
+        ok(json_object_object_get_ex(few, "gpus", &gpus) && json_object_array_length(gpus) == 8,
+           "8 GPUs: all reported");
+        ok(gpus && has_key(json_object_array_get_idx(gpus, 7), "name"), "8 GPUs: with their names");
+        ok(!has_key(few, "gpus_omitted"), "8 GPUs: none omitted");
+
+        len = strlen(json_object_to_json_string_ext(many, JSON_C_TO_STRING_PLAIN));
+        ok(len <= LIMIT_METRICS_LEN, "64 GPUs with long names: metrics of %zu bytes, within the limit of %d", len,
+           LIMIT_METRICS_LEN);
+        if (!json_object_object_get_ex(many, "gpus", &gpus))
+                gpus = NULL;
+        ok(gpus && json_object_array_length(gpus) >= 30, "64 GPUs: the first %zu reported",
+           gpus ? json_object_array_length(gpus) : 0);
+        ok(gpus && !has_key(json_object_array_get_idx(gpus, 0), "name") &&
+                   has_key(json_object_array_get_idx(gpus, 0), "utilization_pct"),
+           "64 GPUs: their figures without their names");
+        ok(gpus && json_object_object_get_ex(many, "gpus_omitted", &v) &&
+                   (size_t) json_object_get_int64(v) == 64 - json_object_array_length(gpus),
+           "gpus_omitted says how many are left out");
+        ok(has_key(many, "cpu_count") && has_key(many, "replay_pending"), "the other figures are all there");
 }
 
 /* The utilisation of GPU 0 in a heartbeat's metrics, or -1 when they carry no GPU. */
@@ -199,6 +291,7 @@ int main(void) {
         test_parsers_read_proc_and_nvidia_smi();
         test_gpu_figures_come_from_nvidia_smi_in_the_background();
         test_hung_or_failing_nvidia_smi_drops_the_figures_and_recovers();
+        test_many_gpus_fit_in_the_metrics_limit();
         test_no_nvidia_smi_means_no_gpus();
         return tap_done();
 }
