@@ -78,9 +78,14 @@ def test_healthz_needs_no_token(t):
     t.eq(status, 200, "GET /healthz without a token")
 
 
+# Not a test of time: the worker and its assignment must stay as they are for as long as the
+# refusals take, however loaded the machine (the harness's timeouts are short, for the fault tests).
+SLOW_CLOCKS = {"lease-timeout": "60s", "disconnect-timeout": "60s", "heartbeat-timeout": "120s"}
+
+
 @test
 def test_every_endpoint_refuses_missing_wrong_and_other_role_token(t):
-    cp = t.control_plane()
+    cp = t.control_plane(options=SLOW_CLOCKS)
     job_id, assignment_id = assigned_job(cp)
     before = snapshot(cp)
     other = {"admin": WORKER_TOKEN, "worker": ADMIN_TOKEN, "metrics": WORKER_TOKEN}
@@ -116,7 +121,7 @@ def test_metrics_accepts_admin_token_and_metrics_token(t):
 
 @test
 def test_bad_input_is_refused_with_json_error_and_changes_nothing(t):
-    cp = t.control_plane()
+    cp = t.control_plane(options=SLOW_CLOCKS)
     job_id, assignment_id = assigned_job(cp)
     before = snapshot(cp)
     long_id = "x" * 300
