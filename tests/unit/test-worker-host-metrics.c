@@ -1,8 +1,8 @@
 /* test-worker-host-metrics.c: the heartbeat's host figures: load, memory, and GPU readings taken
  * from nvidia-smi in the background. */
 #include <stdlib.h>
-#include <sys/stat.h>
 
+#include "fs-util.h"
 #include "host-metrics.h"
 #include "json-util.h"
 #include "protocol.h"
@@ -46,50 +46,37 @@ static int on_poll(sd_event_source *s, uint64_t usec, void *userdata) {
                sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
-static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
-        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300];
-        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
-        _cleanup_json_ json_object *o = json_object_new_object();
-        sd_event *e = NULL;
-        sigset_t mask;
-        json_object *gpus, *g0, *v;
+/* A fake nvidia-smi: the shell script given, alone in a fresh directory. */
+typedef struct FakeSmi {
+        char dir[64], path[128];
+} FakeSmi;
 
-        if (!mkdtemp(dir))
+static void fake_smi_create(FakeSmi *f, const char *script) {
+        snprintf(f->dir, sizeof(f->dir), "/tmp/entropy-test-hostmetrics-XXXXXX");
+        if (!mkdtemp(f->dir))
                 tap_bail("mkdtemp");
-        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
-        FILE *f = fopen(path, "we");
-        if (!f)
-                tap_bail("fopen");
-        fprintf(f, "#!/bin/sh\necho '3, Test GPU, 42, 1024, 8192'\n");
-        fclose(f);
-        chmod(path, 0755);
+        snprintf(f->path, sizeof(f->path), "%s/nvidia-smi", f->dir);
+        if (write_file_durable(f->path, script, strlen(script), 0755) < 0)
+                tap_bail("cannot write %s", f->path);
+}
+
+static void fake_smi_remove(const FakeSmi *f) {
+        char cmd[200];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+        if (system(cmd) != 0)
+                diag("cleanup of %s failed", f->dir);
+}
+
+/* A loop and host metrics reading nvidia_smi every interval, as the worker has them. */
+static void host_metrics_start(const char *nvidia_smi, usec_t interval, sd_event **ret_e, HostMetrics **ret_m) {
+        sigset_t mask;
+
         /* sd-event watches children through SIGCHLD, which must be blocked as in the worker. */
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
-
-        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 10 * USEC_PER_SEC, &m) < 0)
+        if (sd_event_new(ret_e) < 0 || host_metrics_new(*ret_e, nvidia_smi, interval, ret_m) < 0)
                 tap_bail("set-up");
-        sd_event_source *poll = NULL, *deadline = NULL;
-        sd_event_add_time_relative(e, &poll, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0, on_poll, m);
-        sd_event_add_time_relative(e, &deadline, CLOCK_MONOTONIC, 5 * USEC_PER_SEC, 0, on_deadline, NULL);
-        sd_event_loop(e);
-        ok(host_metrics_gpu_reads(m) > 0, "a GPU reading completed within 5s");
-        host_metrics_add(m, o);
-        ok(json_object_object_get_ex(o, "cpu_count", &v) && json_object_get_int64(v) > 0, "cpu_count reported");
-        ok(json_object_object_get_ex(o, "mem_total_bytes", &v) && json_object_get_int64(v) > 0, "memory reported");
-        ok(json_object_object_get_ex(o, "gpus", &gpus) && json_object_array_length(gpus) == 1, "one GPU reported");
-        g0 = json_object_array_get_idx(gpus, 0);
-        ok(g0 && json_object_object_get_ex(g0, "utilization_pct", &v) && json_object_get_double(v) == 42,
-           "its utilisation");
-        ok(g0 && json_object_object_get_ex(g0, "memory_used_bytes", &v) && json_object_get_int64(v) == 1024LL << 20,
-           "its memory in bytes");
-        sd_event_source_unref(poll);
-        sd_event_source_unref(deadline);
-        m = host_metrics_free(m);
-        sd_event_unref(e);
-        unlink(path);
-        rmdir(dir);
 }
 
 /* Runs the loop until m has completed a GPU reading (or 5s have passed). */
@@ -103,32 +90,50 @@ static void wait_gpu_reading(sd_event *e, HostMetrics *m) {
         sd_event_source_unref(deadline);
 }
 
+static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
+        _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
+        _cleanup_json_ json_object *o = json_object_new_object();
+        sd_event *e = NULL;
+        json_object *gpus, *g0, *v;
+        FakeSmi smi;
+
+        fake_smi_create(&smi, "#!/bin/sh\necho '3, Test GPU, 42, 1024, 8192'\n");
+        host_metrics_start(smi.path, 10 * USEC_PER_SEC, &e, &m);
+        wait_gpu_reading(e, m);
+        ok(host_metrics_gpu_reads(m) > 0, "a GPU reading completed within 5s");
+        host_metrics_add(m, o);
+        ok(json_object_object_get_ex(o, "cpu_count", &v) && json_object_get_int64(v) > 0, "cpu_count reported");
+        ok(json_object_object_get_ex(o, "mem_total_bytes", &v) && json_object_get_int64(v) > 0, "memory reported");
+        ok(json_object_object_get_ex(o, "gpus", &gpus) && json_object_array_length(gpus) == 1, "one GPU reported");
+        g0 = json_object_array_get_idx(gpus, 0);
+        ok(g0 && json_object_object_get_ex(g0, "utilization_pct", &v) && json_object_get_double(v) == 42,
+           "its utilisation");
+        ok(g0 && json_object_object_get_ex(g0, "memory_used_bytes", &v) && json_object_get_int64(v) == 1024LL << 20,
+           "its memory in bytes");
+        m = host_metrics_free(m);
+        sd_event_unref(e);
+        fake_smi_remove(&smi);
+}
+
 /* A heartbeat's metrics as lease.c makes them, with the GPUs a fake nvidia-smi lists: n_gpus lines
  * with a name of name_len characters. Returns the metrics (owned by the caller). */
 static json_object *heartbeat_metrics_with_gpus(unsigned n_gpus, size_t name_len) {
-        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300], name[200];
         _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
         json_object *o = json_object_new_object();
+        char name[200], script[512];
         sd_event *e = NULL;
-        sigset_t mask;
+        FakeSmi smi;
 
-        if (!mkdtemp(dir) || name_len >= sizeof(name))
-                tap_bail("mkdtemp");
+        if (name_len >= sizeof(name))
+                tap_bail("name too long");
         memset(name, 'x', name_len);
         name[name_len] = 0;
-        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
-        FILE *f = fopen(path, "we");
-        if (!f)
-                tap_bail("fopen");
-        fprintf(f, "#!/bin/sh\ni=0\nwhile [ $i -lt %u ]; do\n"
-                   "  echo \"$i, NVIDIA %s, 100, 81000, 81920\"\n  i=$((i + 1))\ndone\n", n_gpus, name);
-        fclose(f);
-        chmod(path, 0755);
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 10 * USEC_PER_SEC, &m) < 0)
-                tap_bail("set-up");
+        snprintf(script, sizeof(script),
+                 "#!/bin/sh\ni=0\nwhile [ $i -lt %u ]; do\n"
+                 "  echo \"$i, NVIDIA %s, 100, 81000, 81920\"\n  i=$((i + 1))\ndone\n",
+                 n_gpus, name);
+        fake_smi_create(&smi, script);
+        host_metrics_start(smi.path, 10 * USEC_PER_SEC, &e, &m);
         wait_gpu_reading(e, m);
         if (host_metrics_gpu_reads(m) == 0)
                 tap_bail("no GPU reading within 5s");
@@ -139,8 +144,7 @@ static json_object *heartbeat_metrics_with_gpus(unsigned n_gpus, size_t name_len
         host_metrics_add(m, o);
         m = host_metrics_free(m);
         sd_event_unref(e);
-        unlink(path);
-        rmdir(dir);
+        fake_smi_remove(&smi);
         return o;
 }
 
@@ -218,40 +222,26 @@ static int on_watch(sd_event_source *s, uint64_t usec, void *userdata) {
 /* A hung or failing nvidia-smi used to freeze the figures for good: no timeout, no new reading
  * while the hung one lasted, and heartbeats kept the last figures as current. */
 static void test_hung_or_failing_nvidia_smi_drops_the_figures_and_recovers(void) {
-        char dir[] = "/tmp/entropy-test-hostmetrics-XXXXXX", path[300];
         _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
         sd_event_source *watch = NULL, *deadline = NULL;
         sd_event *e = NULL;
-        sigset_t mask;
         Watch w = {};
+        FakeSmi smi;
 
-        if (!mkdtemp(dir))
-                tap_bail("mkdtemp");
-        snprintf(path, sizeof(path), "%s/nvidia-smi", dir);
-        FILE *f = fopen(path, "we");
-        if (!f)
-                tap_bail("fopen");
         /* The hang is a sleep in a child of the script, as a wrapper would have it: killing the
          * script alone would leave the pipe open. */
-        fprintf(f,
-                "#!/bin/sh\n"
-                "n=$(cat %s/count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %s/count\n"
-                "case $n in\n"
-                "1) echo '0, Test GPU, 10, 1024, 8192' ;;\n"
-                "2) echo '0, Test GPU, 11, 1024, 8192'; sleep 600 ;;\n"
-                "3) echo '0, Test GPU, 77, 1024, 8192' ;;\n"
-                "4) echo '0, Test GPU, 12, 1024, 8192'; exit 3 ;;\n"
-                "*) echo '0, Test GPU, 55, 1024, 8192' ;;\n"
-                "esac\n",
-                dir, dir);
-        fclose(f);
-        chmod(path, 0755);
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-
-        if (sd_event_new(&e) < 0 || host_metrics_new(e, path, 100 * USEC_PER_MSEC, &m) < 0)
-                tap_bail("set-up");
+        fake_smi_create(&smi,
+                        "#!/bin/sh\n"
+                        "d=$(dirname \"$0\"); n=$(cat \"$d/count\" 2>/dev/null || echo 0); n=$((n + 1)); "
+                        "echo $n > \"$d/count\"\n"
+                        "case $n in\n"
+                        "1) echo '0, Test GPU, 10, 1024, 8192' ;;\n"
+                        "2) echo '0, Test GPU, 11, 1024, 8192'; sleep 600 ;;\n"
+                        "3) echo '0, Test GPU, 77, 1024, 8192' ;;\n"
+                        "4) echo '0, Test GPU, 12, 1024, 8192'; exit 3 ;;\n"
+                        "*) echo '0, Test GPU, 55, 1024, 8192' ;;\n"
+                        "esac\n");
+        host_metrics_start(smi.path, 100 * USEC_PER_MSEC, &e, &m);
         w.m = m;
         w.start = now_monotonic_usec();
         sd_event_add_time_relative(e, &watch, CLOCK_MONOTONIC, 10 * USEC_PER_MSEC, 0, on_watch, &w);
@@ -268,10 +258,7 @@ static void test_hung_or_failing_nvidia_smi_drops_the_figures_and_recovers(void)
         sd_event_source_unref(deadline);
         m = host_metrics_free(m);
         sd_event_unref(e);
-        char cmd[400];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        if (system(cmd) != 0)
-                diag("cleanup of %s failed", dir);
+        fake_smi_remove(&smi);
 }
 
 static void test_no_nvidia_smi_means_no_gpus(void) {
