@@ -352,13 +352,18 @@ static void test_nonce_must_match_first_registration(void) {
         test_control_free(c);
 }
 
+/* Registers worker_id as its process instance_id: 1 when that is a restart (a new instance). */
+static int register_instance(Control *c, const char *worker_id, const char *instance_id) {
+        WorkerRegistration reg = {.worker_id = worker_id, .instance_id = instance_id};
+        OpError err = {};
+        return worker_register(c, NULL, &reg, &err);
+}
+
 static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) {
         Control *c = test_control_new();
-        OpError err = {};
         ReconnectAction *a = NULL;
         size_t n = 0;
-        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i1");
         test_submit(c, 0);
         test_submit(c, 0);
         test_submit(c, 0);
@@ -366,8 +371,7 @@ static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) 
         _cleanup_(job_freep) Job *dropped = test_claim_and_ack(c, "w1");
         _cleanup_(job_freep) Job *done = test_claim_and_ack(c, "w1");
 
-        reg.instance_id = "i2";
-        is_int(worker_register(c, NULL, &reg, &err), 1, "a new instance id is reported as a restart");
+        is_int(register_instance(c, "w1", "i2"), 1, "a new instance id is reported as a restart");
         is_int(test_job_state(c, dropped->job_id), JOB_RUNNING,
                "jobs are not lost before the worker says what it runs");
 
@@ -401,15 +405,12 @@ static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) 
  * job it names count as still held: the restarted worker does not claim it, so it is lost. */
 static void test_restart_loses_an_unclaimed_job_whose_replay_is_refused(void) {
         Control *c = test_control_new();
-        OpError err = {};
         ReconnectAction *a = NULL;
         size_t n = 0;
-        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i1");
         test_submit(c, 0);
         _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
-        reg.instance_id = "i2";
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i2");
         ReplayEntry e[1] = {{.status = JOB_COMPLETED, .completion = completion_for(j, "w1")}};
         e[0].completion.assignment_id = "an-older-assignment";
         is_int(jobs_reconnect(c, NULL, "w1", NULL, e, 1, &a, &n), 0, "reconnect claiming nothing");
@@ -422,13 +423,10 @@ static void test_restart_loses_an_unclaimed_job_whose_replay_is_refused(void) {
 
 static void test_restarted_worker_polling_loses_its_jobs(void) {
         Control *c = test_control_new();
-        OpError err = {};
-        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i1");
         test_submit(c, 0);
         _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
-        reg.instance_id = "i2";
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i2");
         _cleanup_(job_freep) Job *again = test_claim(c, "w1");
         is_int(test_job_state(c, j->job_id), JOB_RETRYING,
                "the job held before the restart was lost at the first poll");
@@ -650,16 +648,14 @@ static void test_heartbeat_names_jobs_to_abort(void) {
 static void test_heartbeat_after_restart_keeps_every_reported_job(void) {
         Control *c = test_control_new();
         OpError err = {};
-        WorkerRegistration reg = {.worker_id = "w1", .instance_id = "i1"};
-        worker_register(c, NULL, &reg, &err);
+        register_instance(c, "w1", "i1");
         test_submit(c, 0);
         test_submit(c, 0);
         test_submit(c, 0);
         _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
         _cleanup_(job_freep) Job *b = test_claim_and_ack(c, "w1");
         _cleanup_(job_freep) Job *x = test_claim_and_ack(c, "w1");
-        reg.instance_id = "i2";
-        is_int(worker_register(c, NULL, &reg, &err), 1, "restart");
+        is_int(register_instance(c, "w1", "i2"), 1, "restart");
         HeldJob held[] = {{a->job_id, a->assignment_id}, {b->job_id, NULL}};
         Heartbeat hb = {.worker_id = "w1", .seq = 1, .jobs = held, .n_jobs = 2};
         char **abort_jobs = NULL;
