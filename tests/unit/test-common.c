@@ -1,8 +1,8 @@
-/* test-common.c: time spans, string vectors, JSON validation, option precedence and crypto helpers. */
+/* test-common.c: time spans, string vectors, JSON validation, durable writes, secret files and
+ * crypto helpers (option parsing is tested in test-conf.c). */
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "conf.h"
 #include "crypto.h"
 #include "fs-util.h"
 #include "json-util.h"
@@ -90,28 +90,6 @@ static void test_json_validation_names_the_field(void) {
         ok(json_get_int64(o, "big", 0, INT64_MAX, true, &i, &err) == -EINVAL, "huge double refused as int");
 }
 
-typedef struct TestSettings {
-        char *listen;
-        usec_t timeout;
-        int64_t slots;
-        bool flag;
-        char **caps;
-        char *config;
-} TestSettings;
-
-static const ConfOption test_options[] = {
-        { "listen", 0, CONF_STRING, offsetof(TestSettings, listen), "127.0.0.1:1", "ADDR", "listen", 0, 0 },
-        { "timeout", 0, CONF_TIMESPAN, offsetof(TestSettings, timeout), "10s", "SPAN", "timeout", 0, 0 },
-        { "slots", 0, CONF_INT, offsetof(TestSettings, slots), "1", "N", "slots", 1, 64 },
-        { "flag", 0, CONF_BOOL, offsetof(TestSettings, flag), "no", NULL, "flag", 0, 0 },
-        { "capabilities", 0, CONF_STRV, offsetof(TestSettings, caps), NULL, "LIST", "caps", 0, 0 },
-        { "config", 0, CONF_STRING, offsetof(TestSettings, config), NULL, "FILE", "config", 0, 0 },
-};
-static const ConfProgram test_program = {
-        .name = "test", .section = "test", .summary = "", .usage_args = "", .default_config = "/nonexistent",
-        .options = test_options, .n_options = ELEMENTSOF(test_options),
-};
-
 /* What comes in must be UTF-8; what goes out is, even where a message was cut mid-character. */
 static void test_json_is_utf8_both_ways(void) {
         _cleanup_json_ json_object *o = NULL, *out = json_object_new_object();
@@ -126,41 +104,6 @@ static void test_json_is_utf8_both_ways(void) {
         is_str(json_object_get_string(json_object_object_get(out, "cut")), "caf?", "a character cut in half: '?'");
         is_str(json_object_get_string(json_object_object_get(out, "bad")), "a?b??c", "stray and overlong bytes: '?'");
         is_str(json_object_get_string(json_object_object_get(out, "good")), "caf\xc3\xa9", "valid UTF-8 kept");
-}
-
-static void test_conf_precedence_flag_env_file_default(void) {
-        char path[] = "/tmp/entropy-test-conf-XXXXXX";
-        int fd = mkstemp(path);
-        const char *text = "[test]\nlisten = file:1\ntimeout = 3s\nslots = 4\n[worker]\nbogus = 1\n";
-        if (fd < 0 || write(fd, text, strlen(text)) < 0)
-                tap_bail("cannot write temp config");
-        close(fd);
-
-        setenv("ENTROPY_TIMEOUT", "2s", 1);
-        setenv("ENTROPY_CAPABILITIES", "gpu,cuda", 1);
-        char *argv[] = { "test", "--config", path, "--slots=9", "--flag", NULL };
-        TestSettings s = {};
-        int r = conf_load(&test_program, 5, argv, &s, NULL);
-        is_int(r, 0, "conf_load succeeds");
-        is_str(s.listen, "file:1", "file beats default");
-        ok(s.timeout == 2 * USEC_PER_SEC, "env beats file");
-        is_int(s.slots, 9, "flag beats file");
-        ok(s.flag, "bare boolean flag means yes");
-        ok(strv_length(s.caps) == 2 && strv_contains(s.caps, "gpu"), "list from env");
-        conf_free(&test_program, &s);
-
-        char *bad[] = { "test", "--config", path, "--slots=99", NULL };
-        TestSettings t = {};
-        ok(conf_load(&test_program, 4, bad, &t, NULL) < 0, "out-of-range flag refused");
-        conf_free(&test_program, &t);
-
-        char *missing[] = { "test", "--config", "/nonexistent/x.conf", NULL };
-        TestSettings m = {};
-        ok(conf_load(&test_program, 3, missing, &m, NULL) < 0, "explicit missing config file refused");
-        conf_free(&test_program, &m);
-        unsetenv("ENTROPY_TIMEOUT");
-        unsetenv("ENTROPY_CAPABILITIES");
-        unlink(path);
 }
 
 static void test_crypto(void) {
@@ -237,7 +180,6 @@ int main(void) {
         test_strv();
         test_json_validation_names_the_field();
         test_json_is_utf8_both_ways();
-        test_conf_precedence_flag_env_file_default();
         test_crypto();
         test_durable_write();
         test_secret_file_strips_both_ends();

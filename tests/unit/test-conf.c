@@ -19,6 +19,7 @@ typedef struct TestSettings {
         char *listen;
         usec_t timeout;
         int64_t slots;
+        bool flag;
         char **caps;
         char *config;
 } TestSettings;
@@ -27,6 +28,7 @@ static const ConfOption test_options[] = {
         { "listen", 0, CONF_STRING, offsetof(TestSettings, listen), "127.0.0.1:1", "ADDR", "listen", 0, 0 },
         { "timeout", 0, CONF_TIMESPAN, offsetof(TestSettings, timeout), "10s", "SPAN", "timeout", 0, 0 },
         { "slots", 0, CONF_INT, offsetof(TestSettings, slots), "1", "N", "slots", 1, 64 },
+        { "flag", 0, CONF_BOOL, offsetof(TestSettings, flag), "no", NULL, "flag", 0, 0 },
         { "capabilities", 0, CONF_STRV, offsetof(TestSettings, caps), "default", "LIST", "caps", 0, 0 },
         { "config", 0, CONF_STRING, offsetof(TestSettings, config), NULL, "FILE", "config", 0, 0 },
 };
@@ -91,6 +93,41 @@ static int load(TestSettings *s, char **ret_log, const char *flag) {
         else
                 free(log);
         return c.r;
+}
+
+static void test_conf_precedence_flag_env_file_default(void) {
+        char path[] = "/tmp/entropy-test-conf-XXXXXX";
+        int fd = mkstemp(path);
+        const char *text = "[test]\nlisten = file:1\ntimeout = 3s\nslots = 4\n[worker]\nbogus = 1\n";
+        if (fd < 0 || write(fd, text, strlen(text)) < 0)
+                tap_bail("cannot write temp config");
+        close(fd);
+
+        setenv("ENTROPY_TIMEOUT", "2s", 1);
+        setenv("ENTROPY_CAPABILITIES", "gpu,cuda", 1);
+        char *argv[] = { "test", "--config", path, "--slots=9", "--flag", NULL };
+        TestSettings s = {};
+        int r = conf_load(&test_program, 5, argv, &s, NULL);
+        is_int(r, 0, "conf_load succeeds");
+        is_str(s.listen, "file:1", "file beats default");
+        ok(s.timeout == 2 * USEC_PER_SEC, "env beats file");
+        is_int(s.slots, 9, "flag beats file");
+        ok(s.flag, "bare boolean flag means yes");
+        ok(strv_length(s.caps) == 2 && strv_contains(s.caps, "gpu"), "list from env");
+        conf_free(&test_program, &s);
+
+        char *bad[] = { "test", "--config", path, "--slots=99", NULL };
+        TestSettings t = {};
+        ok(conf_load(&test_program, 4, bad, &t, NULL) < 0, "out-of-range flag refused");
+        conf_free(&test_program, &t);
+
+        char *missing[] = { "test", "--config", "/nonexistent/x.conf", NULL };
+        TestSettings m = {};
+        ok(conf_load(&test_program, 3, missing, &m, NULL) < 0, "explicit missing config file refused");
+        conf_free(&test_program, &m);
+        unsetenv("ENTROPY_TIMEOUT");
+        unsetenv("ENTROPY_CAPABILITIES");
+        unlink(path);
 }
 
 static void help_call(void *userdata) {
@@ -297,6 +334,7 @@ int main(void) {
         close(fd2);
         unsetenv("ENTROPY_CONFIG");
 
+        test_conf_precedence_flag_env_file_default();
         test_help_says_config_is_no_key();
         test_out_of_range_names_the_range();
         test_timespan_overflow_refused();
