@@ -221,45 +221,30 @@ int api_get_events(Control *c, const HttpRequest *req, HttpResponse *resp) {
         return api_reply(resp, 200, a);
 }
 
-/* The earliest time a PENDING job that is due became due, from one of the two queries below;
- * 0 for none. */
-static int pending_due_since(Control *c, const char *sql, usec_t now, usec_t *ret) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r;
-
-        *ret = 0;
-        r = store_prepare(c->store, sql, &st);
-        if (r < 0)
-                return r;
-        if (sqlite3_bind_parameter_count(st) > 0 && store_bind_int64(st, 1, (int64_t) now) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                *ret = (usec_t) sqlite3_column_int64(st, 0);
-        return r < 0 ? r : 0;
-}
-
 /* How long the PENDING job that has waited longest has waited since it became due: a job
  * scheduled for later is not waiting yet, and must not look like a stuck queue. Unscheduled
  * jobs: the oldest, from jobs_status_created; scheduled ones that are due: from jobs_scheduled. */
 static int oldest_pending_age(Control *c, double *ret) {
-        usec_t now = control_now(c), a, b, t;
+        usec_t now = control_now(c), t = USEC_INFINITY, v;
         int r;
 
         *ret = 0;
-        r = pending_due_since(c,
-                              "SELECT created_at FROM jobs WHERE status = 'PENDING' AND scheduled_at = 0 "
-                              "ORDER BY created_at LIMIT 1",
-                              now, &a);
+        r = store_query_usec(c->store,
+                             "SELECT created_at FROM jobs WHERE status = 'PENDING' AND scheduled_at = 0 "
+                             "ORDER BY created_at LIMIT 1",
+                             0, &v);
+        if (r > 0)
+                t = v;
         if (r >= 0)
-                r = pending_due_since(c,
-                                      "SELECT min(MAX(created_at, scheduled_at)) FROM jobs INDEXED BY jobs_scheduled "
-                                      "WHERE status = 'PENDING' AND scheduled_at > 0 AND scheduled_at <= ?1",
-                                      now, &b);
+                r = store_query_usec(c->store,
+                                     "SELECT min(MAX(created_at, scheduled_at)) FROM jobs INDEXED BY jobs_scheduled "
+                                     "WHERE status = 'PENDING' AND scheduled_at > 0 AND scheduled_at <= ?1",
+                                     (int64_t) now, &v);
+        if (r > 0)
+                t = MIN(t, v);
         if (r < 0)
                 return r;
-        t = a && b ? MIN(a, b) : a ?: b;
-        *ret = t && now > t ? (double) (now - t) / (double) USEC_PER_SEC : 0;
+        *ret = t != USEC_INFINITY && now > t ? (double) (now - t) / (double) USEC_PER_SEC : 0;
         return 0;
 }
 

@@ -177,20 +177,13 @@ static void timer_arm(ControlWake *w, usec_t when) {
  * INDEXED BY, since without statistics the planner prefers the status index and would walk every
  * PENDING job (seconds at a million). */
 static int next_scheduled(Control *c, usec_t after, usec_t *ret) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
-                              "AND scheduled_at > 0 AND scheduled_at > ?",
-                              &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, (int64_t) after) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r < 0)
-                return r;
-        *ret = r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL ? (usec_t) sqlite3_column_int64(st, 0) : USEC_INFINITY;
-        return 0;
+        int r = store_query_usec(c->store,
+                                 "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
+                                 "AND scheduled_at > 0 AND scheduled_at > ?",
+                                 (int64_t) after, ret);
+        if (r == 0)
+                *ret = USEC_INFINITY;
+        return r < 0 ? r : 0;
 }
 
 /* One pass over the idle workers per kind of job that fell due since the last tick (a nightly

@@ -133,37 +133,13 @@ int reconcile_sweep(Control *c, unsigned *ret_changes) {
         return 0;
 }
 
-static int min_of(Control *c, const char *sql, usec_t *best) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, sql, &st);
-        if (r < 0)
-                return r;
-        r = store_step(c->store, st);
-        if (r < 0)
-                return r;
-        if (r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                *best = MIN(*best, (usec_t) sqlite3_column_int64(st, 0));
-        return 0;
-}
-
-/* LOST jobs with attempts left are due at once; those on their last attempt when their grace
- * ends. A bound parameter, not formatted SQL: the statement cache is keyed by the SQL literal. */
-static int next_lost_deadline(Control *c, usec_t *best) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "SELECT min(CASE WHEN attempt_count < max_attempts THEN 0 ELSE updated_at + ?1 END) "
-                              "FROM jobs WHERE status = 'LOST'",
-                              &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, (int64_t) c->settings.lost_grace) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r < 0)
-                return r;
-        if (r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL)
-                *best = MIN(*best, (usec_t) sqlite3_column_int64(st, 0));
-        return 0;
+/* Lowers *best to what the query gives, if it gives anything. */
+static int min_of(Control *c, const char *sql, int64_t param, usec_t *best) {
+        usec_t v;
+        int r = store_query_usec(c->store, sql, param, &v);
+        if (r > 0)
+                *best = MIN(*best, v);
+        return r < 0 ? r : 0;
 }
 
 int reconcile_next_deadline(Control *c, usec_t *ret) {
@@ -172,11 +148,17 @@ int reconcile_next_deadline(Control *c, usec_t *ret) {
         size_t n = 0;
         int r;
 
-        r = min_of(c, "SELECT min(assignment_expires_at) FROM jobs WHERE status IN ('ASSIGNED', 'RUNNING')", &best);
+        r = min_of(c, "SELECT min(assignment_expires_at) FROM jobs WHERE status IN ('ASSIGNED', 'RUNNING')", 0, &best);
         if (r >= 0)
-                r = min_of(c, "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", &best);
+                r = min_of(c, "SELECT min(retry_at) FROM jobs WHERE status = 'RETRYING'", 0, &best);
+        /* LOST jobs with attempts left are due at once; those on their last attempt when their
+         * grace ends. A bound parameter, not formatted SQL: the statement cache is keyed by the
+         * SQL literal. */
         if (r >= 0)
-                r = next_lost_deadline(c, &best);
+                r = min_of(c,
+                           "SELECT min(CASE WHEN attempt_count < max_attempts THEN 0 ELSE updated_at + ?1 END) "
+                           "FROM jobs WHERE status = 'LOST'",
+                           (int64_t) c->settings.lost_grace, &best);
         if (r < 0)
                 return r;
         r = workers_list(c, &a, &n);

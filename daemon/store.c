@@ -238,6 +238,22 @@ int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret) {
         return 0;
 }
 
+int store_query_usec(Store *s, const char *sql, int64_t param, usec_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = store_prepare(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (sqlite3_bind_parameter_count(st) > 0 && store_bind_int64(st, 1, param) < 0)
+                return -ENOMEM;
+        r = store_step(s, st);
+        if (r <= 0 || sqlite3_column_type(st, 0) == SQLITE_NULL)
+                return r < 0 ? r : 0;
+        *ret = (usec_t) sqlite3_column_int64(st, 0);
+        return 1;
+}
+
 int store_bind_text(sqlite3_stmt *st, int idx, const char *v) {
         int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, idx);
         return store_errno(rc);

@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "protocol.h"
 #include "sqlite-util.h"
+#include "time-util.h"
 
 typedef struct AuditEvent AuditEvent;
 
@@ -65,6 +66,10 @@ int store_step(Store *s, sqlite3_stmt *st);
 /* Steps a prepared, bound statement to its end and collects its first column (text) as a string
  * vector, so that callers can change the rows it selected afterwards. */
 int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret);
+
+/* A query of one value, a time (min(...), a column of LIMIT 1): its parameter ?1, if it has one,
+ * bound to param. 1 and *ret set when it gives a value, 0 when it gives none (no row, or NULL). */
+int store_query_usec(Store *s, const char *sql, int64_t param, usec_t *ret);
 
 /* Bind helpers: NULL strings bind SQL NULL; the text is copied (SQLITE_TRANSIENT). */
 int store_bind_text(sqlite3_stmt *st, int idx, const char *s);
