@@ -6,14 +6,10 @@ sent to an idle worker's wake port when work arrives (docs/http-api.md)."""
 import os
 import time
 
-from entropy_test import binary, run, skip_all, test
-from worker_harness import WorkerProcess, free_udp_port
+from entropy_test import run, test
+from worker_harness import WorkerProcess, free_udp_port, require_daemons
 
-try:
-    binary("entropy-control")
-    binary("entropy-worker")
-except FileNotFoundError as e:
-    skip_all(str(e))
+require_daemons()
 
 
 @test

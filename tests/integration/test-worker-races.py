@@ -27,17 +27,13 @@ import os
 import signal
 import sys
 
-from entropy_test import TIME_SCALE, TestFailure, binary, run, skip_all, span, test
-from worker_harness import FAST_WORKER, WorkerProcess, overlapping, run_intervals
+from entropy_test import TIME_SCALE, TestFailure, run, span, test
+from worker_harness import FAST_WORKER, WorkerProcess, overlapping, require_daemons, run_intervals
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
 
-try:
-    binary("entropy-control")
-    binary("entropy-worker")
-except FileNotFoundError as e:
-    skip_all(str(e))
+require_daemons()
 
 # lease.c sends no heartbeat while this many are unanswered: with that many held, the next
 # heartbeat the worker sends shows that it has read one of their answers.
@@ -191,6 +187,17 @@ def ended_run(t, w, assignment_id, timeout=10.0):
                       f"{w.name}'s run of assignment {assignment_id} to end", lambda: str(w.runs()))
 
 
+def second_attempt_completes(t, cp, w, job_id, second, gate):
+    """Opens the gate the second attempt (assignment `second`) waits at; it must run to its end and
+    the job complete in it."""
+    open(gate, "w").close()
+    rerun = ended_run(t, w, second)
+    t.eq((rerun["outcome"], rerun["exit_code"]), ("exited", 0), "the second attempt ran to its end")
+    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
+    t.eq((job["status"], job["attempt_count"], job["assignment_id"]), ("COMPLETED", 2, second),
+         "the job COMPLETED in its second attempt")
+
+
 def children(pid):
     out = []
     for d in os.listdir("/proc"):
@@ -294,12 +301,7 @@ def test_answer_to_an_old_assignments_result_leaves_the_rerun_alone(t):
     answers = [(a.get("action"), a.get("assignment_id"), a.get("result")) for a in req.answer.get("actions", [])]
     t.require(("fail", first, "REJECTED") in answers, f"the answer refuses the old failure: {answers}")
 
-    open(gate, "w").close()
-    rerun = ended_run(t, w, second)
-    t.eq((rerun["outcome"], rerun["exit_code"]), ("exited", 0), "the second attempt ran to its end")
-    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
-    t.eq((job["status"], job["attempt_count"], job["assignment_id"]), ("COMPLETED", 2, second),
-         "the job COMPLETED in its second attempt")
+    second_attempt_completes(t, cp, w, job_id, second, gate)
     t.wait_for(lambda: not w.outbox(job_id, "pending"), 10, "every result of the job to be settled")
     t.eq([(o["assignment_id"], o["state"]) for o in w.outbox(job_id)], [(first, "rejected"), (second, "accepted")],
          "the old failure refused, the second attempt's completion accepted")
@@ -334,12 +336,7 @@ def test_late_heartbeat_answer_leaves_the_rerun_alone(t):
     aborts = [r.answer.get("abort_jobs") for r in late.held if r.answer]
     t.require(aborts and all(a == [job_id] for a in aborts), f"the late answers list the job to abort: {aborts}")
 
-    open(gate2, "w").close()
-    rerun = ended_run(t, w, second)
-    t.eq((rerun["outcome"], rerun["exit_code"]), ("exited", 0), "the second attempt ran to its end")
-    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
-    t.eq((job["status"], job["attempt_count"], job["assignment_id"]), ("COMPLETED", 2, second),
-         "the job COMPLETED in its second attempt")
+    second_attempt_completes(t, cp, w, job_id, second, gate2)
 
 
 @test

@@ -8,18 +8,14 @@ import sqlite3
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, run, skip_all, span, test)
-from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, run_intervals,
-                            send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, run, span, test)
+from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, require_daemons,
+                            run_intervals, send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
 
-try:
-    binary("entropy-control")
-    binary("entropy-worker")
-except FileNotFoundError as e:
-    skip_all(str(e))
+require_daemons()
 
 
 LEASE = span(FAST_CONTROL["lease-timeout"])

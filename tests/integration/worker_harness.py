@@ -19,9 +19,18 @@ import socket
 import sqlite3
 import time
 
-from entropy_test import WORKER_TOKEN, Daemon, TestFailure, binary
+from entropy_test import WORKER_TOKEN, Daemon, TestFailure, binary, skip_all
 
 # Intervals well inside the test control plane's (lease and heartbeat timeout 1500ms).
+def require_daemons():
+    """Skips the file when entropy-control or entropy-worker is not built."""
+    try:
+        binary("entropy-control")
+        binary("entropy-worker")
+    except FileNotFoundError as e:
+        skip_all(str(e))
+
+
 FAST_WORKER = {
     "poll-interval": "100ms",
     "heartbeat-interval": "200ms",
