@@ -13,6 +13,7 @@
 #include "gpu.h"
 #include "log.h"
 #include "macro.h"
+#include "policy.h"
 #include "strv.h"
 
 static int cmp_index(const void *a, const void *b) {
@@ -45,32 +46,9 @@ static int detect_dev(const char *dev_dir, char ***ret) {
 }
 
 int gpu_find_program(const char *name, char **ret) {
-        const char *path = getenv("PATH");
-
-        if (isempty(name))
-                return -ENOENT;
-        if (strchr(name, '/')) {
-                if (access(name, X_OK) < 0)
-                        return -ENOENT;
-                *ret = strdup(name);
-                return *ret ? 0 : -ENOMEM;
-        }
-        for (const char *p = path ? path : "/usr/bin:/bin"; p && *p;) {
-                const char *e = strchr(p, ':');
-                size_t n = e ? (size_t) (e - p) : strlen(p);
-                char *c = NULL;
-                if (n > 0) {
-                        if (asprintf(&c, "%.*s/%s", (int) n, p, name) < 0)
-                                return -ENOMEM;
-                        if (access(c, X_OK) == 0) {
-                                *ret = c;
-                                return 0;
-                        }
-                        free(c);
-                }
-                p = e ? e + 1 : NULL;
-        }
-        return -ENOENT;
+        /* Found as a job's command is; whatever keeps it from being run means no GPU figures. */
+        int r = policy_resolve_command(name, NULL, NULL, ret);
+        return r == -ENOMEM ? r : r < 0 ? -ENOENT : 0;
 }
 
 _noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {

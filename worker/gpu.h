@@ -15,8 +15,9 @@ int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, cha
 /* CUDA_VISIBLE_DEVICES for a slot, or NULL when there are no GPUs. */
 const char *gpu_for_slot(char **gpus, size_t slot);
 
-/* The program `name` as the worker runs it: a path as given, a bare name looked up in $PATH.
- * -ENOENT when there is no executable by that name (or name is NULL or empty). */
+/* The program `name` as the worker runs it, resolved as a job's command is (policy.h: an absolute
+ * path, or a bare name looked up in $PATH; canonical). -ENOENT when there is no executable by
+ * that name (or name is NULL or empty, or a relative path). */
 int gpu_find_program(const char *name, char **ret);
 /* In a child just forked: runs argv[0] with stdout on out_fd, stdin and (err_fd < 0) stderr on
  * /dev/null, no other file descriptor, and the signal mask and dispositions a program expects
