@@ -61,21 +61,25 @@ static inline int keeper_groups_add(KeeperGroups *g, pid_t pgid) {
         return 0;
 }
 
+/* The index of pgid in g, or g->n when it is not there. */
+static inline size_t keeper_groups_find(const KeeperGroups *g, pid_t pgid) {
+        size_t i = 0;
+        while (i < g->n && g->pgids[i] != pgid)
+                i++;
+        return i;
+}
+
 static inline bool keeper_groups_contain(const KeeperGroups *g, pid_t pgid) {
-        for (size_t i = 0; i < g->n; i++)
-                if (g->pgids[i] == pgid)
-                        return true;
-        return false;
+        return keeper_groups_find(g, pgid) < g->n;
 }
 
 /* Whether it was there. */
 static inline bool keeper_groups_remove(KeeperGroups *g, pid_t pgid) {
-        for (size_t i = 0; i < g->n; i++)
-                if (g->pgids[i] == pgid) {
-                        g->pgids[i] = g->pgids[--g->n];
-                        return true;
-                }
-        return false;
+        size_t i = keeper_groups_find(g, pgid);
+        if (i == g->n)
+                return false;
+        g->pgids[i] = g->pgids[--g->n];
+        return true;
 }
 
 /* Reads exactly size bytes (both ends block). -EPIPE at EOF: the other end is gone. */
