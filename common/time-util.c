@@ -188,3 +188,17 @@ char *format_relative(char *buf, size_t len, usec_t when, usec_t now) {
                 snprintf(buf, len, "%s ago", span);
         return buf;
 }
+
+bool ratelimit_allow(RateLimit *rl, usec_t interval, unsigned *ret_suppressed) {
+        usec_t now = now_monotonic_usec();
+
+        if (rl->last != 0 && now - rl->last < interval) {
+                rl->suppressed++;
+                return false;
+        }
+        if (ret_suppressed)
+                *ret_suppressed = rl->suppressed;
+        rl->last = now;
+        rl->suppressed = 0;
+        return true;
+}

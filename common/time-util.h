@@ -1,8 +1,9 @@
 /* time-util.h: clocks, systemd-style time spans ("500ms", "8s", "2min") and their formatting. */
 #pragma once
 
-#include <stdint.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef uint64_t usec_t;
 
@@ -23,6 +24,16 @@ int parse_timespan(const char *s, usec_t *ret);
 char *format_timespan(char *buf, size_t len, usec_t span);
 /* "3min ago", "in 2s", relative to now (both realtime usec). */
 char *format_relative(char *buf, size_t len, usec_t when, usec_t now);
+
+/* A message that may repeat for as long as its cause lasts, said at most once an interval. */
+typedef struct RateLimit {
+        usec_t last;         /* monotonic; 0: never said */
+        unsigned suppressed; /* times it was not said since */
+} RateLimit;
+
+/* Whether to say it now; if so, *ret_suppressed (may be NULL) is how many times it was not said
+ * since it last was. */
+bool ratelimit_allow(RateLimit *rl, usec_t interval, unsigned *ret_suppressed);
 
 /* Unix seconds (as a JSON number with fractional part) from realtime usec. */
 static inline double usec_to_unix_seconds(usec_t u) {

@@ -233,7 +233,7 @@ static json_object *strv_to_json_array(char *const *l) {
  * which renews the leases of the worker's jobs, goes through. *ret_dropped says it happened. */
 static int parse_metrics(json_object *o, HttpResponse *resp, const char *worker_id, const char **ret,
                          bool *ret_dropped) {
-        static usec_t last_warning;
+        static RateLimit warning;
         json_object *m = NULL;
 
         *ret = NULL;
@@ -249,12 +249,10 @@ static int parse_metrics(json_object *o, HttpResponse *resp, const char *worker_
                 return 1;
         *ret = METRICS_DROPPED;
         *ret_dropped = true;
-        if (now_monotonic_usec() - last_warning >= USEC_PER_MINUTE || last_warning == 0) {
-                last_warning = now_monotonic_usec();
+        if (ratelimit_allow(&warning, USEC_PER_MINUTE, NULL))
                 log_warning("Worker %s sends heartbeat metrics larger than %d bytes: not stored (this message "
                             "repeats at most once a minute).",
                             worker_id, LIMIT_METRICS_LEN);
-        }
         return 1;
 }
 

@@ -206,22 +206,18 @@ static void heartbeat_conflict(Worker *w, const ClientReply *reply, const Heartb
  * for a token it no longer knows) renews no lease while it lasts: the worker's jobs are stopped
  * one after the other. So it is a warning, at most once a minute with a count of those not told. */
 static void heartbeat_refused(Worker *w, const ClientReply *reply) {
-        usec_t now = now_monotonic_usec();
+        unsigned unlogged;
         char buf[256];
 
-        if (w->heartbeat_refused_logged != 0 && now - w->heartbeat_refused_logged < USEC_PER_MINUTE) {
-                w->heartbeat_refused_unlogged++;
+        if (!ratelimit_allow(&w->heartbeat_refused_log, USEC_PER_MINUTE, &unlogged))
                 return;
-        }
         client_reply_describe(reply, buf, sizeof(buf));
-        if (w->heartbeat_refused_unlogged > 0)
+        if (unlogged > 0)
                 log_warning("Heartbeat refused (%s); the leases of this worker's jobs are not renewed (%u more "
                             "refusals since the last such message).",
-                            buf, w->heartbeat_refused_unlogged);
+                            buf, unlogged);
         else
                 log_warning("Heartbeat refused (%s); the leases of this worker's jobs are not renewed.", buf);
-        w->heartbeat_refused_logged = now;
-        w->heartbeat_refused_unlogged = 0;
 }
 
 static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {

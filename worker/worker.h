@@ -137,8 +137,7 @@ struct Worker {
         sd_event_source *session_timer, *poll_timer, *flush_timer;
         sd_event_source *heartbeat_timer;
         unsigned heartbeats_in_flight;
-        usec_t heartbeat_refused_logged;     /* monotonic time a refused heartbeat was last logged */
-        unsigned heartbeat_refused_unlogged; /* refusals since, not logged */
+        RateLimit heartbeat_refused_log; /* refused heartbeats: a warning at most once a minute */
         usec_t last_contact; /* monotonic time of the last answer from the control plane */
 
         int wake_fds[WORKER_MAX_WAKE_FDS];

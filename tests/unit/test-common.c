@@ -52,6 +52,16 @@ static void test_timespan_refuses_overflow_and_other_number_forms(void) {
         ok(parse_timespan(".s", &u) == -EINVAL && parse_timespan("+1s", &u) == -EINVAL, "no digits, a sign: refused");
 }
 
+static void test_ratelimit_says_it_once_an_interval(void) {
+        RateLimit rl = {};
+        unsigned suppressed = 99;
+
+        ok(ratelimit_allow(&rl, USEC_PER_HOUR, &suppressed) && suppressed == 0, "said the first time");
+        ok(!ratelimit_allow(&rl, USEC_PER_HOUR, NULL) && !ratelimit_allow(&rl, USEC_PER_HOUR, NULL),
+           "not again within the interval");
+        ok(ratelimit_allow(&rl, 0, &suppressed) && suppressed == 2, "said again after it, with the count not said");
+}
+
 static void test_timespan_formats(void) {
         char buf[64];
         is_str(format_timespan(buf, sizeof(buf), 90 * USEC_PER_SEC), "1min 30s", "format 90s");
@@ -177,6 +187,7 @@ int main(void) {
         test_timespan_parses_systemd_syntax();
         test_timespan_refuses_overflow_and_other_number_forms();
         test_timespan_formats();
+        test_ratelimit_says_it_once_an_interval();
         test_strv();
         test_json_validation_names_the_field();
         test_json_is_utf8_both_ways();
