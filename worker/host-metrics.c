@@ -267,6 +267,14 @@ static void gpu_kill(HostMetrics *m) {
         (void) kill(pid, SIGKILL); /* in case it is not (yet) a group leader */
 }
 
+/* Gives up the reading under way (gpu_fail() said why): its output is no longer read and its
+ * figures go now, even if its killed process is stuck in the kernel and is reaped only later. */
+static void gpu_abandon(HostMetrics *m) {
+        gpu_close_output(m);
+        gpu_forget(m);
+        gpu_read_finish(m);
+}
+
 static int on_gpu_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         HostMetrics *m = userdata;
         char span[64];
@@ -276,11 +284,8 @@ static int on_gpu_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         gpu_fail(m, "it did not answer within %s, and was killed",
                  format_timespan(span, sizeof(span), gpu_timeout(m)));
         gpu_kill(m);
-        /* Not waiting for the end of the output, which a process it started may hold open; and the
-         * figures go now, even if the process is stuck in the kernel and is reaped only later. */
-        gpu_close_output(m);
-        gpu_forget(m);
-        gpu_read_finish(m);
+        /* Not waiting for the end of the output, which a process it started may hold open. */
+        gpu_abandon(m);
         return 0;
 }
 
@@ -333,9 +338,7 @@ static int gpu_spawn(HostMetrics *m) {
                 if (!m->gpu_child)
                         (void) waitpid(pid, NULL, 0);
                 gpu_fail(m, "it could not be watched: %s", strerror(-r));
-                gpu_close_output(m);
-                gpu_forget(m);
-                gpu_read_finish(m);
+                gpu_abandon(m);
         }
         return r;
 }
