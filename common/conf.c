@@ -31,6 +31,9 @@ static int parse_bool(const char *v) {
         return -EINVAL;
 }
 
+/* Between the items of a list value, on its first line and on the lines that continue it. */
+#define CONF_LIST_SEPARATORS ", \t"
+
 int conf_apply(const ConfOption *opt, void *settings, const char *value) {
         void *f = field(opt, settings);
         int r;
@@ -75,7 +78,7 @@ int conf_apply(const ConfOption *opt, void *settings, const char *value) {
                 return 0;
         case CONF_STRV: {
                 char **l;
-                r = strv_split(value, ", \t", &l);
+                r = strv_split(value, CONF_LIST_SEPARATORS, &l);
                 if (r < 0)
                         return r;
                 strv_free(*(char ***) f);
@@ -233,7 +236,7 @@ static int conf_append(const ConfOption *opt, void *settings, const char *value)
 
         if (opt->type != CONF_STRV)
                 return -EMEDIUMTYPE;
-        r = strv_split(value, ", \t", &l);
+        r = strv_split(value, CONF_LIST_SEPARATORS, &l);
         if (r < 0)
                 return r;
         for (char **i = l; i && *i; i++) {
