@@ -113,7 +113,8 @@ static bool verb_wants_help(const Verb *verb, int argc, char **argv) {
 }
 
 static void verb_help(const Verb *verb) {
-        printf("entropyctl [OPTIONS...] %s%s%s\n\n%s.\n\nentropyctl --help lists the global options; entropyctl(1) has the details.\n",
+        printf("entropyctl [OPTIONS...] %s%s%s\n\n%s.\n\n"
+               "entropyctl --help lists the global options; entropyctl(1) has the details.\n",
                verb->name, isempty(verb->usage) ? "" : " ", verb->usage, verb->help);
 }
 
