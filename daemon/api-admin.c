@@ -289,7 +289,8 @@ static int write_metrics(Control *c, FILE *f) {
                 metric_header(f, counters[i].name, "counter", counters[i].help);
                 fprintf(f, "%s %llu\n", counters[i].name, (unsigned long long) counters[i].value);
         }
-        metric_header(f, "entropy_oldest_pending_job_age_seconds", "gauge", "How long the oldest PENDING job that is due has waited.");
+        metric_header(f, "entropy_oldest_pending_job_age_seconds", "gauge",
+                      "How long the PENDING job that has waited longest has waited since it became due.");
         fprintf(f, "entropy_oldest_pending_job_age_seconds %.3f\n", age);
         metric_header(f, "entropy_database_size_bytes", "gauge", "Size of the database and its WAL.");
         fprintf(f, "entropy_database_size_bytes %llu\n", (unsigned long long) db);

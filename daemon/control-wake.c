@@ -178,8 +178,8 @@ static void timer_arm(ControlWake *w, usec_t when) {
  * PENDING job (seconds at a million). */
 static int next_scheduled(Control *c, usec_t after, usec_t *ret) {
         int r = store_query_usec(c->store,
-                                 "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled WHERE status = 'PENDING' "
-                                 "AND scheduled_at > 0 AND scheduled_at > ?",
+                                 "SELECT min(scheduled_at) FROM jobs INDEXED BY jobs_scheduled "
+                                 "WHERE status = 'PENDING' AND scheduled_at > 0 AND scheduled_at > ?",
                                  (int64_t) after, ret);
         if (r == 0)
                 *ret = USEC_INFINITY;

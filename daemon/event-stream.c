@@ -422,8 +422,8 @@ static int subscriber_set_filters(EventSubscriber *sub, const HttpRequest *req, 
 static int subscriber_truncate(EventSubscriber *sub, int64_t newest) {
         char text[256];
         int n = snprintf(text, sizeof(text),
-                         "id: %" PRId64 "\nevent: truncated\ndata: {\"newest_id\":%" PRId64 ",\"reason\":\"Last-Event-ID %" PRId64
-                         " is ahead of the newest stored event\"}\n\n",
+                         "id: %" PRId64 "\nevent: truncated\ndata: {\"newest_id\":%" PRId64
+                         ",\"reason\":\"Last-Event-ID %" PRId64 " is ahead of the newest stored event\"}\n\n",
                          newest, newest, sub->cursor);
         sub->cursor = newest;
         sub->paging = false;

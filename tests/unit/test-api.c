@@ -405,7 +405,8 @@ static const char *action_of(const Reply *r, const char *job_id) {
 static void test_reconnect_takes_every_current_jobs_field(void) {
         Control *c = test_control_new();
         char body[1024];
-        Reply r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"instance_id\":\"i1\"}", NULL);
+        Reply r = call(c, api_post_register, "POST", "/register", "{\"worker_id\":\"w1\",\"instance_id\":\"i1\"}",
+                       NULL);
         reply_done(&r);
         Job *j[4];
         for (size_t i = 0; i < ELEMENTSOF(j); i++) {

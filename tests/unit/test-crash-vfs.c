@@ -203,7 +203,8 @@ static CrashRound crash_round(const char *db, bool use_crash_vfs, unsigned write
         if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
                 return res;
         if (sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
-                res.intact = sqlite3_step(st) == SQLITE_ROW && strcmp((const char *) sqlite3_column_text(st, 0), "ok") == 0;
+                res.intact = sqlite3_step(st) == SQLITE_ROW &&
+                             strcmp((const char *) sqlite3_column_text(st, 0), "ok") == 0;
                 sqlite3_finalize(st);
         }
         if (sqlite3_prepare_v2(h, "SELECT count(*) FROM t", -1, &st, NULL) == SQLITE_OK) {

@@ -35,7 +35,8 @@ static void test_tls_options(void) {
 
         if (!e)
                 tap_bail("curl_easy_init failed");
-        is_int(http_client_tls_apply(e, NULL, NULL, NULL), 0, "defaults: the system CAs, no client certificate (verification: test-tls-worker.py)");
+        is_int(http_client_tls_apply(e, NULL, NULL, NULL), 0,
+               "defaults: the system CAs, no client certificate (verification: test-tls-worker.py)");
         is_int(http_client_tls_apply(e, "/etc/entropy/ca.pem", "/c.pem", "/c.key"), 0, "CA and client certificate");
         is_int(http_client_tls_apply(e, NULL, "/c.pem", NULL), -EINVAL, "a certificate without its key is refused");
         is_int(http_client_tls_apply(NULL, NULL, NULL, NULL), -EINVAL, "no handle");
