@@ -11,19 +11,14 @@
 #include "log.h"
 #include "store.h"
 #include "strv.h"
+#include "wake-rate.h"
 #include "wake-send.h"
-
-typedef struct WakeSent {
-        char *worker_id;
-        usec_t at; /* monotonic */
-} WakeSent;
 
 struct ControlWake {
         Control *control;
         sd_event_source *timer; /* the earliest scheduled_at of a PENDING job */
         usec_t scheduled_done;  /* realtime: scheduled jobs due up to here were announced */
-        WakeSent *sent;         /* the last datagram per worker, for the rate limit */
-        size_t n_sent;
+        WakeRate *rate;         /* the last datagram per worker, for the rate limit */
         int wakeable;           /* workers with a wake port: -1 unknown, re-counted on registrations */
         uint64_t n_sent_total, n_failed;
 };
@@ -36,9 +31,7 @@ ControlWake *control_wake_free(ControlWake *w) {
                 if (w->control->listeners[i].userdata == w)
                         w->control->listeners[i].userdata = NULL;
         sd_event_source_disable_unref(w->timer);
-        for (size_t i = 0; i < w->n_sent; i++)
-                free(w->sent[i].worker_id);
-        free(w->sent);
+        wake_rate_free(w->rate);
         free(w);
         return NULL;
 }
@@ -46,41 +39,6 @@ ControlWake *control_wake_free(ControlWake *w) {
 void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed) {
         *ret_sent = w ? w->n_sent_total : 0;
         *ret_failed = w ? w->n_failed : 0;
-}
-
-/* Whether worker_id may get a datagram now; records the send when it may. Entries older than the
- * interval are dropped on the way, so the table holds only the workers woken in the last second. */
-static bool rate_allows(ControlWake *w, const char *worker_id, usec_t now) {
-        bool found = false, allowed = true;
-        size_t j = 0;
-
-        for (size_t i = 0; i < w->n_sent; i++) {
-                WakeSent e = w->sent[i];
-                if (streq(e.worker_id, worker_id)) {
-                        found = true;
-                        allowed = now >= e.at + CONTROL_WAKE_MIN_INTERVAL_USEC;
-                        if (allowed)
-                                e.at = now;
-                } else if (now >= e.at + CONTROL_WAKE_MIN_INTERVAL_USEC) {
-                        free(e.worker_id);
-                        continue;
-                }
-                w->sent[j++] = e;
-        }
-        w->n_sent = j;
-        if (found)
-                return allowed;
-        WakeSent *p = realloc(w->sent, (w->n_sent + 1) * sizeof(*p));
-        char *id = strdup(worker_id);
-        if (!p || !id) {
-                free(id);
-                if (p)
-                        w->sent = p;
-                return true; /* out of memory: better an extra datagram than a missed one */
-        }
-        w->sent = p;
-        w->sent[w->n_sent++] = (WakeSent){.worker_id = id, .at = now};
-        return true;
 }
 
 static bool can_run(char *const *caps, bool needs_gpu, char *const *requirements) {
@@ -107,7 +65,7 @@ static void wake_one(ControlWake *w, const char *worker_id, const char *address,
         Control *c = w->control;
         int r;
 
-        if (!rate_allows(w, worker_id, now_monotonic_usec()))
+        if (!wake_rate_allow(w->rate, worker_id, now_monotonic_usec(), CONTROL_WAKE_MIN_INTERVAL_USEC))
                 return;
         r = wake_send(address, port, worker_id, c->worker_token);
         if (r < 0) {
@@ -271,6 +229,9 @@ int control_wake_start(Control *c) {
         if (!w)
                 return -ENOMEM;
         w->control = c;
+        w->rate = wake_rate_new();
+        if (!w->rate)
+                return -ENOMEM;
         w->wakeable = -1;
         w->scheduled_done = control_now(c);
         r = sd_event_add_time(c->event, &w->timer, CLOCK_MONOTONIC, USEC_INFINITY, 10 * USEC_PER_MSEC, on_timer, w);

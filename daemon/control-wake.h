@@ -7,7 +7,7 @@
  * and has the capabilities the job needs (gpu, requirements). A job held back by scheduled_at is
  * announced when that time comes, by a timer on the earliest such job.
  *
- * At most one datagram per worker per second; best effort and never blocking (a non-blocking UDP
+ * At most one datagram per worker per second (wake-rate.h); best effort and never blocking (a non-blocking UDP
  * sendto to a numeric address): a lost wake-up only delays a job until the worker's next poll, a
  * failed send is logged at debug level and otherwise ignored. */
 #pragma once

@@ -9,6 +9,7 @@ libentropy_control_core_a_SOURCES = \
 	daemon/control-events.c \
 	daemon/control-wake.c daemon/control-wake.h \
 	daemon/wake-send.c daemon/wake-send.h \
+	daemon/wake-rate.c daemon/wake-rate.h \
 	daemon/control-settings-check.c daemon/control-settings-check.h \
 	daemon/job-state.c daemon/job-state.h \
 	daemon/jobs.c daemon/jobs.h daemon/jobs-internal.h \
@@ -41,7 +42,8 @@ CORE_TESTS = \
 	tests/unit/test-retention \
 	tests/unit/test-audit \
 	tests/unit/test-api \
-	tests/unit/test-control-wake
+	tests/unit/test-control-wake \
+	tests/unit/test-wake-rate
 check_PROGRAMS += $(CORE_TESTS)
 TESTS += $(CORE_TESTS)
 
@@ -72,6 +74,9 @@ tests_unit_test_api_LDADD = $(CORE_TEST_LIBS)
 tests_unit_test_control_wake_SOURCES = tests/unit/test-control-wake.c $(CORE_TEST_SOURCES)
 tests_unit_test_control_wake_CFLAGS = $(CORE_TEST_CFLAGS)
 tests_unit_test_control_wake_LDADD = $(CORE_TEST_LIBS)
+tests_unit_test_wake_rate_SOURCES = tests/unit/test-wake-rate.c tests/tap.h
+tests_unit_test_wake_rate_CFLAGS = $(CORE_TEST_CFLAGS)
+tests_unit_test_wake_rate_LDADD = $(CORE_TEST_LIBS)
 
 # Integration test of the worker protocol over HTTP (tests/integration/entropy_test.py harness).
 TESTS += tests/integration/test-worker-protocol.py
