@@ -61,14 +61,9 @@ static bool secret_space(char c) {
         return c == '\n' || c == '\r' || c == ' ' || c == '\t';
 }
 
-int read_secret_file(const char *path, char **ret) {
-        _cleanup_free_ char *s = NULL;
-        size_t n, skip = 0;
-        int r;
+int secret_strip(char *s) {
+        size_t n = strlen(s), skip = 0;
 
-        r = read_full_file(path, 4096, &s, &n);
-        if (r < 0)
-                return r;
         /* Both ends: HTTP drops the whitespace around a header value, so a plain token that kept it
          * would never match what clients send, while a signed one (HMAC over the same bytes on both
          * sides) would still work. */
@@ -84,6 +79,19 @@ int read_secret_file(const char *path, char **ret) {
                 return -ENODATA;
         if (strchr(s, '\n'))
                 return -EBADMSG;
+        return 0;
+}
+
+int read_secret_file(const char *path, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        r = read_full_file(path, 4096, &s, NULL);
+        if (r < 0)
+                return r;
+        r = secret_strip(s);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(s);
         return 0;
 }

@@ -9,6 +9,9 @@ int read_full_file(const char *path, size_t max_size, char **ret, size_t *ret_si
 /* Reads a one-line secret (token) file, stripping whitespace (spaces, tabs, CR, LF) at both ends; empty
  * is -ENODATA, more than one line -EBADMSG. */
 int read_secret_file(const char *path, char **ret);
+/* The same for a secret from elsewhere (an environment variable), in place: strips whitespace at
+ * both ends; empty is -ENODATA, more than one line -EBADMSG. */
+int secret_strip(char *s);
 /* Writes via a temporary file, fsyncs it, renames it in place and fsyncs the directory. */
 int write_file_durable(const char *path, const void *data, size_t size, mode_t mode);
 int fsync_directory_of(const char *path);

@@ -85,10 +85,19 @@ static int load_token(const char *file, const char *env, char **ret, CtlError *e
                 return 0;
         }
         v = getenv(env);
-        if (!isempty(v)) {
-                *ret = strdup(v);
-                return *ret ? 0 : -ENOMEM;
-        }
+        if (isempty(v))
+                return 0;
+        /* Stripped like a file: `export ENTROPY_ADMIN_TOKEN="$(cat file)"` or a stray space must
+         * not turn into a 401. Only whitespace counts as unset. */
+        _cleanup_free_ char *t = strdup(v);
+        if (!t)
+                return -ENOMEM;
+        r = secret_strip(t);
+        if (r == -ENODATA)
+                return 0;
+        if (r < 0)
+                return ctl_error_set(e, -EINVAL, "$%s holds more than one line; a token is one line.", env);
+        *ret = TAKE_PTR(t);
         return 0;
 }
 

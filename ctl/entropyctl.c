@@ -87,7 +87,8 @@ static void help(void) {
                 printf("  %s%s%s\n      %s\n", ctl_verbs[i].name, isempty(ctl_verbs[i].usage) ? "" : " ",
                        ctl_verbs[i].usage, ctl_verbs[i].help);
         printf("\nEnvironment: $ENTROPY_ADMIN_TOKEN and $ENTROPY_WORKER_TOKEN hold tokens for --url when no token\n"
-               "file is given; $DBUS_SYSTEM_BUS_ADDRESS selects the bus; $ENTROPY_PAGER or $PAGER the pager.\n"
+               "file is given (one line; whitespace around it is ignored, as in a token file);\n"
+               "$DBUS_SYSTEM_BUS_ADDRESS selects the bus; $ENTROPY_PAGER or $PAGER the pager.\n"
                "\nExit status:\n"
                "  0  success\n"
                "  1  failure (e.g. the job's state does not allow it)\n"

@@ -494,6 +494,33 @@ def test_options_come_from_environment_and_config_file(t):
     t.eq(len(json.loads(r.stdout)), 1, "the same from ENTROPY_* variables")
 
 
+@test
+def test_tokens_from_the_environment_are_stripped_like_files(t):
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    base = [binary("entropyctl"), "--no-pager", f"--url={cp.url}"]
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": "", "ENTROPY_CONFIG": "", "ENTROPY_URL": "", "ENTROPY_OUTPUT": "",
+           "ENTROPY_WORKER_TOKEN": ""}
+    # What `export ENTROPY_ADMIN_TOKEN="$(cat file)"` of a file with spaces around its line gives.
+    r = t.run_cmd(base + ["--output=json", "submit", "--", "true"],
+                  env=dict(env, ENTROPY_ADMIN_TOKEN=f" \t{ADMIN_TOKEN} \r\n"))
+    t.eq(r.returncode, EXIT_OK, f"an admin token with whitespace around it is accepted: {r.stderr}")
+    job_id = json.loads(r.stdout)["job_id"]
+    w = h.FakeWorker(cp, "w-env")
+    job = w.claim()
+    w.ack(job)
+    db = os.path.join(t.tmp, "worker.db")
+    make_replay_db(db, "w-env", job)
+    r = t.run_cmd(base + ["replay", db], env=dict(env, ENTROPY_ADMIN_TOKEN=ADMIN_TOKEN,
+                                                  ENTROPY_WORKER_TOKEN=f"{WORKER_TOKEN}\n"))
+    t.eq(r.returncode, EXIT_OK, f"a worker token with a line end is accepted: {r.stderr}")
+    t.eq(cp.job(job_id)["status"], "COMPLETED", "and the replayed result applied")
+    r = t.run_cmd(base + ["list-jobs"], env=dict(env, ENTROPY_ADMIN_TOKEN=f"{ADMIN_TOKEN}\nsecond line"))
+    t.eq(r.returncode, EXIT_USAGE, "a token of two lines: usage error")
+    t.ok("ENTROPY_ADMIN_TOKEN" in r.stderr, f"naming the variable: {r.stderr!r}")
+    r = t.run_cmd(base + ["list-jobs"], env=dict(env, ENTROPY_ADMIN_TOKEN=" \n"))
+    t.eq(r.returncode, EXIT_ACCESS, "only whitespace is no token: access denied")
+
+
 if __name__ == "__main__":
     require_tool("dbus-daemon", "dbus-daemon")
     require_tool("busctl", "systemd")
