@@ -206,16 +206,19 @@ int http_api_dispatch(void *userdata, const HttpRequest *req, HttpResponse *resp
         if (!route)
                 return refuse_route(req, resp, path_known, allow);
 
-        rid = http_request_header(req, "X-Request-ID");
-        if (rid && !http_request_id_valid(rid))
-                return http_response_error(resp, 400, "X-Request-ID must be 1 to %d printable ASCII characters",
-                                           HTTP_REQUEST_ID_MAX);
-
+        /* Authentication first: a client without valid credentials learns that and nothing about
+         * how the rest of its request would be judged. (Its refusal is audited without the
+         * request id when that id is invalid: req->request_id is NULL then.) */
         r = http_auth_check(c, req, role_bits(route->role), route->role == ROUTE_WORKER, &auth);
         if (r < 0)
                 return r;
         if (auth.status != 0)
                 return refuse_auth(c, route, req, resp, &auth);
+
+        rid = http_request_header(req, "X-Request-ID");
+        if (rid && !http_request_id_valid(rid))
+                return http_response_error(resp, 400, "X-Request-ID must be 1 to %d printable ASCII characters",
+                                           HTTP_REQUEST_ID_MAX);
 
         r = route->handler(c, req, resp);
         if (r < 0) {

@@ -248,6 +248,24 @@ def test_request_id_is_echoed_and_validated(t):
 
 
 @test
+def test_authentication_is_judged_before_the_request_id(t):
+    """A client without valid credentials is told so (401), not how its X-Request-ID would be
+    judged: authentication comes before any validation of the request itself."""
+    cp = t.control_plane()
+    for method, path, token in (("GET", "/jobs", None), ("GET", "/jobs", WRONG_TOKEN),
+                                ("GET", "/jobs", WORKER_TOKEN), ("POST", "/heartbeat", None),
+                                ("GET", "/metrics", WRONG_TOKEN)):
+        hdrs = {"X-Request-ID": "r" * 129}
+        if token:
+            hdrs["X-API-Token"] = token
+        status, headers, raw = cp.http.raw(method, path, b"{}" if method == "POST" else None, hdrs)
+        desc = f"{method} {path} with {'no' if not token else 'a wrong'} token and an invalid X-Request-ID"
+        is_json_error(t, status, json.loads(raw), 401, desc)
+        t.ok("x-request-id" not in headers, f"{desc}: the invalid id is not echoed")
+    status, _, raw = cp.http.raw("GET", "/jobs", None, {"X-API-Token": ADMIN_TOKEN, "X-Request-ID": "r" * 129})
+    is_json_error(t, status, json.loads(raw), 400, "with the right token, the invalid X-Request-ID is refused")
+
+@test
 def test_every_answer_carries_no_store_and_json_type(t):
     cp = t.control_plane()
     for method, path, token in (("GET", "/healthz", None), ("GET", "/jobs", ADMIN_TOKEN), ("GET", "/jobs", None),
