@@ -54,6 +54,8 @@ static const ConfOption control_options[] = {
          "Jobs at or above this priority count as high priority for --preempt-backlog", 0, 0},
         {"preempt-backlog", 0, CONF_INT, S(preempt_backlog), "0", "N",
          "When more high-priority jobs than this wait, only they are handed out; 0 turns it off", 0, 100000000},
+        {"wake-interval", 0, CONF_TIMESPAN, S(wake_interval), "1s", "SPAN",
+         "Least time between two wake datagrams to one worker (10ms to 1h)", 0, 0},
         {"job-retention-days", 0, CONF_INT, S(job_retention_days), "30", "DAYS",
          "Days finished jobs (and their artifact records) are kept; 0 keeps them forever", 0, 36500},
         {"event-retention-days", 0, CONF_INT, S(event_retention_days), "90", "DAYS",
@@ -130,6 +132,10 @@ static int check_spans(const ControlSettings *s) {
                 return log_error_errno(-EINVAL, "--lost-grace must be at most a year.");
         if (s->retention_interval > 365 * USEC_PER_DAY)
                 return log_error_errno(-EINVAL, "--retention-interval must be at most a year.");
+        /* Shorter would let a burst of submissions flood a worker with datagrams; longer would keep
+         * a worker that has just been woken from hearing of the next job for that long. */
+        if (s->wake_interval < 10 * USEC_PER_MSEC || s->wake_interval > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--wake-interval must be between 10ms and 1h.");
         return 0;
 }
 

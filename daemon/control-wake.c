@@ -18,7 +18,7 @@ struct ControlWake {
         Control *control;
         sd_event_source *timer; /* the earliest scheduled_at of a PENDING job */
         usec_t scheduled_done;  /* realtime: scheduled jobs due up to here were announced */
-        WakeRate *rate;         /* the last datagram per worker, for the rate limit */
+        WakeRate *rate;         /* the last datagram per worker, for --wake-interval */
         int wakeable;           /* workers with a wake port: -1 unknown, re-counted on registrations */
         uint64_t n_sent_total, n_failed;
 };
@@ -65,7 +65,7 @@ static void wake_one(ControlWake *w, const char *worker_id, const char *address,
         Control *c = w->control;
         int r;
 
-        if (!wake_rate_allow(w->rate, worker_id, now_monotonic_usec(), CONTROL_WAKE_MIN_INTERVAL_USEC))
+        if (!wake_rate_allow(w->rate, worker_id, now_monotonic_usec(), c->settings.wake_interval))
                 return;
         r = wake_send(address, port, worker_id, c->worker_token);
         if (r < 0) {

@@ -7,15 +7,14 @@
  * and has the capabilities the job needs (gpu, requirements). A job held back by scheduled_at is
  * announced when that time comes, by a timer on the earliest such job.
  *
- * At most one datagram per worker per second (wake-rate.h); best effort and never blocking (a non-blocking UDP
- * sendto to a numeric address): a lost wake-up only delays a job until the worker's next poll, a
- * failed send is logged at debug level and otherwise ignored. */
+ * At most one datagram per worker per --wake-interval (default 1s; read at each send, so a reload
+ * applies it; wake-rate.h). Best effort and never blocking (a non-blocking UDP sendto to a numeric
+ * address): a lost wake-up only delays a job until the worker's next poll, a failed send is logged
+ * at debug level and otherwise ignored. */
 #pragma once
 
 #include "control.h"
 #include "macro.h"
-
-#define CONTROL_WAKE_MIN_INTERVAL_USEC USEC_PER_SEC
 
 typedef struct ControlWake ControlWake;
 

@@ -42,6 +42,7 @@ typedef struct ControlSettings {
         int64_t max_retry_jobs_per_worker;/* retried jobs one worker may hold at once; 0 = no limit */
         int64_t preempt_priority_floor;   /* jobs at or above this priority are "high" */
         int64_t preempt_backlog;          /* high backlog above this hands out only high jobs; 0 = off */
+        usec_t wake_interval;             /* least time between two wake datagrams to one worker */
 
         int64_t job_retention_days;    /* terminal jobs (and their artifact records) */
         int64_t event_retention_days;  /* audit events */

@@ -7,7 +7,7 @@
  * (an IP literal the worker asks to be woken at) and, when that is absent, the peer address of the
  * /register request itself. When a job becomes claimable (submit, retry backoff elapsed, scheduled
  * time reached), call wake_send() for idle ONLINE or DISCONNECTED workers that have a wake port and
- * whose capabilities match, at most once per worker per second. */
+ * whose capabilities match, at most once per worker per --wake-interval. */
 #pragma once
 
 #include <stdint.h>

@@ -21,7 +21,7 @@ OPTION_NAMES = [
     "job-retention-days", "event-retention-days", "retention-interval", "max-body-size", "max-connections",
     "max-connections-per-ip", "user-bus", "http-connection-timeout", "tls-certificate", "tls-key",
     "tls-priorities", "tls-client-ca", "tls-bind-worker-id", "require-signed-worker-tokens", "token-clock-skew",
-    "signed-token-max-lifetime",
+    "signed-token-max-lifetime", "wake-interval",
 ]
 
 
@@ -232,6 +232,13 @@ def test_refuses_an_unknown_option_and_a_bad_value(t):
     t.ok(r.returncode != 0, "unknown option refused")
     r = t.run_cmd([binary("entropy-control"), "--config=", "--lease-timeout=soon"])
     t.ok(r.returncode != 0 and "lease-timeout" in r.stderr, f"bad value refused naming the option: {r.stderr}")
+
+
+@test
+def test_refuses_a_wake_interval_out_of_range(t):
+    for value in ("5ms", "2h"):
+        r = t.run_cmd([binary("entropy-control"), "--config=", f"--wake-interval={value}"])
+        t.ok(r.returncode != 0 and "wake-interval" in r.stderr, f"--wake-interval={value} refused: {r.stderr}")
 
 
 @test

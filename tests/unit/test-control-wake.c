@@ -1,6 +1,7 @@
 /* test-control-wake.c: wake-ups of idle workers (control-wake.h) over real UDP on 127.0.0.1: who
  * gets a datagram when a job becomes claimable (idle, not draining, capable, with a wake port),
- * the one-per-second limit, the datagram's authentication, and jobs held back by scheduled_at. */
+ * the one-per-interval limit (--wake-interval), the datagram's authentication, and jobs held back
+ * by scheduled_at. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -15,7 +16,8 @@
 #include "tap.h"
 #include "wake-proto.h"
 
-#define TOKEN "worker-token-for-tests"
+#define TOKEN          "worker-token-for-tests"
+#define SHORT_INTERVAL (100 * USEC_PER_MSEC)
 
 typedef struct Sock {
         int fd;
@@ -69,6 +71,7 @@ static Control *wake_control_new(void) {
         if (sd_event_new(&c->event) < 0)
                 tap_bail("sd_event_new failed");
         c->worker_token = strdup(TOKEN);
+        c->settings.wake_interval = SHORT_INTERVAL;
         if (!c->worker_token || control_core_start(c) < 0)
                 tap_bail("cannot start wake-ups");
         return c;
@@ -82,11 +85,30 @@ static void wake_control_free(Control *c) {
         test_control_free(c);
 }
 
-static void test_idle_capable_workers_are_woken_once_per_second(void) {
+static int on_time(sd_event_source *s, uint64_t usec, void *userdata) {
+        *(bool *) userdata = true;
+        return 0;
+}
+
+/* Runs the loop until the wake interval counted from `since` (CLOCK_MONOTONIC, taken after the
+ * last send) has passed: a timer on the loop at the configured interval, not a fixed sleep. */
+static void wait_wake_interval(Control *c, usec_t since) {
+        _cleanup_(sd_event_source_unrefp) sd_event_source *t = NULL;
+        bool fired = false;
+
+        if (sd_event_add_time(c->event, &t, CLOCK_MONOTONIC, since + c->settings.wake_interval, 0, on_time, &fired) < 0)
+                tap_bail("cannot add a timer");
+        for (int i = 0; !fired && i < 1000; i++)
+                (void) sd_event_run(c->event, 10 * USEC_PER_MSEC);
+        if (!fired)
+                tap_bail("the wake interval did not pass within 10 s");
+}
+
+static void test_idle_capable_workers_are_woken_once_per_interval(void) {
         Control *c = wake_control_new();
         Sock idle = sock_open(), gpu = sock_open(), drained = sock_open();
-        OpError err = {};
         uint64_t sent, failed;
+        usec_t last;
 
         register_wakeable(c, "idle", NULL, idle.port);
         register_wakeable(c, "gpu", "gpu", gpu.port);
@@ -94,27 +116,39 @@ static void test_idle_capable_workers_are_woken_once_per_second(void) {
         worker_drain(c, NULL, "drained", true);
         test_register(c, "no-port", NULL);
 
+        /* An interval no test run can outlast, so that "within the interval" holds however slow the
+         * machine; then a short one, read at the next send as after a reload. */
+        c->settings.wake_interval = USEC_PER_HOUR;
         test_submit(c, 0);
         is_int(received(c, &idle, 1000, "idle"), 1, "an idle worker is woken by a submission");
-        is_int(received(c, &gpu, 200, "gpu"), 1, "so is another one that can run it");
-        is_int(received(c, &drained, 200, "drained"), 0, "a draining worker is not");
+        is_int(received(c, &gpu, 1000, "gpu"), 1, "so is another one that can run it");
+        is_int(received(c, &drained, 100, "drained"), 0, "a draining worker is not");
         test_submit(c, 0);
-        is_int(received(c, &idle, 300, "idle"), 0, "a second job within the second: no second datagram");
+        is_int(received(c, &idle, 100, "idle"), 0, "a second job within the interval: no second datagram");
+        control_wake_counters(c->wake, &sent, &failed);
+        ok(sent == 2, "two datagrams sent so far (sent %llu)", (unsigned long long) sent);
+
+        c->settings.wake_interval = SHORT_INTERVAL;
+        last = now_monotonic_usec();
+        wait_wake_interval(c, last);
+        test_submit(c, 0);
+        is_int(received(c, &idle, 1000, "idle"), 1, "once the interval has passed, a job wakes the worker again");
+        is_int(received(c, &gpu, 1000, "gpu"), 1, "and the other one");
 
         JobSpec s;
         job_spec_init(&s);
         s.command = "train";
         s.needs_gpu = true;
-        poll(NULL, 0, CONTROL_WAKE_MIN_INTERVAL_USEC / USEC_PER_MSEC + 50);
+        last = now_monotonic_usec();
         _cleanup_(job_freep) Job *busy = test_claim_and_ack(c, "gpu"); /* the gpu worker is busy now */
         (void) received(c, &gpu, 0, "gpu");
+        wait_wake_interval(c, last);
         test_submit_spec(c, &s);
-        is_int(received(c, &idle, 300, "idle"), 0, "a worker without a gpu is not woken for a gpu job");
-        is_int(received(c, &gpu, 300, "gpu"), 0, "a busy worker is not woken");
+        is_int(received(c, &idle, 100, "idle"), 0, "a worker without a gpu is not woken for a gpu job");
+        is_int(received(c, &gpu, 100, "gpu"), 0, "a busy worker is not woken");
         control_wake_counters(c->wake, &sent, &failed);
-        ok(sent == 2 && failed == 0, "two datagrams sent in all (sent %llu, failed %llu)", (unsigned long long) sent,
+        ok(sent == 4 && failed == 0, "four datagrams sent in all (sent %llu, failed %llu)", (unsigned long long) sent,
            (unsigned long long) failed);
-        (void) err;
         close(idle.fd);
         close(gpu.fd);
         close(drained.fd);
@@ -181,7 +215,7 @@ static void test_wake_queries_use_their_indexes(void) {
 }
 
 int main(void) {
-        test_idle_capable_workers_are_woken_once_per_second();
+        test_idle_capable_workers_are_woken_once_per_interval();
         test_scheduled_job_wakes_when_due();
         test_every_kind_of_due_job_is_announced();
         test_wake_queries_use_their_indexes();
