@@ -523,10 +523,15 @@ static void print_event(json_object *ev) {
                json_str(ev, "worker_id") ? json_str(ev, "worker_id") : "-", d);
 }
 
-/* Events come newest first; they are shown oldest first, like a log. */
+/* Where --follow is in the event log. */
+typedef struct FollowPosition {
+        int64_t after_id; /* the highest event id seen */
+        double last_ts;   /* the time of that event; 0: none seen */
+} FollowPosition;
+
 /* Prints a page of events oldest first (the API answers newest first unless asked otherwise);
- * returns the highest id seen. */
-static int64_t show_events(const CtlSettings *s, json_object *events, bool oldest_first, int64_t after) {
+ * moves *pos to the highest id seen. */
+static void show_events(const CtlSettings *s, json_object *events, bool oldest_first, FollowPosition *pos) {
         size_t n = json_object_array_length(events);
 
         for (size_t k = 0; k < n; k++) {
@@ -535,10 +540,12 @@ static int64_t show_events(const CtlSettings *s, json_object *events, bool oldes
                         print_event(ev);
                 else
                         output_json(ev, output_mode(s));
-                after = MAX(after, json_int(ev, "id", 0));
+                if (pos && json_int(ev, "id", 0) > pos->after_id) {
+                        pos->after_id = json_int(ev, "id", 0);
+                        pos->last_ts = json_num(ev, "ts", 0);
+                }
         }
         fflush(stdout);
-        return after;
 }
 
 static volatile sig_atomic_t interrupted;
@@ -546,9 +553,56 @@ static void on_interrupt(int sig) {
         interrupted = 1;
 }
 
-/* --follow: every event after q->after_id, page by page from the oldest, so that a burst larger
- * than a page between two polls is printed whole; then waits and asks again. */
-static int follow_events(Backend *b, const CtlSettings *s, EventQuery q) {
+/* The newest stored event id, whatever the filters: ids are the store's, not the filter's. */
+static int newest_event_id(Backend *b, int64_t *ret, CtlError *e) {
+        _cleanup_json_ json_object *page = NULL;
+        EventQuery q = {.limit = 1};
+        int r;
+
+        r = b->ops->events(b, &q, &page, e);
+        if (r < 0)
+                return r;
+        *ret = json_object_array_length(page) > 0 ? json_int(json_object_array_get_idx(page, 0), "id", 0) : 0;
+        return 0;
+}
+
+/* The store's newest id is below the last id seen: the control plane's database was restored from
+ * an older copy or replaced, and asking for ids above the last one seen would stay silent for
+ * ever. Says so, and goes on from the last event stored before the one seen last (by time), so
+ * that what was committed since the restore, before this noticed it, is printed too. */
+static int follow_went_back(Backend *b, FollowPosition *pos, int64_t newest, CtlError *e) {
+        _cleanup_json_ json_object *page = NULL;
+        EventQuery q = {.limit = LIMIT_EVENTS_PAGE};
+        int64_t from = newest;
+        int r;
+
+        if (pos->last_ts > 0) {
+                r = b->ops->events(b, &q, &page, e);
+                if (r < 0)
+                        return r;
+                /* Newest first: the first event not after the last one seen ends the new ones. */
+                from = 0;
+                for (size_t i = 0; i < json_object_array_length(page); i++) {
+                        json_object *ev = json_object_array_get_idx(page, i);
+                        if (json_num(ev, "ts", 0) <= pos->last_ts) {
+                                from = json_int(ev, "id", 0);
+                                break;
+                        }
+                        from = json_int(ev, "id", 0) - 1;
+                }
+        }
+        log_warning("The event log went back from id %" PRId64 " to %" PRId64
+                    " (the control plane's database was restored or replaced); going on after id %" PRId64 ".",
+                    pos->after_id, newest, from);
+        pos->after_id = from;
+        return 0;
+}
+
+/* --follow: every event after pos.after_id, page by page from the oldest, so that a burst larger
+ * than a page between two polls is printed whole; then waits and asks again. A control plane that
+ * was reached and then cannot be (restarting) is waited for. */
+static int follow_events(Backend *b, const CtlSettings *s, EventQuery q, FollowPosition pos, bool reached) {
+        bool unreachable = false;
         CtlError e = {};
         int r;
 
@@ -558,12 +612,33 @@ static int follow_events(Backend *b, const CtlSettings *s, EventQuery q) {
         q.limit = LIMIT_EVENTS_PAGE;
         while (!interrupted) {
                 _cleanup_json_ json_object *page = NULL;
+                int64_t newest = 0;
+
+                q.after_id = pos.after_id;
                 r = b->ops->events(b, &q, &page, &e);
-                if (r < 0)
+                if (r >= 0 && unreachable) {
+                        log_notice("The control plane is back.");
+                        unreachable = false;
+                }
+                if (r >= 0 && json_object_array_length(page) == 0 && pos.after_id > 0) {
+                        r = newest_event_id(b, &newest, &e);
+                        if (r >= 0 && newest < pos.after_id)
+                                r = follow_went_back(b, &pos, newest, &e);
+                }
+                if (r == -ECONNREFUSED && reached) {
+                        if (!unreachable)
+                                log_warning("%s; waiting for the control plane to come back.", e.message);
+                        unreachable = true;
+                } else if (r < 0)
                         return fail(r, &e);
-                q.after_id = show_events(s, page, true, q.after_id);
-                if ((int64_t) json_object_array_length(page) >= q.limit)
-                        continue; /* a full page: there may be more right away */
+                else {
+                        reached = true;
+                        show_events(s, page, true, &pos);
+                        if ((int64_t) json_object_array_length(page) >= q.limit)
+                                continue; /* a full page: there may be more right away */
+                        if (newest > 0 && pos.after_id < newest)
+                                continue; /* went back: print what came since at once */
+                }
                 struct timespec ts = {.tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000)};
                 nanosleep(&ts, NULL);
         }
@@ -616,13 +691,14 @@ static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) 
         /* --follow --since=ID prints everything after ID; plain --follow starts with the latest
          * page, as tail -f does. */
         if (follow && since)
-                return follow_events(b, s, q);
+                return follow_events(b, s, q, (FollowPosition){.after_id = q.after_id}, false);
         r = b->ops->events(b, &q, &events, &e);
         if (r < 0)
                 return fail(r, &e);
         if (follow) {
-                q.after_id = show_events(s, events, false, q.after_id);
-                return follow_events(b, s, q);
+                FollowPosition pos = {.after_id = q.after_id};
+                show_events(s, events, false, &pos);
+                return follow_events(b, s, q, pos, true);
         }
         if (output_mode(s) != OUTPUT_TABLE) {
                 /* One JSON array, in the API's order, for scripts. */
@@ -630,7 +706,7 @@ static int verb_events(Backend *b, const CtlSettings *s, int argc, char **argv) 
                 return CTL_EXIT_OK;
         }
         pager_open(s);
-        show_events(s, events, false, 0);
+        show_events(s, events, false, NULL);
         return CTL_EXIT_OK;
 }
 
