@@ -371,6 +371,47 @@ static int current_state(BusBackend *b, const char *job_id, char **ret, CtlError
         return *ret ? 0 : -ENOMEM;
 }
 
+/* Asks for the job's state, for when the signals are late or do not come. The signals that came
+ * before the answer wait in the read queue: the bus keeps one sender's messages in order, so they
+ * tell of transitions up to the state the answer gives, never after it. Their callbacks run now,
+ * and the queue of transitions is made to end at that state: kept when it does (the way there,
+ * in order), replaced by the one step to it when it does not (signals lost). Printing the answer
+ * first and those signals after it would show states older than one already shown. */
+static int poll_state(BusBackend *b, const char *job_id, const char *current, CtlError *e) {
+        _cleanup_free_ char *now = NULL;
+        const char *last = current;
+        uint64_t queued;
+        json_object *t;
+        int r;
+
+        r = current_state(b, job_id, &now, e);
+        if (r < 0)
+                return r;
+        while (sd_bus_get_n_queued_read(b->bus, &queued) >= 0 && queued > 0) {
+                r = sd_bus_process(b->bus, NULL); /* takes from the read queue before reading more */
+                if (r < 0)
+                        return ctl_error_set(e, r, "Lost the bus: %s", strerror(-r));
+                if (r == 0)
+                        break;
+        }
+        for (size_t i = 0; i < json_object_array_length(b->transitions); i++) {
+                t = json_object_array_get_idx(b->transitions, i);
+                if (streq_ptr(json_object_get_string(json_object_array_get_idx(t, 0)), job_id))
+                        last = json_object_get_string(json_object_array_get_idx(t, 2));
+        }
+        if (streq_ptr(last, now))
+                return 0;
+        json_object_array_del_idx(b->transitions, 0, json_object_array_length(b->transitions));
+        t = json_object_new_array();
+        if (!t)
+                return -ENOMEM;
+        json_object_array_add(t, json_object_new_string(job_id));
+        json_object_array_add(t, json_object_new_string(strempty(current)));
+        json_object_array_add(t, json_object_new_string(now));
+        json_object_array_add(b->transitions, t);
+        return 0;
+}
+
 static int bus_wait_state(Backend *base, const char *job_id, char **state, CtlError *e) {
         BusBackend *b = (BusBackend *) base;
         int r;
@@ -386,7 +427,11 @@ static int bus_wait_state(Backend *base, const char *job_id, char **state, CtlEr
                 *state = pop_transition(b, job_id, NULL);
                 if (*state)
                         return 0;
-                return current_state(b, job_id, state, e);
+                r = poll_state(b, job_id, NULL, e);
+                if (r < 0)
+                        return r;
+                *state = pop_transition(b, job_id, NULL);
+                return *state ? 0 : -ENOMEM;
         }
         for (;;) {
                 char *next = pop_transition(b, job_id, *state);
@@ -405,15 +450,9 @@ static int bus_wait_state(Backend *base, const char *job_id, char **state, CtlEr
                         return ctl_error_set(e, r, "Lost the bus: %s", strerror(-r));
                 if (r == 0) {
                         /* Quiet for a while: ask, in case the signals do not reach us. */
-                        _cleanup_free_ char *now = NULL;
-                        r = current_state(b, job_id, &now, e);
+                        r = poll_state(b, job_id, *state, e);
                         if (r < 0)
                                 return r;
-                        if (!streq(now, *state)) {
-                                free(*state);
-                                *state = TAKE_PTR(now);
-                                return 0;
-                        }
                 }
         }
 }

@@ -432,14 +432,22 @@ static int http_wait_state(Backend *base, const char *job_id, char **state, CtlE
                 if (r < 0)
                         return r;
                 if (h->wait_after == 0) {
-                        /* No event at all (trimmed by retention?): fall back to the job itself. */
+                        /* No event at all (trimmed by retention?): fall back to the job itself,
+                         * then look for events once more. Any that came in between tell the way
+                         * to its state in order; taking the state and printing them after it
+                         * would step back. Still none: every later event comes after the state. */
                         _cleanup_json_ json_object *job = NULL;
                         r = http_get_job(base, job_id, &job, e);
                         if (r < 0)
                                 return r;
-                        json_object_array_add(h->wait_states,
-                                              json_object_new_string(strempty(json_str(job, "status"))));
-                        h->wait_after = 1;
+                        r = http_poll_transitions(h, job_id, e);
+                        if (r < 0)
+                                return r;
+                        if (h->wait_after == 0) {
+                                json_object_array_add(h->wait_states,
+                                                      json_object_new_string(strempty(json_str(job, "status"))));
+                                h->wait_after = 1;
+                        }
                 }
         }
 }

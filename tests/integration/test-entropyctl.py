@@ -572,6 +572,59 @@ def test_tokens_from_the_environment_are_stripped_like_files(t):
     t.eq(r.returncode, EXIT_ACCESS, "only whitespace is no token: access denied")
 
 
+def unread_by_the_other_end(pid):
+    """Bytes a process wrote to its unix sockets that the other end has not read yet (ss -x)."""
+    mine = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[len("socket:["):-1])
+    out = subprocess.run(["ss", "-xn"], capture_output=True, text=True, check=True).stdout
+    # Netid State Recv-Q Send-Q Local-Address Local-Inode Peer-Address Peer-Inode
+    return sum(int(f[2]) for f in (line.split() for line in out.splitlines()[1:]) if len(f) >= 8 and f[7] in mine)
+
+
+@test
+def test_submit_wait_never_prints_an_older_state_after_asking(t):
+    # Over D-Bus, submit --wait follows JobStateChanged signals and asks for the job's state after
+    # two quiet seconds. When the signals are late, they come in just before that answer, and
+    # tell of the states on the way to it: shown after it, they would step back.
+    t.require_tool("ss", "iproute2")
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    w = h.FakeWorker(cp, "w-late")
+    p = dbus.popen("submit", "--wait", "--", "true")
+    t.cleanups.append(lambda: p.poll() is None and p.kill())
+    err = Lines(p.stderr)
+    states = []
+
+    def next_state(what):
+        for line in err.each(20, what):
+            if line.startswith("Job ") and ": " in line:
+                states.append(line.split(": ", 1)[1].strip())
+                return states[-1]
+    t.eq(next_state("the first state"), "PENDING", "the job starts PENDING")
+    # The bus holds the signals of the claim and the ack until entropyctl has asked.
+    bus.daemon.signal(signal.SIGSTOP)
+    t.cleanups.insert(0, lambda: bus.daemon.signal(signal.SIGCONT))
+    job = w.claim()
+    w.ack(job)
+    t.wait_for(lambda: unread_by_the_other_end(p.pid) > 0, 10, "entropyctl to ask for the job's state")
+    bus.daemon.signal(signal.SIGCONT)
+    while next_state("RUNNING") != "RUNNING":
+        pass
+    w.complete(job)
+    while next_state("COMPLETED") != "COMPLETED":
+        pass
+    t.eq(p.wait(timeout=20 * TIME_SCALE), EXIT_OK, "submit --wait exits 0")
+    order = ["PENDING", "ASSIGNED", "RUNNING", "COMPLETED"]
+    t.ok(all(order.index(a) < order.index(b) for a, b in zip(states, states[1:])),
+         f"every state printed is later than the one before: {states}")
+    t.eq(states[-1], "COMPLETED", "the last one printed is the final state")
+
+
 if __name__ == "__main__":
     require_tool("dbus-daemon", "dbus-daemon")
     require_tool("busctl", "systemd")
