@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gpu.h"
@@ -16,31 +17,122 @@
 #include "policy.h"
 #include "strv.h"
 
-static int cmp_index(const void *a, const void *b) {
-        return atoi(*(char *const *) a) - atoi(*(char *const *) b);
+static bool has_prefix(const char *s, const char *prefix) {
+        return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static int detect_dev(const char *dev_dir, char ***ret) {
+bool gpu_id_is_valid(const char *id) {
+        size_t n;
+
+        if (isempty(id) || strlen(id) > GPU_ID_MAX)
+                return false;
+        n = strlen(id);
+        if (strspn(id, "0123456789") == n)
+                return n <= 4; /* an ordinal, well below any host's GPU count */
+        if (has_prefix(id, "GPU-"))
+                return n > 4 && strspn(id + 4, "0123456789abcdefABCDEF-") == n - 4;
+        /* MIG-<uuid> since driver R470; MIG-GPU-<uuid>/<gi>/<ci> before it. */
+        if (has_prefix(id, "MIG-"))
+                return n > 4 &&
+                       strspn(id + 4, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-/") == n - 4;
+        return false;
+}
+
+/* The /dev/nvidia<N> nodes, as CUDA ordinals: CUDA counts the devices it can see from 0, so in a
+ * container given /dev/nvidia2 and /dev/nvidia3 they are its GPUs 0 and 1, whatever their minors.
+ * Which ordinal is which node is CUDA's choice (by default fastest first; by PCI bus, which is
+ * usually the minors' order, with CUDA_DEVICE_ORDER=PCI_BUS_ID): only nvidia-smi's UUIDs name a
+ * GPU for sure. nvidiactl, nvidia-uvm, nvidia-modeset, nvidia-caps are not GPUs. */
+int gpu_detect_dev(const char *dev_dir, char ***ret) {
         _cleanup_strv_free_ char **l = NULL;
         DIR *d = opendir(dev_dir);
         struct dirent *de;
-        int r = 0;
+        size_t n = 0;
 
         if (!d)
                 return -errno;
         while ((de = readdir(d))) {
-                const char *n = de->d_name;
-                if (strncmp(n, "nvidia", 6) != 0 || !n[6] || strspn(n + 6, "0123456789") != strlen(n + 6))
-                        continue;
-                r = strv_extend(&l, n + 6);
-                if (r < 0)
-                        break;
+                const char *m = de->d_name;
+                if (strncmp(m, "nvidia", 6) == 0 && m[6] && strspn(m + 6, "0123456789") == strlen(m + 6))
+                        n++;
         }
         closedir(d);
-        if (r < 0)
-                return r;
-        if (l)
-                qsort(l, strv_length(l), sizeof(char *), cmp_index);
+        for (size_t i = 0; i < n; i++) {
+                char num[32];
+                snprintf(num, sizeof(num), "%zu", i);
+                if (strv_extend(&l, num) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+/* The id in "... (UUID: <id>)" at the end of a line of `nvidia-smi -L`, or NULL. */
+static char *line_uuid(const char *line) {
+        const char *p = strstr(line, "(UUID: "), *e;
+        char *id;
+
+        if (!p)
+                return NULL;
+        p += strlen("(UUID: ");
+        e = strchr(p, ')');
+        if (!e)
+                return NULL;
+        id = strndup(p, (size_t) (e - p));
+        if (id && !gpu_id_is_valid(id)) {
+                free(id);
+                return NULL;
+        }
+        return id;
+}
+
+int gpu_parse_smi_list(const char *text, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL, **gpu_mig = NULL;
+        _cleanup_free_ char *copy = strdup(text), *gpu = NULL;
+        char *save = NULL;
+        bool seen_gpu = false;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        /* Each GPU line is followed by the lines of its MIG devices, if any: a GPU is done at the
+         * next GPU line, or at the end. */
+        for (char *line = strtok_r(copy, "\n", &save);; line = strtok_r(NULL, "\n", &save)) {
+                const char *p = line ? line + strspn(line, " \t") : NULL;
+                unsigned idx;
+                char c;
+
+                if (!line || (has_prefix(p, "GPU ") && sscanf(p, "GPU %u%c", &idx, &c) == 2 && c == ':')) {
+                        /* A GPU in MIG mode runs CUDA only in its MIG devices: they take its place. */
+                        r = 0;
+                        STRV_FOREACH(m, gpu_mig)
+                                if (r >= 0)
+                                        r = strv_extend(&l, *m);
+                        if (!gpu_mig && gpu)
+                                r = strv_extend(&l, gpu);
+                        if (r < 0)
+                                return r;
+                        gpu_mig = strv_free(gpu_mig);
+                        free(gpu);
+                        gpu = NULL;
+                        if (!line)
+                                break;
+                        gpu = line_uuid(p);
+                        if (!gpu || !has_prefix(gpu, "GPU-"))
+                                return -EBADMSG;
+                        seen_gpu = true;
+                } else if (has_prefix(p, "MIG ") && strstr(p, "Device")) {
+                        char *mig = line_uuid(p);
+                        if (!mig || !seen_gpu || !has_prefix(mig, "MIG-")) {
+                                free(mig);
+                                return -EBADMSG;
+                        }
+                        r = strv_consume(&gpu_mig, mig);
+                        if (r < 0)
+                                return r;
+                }
+                /* Anything else (a warning, a blank line) says nothing of the GPUs. */
+        }
         *ret = TAKE_PTR(l);
         return 0;
 }
@@ -72,23 +164,34 @@ _noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {
         _exit(127);
 }
 
-/* Reads `<nvidia-smi> -L` ("GPU 0: ...") with a 5 s bound, so a hung driver cannot stall
- * start-up. Its complaints go to the worker's stderr: this runs once. */
+#define SMI_LIST_TIMEOUT_MS 5000
+#define SMI_LIST_MAX        65536
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Runs `<nvidia-smi> -L` with a 5s bound, so a hung driver cannot stall start-up, and parses what
+ * it printed. Only a whole answer counts: -ETIME when it takes longer (it is killed), -EPROTO when
+ * it does not exit 0, -EFBIG when it prints more than SMI_LIST_MAX bytes, -EBADMSG when a GPU
+ * line has no UUID; -ENOENT when there is no such program. Its complaints go to the worker's
+ * stderr: this runs once. */
 static int detect_smi(const char *nvidia_smi, char ***ret) {
-        _cleanup_strv_free_ char **l = NULL;
-        _cleanup_free_ char *path = NULL;
-        char buf[8192];
+        _cleanup_free_ char *path = NULL, *buf = NULL;
+        int64_t deadline = now_ms() + SMI_LIST_TIMEOUT_MS;
         size_t n = 0;
-        int pipefd[2], r;
+        int pipefd[2], r = 0, status = 0;
+        bool eof = false, exited = false;
         pid_t pid;
 
         r = gpu_find_program(nvidia_smi, &path);
-        if (r == -ENOENT) {
-                *ret = NULL;
-                return 0;
-        }
         if (r < 0)
                 return r;
+        buf = malloc(SMI_LIST_MAX + 1);
+        if (!buf)
+                return -ENOMEM;
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
         pid = fork();
@@ -101,35 +204,54 @@ static int detect_smi(const char *nvidia_smi, char ***ret) {
         if (pid == 0)
                 gpu_exec_child((char *const[]){ path, (char *) "-L", NULL }, pipefd[1], STDERR_FILENO);
         close(pipefd[1]);
-        for (int i = 0; i < 50 && n < sizeof(buf) - 1; i++) {
+        while (!eof && r == 0) {
                 struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-                if (poll(&p, 1, 100) <= 0)
-                        continue;
-                ssize_t k = read(pipefd[0], buf + n, sizeof(buf) - 1 - n);
-                if (k <= 0)
+                int64_t left = deadline - now_ms();
+                ssize_t k;
+
+                if (left <= 0) {
+                        r = -ETIME;
                         break;
-                n += (size_t) k;
+                }
+                if (poll(&p, 1, (int) left) <= 0)
+                        continue; /* timed out (checked above) or interrupted */
+                k = read(pipefd[0], buf + n, SMI_LIST_MAX + 1 - n);
+                if (k < 0 && errno != EINTR)
+                        r = -errno;
+                else if (k == 0)
+                        eof = true;
+                else if (k > 0 && (n += (size_t) k) > SMI_LIST_MAX)
+                        r = -EFBIG;
         }
         close(pipefd[0]);
-        (void) kill(pid, SIGKILL);
-        (void) waitpid(pid, NULL, 0);
-        buf[n] = 0;
-        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-                int idx;
-                char num[16];
-                if (sscanf(line, "GPU %d:", &idx) != 1 || idx < 0)
-                        continue;
-                snprintf(num, sizeof(num), "%d", idx);
-                if (strv_extend(&l, num) < 0)
-                        return -ENOMEM;
+        /* The output has ended: the program is about to exit. Its exit status says whether what
+         * it printed is the whole answer. */
+        while (r == 0 && !exited) {
+                pid_t w = waitpid(pid, &status, WNOHANG);
+                if (w == pid)
+                        exited = true;
+                else if (w < 0 && errno != EINTR)
+                        r = -errno;
+                else if (now_ms() >= deadline)
+                        r = -ETIME;
+                else
+                        (void) poll(NULL, 0, 10);
         }
-        *ret = TAKE_PTR(l);
-        return 0;
+        if (!exited) {
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+        }
+        if (r < 0)
+                return r;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return -EPROTO;
+        buf[n] = 0;
+        return gpu_parse_smi_list(buf, ret);
 }
 
 int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, char ***ret) {
-        char **l = NULL;
-        int r;
+        _cleanup_strv_free_ char **smi = NULL, **dev = NULL;
+        int r, k;
 
         if (override && override[0]) {
                 if (streq(override[0], "none") && !override[1]) {
@@ -137,23 +259,43 @@ int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, cha
                         return 0;
                 }
                 STRV_FOREACH(g, override)
-                        if (strspn(*g, "0123456789") != strlen(*g))
-                                return log_error_errno(-EINVAL, "Invalid GPU index '%s' in --gpus.", *g);
-                l = strv_copy(override);
-                if (!l)
+                        if (!gpu_id_is_valid(*g))
+                                return log_error_errno(-EINVAL,
+                                                       "Invalid GPU '%s' in --gpus: expected an index, a GPU-<uuid> "
+                                                       "or a MIG-<uuid>, or none alone.",
+                                                       *g);
+                smi = strv_copy(override);
+                if (!smi)
                         return -ENOMEM;
-                *ret = l;
+                *ret = TAKE_PTR(smi);
                 return 0;
         }
-        r = detect_dev(dev_dir, &l);
-        if (r < 0 && r != -ENOENT)
-                log_debug_errno(r, "Cannot list %s: %m", dev_dir);
-        if (!l) {
-                r = detect_smi(nvidia_smi, &l);
-                if (r < 0)
-                        log_debug_errno(r, "nvidia-smi failed: %m");
+        /* nvidia-smi's UUIDs name the GPUs whatever CUDA's order and whichever of them a
+         * container was given; the device nodes give only how many GPUs there are. */
+        r = detect_smi(nvidia_smi, &smi);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0 && smi) {
+                *ret = TAKE_PTR(smi);
+                return 0;
         }
-        *ret = l;
+        k = gpu_detect_dev(dev_dir, &dev);
+        if (k == -ENOMEM)
+                return k;
+        if (k < 0 && k != -ENOENT)
+                log_debug_errno(k, "Cannot list %s: %m", dev_dir);
+        if (dev && r < 0 && r != -ENOENT)
+                log_warning_errno(r,
+                                  "Cannot list the GPUs with %s -L (%m): slots get the %zu GPUs of %s/nvidia<N> "
+                                  "by CUDA ordinal, 0 to %zu.",
+                                  nvidia_smi, strv_length(dev), dev_dir, strv_length(dev) - 1);
+        else if (dev)
+                log_info("%s: slots get the %zu GPUs of %s/nvidia<N> by CUDA ordinal.",
+                         r == -ENOENT ? "No nvidia-smi program" : "nvidia-smi -L listed no GPU", strv_length(dev),
+                         dev_dir);
+        else if (r < 0 && r != -ENOENT)
+                log_debug_errno(r, "%s -L failed: %m", nvidia_smi);
+        *ret = TAKE_PTR(dev);
         return 0;
 }
 

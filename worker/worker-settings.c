@@ -5,6 +5,7 @@
 
 #include "crypto.h"
 #include "fs-util.h"
+#include "gpu.h"
 #include "log.h"
 #include "signed-token.h"
 #include "strv.h"
@@ -54,7 +55,8 @@ static const ConfOption worker_options[] = {
             "Clock difference accepted in a wake datagram (1s to 1h)"),
         OPT("stop-mode", CONF_STRING, stop_mode, "wait", "wait|handback", "What SIGTERM does to running jobs"),
         OPT("log-level", CONF_STRING, log_level, "info", "LEVEL", "Maximum log level"),
-        OPT("gpus", CONF_STRV, gpus, NULL, "LIST", "GPU indices for the slots (overrides detection), or none"),
+        OPT("gpus", CONF_STRV, gpus, NULL, "LIST",
+            "GPUs for the slots: indices or GPU-/MIG- UUIDs (overrides detection), or none"),
         OPT("nvidia-smi", CONF_STRING, nvidia_smi, "nvidia-smi", "PROGRAM",
             "Program asked for GPU utilisation and memory reported in heartbeats; empty: none"),
         OPT("gpu-metrics-interval", CONF_TIMESPAN, gpu_metrics_interval, "10s", "SPAN",
@@ -156,6 +158,20 @@ static int settings_validate_spans(const WorkerSettings *s) {
         return 0;
 }
 
+/* Each entry becomes one CUDA_VISIBLE_DEVICES of a slot: refused at start, rather than a job that
+ * finds no GPU (or another one) later. */
+static int settings_validate_gpus(const WorkerSettings *s) {
+        if (strv_length(s->gpus) == 1 && streq(s->gpus[0], "none"))
+                return 0;
+        STRV_FOREACH(g, s->gpus)
+                if (!gpu_id_is_valid(*g))
+                        return log_error_errno(-EINVAL,
+                                               "Invalid GPU '%s' in --gpus: expected GPU indices (0, 1, ...), "
+                                               "GPU-<uuid> or MIG-<uuid> as nvidia-smi -L prints them, or none alone.",
+                                               *g);
+        return 0;
+}
+
 static int settings_validate(WorkerSettings *s) {
         int r;
 
@@ -174,6 +190,9 @@ static int settings_validate(WorkerSettings *s) {
         if (log_level_from_string(s->log_level) < 0)
                 return log_error_errno(-EINVAL, "Invalid --log-level '%s'.", s->log_level);
         r = settings_validate_spans(s);
+        if (r < 0)
+                return r;
+        r = settings_validate_gpus(s);
         if (r < 0)
                 return r;
         if (s->backoff_max < s->poll_interval)

@@ -1,5 +1,6 @@
-/* test-worker-gpu.c: GPU detection: /dev/nvidia<N> nodes, else the --nvidia-smi program asked
- * with -L (never another one), run with the signal state a program expects; the slot map. */
+/* test-worker-gpu.c: GPU detection: the UUIDs the --nvidia-smi program (never another one) lists
+ * with -L, run with the signal state a program expects, else the /dev/nvidia<N> nodes as CUDA
+ * ordinals; the ids --gpus takes; the slot map. */
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -41,13 +42,132 @@ static void test_the_configured_nvidia_smi_is_asked(void) {
         write_script(path("my-nvidia-smi"), "[ \"$1\" = -L ] || exit 1\n"
                                             "echo 'GPU 0: Test GPU (UUID: GPU-0)'\necho 'GPU 1: Test GPU (UUID: GPU-1)'\n");
         a = detect(path("dev-empty"), path("my-nvidia-smi"));
-        is_str(a, "0,1", "no device node: the --nvidia-smi program is asked");
+        is_str(a, "GPU-0,GPU-1", "no device node: the --nvidia-smi program is asked, its UUIDs taken");
         b = detect(path("dev-empty"), "");
         is_str(b, "", "--nvidia-smi empty: no program is asked, no GPU");
         c = detect(path("dev-empty"), path("missing-nvidia-smi"));
         is_str(c, "", "a --nvidia-smi that does not exist: no GPU");
+        /* /dev/nvidia3 is minor 3; CUDA may well call it 0, and nvidia-smi knows its UUID. */
         d = detect(path("dev-one"), path("my-nvidia-smi"));
-        is_str(d, "3", "device nodes win over the program");
+        is_str(d, "GPU-0,GPU-1", "nvidia-smi's UUIDs win over the device nodes");
+}
+
+#define A100_0 "GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a"
+#define A100_1 "GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+#define MIG_0  "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"
+#define MIG_1  "MIG-0f1e2d3c-4b5a-5968-8776-a5b4c3d2e1f0"
+
+static char *parse(const char *text) {
+        _cleanup_strv_free_ char **l = NULL;
+        int r = gpu_parse_smi_list(text, &l);
+        if (r < 0) {
+                char *e;
+                return asprintf(&e, "(error %d)", r) < 0 ? NULL : e;
+        }
+        return strv_join(l, ",");
+}
+
+static void test_nvidia_smi_list_is_parsed_to_uuids(void) {
+        _cleanup_free_ char *plain = NULL, *mig = NULL, *noise = NULL, *cut = NULL, *cut_mig = NULL, *no_uuid = NULL,
+                            *empty = NULL, *orphan = NULL, *not_gpu = NULL, *bad = NULL, *old_mig = NULL, *no_nl = NULL;
+
+        plain = parse("GPU 0: NVIDIA A100-SXM4-40GB (UUID: " A100_0 ")\n"
+                      "GPU 1: NVIDIA A100-SXM4-40GB (UUID: " A100_1 ")\n");
+        is_str(plain, A100_0 "," A100_1, "plain GPUs: their UUIDs, in nvidia-smi's order");
+        no_nl = parse("GPU 0: NVIDIA A100-SXM4-40GB (UUID: " A100_0 ")");
+        is_str(no_nl, A100_0, "a complete last line without its newline");
+        mig = parse("GPU 0: NVIDIA A100-SXM4-40GB (UUID: " A100_0 ")\n"
+                    "  MIG 3g.20gb     Device  0: (UUID: " MIG_0 ")\n"
+                    "  MIG 3g.20gb     Device  1: (UUID: " MIG_1 ")\n"
+                    "GPU 1: NVIDIA A100-SXM4-40GB (UUID: " A100_1 ")\n");
+        is_str(mig, MIG_0 "," MIG_1 "," A100_1, "a GPU in MIG mode gives its MIG devices, not itself");
+        old_mig = parse("GPU 0: A100 (UUID: " A100_0 ")\n"
+                        "  MIG 1g.5gb Device 0: (UUID: MIG-" A100_0 "/7/0)\n");
+        is_str(old_mig, "MIG-" A100_0 "/7/0", "the R450 MIG-GPU-<uuid>/<gi>/<ci> form");
+        noise = parse("WARNING: infoROM is corrupted at gpu 0000:00:04.0\n\n"
+                      "GPU 0: Tesla T4 (UUID: " A100_0 ")\n"
+                      "Some other line\n");
+        is_str(noise, A100_0, "lines that are neither GPU nor MIG are ignored");
+        empty = parse("");
+        is_str(empty, "", "no output: no GPU");
+        cut = parse("GPU 0: NVIDIA A100-SXM4-40GB (UUID: " A100_0 ")\nGPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-0a1b");
+        is_str(cut, "(error -74)", "output cut in a UUID: refused whole, not one GPU short");
+        cut_mig = parse("GPU 0: NVIDIA A100 (UUID: " A100_0 ")\n  MIG 1g.5gb Device 0: (UUI");
+        is_str(cut_mig, "(error -74)", "output cut in a MIG line: refused");
+        no_uuid = parse("GPU 0: Old GPU\n");
+        is_str(no_uuid, "(error -74)", "a GPU line without a UUID: refused (no index guessed)");
+        not_gpu = parse("GPU 0: Other GPU (UUID: 1)\n");
+        is_str(not_gpu, "(error -74)", "a GPU line whose UUID is not a GPU-<uuid>: refused");
+        orphan = parse("  MIG 1g.5gb Device 0: (UUID: " MIG_0 ")\n");
+        is_str(orphan, "(error -74)", "a MIG device before any GPU: refused");
+        bad = parse("GPU 0: X (UUID: GPU-12,34)\n");
+        is_str(bad, "(error -74)", "a UUID with a comma (two CUDA_VISIBLE_DEVICES entries): refused");
+}
+
+/* A fake nvidia-smi that fails or misbehaves: the device nodes are used, as ordinals. */
+static void test_a_failing_nvidia_smi_falls_back_to_the_device_nodes(void) {
+        _cleanup_free_ char *fails = NULL, *garbage = NULL, *none = NULL, *hangs = NULL;
+
+        write_script(path("failing-nvidia-smi"), "echo 'GPU 0: X (UUID: " A100_0 ")'\nexit 9\n");
+        fails = detect(path("dev-subset"), path("failing-nvidia-smi"));
+        is_str(fails, "0,1", "nvidia-smi exits 9: the device nodes, as ordinals (its output not taken)");
+        write_script(path("garbage-nvidia-smi"), "echo 'GPU 0: (UUID: GPU-'\n");
+        garbage = detect(path("dev-subset"), path("garbage-nvidia-smi"));
+        is_str(garbage, "0,1", "nvidia-smi prints a cut UUID: the device nodes");
+        write_script(path("empty-nvidia-smi"), "exit 0\n");
+        none = detect(path("dev-subset"), path("empty-nvidia-smi"));
+        is_str(none, "0,1", "nvidia-smi lists nothing: the device nodes");
+        write_script(path("hung-nvidia-smi"), "echo 'GPU 0: X (UUID: " A100_0 ")'\nexec sleep 30\n");
+        hangs = detect(path("dev-subset"), path("hung-nvidia-smi"));
+        is_str(hangs, "0,1", "nvidia-smi hangs: killed after 5s, the device nodes");
+}
+
+/* A container given /dev/nvidia2 and /dev/nvidia3: CUDA sees them as GPUs 0 and 1, and
+ * CUDA_VISIBLE_DEVICES=2 would name a GPU it does not have. */
+static void test_device_nodes_give_cuda_ordinals(void) {
+        _cleanup_strv_free_ char **l = NULL, **none = NULL;
+        _cleanup_free_ char *j = NULL, *k = NULL;
+
+        is_int(gpu_detect_dev(path("dev-subset"), &l), 0, "device nodes listed");
+        j = strv_join(l, ",");
+        is_str(j, "0,1",
+               "/dev/nvidia2 and /dev/nvidia3 are ordinals 0 and 1; nvidiactl, nvidia-uvm, "
+               "nvidia-uvm-tools, nvidia-modeset, nvidia-caps ignored");
+        is_int(gpu_detect_dev(path("dev-empty"), &none), 0, "an empty directory");
+        ok(strv_length(none) == 0, "no device node, no GPU");
+        k = detect(path("dev-subset"), "");
+        is_str(k, "0,1", "without nvidia-smi, detection gives the ordinals");
+}
+
+static char *detect_override(char **override) {
+        _cleanup_strv_free_ char **l = NULL;
+        if (gpu_detect(override, path("dev-subset"), "", &l) < 0)
+                return strdup("(refused)");
+        return strv_join(l, ",");
+}
+
+static void test_gpu_ids_taken_by_the_override(void) {
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+
+        ok(gpu_id_is_valid("0") && gpu_id_is_valid("15"), "indices");
+        ok(gpu_id_is_valid(A100_0), "a GPU-<uuid>");
+        ok(gpu_id_is_valid(MIG_0), "a MIG-<uuid>");
+        ok(gpu_id_is_valid("MIG-" A100_0 "/1/0"), "a MIG-GPU-<uuid>/<gi>/<ci>");
+        ok(!gpu_id_is_valid("") && !gpu_id_is_valid(NULL), "empty refused");
+        ok(!gpu_id_is_valid("-1") && !gpu_id_is_valid("1.5") && !gpu_id_is_valid("99999"), "not an index refused");
+        ok(!gpu_id_is_valid("GPU-") && !gpu_id_is_valid("GPU-xyz") && !gpu_id_is_valid("GPU-1/2"),
+           "a GPU- without hex refused");
+        ok(!gpu_id_is_valid("gpu-0") && !gpu_id_is_valid("cuda:0") && !gpu_id_is_valid("MIG-a,b") &&
+                   !gpu_id_is_valid("MIG-a b") && !gpu_id_is_valid("all"),
+           "anything else refused");
+        a = detect_override((char *[]){ (char *) "1", (char *) A100_0, (char *) MIG_0, NULL });
+        is_str(a, "1," A100_0 "," MIG_0, "--gpus takes indices and UUIDs as given");
+        b = detect_override((char *[]){ (char *) "none", NULL });
+        is_str(b, "", "--gpus=none: no GPU");
+        c = detect_override((char *[]){ (char *) "0", (char *) "GPU-zz", NULL });
+        is_str(c, "(refused)", "--gpus with a bad id refused");
+        d = detect_override((char *[]){ (char *) "0", (char *) "none", NULL });
+        is_str(d, "(refused)", "--gpus=none goes alone");
 }
 
 /* The worker blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD and ignores SIGPIPE: none of it may reach
@@ -63,7 +183,8 @@ static void test_the_program_runs_with_a_clean_signal_state(void) {
                  "blk=$(sed -n 's/^SigBlk:[[:space:]]*//p' /proc/$$/status)\n"
                  "ign=$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/$$/status)\n"
                  "echo \"blocked $blk ignored $ign\" > %s\n"
-                 "[ $((0x$blk & 0x7fffffff)) = 0 ] && [ $((0x$ign & 0x7fffffff)) = 0 ] && echo 'GPU 0: clean'\n"
+                 "[ $((0x$blk & 0x7fffffff)) = 0 ] && [ $((0x$ign & 0x7fffffff)) = 0 ] &&\n"
+                 "  echo 'GPU 0: clean (UUID: GPU-0)'\n"
                  "exit 0\n",
                  path("seen"));
         write_script(path("sig-nvidia-smi"), body);
@@ -77,8 +198,8 @@ static void test_the_program_runs_with_a_clean_signal_state(void) {
         got = detect(path("dev-empty"), path("sig-nvidia-smi"));
         (void) sigprocmask(SIG_SETMASK, &old, NULL);
         (void) sigaction(SIGPIPE, &old_pipe, NULL);
-        is_str(got, "0", "nvidia-smi saw no blocked and no ignored signal");
-        if (!got || !streq(got, "0")) {
+        is_str(got, "GPU-0", "nvidia-smi saw no blocked and no ignored signal");
+        if (!got || !streq(got, "GPU-0")) {
                 FILE *f = fopen(path("seen"), "re");
                 char line[256] = "";
                 if (f && fgets(line, sizeof(line), f))
@@ -89,23 +210,33 @@ static void test_the_program_runs_with_a_clean_signal_state(void) {
 }
 
 static void test_slots_map_to_gpus(void) {
-        char *l[] = { (char *) "0", (char *) "1", NULL };
-        is_str(gpu_for_slot(l, 0), "0", "slot 0, GPU 0");
-        is_str(gpu_for_slot(l, 3), "1", "slot 3, GPU 1 (round robin)");
+        char *l[] = { (char *) A100_0, (char *) A100_1, NULL };
+        is_str(gpu_for_slot(l, 0), A100_0, "slot 0, the first GPU");
+        is_str(gpu_for_slot(l, 1), A100_1, "slot 1, the second GPU");
+        is_str(gpu_for_slot(l, 3), A100_1, "slot 3, the second GPU (round robin)");
         ok(gpu_for_slot(NULL, 0) == NULL, "no GPU, no CUDA_VISIBLE_DEVICES");
 }
 
 int main(void) {
-        int fd;
+        const char *nodes[] = { "dev-one/nvidia3",          "dev-subset/nvidia2",       "dev-subset/nvidia3",
+                                "dev-subset/nvidiactl",     "dev-subset/nvidia-uvm",    "dev-subset/nvidia-uvm-tools",
+                                "dev-subset/nvidia-modeset", "dev-subset/nvidia-caps/x" };
 
-        if (!mkdtemp(dir) || mkdir(path("dev-empty"), 0755) < 0 || mkdir(path("dev-one"), 0755) < 0)
+        if (!mkdtemp(dir) || mkdir(path("dev-empty"), 0755) < 0 || mkdir(path("dev-one"), 0755) < 0 ||
+            mkdir(path("dev-subset"), 0755) < 0 || mkdir(path("dev-subset/nvidia-caps"), 0755) < 0)
                 tap_bail("set-up");
         /* A regular file is enough: detection goes by the name. */
-        fd = open(path("dev-one/nvidia3"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0)
-                tap_bail("creat");
-        close(fd);
+        for (size_t i = 0; i < ELEMENTSOF(nodes); i++) {
+                int fd = open(path(nodes[i]), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                if (fd < 0)
+                        tap_bail("creat %s", nodes[i]);
+                close(fd);
+        }
         test_the_configured_nvidia_smi_is_asked();
+        test_nvidia_smi_list_is_parsed_to_uuids();
+        test_a_failing_nvidia_smi_falls_back_to_the_device_nodes();
+        test_device_nodes_give_cuda_ordinals();
+        test_gpu_ids_taken_by_the_override();
         test_the_program_runs_with_a_clean_signal_state();
         test_slots_map_to_gpus();
         char cmd[PATH_MAX + 16];

@@ -1,5 +1,5 @@
-/* test-worker-settings.c: the bounds entropy-worker puts on its time spans, and what log-retention=0
- * means (keep for ever, as the control plane's retention 0 does). */
+/* test-worker-settings.c: the bounds entropy-worker puts on its time spans, what log-retention=0
+ * means (keep for ever, as the control plane's retention 0 does), and the GPU ids --gpus takes. */
 #include <stdlib.h>
 
 #include "macro.h"
@@ -56,6 +56,19 @@ static void test_gpu_metrics_interval(void) {
         accepted("--gpu-metrics-interval=1s", gpu_metrics_interval, USEC_PER_SEC);
 }
 
+/* --gpus takes what CUDA_VISIBLE_DEVICES takes as one entry: indices and nvidia-smi's UUIDs. */
+static void test_gpus(void) {
+        ok(load_span("--gpus=0,1", 0, NULL) == 0, "--gpus=0,1 accepted");
+        ok(load_span("--gpus=none", 0, NULL) == 0, "--gpus=none accepted");
+        ok(load_span("--gpus=GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a, MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f", 0,
+                     NULL) == 0,
+           "--gpus with GPU- and MIG- UUIDs accepted");
+        refused("--gpus=cuda:0");
+        refused("--gpus=GPU-not-hex");
+        refused("--gpus=0,none");
+        refused("--gpus=-1");
+}
+
 static void test_lease_heartbeat_and_grace(void) {
         refused("--heartbeat-interval=2min");
         accepted("--heartbeat-interval=1min", heartbeat_interval, USEC_PER_MINUTE);
@@ -73,6 +86,7 @@ int main(void) {
         test_log_retention();
         test_wake_window();
         test_gpu_metrics_interval();
+        test_gpus();
         test_lease_heartbeat_and_grace();
         return tap_done();
 }
