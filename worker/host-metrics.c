@@ -17,7 +17,7 @@
 #include "log.h"
 
 #define NVIDIA_SMI_OUTPUT_MAX 65536
-#define NVIDIA_SMI_QUERY "--query-gpu=index,name,utilization.gpu,memory.used,memory.total"
+#define NVIDIA_SMI_QUERY "--query-gpu=index,name,utilization.gpu,memory.used,memory.total,uuid"
 #define NVIDIA_SMI_FORMAT "--format=csv,noheader,nounits"
 
 struct HostMetrics {
@@ -89,12 +89,14 @@ static char *trim(char *s) {
         return s;
 }
 
-/* One CSV line: index, name, utilization.gpu, memory.used, memory.total. Fields nvidia-smi cannot
- * read come as "[N/A]" or "[Not Supported]": those read as 0. */
+/* One CSV line: index, name, utilization.gpu, memory.used, memory.total, uuid. Fields nvidia-smi
+ * cannot read come as "[N/A]" or "[Not Supported]": those read as 0. The uuid, what the slots'
+ * CUDA_VISIBLE_DEVICES name a GPU by (gpu.h), may be missing (a wrapper given as --nvidia-smi that
+ * answers the five fields asked before) or unusable: then the figures go without it. */
 static int parse_gpu_line(char *line, GpuSample *g) {
-        char *f[5];
+        char *f[6];
         size_t n = 0;
-        for (char *p = line; n < 5; n++) {
+        for (char *p = line; n < 6; n++) {
                 f[n] = p;
                 p = strchr(p, ',');
                 if (!p) {
@@ -103,9 +105,9 @@ static int parse_gpu_line(char *line, GpuSample *g) {
                 }
                 *p++ = 0;
         }
-        if (n != 5)
+        if (n < 5)
                 return -EBADMSG;
-        for (size_t i = 0; i < 5; i++)
+        for (size_t i = 0; i < n; i++)
                 f[i] = trim(f[i]);
         char *end;
         unsigned long idx = strtoul(f[0], &end, 10);
@@ -116,6 +118,8 @@ static int parse_gpu_line(char *line, GpuSample *g) {
         g->utilization_pct = CLAMP(strtod(f[2], NULL), 0.0, 100.0);
         g->memory_used_bytes = (uint64_t) strtoull(f[3], NULL, 10) * 1024 * 1024;
         g->memory_total_bytes = (uint64_t) strtoull(f[4], NULL, 10) * 1024 * 1024;
+        if (n == 6 && gpu_id_is_valid(f[5]))
+                snprintf(g->uuid, sizeof(g->uuid), "%s", f[5]);
         return 0;
 }
 
@@ -425,13 +429,22 @@ static size_t json_plain_len(json_object *o) {
         return t ? strlen(t) : SIZE_MAX;
 }
 
-static json_object *gpu_entry(const GpuSample *g, bool with_name) {
+/* How much of a GPU's entry goes beyond its figures, when not all of it fits. */
+typedef enum GpuDetail {
+        GPU_DETAIL_FIGURES, /* index and figures */
+        GPU_DETAIL_UUID,    /* and the uuid, which the slots' CUDA_VISIBLE_DEVICES use */
+        GPU_DETAIL_FULL,    /* and the model name */
+} GpuDetail;
+
+static json_object *gpu_entry(const GpuSample *g, GpuDetail detail) {
         json_object *o = json_object_new_object();
 
         if (!o)
                 return NULL;
         json_add_int64(o, "index", g->index);
-        if (with_name)
+        if (detail >= GPU_DETAIL_UUID && g->uuid[0])
+                json_add_string(o, "uuid", g->uuid);
+        if (detail >= GPU_DETAIL_FULL)
                 json_add_string(o, "name", g->name);
         json_add_double(o, "utilization_pct", g->utilization_pct);
         json_add_int64(o, "memory_used_bytes", (int64_t) g->memory_used_bytes);
@@ -441,14 +454,14 @@ static json_object *gpu_entry(const GpuSample *g, bool with_name) {
 
 /* The entries of the first GPUs, in nvidia-smi's order, that fit in `room` bytes (commas
  * counted); *ret_n says how many. NULL on allocation failure. */
-static json_object *gpu_entries(const HostMetrics *m, bool with_name, size_t room, size_t *ret_n) {
+static json_object *gpu_entries(const HostMetrics *m, GpuDetail detail, size_t room, size_t *ret_n) {
         json_object *a = json_object_new_array();
         size_t used = 0, n = 0;
 
         if (!a)
                 return NULL;
         for (; n < m->n_gpus; n++) {
-                json_object *g = gpu_entry(&m->gpus[n], with_name);
+                json_object *g = gpu_entry(&m->gpus[n], detail);
                 size_t len = g ? json_plain_len(g) : SIZE_MAX;
                 if (len == SIZE_MAX || len + 1 > room - used || json_object_array_add(a, g) < 0) {
                         json_object_put(g);
@@ -469,11 +482,12 @@ static void add_gpus(HostMetrics *m, json_object *metrics) {
 
         if (base < LIMIT_METRICS_LEN && LIMIT_METRICS_LEN - base > GPUS_OVERHEAD)
                 room = LIMIT_METRICS_LEN - base - GPUS_OVERHEAD;
-        a = gpu_entries(m, true, room, &n);
-        if (a && n < m->n_gpus) {
-                /* The figures of every GPU are worth more than their model names. */
+        /* The figures of every GPU are worth more than their model names, then their UUIDs. */
+        for (GpuDetail d = GPU_DETAIL_FULL;; d--) {
+                a = gpu_entries(m, d, room, &n);
+                if (!a || n == m->n_gpus || d == GPU_DETAIL_FIGURES)
+                        break;
                 json_object_put(a);
-                a = gpu_entries(m, false, room, &n);
         }
         if (!a)
                 return;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "gpu.h"
 #include "macro.h"
 #include "protocol.h"
 #include "time-util.h"
@@ -24,6 +25,7 @@
 typedef struct GpuSample {
         unsigned index;
         char name[128];
+        char uuid[GPU_ID_MAX + 1]; /* GPU-<uuid>, or empty: not given */
         double utilization_pct;
         uint64_t memory_used_bytes;
         uint64_t memory_total_bytes;
@@ -36,11 +38,13 @@ int host_metrics_new(sd_event *e, const char *nvidia_smi, usec_t gpu_interval, H
 HostMetrics *host_metrics_free(HostMetrics *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HostMetrics *, host_metrics_free);
 
-/* Adds cpu_load1, cpu_count, mem_total_bytes, mem_used_bytes and, once read, gpus: [{index, name,
- * utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object; to be
- * called last, since it keeps the whole object within LIMIT_METRICS_LEN bytes (as serialized), or
- * the control plane would not store it. When not every GPU fits, the entries go without their
- * names, then the last GPUs go, and gpus_omitted says how many are left out. */
+/* Adds cpu_load1, cpu_count, mem_total_bytes, mem_used_bytes and, once read, gpus: [{index, uuid,
+ * name, utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object;
+ * to be called last, since it keeps the whole object within LIMIT_METRICS_LEN bytes (as
+ * serialized), or the control plane would not store it. index is nvidia-smi's; uuid is what the
+ * slots' CUDA_VISIBLE_DEVICES name the GPU by (a slot on a MIG device has its GPU's figures, under
+ * the GPU's uuid). When not every GPU fits, the entries go without their names, then without their
+ * uuids, then the last GPUs go, and gpus_omitted says how many are left out. */
 void host_metrics_add(HostMetrics *m, json_object *metrics);
 /* How many GPU readings have completed (for tests). */
 unsigned host_metrics_gpu_reads(const HostMetrics *m);
@@ -48,7 +52,7 @@ unsigned host_metrics_gpu_reads(const HostMetrics *m);
 /* The parsers, exposed for tests. */
 int parse_loadavg(const char *text, double *ret_load1);
 int parse_meminfo(const char *text, uint64_t *ret_total, uint64_t *ret_available);
-/* nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
- *            --format=csv,noheader,nounits   (memory in MiB)
+/* nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,uuid
+ *            --format=csv,noheader,nounits   (memory in MiB; uuid optional)
  * Reads the first `max` GPUs into gpus (*ret_n of them); *ret_total counts every GPU line. */
 int parse_nvidia_smi_csv(const char *text, GpuSample *gpus, size_t max, size_t *ret_n, size_t *ret_total);

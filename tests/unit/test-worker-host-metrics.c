@@ -28,7 +28,17 @@ static void test_parsers_read_proc_and_nvidia_smi(void) {
                    g[0].memory_total_bytes == 40960ULL << 20 && streq(g[0].name, "NVIDIA A100-SXM4-40GB"),
            "first GPU's figures");
         ok(g[1].index == 1 && g[1].utilization_pct == 0, "an unreadable field reads as 0");
+        ok(streq(g[0].uuid, ""), "five fields: no uuid");
         ok(parse_nvidia_smi_csv("not, csv\n", g, 4, &n, NULL) < 0, "malformed line refused");
+        is_int(parse_nvidia_smi_csv(
+                       "0, NVIDIA A100-SXM4-40GB, 87, 20480, 40960, GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a\n"
+                       "1, NVIDIA A100-SXM4-40GB, 87, 20480, 40960, [N/A]\n",
+                       g, 4, &n, NULL),
+               0, "nvidia-smi CSV with uuids parsed");
+        ok(n == 2 && streq(g[0].uuid, "GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a") &&
+                   g[0].memory_total_bytes == 40960ULL << 20,
+           "the uuid read, the figures as before");
+        ok(streq(g[1].uuid, ""), "an unusable uuid left out, the figures kept");
         size_t listed = 0;
         is_int(parse_nvidia_smi_csv("0, A, 1, 1, 1\n1, A, 1, 1, 1\n\n2, A, 1, 1, 1\n", g, 2, &n, &listed), 0,
                "more GPUs than room");
@@ -97,7 +107,10 @@ static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
         json_object *gpus, *g0, *v;
         FakeSmi smi;
 
-        fake_smi_create(&smi, "#!/bin/sh\necho '3, Test GPU, 42, 1024, 8192'\n");
+        /* The uuid only when asked for: the slots' CUDA_VISIBLE_DEVICES name GPUs by it. */
+        fake_smi_create(&smi, "#!/bin/sh\n"
+                              "case \"$1\" in *,uuid*) u=', GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d' ;; esac\n"
+                              "echo \"3, Test GPU, 42, 1024, 8192$u\"\n");
         host_metrics_start(smi.path, 10 * USEC_PER_SEC, &e, &m);
         wait_gpu_reading(e, m);
         ok(host_metrics_gpu_reads(m) > 0, "a GPU reading completed within 5s");
@@ -110,13 +123,16 @@ static void test_gpu_figures_come_from_nvidia_smi_in_the_background(void) {
            "its utilisation");
         ok(g0 && json_object_object_get_ex(g0, "memory_used_bytes", &v) && json_object_get_int64(v) == 1024LL << 20,
            "its memory in bytes");
+        ok(g0 && json_object_object_get_ex(g0, "uuid", &v) &&
+                   streq(json_object_get_string(v), "GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
+           "its uuid, as the slots name it");
         m = host_metrics_free(m);
         sd_event_unref(e);
         fake_smi_remove(&smi);
 }
 
 /* A heartbeat's metrics as lease.c makes them, with the GPUs a fake nvidia-smi lists: n_gpus lines
- * with a name of name_len characters. Returns the metrics (owned by the caller). */
+ * with a name of name_len characters and a uuid. Returns the metrics (owned by the caller). */
 static json_object *heartbeat_metrics_with_gpus(unsigned n_gpus, size_t name_len) {
         _cleanup_(host_metrics_freep) HostMetrics *m = NULL;
         json_object *o = json_object_new_object();
@@ -130,7 +146,8 @@ static json_object *heartbeat_metrics_with_gpus(unsigned n_gpus, size_t name_len
         name[name_len] = 0;
         snprintf(script, sizeof(script),
                  "#!/bin/sh\ni=0\nwhile [ $i -lt %u ]; do\n"
-                 "  echo \"$i, NVIDIA %s, 100, 81000, 81920\"\n  i=$((i + 1))\ndone\n",
+                 "  printf '%%s, NVIDIA %s, 100, 81000, 81920, GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c%%04d\\n' $i $i\n"
+                 "  i=$((i + 1))\ndone\n",
                  n_gpus, name);
         fake_smi_create(&smi, script);
         host_metrics_start(smi.path, 10 * USEC_PER_SEC, &e, &m);
@@ -158,6 +175,7 @@ static bool has_key(json_object *o, const char *key) {
  * they must fit for the GPU figures to be seen at all. */
 static void test_many_gpus_fit_in_the_metrics_limit(void) {
         _cleanup_json_ json_object *few = heartbeat_metrics_with_gpus(8, 40);
+        _cleanup_json_ json_object *some = heartbeat_metrics_with_gpus(20, 120);
         _cleanup_json_ json_object *many = heartbeat_metrics_with_gpus(64, 120);
         json_object *gpus, *v;
         size_t len;
@@ -165,7 +183,19 @@ static void test_many_gpus_fit_in_the_metrics_limit(void) {
         ok(json_object_object_get_ex(few, "gpus", &gpus) && json_object_array_length(gpus) == 8,
            "8 GPUs: all reported");
         ok(gpus && has_key(json_object_array_get_idx(gpus, 7), "name"), "8 GPUs: with their names");
+        ok(gpus && json_object_object_get_ex(json_object_array_get_idx(gpus, 7), "uuid", &v) &&
+                   streq(json_object_get_string(v), "GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c0007"),
+           "8 GPUs: with their uuids");
         ok(!has_key(few, "gpus_omitted"), "8 GPUs: none omitted");
+
+        len = strlen(json_object_to_json_string_ext(some, JSON_C_TO_STRING_PLAIN));
+        ok(len <= LIMIT_METRICS_LEN, "20 GPUs with long names: metrics of %zu bytes, within the limit", len);
+        ok(json_object_object_get_ex(some, "gpus", &gpus) && json_object_array_length(gpus) == 20 &&
+                   !has_key(some, "gpus_omitted"),
+           "20 GPUs with long names: all reported");
+        ok(gpus && !has_key(json_object_array_get_idx(gpus, 19), "name") &&
+                   has_key(json_object_array_get_idx(gpus, 19), "uuid"),
+           "20 GPUs: without their names, with their uuids");
 
         len = strlen(json_object_to_json_string_ext(many, JSON_C_TO_STRING_PLAIN));
         ok(len <= LIMIT_METRICS_LEN, "64 GPUs with long names: metrics of %zu bytes, within the limit of %d", len,
@@ -177,6 +207,7 @@ static void test_many_gpus_fit_in_the_metrics_limit(void) {
         ok(gpus && !has_key(json_object_array_get_idx(gpus, 0), "name") &&
                    has_key(json_object_array_get_idx(gpus, 0), "utilization_pct"),
            "64 GPUs: their figures without their names");
+        ok(gpus && !has_key(json_object_array_get_idx(gpus, 0), "uuid"), "64 GPUs: and without their uuids");
         ok(gpus && json_object_object_get_ex(many, "gpus_omitted", &v) &&
                    (size_t) json_object_get_int64(v) == 64 - json_object_array_length(gpus),
            "gpus_omitted says how many are left out");
