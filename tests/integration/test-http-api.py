@@ -331,6 +331,90 @@ def test_garbage_on_the_wire_does_not_hurt_the_server(t):
     t.ok(cp.running(), "still running")
 
 
+def exchange(cp, request, timeout=10):
+    """Sends a raw request and reads until the server closes (or `timeout` passes without a byte):
+    (every byte received, whether the server closed the connection cleanly)."""
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=timeout)
+    data, closed = b"", False
+    try:
+        try:
+            s.sendall(request)
+        except OSError:
+            pass  # closed before it read everything: its answer may still be there
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                closed = True
+                break
+            data += piece
+    except OSError:
+        pass  # a reset or the timeout: not a clean close
+    finally:
+        s.close()
+    return data, closed
+
+
+def status_lines(data):
+    return [line.split(b" ")[1].decode() for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+@test
+def test_past_the_header_limit_one_answer_and_a_closed_connection(t):
+    """The request line and headers share libmicrohttpd's 16 KiB connection memory. Past it,
+    libmicrohttpd answers before any handler of ours runs: 414 for the request line, 431 for the
+    headers, with its own body (see docs/http-api.md), and closes the connection."""
+    cp = t.control_plane()
+    data, closed = exchange(cp, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " +
+                            b"b" * 12000 + b"\r\n\r\n")
+    t.eq(status_lines(data), ["200"], "a 12 KB header is within the limit")
+    for what, request, want in (
+            ("a 20 KB request line", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "414"),
+            ("a 20 KB header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", "431"),
+            ("a 20 KB header on an API path", b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " +
+             ADMIN_TOKEN.encode() + b"\r\nContent-Length: 2\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n{}", "431")):
+        data, closed = exchange(cp, request)
+        t.eq(status_lines(data), [want], f"{what}: one answer, {want}")
+        head, _, body = data.partition(b"\r\n\r\n")
+        t.ok(b"\r\nConnection: close" in head, f"{what}: Connection: close")
+        t.eq(len(body), content_length(data), f"{what}: the body as long as announced")
+        t.ok(closed, f"{what}: the connection is closed after it, cleanly")
+    status, _ = cp.http.request("GET", "/healthz", token=False)
+    t.eq(status, 200, "still serving")
+    t.eq(len(cp.admin("GET", "/jobs")[1]), 0, "and nothing was submitted")
+
+
+@test
+def test_a_bad_content_length_is_refused_and_the_connection_closed(t):
+    """A declared length over --max-body-size is ours to refuse: one 413 with a JSON body. A
+    Content-Length libmicrohttpd cannot read (not a decimal number, or past 64 bits) is refused by
+    libmicrohttpd before any handler of ours runs; 0.9.75 then sends its status line and headers
+    twice before its body (docs/http-api.md): the status must be right in every copy, and the
+    connection closed."""
+    cp = t.control_plane(options={"max-body-size": "4096"})
+    post = b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " + ADMIN_TOKEN.encode() + b"\r\n"
+    for what, request in (
+            ("a length over the limit, body sent", post + b"Content-Length: 5000\r\nConnection: close\r\n\r\n" +
+             b"x" * 5000),
+            ("a length far over the limit, no body", post + b"Content-Length: 99999999\r\n\r\n"),
+            ("a length far over the limit, body following", post + b"Content-Length: 99999999\r\n\r\n" +
+             b"x" * 20000),
+            ("a length over the limit, 100-continue", post + b"Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n")):
+        data, closed = exchange(cp, request)
+        t.eq(status_lines(data), ["413"], f"{what}: exactly one status line, 413")
+        head, _, body = data.partition(b"\r\n\r\n")
+        t.eq(len(body), content_length(data), f"{what}: the body as long as announced")
+        t.ok(body and json.loads(body).get("error"), f"{what}: a JSON error, got {body[:60]!r}")
+        t.ok(closed, f"{what}: the connection is closed after it")
+    for what, value, want in (("letters", b"abc", "400"), ("a negative length", b"-5", "400"),
+                              ("an empty length", b"", "400"), ("a length past 64 bits", b"9" * 23, "413")):
+        data, closed = exchange(cp, post + b"Content-Length: " + value + b"\r\n\r\n")
+        lines = status_lines(data)
+        t.ok(lines and set(lines) == {want}, f"{what}: refused with {want}, got {data[:60]!r}")
+        t.ok(closed, f"{what}: the connection is closed after it")
+    status, _ = cp.http.request("GET", "/healthz", token=False)
+    t.eq(status, 200, "still serving")
+    t.eq(len(cp.admin("GET", "/jobs")[1]), 0, "and nothing was submitted")
+
 def content_length(response_head):
     for line in response_head.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
