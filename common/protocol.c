@@ -1,4 +1,6 @@
-/* protocol.c: string forms of the states, from one table each. */
+/* protocol.c: string forms of the states, from one table each; the worker id rule. */
+#include <string.h>
+
 #include "macro.h"
 #include "protocol.h"
 
@@ -38,4 +40,14 @@ const char *worker_state_to_string(WorkerState s) {
 
 WorkerState worker_state_from_string(const char *s) {
         return (WorkerState) lookup(worker_state_table, _WORKER_STATE_MAX, s);
+}
+
+bool worker_id_is_registrable(const char *id) {
+        size_t n = id ? strlen(id) : 0;
+        if (n == 0 || n > LIMIT_ID_LEN)
+                return false;
+        for (const char *p = id; *p; p++)
+                if ((unsigned char) *p < 0x21 || *p == 0x7f)
+                        return false;
+        return true;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 
 typedef enum JobState {
         JOB_PENDING,
@@ -30,6 +31,11 @@ const char *job_state_to_string(JobState s);
 JobState job_state_from_string(const char *s);
 const char *worker_state_to_string(WorkerState s);
 WorkerState worker_state_from_string(const char *s);
+
+/* Whether POST /register accepts this worker id: 1..LIMIT_ID_LEN bytes, none of them a space, a
+ * control character or DEL. Bytes above 0x7f (UTF-8) are allowed. The wake datagram
+ * (wake-proto.h) can address every such id. */
+bool worker_id_is_registrable(const char *id);
 
 static inline int job_state_is_terminal(JobState s) {
         return s == JOB_COMPLETED || s == JOB_FAILED || s == JOB_ABORTED;

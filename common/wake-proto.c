@@ -5,27 +5,60 @@
 
 #include "crypto.h"
 #include "macro.h"
+#include "protocol.h"
 #include "wake-proto.h"
 
-static bool worker_id_valid(const char *id) {
-        size_t n = id ? strlen(id) : 0;
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *p = id; *p; p++)
-                if ((unsigned char) *p <= ' ' || (unsigned char) *p >= 127)
-                        return false;
-        return true;
+/* Writes "<magic> <id field>", the part of the datagram that names the worker: WAKE_MAGIC and the
+ * id itself when it is printable ASCII (the original form, which every worker understands), else
+ * WAKE_MAGIC_ENCODED and the id with every byte above 0x7f, and '%', written %XX. Returns its
+ * length, or -EINVAL for an id that cannot register. */
+static int wake_header(const char *worker_id, char *buf, size_t size) {
+        static const char hex[] = "0123456789ABCDEF";
+        bool ascii = true;
+        size_t n;
+
+        if (!worker_id_is_registrable(worker_id))
+                return -EINVAL;
+        for (const char *p = worker_id; *p; p++)
+                if ((unsigned char) *p > 0x7f)
+                        ascii = false;
+        if (ascii) {
+                int k = snprintf(buf, size, WAKE_MAGIC " %s", worker_id);
+                return k < 0 || (size_t) k >= size ? -ENOBUFS : k;
+        }
+        n = strlen(WAKE_MAGIC_ENCODED " ");
+        if (n >= size)
+                return -ENOBUFS;
+        memcpy(buf, WAKE_MAGIC_ENCODED " ", n);
+        for (const char *p = worker_id; *p; p++) {
+                unsigned char b = (unsigned char) *p;
+                if (n + 4 > size)
+                        return -ENOBUFS;
+                if (b > 0x7f || b == '%') {
+                        buf[n++] = '%';
+                        buf[n++] = hex[b >> 4];
+                        buf[n++] = hex[b & 15];
+                } else
+                        buf[n++] = (char) b;
+        }
+        buf[n] = 0;
+        return (int) n;
 }
 
 int wake_format(const char *worker_id, const char *token, uint64_t unix_ms, char *buf, size_t size) {
         char mac[SHA256_HEX_SIZE];
         int n, k, r;
 
-        if (!worker_id_valid(worker_id) || isempty(token))
+        if (isempty(token))
                 return -EINVAL;
-        n = snprintf(buf, size, WAKE_MAGIC " %s %llu", worker_id, (unsigned long long) unix_ms);
-        if (n < 0 || (size_t) n >= size)
+        r = wake_header(worker_id, buf, size);
+        if (r < 0)
+                return r;
+        n = r;
+        k = snprintf(buf + n, size - (size_t) n, " %llu", (unsigned long long) unix_ms);
+        if (k < 0 || (size_t) (n + k) >= size)
                 return -ENOBUFS;
+        n += k;
         r = hmac_sha256_hex(token, strlen(token), buf, (size_t) n, mac);
         if (r < 0)
                 return r;
@@ -50,7 +83,7 @@ static int parse_ms(const char *s, size_t len, uint64_t *ret) {
 
 int wake_verify(const char *msg, size_t len, const char *worker_id, const char *token, uint64_t now_ms,
                 uint64_t window_ms, uint64_t *ret_unix_ms) {
-        char copy[WAKE_MAX_SIZE + 1], expect[SHA256_HEX_SIZE];
+        char copy[WAKE_MAX_SIZE + 1], expect[SHA256_HEX_SIZE], header[WAKE_MAX_SIZE];
         const char *id, *ts, *mac;
         char *sp1, *sp2, *sp3;
         uint64_t when;
@@ -60,9 +93,12 @@ int wake_verify(const char *msg, size_t len, const char *worker_id, const char *
                 return -EBADMSG;
         memcpy(copy, msg, len);
         copy[len] = 0;
-        if (strncmp(copy, WAKE_MAGIC " ", strlen(WAKE_MAGIC) + 1) != 0)
+        if (strncmp(copy, WAKE_MAGIC " ", strlen(WAKE_MAGIC " ")) == 0)
+                id = copy + strlen(WAKE_MAGIC " ");
+        else if (strncmp(copy, WAKE_MAGIC_ENCODED " ", strlen(WAKE_MAGIC_ENCODED " ")) == 0)
+                id = copy + strlen(WAKE_MAGIC_ENCODED " ");
+        else
                 return -EBADMSG;
-        id = copy + strlen(WAKE_MAGIC) + 1;
         sp1 = strchr(id, ' ');
         if (!sp1)
                 return -EBADMSG;
@@ -77,7 +113,9 @@ int wake_verify(const char *msg, size_t len, const char *worker_id, const char *
         r = parse_ms(ts, (size_t) (sp2 - ts), &when);
         if (r < 0)
                 return r;
-        if ((size_t) (sp1 - id) != strlen(strempty(worker_id)) || strncmp(id, strempty(worker_id), (size_t) (sp1 - id)) != 0)
+        /* Addressed to us: the magic and id field are what we would send to ourselves. */
+        r = wake_header(worker_id, header, sizeof(header));
+        if (r < 0 || (size_t) r != (size_t) (sp1 - copy) || memcmp(copy, header, (size_t) r) != 0)
                 return -EXDEV;
         if (isempty(token))
                 return -EPERM;

@@ -266,9 +266,8 @@ bool ip_address_is_numeric(const char *s) {
 static int validate_registration(const WorkerRegistration *reg, OpError *err) {
         if (isempty(reg->worker_id) || strlen(reg->worker_id) > LIMIT_ID_LEN)
                 return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
-        for (const char *p = reg->worker_id; *p; p++)
-                if ((unsigned char) *p < 0x21 || *p == 0x7f)
-                        return op_error_set(err, -EINVAL, "field 'worker_id' must be printable, without spaces");
+        if (!worker_id_is_registrable(reg->worker_id))
+                return op_error_set(err, -EINVAL, "field 'worker_id' must be printable, without spaces");
         if ((reg->nonce && strlen(reg->nonce) > LIMIT_ID_LEN) ||
             (reg->instance_id && strlen(reg->instance_id) > LIMIT_ID_LEN))
                 return op_error_set(err, -EINVAL, "fields 'nonce' and 'instance_id' are limited to %d bytes",

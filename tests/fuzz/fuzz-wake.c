@@ -9,6 +9,8 @@
 #define TOKEN "fuzz-worker-token-0123456789abcdef"
 #define NOW_MS UINT64_C(1800000000000)
 
+static const char *const ids[] = {"worker-1", "w\xc3\xb6rker-1"};
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
@@ -19,11 +21,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         if (size > 2 * WAKE_MAX_SIZE)
                 return 0;
-        if (wake_verify((const char *) data, size, "worker-1", TOKEN, NOW_MS, 60000, &ms) == 0) {
-                /* Whatever it accepted must be exactly what the sender formats for that time. */
-                int n = wake_format("worker-1", TOKEN, ms, again, sizeof(again));
-                if (n < 0 || (size_t) n != size || memcmp(again, data, size) != 0)
-                        __builtin_trap();
-        }
+        /* An id of printable ASCII (the first form) and a UTF-8 one (the percent-encoded form). */
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++)
+                if (wake_verify((const char *) data, size, ids[i], TOKEN, NOW_MS, 60000, &ms) == 0) {
+                        /* Whatever it accepted must be exactly what the sender formats for that time. */
+                        int n = wake_format(ids[i], TOKEN, ms, again, sizeof(again));
+                        if (n < 0 || (size_t) n != size || memcmp(again, data, size) != 0)
+                                __builtin_trap();
+                }
         return 0;
 }

@@ -62,5 +62,22 @@ def test_control_plane_wakes_an_idle_worker(t):
     t.ok(time.monotonic() - submitted < 1.5, "started within a second of the submission")
 
 
+@test
+def test_control_plane_wakes_a_worker_whose_id_is_not_ascii(t):
+    # Registration accepts UTF-8 ids; the wake datagram carries them percent-encoded
+    # (entropy-wake1e, common/wake-proto.h), so such a worker is woken like any other.
+    cp = t.control_plane()
+    port = free_udp_port()
+    w = WorkerProcess(t, cp, "w1", worker_id="wörker-⚡",
+                      options={"poll-interval": "30s", "wake-listen": f"127.0.0.1:{port}"}).start()
+    w.wait_log("No work offered")
+    submitted = time.monotonic()
+    job_id = cp.submit(command="true")
+    job = cp.wait_job_state(job_id, "COMPLETED", timeout=5)
+    t.ok(time.monotonic() - submitted < 1.5, "started within a second of the submission")
+    t.eq(job["worker_id"], "wörker-⚡", "run by the worker with that id")
+    t.ok("Woken up by the control plane" in w.log_text(), "the worker says it was woken")
+
+
 if __name__ == "__main__":
     run()

@@ -155,6 +155,24 @@ static void test_idle_capable_workers_are_woken_once_per_interval(void) {
         wake_control_free(c);
 }
 
+/* Registration accepts ids with bytes above 0x7f: such a worker with a wake port is woken too (the
+ * datagram carries its id percent-encoded, wake-proto.h). */
+static void test_non_ascii_worker_is_woken(void) {
+        Control *c = wake_control_new();
+        const char *id = "gr\xc3\xbcn-\xe2\x9a\xa1";
+        Sock s = sock_open();
+        uint64_t sent, failed;
+
+        register_wakeable(c, id, NULL, s.port);
+        test_submit(c, 0);
+        is_int(received(c, &s, 1000, id), 1, "a worker whose id is UTF-8 is woken, and its datagram verifies");
+        control_wake_counters(c->wake, &sent, &failed);
+        ok(sent == 1 && failed == 0, "one datagram sent, none failed (sent %llu, failed %llu)",
+           (unsigned long long) sent, (unsigned long long) failed);
+        close(s.fd);
+        wake_control_free(c);
+}
+
 static void test_scheduled_job_wakes_when_due(void) {
         Control *c = wake_control_new();
         Sock w = sock_open();
@@ -216,6 +234,7 @@ static void test_wake_queries_use_their_indexes(void) {
 
 int main(void) {
         test_idle_capable_workers_are_woken_once_per_interval();
+        test_non_ascii_worker_is_woken();
         test_scheduled_job_wakes_when_due();
         test_every_kind_of_due_job_is_announced();
         test_wake_queries_use_their_indexes();

@@ -1,11 +1,12 @@
 /* test-worker-wake.c: wake-up datagrams: format, verification (worker, HMAC, freshness,
- * malformed input) and the control plane's sender reaching a worker's socket. */
+ * malformed input), ids beyond ASCII, and the control plane's sender reaching a worker's socket. */
 #include <poll.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 
 #include "macro.h"
+#include "protocol.h"
 #include "time-util.h"
 #include "tap.h"
 #include "wake-proto.h"
@@ -52,6 +53,67 @@ static void test_refusals(void) {
         is_int(wake_format("w1", TOKEN, now, bad, 20), -ENOBUFS, "small buffer refused");
 }
 
+/* Ids with bytes above 0x7f (UTF-8) register, so they must be wakeable: they go percent-encoded
+ * under their own magic, and ids of printable ASCII keep the first format, '%' and all. */
+static void test_non_ascii_ids(void) {
+        const char *id = "w\xc3\xb6rker-1", *look_alike = "w%C3%B6rker-1";
+        char buf[WAKE_MAX_SIZE], other[WAKE_MAX_SIZE], longest[LIMIT_ID_LEN + 2];
+        uint64_t now = 1700000000000ULL;
+        int n, k;
+
+        n = wake_format(id, TOKEN, now, buf, sizeof(buf));
+        ok(n > 0 && strncmp(buf, "entropy-wake1e w%C3%B6rker-1 1700000000000 ", 43) == 0, "a UTF-8 id is encoded: %s",
+           buf);
+        is_int(wake_verify(buf, (size_t) n, id, TOKEN, now, 1000, NULL), 0, "and its worker accepts it");
+        is_int(wake_verify(buf, (size_t) n, look_alike, TOKEN, now, 1000, NULL), -EXDEV,
+               "the ASCII id spelled like its encoding does not");
+        k = wake_format(look_alike, TOKEN, now, other, sizeof(other));
+        ok(k > 0 && strncmp(other, "entropy-wake1 w%C3%B6rker-1 ", 28) == 0, "an ASCII id with '%%' is sent as it is");
+        is_int(wake_verify(other, (size_t) k, id, TOKEN, now, 1000, NULL), -EXDEV, "and does not wake the UTF-8 one");
+        memcpy(other, buf, (size_t) n);
+        memmove(other + 13, other + 14, (size_t) n - 14); /* "entropy-wake1e" -> "entropy-wake1" */
+        is_int(wake_verify(other, (size_t) n - 1, look_alike, TOKEN, now, 1000, NULL), -EPERM,
+               "the magic is under the HMAC");
+
+        /* The longest id, every byte encoded, still fits a datagram. */
+        for (int i = 0; i < LIMIT_ID_LEN; i += 2)
+                memcpy(longest + i, "\xc3\xa9", 2);
+        longest[LIMIT_ID_LEN] = 0;
+        n = wake_format(longest, TOKEN, UINT64_MAX / 2, buf, sizeof(buf));
+        ok(n > 0 && n < WAKE_MAX_SIZE, "a %d-byte id of 'é' makes a datagram of %d bytes", LIMIT_ID_LEN, n);
+        is_int(wake_verify(buf, (size_t) n, longest, TOKEN, UINT64_MAX / 2, 1000, NULL), 0, "which verifies");
+        longest[LIMIT_ID_LEN] = 'x';
+        longest[LIMIT_ID_LEN + 1] = 0;
+        is_int(wake_format(longest, TOKEN, now, buf, sizeof(buf)), -EINVAL,
+               "one byte more is refused, as by /register");
+}
+
+/* Every id POST /register accepts can be woken, and no other: one id per byte value, at the start,
+ * in the middle and at the end. */
+static void test_every_registrable_id_is_wakeable(void) {
+        int registrable = 0, wakeable = 0, disagree = 0;
+        uint64_t now = 1700000000000ULL;
+
+        for (int b = 1; b < 256; b++)
+                for (int pos = 0; pos < 3; pos++) {
+                        char id[4] = "ab", buf[WAKE_MAX_SIZE];
+                        if (pos == 2)
+                                id[2] = (char) b;
+                        else
+                                id[pos] = (char) b;
+                        bool reg = worker_id_is_registrable(id);
+                        int n = wake_format(id, TOKEN, now, buf, sizeof(buf));
+                        bool wake = n > 0 && wake_verify(buf, (size_t) n, id, TOKEN, now, 1000, NULL) == 0;
+                        registrable += reg;
+                        wakeable += wake;
+                        if (reg != wake) {
+                                disagree++;
+                                diag("byte 0x%02x at %d: registrable %d, wakeable %d", b, pos, reg, wake);
+                        }
+                }
+        is_int(disagree, 0, "%d of 765 ids register and %d can be woken: the same ones", registrable, wakeable);
+}
+
 static void test_send_reaches_the_worker_socket(void) {
         _cleanup_close_ int fd = -EBADF;
         struct sockaddr_in sa;
@@ -76,6 +138,8 @@ static void test_send_reaches_the_worker_socket(void) {
 int main(void) {
         test_roundtrip();
         test_refusals();
+        test_non_ascii_ids();
+        test_every_registrable_id_is_wakeable();
         test_send_reaches_the_worker_socket();
         return tap_done();
 }
