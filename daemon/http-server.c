@@ -296,6 +296,42 @@ static enum MHD_Result refuse_too_large(HttpServer *s, struct MHD_Connection *co
         return send_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE, message);
 }
 
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        unsigned *n = cls;
+
+        if (key && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+                (*n)++;
+        return MHD_YES;
+}
+
+/* Two Content-Length headers, or one beside Transfer-Encoding: a body whose end two parties on
+ * the way may see in different places (request smuggling; RFC 9112, 6.3). libmicrohttpd 0.9.75
+ * picks one and keeps the connection; such a request is refused instead, and the connection
+ * closed after the answer, so that no byte of that body is read as a request of its own. */
+static bool request_framing_ambiguous(struct MHD_Connection *conn, const char *cl, const char *te) {
+        unsigned n = 0;
+
+        if (!cl)
+                return false;
+        if (te)
+                return true;
+        (void) MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_length, &n);
+        return n > 1;
+}
+
+static enum MHD_Result refuse_ambiguous_framing(HttpServer *s, struct MHD_Connection *conn) {
+        HttpResponse resp = {};
+
+        log_debug("Refusing a request with both Content-Length and Transfer-Encoding, or two Content-Length.");
+        if (http_response_error(&resp, MHD_HTTP_BAD_REQUEST,
+                                "a request may carry one Content-Length, or Transfer-Encoding, not both") < 0 ||
+            http_response_add_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close") < 0) {
+                http_response_done(&resp);
+                return MHD_NO;
+        }
+        return send_response(s, conn, &resp);
+}
+
 /* First call for a request: only its headers are known. A declared length over the limit is
  * answered before a byte of the body is read when the client waits for that answer (Expect:
  * 100-continue) or the body is huge. Otherwise the body is read and thrown away and the 413 sent
@@ -309,6 +345,10 @@ static enum MHD_Result request_begin(HttpServer *s, RequestState *st, struct MHD
         unsigned long long n;
         char *end;
 
+        if (request_framing_ambiguous(conn, cl, te)) {
+                st->refused = true;
+                return refuse_ambiguous_framing(s, conn);
+        }
         if ((cl || te) && s->admit_body &&
             !s->admit_body(s->userdata, &(HttpRequest){.method = method, .path = url, .body = "", .connection = conn}))
                 st->unadmitted = true;

@@ -7,6 +7,7 @@ after."""
 import http.client
 import json
 import os
+import re
 import socket
 
 from entropy_test import ADMIN_TOKEN, SRCDIR, WORKER_TOKEN, TestFailure, run, test
@@ -355,7 +356,8 @@ def exchange(cp, request, timeout=10):
 
 
 def status_lines(data):
-    return [line.split(b" ")[1].decode() for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    """The status of every status line in data, also one glued to the end of a previous body."""
+    return [m.decode() for m in re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)]
 
 
 @test
@@ -414,6 +416,33 @@ def test_a_bad_content_length_is_refused_and_the_connection_closed(t):
     status, _ = cp.http.request("GET", "/healthz", token=False)
     t.eq(status, 200, "still serving")
     t.eq(len(cp.admin("GET", "/jobs")[1]), 0, "and nothing was submitted")
+
+@test
+def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(t):
+    """Two Content-Length headers, or Content-Length beside Transfer-Encoding, let two parties see
+    the body end in different places: the request is refused (400, JSON) and the connection
+    closed, so that no part of that body is ever read as a request of its own."""
+    cp = t.control_plane()
+    post = b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " + ADMIN_TOKEN.encode() + b"\r\n"
+    smuggled = b"POST /jobs HTTP/1.1\r\nHost: x\r\nX-API-Token: " + ADMIN_TOKEN.encode() + \
+        b"\r\nContent-Length: 19\r\n\r\n{\"command\": \"true\"}"
+    body = b"{}"
+    for what, request in (
+            ("Content-Length 0, then the length of what follows",
+             post + b"Content-Length: 0\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled),
+            ("the length of what follows, then Content-Length 0",
+             post + b"Content-Length: %d\r\nContent-Length: 0\r\n\r\n" % len(smuggled) + smuggled),
+            ("two equal lengths", post + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n" + body),
+            ("Content-Length and chunked",
+             post + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled)):
+        data, closed = exchange(cp, request)
+        t.eq(status_lines(data), ["400"], f"{what}: one answer, 400")
+        first_body = data.partition(b"\r\n\r\n")[2][:content_length(data)]
+        t.ok(b'"error"' in first_body, f"{what}: a JSON error, got {first_body[:60]!r}")
+        t.ok(closed, f"{what}: the connection is closed after it")
+    t.eq(len(cp.admin("GET", "/jobs")[1]), 0, "no job was submitted, by the request or what followed it")
+    status, _ = cp.admin("POST", "/jobs", {"command": "true"})
+    t.eq(status, 201, "a request framed one way is served")
 
 def content_length(response_head):
     for line in response_head.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
