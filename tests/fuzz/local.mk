@@ -38,26 +38,26 @@ tests_fuzz_replay_wake_LDADD = $(COMMON_LIBS)
 if FUZZERS
 noinst_PROGRAMS += tests/fuzz/fuzz-http-api tests/fuzz/fuzz-reconnect tests/fuzz/fuzz-conf \
 	tests/fuzz/fuzz-signed-token tests/fuzz/fuzz-wake
-FUZZ_LDFLAGS = -fsanitize=fuzzer
+FUZZ_LINK_FLAGS = -fsanitize=fuzzer
 tests_fuzz_fuzz_http_api_SOURCES = tests/fuzz/fuzz-http-api.c $(FUZZ_COMMON_SOURCES) $(FUZZ_API_SOURCES)
 tests_fuzz_fuzz_http_api_CFLAGS = $(FUZZ_CFLAGS_COMMON)
-tests_fuzz_fuzz_http_api_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_http_api_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_http_api_LDADD = $(FUZZ_API_LIBS)
 tests_fuzz_fuzz_reconnect_SOURCES = tests/fuzz/fuzz-reconnect.c $(FUZZ_COMMON_SOURCES) $(FUZZ_API_SOURCES)
 tests_fuzz_fuzz_reconnect_CFLAGS = $(FUZZ_CFLAGS_COMMON)
-tests_fuzz_fuzz_reconnect_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_reconnect_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_reconnect_LDADD = $(FUZZ_API_LIBS)
 tests_fuzz_fuzz_conf_SOURCES = tests/fuzz/fuzz-conf.c $(FUZZ_COMMON_SOURCES) daemon/control-settings.c
 tests_fuzz_fuzz_conf_CFLAGS = $(FUZZ_CFLAGS_COMMON)
-tests_fuzz_fuzz_conf_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_conf_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_conf_LDADD = $(CONTROL_CORE_LIBS) $(COMMON_LIBS)
 tests_fuzz_fuzz_signed_token_SOURCES = tests/fuzz/fuzz-signed-token.c $(FUZZ_COMMON_SOURCES)
 tests_fuzz_fuzz_signed_token_CFLAGS = $(FUZZ_CFLAGS_COMMON)
-tests_fuzz_fuzz_signed_token_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_signed_token_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_signed_token_LDADD = $(COMMON_LIBS)
 tests_fuzz_fuzz_wake_SOURCES = tests/fuzz/fuzz-wake.c $(FUZZ_COMMON_SOURCES)
 tests_fuzz_fuzz_wake_CFLAGS = $(FUZZ_CFLAGS_COMMON)
-tests_fuzz_fuzz_wake_LDFLAGS = $(FUZZ_LDFLAGS)
+tests_fuzz_fuzz_wake_LDFLAGS = $(FUZZ_LINK_FLAGS)
 tests_fuzz_fuzz_wake_LDADD = $(COMMON_LIBS)
 endif
 
