@@ -7,6 +7,7 @@
 #include "fs-util.h"
 #include "gpu.h"
 #include "log.h"
+#include "protocol.h"
 #include "signed-token.h"
 #include "strv.h"
 #include "worker-settings.h"
@@ -214,8 +215,12 @@ int worker_settings_load(WorkerSettings *s, int argc, char **argv) {
                         return log_error_errno(r, "No --worker-id given and no machine id to derive one from: %m");
                 free_and_replace_str(&s->worker_id, id);
         }
-        if (strlen(s->worker_id) > 128)
-                return log_error_errno(-EINVAL, "--worker-id is longer than 128 characters.");
+        /* The control plane's rule for /register: refused here, not at every registration attempt. */
+        if (strlen(s->worker_id) > LIMIT_ID_LEN)
+                return log_error_errno(-EINVAL, "--worker-id is longer than %d bytes.", LIMIT_ID_LEN);
+        if (!worker_id_is_registrable(s->worker_id))
+                return log_error_errno(-EINVAL, "--worker-id '%s' contains a space, a control character or DEL.",
+                                       s->worker_id);
         if (s->signed_tokens && !worker_id_is_valid(s->worker_id))
                 return log_error_errno(-EINVAL, "--signed-tokens: the worker id '%s' cannot be put in a signed token.",
                                        s->worker_id);

@@ -1,8 +1,11 @@
 /* test-worker-settings.c: the bounds entropy-worker puts on its time spans, what log-retention=0
- * means (keep for ever, as the control plane's retention 0 does), and the GPU ids --gpus takes. */
+ * means (keep for ever, as the control plane's retention 0 does), the GPU ids --gpus takes, and
+ * the worker ids it refuses at start. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "macro.h"
+#include "protocol.h"
 #include "tap.h"
 #include "worker-settings.h"
 
@@ -69,6 +72,17 @@ static void test_gpus(void) {
         refused("--gpus=-1");
 }
 
+/* The control plane's /register refuses these; the worker says so at start, not at every retry. */
+static void test_worker_id(void) {
+        ok(load_span("--worker-id=w\xc3\xb6rker-2", 0, NULL) == 0, "a UTF-8 worker id accepted");
+        refused("--worker-id=two words");
+        refused("--worker-id=tab\there");
+        refused("--worker-id=del\x7f");
+        char long_id[sizeof("--worker-id=") + LIMIT_ID_LEN + 1] = "--worker-id=";
+        memset(long_id + strlen(long_id), 'x', LIMIT_ID_LEN + 1);
+        refused(long_id);
+}
+
 static void test_lease_heartbeat_and_grace(void) {
         refused("--heartbeat-interval=2min");
         accepted("--heartbeat-interval=1min", heartbeat_interval, USEC_PER_MINUTE);
@@ -87,6 +101,7 @@ int main(void) {
         test_wake_window();
         test_gpu_metrics_interval();
         test_gpus();
+        test_worker_id();
         test_lease_heartbeat_and_grace();
         return tap_done();
 }
