@@ -77,7 +77,9 @@ static int load_token(const char *file, const char *env, char **ret, CtlError *e
         const char *v;
         int r;
 
-        if (file) {
+        /* An empty --token-file= (or ENTROPY_TOKEN_FILE=) is no file, as an empty assignment
+         * resets a setting elsewhere: the variable is used then. */
+        if (!isempty(file)) {
                 r = read_secret_file(file, ret);
                 if (r < 0)
                         return ctl_error_set(e, r == -ENOENT || r == -EACCES ? r : -EINVAL,

@@ -570,6 +570,8 @@ def test_tokens_from_the_environment_are_stripped_like_files(t):
     t.ok("ENTROPY_ADMIN_TOKEN" in r.stderr, f"naming the variable: {r.stderr!r}")
     r = t.run_cmd(base + ["list-jobs"], env=dict(env, ENTROPY_ADMIN_TOKEN=" \n"))
     t.eq(r.returncode, EXIT_ACCESS, "only whitespace is no token: access denied")
+    r = t.run_cmd(base + ["list-jobs"], env=dict(env, ENTROPY_ADMIN_TOKEN=ADMIN_TOKEN, ENTROPY_TOKEN_FILE=""))
+    t.eq(r.returncode, EXIT_OK, f"an empty ENTROPY_TOKEN_FILE is no file: the variable is used: {r.stderr}")
 
 
 def unread_by_the_other_end(pid):
