@@ -386,17 +386,18 @@ static const char *event_new_state(json_object *ev) {
         return json_object_get_string(to);
 }
 
-/* Fetches the job's events above h->wait_after and queues the states they moved it to. */
+/* Fetches the job's events above h->wait_after and queues the states they moved it to. Oldest
+ * first: should more than a page have come since the last poll, the next poll gets the rest. */
 static int http_poll_transitions(HttpBackend *h, const char *job_id, CtlError *e) {
         _cleanup_json_ json_object *events = NULL;
-        EventQuery q = {.job_id = job_id, .after_id = h->wait_after, .limit = 1000};
+        EventQuery q = {.job_id = job_id, .after_id = h->wait_after, .limit = 1000, .oldest_first = true};
         int r;
 
         r = http_events(&h->base, &q, &events, e);
         if (r < 0)
                 return r;
-        for (size_t i = json_object_array_length(events); i > 0; i--) { /* oldest first */
-                json_object *ev = json_object_array_get_idx(events, i - 1);
+        for (size_t i = 0; i < json_object_array_length(events); i++) {
+                json_object *ev = json_object_array_get_idx(events, i);
                 const char *state = event_new_state(ev);
                 h->wait_after = MAX(h->wait_after, json_int(ev, "id", 0));
                 if (state)
