@@ -19,6 +19,7 @@
 #include "time-util.h"
 
 #define EVENTS_FOLLOW_POLL_USEC (500 * USEC_PER_MSEC)
+#define EVENTS_FOLLOW_RESTORE_CHECK_POLLS 10 /* quiet polls between two looks at the newest id: 5 s */
 
 /* Prints why a call failed and returns the matching exit code. */
 static int fail(int r, const CtlError *e) {
@@ -602,7 +603,8 @@ static int follow_went_back(Backend *b, FollowPosition *pos, int64_t newest, Ctl
  * than a page between two polls is printed whole; then waits and asks again. A control plane that
  * was reached and then cannot be (restarting) is waited for. */
 static int follow_events(Backend *b, const CtlSettings *s, EventQuery q, FollowPosition pos, bool reached) {
-        bool unreachable = false;
+        bool unreachable = false, came_back = false;
+        unsigned idle_polls = 0;
         CtlError e = {};
         int r;
 
@@ -612,6 +614,7 @@ static int follow_events(Backend *b, const CtlSettings *s, EventQuery q, FollowP
         q.limit = LIMIT_EVENTS_PAGE;
         while (!interrupted) {
                 _cleanup_json_ json_object *page = NULL;
+                bool went_back = false;
                 int64_t newest = 0;
 
                 q.after_id = pos.after_id;
@@ -619,12 +622,21 @@ static int follow_events(Backend *b, const CtlSettings *s, EventQuery q, FollowP
                 if (r >= 0 && unreachable) {
                         log_notice("The control plane is back.");
                         unreachable = false;
+                        came_back = true;
                 }
-                if (r >= 0 && json_object_array_length(page) == 0 && pos.after_id > 0) {
+                /* A restore comes with a restart: look right after one, else now and then, not on
+                 * every quiet poll (that would double the requests of a quiet follow). */
+                if (r >= 0 && json_object_array_length(page) == 0 && pos.after_id > 0 &&
+                    (came_back || idle_polls++ % EVENTS_FOLLOW_RESTORE_CHECK_POLLS == 0)) {
+                        came_back = false;
                         r = newest_event_id(b, &newest, &e);
-                        if (r >= 0 && newest < pos.after_id)
+                        if (r >= 0 && newest < pos.after_id) {
                                 r = follow_went_back(b, &pos, newest, &e);
+                                went_back = true;
+                        }
                 }
+                if (interrupted)
+                        break; /* SIGINT/SIGTERM in the middle of a request: ends the follow, not an error */
                 if (r == -ECONNREFUSED && reached) {
                         if (!unreachable)
                                 log_warning("%s; waiting for the control plane to come back.", e.message);
@@ -636,8 +648,8 @@ static int follow_events(Backend *b, const CtlSettings *s, EventQuery q, FollowP
                         show_events(s, page, true, &pos);
                         if ((int64_t) json_object_array_length(page) >= q.limit)
                                 continue; /* a full page: there may be more right away */
-                        if (newest > 0 && pos.after_id < newest)
-                                continue; /* went back: print what came since at once */
+                        if (went_back)
+                                continue; /* print what came since the restore at once */
                 }
                 struct timespec ts = {.tv_nsec = (long) (EVENTS_FOLLOW_POLL_USEC * 1000)};
                 nanosleep(&ts, NULL);

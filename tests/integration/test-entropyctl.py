@@ -545,6 +545,41 @@ def test_events_follow_goes_on_after_the_database_went_back(t):
         t.eq(p.wait(timeout=10 * TIME_SCALE), EXIT_OK, f"{transport}: --follow ends cleanly on SIGTERM")
 
 
+def cpu_ticks(pid):
+    """User and system CPU time of a process so far, in clock ticks (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@test
+def test_events_follow_with_a_filter_waits_between_polls(t):
+    # Followed with --job, the newest stored id runs ahead of the last id printed as soon as
+    # another job has an event: that is no restore, and must not make the follower poll without
+    # pausing (a core of the client's and as many requests as the control plane can answer).
+    bus, cp, dbus, http = setup(t)
+    mine = cp.submit("true")
+    followers = []
+    for ctl in (dbus, http):
+        p = ctl.popen("--output=json", "events", "--follow", f"--job={mine}")
+        t.cleanups.append(lambda p=p: p.poll() is None and p.kill())
+        followers.append((ctl, p, Lines(p.stdout)))
+    for ctl, p, out in followers:
+        wait_for_event(t, out, mine, "job.submitted", "events --follow --job to print the job's event")
+    for _ in range(3):
+        cp.submit("true")
+    hz = os.sysconf("SC_CLK_TCK")
+    before = [cpu_ticks(p.pid) for _, p, _ in followers]
+    time.sleep(2)  # an observation window: how much CPU a quiet follow takes in it
+    for (ctl, p, out), ticks in zip(followers, before):
+        transport = "HTTP" if ctl.http else "D-Bus"
+        used = (cpu_ticks(p.pid) - ticks) / hz
+        t.ok(p.poll() is None, f"{transport}: still following")
+        t.ok(used < 0.4, f"{transport}: a quiet follow used {used:.2f} s of CPU in 2 s (a poll every 0.5 s)")
+        p.terminate()
+        t.eq(p.wait(timeout=10 * TIME_SCALE), EXIT_OK, f"{transport}: --follow ends cleanly on SIGTERM: {p.stderr.read()}")
+
+
 @test
 def test_tokens_from_the_environment_are_stripped_like_files(t):
     bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
