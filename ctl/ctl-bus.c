@@ -401,14 +401,24 @@ static int poll_state(BusBackend *b, const char *job_id, const char *current, Ct
         }
         if (streq_ptr(last, now))
                 return 0;
-        json_object_array_del_idx(b->transitions, 0, json_object_array_length(b->transitions));
+        /* Built whole before the queue is emptied: out of memory, the queue stays as it was. */
         t = json_object_new_array();
         if (!t)
                 return -ENOMEM;
-        json_object_array_add(t, json_object_new_string(job_id));
-        json_object_array_add(t, json_object_new_string(strempty(current)));
-        json_object_array_add(t, json_object_new_string(now));
-        json_object_array_add(b->transitions, t);
+        const char *fields[] = { job_id, strempty(current), now };
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                json_object *f = json_object_new_string(fields[i]);
+                if (!f || json_object_array_add(t, f) < 0) {
+                        json_object_put(f);
+                        json_object_put(t);
+                        return -ENOMEM;
+                }
+        }
+        json_object_array_del_idx(b->transitions, 0, json_object_array_length(b->transitions));
+        if (json_object_array_add(b->transitions, t) < 0) {
+                json_object_put(t);
+                return -ENOMEM;
+        }
         return 0;
 }
 

@@ -23,8 +23,9 @@ struct WakeRate {
         uint64_t probes;
 };
 
-/* FNV-1a, from a random seed so that worker ids cannot be chosen to collide, then the splitmix64
- * finalizer so that the low bits, which pick the slot, depend on every byte. */
+/* FNV-1a from a random start, then the splitmix64 finalizer so that the low bits, which pick the
+ * slot, depend on every byte. Not a keyed hash: ids could still be made to collide, but only by
+ * registering them (with the worker token), and a collision costs probes, not correctness. */
 static uint64_t hash_id(uint64_t seed, const char *s) {
         uint64_t h = 0xcbf29ce484222325ULL ^ seed;
         for (; *s; s++)

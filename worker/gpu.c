@@ -249,6 +249,18 @@ static int detect_smi(const char *nvidia_smi, char ***ret) {
         return gpu_parse_smi_list(buf, ret);
 }
 
+int gpu_override_check(char **gpus) {
+        if (strv_length(gpus) == 1 && streq(gpus[0], "none"))
+                return 0;
+        STRV_FOREACH(g, gpus)
+                if (!gpu_id_is_valid(*g))
+                        return log_error_errno(-EINVAL,
+                                               "Invalid GPU '%s' in --gpus: expected GPU indices (0, 1, ...), "
+                                               "GPU-<uuid> or MIG-<uuid> as nvidia-smi -L prints them, or none alone.",
+                                               *g);
+        return 0;
+}
+
 int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, char ***ret) {
         _cleanup_strv_free_ char **smi = NULL, **dev = NULL;
         int r, k;
@@ -258,12 +270,9 @@ int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, cha
                         *ret = NULL;
                         return 0;
                 }
-                STRV_FOREACH(g, override)
-                        if (!gpu_id_is_valid(*g))
-                                return log_error_errno(-EINVAL,
-                                                       "Invalid GPU '%s' in --gpus: expected an index, a GPU-<uuid> "
-                                                       "or a MIG-<uuid>, or none alone.",
-                                                       *g);
+                r = gpu_override_check(override);
+                if (r < 0)
+                        return r;
                 smi = strv_copy(override);
                 if (!smi)
                         return -ENOMEM;

@@ -26,6 +26,10 @@ const char *gpu_for_slot(char **gpus, size_t slot);
  * MIG-<letters, digits, dashes, slashes>; nothing else (a comma would make it two). */
 bool gpu_id_is_valid(const char *id);
 
+/* 0 when every entry of a --gpus list is a GPU id, or the list is "none" alone; else logs which
+ * entry is not and returns -EINVAL. */
+int gpu_override_check(char **gpus);
+
 /* Exposed for tests. The GPUs of `nvidia-smi -L` output, in its order: the UUID of each
  * "GPU <i>: <name> (UUID: GPU-...)" line, or, for a GPU followed by "  MIG <profile> Device <j>:
  * (UUID: MIG-...)" lines, the UUIDs of those instead. Other lines are ignored; a GPU or MIG line

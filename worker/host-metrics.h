@@ -41,9 +41,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HostMetrics *, host_metrics_free);
 /* Adds cpu_load1, cpu_count, mem_total_bytes, mem_used_bytes and, once read, gpus: [{index, uuid,
  * name, utilization_pct, memory_used_bytes, memory_total_bytes}] to a heartbeat's metrics object;
  * to be called last, since it keeps the whole object within LIMIT_METRICS_LEN bytes (as
- * serialized), or the control plane would not store it. index is nvidia-smi's; uuid is what the
- * slots' CUDA_VISIBLE_DEVICES name the GPU by (a slot on a MIG device has its GPU's figures, under
- * the GPU's uuid). When not every GPU fits, the entries go without their names, then without their
+ * serialized), or the control plane would not store it. index is nvidia-smi's; uuid is the GPU's
+ * UUID, the name the slots' CUDA_VISIBLE_DEVICES use when detection went by nvidia-smi (a slot on
+ * a MIG device has its GPU's figures, under the GPU's uuid; with --gpus or the device nodes the
+ * slots have ordinals). When not every GPU fits, the entries go without their names, then without their
  * uuids, then the last GPUs go, and gpus_omitted says how many are left out. */
 void host_metrics_add(HostMetrics *m, json_object *metrics);
 /* How many GPU readings have completed (for tests). */

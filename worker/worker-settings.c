@@ -159,20 +159,6 @@ static int settings_validate_spans(const WorkerSettings *s) {
         return 0;
 }
 
-/* Each entry becomes one CUDA_VISIBLE_DEVICES of a slot: refused at start, rather than a job that
- * finds no GPU (or another one) later. */
-static int settings_validate_gpus(const WorkerSettings *s) {
-        if (strv_length(s->gpus) == 1 && streq(s->gpus[0], "none"))
-                return 0;
-        STRV_FOREACH(g, s->gpus)
-                if (!gpu_id_is_valid(*g))
-                        return log_error_errno(-EINVAL,
-                                               "Invalid GPU '%s' in --gpus: expected GPU indices (0, 1, ...), "
-                                               "GPU-<uuid> or MIG-<uuid> as nvidia-smi -L prints them, or none alone.",
-                                               *g);
-        return 0;
-}
-
 static int settings_validate(WorkerSettings *s) {
         int r;
 
@@ -193,7 +179,7 @@ static int settings_validate(WorkerSettings *s) {
         r = settings_validate_spans(s);
         if (r < 0)
                 return r;
-        r = settings_validate_gpus(s);
+        r = gpu_override_check(s->gpus);
         if (r < 0)
                 return r;
         if (s->backoff_max < s->poll_interval)

@@ -59,8 +59,9 @@ static void test_many_workers_cost_a_bounded_number_of_probes(void) {
          * scanned per lookup needs up to MANY: 3 * MANY^2 / 2 = 600 million here. */
         ok(probes <= 3 * 8 * (uint64_t) MANY, "%llu probes for %d lookups: at most 8 each", (unsigned long long) probes,
            3 * MANY);
-        /* Generous: the table takes milliseconds, the list seconds. */
-        ok(cpu < 1.0, "%d lookups took %.3f s of CPU (bound 1 s)", 3 * MANY, cpu);
+        /* For the reader only (the probe count is the bound): the table takes milliseconds, the
+         * list seconds. */
+        diag("%d lookups took %.3f s of CPU", 3 * MANY, cpu);
 }
 
 /* Workers woken once and never again do not stay in the table forever: the entries older than the
