@@ -312,6 +312,23 @@ static int bus_replay(Backend *base, json_object *body, json_object **ret, CtlEr
 
 /* --- waiting for state changes -------------------------------------------------------------- */
 
+/* A queued transition, [job_id, old, new]: whole, or NULL when out of memory (never a
+ * transition with a field missing, which pop_transition() could not read). */
+static json_object *transition_new(const char *id, const char *old, const char *new) {
+        json_object *t = json_object_new_array();
+        const char *fields[] = {id, old, new};
+
+        for (size_t i = 0; t && i < ELEMENTSOF(fields); i++) {
+                json_object *f = json_object_new_string(fields[i]);
+                if (!f || json_object_array_add(t, f) < 0) {
+                        json_object_put(f);
+                        json_object_put(t);
+                        return NULL;
+                }
+        }
+        return t;
+}
+
 static int on_job_state_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         BusBackend *b = userdata;
         const char *id, *old, *new, *assignment;
@@ -319,13 +336,11 @@ static int on_job_state_changed(sd_bus_message *m, void *userdata, sd_bus_error 
 
         if (sd_bus_message_read(m, "ssss", &id, &old, &new, &assignment) < 0)
                 return 0;
-        t = json_object_new_array();
-        if (!t)
+        t = transition_new(id, old, new);
+        if (!t || json_object_array_add(b->transitions, t) < 0) {
+                json_object_put(t);
                 return -ENOMEM;
-        json_object_array_add(t, json_object_new_string(id));
-        json_object_array_add(t, json_object_new_string(old));
-        json_object_array_add(t, json_object_new_string(new));
-        json_object_array_add(b->transitions, t);
+        }
         return 0;
 }
 
@@ -402,18 +417,9 @@ static int poll_state(BusBackend *b, const char *job_id, const char *current, Ct
         if (streq_ptr(last, now))
                 return 0;
         /* Built whole before the queue is emptied: out of memory, the queue stays as it was. */
-        t = json_object_new_array();
+        t = transition_new(job_id, strempty(current), now);
         if (!t)
                 return -ENOMEM;
-        const char *fields[] = { job_id, strempty(current), now };
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                json_object *f = json_object_new_string(fields[i]);
-                if (!f || json_object_array_add(t, f) < 0) {
-                        json_object_put(f);
-                        json_object_put(t);
-                        return -ENOMEM;
-                }
-        }
         json_object_array_del_idx(b->transitions, 0, json_object_array_length(b->transitions));
         if (json_object_array_add(b->transitions, t) < 0) {
                 json_object_put(t);

@@ -386,6 +386,16 @@ static const char *event_new_state(json_object *ev) {
         return json_object_get_string(to);
 }
 
+/* Queues a state for http_wait_state() to print. */
+static int wait_state_push(HttpBackend *h, const char *state) {
+        json_object *s = json_object_new_string(state);
+        if (!s || json_object_array_add(h->wait_states, s) < 0) {
+                json_object_put(s);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 /* Fetches the job's events above h->wait_after and queues the states they moved it to. Oldest
  * first: should more than a page have come since the last poll, the next poll gets the rest. */
 static int http_poll_transitions(HttpBackend *h, const char *job_id, CtlError *e) {
@@ -400,8 +410,8 @@ static int http_poll_transitions(HttpBackend *h, const char *job_id, CtlError *e
                 json_object *ev = json_object_array_get_idx(events, i);
                 const char *state = event_new_state(ev);
                 h->wait_after = MAX(h->wait_after, json_int(ev, "id", 0));
-                if (state)
-                        json_object_array_add(h->wait_states, json_object_new_string(state));
+                if (state && wait_state_push(h, state) < 0)
+                        return -ENOMEM;
         }
         return 0;
 }
@@ -447,8 +457,9 @@ static int http_wait_state(Backend *base, const char *job_id, char **state, CtlE
                         if (r < 0)
                                 return r;
                         if (h->wait_after == 0) {
-                                json_object_array_add(h->wait_states,
-                                                      json_object_new_string(strempty(json_str(job, "status"))));
+                                r = wait_state_push(h, strempty(json_str(job, "status")));
+                                if (r < 0)
+                                        return r;
                                 h->wait_after = 1;
                         }
                 }

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "gpu.h"
@@ -16,6 +15,7 @@
 #include "macro.h"
 #include "policy.h"
 #include "strv.h"
+#include "time-util.h"
 
 static bool has_prefix(const char *s, const char *prefix) {
         return strncmp(s, prefix, strlen(prefix)) == 0;
@@ -164,14 +164,8 @@ _noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {
         _exit(127);
 }
 
-#define SMI_LIST_TIMEOUT_MS 5000
-#define SMI_LIST_MAX        65536
-
-static int64_t now_ms(void) {
-        struct timespec ts;
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define SMI_LIST_TIMEOUT_USEC (5 * USEC_PER_SEC)
+#define SMI_LIST_MAX          65536
 
 /* Runs `<nvidia-smi> -L` with a 5s bound, so a hung driver cannot stall start-up, and parses what
  * it printed. Only a whole answer counts: -ETIME when it takes longer (it is killed), -EPROTO when
@@ -180,7 +174,7 @@ static int64_t now_ms(void) {
  * stderr: this runs once. */
 static int detect_smi(const char *nvidia_smi, char ***ret) {
         _cleanup_free_ char *path = NULL, *buf = NULL;
-        int64_t deadline = now_ms() + SMI_LIST_TIMEOUT_MS;
+        usec_t deadline = now_monotonic_usec() + SMI_LIST_TIMEOUT_USEC;
         size_t n = 0;
         int pipefd[2], r = 0, status = 0;
         bool eof = false, exited = false;
@@ -206,14 +200,14 @@ static int detect_smi(const char *nvidia_smi, char ***ret) {
         close(pipefd[1]);
         while (!eof && r == 0) {
                 struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-                int64_t left = deadline - now_ms();
+                usec_t now = now_monotonic_usec();
                 ssize_t k;
 
-                if (left <= 0) {
+                if (now >= deadline) {
                         r = -ETIME;
                         break;
                 }
-                if (poll(&p, 1, (int) left) <= 0)
+                if (poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) <= 0)
                         continue; /* timed out (checked above) or interrupted */
                 k = read(pipefd[0], buf + n, SMI_LIST_MAX + 1 - n);
                 if (k < 0 && errno != EINTR)
@@ -232,7 +226,7 @@ static int detect_smi(const char *nvidia_smi, char ***ret) {
                         exited = true;
                 else if (w < 0 && errno != EINTR)
                         r = -errno;
-                else if (now_ms() >= deadline)
+                else if (now_monotonic_usec() >= deadline)
                         r = -ETIME;
                 else
                         (void) poll(NULL, 0, 10);
@@ -273,11 +267,8 @@ int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, cha
                 r = gpu_override_check(override);
                 if (r < 0)
                         return r;
-                smi = strv_copy(override);
-                if (!smi)
-                        return -ENOMEM;
-                *ret = TAKE_PTR(smi);
-                return 0;
+                *ret = strv_copy(override);
+                return *ret ? 0 : -ENOMEM;
         }
         /* nvidia-smi's UUIDs name the GPUs whatever CUDA's order and whichever of them a
          * container was given; the device nodes give only how many GPUs there are. */

@@ -90,8 +90,8 @@ static char *trim(char *s) {
 }
 
 /* One CSV line: index, name, utilization.gpu, memory.used, memory.total, uuid. Fields nvidia-smi
- * cannot read come as "[N/A]" or "[Not Supported]": those read as 0. The uuid, what the slots'
- * CUDA_VISIBLE_DEVICES name a GPU by (gpu.h), may be missing (a wrapper given as --nvidia-smi that
+ * cannot read come as "[N/A]" or "[Not Supported]": those read as 0. The uuid (the slots' name for
+ * the GPU when nvidia-smi listed them, gpu.h) may be missing (a wrapper given as --nvidia-smi that
  * answers the five fields asked before) or unusable: then the figures go without it. */
 static int parse_gpu_line(char *line, GpuSample *g) {
         char *f[6];
@@ -432,7 +432,7 @@ static size_t json_plain_len(json_object *o) {
 /* How much of a GPU's entry goes beyond its figures, when not all of it fits. */
 typedef enum GpuDetail {
         GPU_DETAIL_FIGURES, /* index and figures */
-        GPU_DETAIL_UUID,    /* and the uuid, which the slots' CUDA_VISIBLE_DEVICES use */
+        GPU_DETAIL_UUID,    /* and the uuid */
         GPU_DETAIL_FULL,    /* and the model name */
 } GpuDetail;
 

@@ -53,6 +53,19 @@ def binary(name):
     raise FileNotFoundError(f"{name} is not built in {BUILDDIR}")
 
 
+def socket_fds(pid):
+    """{fd: socket inode} of a process's open sockets (/proc/PID/fd); fds closed meanwhile are left out."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out[int(fd)] = target[len("socket:["):-1]
+    return out
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

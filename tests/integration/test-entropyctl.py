@@ -16,7 +16,7 @@ import threading
 import time
 
 from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, TIME_SCALE, TestFailure, binary, free_port, require_tool, run,
-                          test)
+                          socket_fds, test)
 from tls_certs import CertFactory, TlsHttp, require_certtool
 
 _spec = importlib.util.spec_from_file_location(
@@ -611,14 +611,7 @@ def test_tokens_from_the_environment_are_stripped_like_files(t):
 
 def unread_by_the_other_end(pid):
     """Bytes a process wrote to its unix sockets that the other end has not read yet (ss -x)."""
-    mine = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            mine.add(target[len("socket:["):-1])
+    mine = set(socket_fds(pid).values())
     out = subprocess.run(["ss", "-xn"], capture_output=True, text=True, check=True).stdout
     # Netid State Recv-Q Send-Q Local-Address Local-Inode Peer-Address Peer-Inode
     return sum(int(f[2]) for f in (line.split() for line in out.splitlines()[1:]) if len(f) >= 8 and f[7] in mine)

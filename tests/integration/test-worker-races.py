@@ -27,7 +27,7 @@ import os
 import signal
 import sys
 
-from entropy_test import TIME_SCALE, TestFailure, run, span, test
+from entropy_test import TIME_SCALE, TestFailure, run, socket_fds, span, test
 from worker_harness import FAST_WORKER, WorkerProcess, overlapping, require_daemons, run_intervals
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
@@ -224,19 +224,6 @@ def keeper_of(w):
     return None
 
 
-def sockets_of(pid):
-    """{fd: 'socket:[inode]'} of a process."""
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            out[int(fd)] = target
-    return out
-
-
 # -- results and /reconnect ------------------------------------------------------------------------
 
 @test
@@ -388,7 +375,7 @@ def test_keeper_holds_only_its_own_socket(t):
     cp.wait_job_state(cp.submit("true"), "COMPLETED")
     keeper = keeper_of(w)
     t.require(keeper, "the worker has an entropy-keeper")
-    t.eq(sockets_of(keeper).keys() - {3}, set(), f"the first entropy-keeper's sockets: {sockets_of(keeper)}")
+    t.eq(socket_fds(keeper).keys() - {3}, set(), f"the first entropy-keeper's sockets: {socket_fds(keeper)}")
 
     poll = proxy.hold("/next-job")
     t.wait_for(lambda: poll.held, 10, "a poll of the worker to be held open")
@@ -399,7 +386,7 @@ def test_keeper_holds_only_its_own_socket(t):
     cp.wait_job_state(job_id, "COMPLETED")  # started through the new entropy-keeper
     again = keeper_of(w)
     t.require(again and again != keeper, "the worker started another entropy-keeper")
-    t.eq(sockets_of(again).keys() - {3}, set(), f"the new entropy-keeper's sockets: {sockets_of(again)}")
+    t.eq(socket_fds(again).keys() - {3}, set(), f"the new entropy-keeper's sockets: {socket_fds(again)}")
 
 
 if __name__ == "__main__":
