@@ -234,6 +234,11 @@ static int bus_drain(Backend *base, const char *worker_id, bool drain, CtlError 
         return bus_simple((BusBackend *) base, drain ? "DrainWorker" : "ResumeWorker", worker_id, &reply, e);
 }
 
+static int bus_remove_worker(Backend *base, const char *worker_id, CtlError *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        return bus_simple((BusBackend *) base, "RemoveWorker", worker_id, &reply, e);
+}
+
 static int bus_events(Backend *base, const EventQuery *q, json_object **ret, CtlError *e) {
         _cleanup_json_ json_object *filters = json_object_new_object();
 
@@ -490,6 +495,7 @@ static const BackendOps bus_ops = {
         .abort_worker = bus_abort_worker,
         .list_workers = bus_list_workers,
         .drain = bus_drain,
+        .remove_worker = bus_remove_worker,
         .events = bus_events,
         .reconcile = bus_reconcile,
         .reload = bus_reload,

@@ -350,6 +350,18 @@ static int http_drain(Backend *base, const char *worker_id, bool drain, CtlError
         return request(h, "POST", "/drain", body, h->admin_token, NULL, &resp, e);
 }
 
+/* POST /remove-worker {"worker_id"}: the HTTP twin of RemoveWorker. */
+static int http_remove_worker(Backend *base, const char *worker_id, CtlError *e) {
+        HttpBackend *h = (HttpBackend *) base;
+        _cleanup_json_ json_object *body = json_object_new_object();
+        _cleanup_json_ json_object *resp = NULL;
+
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "worker_id", worker_id);
+        return request(h, "POST", "/remove-worker", body, h->admin_token, NULL, &resp, e);
+}
+
 /* Reconciling and reloading are administration of the local host: the wire contract has no
  * endpoint for them, so they need D-Bus on that host. */
 static int http_reconcile(Backend *base, uint64_t *ret_changes, CtlError *e) {
@@ -487,6 +499,7 @@ static const BackendOps http_ops = {
         .abort_worker = http_abort_worker,
         .list_workers = http_list_workers,
         .drain = http_drain,
+        .remove_worker = http_remove_worker,
         .events = http_events,
         .reconcile = http_reconcile,
         .reload = http_reload,

@@ -509,6 +509,27 @@ static int verb_resume(Backend *b, const CtlSettings *s, int argc, char **argv) 
         return drain_common(b, s, argc, argv, false);
 }
 
+/* The same answer over both transports (the D-Bus reply is empty): the worker and "removed". */
+static int verb_remove_worker(Backend *b, const CtlSettings *s, int argc, char **argv) {
+        CtlError e = {};
+        int r;
+
+        if (argc != 2)
+                return usage_error(argv[0], "give one WORKER");
+        r = b->ops->remove_worker(b, argv[1], &e);
+        if (r < 0)
+                return fail(r, &e);
+        if (output_mode(s) == OUTPUT_TABLE)
+                printf("Worker %s removed.\n", argv[1]);
+        else {
+                _cleanup_json_ json_object *o = json_object_new_object();
+                json_add_string(o, "worker_id", argv[1]);
+                json_add_string(o, "status", "removed");
+                output_json(o, output_mode(s));
+        }
+        return CTL_EXIT_OK;
+}
+
 /* --- events --------------------------------------------------------------------------------- */
 
 static void print_event(json_object *ev) {
@@ -798,6 +819,7 @@ const Verb ctl_verbs[] = {
         {"list-workers", verb_list_workers, "", "List workers and their state"},
         {"drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)"},
         {"resume", verb_resume, "WORKER", "Undo drain"},
+        {"remove-worker", verb_remove_worker, "WORKER", "Forget an OFFLINE worker that holds no job"},
         {"events", verb_events, "[-f|--follow] [--job=ID] [--worker=ID] [--event=NAME] [--since=EVENT-ID] [--limit=N]",
          "Show the audit trail"},
         {"reconcile", verb_reconcile, "", "Run a reconciler sweep now"},

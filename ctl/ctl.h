@@ -71,6 +71,8 @@ typedef struct BackendOps {
         int (*abort_worker)(Backend *b, const char *worker_id, const char *reason, uint64_t *ret_n, CtlError *e);
         int (*list_workers)(Backend *b, json_object **ret, CtlError *e);
         int (*drain)(Backend *b, const char *worker_id, bool drain, CtlError *e);
+        /* Forgets an OFFLINE worker that holds no ASSIGNED or RUNNING job; -EBUSY otherwise. */
+        int (*remove_worker)(Backend *b, const char *worker_id, CtlError *e);
         int (*events)(Backend *b, const EventQuery *q, json_object **ret, CtlError *e);
         int (*reconcile)(Backend *b, uint64_t *ret_changes, CtlError *e);
         int (*reload)(Backend *b, CtlError *e);

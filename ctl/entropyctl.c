@@ -91,7 +91,7 @@ static void help(void) {
                "$DBUS_SYSTEM_BUS_ADDRESS selects the bus; $ENTROPY_PAGER or $PAGER the pager.\n"
                "\nExit status:\n"
                "  0  success\n"
-               "  1  failure (e.g. the job's state does not allow it)\n"
+               "  1  failure (e.g. the job's or the worker's state does not allow it)\n"
                "  2  usage error, or arguments the control plane refused\n"
                "  3  submit --wait: the job ended FAILED or ABORTED\n"
                "  4  no such job or worker\n"

@@ -356,7 +356,8 @@ def test_exit_codes_are_the_documented_ones(t):
     t.eq(r.returncode, EXIT_UNREACHABLE, "a bus without the control plane: 6")
     r = t.run_cmd([binary("entropyctl"), "--help"])
     t.eq(r.returncode, EXIT_OK, "--help")
-    for word in ("submit", "list-jobs", "replay", "Exit status", "6  the control plane is unreachable"):
+    for word in ("submit", "list-jobs", "replay", "remove-worker", "Exit status",
+                 "6  the control plane is unreachable"):
         t.ok(word in r.stdout, f"--help mentions {word!r}")
     if os.geteuid() == 0:  # only root can call as another uid
         h.open_to_other_uids(t)
@@ -369,7 +370,8 @@ def test_exit_codes_are_the_documented_ones(t):
 def test_every_command_has_its_own_help(t):
     no_bus = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
     for verb, shows in (("status", "status JOB..."), ("drain", "drain WORKER"), ("list-workers", "List workers"),
-                        ("submit", "--max-attempts=N"), ("events", "--since=EVENT-ID")):
+                        ("remove-worker", "remove-worker WORKER"), ("submit", "--max-attempts=N"),
+                        ("events", "--since=EVENT-ID")):
         for flag in ("--help", "-h"):
             r = t.run_cmd([binary("entropyctl"), verb, flag], env=no_bus)
             t.eq(r.returncode, EXIT_OK, f"{verb} {flag} is help, not an id, and needs no bus")
@@ -477,6 +479,7 @@ def test_bash_completion_offers_commands_options_and_ids(t):
     t.eq(complete(t, bus, ["entropyctl", "--output=j"]), ["json", "json-pretty"], "option values")
     t.eq(complete(t, bus, ["entropyctl", "status", ""]), [job_id], "job ids from the control plane")
     t.eq(complete(t, bus, ["entropyctl", "drain", "w-"]), ["w-complete"], "worker ids")
+    t.eq(complete(t, bus, ["entropyctl", "remove-worker", "w-"]), ["w-complete"], "worker ids for remove-worker")
 
 
 @test
@@ -653,6 +656,63 @@ def test_submit_wait_never_prints_an_older_state_after_asking(t):
     t.ok(all(order.index(a) < order.index(b) for a, b in zip(states, states[1:])),
          f"every state printed is later than the one before: {states}")
     t.eq(states[-1], "COMPLETED", "the last one printed is the final state")
+
+
+@test
+def test_remove_worker_refuses_unknown_and_not_offline_workers(t):
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    h.FakeWorker(cp, "w-online")
+    w = h.FakeWorker(cp, "w-busy")
+    dbus.json("submit", "--", "true")
+    job = w.claim()
+    w.ack(job)
+    dbus.json("drain", "w-busy")
+    for ctl, transport in ((dbus, "D-Bus"), (http, "HTTP")):
+        r = ctl.run("remove-worker", "no-such-worker")
+        t.eq(r.returncode, EXIT_NOT_FOUND, f"{transport}: an unknown worker: 4")
+        t.ok("no-such-worker" in r.stderr, f"{transport}: the message names the worker: {r.stderr!r}")
+        r = ctl.run("remove-worker", "w-online")
+        t.eq(r.returncode, EXIT_FAILURE, f"{transport}: an ONLINE worker is a conflict: 1")
+        t.ok("OFFLINE" in r.stderr, f"{transport}: the message says the worker is not OFFLINE: {r.stderr!r}")
+        r = ctl.run("remove-worker", "w-busy")
+        t.eq(r.returncode, EXIT_FAILURE, f"{transport}: a DRAINING worker with a RUNNING job is a conflict: 1")
+        t.ok(r.stderr.strip() != "", f"{transport}: with a message")
+        t.eq(ctl.run("remove-worker").returncode, EXIT_USAGE, f"{transport}: no WORKER: 2")
+        t.eq(ctl.run("remove-worker", "a", "b").returncode, EXIT_USAGE, f"{transport}: two WORKERs: 2")
+    t.eq(sorted(w["worker_id"] for w in http.json("list-workers")), ["w-busy", "w-online"],
+         "the refused workers are still listed")
+
+
+# Workers that stop heartbeating are OFFLINE within a second (in a slow build, TIME_SCALE times that).
+QUICK_OFFLINE = {"lease-timeout": "1s", "disconnect-timeout": "300ms", "heartbeat-timeout": "1s",
+                 "reconcile-interval": "100ms"}
+
+
+@test
+def test_remove_worker_forgets_an_offline_worker(t):
+    bus, cp, dbus, http = setup(t, options=QUICK_OFFLINE)
+    gone = ["w-gone-dbus", "w-gone-http", "w-gone-table"]
+    for worker_id in gone:
+        h.FakeWorker(cp, worker_id)
+
+    def states():
+        return {w["worker_id"]: w["status"] for w in dbus.json("list-workers")}
+
+    t.wait_for(lambda: states() == dict.fromkeys(gone, "OFFLINE"), 20, "the silent workers to be OFFLINE",
+               detail=states, interval=0.1)
+    t.eq(dbus.json("remove-worker", "w-gone-dbus"), {"worker_id": "w-gone-dbus", "status": "removed"},
+         "remove-worker over D-Bus")
+    t.eq(http.json("remove-worker", "w-gone-http"), {"worker_id": "w-gone-http", "status": "removed"},
+         "remove-worker over HTTP answers like over D-Bus")
+    r = http.run("remove-worker", "w-gone-table")
+    t.eq((r.returncode, r.stdout), (EXIT_OK, "Worker w-gone-table removed.\n"), f"a table says so: {r.stderr}")
+    t.eq(dbus.json("list-workers"), [], "list-workers over D-Bus no longer shows them")
+    t.eq(http.json("list-workers"), [], "nor over HTTP")
+    for ctl, transport in ((dbus, "D-Bus"), (http, "HTTP")):
+        t.eq(ctl.run("remove-worker", "w-gone-dbus").returncode, EXIT_NOT_FOUND,
+             f"{transport}: a removed worker is unknown: 4")
+    h.FakeWorker(cp, "w-gone-dbus")
+    t.eq(states(), {"w-gone-dbus": "ONLINE"}, "a removed worker that comes back registers again")
 
 
 if __name__ == "__main__":
