@@ -185,6 +185,32 @@ int api_get_workers(Control *c, const HttpRequest *req, HttpResponse *resp) {
         return api_reply(resp, 200, a);
 }
 
+/* POST /remove-worker {"worker_id": ...}: forget an OFFLINE worker that holds no job.
+ * 200 {status: "removed", worker_id}; 404 unknown; 409 not OFFLINE, or it holds jobs. */
+int api_post_remove_worker(Control *c, const HttpRequest *req, HttpResponse *resp) {
+        _cleanup_json_ json_object *o = NULL;
+        const char *worker_id;
+        JsonError jerr = {};
+        OpError err = {};
+        int r;
+
+        r = api_parse_body(req, resp, &o);
+        if (r <= 0)
+                return r;
+        if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &worker_id, &jerr) < 0)
+                return api_reply_json_error(resp, &jerr);
+        Origin origin = api_origin(req, "admin");
+        r = worker_remove(c, &origin, worker_id, &err);
+        if (r < 0)
+                return api_reply_error(resp, r, &err);
+        json_object *body = json_object_new_object();
+        if (!body)
+                return -ENOMEM;
+        json_add_string(body, "status", "removed");
+        json_add_string(body, "worker_id", worker_id);
+        return api_reply(resp, 200, body);
+}
+
 static int query_id(const HttpRequest *req, const char *key, const char **ret) {
         const char *v = http_request_query(req, key);
         if (isempty(v))

@@ -17,6 +17,7 @@ int api_get_jobs(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_get_job(Control *c, const HttpRequest *req, HttpResponse *resp); /* /jobs/{id} */
 int api_post_abort(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_get_workers(Control *c, const HttpRequest *req, HttpResponse *resp);
+int api_post_remove_worker(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_get_events(Control *c, const HttpRequest *req, HttpResponse *resp);
 int api_get_metrics(Control *c, const HttpRequest *req, HttpResponse *resp);
 

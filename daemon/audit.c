@@ -40,6 +40,7 @@ static const struct {
         {"worker.drain_requested", "5c8b7ee2bf384c379127cea66d755374"},
         {"worker.resume_requested", "445226e3d9fc4e2a853c470c4c7f9681"},
         {"worker.reconnected", "a2013a1a5189494d92bb932257f5ec83"},
+        {"worker.removed", "d5a2f5bd5d4c4e129c38ae034cb5eee4"},
         {"control.leases_extended", "62e89abf737b458788b3bfa3611fb521"},
         {"retention.sweep", "87c61625912e430cb06c63d00382df65"},
         {"request.refused", "4333af307b6a4e90bc8f9a263edf7e96"},

@@ -394,6 +394,25 @@ static int method_resume_worker(sd_bus_message *m, void *userdata, sd_bus_error 
         return drain_common(m, userdata, false, error);
 }
 
+static int method_remove_worker(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        OpError err = {};
+        const char *id;
+        char actor[64];
+        Origin o;
+        int r;
+
+        AUTHORIZE(bus_authorize_manage(b, m, BUS_ACTION_MANAGE, error));
+        r = sd_bus_message_read(m, "s", &id);
+        if (r < 0)
+                return r;
+        actor_origin(b, m, actor, sizeof(actor), &o);
+        r = worker_remove(b->c, &o, id, &err);
+        if (r < 0)
+                return bus_error_from_op(error, r, BUS_SUBJECT_WORKER, id, err.message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
 /* --- Events --------------------------------------------------------------------------------- */
 
 typedef struct EventArgs {
@@ -714,6 +733,8 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("DrainWorker", "s", SD_BUS_PARAM(worker_id), "", , method_drain_worker,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ResumeWorker", "s", SD_BUS_PARAM(worker_id), "", , method_resume_worker,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RemoveWorker", "s", SD_BUS_PARAM(worker_id), "", , method_remove_worker,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetEvents", "tu", SD_BUS_PARAM(after_id) SD_BUS_PARAM(limit), "aa{sv}",
                                  SD_BUS_PARAM(events), method_get_events, SD_BUS_VTABLE_UNPRIVILEGED),

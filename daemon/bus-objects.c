@@ -4,10 +4,10 @@
  * per prefix (so Introspect and GetManagedObjects list them) and an ObjectManager on
  * /org/entropy/Control1. Committed audit events queue the objects they changed; once the loop is
  * done with the batch (bus.c), each announces its new state with one PropertiesChanged, a new one
- * with InterfacesAdded. A job's PropertiesChanged carries Status with its value and names the
- * other properties that may have moved as invalidated: all it needs is in the events, so sending
- * it reads nothing from the store. Times are realtime microseconds (0 = never), as systemd's
- * *Timestamp properties are. */
+ * with InterfacesAdded, a removed worker with InterfacesRemoved. A job's PropertiesChanged carries
+ * Status with its value and names the other properties that may have moved as invalidated: all it
+ * needs is in the events, so sending it reads nothing from the store. Times are realtime
+ * microseconds (0 = never), as systemd's *Timestamp properties are. */
 #include <errno.h>
 #include <search.h>
 #include <stdlib.h>
@@ -305,6 +305,7 @@ struct BusChange {
         char *id;
         BusObjectKind kind;
         bool added;      /* new since the last emission: InterfacesAdded, with every property */
+        bool removed;    /* gone since the last emission (a removed worker): InterfacesRemoved */
         JobState status; /* a job's state after its latest queued event; invalid: read the row */
 };
 
@@ -336,13 +337,13 @@ void bus_objects_queue_clear(Bus *b) {
         b->n_changes = b->n_changes_allocated = 0;
 }
 
-static int change_new(BusObjectKind kind, const char *id, bool added, JobState status, BusChange **ret) {
+static int change_new(BusObjectKind kind, const char *id, bool added, bool removed, JobState status, BusChange **ret) {
         _cleanup_(bus_change_freep) BusChange *ch = calloc(1, sizeof(BusChange));
         int r;
 
         if (!ch)
                 return -ENOMEM;
-        *ch = (BusChange){.kind = kind, .added = added, .status = status};
+        *ch = (BusChange){.kind = kind, .added = added, .removed = removed, .status = status};
         r = kind == BUS_OBJECT_JOB ? bus_job_path(id, &ch->path) : bus_worker_path(id, &ch->path);
         if (r < 0)
                 return r;
@@ -354,20 +355,22 @@ static int change_new(BusObjectKind kind, const char *id, bool added, JobState s
 }
 
 /* An object changed again before its announcement went out is announced once, in its latest
- * state: the first change keeps its place in the queue, the latest one says the status. */
-static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, JobState status) {
+ * state: the first change keeps its place in the queue, the latest one says the status, and a
+ * removal or a new registration after it says whether the object is there at the end. */
+static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, bool removed, JobState status) {
         _cleanup_(bus_change_freep) BusChange *ch = NULL;
         BusChange **slot, **l;
         int r;
 
-        r = change_new(kind, id, added, status, &ch);
+        r = change_new(kind, id, added, removed, status, &ch);
         if (r < 0)
                 return r;
         slot = tsearch(ch, &b->changes_index, change_compare);
         if (!slot)
                 return -ENOMEM;
         if (*slot != ch) {
-                (*slot)->added = (*slot)->added || added;
+                (*slot)->added = removed ? false : (*slot)->added || added;
+                (*slot)->removed = added ? false : (*slot)->removed || removed;
                 (*slot)->status = status;
                 return 0;
         }
@@ -398,11 +401,11 @@ int bus_objects_event(Bus *b, const AuditEvent *e) {
                         status = JOB_PENDING;
                 else if (e->to_state)
                         status = job_state_from_string(e->to_state);
-                return queue_change(b, BUS_OBJECT_JOB, e->job_id, added, status);
+                return queue_change(b, BUS_OBJECT_JOB, e->job_id, added, false, status);
         }
         if (e->worker_id && strncmp(e->event, "worker.", 7) == 0)
                 return queue_change(b, BUS_OBJECT_WORKER, e->worker_id, streq(e->event, "worker.registered"),
-                                    _JOB_STATE_INVALID);
+                                    streq(e->event, "worker.removed"), _JOB_STATE_INVALID);
         return 0;
 }
 
@@ -422,11 +425,34 @@ static int emit_job_changed(Bus *b, const BusChange *ch) {
         return r;
 }
 
+/* The rows are gone already, so the signal is built here: sd_bus_emit_object_removed() would ask
+ * the objects for their interfaces. */
+static int emit_object_removed(Bus *b, const char *path, const char *interface) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_signal(b->bus, &m, CONTROL_BUS_PATH, "org.freedesktop.DBus.ObjectManager",
+                                      "InterfacesRemoved");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "oas", path, 1, interface);
+        if (r >= 0)
+                r = sd_bus_send(b->bus, m, NULL);
+        return r;
+}
+
+static int emit_job_removed(Bus *b, const char *job_id) {
+        _cleanup_free_ char *path = NULL;
+        int r = bus_job_path(job_id, &path);
+        return r < 0 ? r : emit_object_removed(b, path, CONTROL_BUS_JOB_INTERFACE);
+}
+
 static void emit_change(Bus *b, const BusChange *ch) {
         bool job = ch->kind == BUS_OBJECT_JOB;
         int r;
 
-        if (ch->added)
+        if (ch->removed)
+                r = emit_object_removed(b, ch->path, job ? CONTROL_BUS_JOB_INTERFACE : CONTROL_BUS_WORKER_INTERFACE);
+        else if (ch->added)
                 r = sd_bus_emit_object_added(b->bus, ch->path);
         else if (job)
                 r = emit_job_changed(b, ch);
@@ -437,24 +463,6 @@ static void emit_change(Bus *b, const BusChange *ch) {
         if (r < 0 && r != -ENOENT)
                 log_debug_errno(r, "Failed to announce the change of %s %s on D-Bus: %m", job ? "job" : "worker",
                                 ch->id);
-}
-
-/* The rows are gone already, so the signal is built here: sd_bus_emit_object_removed() would ask
- * the objects for their interfaces. */
-static int emit_job_removed(Bus *b, const char *job_id) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_free_ char *path = NULL;
-        int r;
-
-        r = bus_job_path(job_id, &path);
-        if (r >= 0)
-                r = sd_bus_message_new_signal(b->bus, &m, CONTROL_BUS_PATH, "org.freedesktop.DBus.ObjectManager",
-                                              "InterfacesRemoved");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "oas", path, 1, CONTROL_BUS_JOB_INTERFACE);
-        if (r >= 0)
-                r = sd_bus_send(b->bus, m, NULL);
-        return r;
 }
 
 void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {

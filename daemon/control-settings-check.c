@@ -38,7 +38,7 @@ int control_settings_validate(const ControlSettings *s, char *err, size_t size) 
                 return fail(err, size, "retry-jitter must be between 0 and 1");
         if (s->max_retry_jobs_per_worker < 0 || s->preempt_backlog < 0)
                 return fail(err, size, "max-retry-jobs-per-worker and preempt-backlog must not be negative");
-        if (s->job_retention_days < 0 || s->event_retention_days < 0)
+        if (s->job_retention_days < 0 || s->event_retention_days < 0 || s->worker_retention_days < 0)
                 return fail(err, size, "retention days must not be negative (0 keeps forever)");
         if (s->synchronous && strcmp(s->synchronous, "full") != 0 && strcmp(s->synchronous, "normal") != 0)
                 return fail(err, size, "synchronous must be 'full' or 'normal'");

@@ -60,6 +60,8 @@ static const ConfOption control_options[] = {
          "Days finished jobs (and their artifact records) are kept; 0 keeps them forever", 0, 36500},
         {"event-retention-days", 0, CONF_INT, S(event_retention_days), "90", "DAYS",
          "Days audit events are kept; 0 keeps them forever", 0, 36500},
+        {"worker-retention-days", 0, CONF_INT, S(worker_retention_days), "0", "DAYS",
+         "Days an OFFLINE worker holding no job is kept after it was last seen; 0 keeps it forever", 0, 36500},
         {"retention-interval", 0, CONF_TIMESPAN, S(retention_interval), "1h", "SPAN",
          "How often old jobs and events are deleted; 0 turns the sweep off", 0, 0},
         {"max-body-size", 0, CONF_INT, S(max_body_size), "1048576", "BYTES",

@@ -19,7 +19,7 @@ struct ControlWake {
         sd_event_source *timer; /* the earliest scheduled_at of a PENDING job */
         usec_t scheduled_done;  /* realtime: scheduled jobs due up to here were announced */
         WakeRate *rate;         /* the last datagram per worker, for --wake-interval */
-        int wakeable;           /* workers with a wake port: -1 unknown, re-counted on registrations */
+        int wakeable;           /* workers with a wake port: -1 unknown, re-counted on registrations and removals */
         uint64_t n_sent_total, n_failed;
 };
 
@@ -212,8 +212,9 @@ static void on_event(void *userdata, const AuditEvent *e) {
 
         if (!w)
                 return;
-        if (streq_ptr(e->event, "worker.registered") || streq_ptr(e->event, "worker.restarted"))
-                w->wakeable = -1; /* the wake port may have changed: count again when needed */
+        if (streq_ptr(e->event, "worker.registered") || streq_ptr(e->event, "worker.restarted") ||
+            streq_ptr(e->event, "worker.removed"))
+                w->wakeable = -1; /* a wake port may have come or gone: count again when needed */
         else if ((streq_ptr(e->event, "job.submitted") || streq_ptr(e->event, "job.requeued")) && e->job_id)
                 r = on_claimable(w, e->job_id);
         if (r < 0)

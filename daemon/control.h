@@ -46,6 +46,7 @@ typedef struct ControlSettings {
 
         int64_t job_retention_days;    /* terminal jobs (and their artifact records) */
         int64_t event_retention_days;  /* audit events */
+        int64_t worker_retention_days; /* OFFLINE workers holding no job, after they were last seen */
         usec_t retention_interval;     /* how often the retention sweep runs */
 
         int64_t max_body_size;      /* bytes; larger requests get 413 */

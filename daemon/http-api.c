@@ -39,6 +39,7 @@ static const Route routes[] = {
         {"GET", "/jobs/", true, ROUTE_ADMIN, api_get_job},
         {"POST", "/abort", false, ROUTE_ADMIN, api_post_abort},
         {"GET", "/workers", false, ROUTE_ADMIN, api_get_workers},
+        {"POST", "/remove-worker", false, ROUTE_ADMIN, api_post_remove_worker},
         {"GET", "/events", false, ROUTE_ADMIN, api_get_events},
         {"GET", "/metrics", false, ROUTE_METRICS, api_get_metrics},
         {"GET", "/events/stream", false, ROUTE_ADMIN, api_get_events_stream},

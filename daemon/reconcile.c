@@ -267,7 +267,7 @@ static int on_reconcile(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static int on_retention(sd_event_source *s, uint64_t usec, void *userdata) {
         Control *c = userdata;
-        (void) retention_sweep(c, NULL, NULL);
+        (void) retention_sweep(c, NULL);
         if (sd_event_source_set_time(s, now_monotonic_usec() + c->settings.retention_interval) < 0 ||
             sd_event_source_set_enabled(s, SD_EVENT_ONESHOT) < 0)
                 log_error("Failed to re-arm the retention timer.");

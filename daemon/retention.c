@@ -9,6 +9,7 @@
 #include "retention.h"
 #include "store.h"
 #include "strv.h"
+#include "workers.h"
 
 #define RETENTION_BATCH 5000
 
@@ -117,6 +118,39 @@ static int delete_events(Control *c, usec_t cutoff, uint64_t *deleted) {
         return r < 0 ? r : 0;
 }
 
+/* Workers last seen before cutoff, each removed in its own transaction by worker_remove(),
+ * audited as worker.removed. One that is not OFFLINE (the control plane started less than the
+ * heartbeat timeout ago) or still holds a job is left for a later sweep. */
+static int delete_workers(Control *c, usec_t cutoff, uint64_t *deleted) {
+        _cleanup_strv_free_ char **ids = NULL;
+        int r;
+
+        {
+                _cleanup_stmt_ sqlite3_stmt *st = NULL;
+                r = store_prepare(c->store, "SELECT worker_id FROM workers WHERE last_seen < ? ORDER BY worker_id",
+                                  &st);
+                if (r < 0)
+                        return r;
+                if (store_bind_int64(st, 1, (int64_t) cutoff) < 0)
+                        return -ENOMEM;
+                r = store_collect_strings(c->store, st, &ids);
+                if (r < 0)
+                        return r;
+        }
+        STRV_FOREACH (id, ids) {
+                OpError err = {};
+                r = worker_remove(c, &retention_origin, *id, &err);
+                if (r == -EBUSY || r == -ENOENT) {
+                        log_debug("Retention keeps worker %s for now: %s", *id, err.message);
+                        continue;
+                }
+                if (r < 0)
+                        return r;
+                (*deleted)++;
+        }
+        return 0;
+}
+
 /* The moment before which rows older than `days` go; 0: keep everything. */
 static usec_t retention_cutoff(Control *c, int64_t days) {
         usec_t now = control_now(c);
@@ -126,7 +160,7 @@ static usec_t retention_cutoff(Control *c, int64_t days) {
         return now - (usec_t) days * USEC_PER_DAY;
 }
 
-static int record(Control *c, uint64_t jobs, uint64_t events) {
+static int record(Control *c, const RetentionCounts *n) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_json_ json_object *d = json_object_new_object();
         char msg[256];
@@ -134,12 +168,14 @@ static int record(Control *c, uint64_t jobs, uint64_t events) {
 
         if (!d)
                 return -ENOMEM;
-        json_add_int64(d, "jobs_deleted", (int64_t) jobs);
-        json_add_int64(d, "events_deleted", (int64_t) events);
+        json_add_int64(d, "jobs_deleted", (int64_t) n->jobs);
+        json_add_int64(d, "events_deleted", (int64_t) n->events);
+        json_add_int64(d, "workers_removed", (int64_t) n->workers);
         json_add_int64(d, "job_retention_days", c->settings.job_retention_days);
         json_add_int64(d, "event_retention_days", c->settings.event_retention_days);
-        snprintf(msg, sizeof(msg), "Retention sweep deleted %llu jobs and %llu audit events", (unsigned long long) jobs,
-                 (unsigned long long) events);
+        json_add_int64(d, "worker_retention_days", c->settings.worker_retention_days);
+        snprintf(msg, sizeof(msg), "Retention sweep deleted %llu jobs and %llu audit events, removed %llu workers",
+                 (unsigned long long) n->jobs, (unsigned long long) n->events, (unsigned long long) n->workers);
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
@@ -156,24 +192,26 @@ static int record(Control *c, uint64_t jobs, uint64_t events) {
         return control_commit(&tx);
 }
 
-int retention_sweep(Control *c, uint64_t *ret_jobs, uint64_t *ret_events) {
+int retention_sweep(Control *c, RetentionCounts *ret) {
         usec_t jobs_before = retention_cutoff(c, c->settings.job_retention_days);
         usec_t events_before = retention_cutoff(c, c->settings.event_retention_days);
-        uint64_t jobs = 0, events = 0;
+        usec_t workers_before = retention_cutoff(c, c->settings.worker_retention_days);
+        RetentionCounts n = {};
         int r;
 
-        r = jobs_before > 0 ? delete_jobs(c, jobs_before, &jobs) : 0;
+        r = jobs_before > 0 ? delete_jobs(c, jobs_before, &n.jobs) : 0;
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of jobs failed: %m");
-        r = events_before > 0 ? delete_events(c, events_before, &events) : 0;
+        r = events_before > 0 ? delete_events(c, events_before, &n.events) : 0;
         if (r < 0)
                 return log_error_errno(r, "Retention sweep of audit events failed: %m");
-        r = record(c, jobs, events);
+        r = workers_before > 0 ? delete_workers(c, workers_before, &n.workers) : 0;
+        if (r < 0)
+                return log_error_errno(r, "Retention sweep of workers failed: %m");
+        r = record(c, &n);
         if (r < 0)
                 return log_error_errno(r, "Failed to record the retention sweep: %m");
-        if (ret_jobs)
-                *ret_jobs = jobs;
-        if (ret_events)
-                *ret_events = events;
+        if (ret)
+                *ret = n;
         return 0;
 }

@@ -551,6 +551,68 @@ int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain)
         return jobs_finish(&tx, drain_locked(c, o, worker_id, drain));
 }
 
+/* ---- removal ---- */
+
+/* Why worker w may not be forgotten now (-EBUSY with the reason in err), or 0. */
+static int removal_refused(Control *c, const Worker *w, OpError *err) {
+        _cleanup_strv_free_ char **held = NULL;
+        int r;
+
+        if (w->state != WORKER_OFFLINE)
+                return op_error_set(err, -EBUSY, "worker %s is %s: only an OFFLINE worker can be removed", w->worker_id,
+                                    worker_state_to_string(w->state));
+        r = jobs_held_by(c, w->worker_id, &held);
+        if (r < 0)
+                return r;
+        if (strv_length(held) > 0)
+                return op_error_set(err, -EBUSY,
+                                    "worker %s still holds %zu job(s), %s first: abort them or wait for "
+                                    "their leases to expire",
+                                    w->worker_id, strv_length(held), held[0]);
+        return 0;
+}
+
+static int remove_locked(Control *c, const Origin *o, const char *worker_id, OpError *err) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[256];
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        r = worker_get(c, worker_id, &w);
+        if (r == -ENOENT)
+                return op_error_set(err, r, "no worker %s", worker_id);
+        if (r < 0)
+                return r;
+        r = removal_refused(c, w, err);
+        if (r < 0)
+                return r;
+        r = store_prepare(c->store, "DELETE FROM workers WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        json_add_string(d, "state", worker_state_to_string(w->state));
+        json_add_time(d, "last_seen", w->last_seen);
+        json_add_time(d, "registered_at", w->registered_at);
+        snprintf(msg, sizeof(msg), "Worker %s removed by %s; it registers again if it comes back", worker_id,
+                 origin_actor(o));
+        return audit_worker(c, o, worker_id, LOG_NOTICE, "worker.removed", msg, d);
+}
+
+int worker_remove(Control *c, const Origin *o, const char *worker_id, OpError *err) {
+        _cleanup_tx_ Control *tx = NULL;
+        int r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        return jobs_finish(&tx, remove_locked(c, o, worker_id, err));
+}
+
 /* ---- restarts ---- */
 
 static int clear_restart(Control *c, const char *worker_id) {

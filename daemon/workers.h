@@ -101,6 +101,11 @@ int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const c
 /* Stops (drain = true) or resumes handing new jobs to a worker. Running jobs are unaffected. */
 int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain);
 
+/* Forgets a worker for good: its row goes, audited as worker.removed. Only an OFFLINE worker
+ * that holds no ASSIGNED or RUNNING job: -EBUSY otherwise, -ENOENT unknown (reasons in err). Its
+ * jobs' history keeps its id; if it comes back it registers again as a new worker. */
+int worker_remove(Control *c, const Origin *o, const char *worker_id, OpError *err);
+
 int worker_get(Control *c, const char *worker_id, Worker **ret);
 int workers_list(Control *c, Worker ***ret, size_t *ret_n);
 int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]);

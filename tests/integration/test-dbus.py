@@ -324,6 +324,39 @@ def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
          "the recent job was not announced gone")
 
 
+@test
+def test_removed_workers_announce_interfaces_removed(t):
+    # Short timeouts so that workers go OFFLINE within a second; a day of worker retention and a
+    # sweep every second, with one worker made two days silent in the database.
+    bus, cp = setup(t, options={"disconnect-timeout": "300ms", "heartbeat-timeout": "1s", "lease-timeout": "1s",
+                                "worker-retention-days": "1", "retention-interval": "1s"})
+    mon = h.Monitor(t, bus)
+    for w in ("w-rm", "w-old", "w-new"):
+        h.FakeWorker(cp, w)
+    h.expect_error(t, bus, ERR + "NoSuchWorker", "RemoveWorker", "s", "nobody")
+    e = h.expect_error(t, bus, ERR + "Conflict", "RemoveWorker", "s", "w-rm")
+    t.ok(e and "ONLINE" in e.message, f"an ONLINE worker is refused, saying so: {e and e.message}")
+    path = h.worker_path("w-rm")
+    t.wait_for(lambda: h.get_property(t, bus, path, h.WORKER_IFACE, "Status") == "OFFLINE", 10, "w-rm OFFLINE")
+    t.eq(h.call(t, bus, "RemoveWorker", "s", "w-rm"), [], "RemoveWorker of an OFFLINE worker")
+    gone = mon.wait_signal("InterfacesRemoved", lambda m: m["payload"]["data"][0] == path,
+                           what="InterfacesRemoved for the removed worker")[0]
+    t.eq((gone["path"], gone["payload"]["data"][1]), (h.PATH, [h.WORKER_IFACE]),
+         "from the ObjectManager, naming the worker interface")
+    h.expect_error(t, bus, ERR + "NoSuchWorker", "GetWorker", "s", "w-rm")
+
+    with sqlite3.connect(cp.database) as db:
+        db.execute("UPDATE workers SET last_seen = last_seen - ? WHERE worker_id = 'w-old'", (2 * 86400 * 10**6,))
+    old_path = h.worker_path("w-old")
+    mon.wait_signal("InterfacesRemoved", lambda m: m["payload"]["data"][0] == old_path,
+                    what="InterfacesRemoved for the worker retention removed")
+    objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
+    t.ok(old_path not in objects and h.worker_path("w-new") in objects,
+         "the worker silent for two days is gone, the recent one is kept")
+    events = cp.events(event="worker.removed")
+    t.eq(sorted(e["worker_id"] for e in events), ["w-old", "w-rm"], "both removals audited")
+
+
 def submit_until(cp, done, limit, threads=4, timeout=120):
     """Submits `true` jobs over HTTP from a few connections until done() or `limit` jobs, for at
     most `timeout` seconds. Returns (submissions, errors): what went wrong in a thread (an answer

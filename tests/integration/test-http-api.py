@@ -24,6 +24,7 @@ def endpoints(job_id, assignment_id):
         ("admin", "GET", f"/jobs/{job_id}", None),
         ("admin", "POST", "/abort", {"job_id": job_id, "reason": "test"}),
         ("admin", "GET", "/workers", None),
+        ("admin", "POST", "/remove-worker", {"worker_id": "w-auth"}),
         ("admin", "GET", "/events", None),
         ("metrics", "GET", "/metrics", None),
         ("worker", "POST", "/register", {"worker_id": "w-new", "capabilities": []}),
@@ -103,6 +104,40 @@ def test_every_endpoint_refuses_missing_wrong_and_other_role_token(t):
     t.ok(WRONG_TOKEN not in text and ADMIN_TOKEN not in text and WORKER_TOKEN not in text,
          "no token recorded in the audit trail")
     t.ok(WRONG_TOKEN not in cp.log_text() and WORKER_TOKEN not in cp.log_text(), "no token in the log")
+
+
+@test
+def test_remove_worker_forgets_only_an_offline_worker_holding_nothing(t):
+    cp = t.control_plane(options={"disconnect-timeout": "300ms", "heartbeat-timeout": "1s", "lease-timeout": "1s"})
+    for w in ("w-gone", "w-busy"):
+        t.eq(cp.worker("POST", "/register", {"worker_id": w, "capabilities": []})[0], 200, f"{w} registers")
+    job_id = cp.submit("true")
+    t.eq(cp.worker("GET", "/next-job?worker_id=w-busy")[0], 200, "w-busy claims a job")
+
+    s, body = cp.admin("POST", "/remove-worker", {})
+    is_json_error(t, s, body, 400, "no worker_id")
+    s, body = cp.admin("POST", "/remove-worker", {"worker_id": "nobody"})
+    is_json_error(t, s, body, 404, "an unknown worker")
+    s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-gone"})
+    is_json_error(t, s, body, 409, "an ONLINE worker")
+    t.ok("ONLINE" in body["error"], f"the refusal says why: {body['error']}")
+
+    def offline():
+        return all(w["status"] == "OFFLINE" for w in cp.admin("GET", "/workers")[1])
+    t.wait_for(offline, 10, "both workers OFFLINE", lambda: cp.admin("GET", "/workers")[1])
+    cp.wait_job_state(job_id, ["PENDING", "RETRYING"])
+    s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-gone"}, headers={"X-Request-ID": "rm-1"})
+    t.eq((s, body), (200, {"status": "removed", "worker_id": "w-gone"}), "an OFFLINE worker holding nothing goes")
+    t.eq([w["worker_id"] for w in cp.admin("GET", "/workers")[1]], ["w-busy"], "and is no longer listed")
+    removed = cp.events(event="worker.removed")
+    t.eq([(e["worker_id"], e["request_id"], e["details"]["state"]) for e in removed], [("w-gone", "rm-1", "OFFLINE")],
+         "audited once, with the request id")
+    s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-gone"})
+    is_json_error(t, s, body, 404, "removing it again")
+    t.eq(cp.worker("POST", "/register", {"worker_id": "w-gone", "capabilities": []})[0], 200,
+         "a removed worker that comes back registers again")
+    t.eq({w["worker_id"]: w["status"] for w in cp.admin("GET", "/workers")[1]}, {"w-gone": "ONLINE", "w-busy": "OFFLINE"},
+         "and is listed as ONLINE")
 
 
 @test

@@ -689,6 +689,44 @@ static void test_registration_keeps_wake_socket(void) {
         test_control_free(c);
 }
 
+static void test_remove_worker_only_when_offline_and_holding_nothing(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        WorkerRegistration reg = {.worker_id = "w1", .nonce = "first-host"};
+        Worker *w = NULL;
+
+        is_int(worker_register(c, NULL, &reg, &err), 0, "w1 registers with a nonce");
+        const char *id = test_submit(c, 0);
+        _cleanup_(job_freep) Job *a = test_claim_and_ack(c, "w1");
+        is_int(worker_remove(c, NULL, "ghost", &err), -ENOENT, "an unknown worker: 404");
+        is_int(worker_remove(c, NULL, "w1", &err), -EBUSY, "an ONLINE worker: 409");
+        ok(strstr(err.message, "ONLINE") != NULL, "saying it is ONLINE (%s)", err.message);
+
+        /* Silent for longer than the heartbeat timeout, before the reconciler has made its job LOST. */
+        test_advance(c, c->settings.heartbeat_timeout + USEC_PER_SEC);
+        is_int(worker_remove(c, NULL, "w1", &err), -EBUSY, "an OFFLINE worker still holding a job: 409");
+        ok(strstr(err.message, id) != NULL, "naming the job (%s)", err.message);
+        is_int(worker_get(c, "w1", &w), 0, "a refusal keeps the worker");
+        w = worker_free(w);
+
+        reconcile_sweep(c, NULL);
+        is_int(test_job_state(c, id), JOB_RETRYING, "the reconciler took its job back (LOST, then RETRYING)");
+        is_int(worker_remove(c, NULL, "w1", &err), 0, "then it can be removed");
+        is_int(worker_get(c, "w1", &w), -ENOENT, "it is gone");
+        is_int(test_count_events(c, "worker.removed", NULL), 1, "audited");
+        _cleanup_(job_freep) Job *j = NULL;
+        jobs_get(c, id, &j);
+        ok(j && streq_ptr(j->worker_id, "w1"), "its job's record keeps its id");
+        is_int(worker_remove(c, NULL, "w1", &err), -ENOENT, "removing it again: 404");
+
+        reg.nonce = "second-host";
+        is_int(worker_register(c, NULL, &reg, &err), 0, "the id registers again, with any nonce");
+        is_int(worker_get(c, "w1", &w), 0, "as a new worker");
+        ok(w && w->state == WORKER_ONLINE, "ONLINE");
+        w = worker_free(w);
+        test_control_free(c);
+}
+
 int main(void) {
         test_claim_assigns_fresh_assignment_with_lease();
         test_heartbeat_renews_only_the_jobs_reported();
@@ -717,5 +755,6 @@ int main(void) {
         test_heartbeat_names_jobs_to_abort();
         test_heartbeat_after_restart_keeps_every_reported_job();
         test_registration_keeps_wake_socket();
+        test_remove_worker_only_when_offline_and_holding_nothing();
         return tap_done();
 }
