@@ -326,42 +326,56 @@ def test_dashboard_files_carry_one_cache_policy_of_their_own(t):
          "one Cache-Control: stored but revalidated (ETag), not the API's no-store beside it")
 
 
-def answer_to(cp, junk, timeout):
-    """The start of what the server answers to raw bytes (b"" for no answer in `timeout`)."""
-    s = socket.create_connection(("127.0.0.1", cp.port), timeout=timeout)
-    try:
-        try:
-            s.sendall(junk)
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # closed before it read everything: its answer may still be there
-        return s.recv(4096)
-    except OSError:
-        return b""
-    finally:
-        s.close()
-
-
-def status_of(answer):
-    return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.") else None
+def mhd_refusal(t, what, data, closed, status_line, copies=1):
+    """Checks an answer libmicrohttpd made itself (docs/http-api.md, "Refusals made by
+    libmicrohttpd"): `copies` times the same status line and headers (0.9.75 sends them twice for a
+    Content-Length it cannot read), each with Connection: close and the length of the body that
+    follows; its short HTML body, not the JSON error; then the connection closed cleanly."""
+    code = status_line.split(" ")[1]
+    t.eq(status_lines(data), [code] * copies, f"{what}: {copies} status line(s), {code}")
+    *heads, body = data.split(b"\r\n\r\n", copies)
+    undated = [re.sub(rb"\r\nDate: [^\r]*", b"", h) for h in heads]
+    t.eq([h.split(b"\r\n", 1)[0].decode() for h in heads], [status_line] * copies, f"{what}: {status_line}")
+    t.eq(len(set(undated)), 1, f"{what}: every copy of the head is the same, Date aside: {heads!r}")
+    for h in heads:
+        t.ok(b"\r\nConnection: close\r\n" in h + b"\r\n", f"{what}: Connection: close, got {h!r}")
+        t.eq(content_length(h), len(body), f"{what}: Content-Length is the length of the body")
+    t.ok(body.startswith(b"<html>") and body.endswith(b"</html>"),
+         f"{what}: libmicrohttpd's HTML body, not the JSON error, got {body!r}")
+    t.ok(closed, f"{what}: the connection is closed after it, cleanly")
 
 
 @test
 def test_garbage_on_the_wire_does_not_hurt_the_server(t):
+    """Raw bytes no HTTP client would send, without a Host header: each has one answer, the one
+    libmicrohttpd gives before any handler of ours runs (docs/http-api.md)."""
     cp = t.control_plane()
-    # A request line starting with NUL is held by libmicrohttpd until its connection timeout
-    # rather than answered: only survival is checked, without waiting for an answer long.
-    answer_to(cp, b"\x00\x01\x02\r\n\r\n", timeout=1)
-    # The rest have a defined answer (libmicrohttpd's, before any handler of ours runs).
-    for what, junk, want in (
-            ("a 100 KB request line", b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n", ("414", "400")),
-            ("a negative Content-Length", b"POST /jobs HTTP/1.1\r\nContent-Length: -5\r\n\r\n", ("400",)),
+    # A request line starting with NUL is neither answered nor closed by libmicrohttpd 0.9.75: it
+    # holds the connection until --http-connection-timeout (30 s here; test-security.py sees it
+    # closed). The bytes are sent without a FIN: a FIN read after them closes the connection at
+    # once, one read with them leaves it held, and which one happens is a race of the two
+    # segments. One second without a byte or a close is the exact answer here.
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=1)
+    try:
+        s.sendall(b"\x00\x01\x02\r\n\r\n")
+        try:
+            got = s.recv(4096)
+        except socket.timeout:
+            got = None
+        t.eq(got, None, "a request line starting with NUL: no answer and the connection held open")
+    finally:
+        s.close()
+    for what, junk, status_line, copies in (
+            ("a 100 KB request line", b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n", "HTTP/1.1 414 URI Too Long", 1),
+            ("a negative Content-Length", b"POST /jobs HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+             "HTTP/1.1 400 Bad Request", 2),
             ("a Content-Length past 64 bits",
-             b"POST /jobs HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", ("413", "400")),
+             b"POST /jobs HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+             "HTTP/1.1 413 Content Too Large", 2),
             ("a 200 KB header", b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"b" * 200000 + b"\r\n\r\n",
-             ("431", "400"))):
-        answer = answer_to(cp, junk, timeout=10)
-        t.ok(status_of(answer) in want, f"{what}: answered {'/'.join(want)}, got {answer[:40]!r}")
+             "HTTP/1.1 431 Request Header Fields Too Large", 1)):
+        data, closed = exchange(cp, junk)
+        mhd_refusal(t, what, data, closed, status_line, copies)
     status, _ = cp.http.request("GET", "/healthz", token=False)
     t.eq(status, 200, "still serving after garbage")
     t.ok(cp.running(), "still running")
@@ -376,7 +390,11 @@ def exchange(cp, request, timeout=10):
         try:
             s.sendall(request)
         except OSError:
-            pass  # closed before it read everything: its answer may still be there
+            # Refused after reading part of it (16 KiB of a longer head): the server closes with
+            # our other bytes unread, and its reset can reach us while we are still sending (a
+            # race, a few runs in a hundred). Its answer and its FIN came before the reset: they
+            # are still read below, and end in a clean close.
+            pass
         while True:
             piece = s.recv(65536)
             if not piece:
