@@ -260,16 +260,22 @@ function metricCells(m) {
   else if (avail !== undefined && total) mem = `${bytes(total - avail)} / ${bytes(total)}`;
   else if (num('mem_percent') !== undefined) mem = `${Math.round(num('mem_percent'))}%`;
 
+  /* A GPU is named by its index, and by the start of its uuid when the heartbeat carries one
+   * (the full uuid is its tooltip). */
   const gpus = Array.isArray(m.gpus) ? m.gpus : (Array.isArray(m.gpu) ? m.gpu : []);
   const gpu = gpus.map((g, i) => {
+    if (!g || typeof g !== 'object') return null;
     const util = g.utilization_pct ?? g.utilization ?? g.util;
     const gu = g.memory_used_bytes ?? g.mem_used_bytes, gt = g.memory_total_bytes ?? g.mem_total_bytes;
     const gum = g.memory_used_mib, gtm = g.memory_total_mib;
+    const uuid = typeof g.uuid === 'string' && g.uuid ? g.uuid : undefined;
     let memText = '';
     if (typeof gu === 'number' && typeof gt === 'number') memText = ` ${bytes(gu)}/${bytes(gt)}`;
     else if (typeof gum === 'number' && typeof gtm === 'number') memText = ` ${bytes(gum * 1048576)}/${bytes(gtm * 1048576)}`;
-    return `GPU${g.index ?? i}: ${typeof util === 'number' ? Math.round(util) + '%' : '?'}${memText}`;
-  }).join(', ');
+    const label = `GPU${g.index ?? i}${uuid ? ` (${shortId(uuid)})` : ''}`;
+    return el('span', { class: 'gpu', title: uuid, dataset: uuid ? { gpuUuid: uuid } : {} },
+      `${label}: ${typeof util === 'number' ? Math.round(util) + '%' : '?'}${memText}`);
+  }).filter(Boolean).flatMap((span, i) => (i ? [', ', span] : [span]));
   return [cpu, mem, gpu];
 }
 

@@ -50,6 +50,17 @@ async function appears(page, selector, timeout = TIMEOUT) {
 const jobRow = (id) => `#jobs-body tr[data-job-id="${id}"]`;
 const jobState = (id, s) => `${jobRow(id)} [data-status="${s}"]`;
 
+// Each GPU by its index; one with a uuid also by the uuid's start, and the full uuid as its tooltip.
+async function gpusShowTheirUuids(page) {
+  const row = `#workers-body tr[data-worker-id="${FIXTURE.gpu_worker}"]`;
+  const shown = await page.$$eval(`${row} .gpu`, (els) => els.map((e) => ({
+    text: e.textContent, title: e.getAttribute('title'), uuid: e.dataset.gpuUuid ?? null })));
+  ok(JSON.stringify(shown) === JSON.stringify(FIXTURE.gpus_shown), 'each GPU is shown by its index, and by its uuid when it has one',
+     `got ${JSON.stringify(shown)}\nwant ${JSON.stringify(FIXTURE.gpus_shown)}`);
+  const cell = await page.$eval(`${row} .gpu`, (e) => e.parentElement.textContent).catch(() => null);
+  ok(cell === FIXTURE.gpu_cell, 'the GPU cell lists them in order', `got ${JSON.stringify(cell)}`);
+}
+
 async function followJobLive(page) {
   const submitted = await api('POST', '/jobs', { command: 'echo', args: ['followed', 'live'], priority: 1000 });
   const id = submitted.body && submitted.body.job_id;
@@ -144,6 +155,7 @@ async function main() {
     for (const w of FIXTURE.workers || []) ok(await appears(page, `#workers-body tr[data-worker-id="${w}"]`), `worker ${w} is listed`);
     ok(await appears(page, `#workers-body tr[data-worker-id="${FIXTURE.gpu_worker}"] >> text=${FIXTURE.gpu_text}`),
        'the GPU worker shows its heartbeat metrics');
+    await gpusShowTheirUuids(page);
     ok(await appears(page, `#counts [data-state="COMPLETED"] b`), 'queue depth by state is shown');
 
     await followJobLive(page);

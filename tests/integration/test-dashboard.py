@@ -3,11 +3,12 @@
 
 The control plane serves the dashboard from the source tree's ui/ (--ui-directory). Simulated
 workers (plain HTTP with the worker token, as entropy-worker would) register and heartbeat with
-CPU, memory and GPU metrics; fixture jobs are created in several states. Then
-tests/browser/dashboard-test.mjs (playwright-core driving Debian's /usr/bin/chromium, never a
-downloaded browser) checks that the page loads without console errors, lists those jobs and
-workers, follows a new job from PENDING to COMPLETED live, aborts a job with its button, drains a
-worker, and saves a screenshot to $ENTROPY_BUILDDIR/test-artifacts/dashboard.png.
+CPU, memory and GPU metrics (one GPU with a uuid, one without); fixture jobs are created in
+several states. Then tests/browser/dashboard-test.mjs (playwright-core driving Debian's
+/usr/bin/chromium, never a downloaded browser) checks that the page loads without console errors,
+lists those jobs and workers, shows each GPU by its index and, when it has one, its uuid, follows
+a new job from PENDING to COMPLETED live, aborts a job with its button, drains a worker, and saves
+a screenshot to $ENTROPY_BUILDDIR/test-artifacts/dashboard.png.
 
 playwright-core is installed into the build tree from tests/browser/package-lock.json with
 `npm ci`; npm's cache makes later runs work offline. When node, npm or chromium is absent, or the
@@ -29,6 +30,7 @@ BROWSER_SRC = os.path.join(SRCDIR, "tests", "browser")
 BROWSER_DIR = os.path.join(BUILDDIR, "tests", "browser")
 ARTIFACTS = os.path.join(BUILDDIR, "test-artifacts")
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+GPU_UUID = "GPU-5d2b6a77-0b9a-4c1e-9f3a-2b7c8d9e0f12"
 
 # Workers must stay ONLINE for the whole run (drain needs it), so no fast timeouts here.
 OPTIONS = {
@@ -96,8 +98,12 @@ def run_to_completion(t, cp, worker_id):
 def test_dashboard_in_chromium(t):
     cp = t.control_plane(options=OPTIONS)
     gpu_metrics = {"cpu_load1": 1.25, "cpu_count": 16, "mem_used_bytes": 6 * 2**30, "mem_total_bytes": 32 * 2**30,
+                   # As entropy-worker sends them (worker/host-metrics.c), but the first has no uuid:
+                   # nvidia-smi gave none, or the heartbeat had no room for it.
                    "gpus": [{"index": 0, "name": "test GPU", "utilization_pct": 37,
-                             "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 24 * 2**30}]}
+                             "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 24 * 2**30},
+                            {"index": 1, "uuid": GPU_UUID, "name": "test GPU", "utilization_pct": 80,
+                             "memory_used_bytes": 20 * 2**30, "memory_total_bytes": 80 * 2**30}]}
     register(cp, "w-gpu", ["gpu"], gpu_metrics)
     register(cp, "w-cpu", ["cpu"], {"cpu_load1": 0.5, "cpu_count": 4, "mem_used_bytes": 2**30,
                                     "mem_total_bytes": 8 * 2**30})
@@ -124,6 +130,10 @@ def test_dashboard_in_chromium(t):
         "search_term": "unique-scene-name",
         "gpu_worker": "w-gpu",
         "gpu_text": "GPU0: 37%",
+        # Each GPU of gpu_worker as shown: its text, its tooltip and its data-gpu-uuid.
+        "gpus_shown": [{"text": "GPU0: 37% 3.0 GiB/24 GiB", "title": None, "uuid": None},
+                       {"text": "GPU1 (GPU-5d2b6a77\u2026): 80% 20 GiB/80 GiB", "title": GPU_UUID, "uuid": GPU_UUID}],
+        "gpu_cell": "GPU0: 37% 3.0 GiB/24 GiB, GPU1 (GPU-5d2b6a77\u2026): 80% 20 GiB/80 GiB",
         "worker_for_claims": "w-cpu",
         "drainable": "w-gpu",
     }
