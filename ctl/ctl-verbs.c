@@ -819,7 +819,7 @@ const Verb ctl_verbs[] = {
         {"list-workers", verb_list_workers, "", "List workers and their state"},
         {"drain", verb_drain, "WORKER", "Give a worker no new jobs (its running jobs go on)"},
         {"resume", verb_resume, "WORKER", "Undo drain"},
-        {"remove-worker", verb_remove_worker, "WORKER", "Forget an OFFLINE worker that holds no job"},
+        {"remove-worker", verb_remove_worker, "WORKER", "Forget an OFFLINE worker that no job is bound to"},
         {"events", verb_events, "[-f|--follow] [--job=ID] [--worker=ID] [--event=NAME] [--since=EVENT-ID] [--limit=N]",
          "Show the audit trail"},
         {"reconcile", verb_reconcile, "", "Run a reconciler sweep now"},

@@ -63,7 +63,7 @@ static const ConfOption control_options[] = {
         {"worker-retention-days", 0, CONF_INT, S(worker_retention_days), "0", "DAYS",
          "Days an OFFLINE worker holding no job is kept after it was last seen; 0 keeps it forever", 0, 36500},
         {"retention-interval", 0, CONF_TIMESPAN, S(retention_interval), "1h", "SPAN",
-         "How often old jobs and events are deleted; 0 turns the sweep off", 0, 0},
+         "How often old jobs, events and workers are deleted; 0 turns the sweep off", 0, 0},
         {"max-body-size", 0, CONF_INT, S(max_body_size), "1048576", "BYTES",
          "Largest HTTP request body accepted; larger ones get 413", 1024, 64 * 1024 * 1024},
         {"max-connections", 0, CONF_INT, S(max_connections), "1024", "N", "Most HTTP connections served at once", 1,

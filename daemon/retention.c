@@ -197,21 +197,20 @@ int retention_sweep(Control *c, RetentionCounts *ret) {
         usec_t events_before = retention_cutoff(c, c->settings.event_retention_days);
         usec_t workers_before = retention_cutoff(c, c->settings.worker_retention_days);
         RetentionCounts n = {};
-        int r;
+        int r, k;
 
         r = jobs_before > 0 ? delete_jobs(c, jobs_before, &n.jobs) : 0;
         if (r < 0)
-                return log_error_errno(r, "Retention sweep of jobs failed: %m");
-        r = events_before > 0 ? delete_events(c, events_before, &n.events) : 0;
-        if (r < 0)
-                return log_error_errno(r, "Retention sweep of audit events failed: %m");
-        r = workers_before > 0 ? delete_workers(c, workers_before, &n.workers) : 0;
-        if (r < 0)
-                return log_error_errno(r, "Retention sweep of workers failed: %m");
-        r = record(c, &n);
-        if (r < 0)
-                return log_error_errno(r, "Failed to record the retention sweep: %m");
+                log_error_errno(r, "Retention sweep of jobs failed: %m");
+        if (r >= 0 && events_before > 0 && (r = delete_events(c, events_before, &n.events)) < 0)
+                log_error_errno(r, "Retention sweep of audit events failed: %m");
+        if (r >= 0 && workers_before > 0 && (r = delete_workers(c, workers_before, &n.workers)) < 0)
+                log_error_errno(r, "Retention sweep of workers failed: %m");
+        /* What went before a failure is recorded all the same: each batch has committed. */
+        k = record(c, &n);
+        if (k < 0)
+                log_error_errno(k, "Failed to record the retention sweep: %m");
         if (ret)
                 *ret = n;
-        return 0;
+        return r < 0 ? r : k;
 }

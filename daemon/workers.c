@@ -553,22 +553,39 @@ int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain)
 
 /* ---- removal ---- */
 
+/* The jobs bound to a worker: those it runs, and those whose result from it would still be
+ * accepted (LOST or RETRYING keep its assignment until they are handed to someone else, and a
+ * replay of its results must find it registered). */
+static int jobs_bound_to(Control *c, const char *worker_id, char ***ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store,
+                              "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? AND (status = "
+                              "'ASSIGNED' OR status = 'RUNNING' OR status = 'LOST' OR status = 'RETRYING') "
+                              "ORDER BY job_id",
+                              &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        return store_collect_strings(c->store, st, ret);
+}
+
 /* Why worker w may not be forgotten now (-EBUSY with the reason in err), or 0. */
 static int removal_refused(Control *c, const Worker *w, OpError *err) {
-        _cleanup_strv_free_ char **held = NULL;
+        _cleanup_strv_free_ char **bound = NULL;
         int r;
 
         if (w->state != WORKER_OFFLINE)
                 return op_error_set(err, -EBUSY, "worker %s is %s: only an OFFLINE worker can be removed", w->worker_id,
                                     worker_state_to_string(w->state));
-        r = jobs_held_by(c, w->worker_id, &held);
+        r = jobs_bound_to(c, w->worker_id, &bound);
         if (r < 0)
                 return r;
-        if (strv_length(held) > 0)
+        if (strv_length(bound) > 0)
                 return op_error_set(err, -EBUSY,
-                                    "worker %s still holds %zu job(s), %s first: abort them or wait for "
-                                    "their leases to expire",
-                                    w->worker_id, strv_length(held), held[0]);
+                                    "worker %s still holds %zu job(s) or may still report their results (%s first): "
+                                    "abort them, or wait until they are retried elsewhere",
+                                    w->worker_id, strv_length(bound), bound[0]);
         return 0;
 }
 

@@ -102,7 +102,8 @@ int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const c
 int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain);
 
 /* Forgets a worker for good: its row goes, audited as worker.removed. Only an OFFLINE worker
- * that holds no ASSIGNED or RUNNING job: -EBUSY otherwise, -ENOENT unknown (reasons in err). Its
+ * with no job bound to it (ASSIGNED or RUNNING, or LOST or RETRYING under its assignment, whose
+ * result it may still report or replay): -EBUSY otherwise, -ENOENT unknown (reasons in err). Its
  * jobs' history keeps its id; if it comes back it registers again as a new worker. */
 int worker_remove(Control *c, const Origin *o, const char *worker_id, OpError *err);
 

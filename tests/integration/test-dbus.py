@@ -335,7 +335,7 @@ def test_removed_workers_announce_interfaces_removed(t):
         h.FakeWorker(cp, w)
     h.expect_error(t, bus, ERR + "NoSuchWorker", "RemoveWorker", "s", "nobody")
     e = h.expect_error(t, bus, ERR + "Conflict", "RemoveWorker", "s", "w-rm")
-    t.ok(e and "ONLINE" in e.message, f"an ONLINE worker is refused, saying so: {e and e.message}")
+    t.ok(e and "only an OFFLINE worker" in e.message, f"a worker not OFFLINE is refused, saying so: {e and e.message}")
     path = h.worker_path("w-rm")
     t.wait_for(lambda: h.get_property(t, bus, path, h.WORKER_IFACE, "Status") == "OFFLINE", 10, "w-rm OFFLINE")
     t.eq(h.call(t, bus, "RemoveWorker", "s", "w-rm"), [], "RemoveWorker of an OFFLINE worker")

@@ -108,24 +108,32 @@ def test_every_endpoint_refuses_missing_wrong_and_other_role_token(t):
 
 @test
 def test_remove_worker_forgets_only_an_offline_worker_holding_nothing(t):
-    cp = t.control_plane(options={"disconnect-timeout": "300ms", "heartbeat-timeout": "1s", "lease-timeout": "1s"})
+    # Workers OFFLINE within a second; a job taken back from one waits an hour for its retry.
+    cp = t.control_plane(options={"disconnect-timeout": "300ms", "heartbeat-timeout": "1s", "lease-timeout": "1s",
+                                  "retry-backoff": "1h", "retry-backoff-max": "1h"})
     for w in ("w-gone", "w-busy"):
         t.eq(cp.worker("POST", "/register", {"worker_id": w, "capabilities": []})[0], 200, f"{w} registers")
     job_id = cp.submit("true")
-    t.eq(cp.worker("GET", "/next-job?worker_id=w-busy")[0], 200, "w-busy claims a job")
+    s, job = cp.worker("GET", "/next-job?worker_id=w-busy")
+    t.eq(s, 200, "w-busy claims a job")
+    t.eq(cp.worker("POST", "/ack", {"job_id": job_id, "worker_id": "w-busy",
+                                    "assignment_id": job["assignment_id"]})[0], 200, "and runs it")
 
     s, body = cp.admin("POST", "/remove-worker", {})
     is_json_error(t, s, body, 400, "no worker_id")
     s, body = cp.admin("POST", "/remove-worker", {"worker_id": "nobody"})
     is_json_error(t, s, body, 404, "an unknown worker")
     s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-gone"})
-    is_json_error(t, s, body, 409, "an ONLINE worker")
-    t.ok("ONLINE" in body["error"], f"the refusal says why: {body['error']}")
+    is_json_error(t, s, body, 409, "a worker not OFFLINE")
+    t.ok("only an OFFLINE worker" in body["error"], f"the refusal says why: {body['error']}")
 
     def offline():
         return all(w["status"] == "OFFLINE" for w in cp.admin("GET", "/workers")[1])
     t.wait_for(offline, 10, "both workers OFFLINE", lambda: cp.admin("GET", "/workers")[1])
-    cp.wait_job_state(job_id, ["PENDING", "RETRYING"])
+    cp.wait_job_state(job_id, "RETRYING")
+    s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-busy"})
+    is_json_error(t, s, body, 409, "an OFFLINE worker whose job's result would still be accepted")
+    t.ok(job_id in body["error"] and "may still report" in body["error"], f"naming the job: {body['error']}")
     s, body = cp.admin("POST", "/remove-worker", {"worker_id": "w-gone"}, headers={"X-Request-ID": "rm-1"})
     t.eq((s, body), (200, {"status": "removed", "worker_id": "w-gone"}), "an OFFLINE worker holding nothing goes")
     t.eq([w["worker_id"] for w in cp.admin("GET", "/workers")[1]], ["w-busy"], "and is no longer listed")

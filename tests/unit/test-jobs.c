@@ -711,12 +711,21 @@ static void test_remove_worker_only_when_offline_and_holding_nothing(void) {
 
         reconcile_sweep(c, NULL);
         is_int(test_job_state(c, id), JOB_RETRYING, "the reconciler took its job back (LOST, then RETRYING)");
+        is_int(worker_remove(c, NULL, "w1", &err), -EBUSY, "its late result would still be accepted: 409");
+        ok(strstr(err.message, "may still report") != NULL, "saying so (%s)", err.message);
+        test_advance(c, c->settings.retry_backoff + USEC_PER_SEC);
+        reconcile_sweep(c, NULL);
+        is_int(test_job_state(c, id), JOB_PENDING, "the job waits for another worker");
         is_int(worker_remove(c, NULL, "w1", &err), 0, "then it can be removed");
         is_int(worker_get(c, "w1", &w), -ENOENT, "it is gone");
         is_int(test_count_events(c, "worker.removed", NULL), 1, "audited");
-        _cleanup_(job_freep) Job *j = NULL;
-        jobs_get(c, id, &j);
-        ok(j && streq_ptr(j->worker_id, "w1"), "its job's record keeps its id");
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(c->store->db, "SELECT count(*) FROM audit_events WHERE worker_id = 'w1' AND job_id = ?",
+                           -1, &st, NULL);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        ok(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) >= 3,
+           "its job's history keeps its id (assigned, running, lost)");
+        sqlite3_finalize(st);
         is_int(worker_remove(c, NULL, "w1", &err), -ENOENT, "removing it again: 404");
 
         reg.nonce = "second-host";

@@ -149,11 +149,16 @@ static void test_worker_retention_removes_offline_workers_holding_no_job(void) {
         w = worker_free(w);
         is_int(test_count_events(c, "worker.removed", NULL), 1, "the removal is audited");
 
-        /* Right after a restart every worker counts as seen then: none is OFFLINE yet. */
+        /* A job LOST under its assignment still binds it: its result would be accepted. */
         test_force(c, "status = 'LOST'", id);
+        is_int(retention_sweep(c, &del), 0, "sweep with the job LOST");
+        is_int(del.workers, 0, "w-busy is kept while its job is LOST");
+
+        /* Right after a restart every worker counts as seen then: none is OFFLINE yet. */
+        test_force(c, "status = 'COMPLETED'", id);
         c->started_at = c->clock_override;
         is_int(retention_sweep(c, &del), 0, "sweep just after a restart");
-        is_int(del.workers, 0, "w-busy, no longer holding a job, waits until it is OFFLINE again");
+        is_int(del.workers, 0, "w-busy, its job done, waits until it is OFFLINE again");
         test_advance(c, c->settings.heartbeat_timeout + USEC_PER_SEC);
         is_int(retention_sweep(c, &del), 0, "sweep once it is");
         is_int(del.workers, 1, "now it goes");
