@@ -42,6 +42,10 @@ int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t
 
 /* Ids of the jobs a worker holds (ASSIGNED or RUNNING). */
 int jobs_held_by(Control *c, const char *worker_id, char ***ret);
+/* Those and the jobs whose result from the worker would still be accepted: LOST or RETRYING keep
+ * its assignment until they are handed to someone else (and a replay of its results must find it
+ * registered). */
+int jobs_bound_to(Control *c, const char *worker_id, char ***ret);
 
 /* Commits *tx when r is success or a refusal (its audit rows are kept), else leaves it for the
  * cleanup to roll back. Returns r, or the commit's error. */

@@ -340,21 +340,32 @@ int jobs_list(Control *c, const JobFilter *f, Job ***ret, size_t *ret_n) {
         return collect_jobs(c, st, ret, ret_n);
 }
 
-int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
+/* The ids sql (one parameter: the worker id) selects, in order. */
+static int worker_job_ids(Control *c, const char *sql, const char *worker_id, char ***ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r;
-
-        r = store_prepare(c->store,
-                          /* jobs_held: only unfinished jobs, not every job the worker ever ran (the
-                           * status terms imply the partial index's, so that it may be used) */
-                          "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
-                          "AND (status = 'ASSIGNED' OR status = 'RUNNING') ORDER BY job_id",
-                          &st);
+        int r = store_prepare(c->store, sql, &st);
         if (r < 0)
                 return r;
         if (store_bind_text(st, 1, worker_id) < 0)
                 return -ENOMEM;
         return store_collect_strings(c->store, st, ret);
+}
+
+/* Both walk jobs_held: only unfinished jobs, not every job the worker ever ran (the status terms
+ * imply the partial index's, so that it may be used). */
+int jobs_held_by(Control *c, const char *worker_id, char ***ret) {
+        return worker_job_ids(c,
+                              "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? "
+                              "AND (status = 'ASSIGNED' OR status = 'RUNNING') ORDER BY job_id",
+                              worker_id, ret);
+}
+
+int jobs_bound_to(Control *c, const char *worker_id, char ***ret) {
+        return worker_job_ids(c,
+                              "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? AND (status = "
+                              "'ASSIGNED' OR status = 'RUNNING' OR status = 'LOST' OR status = 'RETRYING') "
+                              "ORDER BY job_id",
+                              worker_id, ret);
 }
 
 int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret) {

@@ -553,23 +553,6 @@ int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain)
 
 /* ---- removal ---- */
 
-/* The jobs bound to a worker: those it runs, and those whose result from it would still be
- * accepted (LOST or RETRYING keep its assignment until they are handed to someone else, and a
- * replay of its results must find it registered). */
-static int jobs_bound_to(Control *c, const char *worker_id, char ***ret) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "SELECT job_id FROM jobs INDEXED BY jobs_held WHERE worker_id = ? AND (status = "
-                              "'ASSIGNED' OR status = 'RUNNING' OR status = 'LOST' OR status = 'RETRYING') "
-                              "ORDER BY job_id",
-                              &st);
-        if (r < 0)
-                return r;
-        if (store_bind_text(st, 1, worker_id) < 0)
-                return -ENOMEM;
-        return store_collect_strings(c->store, st, ret);
-}
-
 /* Why worker w may not be forgotten now (-EBUSY with the reason in err), or 0. */
 static int removal_refused(Control *c, const Worker *w, OpError *err) {
         _cleanup_strv_free_ char **bound = NULL;
