@@ -185,8 +185,8 @@ int api_get_workers(Control *c, const HttpRequest *req, HttpResponse *resp) {
         return api_reply(resp, 200, a);
 }
 
-/* POST /remove-worker {"worker_id": ...}: forget an OFFLINE worker that holds no job.
- * 200 {status: "removed", worker_id}; 404 unknown; 409 not OFFLINE, or it holds jobs. */
+/* POST /remove-worker {"worker_id": ...}: forget an OFFLINE worker that no job is bound to.
+ * 200 {status: "removed", worker_id}; 404 unknown; 409 not OFFLINE, or a job is bound to it. */
 int api_post_remove_worker(Control *c, const HttpRequest *req, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
         const char *worker_id;

@@ -22,6 +22,7 @@ observable condition with `t.wait_for`, never a fixed sleep.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,6 +65,64 @@ def socket_fds(pid):
         if target.startswith("socket:["):
             out[int(fd)] = target[len("socket:["):-1]
     return out
+
+
+def exchange(cp, request, timeout=10):
+    """Sends a raw request and reads until the server closes (or `timeout` passes without a byte):
+    (every byte received, whether the server closed the connection cleanly)."""
+    s = socket.create_connection(("127.0.0.1", cp.port), timeout=timeout)
+    data, closed = b"", False
+    try:
+        try:
+            s.sendall(request)
+        except OSError:
+            # Refused after reading part of it (16 KiB of a longer head): the server closes with
+            # our other bytes unread, and its reset can reach us while we are still sending (a
+            # race, a few runs in a hundred). Its answer and its FIN came before the reset: they
+            # are still read below, and end in a clean close.
+            pass
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                closed = True
+                break
+            data += piece
+    except OSError:
+        pass  # a reset or the timeout: not a clean close
+    finally:
+        s.close()
+    return data, closed
+
+
+def status_lines(data):
+    """The status of every status line in data, also one glued to the end of a previous body."""
+    return [m.decode() for m in re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)]
+
+
+def content_length(response_head):
+    for line in response_head.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
+def mhd_refusal(t, what, data, closed, status_line, copies=1):
+    """Checks an answer libmicrohttpd made itself (docs/http-api.md, "Refusals made by
+    libmicrohttpd"): `copies` times the same status line and headers (0.9.75 sends them twice for a
+    Content-Length it cannot read), each with Connection: close and the length of the body that
+    follows; its short HTML body, not the JSON error; then the connection closed cleanly."""
+    code = status_line.split(" ")[1]
+    t.eq(status_lines(data), [code] * copies, f"{what}: {copies} status line(s), {code}")
+    *heads, body = data.split(b"\r\n\r\n", copies)
+    undated = [re.sub(rb"\r\nDate: [^\r]*", b"", h) for h in heads]
+    t.eq([h.split(b"\r\n", 1)[0].decode() for h in heads], [status_line] * copies, f"{what}: {status_line}")
+    t.eq(len(set(undated)), 1, f"{what}: every copy of the head is the same, Date aside: {heads!r}")
+    for h in heads:
+        t.ok(b"\r\nConnection: close\r\n" in h + b"\r\n", f"{what}: Connection: close, got {h!r}")
+        t.eq(content_length(h), len(body), f"{what}: Content-Length is the length of the body")
+    t.ok(body.startswith(b"<html>") and body.endswith(b"</html>"),
+         f"{what}: libmicrohttpd's HTML body, not the JSON error, got {body!r}")
+    t.ok(closed, f"{what}: the connection is closed after it, cleanly")
 
 
 def free_port():
