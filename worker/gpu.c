@@ -299,6 +299,34 @@ int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, cha
         return 0;
 }
 
+int gpu_parse_visible(const char *value, char ***ret, const char **stopped_at) {
+        _cleanup_strv_free_ char **l = NULL;
+        const char *p = value;
+
+        *stopped_at = NULL;
+        while (p && *p) {
+                size_t lead = strspn(p, " \t"), n = strcspn(p + lead, ","), len = n;
+                _cleanup_free_ char *id = NULL;
+
+                while (len > 0 && strchr(" \t", p[lead + len - 1]))
+                        len--;
+                id = strndup(p + lead, len);
+                if (!id)
+                        return -ENOMEM;
+                if (!gpu_id_is_valid(id)) {
+                        *stopped_at = p;
+                        break;
+                }
+                if (strv_consume(&l, TAKE_PTR(id)) < 0)
+                        return -ENOMEM;
+                p += lead + n;
+                if (*p == ',')
+                        p++;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 const char *gpu_for_slot(char **gpus, size_t slot) {
         size_t n = strv_length(gpus);
         return n == 0 ? NULL : gpus[slot % n];

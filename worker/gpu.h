@@ -3,7 +3,8 @@
  * devices is replaced by them, each its own GPU. When that program is missing or fails, they are
  * the /dev/nvidia<N> device nodes, named by CUDA ordinal (0 to n-1, as CUDA counts the devices it
  * sees), not by N. The `gpus` setting overrides both. Slot i of the worker gets GPU list[i % n] as
- * CUDA_VISIBLE_DEVICES, which takes ordinals and GPU-/MIG- UUIDs alike. Also the start of
+ * CUDA_VISIBLE_DEVICES, which takes ordinals and GPU-/MIG- UUIDs alike. Without `gpus`, a
+ * CUDA_VISIBLE_DEVICES in the worker's own environment takes the place of detection. Also the start of
  * nvidia-smi itself, shared with host-metrics.c. */
 #pragma once
 
@@ -20,6 +21,11 @@
  * the program asked first (a path, or a name looked up in $PATH); NULL or "": none, the device
  * nodes only. */
 int gpu_detect(char **override, const char *dev_dir, const char *nvidia_smi, char ***ret);
+/* The GPUs of the worker's own CUDA_VISIBLE_DEVICES (`value`), read as CUDA reads it: entries
+ * separated by commas, spaces around them ignored, up to the first entry that is not a GPU id
+ * ("0,2,-1,1" is 0 and 2; "" and "-1" are none). *stopped_at: that entry, or NULL when every
+ * entry was taken (points into value). 0 or -ENOMEM. */
+int gpu_parse_visible(const char *value, char ***ret, const char **stopped_at);
 /* CUDA_VISIBLE_DEVICES for a slot, or NULL when there are no GPUs. */
 const char *gpu_for_slot(char **gpus, size_t slot);
 /* An id CUDA_VISIBLE_DEVICES takes as one entry: an ordinal (digits), GPU-<hex and dashes>, or

@@ -406,7 +406,7 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         const char *step = "spawn";
         uint64_t start = 0;
         JobEnv je = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
-                      gpu_for_slot(w->gpus, r->slot) };
+                      gpu_for_slot(w->gpus, r->slot) ?: w->gpus_hidden };
         int k;
 
         k = executor_build_env(environ, w->token, &je, &env);

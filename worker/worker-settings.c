@@ -57,7 +57,7 @@ static const ConfOption worker_options[] = {
         OPT("stop-mode", CONF_STRING, stop_mode, "wait", "wait|handback", "What SIGTERM does to running jobs"),
         OPT("log-level", CONF_STRING, log_level, "info", "LEVEL", "Maximum log level"),
         OPT("gpus", CONF_STRV, gpus, NULL, "LIST",
-            "GPUs for the slots: indices or GPU-/MIG- UUIDs (overrides detection), or none"),
+            "GPUs for the slots: indices or GPU-/MIG- UUIDs (overrides detection and CUDA_VISIBLE_DEVICES), or none"),
         OPT("nvidia-smi", CONF_STRING, nvidia_smi, "nvidia-smi", "PROGRAM",
             "Program asked for GPU utilisation and memory reported in heartbeats; empty: none"),
         OPT("gpu-metrics-interval", CONF_TIMESPAN, gpu_metrics_interval, "10s", "SPAN",

@@ -376,8 +376,38 @@ static int worker_setup_identity(Worker *w) {
         return 0;
 }
 
+/* An operator who restricts the worker's GPUs with Environment=CUDA_VISIBLE_DEVICES= means its
+ * jobs: the slots share out what it names instead of every GPU detected, and when it names none,
+ * the jobs get it as it is, so that CUDA hides the GPUs from them too. */
+static int worker_setup_inherited_gpus(Worker *w, const char *visible) {
+        const char *stopped_at;
+        int k = gpu_parse_visible(visible, &w->gpus, &stopped_at);
+
+        if (k < 0)
+                return log_oom();
+        if (stopped_at)
+                log_notice("CUDA_VISIBLE_DEVICES=%s: CUDA sees no GPU from '%s' on; neither do the slots.", visible,
+                           stopped_at);
+        if (strv_length(w->gpus) == 0) {
+                w->gpus_hidden = strdup(visible);
+                if (!w->gpus_hidden)
+                        return log_oom();
+                log_info("CUDA_VISIBLE_DEVICES=%s in the worker's environment names no GPU: jobs get it as it is.",
+                         visible);
+        } else
+                log_info("Slots get the %zu GPUs of the worker's CUDA_VISIBLE_DEVICES=%s.", strv_length(w->gpus),
+                         visible);
+        return 0;
+}
+
 static int worker_setup_capabilities(Worker *w) {
-        int k = gpu_detect(w->settings.gpus, "/dev", w->settings.nvidia_smi, &w->gpus);
+        const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+        int k;
+
+        if (!w->settings.gpus && visible)
+                k = worker_setup_inherited_gpus(w, visible);
+        else
+                k = gpu_detect(w->settings.gpus, "/dev", w->settings.nvidia_smi, &w->gpus);
         if (k < 0)
                 return k;
         w->capabilities = strv_copy(w->settings.capabilities);
@@ -525,6 +555,7 @@ Worker *worker_free(Worker *w) {
         free(w->nonce);
         strv_free(w->capabilities);
         strv_free(w->gpus);
+        free(w->gpus_hidden);
         worker_settings_free(&w->settings);
         free(w);
         return NULL;

@@ -118,6 +118,7 @@ struct Worker {
         char instance_id[RANDOM_ID_SIZE];
         char **capabilities; /* configured plus detected (gpu) */
         char **gpus;
+        char *gpus_hidden; /* the worker's own CUDA_VISIBLE_DEVICES when it left no GPU: its jobs get it */
         HostMetrics *host_metrics; /* CPU, memory and GPU figures for heartbeats */
         StopMode stop_mode;
         ArtifactBackend backend;

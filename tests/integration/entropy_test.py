@@ -199,6 +199,8 @@ class Daemon:
     def __init__(self, ctx, name, argv, env=None, notify=True, pass_fds=()):
         self.ctx, self.name, self.argv = ctx, name, argv
         self.env = dict(os.environ)
+        # The worker reads its own: a test's daemons get the GPUs the test gives them, not this host's.
+        self.env.pop("CUDA_VISIBLE_DEVICES", None)
         self.env.update(env or {})
         self.notify = notify
         self.pass_fds = pass_fds

@@ -274,6 +274,65 @@ def test_slots_get_the_gpus_nvidia_smi_lists_by_uuid(t):
     t.ok("gpu" in caps, f"gpu capability announced: {caps}")
 
 
+def fake_nvidia_smi(t):
+    """An nvidia-smi that lists the two GPUs of GPU_UUIDS."""
+    smi = os.path.join(t.tmp, "nvidia-smi")
+    with open(smi, "w") as f:
+        f.write("#!/bin/sh\n[ \"$1\" = -L ] || exit 1\n"
+                f"echo 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: {GPU_UUIDS[0]})'\n"
+                f"echo 'GPU 1: NVIDIA A100-SXM4-40GB (UUID: {GPU_UUIDS[1]})'\n")
+    os.chmod(smi, 0o755)
+    return smi
+
+
+def slot_gpus_seen(t, cp, w, n):
+    """Runs n jobs at once on w; [(ENTROPY_SLOT, CUDA_VISIBLE_DEVICES or "unset")] they saw, sorted."""
+    log = os.path.join(t.tmp, "runs.log")
+    jobs = [submit(cp, timed_job(log, 1, tag=f"job{i}:$ENTROPY_SLOT:${{CUDA_VISIBLE_DEVICES-unset}}"))
+            for i in range(n)]
+    for j in jobs:
+        cp.wait_job_state(j, "COMPLETED", timeout=15)
+    return sorted(tuple(tag.split(":")[1:]) for tag in logged_runs(log))
+
+
+def worker_capabilities(cp, worker_id):
+    status, workers = cp.admin("GET", "/workers")
+    return [x for x in workers if x["worker_id"] == worker_id][0]["capabilities"]
+
+
+@test
+def test_the_workers_own_cuda_visible_devices_gives_the_slots_their_gpus(t):
+    """An operator who sets CUDA_VISIBLE_DEVICES for the worker (Environment= in a drop-in) keeps
+    its jobs on those GPUs: the slots share out what it names, in its order, and not every GPU
+    nvidia-smi lists (the jobs used to get those, the worker's own variable being scrubbed)."""
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"slots": "2", "nvidia-smi": fake_nvidia_smi(t)},
+                      env={"CUDA_VISIBLE_DEVICES": f"{GPU_UUIDS[1]}, 3,-1,0"}).start()
+    t.eq(slot_gpus_seen(t, cp, w, 2), [("0", GPU_UUIDS[1]), ("1", "3")],
+         "slot 0 got the first GPU named, slot 1 the second; nothing from the -1 on")
+    t.ok("gpu" in worker_capabilities(cp, "w1"), "gpu capability announced")
+    t.ok("CUDA sees no GPU from '-1,0' on" in w.log_text(), "the worker said where the list stops")
+
+
+@test
+def test_a_cuda_visible_devices_naming_no_gpu_hides_them_from_jobs(t):
+    """CUDA_VISIBLE_DEVICES=-1 on the worker hides the host's GPUs: it announces no gpu capability,
+    and its jobs get the variable as it is, so that CUDA hides them from the jobs too."""
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"nvidia-smi": fake_nvidia_smi(t)},
+                      env={"CUDA_VISIBLE_DEVICES": "-1"}).start()
+    t.eq(slot_gpus_seen(t, cp, w, 1), [("0", "-1")], "the job saw CUDA_VISIBLE_DEVICES=-1")
+    t.ok("gpu" not in worker_capabilities(cp, "w1"), "no gpu capability")
+
+
+@test
+def test_gpus_setting_wins_over_the_workers_cuda_visible_devices(t):
+    """--gpus is the worker's own setting: it overrides the variable."""
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"gpus": "5"}, env={"CUDA_VISIBLE_DEVICES": "1"}).start()
+    t.eq(slot_gpus_seen(t, cp, w, 1), [("0", "5")], "the job got --gpus's GPU")
+
+
 @test
 def test_timeout_sigterm_then_sigkill_fails_with_reason(t):
     cp = t.control_plane()

@@ -209,6 +209,41 @@ static void test_the_program_runs_with_a_clean_signal_state(void) {
         }
 }
 
+/* "<ids joined by commas>|<where it stopped, or ->" */
+static char *visible(const char *value) {
+        _cleanup_strv_free_ char **l = NULL;
+        _cleanup_free_ char *ids = NULL;
+        const char *stop = NULL;
+        char *out = NULL;
+
+        if (gpu_parse_visible(value, &l, &stop) < 0)
+                return NULL;
+        ids = strv_join(l, ",");
+        if (!ids || asprintf(&out, "%s|%s", ids, stop ? stop : "-") < 0)
+                return NULL;
+        return out;
+}
+
+/* CUDA's reading: the devices named, in that order, up to the first entry that names none. */
+static void test_the_workers_own_cuda_visible_devices(void) {
+        const char *cases[][3] = {
+                { "1", "1|-", "one index" },
+                { "2,0", "2,0|-", "the order kept" },
+                { " 0 , " A100_1 " ", "0," A100_1 "|-", "spaces around entries ignored" },
+                { "0,2,-1,1", "0,2|-1,1", "stops at the first entry that is not a GPU (CUDA's rule)" },
+                { "-1", "|-1", "-1: no GPU" },
+                { "", "|-", "empty: no GPU" },
+                { "0,,1", "0|,1", "an empty entry stops it" },
+                { "0,1,", "0,1|-", "a trailing comma" },
+                { MIG_0, MIG_0 "|-", "a MIG device" },
+                { "all", "|all", "a word CUDA does not take: no GPU" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *got = visible(cases[i][0]);
+                is_str(got, cases[i][1], "CUDA_VISIBLE_DEVICES=\"%s\": %s", cases[i][0], cases[i][2]);
+        }
+}
+
 static void test_slots_map_to_gpus(void) {
         char *l[] = { (char *) A100_0, (char *) A100_1, NULL };
         is_str(gpu_for_slot(l, 0), A100_0, "slot 0, the first GPU");
@@ -238,6 +273,7 @@ int main(void) {
         test_device_nodes_give_cuda_ordinals();
         test_gpu_ids_taken_by_the_override();
         test_the_program_runs_with_a_clean_signal_state();
+        test_the_workers_own_cuda_visible_devices();
         test_slots_map_to_gpus();
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
