@@ -52,6 +52,9 @@ static inline int job_state_is_terminal(JobState s) {
 #define LIMIT_TEXT_LEN 8192         /* error messages, result summaries, reasons */
 #define LIMIT_RECONNECT_ENTRIES 1024
 #define LIMIT_METRICS_LEN 4096      /* serialized heartbeat metrics */
+#define LIMIT_VERSION_LEN 64        /* the version a worker registers with */
+#define LIMIT_SLOTS 4096            /* the jobs a worker says it runs at once */
+#define LIMIT_GPUS 256              /* the GPUs a worker says its slots share (one per slot at most) */
 #define LIMIT_EVENTS_PAGE 1000      /* audit events in one answer (GET /events, ListEvents) */
 #define EVENTS_PAGE_DEFAULT 200
 #define LIMIT_BODY_DEFAULT (1024 * 1024)

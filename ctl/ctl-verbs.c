@@ -452,7 +452,7 @@ static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **
                 output_json(workers, output_mode(s));
                 return CTL_EXIT_OK;
         }
-        t = table_new("WORKER", "STATE", "JOB", "LAST SEEN", "CAPABILITIES", NULL);
+        t = table_new("WORKER", "STATE", "JOB", "LAST SEEN", "VERSION", "CAPABILITIES", NULL);
         if (!t)
                 return log_oom(), CTL_EXIT_FAILURE;
         n = json_object_array_length(workers);
@@ -470,7 +470,7 @@ static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **
                 }
                 format_ago(seen, sizeof(seen), json_num(w, "last_seen", 0));
                 const char *cells[] = {json_str(w, "worker_id"), state, json_str(w, "current_job_id"), seen,
-                                       capabilities};
+                                       json_str(w, "version"), capabilities};
                 if (table_add_row(t, 1, color_for_state(state), cells) < 0)
                         return log_oom(), CTL_EXIT_FAILURE;
         }

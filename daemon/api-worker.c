@@ -59,7 +59,7 @@ static const char *peer_ip(const char *remote, char *buf, size_t size) {
 
 int api_post_register(Control *c, const HttpRequest *req, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
-        _cleanup_strv_free_ char **caps = NULL;
+        _cleanup_strv_free_ char **caps = NULL, **gpus = NULL;
         WorkerRegistration reg = {};
         JsonError jerr = {};
         OpError err = {};
@@ -75,9 +75,13 @@ int api_post_register(Control *c, const HttpRequest *req, HttpResponse *resp) {
             OPTIONAL(json_get_strv(o, "capabilities", LIMIT_REQUIREMENTS, LIMIT_CAPABILITY_LEN, false, &caps, &jerr)) <
                     0 ||
             OPTIONAL(json_get_int64(o, "wake_port", 0, 65535, false, &reg.wake_port, &jerr)) < 0 ||
-            OPTIONAL(json_get_string(o, "wake_address", INET6_ADDRSTRLEN, false, &reg.wake_address, &jerr)) < 0)
+            OPTIONAL(json_get_string(o, "wake_address", INET6_ADDRSTRLEN, false, &reg.wake_address, &jerr)) < 0 ||
+            OPTIONAL(json_get_string(o, "version", LIMIT_VERSION_LEN, false, &reg.version, &jerr)) < 0 ||
+            OPTIONAL(json_get_int64(o, "slots", 1, LIMIT_SLOTS, false, &reg.slots, &jerr)) < 0 ||
+            OPTIONAL(json_get_strv(o, "gpus", LIMIT_GPUS, LIMIT_CAPABILITY_LEN, false, &gpus, &jerr)) < 0)
                 return api_reply_json_error(resp, &jerr);
         reg.capabilities = caps;
+        reg.gpus = gpus;
         if (reg.wake_port > 0 && !reg.wake_address)
                 reg.wake_address = peer_ip(req->remote, peer, sizeof(peer));
         Origin origin = api_worker_origin(req, reg.worker_id, actor, sizeof(actor));

@@ -103,6 +103,9 @@ DEFINE_STRV_GETTER(worker_get_capabilities, Worker, capabilities)
 DEFINE_TYPED_GETTER(worker_get_last_seen, Worker, last_seen, 't', uint64_t)
 DEFINE_TYPED_GETTER(worker_get_registered, Worker, registered_at, 't', uint64_t)
 DEFINE_TYPED_GETTER(worker_get_draining, Worker, draining, 'b', int)
+DEFINE_STRING_GETTER(worker_get_version, Worker, version)
+DEFINE_TYPED_GETTER(worker_get_slots, Worker, slots, 'u', uint32_t)
+DEFINE_STRV_GETTER(worker_get_gpus, Worker, gpus)
 
 static int worker_get_status(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -159,6 +162,9 @@ static const sd_bus_vtable worker_vtable[] = {
         SD_BUS_PROPERTY("Status", "s", worker_get_status, 0, CHANGE),
         SD_BUS_PROPERTY("Draining", "b", worker_get_draining, 0, CHANGE),
         SD_BUS_PROPERTY("Capabilities", "as", worker_get_capabilities, 0, CHANGE),
+        SD_BUS_PROPERTY("Version", "s", worker_get_version, 0, CHANGE),
+        SD_BUS_PROPERTY("Slots", "u", worker_get_slots, 0, CHANGE),
+        SD_BUS_PROPERTY("GPUs", "as", worker_get_gpus, 0, CHANGE),
         SD_BUS_PROPERTY("CurrentJobId", "s", worker_get_current_job, 0, 0),
         SD_BUS_PROPERTY("LastSeenTimestamp", "t", worker_get_last_seen, 0, 0),
         SD_BUS_PROPERTY("RegisteredTimestamp", "t", worker_get_registered, 0, CONST),
@@ -457,7 +463,7 @@ static void emit_change(Bus *b, const BusChange *ch) {
         else if (job)
                 r = emit_job_changed(b, ch);
         else
-                /* NULL: every property that emits a change: Status, Draining, Capabilities. */
+                /* NULL: every property that emits a change: Status, Draining, Capabilities, Version, Slots, GPUs. */
                 r = sd_bus_emit_properties_changed_strv(b->bus, ch->path, CONTROL_BUS_WORKER_INTERFACE, NULL);
         /* -ENOENT: the object is gone already (retention); nobody can be told about it. */
         if (r < 0 && r != -ENOENT)

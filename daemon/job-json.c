@@ -95,6 +95,11 @@ json_object *worker_to_json(const Worker *w, usec_t now) {
         json_add_string(o, "instance_id", w->instance_id);
         json_add_int64(o, "heartbeat_seq", w->heartbeat_seq);
         json_add_bool(o, "draining", w->draining);
+        json_add_string(o, "version", w->version);
+        if (w->slots > 0)
+                json_add_int64(o, "slots", w->slots);
+        if (w->gpus)
+                json_add_strv(o, "gpus", w->gpus);
         if (w->wake_port > 0) {
                 json_add_int64(o, "wake_port", w->wake_port);
                 json_add_string(o, "wake_address", w->wake_address);

@@ -150,6 +150,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "CREATE INDEX jobs_held ON jobs(worker_id, status) "
         "WHERE status = 'ASSIGNED' OR status = 'RUNNING' OR status = 'LOST' OR status = 'RETRYING';"
         "DROP INDEX jobs_terminal;",
+
+        /* v9: what a worker says it is at registration (NULL, 0: an older worker did not say). */
+        "ALTER TABLE workers ADD COLUMN version TEXT;"
+        "ALTER TABLE workers ADD COLUMN slots INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE workers ADD COLUMN gpus TEXT;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -17,7 +17,8 @@
 
 #define WORKER_SELECT                                                                                                  \
         "SELECT worker_id, instance_id, capabilities, current_job_id, metrics, heartbeat_seq, last_seen, "             \
-        "registered_at, draining, restart_pending, nonce IS NOT NULL, state, wake_port, wake_address FROM workers "
+        "registered_at, draining, restart_pending, nonce IS NOT NULL, state, wake_port, wake_address, version, "      \
+        "slots, gpus FROM workers "
 
 Worker *worker_free(Worker *w) {
         if (!w)
@@ -28,6 +29,8 @@ Worker *worker_free(Worker *w) {
         free(w->current_job_id);
         free(w->metrics);
         free(w->wake_address);
+        free(w->version);
+        strv_free(w->gpus);
         free(w);
         return NULL;
 }
@@ -68,8 +71,11 @@ static int worker_from_row(Control *c, sqlite3_stmt *st, Worker **ret, WorkerSta
         if (ret_stored)
                 *ret_stored = worker_state_from_string((const char *) sqlite3_column_text(st, 11));
         w->wake_port = (uint16_t) CLAMP(sqlite3_column_int64(st, 12), 0, 65535);
-        if (store_column_strdup(st, 13, &w->wake_address) < 0)
+        if (store_column_strdup(st, 13, &w->wake_address) < 0 || store_column_strdup(st, 14, &w->version) < 0 ||
+            (sqlite3_column_type(st, 16) != SQLITE_NULL &&
+             strv_from_json_text((const char *) sqlite3_column_text(st, 16), &w->gpus) < 0))
                 return -ENOMEM;
+        w->slots = sqlite3_column_int64(st, 15);
         w->state = worker_state_at(c, w, control_now(c));
         *ret = TAKE_PTR(w);
         return 0;
@@ -263,6 +269,37 @@ bool ip_address_is_numeric(const char *s) {
         return s && (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1);
 }
 
+/* Shown to operators as they are (entropyctl, D-Bus strings, the journal): one word of printable ASCII. */
+static bool is_word(const char *s, size_t max) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > max)
+                return false;
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e || *p == ',')
+                        return false;
+        return true;
+}
+
+/* What the worker says it is: informational, but bounded like everything from the network. */
+static int validate_description(const WorkerRegistration *reg, OpError *err) {
+        if (reg->version && !is_word(reg->version, LIMIT_VERSION_LEN))
+                return op_error_set(err, -EINVAL,
+                                    "field 'version' must be 1 to %d bytes of printable ASCII, without spaces or commas",
+                                    LIMIT_VERSION_LEN);
+        if (reg->slots < 0 || reg->slots > LIMIT_SLOTS)
+                return op_error_set(err, -EINVAL, "field 'slots' must be between 1 and %d", LIMIT_SLOTS);
+        if (strv_length(reg->gpus) > LIMIT_GPUS)
+                return op_error_set(err, -EINVAL, "field 'gpus' has more than %d items", LIMIT_GPUS);
+        STRV_FOREACH (g, reg->gpus)
+                if (!is_word(*g, LIMIT_CAPABILITY_LEN))
+                        return op_error_set(err, -EINVAL,
+                                            "a GPU in field 'gpus' is not 1 to %d bytes of printable ASCII without "
+                                            "spaces or commas",
+                                            LIMIT_CAPABILITY_LEN);
+        return 0;
+}
+
 static int validate_registration(const WorkerRegistration *reg, OpError *err) {
         if (isempty(reg->worker_id) || strlen(reg->worker_id) > LIMIT_ID_LEN)
                 return op_error_set(err, -EINVAL, "field 'worker_id' is required, at most %d bytes", LIMIT_ID_LEN);
@@ -281,7 +318,7 @@ static int validate_registration(const WorkerRegistration *reg, OpError *err) {
                 return op_error_set(err, -EINVAL, "field 'wake_port' must be between 1 and 65535");
         if (reg->wake_address && !ip_address_is_numeric(reg->wake_address))
                 return op_error_set(err, -EINVAL, "field 'wake_address' must be a numeric IPv4 or IPv6 address");
-        return 0;
+        return validate_description(reg, err);
 }
 
 typedef struct Existing {
@@ -312,20 +349,20 @@ static int load_existing(Control *c, const char *worker_id, Existing *ret) {
 
 static int upsert(Control *c, const WorkerRegistration *reg, bool restarted, usec_t now) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        _cleanup_free_ char *caps = NULL;
+        _cleanup_free_ char *caps = NULL, *gpus = NULL;
         int r;
 
-        if (strv_to_json_text(reg->capabilities, &caps) < 0)
+        if (strv_to_json_text(reg->capabilities, &caps) < 0 || (reg->gpus && strv_to_json_text(reg->gpus, &gpus) < 0))
                 return -ENOMEM;
         /* The heartbeat sequence restarts with each registration: a new process counts from 0. */
         r = store_prepare(c->store,
                           "INSERT INTO workers (worker_id, nonce, instance_id, capabilities, last_seen, registered_at, "
-                          "heartbeat_seq, state, wake_port, wake_address) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5, ?5, -1, 'ONLINE', ?7, ?8) "
+                          "heartbeat_seq, state, wake_port, wake_address, version, slots, gpus) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5, ?5, -1, 'ONLINE', ?7, ?8, ?9, ?10, ?11) "
                           "ON CONFLICT(worker_id) DO UPDATE SET nonce = coalesce(nonce, ?2), "
                           "instance_id = coalesce(?3, instance_id), capabilities = ?4, last_seen = ?5, "
                           "heartbeat_seq = -1, restart_pending = restart_pending OR ?6, wake_port = ?7, "
-                          "wake_address = ?8",
+                          "wake_address = ?8, version = ?9, slots = ?10, gpus = ?11",
                           &st);
         if (r < 0)
                 return r;
@@ -333,7 +370,9 @@ static int upsert(Control *c, const WorkerRegistration *reg, bool restarted, use
             store_bind_text(st, 3, reg->instance_id) < 0 || store_bind_text(st, 4, caps) < 0 ||
             store_bind_int64(st, 5, (int64_t) now) < 0 || store_bind_int64(st, 6, restarted) < 0 ||
             store_bind_int64(st, 7, reg->wake_port) < 0 ||
-            store_bind_text(st, 8, reg->wake_port > 0 ? reg->wake_address : NULL) < 0)
+            store_bind_text(st, 8, reg->wake_port > 0 ? reg->wake_address : NULL) < 0 ||
+            store_bind_text(st, 9, reg->version) < 0 || store_bind_int64(st, 10, reg->slots) < 0 ||
+            store_bind_text(st, 11, gpus) < 0)
                 return -ENOMEM;
         r = store_step(c->store, st);
         return r < 0 ? r : 0;
@@ -348,6 +387,11 @@ static int audit_registration(Control *c, const Origin *o, const WorkerRegistrat
                 return -ENOMEM;
         json_add_string(d, "instance_id", reg->instance_id);
         json_add_strv(d, "capabilities", reg->capabilities);
+        json_add_string(d, "version", reg->version);
+        if (reg->slots > 0)
+                json_add_int64(d, "slots", reg->slots);
+        if (reg->gpus)
+                json_add_strv(d, "gpus", reg->gpus);
         if (reg->wake_port > 0) {
                 json_add_int64(d, "wake_port", reg->wake_port);
                 json_add_string(d, "wake_address", reg->wake_address);

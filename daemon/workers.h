@@ -44,6 +44,9 @@ typedef struct Worker {
         bool has_nonce;
         uint16_t wake_port;   /* the worker's wake socket (wake-send.h); 0: none */
         char *wake_address;   /* numeric IP to send wake-ups to; NULL with no wake port */
+        char *version;        /* as the worker registered; NULL: not said (an older worker) */
+        int64_t slots;        /* jobs it runs at once, as it registered; 0: not said */
+        char **gpus;          /* the GPUs its slots share, as it registered; NULL: not said */
 } Worker;
 
 Worker *worker_free(Worker *w);
@@ -58,6 +61,11 @@ typedef struct WorkerRegistration {
         int64_t wake_port;        /* optional, 1..65535; 0: no wake socket */
         const char *wake_address; /* optional numeric IPv4/IPv6 address; the caller defaults it to the
                                    * request's peer address when a wake_port is given */
+        /* What the worker says it is, shown to operators, not used for scheduling (its
+         * capabilities are): optional, each registration replaces them. */
+        const char *version; /* <= LIMIT_VERSION_LEN printable ASCII */
+        int64_t slots;       /* 1..LIMIT_SLOTS; 0: not said */
+        char **gpus;         /* <= LIMIT_GPUS ids; NULL: not said */
 } WorkerRegistration;
 
 /* Whether s is a numeric IPv4 or IPv6 address (what wake-ups can be sent to without a lookup). */
@@ -65,7 +73,7 @@ bool ip_address_is_numeric(const char *s);
 
 /* Registers or re-registers. The first registration that presents a nonce pins it; any later
  * registration must present the same nonce, else -EEXIST (audited, nothing changes). Updates the
- * capabilities and the wake socket (each registration replaces it: a worker started without one
+ * capabilities, version, slots, GPUs and the wake socket (each registration replaces it: a worker started without one
  * is not woken), marks the worker seen. Returns 0, or 1 when the instance id changed (restart). */
 int worker_register(Control *c, const Origin *o, const WorkerRegistration *reg, OpError *err);
 

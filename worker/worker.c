@@ -410,6 +410,16 @@ static int worker_setup_capabilities(Worker *w) {
                 k = gpu_detect(w->settings.gpus, "/dev", w->settings.nvidia_smi, &w->gpus);
         if (k < 0)
                 return k;
+        /* Slot i gets GPU i % n and there are at most LIMIT_GPUS slots: the rest would go unused,
+         * and the control plane takes no longer a list at registration. */
+        size_t n = strv_length(w->gpus);
+        if (n > LIMIT_GPUS) {
+                log_notice("%zu GPUs: the slots use the first %d.", n, LIMIT_GPUS);
+                for (size_t i = LIMIT_GPUS; i < n; i++) {
+                        free(w->gpus[i]);
+                        w->gpus[i] = NULL;
+                }
+        }
         w->capabilities = strv_copy(w->settings.capabilities);
         if (w->settings.capabilities && !w->capabilities)
                 return log_oom();

@@ -253,6 +253,20 @@ def test_job_and_worker_objects_enumerated_by_object_manager(t):
 
 
 @test
+def test_a_worker_object_shows_what_the_worker_registered_with(t):
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
+    s, body = cp.worker("POST", "/register", {"worker_id": "w-gpu", "capabilities": ["gpu"], "version": "0.9.1",
+                                              "slots": 2, "gpus": ["GPU-0a1b", "1"]})
+    t.require(s == 200, f"register: {s} {body}")
+    h.FakeWorker(cp, "w-old")  # says nothing of itself
+    objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
+    props = {w: h.variant_dict(objects[h.worker_path(w)][h.WORKER_IFACE]) for w in ("w-gpu", "w-old")}
+    t.eq([(p["Version"], p["Slots"], p["GPUs"]) for p in props.values()],
+         [("0.9.1", 2, ["GPU-0a1b", "1"]), ("", 0, [])], "Version, Slots and GPUs as registered; empty when not said")
+    t.eq(h.get_property(t, bus, h.worker_path("w-gpu"), h.WORKER_IFACE, "Slots"), 2, "Get reads the same")
+
+
+@test
 def test_properties_and_signals_follow_state_changes(t):
     bus, cp = setup(t)
     mon = h.Monitor(t, bus)

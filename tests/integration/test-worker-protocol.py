@@ -247,6 +247,41 @@ def test_reconnect_after_restart(t):
     t.eq(len(cp.events(job_id=done["job_id"], event="job.completed")), 1, "completed exactly once")
 
 
+def listed_worker(cp, worker_id):
+    return [x for x in cp.admin("GET", "/workers")[1] if x["worker_id"] == worker_id][0]
+
+
+@test
+def test_a_worker_says_its_version_slots_and_gpus(t):
+    """What a worker registers with besides its capabilities is kept for operators (GET /workers,
+    the audit trail) and replaced by each registration: after an upgrade the new version shows."""
+    cp = t.control_plane()
+    gpus = ["GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a", "1"]
+    register(cp, "w1", version="0.9.1", slots=4, gpus=gpus)
+    w = listed_worker(cp, "w1")
+    t.eq((w.get("version"), w.get("slots"), w.get("gpus")), ("0.9.1", 4, gpus), "listed as registered")
+    ev = cp.events(event="worker.registered", worker_id="w1")[0]
+    t.eq((ev["details"].get("version"), ev["details"].get("slots"), ev["details"].get("gpus")), ("0.9.1", 4, gpus),
+         "in the audit event")
+    register(cp, "w1", version="1.0.0", slots=1, gpus=[])
+    w = listed_worker(cp, "w1")
+    t.eq((w.get("version"), w.get("slots"), w.get("gpus")), ("1.0.0", 1, []), "the next registration replaces them")
+    register(cp, "w1")
+    w = listed_worker(cp, "w1")
+    t.eq((w.get("version"), "slots" in w, "gpus" in w), (None, False, False), "a worker that does not say: unknown")
+    bad = [({"version": "1.0 beta"}, "a version with a space"), ({"version": "v" * 65}, "an overlong version"),
+           ({"version": 1}, "a version that is not a string"), ({"version": "1.0\u00e9"}, "a version not ASCII"),
+           ({"slots": 0}, "no slots"), ({"slots": 4097}, "too many slots"), ({"slots": "2"}, "slots as a string"),
+           ({"gpus": "0,1"}, "gpus not a list"), ({"gpus": ["0"] * 257}, "too many GPUs"),
+           ({"gpus": ["0,1"]}, "a GPU with a comma"), ({"gpus": [""]}, "an empty GPU")]
+    for extra, desc in bad:
+        body = {"worker_id": "w1", "capabilities": ["refused"]}
+        body.update(extra)
+        status, answer = cp.worker("POST", "/register", body)
+        t.eq(status, 400, f"{desc}: 400 ({answer})")
+    t.eq(listed_worker(cp, "w1")["capabilities"], [], "a refused registration changed nothing")
+
+
 @test
 def test_heartbeat_seq_older_is_ignored(t):
     cp = t.control_plane()

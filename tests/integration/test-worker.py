@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, run, span, test)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, run, span, test)
 from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, require_daemons,
                             run_intervals, send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
 
@@ -242,8 +242,11 @@ def test_two_slots_run_two_jobs_at_once(t):
     t.eq(sorted(tag.split("-")[1] for tag in runs), ["0", "1"], "each slot had its own GPU")
     t.ok(any("jobs 2/2" in m for m in w.status_messages), "status showed both slots busy")
     status, workers = cp.admin("GET", "/workers")
-    caps = [x for x in workers if x["worker_id"] == "w1"][0]["capabilities"]
-    t.ok("gpu" in caps, f"gpu capability announced: {caps}")
+    listed = [x for x in workers if x["worker_id"] == "w1"][0]
+    t.ok("gpu" in listed["capabilities"], f"gpu capability announced: {listed['capabilities']}")
+    t.eq((listed.get("slots"), listed.get("gpus")), (2, ["0", "1"]), "its slots and GPUs are listed")
+    version = t.run_cmd([binary("entropy-worker"), "--version"]).stdout.split()[-1]
+    t.eq(listed.get("version"), version, "its version is listed, as --version prints it")
 
 
 GPU_UUIDS = ("GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a", "GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
