@@ -279,6 +279,14 @@ function metricCells(m) {
   return [cpu, mem, gpu];
 }
 
+// What the worker registered with, for the tooltip of its id; '' when it said nothing.
+function workerAbout(w) {
+  const parts = [];
+  if (w.version) parts.push(`version ${w.version}`);
+  if (w.slots) parts.push(w.slots === 1 ? '1 slot' : `${w.slots} slots`);
+  return parts.join(', ');
+}
+
 function renderWorkers() {
   const rows = state.workers.map((w) => {
     const [cpu, mem, gpu] = metricCells(w.heartbeat_metrics);
@@ -288,7 +296,7 @@ function renderWorkers() {
       : '';
     const running = state.jobs.filter((j) => j.worker_id === w.worker_id && (j.status === 'RUNNING' || j.status === 'ASSIGNED')).length;
     return el('tr', { dataset: { workerId: w.worker_id } },
-      el('td', { class: 'mono' }, w.worker_id),
+      el('td', { class: 'mono', title: workerAbout(w) }, w.worker_id),
       el('td', {}, badge(w.status)),
       el('td', { dataset: { heartbeatAge: w.heartbeat_age_sec } }, ago(w.heartbeat_age_sec)),
       el('td', { class: 'mono' }, job, running > 1 ? ` +${running - 1}` : ''),

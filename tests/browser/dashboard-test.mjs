@@ -59,6 +59,9 @@ async function gpusShowTheirUuids(page) {
      `got ${JSON.stringify(shown)}\nwant ${JSON.stringify(FIXTURE.gpus_shown)}`);
   const cell = await page.$eval(`${row} .gpu`, (e) => e.parentElement.textContent).catch(() => null);
   ok(cell === FIXTURE.gpu_cell, 'the GPU cell lists them in order', `got ${JSON.stringify(cell)}`);
+  const about = await page.$eval(`${row} td`, (e) => e.getAttribute('title')).catch(() => null);
+  ok(about === FIXTURE.gpu_worker_about, 'the worker id shows the version and slots it registered with',
+     `got ${JSON.stringify(about)}`);
 }
 
 async function followJobLive(page) {

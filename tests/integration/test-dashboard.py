@@ -69,8 +69,8 @@ def install_driver():
     shutil.copyfile(lock, installed_lock)
 
 
-def register(cp, worker_id, caps, metrics):
-    status, body = cp.worker("POST", "/register", {"worker_id": worker_id, "capabilities": caps})
+def register(cp, worker_id, caps, metrics, **about):
+    status, body = cp.worker("POST", "/register", {"worker_id": worker_id, "capabilities": caps, **about})
     if status != 200:
         raise TestFailure(f"register {worker_id}: {status} {body}")
     status, body = cp.worker("POST", "/heartbeat", {"worker_id": worker_id, "seq": 1, "metrics": metrics})
@@ -104,7 +104,7 @@ def test_dashboard_in_chromium(t):
                              "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 24 * 2**30},
                             {"index": 1, "uuid": GPU_UUID, "name": "test GPU", "utilization_pct": 80,
                              "memory_used_bytes": 20 * 2**30, "memory_total_bytes": 80 * 2**30}]}
-    register(cp, "w-gpu", ["gpu"], gpu_metrics)
+    register(cp, "w-gpu", ["gpu"], gpu_metrics, version="0.9.1", slots=2)
     register(cp, "w-cpu", ["cpu"], {"cpu_load1": 0.5, "cpu_count": 4, "mem_used_bytes": 2**30,
                                     "mem_total_bytes": 8 * 2**30})
 
@@ -134,6 +134,7 @@ def test_dashboard_in_chromium(t):
         "gpus_shown": [{"text": "GPU0: 37% 3.0 GiB/24 GiB", "title": None, "uuid": None},
                        {"text": "GPU1 (GPU-5d2b6a77\u2026): 80% 20 GiB/80 GiB", "title": GPU_UUID, "uuid": GPU_UUID}],
         "gpu_cell": "GPU0: 37% 3.0 GiB/24 GiB, GPU1 (GPU-5d2b6a77\u2026): 80% 20 GiB/80 GiB",
+        "gpu_worker_about": "version 0.9.1, 2 slots",
         "worker_for_claims": "w-cpu",
         "drainable": "w-gpu",
     }
