@@ -117,6 +117,8 @@ struct Executor {
         int sock; /* our end of the socket pair */
         sd_event_source *watch;
         KeeperGroups groups;
+        ExecutorOtherChild is_other_child;
+        void *other_child_userdata;
 };
 
 static const char *const spawn_steps[_KEEPER_STEP_MAX] = {
@@ -450,16 +452,22 @@ int proc_start_time(pid_t pid, uint64_t *ret) {
         return 0;
 }
 
+void executor_set_other_child(Executor *e, ExecutorOtherChild is_other, void *userdata) {
+        e->is_other_child = is_other;
+        e->other_child_userdata = userdata;
+}
+
 /* A job of ours that we were never told about: our child (entropy-keeper starts jobs with
- * CLONE_PARENT) that is not entropy-keeper, not a job we know, and either leads a group of its own
- * (a job after its setpgid) or is still entropy-keeper's image (before its exec). Other children
- * of the worker (the GPU probe) share the worker's group and run their own program. */
+ * CLONE_PARENT) that is not entropy-keeper, not a job we know, not a child the worker says is
+ * not a job (the GPU probe, which leads a group of its own too), and either leads a group of its
+ * own (a job after its setpgid) or is still entropy-keeper's image (before its exec). */
 static bool is_unreported_job(const Executor *e, pid_t pid) {
         char buf[1024], comm[64] = "";
         const char *fields;
         int ppid, pgrp;
 
-        if (pid == e->keeper_pid || keeper_groups_contain(&e->groups, pid))
+        if (pid == e->keeper_pid || keeper_groups_contain(&e->groups, pid) ||
+            (e->is_other_child && e->is_other_child(pid, e->other_child_userdata)))
                 return false;
         if (proc_stat_read(pid, buf, sizeof(buf), &fields) < 0 || sscanf(fields, "%*c %d %d", &ppid, &pgrp) != 2 ||
             ppid != getpid())

@@ -48,6 +48,11 @@ int executor_attach_event(Executor *e, sd_event *event);
 Executor *executor_free(Executor *e);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Executor *, executor_free);
 pid_t executor_keeper_pid(const Executor *e);
+/* Tells the executor which of the worker's children are not jobs (the GPU probe, watched by an
+ * sd-event child source): when entropy-keeper dies, the jobs it started without reporting them
+ * are killed and reaped, and a probe mistaken for one would be reaped under sd-event's feet. */
+typedef bool (*ExecutorOtherChild)(pid_t pid, void *userdata);
+void executor_set_other_child(Executor *e, ExecutorOtherChild is_other, void *userdata);
 /* entropy-keeper next to this program's executable if there is one there (a build tree), else
  * the installed one in PKGLIBEXECDIR. */
 int executor_find_keeper(char **ret);

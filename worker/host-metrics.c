@@ -260,6 +260,13 @@ static int on_gpu_exit(sd_event_source *s, const siginfo_t *si, void *userdata) 
         return 0;
 }
 
+bool host_metrics_is_probe(pid_t pid, void *userdata) {
+        HostMetrics *m = userdata;
+        pid_t probe = 0;
+
+        return m && m->gpu_child && sd_event_source_get_child_pid(m->gpu_child, &probe) >= 0 && probe == pid;
+}
+
 /* Kills the reading's process group: nvidia-smi, or a wrapper script and what it started. Only
  * while the child is not reaped, so that the group id is still ours. */
 static void gpu_kill(HostMetrics *m) {

@@ -47,6 +47,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HostMetrics *, host_metrics_free);
  * slots have ordinals). When not every GPU fits, the entries go without their names, then without their
  * uuids, then the last GPUs go, and gpus_omitted says how many are left out. */
 void host_metrics_add(HostMetrics *m, json_object *metrics);
+/* Whether pid is the GPU reading's process, not yet reaped (sd-event reaps it). */
+bool host_metrics_is_probe(pid_t pid, void *userdata);
 /* How many GPU readings have completed (for tests). */
 unsigned host_metrics_gpu_reads(const HostMetrics *m);
 

@@ -445,6 +445,7 @@ static int worker_setup_executor(Worker *w) {
         k = executor_new(path, env, &w->executor);
         if (k < 0)
                 return log_error_errno(k, "Cannot start %s: %m", path);
+        executor_set_other_child(w->executor, host_metrics_is_probe, w->host_metrics);
         k = executor_attach_event(w->executor, w->event);
         if (k < 0)
                 return log_error_errno(k, "Cannot watch %s: %m", path);

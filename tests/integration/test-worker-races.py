@@ -389,5 +389,49 @@ def test_keeper_holds_only_its_own_socket(t):
     t.eq(socket_fds(again).keys() - {3}, set(), f"the new entropy-keeper's sockets: {socket_fds(again)}")
 
 
+
+@test
+def test_keeper_restart_spares_the_gpu_reading(t):
+    """When entropy-keeper dies, the jobs it started without reporting them are killed. The GPU
+    reading's nvidia-smi, also a child of the worker that leads a group of its own, is not one of
+    them: it used to be killed and reaped behind sd-event's back, whose child source then failed
+    the event loop, and the worker exited and took its running jobs with it."""
+    smi, started, gate, job_gate = (os.path.join(t.tmp, n) for n in ("nvidia-smi", "smi.pid", "gate", "job-gate"))
+    os.mkfifo(gate)
+    os.mkfifo(job_gate)
+    with open(smi, "w") as f:
+        f.write(f"#!/bin/sh\n[ \"$1\" = -L ] && exit 1\necho $$ > {started}.tmp && mv {started}.tmp {started}\n"
+                f"read x < {gate}\necho '0, Test GPU, 37, 2048, 16384'\n")
+    os.chmod(smi, 0o755)
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"nvidia-smi": smi, "gpu-metrics-interval": "1s",
+                                            "heartbeat-interval": "200ms"}).start()
+    job_id = cp.submit("sh", args=["-c", f"read x < {job_gate}"])
+    cp.wait_job_state(job_id, "RUNNING")
+    t.wait_for(lambda: os.path.exists(started), 10, "a GPU reading under way")
+    keeper = keeper_of(w)
+    t.require(keeper, "the worker has an entropy-keeper")
+    os.kill(keeper, signal.SIGKILL)
+    w.wait_log(f"entropy-keeper (pid {keeper}) is gone; starting it again.")
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise TestFailure(f"the GPU reading was killed with entropy-keeper ({e}); worker exit {w.proc.poll()}")
+    os.write(fd, b"go\n")
+    os.close(fd)
+
+    def gpu_reported():
+        status, workers = cp.admin("GET", "/workers")
+        return status == 200 and any((x.get("heartbeat_metrics") or {}).get("gpus") for x in workers)
+    t.wait_for(gpu_reported, 10, "the reading's figures in a heartbeat")
+    t.eq(w.proc.poll(), None, "the worker runs on")
+    with open(started) as f:
+        t.ok(f"Killing process {f.read().strip()}," not in w.log_text(), "nvidia-smi was not taken for a job")
+    fd = os.open(job_gate, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"go\n")
+    os.close(fd)
+    cp.wait_job_state(job_id, "COMPLETED")
+
+
 if __name__ == "__main__":
     run()
