@@ -427,7 +427,15 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         k = replay_run_set_pid(w->replay, r->run_id, r->pid, start);
         if (k < 0)
                 log_warning_errno(k, "Job %s: cannot record pid %d: %m", r->spec->job_id, (int) r->pid);
-        return sd_event_add_child(w->event, &r->child_source, r->pid, WEXITED, on_child_exit, r);
+        k = sd_event_add_child(w->event, &r->child_source, r->pid, WEXITED, on_child_exit, r);
+        if (k < 0) {
+                /* Unwatched, it would run on beside its rerun elsewhere: end it now. */
+                (void) executor_signal_group(r->pid, SIGKILL);
+                executor_forget(w->executor, r->pid);
+                (void) waitpid(r->pid, NULL, 0);
+                r->pid = 0;
+        }
+        return k;
 }
 
 /* While the ack is in flight: the policy's decision and the artifact files, the work of a start
