@@ -223,21 +223,22 @@ static void settings_keep_tls(ControlSettings *cur, ControlSettings *fresh) {
 
 /* Moves into fresh the settings that only a restart changes, so that applying fresh keeps them. */
 static void settings_keep_restart_only(ControlSettings *cur, ControlSettings *fresh) {
-        char **keep[][2] = {
-                {&cur->listen, &fresh->listen},
-                {&cur->database, &fresh->database},
-                {&cur->synchronous, &fresh->synchronous},
-                {&cur->config, &fresh->config},
+        struct {
+                char **cur, **fresh;
+                const char *what; /* NULL: kept without a notice */
+        } keep[] = {
+                {&cur->listen, &fresh->listen, "listen address"},
+                {&cur->database, &fresh->database, "database path"},
+                {&cur->synchronous, &fresh->synchronous, "synchronous mode"},
+                /* The D-Bus side copies its groups when it starts (bus.c). */
+                {&cur->dbus_read_group, &fresh->dbus_read_group, "--dbus-read-group"},
+                {&cur->dbus_admin_group, &fresh->dbus_admin_group, "--dbus-admin-group"},
+                {&cur->config, &fresh->config, NULL},
         };
         for (size_t i = 0; i < ELEMENTSOF(keep); i++) {
-                char *t;
-                if (!streq_ptr(*keep[i][0], *keep[i][1]) && i < 3)
-                        log_notice("A changed %s takes effect at the next restart.", i == 0   ? "listen address"
-                                                                                     : i == 1 ? "database path"
-                                                                                              : "synchronous mode");
-                t = *keep[i][0];
-                *keep[i][0] = *keep[i][1];
-                *keep[i][1] = t;
+                if (keep[i].what && !streq_ptr(*keep[i].cur, *keep[i].fresh))
+                        log_notice("A changed %s takes effect at the next restart.", keep[i].what);
+                swap_str(keep[i].cur, keep[i].fresh);
         }
         /* The retention timer exists only when the sweep was on at start. */
         if ((cur->retention_interval == 0) != (fresh->retention_interval == 0)) {

@@ -563,10 +563,22 @@ def test_group_members_read_and_admins_change_without_polkit(t):
     nogroup = grp.getgrgid(h.NOBODY).gr_name
     h.open_to_other_uids(t)
     # nobody's group plays "entropy" here; no polkit on the private bus.
-    bus, cp = setup(t, env={"ENTROPY_DBUS_READ_GROUP": nogroup, "ENTROPY_DBUS_ADMIN_GROUP": "entropy-no-such-group"})
+    conf = os.path.join(t.tmp, "control.conf")
+    with open(conf, "w") as f:
+        f.write(f"[control]\ndbus-read-group = {nogroup}\n")
+    bus, cp = setup(t, options={"config": conf}, env={"ENTROPY_DBUS_ADMIN_GROUP": "entropy-no-such-group"})
     job_id, _ = submit(t, bus)
     t.eq(len(h.call(t, bus, "ListJobs", "a{sv}", 0, uid=h.NOBODY)[0]), 1, "a read-group member may list jobs")
     h.expect_error(t, bus, ERR + "AccessDenied", "AbortJob", "ss", job_id, "", uid=h.NOBODY)
+    # The groups are read at start: a reload keeps them, and says so.
+    with open(conf, "w") as f:
+        f.write("[control]\ndbus-read-group = entropy-no-such-group\n")
+    cp.signal(signal.SIGHUP)
+    cp.wait_notify("RELOADING=1")
+    cp.wait_notify("READY=1")
+    t.eq(len(h.call(t, bus, "ListJobs", "a{sv}", 0, uid=h.NOBODY)[0]), 1, "the read group is kept on reload")
+    t.ok("A changed --dbus-read-group takes effect at the next restart." in cp.log_text(),
+         "the kept read group is logged")
     cp.stop()
     t.wait_for(lambda: not bus.has_owner(), 10, "the name to be released")
     bus2 = bus  # same bus, a control plane that counts nogroup as the admin group
