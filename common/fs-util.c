@@ -145,18 +145,43 @@ fail:;
 
 int mkdir_parents_and_self(const char *path, mode_t mode) {
         _cleanup_free_ char *p = strdup(path);
+        int made = 0;
+
         if (!p)
                 return -ENOMEM;
         for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
+                if (*s != '/' || s[-1] == '/')
                         continue;
                 *s = 0;
-                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                if (mkdir(p, 0755) == 0)
+                        made++;
+                else if (errno != EEXIST)
                         return -errno;
                 *s = '/';
         }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
+        if (mkdir(p, mode) == 0)
+                made++;
+        else if (errno != EEXIST)
                 return -errno;
+        return made;
+}
+
+int fsync_parents(const char *path, unsigned n) {
+        _cleanup_free_ char *p = strdup(path);
+        int r;
+
+        if (!p)
+                return -ENOMEM;
+        for (unsigned i = 0; i < n; i++) {
+                char *slash = strrchr(p, '/');
+                if (!slash)
+                        return fsync_path(".");
+                /* "/a" has "/" above it; "a/b/" is not a path this is given. */
+                slash[slash == p ? 1 : 0] = 0;
+                r = fsync_path(p);
+                if (r < 0 || slash == p)
+                        return r;
+        }
         return 0;
 }
 

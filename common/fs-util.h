@@ -16,6 +16,11 @@ int secret_strip(char *s);
 int write_file_durable(const char *path, const void *data, size_t size, mode_t mode);
 int fsync_directory_of(const char *path);
 int fsync_path(const char *path);
+/* Makes path and the directories above it that are missing. Returns how many it made (always
+ * the last components of path: a directory that exists has every one above it), or -errno. */
 int mkdir_parents_and_self(const char *path, mode_t mode);
+/* Makes the entries of path's last n components durable, by an fsync of the directory above each:
+ * what a new directory needs besides its own fsync (n as mkdir_parents_and_self() returned). */
+int fsync_parents(const char *path, unsigned n);
 /* Checks that dir is a directory this process can create files in. */
 int directory_writable(const char *dir);

@@ -43,10 +43,12 @@ static int stream_open(ArtifactStream *s, const char *dir, const char *name) {
 
 /* <state>/artifacts/<job_id>/<assignment_id>: the job's directory is new for nearly every run
  * and the artifacts root nearly always exists, so the last two levels are made first and the
- * whole path walked (mkdir of each component) only when something above them is missing. */
+ * whole path walked (mkdir of each component) only when something above them is missing.
+ * Returns how many directories it made (mkdir_parents_and_self()). */
 static int make_run_directory(const char *dir) {
         _cleanup_free_ char *job_dir = strdup(dir);
         char *slash;
+        int made = 0;
 
         if (!job_dir)
                 return -ENOMEM;
@@ -54,11 +56,15 @@ static int make_run_directory(const char *dir) {
         if (!slash || slash == job_dir)
                 return mkdir_parents_and_self(dir, 0750);
         *slash = 0;
-        if (mkdir(job_dir, 0755) < 0 && errno != EEXIST)
+        if (mkdir(job_dir, 0755) == 0)
+                made++;
+        else if (errno != EEXIST)
                 return errno == ENOENT ? mkdir_parents_and_self(dir, 0750) : -errno;
-        if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+        if (mkdir(dir, 0750) == 0)
+                made++;
+        else if (errno != EEXIST)
                 return -errno;
-        return 0;
+        return made;
 }
 
 int artifacts_open(const char *state_dir, const char *job_id, const char *assignment_id, ArtifactSet **ret) {
@@ -78,8 +84,10 @@ int artifacts_open(const char *state_dir, const char *job_id, const char *assign
                 return -ENOMEM;
         }
         r = make_run_directory(a->dir);
-        if (r >= 0)
+        if (r >= 0) {
+                a->dirs_made = (unsigned) r;
                 r = stream_open(&a->out, a->dir, "stdout");
+        }
         if (r >= 0)
                 r = stream_open(&a->err, a->dir, "stderr");
         if (r < 0) {
@@ -164,7 +172,8 @@ static int stream_checksum(ArtifactStream *s) {
 
 /* Both files are fsynced before either is renamed: a rename changes the renamed inode (its
  * ctime), so an fsync between the renames would write that inode out once more. One fsync of
- * the directory then makes both renames durable. */
+ * the directory then makes both renames durable, and one of each directory above a directory
+ * made for the run its entry (the job's, usually the artifacts root's too). */
 int artifacts_finalize(ArtifactSet *a) {
         ArtifactStream *ss[] = { &a->out, &a->err };
         int r;
@@ -182,6 +191,8 @@ int artifacts_finalize(ArtifactSet *a) {
                         return r;
         }
         r = fsync_path(a->dir);
+        if (r >= 0)
+                r = fsync_parents(a->dir, a->dirs_made);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
@@ -225,12 +236,14 @@ static int copy_durable(const char *src, const char *dst) {
                         r = k < 0 ? -errno : 0;
                         break;
                 }
-                for (ssize_t off = 0; off < k;) {
+                for (ssize_t off = 0; r == 0 && off < k;) {
                         ssize_t w = write(out, buf + off, (size_t) (k - off));
                         if (w < 0 && errno != EINTR)
-                                return -errno;
+                                r = -errno;
                         off += w > 0 ? w : 0;
                 }
+                if (r < 0)
+                        break; /* and the partial copy goes */
         }
         if (r == 0 && fsync(out) < 0)
                 r = -errno;
@@ -244,7 +257,7 @@ static int copy_durable(const char *src, const char *dst) {
 int artifacts_publish_shared(ArtifactSet *a, const char *shared_dir, const char *job_id,
                              const char *assignment_id) {
         _cleanup_free_ char *dir = NULL, *out = NULL, *err = NULL;
-        int r;
+        int r, made;
 
         a->backend = "shared";
         if (!a->finalized || !artifact_id_valid(job_id) || !artifact_id_valid(assignment_id))
@@ -253,12 +266,15 @@ int artifacts_publish_shared(ArtifactSet *a, const char *shared_dir, const char 
             asprintf(&out, "%s/stdout", dir) < 0 || asprintf(&err, "%s/stderr", dir) < 0)
                 return -ENOMEM;
         r = mkdir_parents_and_self(dir, 0755);
+        made = r;
         if (r >= 0)
                 r = copy_durable(a->out.path, out);
         if (r >= 0)
                 r = copy_durable(a->err.path, err);
         if (r >= 0)
                 r = fsync_path(dir);
+        if (r >= 0)
+                r = fsync_parents(dir, (unsigned) made);
         if (r < 0) {
                 char msg[512];
                 snprintf(msg, sizeof(msg), "copy to %s failed: %s", dir, strerror(-r));

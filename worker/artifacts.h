@@ -28,6 +28,7 @@ typedef struct ArtifactSet {
         char *dir;
         ArtifactStream out, err;
         bool finalized;
+        unsigned dirs_made; /* directories made for the run: their entries are fsynced with the files */
         /* What is reported: the shared copy's paths when the copy succeeded, else the local ones. */
         const char *backend;
         char *location;

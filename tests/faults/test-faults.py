@@ -320,11 +320,18 @@ def test_artifact_durability_order_before_report(t):
     err_ren = first(lambda l: "rename" in l and "stderr.tmp" in l and job_id in l)
     dir_fsync = first(lambda l: re.search(r"fsync\(\d+<[^>]*" + job_id + r"/[0-9a-f]+>\)", l) is not None,
                       max(ren or 0, err_ren or 0))
-    wal_fsync = first(lambda l: re.search(r"f(data)?sync\(", l) and "worker.db-wal" in l, dir_fsync or 0)
+    # The directories made for the run are new entries in the ones above them: the job's
+    # directory in artifacts/, artifacts/ itself (the worker's first run) in the state directory.
+    job_dir_fsync = first(lambda l: re.search(r"fsync\(\d+<[^>]*/artifacts/" + job_id + r">\)", l) is not None,
+                          dir_fsync or 0)
+    root_fsync = first(lambda l: re.search(r"fsync\(\d+<[^>]*/artifacts>\)", l) is not None, dir_fsync or 0)
+    wal_fsync = first(lambda l: re.search(r"f(data)?sync\(", l) and "worker.db-wal" in l,
+                      max(job_dir_fsync or 0, root_fsync or 0, dir_fsync or 0))
     send = first(lambda l: "POST /complete" in l, 0)
-    order = [out_fsync, ren, err_ren, dir_fsync, wal_fsync, send]
+    order = [out_fsync, ren, err_ren, dir_fsync, job_dir_fsync, root_fsync, wal_fsync, send]
     t.ok(None not in order and order == sorted(order),
-         f"fsync(stdout.tmp) < rename < rename(stderr) < fsync(dir) < fsync(worker.db-wal) < POST /complete: {order}")
+         "fsync(stdout.tmp) < rename < rename(stderr) < fsync(dir) < fsync(job's dir) < fsync(artifacts/) < "
+         f"fsync(worker.db-wal) < POST /complete: {order}")
 
 
 @test

@@ -67,6 +67,29 @@ static void test_finalize_renames_and_hashes(void) {
         is_int(artifacts_open(dir, "../evil", "as1", &b), -EINVAL, "traversal job id refused");
 }
 
+/* The directories made for a run are counted, so that finalize makes their entries durable:
+ * every level on a fresh state directory, the job's and the run's for a new job, the run's alone
+ * for a job's next assignment. */
+static void test_directories_made_are_counted(void) {
+        char state[sizeof(dir) + 16];
+        unsigned made[3] = {};
+        const char *ids[][2] = { { "jobA", "as1" }, { "jobA", "as2" }, { "jobB", "as1" } };
+
+        snprintf(state, sizeof(state), "%s/fresh", dir);
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                ArtifactSet *a = NULL;
+                if (artifacts_open(state, ids[i][0], ids[i][1], &a) < 0)
+                        tap_bail("artifacts_open %s/%s", ids[i][0], ids[i][1]);
+                made[i] = a->dirs_made;
+                ok(artifacts_finalize(a) == 0, "%s/%s finalized", ids[i][0], ids[i][1]);
+                artifacts_free(a);
+        }
+        is_int(made[0], 4, "a fresh state directory: it, artifacts/, the job's and the run's");
+        is_int(made[1], 1, "the job's next assignment: the run's directory");
+        is_int(made[2], 2, "another job: the job's and the run's");
+        is_int(mkdir_parents_and_self(state, 0700), 0, "nothing made when everything exists");
+}
+
 static void test_shared_copy(void) {
         ArtifactSet *a = NULL;
         char shared[300], expect[400];
@@ -141,6 +164,7 @@ int main(void) {
         test_ids_are_safe_path_components();
         test_finalize_renames_and_hashes();
         test_discard_before_start();
+        test_directories_made_are_counted();
         test_shared_copy();
         test_retention();
         char cmd[300];
