@@ -414,6 +414,8 @@ void conf_help(const ConfProgram *prog) {
         printf("\nEvery option but --config is also a key of the config file (default %s), in section [%s].\n"
                "Precedence: flag, then environment, then config file, then default.\n",
                prog->default_config, prog->section);
+        if (prog->help_more)
+                prog->help_more();
 }
 
 static int set_defaults(const ConfProgram *prog, void *settings) {

@@ -45,6 +45,7 @@ typedef struct ConfProgram {
         const ConfOption *options;
         size_t n_options;
         bool stop_at_non_option;     /* entropyctl: options end at the command verb */
+        void (*help_more)(void);     /* optional: prints what --help says after the options */
 } ConfProgram;
 
 /* Fills settings (which must be zeroed) from defaults, the config file, the environment and argv.

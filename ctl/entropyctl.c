@@ -40,6 +40,8 @@ static const ConfOption ctl_options[] = {
          "How long to wait for an answer to each call", 0, 0},
 };
 
+static void help_more(void);
+
 static const ConfProgram ctl_program = {
         .name = "entropyctl",
         .section = "ctl",
@@ -49,6 +51,7 @@ static const ConfProgram ctl_program = {
         .options = ctl_options,
         .n_options = ELEMENTSOF(ctl_options),
         .stop_at_non_option = true,
+        .help_more = help_more,
 };
 
 int ctl_error_set(CtlError *e, int r, const char *format, ...) {
@@ -80,8 +83,8 @@ int ctl_exit_code(int r) {
         }
 }
 
-static void help(void) {
-        conf_help(&ctl_program);
+/* --help (or -h) anywhere among the global options: after conf_help()'s list of them. */
+static void help_more(void) {
         printf("\nCommands:\n");
         for (size_t i = 0; i < ctl_n_verbs; i++)
                 printf("  %s%s%s\n      %s\n", ctl_verbs[i].name, isempty(ctl_verbs[i].usage) ? "" : " ",
@@ -134,10 +137,6 @@ static int run(int argc, char **argv) {
         int optind_verb = 0, r;
 
         log_set_ident("entropyctl");
-        if (argc > 1 && (streq(argv[1], "--help") || streq(argv[1], "-h"))) {
-                help();
-                return CTL_EXIT_OK;
-        }
         r = conf_load(&ctl_program, argc, argv, &settings, &optind_verb);
         if (r != 0) {
                 conf_free(&ctl_program, &settings);

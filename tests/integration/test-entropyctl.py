@@ -359,6 +359,11 @@ def test_exit_codes_are_the_documented_ones(t):
     for word in ("submit", "list-jobs", "replay", "remove-worker", "Exit status",
                  "6  the control plane is unreachable"):
         t.ok(word in r.stdout, f"--help mentions {word!r}")
+    # The same help wherever it stands among the global options.
+    for args in (["--no-pager", "--help"], ["-o", "json", "-h"], ["--url=http://127.0.0.1:1", "--help", "list-jobs"]):
+        r2 = t.run_cmd([binary("entropyctl")] + args)
+        t.eq(r2.returncode, EXIT_OK, f"{args}: help")
+        t.eq(r2.stdout, r.stdout, f"{args}: the whole help, commands and exit status included")
     if os.geteuid() == 0:  # only root can call as another uid
         h.open_to_other_uids(t)
         r = t.run_cmd(["setpriv", f"--reuid={h.NOBODY}", f"--regid={h.NOBODY}", "--clear-groups",
