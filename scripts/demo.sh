@@ -10,7 +10,7 @@ cd "$top"
 port=${ENTROPY_DEMO_PORT:-8420}
 
 if [ "$(id -u)" -eq 0 ]; then
-    scripts/install-deps.sh build
+    scripts/install-deps.sh demo
 fi
 [ -x configure ] || ./autogen.sh
 mkdir -p build/default

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs, from Debian's packages, what Entropy needs to build, test and package itself.
-# Usage: scripts/install-deps.sh [build|test|package|all]   (default: all)
+# Installs, from Debian's packages, what Entropy needs to build, test and package itself, or to
+# run scripts/demo.sh.
+# Usage: scripts/install-deps.sh [build|demo|test|package|all]   (default: all)
 set -euo pipefail
 
 build_pkgs=(
     build-essential autoconf automake autoconf-archive pkg-config
     libsystemd-dev libmicrohttpd-dev libcurl4-gnutls-dev libjson-c-dev
     libgnutls28-dev libinih-dev libsqlite3-dev
+)
+# What scripts/demo.sh runs besides the programs it builds (the test set has them too).
+demo_pkgs=(
+    curl python3
 )
 test_pkgs=(
     python3 python3-dbus python3-gi dbus dbus-daemon curl jq sqlite3 valgrind mandoc clang
@@ -21,10 +26,11 @@ want=${1:-all}
 pkgs=()
 case "$want" in
     build)   pkgs=("${build_pkgs[@]}") ;;
+    demo)    pkgs=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
     test)    pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
     package) pkgs=("${build_pkgs[@]}" "${package_pkgs[@]}") ;;
     all)     pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}" "${package_pkgs[@]}") ;;
-    *) echo "usage: $0 [build|test|package|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [build|demo|test|package|all]" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" -ne 0 ]; then
