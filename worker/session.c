@@ -81,7 +81,9 @@ static void register_send(Worker *w) {
         _cleanup_json_ json_object *body = json_object_new_object();
         int k;
 
-        if (w->session_request || w->stopping)
+        /* A worker stopping in wait mode still has jobs to see through: their heartbeats and
+         * results need a registration. */
+        if (w->session_request || (w->stopping && worker_n_runs(w) == 0))
                 return;
         json_add_string(body, "worker_id", w->settings.worker_id);
         json_add_string(body, "nonce", w->nonce);

@@ -607,6 +607,36 @@ def test_sigterm_wait_lets_the_job_finish(t):
 
 
 @test
+def test_a_wait_stop_registers_again_when_the_control_plane_forgot_the_worker(t):
+    """stop-mode=wait lets the running jobs finish. A control plane that forgets the worker
+    meanwhile (its row gone: 403) used to end that: a stopping worker did not register again, its
+    heartbeats stopped, and the job's lease ran out under it."""
+    gate = os.path.join(t.tmp, "gate")
+    os.mkfifo(gate)
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"stop-mode": "wait", "heartbeat-interval": "100ms"}).start()
+    job_id = cp.submit("sh", args=["-c", f"read x < {gate}"], max_attempts=1)
+    wait_running_on(t, cp, job_id, "w1")
+    w.signal(signal.SIGTERM)
+    w.wait_log("Stopping (stop-mode=wait)")
+    # Behind the control plane's back (remove-worker refuses a worker that holds a job): its
+    # next heartbeat gets a 403, while the job is still RUNNING under its lease.
+    db = sqlite3.connect(cp.database, timeout=10)
+    with db:
+        db.execute("DELETE FROM workers WHERE worker_id = 'w1'")
+    db.close()
+    w.wait_log("does not know this worker any more")
+    t.wait_for(lambda: w.log_text().count("Registered with") >= 2, 10, "the stopping worker to register again")
+    fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"go\n")
+    os.close(fd)
+    t.eq(w.proc.wait(timeout=15), 0, "the worker exits 0 once its job is done and reported")
+    job = cp.job(job_id)
+    t.eq((job["status"], job.get("exit_code"), job.get("attempt_count")), ("COMPLETED", 0, 1),
+         "the job finished in its one attempt")
+
+
+@test
 def test_sigterm_handback_returns_the_job(t):
     cp = t.control_plane()
     log = os.path.join(t.tmp, "log")
