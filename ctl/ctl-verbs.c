@@ -812,7 +812,8 @@ const Verb ctl_verbs[] = {
         {"submit", verb_submit,
          "[--priority=N] [--requirement=CAP...] [--gpu] [--at=TIME] [--timeout=SPAN] [--max-attempts=N] "
          "[--working-directory=DIR] [--wait] -- CMD [ARGS...]",
-         "Submit a job; print its id. --wait follows it and exits with its outcome"},
+         "Submit a job; print its id. TIME is Unix seconds, +SPAN from now or now; N counts attempts in all, "
+         "1 to 1000 (default 3). --wait follows the job and exits with its outcome"},
         {"list-jobs", verb_list_jobs, "[--state=STATE] [--worker=ID]", "List jobs, newest first"},
         {"status", verb_status, "JOB...", "Show a job's state and details"},
         {"abort", verb_abort, "JOB | --worker=ID [--reason=TEXT]", "Abort a job, or every job a worker holds"},
