@@ -411,9 +411,14 @@ void conf_help(const ConfProgram *prog) {
                 conf_env_name(opt->name, env, sizeof(env));
                 printf("\n%34s[$%s]\n", "", env);
         }
-        printf("\nEvery option but --config is also a key of the config file (default %s), in section [%s].\n"
-               "Precedence: flag, then environment, then config file, then default.\n",
-               prog->default_config, prog->section);
+        if (isempty(prog->default_config))
+                printf("\nEvery option but --config is also a key of the config file, in section [%s]; no file is\n"
+                       "read without --config or $ENTROPY_CONFIG.\n",
+                       prog->section);
+        else
+                printf("\nEvery option but --config is also a key of the config file (default %s), in section [%s].\n",
+                       prog->default_config, prog->section);
+        printf("Precedence: flag, then environment, then config file, then default.\n");
         if (prog->help_more)
                 prog->help_more();
 }

@@ -21,7 +21,7 @@
         { n, s, t, offsetof(BenchSettings, f), d, a, h, lo, hi }
 
 static const ConfOption bench_options[] = {
-        OPT("config", 0, CONF_STRING, config, "", "PATH", "Config file ([bench] section)", 0, 0),
+        OPT("config", 0, CONF_STRING, config, NULL, "PATH", "Config file ([bench] section)", 0, 0),
         OPT("workers", 'w', CONF_INT, workers, "64", "K",
             "Simulated workers (and beanstalk clients), one connection each", 1, 4096),
         OPT("duration", 'd', CONF_TIMESPAN, duration, "10s", "SPAN", "Length of each measured load phase", 0, 0),
@@ -82,7 +82,7 @@ static const ConfProgram bench_program = {
         .section = "bench",
         .summary = "Benchmark entropy-control (and beanstalkd, and real workers) on 127.0.0.1.",
         .usage_args = "[OPTIONS...]",
-        .default_config = "",
+        .default_config = "", /* none: only --config or $ENTROPY_CONFIG names one */
         .options = bench_options,
         .n_options = ELEMENTSOF(bench_options),
 };
