@@ -520,6 +520,25 @@ void client_request_cancel(ClientRequest *req) {
         request_free(req);
 }
 
+bool client_reply_from_control_plane(const ClientReply *reply) {
+        json_object *v;
+
+        if (!reply->body || !json_object_is_type(reply->body, json_type_object))
+                return false;
+        return json_object_object_get_ex(reply->body, reply->status / 100 == 2 ? "status" : "error", &v) &&
+               json_object_is_type(v, json_type_string);
+}
+
+const char *client_reply_describe_origin(const ClientReply *reply, char *buf, size_t len) {
+        size_t n;
+
+        client_reply_describe(reply, buf, len);
+        n = strlen(buf);
+        if (reply->status > 0 && !client_reply_from_control_plane(reply) && n < len)
+                snprintf(buf + n, len - n, ", not the control plane's answer");
+        return buf;
+}
+
 const char *client_reply_describe(const ClientReply *reply, char *buf, size_t len) {
         const char *msg = NULL;
         if (reply->status == 0) {

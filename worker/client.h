@@ -50,3 +50,10 @@ unsigned client_n_pending(Client *c);
 
 /* Short description of a reply for logs: "HTTP 409: wrong assignment" or "timed out". */
 const char *client_reply_describe(const ClientReply *reply, char *buf, size_t len);
+/* Whether an answer is the control plane's own: a JSON object with a string `status` (2xx) or
+ * `error` (otherwise), as the wire contract has them. Something on the way (a captive portal, a
+ * proxy with no route) can answer 200 or 404 with a page of its own, which must neither settle a
+ * result nor renew a lease. */
+bool client_reply_from_control_plane(const ClientReply *reply);
+/* client_reply_describe(), saying so when an answer is not the control plane's. */
+const char *client_reply_describe_origin(const ClientReply *reply, char *buf, size_t len);

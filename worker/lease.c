@@ -226,7 +226,7 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
         char buf[256];
 
         w->heartbeats_in_flight--;
-        if (reply->status == 200) {
+        if (reply->status == 200 && client_reply_from_control_plane(reply)) {
                 const char *status = obj_string(reply->body, "status");
                 session_note_contact(w);
                 /* "ignored": an older seq than one already applied (heartbeats overtook each

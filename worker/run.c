@@ -517,20 +517,22 @@ static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
         char buf[256];
 
         r->ack_request = NULL;
-        if (reply->status == 200) {
+        bool ours = client_reply_from_control_plane(reply);
+        if (reply->status == 200 && ours) {
                 session_note_contact(r->worker);
                 run_start(r);
                 return;
         }
-        client_reply_describe(reply, buf, sizeof(buf));
+        client_reply_describe_origin(reply, buf, sizeof(buf));
         if (reply->status == 403)
                 session_lost_registration(r->worker);
-        if (reply->status == 409 || reply->status == 404 || reply->status == 400 || reply->status == 403) {
+        if (ours && (reply->status == 409 || reply->status == 404 || reply->status == 400 || reply->status == 403)) {
                 log_warning("Ack of job %s refused (%s); not running it.", r->spec->job_id, buf);
                 run_release(r);
                 return;
         }
-        /* Transport error or 5xx: the lease timer drops the job if no ack gets through in time. */
+        /* Transport error, 5xx, or an answer that is not the control plane's: the lease timer drops
+         * the job if no ack gets through in time. */
         log_warning("Ack of job %s failed (%s); retrying.", r->spec->job_id, buf);
         r->ack_attempts++;
         (void) worker_arm_timer(r->worker, &r->ack_timer, MIN(100 * USEC_PER_MSEC << MIN(r->ack_attempts, 5u),

@@ -39,7 +39,7 @@ static void session_retry(Worker *w, const ClientReply *reply, const char *what)
         char buf[256], span[64];
         usec_t delay = worker_backoff(w, ++w->session_failures);
         log_warning("%s failed (%s error: %s); retrying in %s.", what, http_status_class(reply->status),
-                    client_reply_describe(reply, buf, sizeof(buf)), format_timespan(span, sizeof(span), delay));
+                    client_reply_describe_origin(reply, buf, sizeof(buf)), format_timespan(span, sizeof(span), delay));
         (void) worker_arm_timer(w, &w->session_timer, delay, on_session_timer, w, "session-retry");
         worker_update_status(w);
 }
@@ -58,7 +58,7 @@ static void on_register(Client *c, const ClientReply *reply, void *userdata) {
         Worker *w = userdata;
 
         w->session_request = NULL;
-        if (reply->status == 200) {
+        if (reply->status == 200 && client_reply_from_control_plane(reply)) {
                 session_note_contact(w);
                 log_info("Registered with %s as %s (instance %s).", w->settings.control_url, w->settings.worker_id,
                          w->instance_id);
@@ -190,7 +190,7 @@ static void on_reconnect(Client *c, const ClientReply *reply, void *userdata) {
         Worker *w = userdata;
 
         w->session_request = NULL;
-        if (reply->status == 200) {
+        if (reply->status == 200 && client_reply_from_control_plane(reply)) {
                 session_note_contact(w);
                 apply_reconnect_actions(w, reply->body);
                 w->session = SESSION_READY;
@@ -375,22 +375,24 @@ static void on_flush(Client *c, const ClientReply *reply, void *userdata) {
         char buf[256];
 
         w->flush_request = NULL;
-        client_reply_describe(reply, buf, sizeof(buf));
+        client_reply_describe_origin(reply, buf, sizeof(buf));
+        /* Only the control plane's own answer settles a result; any other is a failed delivery. */
+        bool ours = client_reply_from_control_plane(reply);
         const char *state = NULL;
-        if (reply->status == 200 && reply->body)
+        if (reply->status == 200 && ours)
                 (void) json_get_string(reply->body, "status", 64, false, &state, NULL);
-        if (reply->status == 200 && call->complete &&
+        if (reply->status == 200 && ours && call->complete &&
             completion_superseded(w, call->id, call->job_id, call->assignment_id, state)) {
                 session_note_contact(w);
                 w->flush_failures = 0;
                 session_flush(w);
-        } else if (reply->status == 200) {
+        } else if (reply->status == 200 && ours) {
                 session_note_contact(w);
                 w->flush_failures = 0;
                 log_info("Result of job %s (assignment %s) accepted.", call->job_id, call->assignment_id);
                 (void) replay_resolve(w->replay, call->id, true, NULL);
                 session_flush(w);
-        } else if (status_is_definitive(reply->status)) {
+        } else if (status_is_definitive(reply->status) && ours) {
                 session_note_contact(w);
                 log_warning("Result of job %s (assignment %s) rejected for good (%s); dropped from the replay "
                             "buffer.",

@@ -97,6 +97,7 @@ class GateProxy(FaultProxy):
         self.requests = []
         self.holds = []
         self.refused = set()
+        self.impostors = {}
         self.start()
         t.cleanups.append(self.stop)
 
@@ -108,6 +109,16 @@ class GateProxy(FaultProxy):
     def refuse(self, route):
         """Answers 503 to every request to route, without forwarding it."""
         self.refused.add(route)
+
+    def impostor(self, route, status, body=b"<html><body>Sign in to the network</body></html>"):
+        """Answers every request to route itself, as something between the worker and the control
+        plane would (a captive portal, a proxy without a route): an HTML page, not forwarded.
+        status None: forward again."""
+        if status is None:
+            self.impostors.pop(route, None)
+        else:
+            self.impostors[route] = (b"HTTP/1.1 %d Impostor\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n"
+                                     % (status, len(body)) + body)
 
     def seen(self, route):
         return [r for r in list(self.requests) if r.route == route]
@@ -125,7 +136,9 @@ class GateProxy(FaultProxy):
         self.requests.append(req)
         try:
             await self._wait_holds(req, after=False)
-            if req.route in self.refused:
+            if req.route in self.impostors:
+                resp = self.impostors[req.route]
+            elif req.route in self.refused:
                 resp = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 2\r\n\r\n{}")
             else:
@@ -361,6 +374,54 @@ def test_lease_lost_while_stopping_ends_the_run_before_its_rerun(t):
     runs = run_intervals(w1.runs(job_id) + w2.runs(job_id))
     t.eq(overlapping(runs), None, f"no two runs of the job overlap: {runs}")
     t.eq([r[2] for r in runs], [first, rerun["assignment_id"]], "the first run, then its rerun")
+
+
+# -- answers that are not the control plane's -----------------------------------------------------
+
+@test
+def test_a_page_from_the_way_does_not_settle_a_result(t):
+    """Something between the worker and the control plane (a captive portal, a proxy with no route
+    for the path) that answers 200 or 404 with a page of its own neither settles a result (it used
+    to be dropped from the replay buffer as accepted, or as refused for good) nor renews a lease nor
+    starts a job: only the control plane's JSON does."""
+    cp = t.control_plane()
+    proxy = GateProxy(t, cp)
+    w = WorkerProcess(t, cp, "w1", options=via(proxy)).start()
+    proxy.impostor("/complete", 200)
+    job_id = cp.submit("true")
+    t.wait_for(lambda: len(proxy.seen("/complete")) >= 2, 10, "two deliveries answered by the portal")
+    t.ok(w.outbox(job_id, "pending"), "the result is still buffered after a 200 page")
+    proxy.impostor("/complete", 404, b"<html>Not Found</html>")
+    n = len(proxy.seen("/complete"))
+    t.wait_for(lambda: len(proxy.seen("/complete")) > n, 10, "a delivery answered 404 by the proxy")
+    t.ok(w.outbox(job_id, "pending"), "still buffered after a 404 page")
+    t.eq(cp.job(job_id)["status"], "RUNNING", "the control plane has not heard of it")
+    proxy.impostor("/complete", None)
+    cp.wait_job_state(job_id, "COMPLETED")
+    t.ok("HTTP 200, not the control plane's answer" in w.log_text(), "the worker said why it kept the result")
+
+    proxy.impostor("/ack", 200)
+    acked = cp.submit("true")
+    t.wait_for(lambda: len(proxy.seen("/ack")) >= 3, 10, "acks answered by the portal")
+    t.eq(w.runs(acked), [], "the job did not start on a page's word")
+    proxy.impostor("/ack", None)
+    cp.wait_job_state(acked, "COMPLETED")
+    t.eq(len(w.runs(acked)), 1, "it ran once the control plane accepted the ack")
+
+
+@test
+def test_a_page_from_the_way_renews_no_lease(t):
+    """Heartbeats answered 200 by a page renew nothing: the worker stops its job before the
+    control plane's lease runs out, as it does when the control plane cannot be reached."""
+    gate = os.path.join(t.tmp, "gate")
+    os.mkfifo(gate)
+    cp = t.control_plane()
+    proxy = GateProxy(t, cp)
+    w = WorkerProcess(t, cp, "w1", options=via(proxy)).start()
+    job_id = cp.submit("sh", args=["-c", f"read x < {gate}"], max_attempts=1)
+    cp.wait_job_state(job_id, "RUNNING")
+    proxy.impostor("/heartbeat", 200)
+    w.wait_log(f"Job {job_id}: lease expired: no successful renewal")
 
 
 # -- entropy-keeper --------------------------------------------------------------------------------
