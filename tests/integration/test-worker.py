@@ -613,7 +613,8 @@ def test_a_wait_stop_registers_again_when_the_control_plane_forgot_the_worker(t)
     heartbeats stopped, and the job's lease ran out under it."""
     gate = os.path.join(t.tmp, "gate")
     os.mkfifo(gate)
-    cp = t.control_plane()
+    # No reconciler sweep meanwhile: it would find the job's worker gone and make the job LOST.
+    cp = t.control_plane(options={"reconcile-interval": "1h"})
     w = WorkerProcess(t, cp, "w1", options={"stop-mode": "wait", "heartbeat-interval": "100ms"}).start()
     job_id = cp.submit("sh", args=["-c", f"read x < {gate}"], max_attempts=1)
     wait_running_on(t, cp, job_id, "w1")
