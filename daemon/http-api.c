@@ -17,7 +17,8 @@
 #include "protocol.h"
 
 typedef enum RouteRole {
-        ROUTE_PUBLIC,  /* no token */
+        ROUTE_PUBLIC,  /* nothing: no token, no client certificate (/healthz) */
+        ROUTE_PAGE,    /* no token, but with mTLS a client certificate (the dashboard's files) */
         ROUTE_ADMIN,   /* admin token (current or previous) */
         ROUTE_WORKER,  /* worker token (current or previous) */
         ROUTE_METRICS, /* admin token or the metrics token */
@@ -46,9 +47,9 @@ static const Route routes[] = {
         {"POST", "/drain", false, ROUTE_ADMIN, api_post_drain},
 
         /* The dashboard's page and files; they hold no data, the page asks for a token itself. */
-        {"GET", "/ui", false, ROUTE_PUBLIC, ui_serve},
-        {"GET", "/ui/", false, ROUTE_PUBLIC, ui_serve},
-        {"GET", "/ui/", true, ROUTE_PUBLIC, ui_serve},
+        {"GET", "/ui", false, ROUTE_PAGE, ui_serve},
+        {"GET", "/ui/", false, ROUTE_PAGE, ui_serve},
+        {"GET", "/ui/", true, ROUTE_PAGE, ui_serve},
 
         {"POST", "/register", false, ROUTE_WORKER, api_post_register},
         {"GET", "/next-job", false, ROUTE_WORKER, api_get_next_job},
@@ -62,6 +63,7 @@ static const Route routes[] = {
 static const char *role_name(RouteRole role) {
         static const char *const names[] = {
                 [ROUTE_PUBLIC] = "public",
+                [ROUTE_PAGE] = "page",
                 [ROUTE_ADMIN] = "admin",
                 [ROUTE_WORKER] = "worker",
                 [ROUTE_METRICS] = "metrics",
@@ -77,6 +79,8 @@ static unsigned role_bits(RouteRole role) {
                 return AUTH_ROLE_WORKER;
         case ROUTE_METRICS:
                 return AUTH_ROLE_METRICS;
+        case ROUTE_PUBLIC:
+                return AUTH_OPEN;
         default:
                 return 0;
         }
@@ -169,8 +173,11 @@ static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, H
                 if (suppressed > 0)
                         log_warning("%" PRIu64 " refused request(s) were not audited (more than %d a second).",
                                     suppressed, REFUSALS_AUDITED_PER_SEC);
-                snprintf(what, sizeof(what), "%s %.128s: %s (needs the %s token)", req->method, req->path, a->reason,
-                         role_name(route->role));
+                if (route->role == ROUTE_PAGE)
+                        snprintf(what, sizeof(what), "%s %.128s: %s", req->method, req->path, a->reason);
+                else
+                        snprintf(what, sizeof(what), "%s %.128s: %s (needs the %s token)", req->method, req->path,
+                                 a->reason, role_name(route->role));
                 /* Who: what a certificate or signed token proved, else unknown. Never the token. */
                 r = audit_refused(c, "auth", a->who[0] ? a->who : NULL, req->remote, req->request_id, what);
                 if (r < 0) {

@@ -158,7 +158,7 @@ bool http_auth_token_admits(Control *c, const HttpRequest *req, unsigned roles) 
         _cleanup_free_ char *signed_id = NULL;
         HttpAuthResult result = {};
 
-        if (roles == 0)
+        if (roles == 0 || roles == AUTH_OPEN)
                 return true;
         return check_token(c, http_request_header(req, "X-API-Token"), roles, &signed_id, &result) >= 0 &&
                result.status == 0;
@@ -169,12 +169,14 @@ int http_auth_check(Control *c, const HttpRequest *req, unsigned roles, bool wor
         int r;
 
         *ret = (HttpAuthResult){};
-        if (roles == 0)
+        if (roles == AUTH_OPEN)
                 return 0;
         /* mTLS: no valid client certificate, no API (whatever the token). */
         if (req->peer_error)
                 return refuse(ret, 401, req->peer_error);
         set_who(ret, req->peer_identity);
+        if (roles == 0)
+                return 0;
 
         r = check_token(c, http_request_header(req, "X-API-Token"), roles, &signed_id, ret);
         if (r < 0 || ret->status)

@@ -15,7 +15,12 @@ typedef struct HttpAuthResult {
         char who[LIMIT_ID_LEN + 1];
 } HttpAuthResult;
 
-/* Checks req against roles (AuthRole bits; 0: a public endpoint). worker_route: the endpoint acts
+/* The roles of an endpoint no one needs anything for, not even (with mTLS) a client certificate:
+ * /healthz alone, for probes. Roles 0 is an endpoint without a token that with mTLS still needs
+ * the certificate, as every other endpoint does (the dashboard's files). */
+#define AUTH_OPEN (1u << 31)
+
+/* Checks req against roles (AuthRole bits, 0 or AUTH_OPEN: see above). worker_route: the endpoint acts
  * for the worker named in the request (query worker_id, body worker_id and completed_jobs[].worker_id),
  * which a signed token or (with --tls-bind-worker-id) the client certificate must name. Returns 0
  * with ret filled, negative only on allocation failure. */

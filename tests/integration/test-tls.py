@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 
-from entropy_test import ADMIN_TOKEN, BUILDDIR, WORKER_TOKEN, TestFailure, run, test
+from entropy_test import ADMIN_TOKEN, BUILDDIR, SRCDIR, WORKER_TOKEN, TestFailure, run, test
 from tls_certs import CertFactory, TlsHttp, pem_to_der, require_certtool
 
 
@@ -153,7 +153,7 @@ def test_bad_tls_settings_stop_the_start(t):
 def test_mtls_refuses_missing_untrusted_expired_and_wrong_purpose_certificates(t):
     certs = CertFactory(t.tmp)
     rogue = CertFactory(t.tmp, "rogue")
-    cp = tls_control_plane(t, certs, client_ca=certs.ca_file)
+    cp = tls_control_plane(t, certs, client_ca=certs.ca_file, options={"ui-directory": os.path.join(SRCDIR, "ui")})
     cases = {
         "no client certificate": None,
         "untrusted client certificate": rogue.client("worker-1"),
@@ -170,10 +170,15 @@ def test_mtls_refuses_missing_untrusted_expired_and_wrong_purpose_certificates(t
         t.eq(status, 401, f"{reason}: worker endpoint refused")
         status, _ = c.request("GET", "/healthz", token=False)
         t.eq(status, 200, f"{reason}: /healthz stays open")
+        status, _ = c.request("GET", "/ui/app.js", token=False)
+        t.eq(status, 401, f"{reason}: the dashboard's files refused too")
 
     good = client(cp, certs, certs.client("admin"))
+    status, _ = good.request("GET", "/ui/app.js", token=False)
+    t.eq(status, 200, "a valid certificate gets the dashboard's files, without a token")
     status, events = good.request("GET", "/events?event=request.refused&limit=100", token=ADMIN_TOKEN)
     t.eq(status, 200, "a valid certificate with the admin token opens the API")
+    t.ok(any("/ui/app.js" in e["details"].get("reason", "") for e in events), "a refused dashboard file is audited")
     reasons = " ".join(e["details"].get("reason", "") for e in events)
     for reason in cases:
         t.ok(reason in reasons, f"the refusal '{reason}' is audited")
