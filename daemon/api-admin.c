@@ -138,6 +138,7 @@ int api_get_job(Control *c, const HttpRequest *req, HttpResponse *resp) {
 
 int api_post_abort(Control *c, const HttpRequest *req, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
+        _cleanup_free_ char *kept = NULL;
         const char *job_id = NULL, *worker_id = NULL, *reason = NULL;
         JsonError jerr = {};
         OpError err = {};
@@ -152,7 +153,10 @@ int api_post_abort(Control *c, const HttpRequest *req, HttpResponse *resp) {
             OPTIONAL(json_get_string(o, "reason", LIMIT_TEXT_LEN, false, &reason, &jerr)) < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = api_origin(req, "admin");
-        r = jobs_abort(c, &origin, job_id, worker_id, reason, &n, &err);
+        /* The answer gives the reason the jobs keep, a default one included. */
+        if (jobs_abort_reason(&origin, reason, &kept) < 0)
+                return -ENOMEM;
+        r = jobs_abort(c, &origin, job_id, worker_id, kept, &n, &err);
         if (r < 0)
                 return api_reply_error(resp, r, &err);
 
@@ -161,7 +165,7 @@ int api_post_abort(Control *c, const HttpRequest *req, HttpResponse *resp) {
                 return -ENOMEM;
         json_add_string(body, "status", "ABORTED");
         json_add_int64(body, "aborted_jobs", (int64_t) n);
-        json_add_string(body, "reason", reason);
+        json_add_string(body, "reason", kept);
         if (job_id)
                 json_add_string(body, "job_id", job_id);
         if (worker_id)

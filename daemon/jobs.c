@@ -952,6 +952,15 @@ static int abort_locked(Control *c, const Origin *o, const char *job_id, const c
         return 0;
 }
 
+int jobs_abort_reason(const Origin *o, const char *reason, char **ret) {
+        char *s = NULL;
+
+        if (isempty(reason) ? asprintf(&s, "aborted by %s", origin_actor(o)) < 0 : !(s = strdup(reason)))
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
 int jobs_abort(Control *c, const Origin *o, const char *job_id, const char *worker_id, const char *reason,
                size_t *ret_aborted, OpError *err) {
         _cleanup_tx_ Control *tx = NULL;
@@ -966,7 +975,7 @@ int jobs_abort(Control *c, const Origin *o, const char *job_id, const char *work
         if (reason && strlen(reason) > LIMIT_TEXT_LEN)
                 return op_error_set(err, -EINVAL, "field 'reason' is longer than %d bytes", LIMIT_TEXT_LEN);
         if (isempty(reason)) {
-                if (asprintf(&dflt, "aborted by %s", origin_actor(o)) < 0)
+                if (jobs_abort_reason(o, reason, &dflt) < 0)
                         return -ENOMEM;
                 reason = dflt;
         }

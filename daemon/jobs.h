@@ -169,6 +169,8 @@ typedef struct Failure {
  *     assignment, below). not_retryable wins over handback. */
 int jobs_fail(Control *c, const Origin *o, const Failure *fail, JobState *ret_state, OpError *err);
 
+/* The reason an abort keeps in last_error: the one given, or "aborted by <actor>" when none is. */
+int jobs_abort_reason(const Origin *o, const char *reason, char **ret);
 /* Aborts one job (job_id), every job a worker holds (worker_id; ASSIGNED or RUNNING), or with
  * both, that job if that worker holds it. The reason is kept in last_error. -ENOENT nothing to
  * abort, -EBUSY the job is terminal (or LOST, which cannot be aborted: it becomes RETRYING or

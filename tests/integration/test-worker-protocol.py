@@ -213,6 +213,10 @@ def test_abort(t):
     t.eq((s, body.get("aborted_jobs")), (200, 2), "abort by worker: both held jobs")
     t.eq({cp.job(a)["status"], cp.job(b)["status"]}, {"ABORTED"}, "both ABORTED")
     t.eq(cp.admin("POST", "/abort", {"worker_id": "w1"})[0], 404, "nothing left to abort: 404")
+    c = cp.submit("sleep 1")
+    s, body = cp.admin("POST", "/abort", {"job_id": c})
+    t.eq((s, body.get("reason")), (200, cp.job(c)["last_error"]), "without a reason: the answer gives the one kept")
+    t.ok((body.get("reason") or "").startswith("aborted by "), f"a default reason: {body.get('reason')!r}")
 
 
 @test
