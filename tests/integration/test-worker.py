@@ -252,31 +252,6 @@ def test_two_slots_run_two_jobs_at_once(t):
 GPU_UUIDS = ("GPU-5d4c3b2a-1f0e-4d9c-8b7a-6e5f4d3c2b1a", "GPU-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
 
 
-@test
-def test_slots_get_the_gpus_nvidia_smi_lists_by_uuid(t):
-    """Slot i's job gets the UUID of the i-th GPU `nvidia-smi -L` lists in CUDA_VISIBLE_DEVICES. It
-    used to get the N of /dev/nvidia<N>, a device minor that CUDA does not know: in a container
-    given /dev/nvidia2 and /dev/nvidia3, CUDA_VISIBLE_DEVICES=2 named no GPU at all."""
-    smi = os.path.join(t.tmp, "nvidia-smi")
-    with open(smi, "w") as f:
-        f.write("#!/bin/sh\n[ \"$1\" = -L ] || exit 1\n"
-                f"echo 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: {GPU_UUIDS[0]})'\n"
-                f"echo 'GPU 1: NVIDIA A100-SXM4-40GB (UUID: {GPU_UUIDS[1]})'\n")
-    os.chmod(smi, 0o755)
-    cp = t.control_plane()
-    log = os.path.join(t.tmp, "runs.log")
-    WorkerProcess(t, cp, "w1", options={"slots": "2", "nvidia-smi": smi}).start()
-    jobs = [submit(cp, timed_job(log, 1, tag=f"job{i}:$ENTROPY_SLOT:$CUDA_VISIBLE_DEVICES")) for i in range(2)]
-    for j in jobs:
-        cp.wait_job_state(j, "COMPLETED", timeout=15)
-    runs = logged_runs(log)
-    got = sorted(tuple(tag.split(":")[1:]) for tag in runs)
-    t.eq(got, [("0", GPU_UUIDS[0]), ("1", GPU_UUIDS[1])], "slot 0 ran on the first GPU, slot 1 on the second")
-    status, workers = cp.admin("GET", "/workers")
-    caps = [x for x in workers if x["worker_id"] == "w1"][0]["capabilities"]
-    t.ok("gpu" in caps, f"gpu capability announced: {caps}")
-
-
 def fake_nvidia_smi(t):
     """An nvidia-smi that lists the two GPUs of GPU_UUIDS."""
     smi = os.path.join(t.tmp, "nvidia-smi")
@@ -301,6 +276,18 @@ def slot_gpus_seen(t, cp, w, n):
 def worker_capabilities(cp, worker_id):
     status, workers = cp.admin("GET", "/workers")
     return [x for x in workers if x["worker_id"] == worker_id][0]["capabilities"]
+
+
+@test
+def test_slots_get_the_gpus_nvidia_smi_lists_by_uuid(t):
+    """Slot i's job gets the UUID of the i-th GPU `nvidia-smi -L` lists in CUDA_VISIBLE_DEVICES. It
+    used to get the N of /dev/nvidia<N>, a device minor that CUDA does not know: in a container
+    given /dev/nvidia2 and /dev/nvidia3, CUDA_VISIBLE_DEVICES=2 named no GPU at all."""
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"slots": "2", "nvidia-smi": fake_nvidia_smi(t)}).start()
+    t.eq(slot_gpus_seen(t, cp, w, 2), [("0", GPU_UUIDS[0]), ("1", GPU_UUIDS[1])],
+         "slot 0 ran on the first GPU, slot 1 on the second")
+    t.ok("gpu" in worker_capabilities(cp, "w1"), "gpu capability announced")
 
 
 @test
