@@ -377,16 +377,16 @@ static void on_flush(Client *c, const ClientReply *reply, void *userdata) {
         w->flush_request = NULL;
         client_reply_describe_origin(reply, buf, sizeof(buf));
         /* Only the control plane's own answer settles a result; any other is a failed delivery. */
-        bool ours = client_reply_from_control_plane(reply);
+        bool ours = client_reply_from_control_plane(reply), accepted = ours && reply->status == 200;
         const char *state = NULL;
-        if (reply->status == 200 && ours)
+        if (accepted)
                 (void) json_get_string(reply->body, "status", 64, false, &state, NULL);
-        if (reply->status == 200 && ours && call->complete &&
+        if (accepted && call->complete &&
             completion_superseded(w, call->id, call->job_id, call->assignment_id, state)) {
                 session_note_contact(w);
                 w->flush_failures = 0;
                 session_flush(w);
-        } else if (reply->status == 200 && ours) {
+        } else if (accepted) {
                 session_note_contact(w);
                 w->flush_failures = 0;
                 log_info("Result of job %s (assignment %s) accepted.", call->job_id, call->assignment_id);

@@ -96,8 +96,7 @@ class GateProxy(FaultProxy):
         super().__init__(cp.port)
         self.requests = []
         self.holds = []
-        self.refused = set()
-        self.impostors = {}
+        self.canned = {}  # route: the raw answer given instead of forwarding
         self.start()
         t.cleanups.append(self.stop)
 
@@ -106,19 +105,23 @@ class GateProxy(FaultProxy):
         self.holds.append(h)
         return h
 
+    def answer(self, route, status, body, content_type):
+        """Answers every request to route with status and body, without forwarding it; status
+        None: forward again."""
+        if status is None:
+            self.canned.pop(route, None)
+        else:
+            self.canned[route] = (b"HTTP/1.1 %d Canned\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                                  % (status, content_type, len(body)) + body)
+
     def refuse(self, route):
-        """Answers 503 to every request to route, without forwarding it."""
-        self.refused.add(route)
+        """Answers 503 to every request to route, as the control plane would when failing."""
+        self.answer(route, 503, b"{}", b"application/json")
 
     def impostor(self, route, status, body=b"<html><body>Sign in to the network</body></html>"):
-        """Answers every request to route itself, as something between the worker and the control
-        plane would (a captive portal, a proxy without a route): an HTML page, not forwarded.
-        status None: forward again."""
-        if status is None:
-            self.impostors.pop(route, None)
-        else:
-            self.impostors[route] = (b"HTTP/1.1 %d Impostor\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n"
-                                     % (status, len(body)) + body)
+        """Answers every request to route as something between the worker and the control plane
+        would (a captive portal, a proxy without a route): an HTML page. status None: forward again."""
+        self.answer(route, status, body, b"text/html")
 
     def seen(self, route):
         return [r for r in list(self.requests) if r.route == route]
@@ -136,13 +139,7 @@ class GateProxy(FaultProxy):
         self.requests.append(req)
         try:
             await self._wait_holds(req, after=False)
-            if req.route in self.impostors:
-                resp = self.impostors[req.route]
-            elif req.route in self.refused:
-                resp = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 2\r\n\r\n{}")
-            else:
-                resp = await super()._forward(raw)
+            resp = self.canned.get(req.route) or await super()._forward(raw)
             head, _, body = resp.partition(b"\r\n\r\n")
             req.status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else None
             req.answer = _json(body)
