@@ -324,6 +324,9 @@ static int control_event_setup(Control *c) {
         if (sigemptyset(&mask) < 0 || sigaddset(&mask, SIGTERM) < 0 || sigaddset(&mask, SIGINT) < 0 ||
             sigaddset(&mask, SIGHUP) < 0 || sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return log_error_errno(-errno, "Failed to block signals: %m");
+        /* Past a file size limit (LimitFSIZE=) a store write fails (EFBIG) and its request is
+         * refused, unacknowledged, rather than the daemon being killed. */
+        (void) signal(SIGXFSZ, SIG_IGN);
         r = sd_event_add_signal(c->event, NULL, SIGTERM, on_terminate, c);
         if (r >= 0)
                 r = sd_event_add_signal(c->event, NULL, SIGINT, on_terminate, c);

@@ -98,6 +98,28 @@ int job_spec_from_json(json_object *o, JobSpec **ret, char *error, size_t error_
         return 0;
 }
 
+static UnrecordedResult *unrecorded_free(UnrecordedResult *u) {
+        if (!u)
+                return NULL;
+        json_object_put(u->body);
+        free(u->outcome);
+        free(u->reason);
+        free(u);
+        return NULL;
+}
+
+static UnrecordedResult *unrecorded_new(ResultKind kind, json_object *body, const char *outcome, int64_t exit_code,
+                                        const char *reason) {
+        UnrecordedResult *u = calloc(1, sizeof(*u));
+        if (!u)
+                return NULL;
+        *u = (UnrecordedResult){kind, json_object_get(body), strdup(outcome), reason ? strdup(reason) : NULL,
+                                exit_code};
+        if (!u->outcome || (reason && !u->reason))
+                return unrecorded_free(u);
+        return u;
+}
+
 Run *run_free(Run *r) {
         if (!r)
                 return NULL;
@@ -106,6 +128,8 @@ Run *run_free(Run *r) {
         sd_event_source_disable_unref(r->kill_timer);
         sd_event_source_disable_unref(r->lease_timer);
         sd_event_source_disable_unref(r->ack_timer);
+        sd_event_source_disable_unref(r->record_timer);
+        unrecorded_free(r->unrecorded);
         client_request_cancel(r->ack_request);
         /* Prepared for a start that never came (the ack refused, the job given up): no run, no
          * files. */
@@ -121,12 +145,18 @@ Run *run_free(Run *r) {
         return NULL;
 }
 
-/* Frees the run and its slot, then lets the worker take new work (or finish stopping). */
+static void run_hold_unrecorded(Run *r);
+
+/* Frees the run and its slot, then lets the worker take new work (or finish stopping). A run whose
+ * result could not be recorded is kept instead (run_hold_unrecorded). */
 static void run_release(Run *r) {
         Worker *w = r->worker;
         if (r->slot < w->n_slots && w->slots[r->slot] == r)
                 w->slots[r->slot] = NULL;
-        run_free(r);
+        if (r->unrecorded)
+                run_hold_unrecorded(r);
+        else
+                run_free(r);
         worker_mark_busy(w);
         worker_update_status(w);
         session_poll_now(w);
@@ -157,14 +187,55 @@ static void run_record_result(Run *r, ResultKind kind, json_object *body, const 
         k = replay_add_result(w->replay, r->run_id, kind, r->spec->job_id, r->spec->assignment_id, body,
                               r->exited_real ? r->exited_real : now_realtime_usec(), outcome, exit_code, reason,
                               &seq);
-        if (k < 0)
-                /* Not durable: it would be lost on a crash; say so loudly, the outbox never saw it. */
-                log_error_errno(k, "Job %s: failed to record the result in the replay buffer, it is lost: %m",
-                                r->spec->job_id);
-        else
+        if (k >= 0) {
                 log_info("Job %s (assignment %s): %s recorded (completion seq %lld)%s%s", r->spec->job_id,
                          r->spec->assignment_id, outcome, (long long) seq, reason ? ": " : "", strempty(reason));
-        session_flush(w);
+                session_flush(w);
+                return;
+        }
+        /* Sent unrecorded, a crash before its delivery would lose it unnoticed: it is kept in
+         * memory and recorded when the buffer takes it again (a full disk freed). Stopping, there
+         * is no later: the job runs again when its lease runs out. */
+        if (!w->stopping)
+                r->unrecorded = unrecorded_new(kind, body, outcome, exit_code, reason);
+        if (r->unrecorded)
+                log_error_errno(k,
+                                "Job %s: cannot record its result (%s) in the replay buffer: %m; holding the job "
+                                "and trying again.",
+                                r->spec->job_id, outcome);
+        else
+                log_error_errno(k,
+                                "Job %s: cannot record its result (%s) in the replay buffer: %m; it is lost, the "
+                                "job runs again when its lease runs out.",
+                                r->spec->job_id, outcome);
+}
+
+static int on_record_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static void run_detach(Run *r);
+
+/* Out of its slot but still held: heartbeats renew its lease and its artifacts are kept, while
+ * the worker takes no new work (session.c: may_poll), whose result would not fit either. */
+static void run_hold_unrecorded(Run *r) {
+        run_detach(r);
+        (void) worker_arm_timer(r->worker, &r->record_timer, worker_backoff(r->worker, ++r->record_failures),
+                                on_record_timer, r, "record-retry");
+}
+
+static void finishing_remove(Run *r);
+
+/* Once more; when stopping this is the last try. */
+void run_record_again(Run *r) {
+        UnrecordedResult *u = TAKE_PTR(r->unrecorded);
+
+        finishing_remove(r);
+        run_record_result(r, u->kind, u->body, u->outcome, u->exit_code, u->reason);
+        unrecorded_free(u);
+        run_release(r);
+}
+
+static int on_record_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        run_record_again(userdata);
+        return 0;
 }
 
 static void run_fail(Run *r, const char *kind, bool retryable, int64_t exit_code, const char *outcome,
@@ -336,6 +407,16 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
         Worker *w = r->worker;
         usec_t grace = w->settings.kill_grace;
 
+        if (r->phase == RUN_ACKING && reason == STOP_HANDBACK && r->ack_request) {
+                /* The control plane may have taken the ack already (the job RUNNING there): its
+                 * answer says whether there is a job to hand back (on_ack), rather than leaving it
+                 * to run out its lease and lose an attempt. */
+                log_info("Job %s will not start: %s; waiting for the answer to its ack.", r->spec->job_id,
+                         strempty(detail));
+                r->stop_reason = reason;
+                free_and_replace_str(&r->stop_detail, detail ? strdup(detail) : NULL);
+                return;
+        }
         if (r->phase == RUN_ACKING) {
                 log_info("Job %s given up before it started: %s", r->spec->job_id, strempty(detail));
                 run_release(r);
@@ -518,6 +599,13 @@ static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
 
         r->ack_request = NULL;
         bool ours = client_reply_from_control_plane(reply);
+        if (reply->status == 200 && ours && r->stop_reason == STOP_HANDBACK) {
+                session_note_contact(r->worker);
+                log_info("Job %s acknowledged while stopping; handing it back.", r->spec->job_id);
+                run_fail(r, "handback", true, -1, "handback", r->stop_detail);
+                run_release(r);
+                return;
+        }
         if (reply->status == 200 && ours) {
                 session_note_contact(r->worker);
                 run_start(r);
@@ -533,6 +621,11 @@ static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
         }
         /* Transport error, 5xx, or an answer that is not the control plane's: the lease timer drops
          * the job if no ack gets through in time. */
+        if (r->stop_reason == STOP_HANDBACK) {
+                log_warning("Ack of job %s failed (%s) while stopping; giving it up.", r->spec->job_id, buf);
+                run_release(r);
+                return;
+        }
         log_warning("Ack of job %s failed (%s); retrying.", r->spec->job_id, buf);
         r->ack_attempts++;
         (void) worker_arm_timer(r->worker, &r->ack_timer, MIN(100 * USEC_PER_MSEC << MIN(r->ack_attempts, 5u),

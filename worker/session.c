@@ -340,7 +340,8 @@ static void poll_send(Worker *w) {
 }
 
 static bool may_poll(Worker *w) {
-        return w->session == SESSION_READY && !w->stopping && !w->poll_request;
+        /* Nor while a result waits for the replay buffer: the next one would not fit either. */
+        return w->session == SESSION_READY && !w->stopping && !w->poll_request && worker_n_unrecorded(w) == 0;
 }
 
 void session_poll_now(Worker *w) {
@@ -415,6 +416,12 @@ static void on_flush(Client *c, const ClientReply *reply, void *userdata) {
         worker_check_exit(w);
 }
 
+/* No request in flight will call session_flush() again: the backoff does. */
+static void flush_later(Worker *w) {
+        (void) worker_arm_timer(w, &w->flush_timer, worker_backoff(w, ++w->flush_failures), on_flush_timer, w,
+                                "flush-retry");
+}
+
 void session_flush(Worker *w) {
         ReplayEntry *entries = NULL;
         FlushCall *call;
@@ -426,6 +433,7 @@ void session_flush(Worker *w) {
         k = replay_list_pending(w->replay, &entries, &n);
         if (k < 0) {
                 log_error_errno(k, "Cannot read the replay buffer: %m");
+                flush_later(w);
                 return;
         }
         if (n == 0) {
@@ -434,7 +442,9 @@ void session_flush(Worker *w) {
                 return;
         }
         call = calloc(1, sizeof(*call));
-        if (call) {
+        if (!call)
+                k = -ENOMEM;
+        else {
                 call->worker = w;
                 call->id = entries[0].id;
                 call->complete = entries[0].kind == RESULT_COMPLETE;
@@ -442,11 +452,14 @@ void session_flush(Worker *w) {
                 snprintf(call->assignment_id, sizeof(call->assignment_id), "%s", entries[0].assignment_id);
                 k = client_request(w->client, "POST", entries[0].kind == RESULT_COMPLETE ? "/complete" : "/fail",
                                    entries[0].body, on_flush, call, &w->flush_request);
-                if (k < 0) {
-                        log_error_errno(k, "Cannot send a result: %m");
+                if (k < 0)
                         free(call);
-                } else
+                else
                         client_request_set_destroy(w->flush_request, free);
+        }
+        if (k < 0) {
+                log_error_errno(k, "Cannot send a result: %m");
+                flush_later(w);
         }
         replay_entries_free(entries, n);
 }

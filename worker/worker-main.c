@@ -21,6 +21,9 @@ int main(int argc, char **argv) {
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
                 return EXIT_FAILURE;
         (void) signal(SIGPIPE, SIG_IGN);
+        /* Past a file size limit (LimitFSIZE=) a write fails with EFBIG, which the replay buffer
+         * survives (run.c holds the result), rather than killing the worker and its jobs. */
+        (void) signal(SIGXFSZ, SIG_IGN);
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 log_error("Cannot initialize libcurl.");
                 return EXIT_FAILURE;

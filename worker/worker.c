@@ -59,6 +59,13 @@ size_t worker_n_runs(Worker *w) {
         return n;
 }
 
+size_t worker_n_unrecorded(Worker *w) {
+        size_t n = 0;
+        for (Run *r = w->finishing; r; r = r->next_finishing)
+                n += r->unrecorded != NULL;
+        return n;
+}
+
 Run *worker_find_run(Worker *w, const char *job_id) {
         for (size_t i = 0; job_id && i < w->n_slots; i++)
                 if (w->slots[i] && streq(w->slots[i]->spec->job_id, job_id))
@@ -107,7 +114,7 @@ int worker_free_slot(Worker *w) {
 }
 
 static void worker_send_status(Worker *w) {
-        char jobs[512] = "", line[768];
+        char jobs[512] = "", held[96] = "", line[896];
         size_t off = 0, n = 0;
         int64_t pending = 0;
         const char *session = w->session == SESSION_READY ? "connected"
@@ -123,9 +130,12 @@ static void worker_send_status(Worker *w) {
                 }
         }
         (void) replay_count_pending(w->replay, &pending);
-        snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver; control plane %s",
+        size_t unrecorded = worker_n_unrecorded(w);
+        if (unrecorded > 0)
+                snprintf(held, sizeof(held), "; %zu result(s) the replay buffer refused, no new work", unrecorded);
+        snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver%s; control plane %s",
                  w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
-                 n ? ": " : "", jobs, (long long) pending, session);
+                 n ? ": " : "", jobs, (long long) pending, held, session);
         (void) sd_notify(false, line);
         w->status_sent = now_monotonic_usec();
 }
@@ -210,8 +220,15 @@ static void worker_begin_stop(Worker *w) {
                 Run *r = w->slots[i];
                 if (!r)
                         continue;
-                if (w->stop_mode == STOP_MODE_HANDBACK || r->phase == RUN_ACKING)
+                if (w->stop_mode == STOP_MODE_HANDBACK)
                         run_stop(r, STOP_HANDBACK, "handed back: the worker is stopping (stop-mode=handback)");
+                else if (r->phase == RUN_ACKING) /* not started yet: a wait-mode stop starts nothing new */
+                        run_stop(r, STOP_HANDBACK, "handed back: the worker is stopping before it started");
+        }
+        for (Run *r = w->finishing, *next; r; r = next) {
+                next = r->next_finishing;
+                if (r->unrecorded)
+                        run_record_again(r);
         }
         worker_update_status(w);
         worker_check_exit(w);

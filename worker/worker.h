@@ -47,11 +47,12 @@ int job_spec_from_json(json_object *o, JobSpec **ret, char *error, size_t error_
 JobSpec *job_spec_free(JobSpec *s);
 
 typedef enum RunPhase {
-        RUN_ACKING,   /* claimed, /ack in flight: held, not started (policy and files prepared) */
-        RUN_STARTING, /* ack accepted: recording and starting the process */
-        RUN_RUNNING,  /* process running */
-        RUN_STOPPING, /* signalled, waiting for it to exit */
-        RUN_FINISHING, /* exited, out of its slot: artifacts being made durable (finisher.c) */
+        RUN_ACKING,    /* claimed, /ack in flight: held, not started (policy and files prepared) */
+        RUN_STARTING,  /* ack accepted: recording and starting the process */
+        RUN_RUNNING,   /* process running */
+        RUN_STOPPING,  /* signalled, waiting for it to exit */
+        RUN_FINISHING, /* exited, out of its slot: artifacts being made durable (finisher.c), or its
+                        * result waiting to be recorded again (Run.unrecorded) */
 } RunPhase;
 
 typedef enum StopReason {
@@ -61,6 +62,14 @@ typedef enum StopReason {
         STOP_ABORT,    /* the control plane says the job is no longer ours */
         STOP_HANDBACK, /* SIGTERM with stop-mode=handback */
 } StopReason;
+
+/* A result the replay buffer refused (disk full, I/O error), kept to be recorded again. */
+typedef struct UnrecordedResult {
+        int kind; /* ResultKind */
+        json_object *body;
+        char *outcome, *reason;
+        int64_t exit_code;
+} UnrecordedResult;
 
 typedef struct Run {
         Worker *worker;
@@ -96,6 +105,11 @@ typedef struct Run {
         siginfo_t exit_info;
         usec_t exited_real, exited_mono;
         struct Run *next_finishing; /* Worker.finishing */
+
+        /* Its result, while the replay buffer cannot take it: tried again after a backoff. */
+        UnrecordedResult *unrecorded;
+        sd_event_source *record_timer;
+        unsigned record_failures;
 } Run;
 
 typedef enum SessionState {
@@ -163,6 +177,7 @@ int worker_new(int argc, char **argv, Worker **ret);
 Worker *worker_free(Worker *w);
 int worker_run(Worker *w);
 size_t worker_n_runs(Worker *w);
+size_t worker_n_unrecorded(Worker *w);               /* held runs whose result the replay buffer refused */
 Run *worker_find_run(Worker *w, const char *job_id); /* in a slot; not the finishing runs */
 /* Log retention: removes run records and local artifact directories older than log-retention
  * before `now` (realtime), except those of jobs the worker still holds or has a result of to
@@ -196,6 +211,8 @@ int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply);
 void run_stop(Run *r, StopReason reason, const char *detail);
 void run_abort(Run *r, const char *detail); /* SIGKILL the group at once */
 Run *run_free(Run *r);
+/* Tries again to record the result of a run held because the replay buffer refused it. */
+void run_record_again(Run *r);
 
 /* lease.c */
 void lease_start(Worker *w);

@@ -19,6 +19,7 @@ whatever happens. Waiting is on events (the daemon's sd_notify READY) or bounded
 observable condition with `t.wait_for`, never a fixed sleep.
 """
 
+import errno
 import http.client
 import json
 import os
@@ -123,6 +124,29 @@ def mhd_refusal(t, what, data, closed, status_line, copies=1):
     t.ok(body.startswith(b"<html>") and body.endswith(b"</html>"),
          f"{what}: libmicrohttpd's HTML body, not the JSON error, got {body!r}")
     t.ok(closed, f"{what}: the connection is closed after it, cleanly")
+
+
+def small_tmpfs(t, path, size="4m"):
+    """Mounts a tmpfs of `size` on the directory path for test t (unmounted after it), to fill up:
+    a disk that is full for real. Needs root; the test is skipped without it."""
+    if os.geteuid() != 0:
+        raise TestSkip("needs root (a small tmpfs to fill up)")
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "entropy-test", path], check=True)
+    t.cleanups.append(lambda: subprocess.run(["umount", "-l", path], check=True))
+
+
+def fill_file_system(path):
+    """Writes the file path until its file system is full (ENOSPC); returns the bytes written."""
+    chunk, n = b"\0" * 65536, 0
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                n += f.write(chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return n
 
 
 def free_port():

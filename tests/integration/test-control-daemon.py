@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """entropy-control as a systemd service: readiness and status notifications, the watchdog,
 socket activation, graceful stop, reload of configuration and tokens, option precedence, refusal
-to start on a bad state directory or database, and durability across kill -9."""
+to start on a bad state directory or database, durability across kill -9, and a full disk."""
 
 import json
 import os
@@ -11,7 +11,8 @@ import sqlite3
 import threading
 import time
 
-from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, Http, TestFailure, binary, free_port, run, test)
+from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, Http, TestFailure, binary, fill_file_system, free_port, run,
+                          small_tmpfs, test)
 
 OPTION_NAMES = [
     "config", "listen", "database", "synchronous", "admin-token-file", "admin-token-previous-file",
@@ -423,6 +424,33 @@ def test_kill9_mid_stream_loses_nothing_acknowledged(t):
         js = cp.admin("GET", "/jobs")[1]
         return all(j["status"] not in ("RUNNING", "ASSIGNED") for j in js)
     t.wait_for(none_held, 15, "held jobs to be released once their leases expire")
+
+
+@test
+def test_full_disk_refuses_changes_and_keeps_serving(t):
+    """The database's disk fills up: a change is refused with a JSON 500 and not applied (nothing
+    acknowledged that is not stored), reads go on, and once there is room changes are taken again,
+    without a restart; what was acknowledged is there after one."""
+    state = os.path.join(t.tmp, "control")
+    small_tmpfs(t, state)
+    cp = t.control_plane(state_dir=state)
+    before = cp.submit("true")
+    filler = os.path.join(state, "filler")
+    t.require(fill_file_system(filler) > 0, "the database's file system filled up")
+    for _ in range(3):
+        status, body = cp.admin("POST", "/jobs", {"command": "true"})
+        t.eq(status, 500, "a submission is refused while the disk is full")
+        t.ok("durable" in (body or {}).get("error", ""), f"with a JSON error that says why: {body}")
+    status, jobs = cp.admin("GET", "/jobs")
+    t.eq((status, [j["job_id"] for j in jobs]), (200, [before]), "reads go on; nothing refused was stored")
+    t.ok(cp.proc.poll() is None, "the control plane is still running")
+
+    os.unlink(filler)
+    after = cp.submit("true")
+    cp.stop()
+    cp.restart()
+    status, jobs = cp.admin("GET", "/jobs")
+    t.eq(sorted(j["job_id"] for j in jobs), sorted([before, after]), "after a restart: the acknowledged jobs")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ or answers until the test lets them go, and checks what a user relies on:
   - a run stopping for its timeout keeps its lease while renewals get through, and once its lease
     is lost as well it is gone before its rerun starts elsewhere (it kept its full kill grace, and
     ran on beside the rerun);
+  - a worker stopped while the answer to its /ack is on its way hands the job back (it left the
+    job to run out its lease, an attempt lost);
   - entropy-keeper holds no socket of the worker other than its own (it inherited the worker's
     connections to the control plane, and kept them half open).
 
@@ -371,6 +373,35 @@ def test_lease_lost_while_stopping_ends_the_run_before_its_rerun(t):
     runs = run_intervals(w1.runs(job_id) + w2.runs(job_id))
     t.eq(overlapping(runs), None, f"no two runs of the job overlap: {runs}")
     t.eq([r[2] for r in runs], [first, rerun["assignment_id"]], "the first run, then its rerun")
+
+
+@test
+def test_stop_while_the_ack_is_answered_hands_the_job_back(t):
+    """SIGTERM reaches the worker while its /ack is in flight, after the control plane took it (the
+    job RUNNING there). The worker waits for that answer and hands the job back: it is claimable
+    at once and completes on another worker in one counted attempt, instead of waiting out its
+    lease as LOST (an attempt lost)."""
+    cp = t.control_plane(options={"lease-timeout": "60s", "heartbeat-timeout": "60s"})
+    proxy = GateProxy(t, cp)
+    w1 = WorkerProcess(t, cp, "w1", options=via(proxy, **{"request-timeout": LONG_REQUEST_TIMEOUT})).start()
+    answer = proxy.hold("/ack", after=True)
+    job_id = cp.submit("true")
+    t.wait_for(lambda: answer.held, 10, "the control plane to answer the /ack (held)")
+    t.eq(cp.job(job_id)["status"], "RUNNING", "the control plane took the ack")
+    w1.signal(signal.SIGTERM)
+    w1.wait_log(f"Job {job_id} will not start")
+    answer.release()
+    t.wait_for(lambda: w1.proc.poll() is not None, 10, "the worker to exit")
+    t.eq(w1.proc.returncode, 0, "the worker stopped cleanly")
+    t.eq([(r.body.get("handback"), r.status) for r in proxy.seen("/fail")], [(True, 200)],
+         "it handed the job back, and the control plane took it")
+    t.eq(w1.runs(job_id)[0]["outcome"], "handback", "its run record says so")
+
+    WorkerProcess(t, cp, "w2").start()
+    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
+    t.eq((job["status"], job["worker_id"], job["attempt_count"]), ("COMPLETED", "w2", 1),
+         "the job COMPLETED on the other worker, one attempt counted")
+    t.eq(cp.events(job_id=job_id, event="job.lost", limit=100), [], "it was never LOST")
 
 
 # -- answers that are not the control plane's -----------------------------------------------------

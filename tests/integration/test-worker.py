@@ -8,7 +8,8 @@ import sqlite3
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, run, span, test)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, fill_file_system, run, small_tmpfs, span,
+                          test)
 from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, require_daemons,
                             run_intervals, send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
 
@@ -702,6 +703,43 @@ def test_socket_activation_polls_runs_and_exits_when_idle(t):
     t.wait_for(lambda: w.proc.poll() is not None, 10, "the idle worker to exit")
     t.eq(w.proc.returncode, 0, "exit status 0 after idling")
     t.ok("socket-activated" in w.log_text(), "it knew it was socket-activated")
+
+
+
+@test
+def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
+    """The worker's disk fills up while a job runs: the replay buffer cannot take the result. The
+    worker keeps it, holds the job (its lease renewed past its first expiry, no new job taken) and
+    records and delivers it once there is room again: the job completes in its first attempt."""
+    state = os.path.join(t.tmp, "w1-state")
+    small_tmpfs(t, state)
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", state_dir=state).start()
+    gate = os.path.join(t.tmp, "gate")
+    job_id = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    wait_running_on(t, cp, job_id, "w1")
+    filler = os.path.join(state, "filler")
+    t.require(fill_file_system(filler) > 0, "the state directory's file system filled up")
+    open(gate, "w").close()
+    w.wait_log(f"Job {job_id}: cannot record its result (exited) in the replay buffer")
+    t.require("holding the job and trying again" in w.log_text(), "the worker holds the job")
+    held = cp.job(job_id)
+    second = submit(cp, command="true")
+    t.wait_for(lambda: time.time() > held["assignment_expires_at"] + LEASE / 2, LEASE * 3,
+               "the job's lease at the failure to run out")
+    job = cp.job(job_id)
+    t.eq((job["status"], job["assignment_id"]), ("RUNNING", held["assignment_id"]),
+         "the job is still RUNNING in its first assignment after that lease")
+    t.ok(job["assignment_expires_at"] > held["assignment_expires_at"], "its lease was renewed")
+    t.eq(cp.job(second)["status"], "PENDING", "no new job taken meanwhile")
+    t.eq(w.outbox(job_id), [], "nothing in the outbox yet")
+
+    os.unlink(filler)
+    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
+    t.eq((job["status"], job["attempt_count"], job["exit_code"]), ("COMPLETED", 1, 0),
+         "the job COMPLETED in its first attempt")
+    t.eq([o["state"] for o in w.outbox(job_id)], ["accepted"], "its result recorded, then accepted")
+    t.eq(cp.wait_job_state(second, "COMPLETED", timeout=15)["status"], "COMPLETED", "then the worker took new work")
 
 
 if __name__ == "__main__":
