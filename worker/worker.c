@@ -262,6 +262,8 @@ static void settings_keep(char **new_value, char **old_value, const char *name) 
         *old_value = t;
 }
 
+static int worker_setup_capability_list(Worker *w);
+
 static int worker_reload(Worker *w) {
         WorkerSettings n = {};
         bool caps_changed;
@@ -291,11 +293,11 @@ static int worker_reload(Worker *w) {
         w->backend = artifact_backend_from_string(w->settings.artifact_backend);
         (void) worker_load_token(w);
         if (caps_changed) {
-                strv_free(w->capabilities);
-                w->capabilities = strv_copy(w->settings.capabilities);
-                if (strv_length(w->gpus) > 0 && !strv_contains(w->capabilities, "gpu"))
-                        (void) strv_extend(&w->capabilities, "gpu");
-                session_lost_registration(w); /* register again to announce them */
+                k = worker_setup_capability_list(w);
+                if (k < 0)
+                        log_warning_errno(k, "Cannot apply the new capabilities: %m");
+                else
+                        session_lost_registration(w); /* register again to announce them */
         }
         log_info("Configuration reloaded.");
         (void) sd_notify(false, "READY=1");
@@ -393,6 +395,19 @@ static int worker_setup_identity(Worker *w) {
         return 0;
 }
 
+/* The configured capabilities, and "gpu" when the slots have GPUs. */
+static int worker_setup_capability_list(Worker *w) {
+        _cleanup_strv_free_ char **caps = strv_copy(w->settings.capabilities);
+
+        if (w->settings.capabilities && !caps)
+                return -ENOMEM;
+        if (strv_length(w->gpus) > 0 && !strv_contains(caps, "gpu") && strv_extend(&caps, "gpu") < 0)
+                return -ENOMEM;
+        strv_free(w->capabilities);
+        w->capabilities = TAKE_PTR(caps);
+        return 0;
+}
+
 /* An operator who restricts the worker's GPUs with Environment=CUDA_VISIBLE_DEVICES= means its
  * jobs: the slots share out what it names instead of every GPU detected, and when it names none,
  * the jobs get it as it is, so that CUDA hides the GPUs from them too. */
@@ -427,6 +442,12 @@ static int worker_setup_capabilities(Worker *w) {
                 k = gpu_detect(w->settings.gpus, "/dev", w->settings.nvidia_smi, &w->gpus);
         if (k < 0)
                 return k;
+        /* --gpus=none gives the jobs no GPU: CUDA is told so, or they would see every GPU. */
+        if (w->settings.gpus && !w->gpus) {
+                w->gpus_hidden = strdup("-1");
+                if (!w->gpus_hidden)
+                        return log_oom();
+        }
         /* Slot i gets GPU i % n and there are at most LIMIT_GPUS slots: the rest would go unused,
          * and the control plane takes no longer a list at registration. */
         size_t n = strv_length(w->gpus);
@@ -437,15 +458,8 @@ static int worker_setup_capabilities(Worker *w) {
                         w->gpus[i] = NULL;
                 }
         }
-        w->capabilities = strv_copy(w->settings.capabilities);
-        if (w->settings.capabilities && !w->capabilities)
-                return log_oom();
-        if (strv_length(w->gpus) > 0 && !strv_contains(w->capabilities, "gpu")) {
-                k = strv_extend(&w->capabilities, "gpu");
-                if (k < 0)
-                        return log_oom();
-        }
-        return 0;
+        k = worker_setup_capability_list(w);
+        return k < 0 ? log_oom() : 0;
 }
 
 /* entropy-keeper, started now rather than at the first job: a worker that cannot run jobs says

@@ -317,6 +317,16 @@ def test_a_cuda_visible_devices_naming_no_gpu_hides_them_from_jobs(t):
 
 
 @test
+def test_gpus_none_hides_the_gpus_from_jobs(t):
+    """--gpus=none: the worker gives out no GPU, so its jobs get CUDA_VISIBLE_DEVICES=-1 (they had
+    no variable, and CUDA showed them every GPU of the host), and it announces no gpu capability."""
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"gpus": "none", "nvidia-smi": fake_nvidia_smi(t)}).start()
+    t.eq(slot_gpus_seen(t, cp, w, 1), [("0", "-1")], "the job saw CUDA_VISIBLE_DEVICES=-1")
+    t.ok("gpu" not in worker_capabilities(cp, "w1"), "no gpu capability")
+
+
+@test
 def test_gpus_setting_wins_over_the_workers_cuda_visible_devices(t):
     """--gpus is the worker's own setting: it overrides the variable."""
     cp = t.control_plane()
