@@ -212,6 +212,16 @@ static size_t utf8_sequence(const unsigned char *s) {
         return n;
 }
 
+void utf8_cut_partial(char *s) {
+        size_t len = strlen(s), i = len;
+
+        /* Back over the continuation bytes a character can have to its first byte. */
+        while (i > 0 && len - i < 3 && ((unsigned char) s[i - 1] & 0xc0) == 0x80)
+                i--;
+        if (i > 0 && (unsigned char) s[i - 1] >= 0xc0 && utf8_sequence((const unsigned char *) s + i - 1) == 0)
+                s[i - 1] = 0;
+}
+
 /* The string with every byte that is not part of valid UTF-8 replaced by '?': what this program
  * writes as JSON stays readable for strict clients even where a message was cut in the middle
  * of a character or carries bytes from outside (a path, an error text). NULL: s is valid as is. */

@@ -36,6 +36,10 @@ int json_get_strv(json_object *o, const char *key, size_t max_items, size_t max_
 /* Builders that never return NULL silently: they abort on allocation failure, like json-c itself
  * does for most internal allocations. */
 void json_add_string(json_object *o, const char *key, const char *value); /* NULL value becomes null */
+
+/* Cuts s before a last character that is incomplete, as snprintf() into a fixed buffer leaves one:
+ * journald stores a MESSAGE that is not UTF-8 as a blob, which journalctl does not print. */
+void utf8_cut_partial(char *s);
 void json_add_int64(json_object *o, const char *key, int64_t value);
 void json_add_bool(json_object *o, const char *key, bool value);
 void json_add_double(json_object *o, const char *key, double value);

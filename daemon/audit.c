@@ -130,6 +130,7 @@ static int event_build(const AuditRecord *rec, usec_t ts, AuditEvent **ret) {
             dup_opt(details_string(d, "from"), &e->from_state) < 0 ||
             dup_opt(details_string(d, "to"), &e->to_state) < 0)
                 return -ENOMEM;
+        utf8_cut_partial(e->message); /* built in fixed buffers from texts of any length */
         *ret = TAKE_PTR(e);
         return 0;
 }

@@ -63,6 +63,32 @@ static void test_listeners_get_the_states_of_a_change_without_parsing(void) {
         test_control_free(c);
 }
 
+static char heard_message[64];
+
+static void message_listener(void *userdata, const AuditEvent *e) {
+        snprintf(heard_message, sizeof(heard_message), "%s", e->message);
+}
+
+/* Messages are made in fixed buffers from reasons of any length: one cut in the middle of a
+ * character would reach journald as a blob, which journalctl does not print. */
+static void test_messages_cut_mid_character_stay_utf8(void) {
+        Control *c = test_control_new();
+        control_add_listener(c, message_listener, NULL);
+        {
+                _cleanup_tx_ Control *tx = NULL;
+                control_begin(c, &tx);
+                audit_record(c,
+                             &(AuditRecord){.component = "jobs",
+                                            .level = LOG_INFO,
+                                            .event = "job.failed",
+                                            .message = "Job x failed: caf\xc3"},
+                             NULL);
+                control_commit(&tx);
+        }
+        is_str(heard_message, "Job x failed: caf", "the half character is dropped");
+        test_control_free(c);
+}
+
 static void test_message_ids_are_unique_and_in_the_catalog(void) {
         _cleanup_free_ char *catalog = NULL;
         int bad = 0;
@@ -370,6 +396,7 @@ static void test_failed_group_commit_acknowledges_nothing(void) {
 int main(void) {
         test_events_are_emitted_after_commit_only();
         test_listeners_get_the_states_of_a_change_without_parsing();
+        test_messages_cut_mid_character_stay_utf8();
         test_message_ids_are_unique_and_in_the_catalog();
         test_journal_listener_is_best_effort();
         test_events_filters_and_since_id_paging();

@@ -114,6 +114,21 @@ static void test_json_is_utf8_both_ways(void) {
         is_str(json_object_get_string(json_object_object_get(out, "cut")), "caf?", "a character cut in half: '?'");
         is_str(json_object_get_string(json_object_object_get(out, "bad")), "a?b??c", "stray and overlong bytes: '?'");
         is_str(json_object_get_string(json_object_object_get(out, "good")), "caf\xc3\xa9", "valid UTF-8 kept");
+
+        char two[] = "caf\xc3", three[] = "x\xe2\x82", four[] = "x\xf0\x9f\x99", whole[] = "x\xf0\x9f\x99\x82",
+             ascii[] = "abc", stray[] = "a\x82";
+        utf8_cut_partial(two);
+        utf8_cut_partial(three);
+        utf8_cut_partial(four);
+        utf8_cut_partial(whole);
+        utf8_cut_partial(ascii);
+        utf8_cut_partial(stray);
+        is_str(two, "caf", "a two-byte character cut after its first byte: dropped");
+        is_str(three, "x", "a three-byte character cut after two: dropped");
+        is_str(four, "x", "a four-byte character cut after three: dropped");
+        is_str(whole, "x\xf0\x9f\x99\x82", "a whole four-byte character kept");
+        is_str(ascii, "abc", "ASCII kept");
+        is_str(stray, "a\x82", "a stray byte that starts no character: not this function's business");
 }
 
 static void test_crypto(void) {
