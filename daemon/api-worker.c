@@ -294,6 +294,10 @@ int api_post_heartbeat(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (!body)
                 return -ENOMEM;
         json_add_string(body, "status", r == OP_NOOP ? "ignored" : "ok");
+        /* The length the renewals run for now: a restart with a shorter lease-timeout shortens
+         * the workers' own count too (worker/lease.c), or they would stop a job after its lease
+         * here ran out. */
+        json_add_int64(body, "lease_timeout_ms", (int64_t) (c->settings.lease_timeout / USEC_PER_MSEC));
         if (metrics_dropped)
                 json_object_object_add(body, "metrics_dropped", json_object_new_boolean(true));
         /* The jobs the worker reported that are no longer its own (aborted, reassigned, lost,

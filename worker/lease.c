@@ -6,9 +6,10 @@
  * inside it. So the worker has always given up a job before the control plane can reassign it,
  * and two runs of one job never overlap.
  *
- * The lease length is the control plane's `lease_timeout_ms` when it gives one, else its
- * assignment_expires_at minus the time the claim's answer arrived (a lower bound of the real
- * length), capped by --lease-timeout.
+ * The lease length is the control plane's `lease_timeout_ms` when it gives one (in the claim, and
+ * again in each heartbeat's answer: a restart may change it), else its assignment_expires_at minus
+ * the time the claim's answer arrived (a lower bound of the real length), capped by
+ * --lease-timeout.
  *
  * Renewals are the claim itself (GET /next-job) and each heartbeat answered 200. Heartbeats go
  * out every heartbeat-interval whatever happens to other requests, several may be in flight when
@@ -95,12 +96,14 @@ void lease_arm(Run *r) {
         (void) sd_event_source_set_enabled(r->lease_timer, SD_EVENT_ONESHOT);
 }
 
-void lease_renewed(Run *r, usec_t sent_mono) {
+void lease_renewed(Run *r, usec_t sent_mono, usec_t length) {
         /* A run stopping for another reason (timeout, hand-back) is still held and reported:
          * its lease goes on until its process is gone. One the lease stopped stays stopped. */
         if (sent_mono <= r->lease_base || r->stop_reason == STOP_LEASE)
                 return;
         r->lease_base = sent_mono;
+        if (length > 0)
+                r->lease_length = MAX(length, 100 * USEC_PER_MSEC);
         lease_arm(r);
 }
 
@@ -228,13 +231,16 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
         w->heartbeats_in_flight--;
         if (reply->status == 200 && client_reply_from_control_plane(reply)) {
                 const char *status = obj_string(reply->body, "status");
+                int64_t length_ms = 0;
+                /* The control plane's lease length now, which a restart may have changed. */
+                (void) json_get_int64(reply->body, "lease_timeout_ms", 1, INT32_MAX, false, &length_ms, NULL);
                 session_note_contact(w);
                 /* "ignored": an older seq than one already applied (heartbeats overtook each
                  * other); it renewed nothing, the newer one did or will. */
                 for (size_t i = 0; i < call->n && !streq_ptr(status, "ignored"); i++) {
                         Run *r = find_assignment(w, call->jobs[i].job_id, call->jobs[i].assignment_id);
                         if (r)
-                                lease_renewed(r, reply->sent_mono);
+                                lease_renewed(r, reply->sent_mono, (usec_t) length_ms * USEC_PER_MSEC);
                 }
                 handle_abort_signals(w, reply->body, call);
         } else if (reply->status == 409)

@@ -217,7 +217,7 @@ void run_record_again(Run *r);
 /* lease.c */
 void lease_start(Worker *w);
 void lease_init(Run *r, const ClientReply *claim_reply);
-void lease_renewed(Run *r, usec_t sent_mono);
+void lease_renewed(Run *r, usec_t sent_mono, usec_t length); /* length 0: as it was */
 void lease_arm(Run *r);
 void lease_handle_abort_signals(Worker *w, json_object *body);
 

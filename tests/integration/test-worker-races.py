@@ -14,6 +14,8 @@ or answers until the test lets them go, and checks what a user relies on:
   - a run stopping for its timeout keeps its lease while renewals get through, and once its lease
     is lost as well it is gone before its rerun starts elsewhere (it kept its full kill grace, and
     ran on beside the rerun);
+  - a control plane restarted with a shorter lease-timeout gets its workers to count that one
+    (they went on with the claim's, and stopped a job after it was reassigned);
   - a worker stopped while the answer to its /ack is on its way hands the job back (it left the
     job to run out its lease, an attempt lost);
   - entropy-keeper holds no socket of the worker other than its own (it inherited the worker's
@@ -402,6 +404,34 @@ def test_stop_while_the_ack_is_answered_hands_the_job_back(t):
     t.eq((job["status"], job["worker_id"], job["attempt_count"]), ("COMPLETED", "w2", 1),
          "the job COMPLETED on the other worker, one attempt counted")
     t.eq(cp.events(job_id=job_id, event="job.lost", limit=100), [], "it was never LOST")
+
+
+@test
+def test_a_restart_with_a_shorter_lease_shortens_the_workers_count(t):
+    """The control plane restarts with a shorter lease-timeout while a job runs. Its heartbeat
+    answers say so, and when renewals fail from then on the worker stops the job within the new
+    length, before the control plane reassigns it (it counted on with the claim's longer lease,
+    and the job ran on after it was LOST)."""
+    cp = t.control_plane(options={"lease-timeout": "30s", "heartbeat-timeout": "30s"})
+    proxy = GateProxy(t, cp)
+    w = WorkerProcess(t, cp, "w1", options=via(proxy)).start()
+    gate = os.path.join(t.tmp, "gate")
+    job_id = cp.submit("sh", args=["-c", gate_loop(gate)], max_attempts=1)
+    assignment = started_run(t, w, job_id, 1)["assignment_id"]
+
+    cp.stop()
+    cp.argv = [a.replace("--lease-timeout=30s", "--lease-timeout=2s") for a in cp.argv]
+    cp.restart()
+    seen = len(proxy.seen("/heartbeat"))
+    t.wait_for(lambda: any(r.status == 200 and (r.answer or {}).get("lease_timeout_ms") == 2000
+                           for r in proxy.seen("/heartbeat")[seen:]), 10,
+               "a heartbeat answered with the new lease length")
+    proxy.refuse("/heartbeat")
+    run = ended_run(t, w, assignment, timeout=10)
+    t.eq(run["outcome"], "lease-expired", "the worker stopped the job for its lease")
+    job = cp.wait_job_state(job_id, "FAILED", timeout=10)
+    t.ok("stopped by the worker" in (job["last_error"] or ""), f"its failure came from the worker: {job['last_error']}")
+    t.eq(cp.events(job_id=job_id, event="job.lost", limit=10), [], "before the control plane's lease ran out")
 
 
 # -- answers that are not the control plane's -----------------------------------------------------
