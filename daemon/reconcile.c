@@ -73,7 +73,7 @@ static int requeue_unacked(Control *c, const Job *j) {
 
 static int lose(Control *c, const Job *j) {
         return jobs_give_up(c, &reconciler, j,
-                            j->assignment_expires_at <= control_now(c) ? "lease expired" : "worker offline", true);
+                            j->assignment_expires_at <= control_now(c) ? "lease expired" : "worker unknown", true);
 }
 
 static int after_loss(Control *c, const Job *j) {
@@ -92,10 +92,13 @@ static int sweep_locked(Control *c, usec_t now, unsigned *changes) {
                      requeue_unacked, changes);
         if (r < 0)
                 return r;
+        /* Never before its lease ends, whatever its worker's state: the worker gives a job up only
+         * when its lease runs out (worker/lease.c). An OFFLINE worker can still be running it
+         * then: its lease may come from a claim or an ack after its last heartbeat, or have been
+         * granted before a reload lowered heartbeat-timeout, and a second worker would run it too. */
         r = for_each(c,
                      "SELECT j.job_id FROM jobs j LEFT JOIN workers w ON w.worker_id = j.worker_id "
-                     "WHERE j.status = 'RUNNING' AND (j.assignment_expires_at <= ?1 OR w.state IS NULL "
-                     "OR w.state = 'OFFLINE')",
+                     "WHERE j.status = 'RUNNING' AND (j.assignment_expires_at <= ?1 OR w.worker_id IS NULL)",
                      now, lose, changes);
         if (r < 0)
                 return r;

@@ -2,8 +2,8 @@
  *
  * reconcile_sweep(), at start-up and then on a timer:
  *   ASSIGNED with an expired lease          -> PENDING (the ack never came; the attempt is given back)
- *   RUNNING with an expired lease,
- *     or whose worker is OFFLINE            -> LOST
+ *   RUNNING with an expired lease (whatever
+ *     its worker's state), or of no worker  -> LOST
  *   LOST                                    -> RETRYING (attempts left) or FAILED
  *   RETRYING whose backoff has elapsed      -> PENDING
  * Backoff before attempt n+1: retry_backoff * 2^(n-1), capped at retry_backoff_max, plus a
@@ -13,11 +13,11 @@
  * end, a worker's heartbeat timeout) comes first: after each sweep it is armed for the earliest
  * known deadline, and jobs_claim() pulls it in for a new lease.
  *
- * Recovery bound: a job whose worker lost power at T (its last heartbeat) is claimable again by
- * T + heartbeat_timeout + reconcile_interval + its backoff at the latest: the worker is OFFLINE
- * past T + heartbeat_timeout, found by the next tick (earlier: its lease, <= heartbeat_timeout,
- * expires first and its deadline arms the timer), goes LOST -> RETRYING in that same sweep, and
- * RETRYING -> PENDING when the timer fires at its backoff's end.
+ * Recovery bound: a job whose worker lost power at T (its last contact: heartbeat, claim or ack)
+ * is claimable again by T + lease_timeout + reconcile_interval + its backoff at the latest
+ * (lease_timeout <= heartbeat_timeout): its lease expires by T + lease_timeout, whose deadline
+ * arms the timer, it goes LOST -> RETRYING in that sweep, and RETRYING -> PENDING when the timer
+ * fires at its backoff's end. Its worker's OFFLINE state does not make it LOST any sooner.
  *
  * reconcile_startup(): before the API accepts work, extends every live lease (ASSIGNED, RUNNING)
  * to max(expiry, now) + lease_timeout, so that workers that could not reach a stopped control

@@ -83,17 +83,17 @@ def span(text):
 
 
 def recovery_bound(opts, attempt=1, slack=None):
-    """daemon/reconcile.h's bound for a job whose worker lost power: heartbeat timeout + one
-    reconcile tick + the retry backoff after `attempt` (with its maximum jitter), plus a slack for
+    """daemon/reconcile.h's bound for a job whose worker lost power: lease timeout + one reconcile
+    tick + the retry backoff after `attempt` (with its maximum jitter), plus a slack for
     scheduling on a loaded machine derived from the same intervals."""
-    hb = span(opts["heartbeat-timeout"])
+    lease = span(opts["lease-timeout"])
     tick = span(opts["reconcile-interval"])
     base, cap = span(opts["retry-backoff"]), span(opts.get("retry-backoff-max", "1min"))
     jitter = float(opts.get("retry-jitter", 0.2))
     backoff = min(base * 2 ** (attempt - 1), cap) * (1 + jitter)
     if slack is None:
         slack = (2 * tick + 0.5) * TIME_SCALE
-    return hb + tick + backoff + slack
+    return lease + tick + backoff + slack
 
 
 def descendants(pid):

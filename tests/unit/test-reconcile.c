@@ -228,6 +228,53 @@ static void test_worker_power_loss_requeues_within_bound(void) {
         test_control_free(c);
 }
 
+/* The worker gives a job up when its lease runs out, counted from its claim if no heartbeat
+ * renewed it since: its worker going OFFLINE first (no heartbeat for heartbeat_timeout) must not
+ * hand the job to another worker while it may still run it. */
+static void test_offline_worker_keeps_its_job_until_the_lease_ends(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        worker_heartbeat(c, NULL, "w1", NULL, 1, NULL, &err);
+        test_advance(c, c->settings.heartbeat_timeout * 9 / 10);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        usec_t claimed_at = control_now(c);
+
+        test_advance(c, c->settings.heartbeat_timeout / 5);
+        test_sweep(c);
+        uint64_t counts[_WORKER_STATE_MAX] = {};
+        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_OFFLINE] == 1, "the worker is OFFLINE");
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "its job is still RUNNING: its lease is not over");
+        test_advance(c, claimed_at + c->settings.lease_timeout - control_now(c) - 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "1us before the lease ends, too");
+        test_advance(c, 1);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "LOST when it ends");
+        test_control_free(c);
+}
+
+/* A reload that lowers heartbeat_timeout leaves the leases already granted as they were. */
+static void test_lowered_heartbeat_timeout_does_not_cut_a_lease(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        worker_heartbeat(c, NULL, "w1", j->job_id, 1, NULL, &err);
+        usec_t renewed_at = control_now(c);
+
+        c->settings.heartbeat_timeout = c->settings.lease_timeout / 4;
+        test_advance(c, c->settings.lease_timeout / 2);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "RUNNING past the new heartbeat timeout, within its lease");
+        test_advance(c, renewed_at + c->settings.lease_timeout - control_now(c));
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "LOST when its lease ends");
+        test_control_free(c);
+}
+
 static void test_next_deadline_is_earliest_lease_or_backoff(void) {
         Control *c = test_control_new();
         usec_t d;
@@ -276,6 +323,8 @@ int main(void) {
         test_backoff_is_exponential_capped_and_jittered_within_bounds();
         test_startup_extends_live_leases();
         test_worker_power_loss_requeues_within_bound();
+        test_offline_worker_keeps_its_job_until_the_lease_ends();
+        test_lowered_heartbeat_timeout_does_not_cut_a_lease();
         test_next_deadline_is_earliest_lease_or_backoff();
         test_timer_fires_at_lease_expiry_in_a_real_loop();
         return tap_done();
