@@ -17,6 +17,7 @@
  * handler returns without replying, and when polkit answers the request is put back into the
  * connection's read queue (sd_bus_enqueue_for_read) to be dispatched again with the verdict at
  * hand. Every refusal is answered with org.entropy.Control1.Error.AccessDenied and audited. */
+#include <assert.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -68,6 +69,7 @@ static PolkitQuery *polkit_query_free(PolkitQuery *q) {
         free(q);
         return NULL;
 }
+DEFINE_TRIVIAL_CLEANUP_FUNC(PolkitQuery *, polkit_query_free);
 
 static void polkit_query_unlink(Bus *b, PolkitQuery *q) {
         for (PolkitQuery **p = &b->polkit_queries; *p; p = &(*p)->next)
@@ -77,9 +79,33 @@ static void polkit_query_unlink(Bus *b, PolkitQuery *q) {
                 }
 }
 
+static void call_id_clear(BusCallId *id) {
+        free(id->sender);
+        *id = (BusCallId){};
+}
+
+static bool call_id_is(const BusCallId *id, sd_bus_message *m) {
+        uint64_t cookie;
+
+        return id->sender && sd_bus_message_get_cookie(m, &cookie) >= 0 && cookie == id->cookie &&
+               streq_ptr(id->sender, sd_bus_message_get_sender(m));
+}
+
+/* Best effort: a call that cannot be remembered is checked again when asked again. */
+static void call_id_set(BusCallId *id, sd_bus_message *m) {
+        const char *sender = sd_bus_message_get_sender(m);
+        uint64_t cookie;
+
+        call_id_clear(id);
+        if (!sender || sd_bus_message_get_cookie(m, &cookie) < 0)
+                return;
+        id->sender = strdup(sender);
+        id->cookie = cookie;
+}
+
 void bus_auth_free(Bus *b) {
-        b->read_authorized = sd_bus_message_unref(b->read_authorized);
-        b->identified = sd_bus_message_unref(b->identified);
+        call_id_clear(&b->read_authorized);
+        call_id_clear(&b->identified);
         while (b->polkit_queries) {
                 PolkitQuery *q = b->polkit_queries;
                 b->polkit_queries = q->next;
@@ -89,8 +115,7 @@ void bus_auth_free(Bus *b) {
 
 /* The uid the last authorization found for m: each lookup is a round trip to the broker. */
 static void caller_remember(Bus *b, sd_bus_message *m, uid_t uid) {
-        sd_bus_message_unref(b->identified);
-        b->identified = sd_bus_message_ref(m);
+        call_id_set(&b->identified, m);
         b->identified_uid = uid;
 }
 
@@ -98,7 +123,7 @@ const char *bus_actor(Bus *b, sd_bus_message *m, char *buf, size_t size) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         uid_t uid;
 
-        if (m == b->identified)
+        if (call_id_is(&b->identified, m))
                 snprintf(buf, size, "dbus:%u", (unsigned) b->identified_uid);
         else if (sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds) >= 0 &&
                  sd_bus_creds_get_euid(creds, &uid) >= 0)
@@ -187,25 +212,37 @@ int bus_authorize_read(Bus *b, sd_bus_message *m, sd_bus_error *error) {
 
         if (!m || b->emitting) /* our own PropertiesChanged or InterfacesAdded: no caller to check */
                 return 1;
-        if (m == b->read_authorized)
+        if (call_id_is(&b->read_authorized, m))
                 return 1;
         r = caller_identify(m, &caller);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, r, "Cannot identify the caller: %s", strerror(-r));
         if (caller_is_privileged(&caller) || caller_in_group(&caller, b->read_group) ||
             caller_in_group(&caller, b->admin_group)) {
-                sd_bus_message_unref(b->read_authorized);
-                b->read_authorized = sd_bus_message_ref(m);
+                call_id_set(&b->read_authorized, m);
                 return 1;
         }
         return refuse(b, m, &caller, error, "dbus-read", "reading needs membership in the read group");
 }
 
-static PolkitQuery *polkit_query_find(Bus *b, sd_bus_message *m) {
-        for (PolkitQuery *q = b->polkit_queries; q; q = q->next)
-                if (q->request == m)
+/* Takes m's query off the list: m is back with polkit's verdict. NULL when m has none. */
+static PolkitQuery *polkit_query_take(Bus *b, sd_bus_message *m) {
+        for (PolkitQuery **p = &b->polkit_queries; *p; p = &(*p)->next)
+                if ((*p)->request == m) {
+                        PolkitQuery *q = *p;
+                        *p = q->next;
+                        q->next = NULL;
                         return q;
+                }
         return NULL;
+}
+
+static size_t polkit_queries_pending(const Bus *b) {
+        size_t n = 0;
+
+        for (const PolkitQuery *q = b->polkit_queries; q; q = q->next)
+                n++;
+        return n;
 }
 
 static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
@@ -276,11 +313,17 @@ static int polkit_query_start(Bus *b, sd_bus_message *m, const char *action) {
 }
 
 int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_error *error) {
-        PolkitQuery *q;
-        PolkitVerdict verdict;
+        _cleanup_(polkit_query_freep) PolkitQuery *q = NULL;
         Caller caller;
         int r;
 
+        /* Off the list before anything can fail: the query holds the whole call (an unprivileged
+         * caller's SubmitJob may be megabytes), so every way out of here must free it, and a
+         * caller that left while polkit was deciding is no longer there to be identified. */
+        q = polkit_query_take(b, m);
+        if (q)
+                log_debug("D-Bus: polkit answered about %s for %s; %zu other polkit checks pending.", q->action,
+                          strna(sd_bus_message_get_sender(m)), polkit_queries_pending(b));
         r = caller_identify(m, &caller);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, r, "Cannot identify the caller: %s", strerror(-r));
@@ -290,21 +333,15 @@ int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_e
         if (caller_is_privileged(&caller) || caller_in_group(&caller, b->admin_group))
                 return 1;
 
-        q = polkit_query_find(b, m);
         if (!q) {
                 r = polkit_query_start(b, m, action);
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r, "Cannot ask polkit: %s", strerror(-r));
                 return 0;
         }
-        if (q->verdict == POLKIT_PENDING)
-                return 0;
-        verdict = q->verdict;
-        polkit_query_unlink(b, q);
-        _cleanup_free_ char *polkit_error = TAKE_PTR(q->error_message);
-        polkit_query_free(q);
+        assert(q->verdict != POLKIT_PENDING); /* the call comes back only once polkit answered */
 
-        switch (verdict) {
+        switch (q->verdict) {
         case POLKIT_ALLOWED:
                 return 1;
         case POLKIT_ABSENT:
@@ -312,7 +349,7 @@ int bus_authorize_manage(Bus *b, sd_bus_message *m, const char *action, sd_bus_e
         case POLKIT_DENIED:
                 return refuse(b, m, &caller, error, "dbus-manage", "not authorized by polkit");
         default:
-                log_warning("polkit failed to answer for %s: %s", action, strna(polkit_error));
+                log_warning("polkit failed to answer for %s: %s", action, strna(q->error_message));
                 return refuse(b, m, &caller, error, "dbus-manage", "polkit could not decide");
         }
 }

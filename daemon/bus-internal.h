@@ -36,6 +36,14 @@
 typedef struct PolkitQuery PolkitQuery;
 typedef struct BusChange BusChange;
 
+/* One call, known by its sender's unique name and its serial: not a reference to the message,
+ * which would keep the caller's arguments (megabytes) and file descriptors alive after the call
+ * is done. A caller that reuses a serial is the same connection, with the same credentials. */
+typedef struct BusCallId {
+        char *sender;
+        uint64_t cookie;
+} BusCallId;
+
 typedef struct Bus {
         Control *c;
         sd_bus *bus; /* also c->bus while connected; NULL between connections */
@@ -66,12 +74,12 @@ typedef struct Bus {
         Worker *cached_worker;
 
         PolkitQuery *polkit_queries;
-        /* The last message whose sender passed the read check (referenced): the getters of one
-         * GetAll each ask, and the broker is asked once. */
-        sd_bus_message *read_authorized;
-        /* The message whose sender bus_authorize_manage() identified last (referenced), and its
-         * uid, for the audit trail's actor without asking the broker again. */
-        sd_bus_message *identified;
+        /* The last call whose sender passed the read check: the getters of one GetAll each ask,
+         * and the broker is asked once. */
+        BusCallId read_authorized;
+        /* The call whose sender bus_authorize_manage() identified last, and its uid, for the
+         * audit trail's actor without asking the broker again. */
+        BusCallId identified;
         uid_t identified_uid;
         /* Set while signals are dropped because the broker is not reading them (bus.c); when it
          * reads again, the next PropertiesChanged of the Manager names UnannouncedEvents and every
