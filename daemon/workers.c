@@ -43,8 +43,9 @@ void worker_array_free(Worker **a, size_t n) {
 
 WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now) {
         /* A restarted control plane gives every worker a fresh start: its own downtime is not the
-         * workers' fault. */
-        usec_t seen = MAX(w->last_seen, c->started_at);
+         * workers' fault. Not one that was OFFLINE already: it did not come back, and saying it
+         * did would put a false worker.online in the audit trail after every restart. */
+        usec_t seen = w->stored == WORKER_OFFLINE ? w->last_seen : MAX(w->last_seen, c->started_at);
         usec_t age = now > seen ? now - seen : 0;
 
         if (age > c->settings.heartbeat_timeout)
@@ -68,8 +69,9 @@ static int worker_from_row(Control *c, sqlite3_stmt *st, Worker **ret, WorkerSta
         w->draining = sqlite3_column_int(st, 8) != 0;
         w->restart_pending = sqlite3_column_int(st, 9) != 0;
         w->has_nonce = sqlite3_column_int(st, 10) != 0;
+        w->stored = worker_state_from_string((const char *) sqlite3_column_text(st, 11));
         if (ret_stored)
-                *ret_stored = worker_state_from_string((const char *) sqlite3_column_text(st, 11));
+                *ret_stored = w->stored;
         w->wake_port = (uint16_t) CLAMP(sqlite3_column_int64(st, 12), 0, 65535);
         if (store_column_strdup(st, 13, &w->wake_address) < 0 || store_column_strdup(st, 14, &w->version) < 0 ||
             (sqlite3_column_type(st, 16) != SQLITE_NULL &&
@@ -155,14 +157,15 @@ int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]) {
         int r;
 
         memset(counts, 0, sizeof(uint64_t) * _WORKER_STATE_MAX);
-        /* Asked after every busy loop iteration (STATUS=, D-Bus): only the two columns the state
+        /* Asked after every busy loop iteration (STATUS=, D-Bus): only the columns the state
          * derives from, no Worker built, no capabilities parsed. */
-        r = store_prepare(c->store, "SELECT last_seen, draining FROM workers", &st);
+        r = store_prepare(c->store, "SELECT last_seen, draining, state FROM workers", &st);
         if (r < 0)
                 return r;
         while ((r = store_step(c->store, st)) > 0) {
                 Worker w = {.last_seen = (usec_t) sqlite3_column_int64(st, 0),
-                            .draining = sqlite3_column_int(st, 1) != 0};
+                            .draining = sqlite3_column_int(st, 1) != 0,
+                            .stored = worker_state_from_string((const char *) sqlite3_column_text(st, 2))};
                 counts[worker_state_at(c, &w, now)]++;
         }
         return r;

@@ -2,7 +2,7 @@
  *
  * State is derived from the age of the last heartbeat (or registration), counted from no earlier
  * than the control plane's own start (a restarted control plane does not hold its downtime
- * against workers):
+ * against workers), except for a worker already stored OFFLINE, which only contact brings back:
  *   ONLINE        age <= disconnect_timeout
  *   DRAINING      ONLINE, but worker_drain() was called: it gets no new assignments
  *   DISCONNECTED  age > disconnect_timeout: its jobs keep running, not yet lost
@@ -41,6 +41,7 @@ typedef struct Worker {
         bool draining;
         bool restart_pending; /* new instance id not yet reconciled */
         WorkerState state;    /* derived at load time (see top) */
+        WorkerState stored;   /* as last stored (and audited) */
         bool has_nonce;
         uint16_t wake_port;   /* the worker's wake socket (wake-send.h); 0: none */
         char *wake_address;   /* numeric IP to send wake-ups to; NULL with no wake port */

@@ -275,6 +275,33 @@ static void test_lowered_heartbeat_timeout_does_not_cut_a_lease(void) {
         test_control_free(c);
 }
 
+/* A restart gives workers a fresh start, but does not bring back one that was OFFLINE: the audit
+ * trail said "worker.online" for dead workers after every restart. */
+static void test_restart_leaves_an_offline_worker_offline(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        uint64_t counts[_WORKER_STATE_MAX] = {};
+        test_register(c, "gone", NULL);
+        test_register(c, "away", NULL);
+        test_advance(c, c->settings.disconnect_timeout + 1);
+        test_sweep(c);
+        test_advance(c, c->settings.heartbeat_timeout - c->settings.disconnect_timeout);
+        worker_heartbeat(c, NULL, "away", NULL, 1, NULL, &err);
+        test_advance(c, c->settings.disconnect_timeout + 1);
+        test_sweep(c);
+        is_int(test_count_events(c, "worker.offline", NULL), 1, "one worker OFFLINE before the restart");
+
+        c->started_at = control_now(c);
+        test_sweep(c);
+        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_OFFLINE] == 1 && counts[WORKER_ONLINE] == 1,
+           "after it: the OFFLINE one still OFFLINE, the DISCONNECTED one given a fresh start");
+        is_int(test_count_events(c, "worker.online", NULL), 2,
+               "worker.online only for the fresh start and the heartbeat");
+        worker_heartbeat(c, NULL, "gone", NULL, 1, NULL, &err);
+        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_ONLINE] == 2, "contact brings it back");
+        test_control_free(c);
+}
+
 static void test_next_deadline_is_earliest_lease_or_backoff(void) {
         Control *c = test_control_new();
         usec_t d;
@@ -325,6 +352,7 @@ int main(void) {
         test_worker_power_loss_requeues_within_bound();
         test_offline_worker_keeps_its_job_until_the_lease_ends();
         test_lowered_heartbeat_timeout_does_not_cut_a_lease();
+        test_restart_leaves_an_offline_worker_offline();
         test_next_deadline_is_earliest_lease_or_backoff();
         test_timer_fires_at_lease_expiry_in_a_real_loop();
         return tap_done();
