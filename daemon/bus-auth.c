@@ -10,8 +10,9 @@
  * The caller's uid and groups come from the bus broker (GetConnectionCredentials: the effective
  * uid of the connecting process, from SO_PEERCRED), never from /proc, which a caller could race by
  * exiting and having its pid reused (that is what SD_BUS_CREDS_AUGMENT would read). When the
- * broker does not report supplementary groups (dbus-daemon 1.14 does not), they are resolved from
- * the user database for that uid, as polkit's unix-group rules are.
+ * broker does not report supplementary groups at all (dbus-daemon 1.14 does not), they are
+ * resolved from the user database for that uid, as polkit's unix-group rules are; an empty list
+ * it reports (dbus-broker, for a process that dropped its groups) is taken as it is.
  *
  * polkit is asked asynchronously, since it may wait for an authentication agent: the method
  * handler returns without replying, and when polkit answers the request is put back into the
@@ -162,18 +163,22 @@ static int caller_identify(sd_bus_message *m, Caller *ret) {
         if (r < 0)
                 return r;
         n = sd_bus_creds_get_supplementary_gids(creds, &gids);
-        if (n > 0) {
-                n = MIN(n, MAX_GROUPS);
+        if (n == -ENODATA) /* not reported */
+                return groups_from_nss(ret->uid, ret);
+        if (n < 0)
+                return n;
+        /* An empty list is a caller that dropped its supplementary groups: the user database
+         * must not give them back. */
+        n = MIN(n, MAX_GROUPS);
+        if (n > 0)
                 memcpy(ret->gids, gids, sizeof(gid_t) * (size_t) n);
-                ret->n_gids = n;
-                /* The broker's list has no primary group; the user database has it. */
-                struct passwd pw, *result = NULL;
-                char buf[4096];
-                if (getpwuid_r(ret->uid, &pw, buf, sizeof(buf), &result) == 0 && result && ret->n_gids < MAX_GROUPS)
-                        ret->gids[ret->n_gids++] = pw.pw_gid;
-                return 0;
-        }
-        return groups_from_nss(ret->uid, ret);
+        ret->n_gids = n;
+        /* The broker's list has no primary group; the user database has it. */
+        struct passwd pw, *result = NULL;
+        char buf[4096];
+        if (getpwuid_r(ret->uid, &pw, buf, sizeof(buf), &result) == 0 && result && ret->n_gids < MAX_GROUPS)
+                ret->gids[ret->n_gids++] = pw.pw_gid;
+        return 0;
 }
 
 static bool caller_in_group(const Caller *caller, const char *group) {
