@@ -116,6 +116,9 @@ void bus_manager_emit_counts(Bus *b);
  * the queue has drained. */
 #define BUS_WRITE_QUEUE_MAX 8192
 bool bus_lagging(Bus *b);
+/* Sends what is queued (b->changes, the counters when b->counts_dirty) once the loop is done with
+ * the current batch. */
+int bus_schedule_emit(Bus *b);
 
 /* bus-objects.c */
 int bus_objects_add(Bus *b);
@@ -128,7 +131,7 @@ void bus_objects_queue_clear(Bus *b);
 int bus_job_path(const char *job_id, char **ret);
 int bus_worker_path(const char *worker_id, char **ret);
 void bus_objects_flush_cache(Bus *b);
-/* Control.on_jobs_deleted: InterfacesRemoved for each job (userdata: the Bus). */
+/* Control.on_jobs_deleted: InterfacesRemoved for each job, then the counters (userdata: the Bus). */
 void bus_objects_jobs_deleted(void *userdata, char *const *job_ids);
 
 /* bus-auth.c: each returns 1 when the caller may go on, 0 when an asynchronous polkit check is

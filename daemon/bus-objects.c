@@ -473,6 +473,7 @@ static void emit_change(Bus *b, const BusChange *ch) {
 
 void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {
         Bus *b = userdata;
+        int r;
 
         if (!b || !b->bus)
                 return;
@@ -482,10 +483,15 @@ void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {
                 return;
         }
         STRV_FOREACH (id, (char **) job_ids) {
-                int r = emit_job_removed(b, *id);
+                r = emit_job_removed(b, *id);
                 if (r < 0)
                         log_debug_errno(r, "Failed to announce the removal of job %s on D-Bus: %m", *id);
         }
+        /* QueueDepth counts terminal jobs too, and no audit event per deleted job says it moved. */
+        b->counts_dirty = true;
+        r = bus_schedule_emit(b);
+        if (r < 0)
+                log_warning_errno(r, "Failed to queue the D-Bus announcement of the counters: %m");
 }
 
 void bus_objects_emit_queued(Bus *b) {

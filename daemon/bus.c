@@ -222,7 +222,7 @@ static int on_emit(sd_event_source *s, void *userdata) {
 
 /* Once per loop iteration however many events committed: a batch of a hundred transitions sends
  * one PropertiesChanged per object and one for the counters. */
-static int bus_schedule_emit(Bus *b) {
+int bus_schedule_emit(Bus *b) {
         int r;
 
         if (!b->emit_defer) {

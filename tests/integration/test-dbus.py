@@ -339,6 +339,29 @@ def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
 
 
 @test
+def test_jobs_deleted_by_retention_announce_the_counters(t):
+    # QueueDepth counts terminal jobs: when retention deletes some, the Manager says so, though no
+    # job event comes with the deletion. The job is made two days old behind the daemon's back.
+    bus, cp = setup(t, options={"job-retention-days": "1", "retention-interval": "1s"})
+    old_id, old_path = submit(t, bus)
+    new_id, _ = submit(t, bus)
+    for job_id in (old_id, new_id):
+        h.call(t, bus, "AbortJob", "ss", job_id, "done with it")
+    mon = h.Monitor(t, bus)
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "QueueDepth")["ABORTED"], 2, "two ABORTED jobs")
+    with sqlite3.connect(cp.database, timeout=10 * TIME_SCALE) as db:
+        db.execute("UPDATE jobs SET created_at = created_at - ?1, updated_at = updated_at - ?1 WHERE job_id = ?2",
+                   (2 * 86400 * 10**6, old_id))
+    mon.wait_signal("InterfacesRemoved", lambda m: m["payload"]["data"][0] == old_path,
+                    what="InterfacesRemoved for the job retention deleted")
+    changed = mon.wait_signal("PropertiesChanged", lambda m: m["path"] == h.PATH and
+                              "QueueDepth" in m["payload"]["data"][1],
+                              what="the Manager's PropertiesChanged naming QueueDepth")[0]
+    t.eq(changed["payload"]["data"][1]["QueueDepth"]["data"]["ABORTED"], 1, "with the count after the deletion")
+    t.eq(h.get_property(t, bus, h.PATH, h.MANAGER, "QueueDepth")["ABORTED"], 1, "Get reads the same")
+
+
+@test
 def test_removed_workers_announce_interfaces_removed(t):
     # Short timeouts so that workers go OFFLINE within a second; a day of worker retention and a
     # sweep every second, with one worker made two days silent in the database.
