@@ -16,6 +16,7 @@ typedef struct AuditEvent AuditEvent;
 typedef struct EventStream EventStream;
 typedef struct LiveMetrics LiveMetrics;
 typedef struct ControlWake ControlWake;
+typedef struct RetentionSweep RetentionSweep;
 
 typedef struct ControlSettings {
         char *config;
@@ -103,6 +104,8 @@ typedef struct Control {
         sd_event_source *reconcile_timer;
         sd_event_source *retention_timer;
         sd_event_source *status_timer;
+        /* The retention sweep's batches (retention.c); owned by its event source, NULL without one. */
+        RetentionSweep *retention_sweep;
 
         ControlCounters counters;
         struct {

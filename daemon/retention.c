@@ -1,7 +1,8 @@
-/* retention.c: the retention sweep. Rows go in batches, each its own transaction, so that a
- * large backlog never holds the loop (and the write lock) for long. */
+/* retention.c: the retention sweep, one batch per step, each its own transaction (retention.h):
+ * a large backlog holds neither the loop nor the write lock for long. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "audit.h"
 #include "json-util.h"
@@ -11,7 +12,21 @@
 #include "strv.h"
 #include "workers.h"
 
-#define RETENTION_BATCH 5000
+typedef enum RetentionPhase {
+        PHASE_JOBS,
+        PHASE_EVENTS,
+        PHASE_WORKERS,
+        _PHASE_MAX,
+} RetentionPhase;
+
+struct RetentionSweep {
+        Control *c;
+        sd_event_source *step; /* runs the next batch; floating: the loop owns it, and it this struct */
+        bool running;
+        usec_t before[_PHASE_MAX]; /* each phase's cutoff, fixed when the sweep starts; 0: off */
+        RetentionPhase phase;
+        RetentionCounts n;
+};
 
 static const Origin retention_origin = {.actor = "retention"};
 
@@ -29,7 +44,7 @@ static int prepare_batch(Control *c, const char *sql, usec_t cutoff, sqlite3_stm
  * their ids first, then each row by its key, so that once the deletion has committed their
  * objects can be announced as gone (Control.on_jobs_deleted). DELETE ... RETURNING would do both
  * in one statement but needs SQLite 3.35, and configure accepts 3.31. */
-static int delete_jobs_batch(Control *c, usec_t cutoff, char ***ret_ids) {
+static int delete_old_jobs(Control *c, usec_t cutoff, char ***ret_ids) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_stmt_ sqlite3_stmt *sel = NULL, *del = NULL;
         _cleanup_strv_free_ char **ids = NULL;
@@ -67,23 +82,23 @@ static int delete_jobs_batch(Control *c, usec_t cutoff, char ***ret_ids) {
         return 0;
 }
 
-static int delete_jobs(Control *c, usec_t cutoff, uint64_t *deleted) {
+/* Returns how many went: fewer than RETENTION_BATCH once no old one is left. */
+static int delete_jobs_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
+        _cleanup_strv_free_ char **ids = NULL;
         size_t n;
         int r;
 
-        do {
-                _cleanup_strv_free_ char **ids = NULL;
-                r = delete_jobs_batch(c, cutoff, &ids);
-                if (r < 0)
-                        return r;
-                n = strv_length(ids);
-                *deleted += n;
-                if (n > 0 && c->on_jobs_deleted)
-                        c->on_jobs_deleted(c->on_jobs_deleted_userdata, ids);
-        } while (n == RETENTION_BATCH);
-        return 0;
+        r = delete_old_jobs(c, cutoff, &ids);
+        if (r < 0)
+                return r;
+        n = strv_length(ids);
+        *deleted += n;
+        if (n > 0 && c->on_jobs_deleted)
+                c->on_jobs_deleted(c->on_jobs_deleted_userdata, ids);
+        return (int) n;
 }
 
+/* Returns how many went, as delete_jobs_batch() does. */
 static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -109,18 +124,10 @@ static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         return n;
 }
 
-static int delete_events(Control *c, usec_t cutoff, uint64_t *deleted) {
-        int r;
-
-        do
-                r = delete_events_batch(c, cutoff, deleted);
-        while (r == RETENTION_BATCH);
-        return r < 0 ? r : 0;
-}
-
 /* Workers last seen before cutoff, each removed in its own transaction by worker_remove(),
  * audited as worker.removed. One that is not OFFLINE (the control plane started less than the
- * heartbeat timeout ago) or still holds a job is left for a later sweep. */
+ * heartbeat timeout ago) or still holds a job is left for a later sweep. All in one step: workers
+ * are few, and the sweep's last phase. Returns 0: none is left for this sweep. */
 static int delete_workers(Control *c, usec_t cutoff, uint64_t *deleted) {
         _cleanup_strv_free_ char **ids = NULL;
         int r;
@@ -192,25 +199,148 @@ static int record(Control *c, const RetentionCounts *n) {
         return control_commit(&tx);
 }
 
-int retention_sweep(Control *c, RetentionCounts *ret) {
-        usec_t jobs_before = retention_cutoff(c, c->settings.job_retention_days);
-        usec_t events_before = retention_cutoff(c, c->settings.event_retention_days);
-        usec_t workers_before = retention_cutoff(c, c->settings.worker_retention_days);
-        RetentionCounts n = {};
-        int r, k;
+static const struct {
+        const char *what;
+        int (*batch)(Control *c, usec_t cutoff, uint64_t *deleted);
+} phases[_PHASE_MAX] = {
+        [PHASE_JOBS] = {"jobs", delete_jobs_batch},
+        [PHASE_EVENTS] = {"audit events", delete_events_batch},
+        [PHASE_WORKERS] = {"workers", delete_workers},
+};
 
-        r = jobs_before > 0 ? delete_jobs(c, jobs_before, &n.jobs) : 0;
-        if (r < 0)
-                log_error_errno(r, "Retention sweep of jobs failed: %m");
-        if (r >= 0 && events_before > 0 && (r = delete_events(c, events_before, &n.events)) < 0)
-                log_error_errno(r, "Retention sweep of audit events failed: %m");
-        if (r >= 0 && workers_before > 0 && (r = delete_workers(c, workers_before, &n.workers)) < 0)
-                log_error_errno(r, "Retention sweep of workers failed: %m");
-        /* What went before a failure is recorded all the same: each batch has committed. */
-        k = record(c, &n);
+static uint64_t *phase_count(RetentionCounts *n, RetentionPhase p) {
+        return p == PHASE_JOBS ? &n->jobs : p == PHASE_EVENTS ? &n->events : &n->workers;
+}
+
+/* Moves on to the next phase that is on (its cutoff not 0), or to _PHASE_MAX. */
+static void sweep_skip_off(RetentionSweep *s) {
+        while (s->phase < _PHASE_MAX && s->before[s->phase] == 0)
+                s->phase++;
+}
+
+static void sweep_start(RetentionSweep *s, Control *c) {
+        s->c = c;
+        s->running = true;
+        s->before[PHASE_JOBS] = retention_cutoff(c, c->settings.job_retention_days);
+        s->before[PHASE_EVENTS] = retention_cutoff(c, c->settings.event_retention_days);
+        s->before[PHASE_WORKERS] = retention_cutoff(c, c->settings.worker_retention_days);
+        s->phase = PHASE_JOBS;
+        s->n = (RetentionCounts){};
+        sweep_skip_off(s);
+}
+
+/* One batch. Returns 1 while there is more to do, 0 once the sweep is done and recorded, < 0 if it
+ * failed: what went before the failure is recorded all the same (each batch has committed). */
+static int sweep_step(RetentionSweep *s) {
+        int r = 0, k;
+
+        if (s->phase < _PHASE_MAX) {
+                r = phases[s->phase].batch(s->c, s->before[s->phase], phase_count(&s->n, s->phase));
+                if (r < 0)
+                        log_error_errno(r, "Retention sweep of %s failed: %m", phases[s->phase].what);
+                else if (r < RETENTION_BATCH) {
+                        s->phase++;
+                        sweep_skip_off(s);
+                }
+                if (r >= 0 && s->phase < _PHASE_MAX)
+                        return 1;
+        }
+        s->running = false;
+        k = record(s->c, &s->n);
         if (k < 0)
                 log_error_errno(k, "Failed to record the retention sweep: %m");
-        if (ret)
-                *ret = n;
         return r < 0 ? r : k;
+}
+
+static int sweep_arm(RetentionSweep *s) {
+        int r;
+
+        /* Due now, to the microsecond (accuracy 1): the loop dispatches one source per iteration, so
+         * what is pending by then (HTTP requests, heartbeats, the watchdog) goes between two
+         * batches, and nothing else delays the next one. */
+        r = sd_event_source_set_time_relative(s->step, 0);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->step, SD_EVENT_ONESHOT);
+        if (r < 0) {
+                s->running = false;
+                return log_error_errno(r, "Failed to schedule the retention sweep's next batch: %m");
+        }
+        return 0;
+}
+
+static int on_step(sd_event_source *es, uint64_t usec, void *userdata) {
+        RetentionSweep *s = userdata;
+
+        if (sweep_step(s) > 0)
+                (void) sweep_arm(s);
+        return 0;
+}
+
+/* When the loop is freed (at exit, possibly mid-sweep: the batches done have committed, and the
+ * next start sweeps again). */
+static void sweep_destroy(void *userdata) {
+        RetentionSweep *s = userdata;
+
+        s->c->retention_sweep = NULL;
+        free(s);
+}
+
+/* c->retention_sweep, whose step source the loop owns (it outlives no loop, and needs freeing by
+ * no one else). */
+static int sweep_new(Control *c) {
+        _cleanup_free_ RetentionSweep *s = calloc(1, sizeof(*s));
+        _cleanup_(sd_event_source_unrefp) sd_event_source *step = NULL;
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        r = sd_event_add_time(c->event, &step, CLOCK_MONOTONIC, 0, 1, on_step, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(step, "retention-batch");
+        r = sd_event_source_set_enabled(step, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_floating(step, true);
+        if (r < 0)
+                return r;
+        s->c = c;
+        s->step = step;
+        (void) sd_event_source_set_destroy_callback(step, sweep_destroy);
+        c->retention_sweep = TAKE_PTR(s);
+        return 0;
+}
+
+/* Without a loop: every batch at once. */
+static int sweep_whole(Control *c, RetentionCounts *ret) {
+        RetentionSweep s = {};
+        int r;
+
+        sweep_start(&s, c);
+        do
+                r = sweep_step(&s);
+        while (r > 0);
+        if (ret)
+                *ret = s.n;
+        return r;
+}
+
+int retention_sweep(Control *c, RetentionCounts *ret) {
+        int r;
+
+        if (!c->event)
+                return sweep_whole(c, ret);
+        if (ret)
+                *ret = (RetentionCounts){};
+        if (!c->retention_sweep) {
+                r = sweep_new(c);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to set up the retention sweep: %m");
+        }
+        if (c->retention_sweep->running) {
+                log_debug("A retention sweep is still under way; no new one starts.");
+                return 0;
+        }
+        sweep_start(c->retention_sweep, c);
+        return sweep_arm(c->retention_sweep);
 }

@@ -1,8 +1,10 @@
 /* test-retention.c: the retention sweep deletes terminal jobs (with their artifact records),
  * audit events and OFFLINE workers holding no job older than their retention, keeps everything
  * else, audits itself, and tells Control.on_jobs_deleted which jobs went once their deletion has
- * committed. */
+ * committed. On an event loop it deletes one batch per loop iteration. */
 #include <inttypes.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "core-test-util.h"
 #include "retention.h"
@@ -103,6 +105,28 @@ static void test_zero_or_huge_retention_keeps_everything(void) {
         }
 }
 
+static int64_t query_int(Control *c, const char *sql) {
+        sqlite3_stmt *st = NULL;
+        int64_t v = -1;
+
+        if (sqlite3_prepare_v2(c->store->db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return v;
+}
+
+static void seed_old_jobs(Control *c, int from, int to) {
+        char sql[512];
+
+        snprintf(sql, sizeof(sql),
+                 "WITH RECURSIVE n(i) AS (SELECT %d UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+                 "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
+                 "SELECT 'j' || i, 'COMPLETED', 'x', 1, 1 FROM n",
+                 from, to);
+        if (sqlite3_exec(c->store->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+                tap_bail("seeding jobs: %s", sqlite3_errmsg(c->store->db));
+}
+
 static void test_retention_handles_more_than_one_batch(void) {
         Control *c = test_control_new();
         RetentionCounts del = {};
@@ -110,11 +134,7 @@ static void test_retention_handles_more_than_one_batch(void) {
 
         watch_deletions(c, &d);
         c->settings.job_retention_days = 1;
-        sqlite3_exec(c->store->db,
-                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) "
-                     "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
-                     "SELECT 'j' || i, 'COMPLETED', 'x', 1, 1 FROM n",
-                     NULL, NULL, NULL);
+        seed_old_jobs(c, 1, 12000);
         retention_sweep(c, &del);
         is_int(del.jobs, 12000, "12000 old jobs deleted across batches");
         is_int(d.calls, 3, "told once per batch");
@@ -122,6 +142,78 @@ static void test_retention_handles_more_than_one_batch(void) {
         ok(d.committed && strv_contains(d.ids, "j1") && strv_contains(d.ids, "j12000"),
            "each after its batch had committed");
         strv_free(d.ids);
+        test_control_free(c);
+}
+
+typedef struct Served {
+        Control *c;
+        int64_t total;
+        unsigned mid_sweep;
+} Served;
+
+/* Stands for an HTTP request waiting on the loop: its fd is never read, so it stays readable. */
+static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Served *v = userdata;
+        int64_t left = query_int(v->c, "SELECT count(*) FROM jobs");
+
+        if (left > 0 && left < v->total)
+                v->mid_sweep++;
+        return 0;
+}
+
+/* The daemon's way: the sweep is started on the loop and each iteration deletes one batch at most,
+ * so that what else waits on the loop is served between two batches; its audit event still
+ * counts the whole sweep, and a start while it is under way does not begin another. */
+static void test_retention_deletes_one_batch_per_loop_iteration(void) {
+        const int total = 3 * RETENTION_BATCH + 10;
+        Control *c = test_control_new();
+        _cleanup_(sd_event_source_unrefp) sd_event_source *io = NULL;
+        Served v = {.c = c, .total = total};
+        int fds[2];
+        int64_t left = total, most = 0;
+        unsigned iterations = 0, batches = 0;
+
+        c->settings.job_retention_days = 1;
+        seed_old_jobs(c, 1, total);
+        if (sd_event_new(&c->event) < 0 || pipe(fds) < 0 || write(fds[1], "x", 1) != 1 ||
+            sd_event_add_io(c->event, &io, fds[0], EPOLLIN, on_readable, &v) < 0)
+                tap_bail("setting up the loop");
+
+        is_int(retention_sweep(c, NULL), 0, "the sweep starts on the loop");
+        is_int(query_int(c, "SELECT count(*) FROM jobs"), total, "and returns before its first batch");
+        /* Until the sweep has recorded itself: its last step. */
+        while (test_count_events(c, "retention.sweep", NULL) == 0 && iterations < 100) {
+                if (sd_event_run(c->event, USEC_PER_SEC) < 0)
+                        break;
+                iterations++;
+                int64_t now_left = query_int(c, "SELECT count(*) FROM jobs");
+                if (left - now_left > most)
+                        most = left - now_left;
+                batches += now_left < left;
+                left = now_left;
+                if (iterations == 2)
+                        is_int(retention_sweep(c, NULL), 0, "a start while the sweep is under way is a no-op");
+        }
+        is_int(left, 0, "every old job went");
+        ok(most <= RETENTION_BATCH, "no loop iteration deleted more than one batch (at most %" PRId64 ")", most);
+        ok(batches >= 4, "the deletions took %u iterations", batches);
+        ok(v.mid_sweep > 0, "the loop served its other source between batches (%u times)", v.mid_sweep);
+        is_int(test_count_events(c, "retention.sweep", NULL), 1, "one sweep audited");
+        is_int(query_int(c, "SELECT json_extract(details, '$.jobs_deleted') FROM audit_events "
+                            "WHERE event = 'retention.sweep'"),
+               total, "with the whole sweep's count");
+
+        /* The batch source outlives a sweep: a later one uses it again. */
+        seed_old_jobs(c, total + 1, total + 5);
+        is_int(retention_sweep(c, NULL), 0, "a second sweep starts");
+        for (iterations = 0; test_count_events(c, "retention.sweep", NULL) < 2 && iterations < 20; iterations++)
+                (void) sd_event_run(c->event, USEC_PER_SEC);
+        is_int(query_int(c, "SELECT count(*) FROM jobs"), 0, "and deletes the jobs that became old since");
+        is_int(test_count_events(c, "retention.sweep", NULL), 2, "audited too");
+
+        io = sd_event_source_unref(io);
+        close(fds[0]);
+        close(fds[1]);
         test_control_free(c);
 }
 
@@ -169,6 +261,7 @@ int main(void) {
         test_retention_deletes_only_old_terminal_jobs_and_events();
         test_zero_or_huge_retention_keeps_everything();
         test_retention_handles_more_than_one_batch();
+        test_retention_deletes_one_batch_per_loop_iteration();
         test_worker_retention_removes_offline_workers_holding_no_job();
         return tap_done();
 }
