@@ -818,14 +818,11 @@ static const char *worker_state_from_event(const AuditEvent *e) {
                 return "OFFLINE";
         if (streq(e->event, "worker.drain"))
                 return "DRAINING";
-        /* A (re)registration is a worker coming online, from nothing as far as we know. */
-        if (streq(e->event, "worker.registered") || streq(e->event, "worker.restarted"))
-                return "ONLINE";
         return NULL;
 }
 
-static void emit_state_signal(Bus *b, const AuditEvent *e) {
-        const char *to;
+static void emit_state_signal(Bus *b, const AuditEvent *e, WorkerState added_worker) {
+        const char *from, *to;
         int r = 0;
 
         if (strncmp(e->event, "job.", 4) == 0 && e->job_id && !streq(e->event, "job.transition_refused") &&
@@ -836,11 +833,22 @@ static void emit_state_signal(Bus *b, const AuditEvent *e) {
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "JobStateChanged",
                                        "ssss", e->job_id, strempty(e->from_state), to, strempty(e->assignment_id));
         } else if (strncmp(e->event, "worker.", 7) == 0 && e->worker_id) {
-                to = worker_state_from_event(e);
+                if (streq(e->event, "worker.registered") || streq(e->event, "worker.restarted")) {
+                        /* A known worker's registration changes no state by itself: when it
+                         * comes back from DISCONNECTED or OFFLINE, the worker.online event of the
+                         * same transaction says so, with the state it was in. */
+                        if (added_worker < 0)
+                                return;
+                        from = "";
+                        to = worker_state_to_string(added_worker);
+                } else {
+                        from = strempty(e->from_state);
+                        to = worker_state_from_event(e);
+                }
                 if (!to)
                         return;
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "WorkerStateChanged",
-                                       "sss", e->worker_id, strempty(e->from_state), to);
+                                       "sss", e->worker_id, from, to);
         }
         if (r < 0)
                 log_debug_errno(r, "Failed to emit a state signal for event %s: %m", e->event);
@@ -848,10 +856,10 @@ static void emit_state_signal(Bus *b, const AuditEvent *e) {
 
 /* The signals go at once, in commit order: each transition is one signal, which coalescing
  * would lose. The counters are recounted once the batch is done (bus.c). */
-void bus_manager_event(Bus *b, const AuditEvent *e) {
+void bus_manager_event(Bus *b, const AuditEvent *e, WorkerState added_worker) {
         if (!e->event)
                 return;
-        emit_state_signal(b, e);
+        emit_state_signal(b, e, added_worker);
         if (strncmp(e->event, "job.", 4) == 0 || strncmp(e->event, "worker.", 7) == 0)
                 b->counts_dirty = true;
 }

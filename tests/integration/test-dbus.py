@@ -312,6 +312,68 @@ def test_properties_and_signals_follow_state_changes(t):
     t.eq(cp.stop(), 0, "a clean exit after all that (sanitizer builds check for leaks here)")
 
 
+def register(t, cp, worker_id, **fields):
+    s, body = cp.worker("POST", "/register", dict(fields, worker_id=worker_id))
+    t.require(s == 200, f"register {worker_id}: {s} {body}")
+    return body
+
+
+def worker_signals(mon, worker_id):
+    """The WorkerStateChanged (old, new) pairs of a worker, and how often its object was added."""
+    path = h.worker_path(worker_id)
+    states = [tuple(m["payload"]["data"][1:]) for m in mon.signals("WorkerStateChanged")
+              if m["payload"]["data"][0] == worker_id]
+    return states, len([m for m in mon.signals("InterfacesAdded") if m["payload"]["data"][0] == path])
+
+
+def wait_worker_properties(mon, worker_id, **want):
+    """The worker object's PropertiesChanged with these values: it goes after the signals of the
+    changes that committed with it, so once it is seen they all are."""
+    path = h.worker_path(worker_id)
+    return mon.wait_signal("PropertiesChanged", lambda m: m["path"] == path and all(
+        m["payload"]["data"][1].get(k, {}).get("data") == v for k, v in want.items()),
+        what=f"the PropertiesChanged of worker {worker_id} with {want}")[0]
+
+
+@test
+def test_a_known_worker_registering_again_is_a_change_not_a_new_worker(t):
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
+    mon = h.Monitor(t, bus)
+    register(t, cp, "w-re", instance_id="i1", version="1.0")
+    mon.wait_signal("InterfacesAdded", lambda m: m["payload"]["data"][0] == h.worker_path("w-re"),
+                    what="InterfacesAdded for the new worker")
+    t.eq(worker_signals(mon, "w-re"), ([("", "ONLINE")], 1), "a new worker: '' -> ONLINE and its object added")
+    # The same instance again, with another version and capabilities.
+    register(t, cp, "w-re", instance_id="i1", version="1.1", capabilities=["gpu"])
+    changed = wait_worker_properties(mon, "w-re", Version="1.1")
+    t.eq(changed["payload"]["data"][1]["Capabilities"]["data"], ["gpu"], "the new capabilities announced")
+    t.eq(worker_signals(mon, "w-re"), ([("", "ONLINE")], 1),
+         "re-registering: no new object, no state change (it was ONLINE and is)")
+    # A draining worker that restarts (a new instance id) stays DRAINING.
+    h.call(t, bus, "DrainWorker", "s", "w-re")
+    wait_worker_properties(mon, "w-re", Status="DRAINING")
+    register(t, cp, "w-re", instance_id="i2", version="1.2")
+    wait_worker_properties(mon, "w-re", Version="1.2", Status="DRAINING")
+    t.eq(worker_signals(mon, "w-re"), ([("", "ONLINE"), ("ONLINE", "DRAINING")], 1),
+         "a restart of a DRAINING worker changes no state and adds no object")
+    t.eq(h.get_property(t, bus, h.worker_path("w-re"), h.WORKER_IFACE, "Status"), "DRAINING", "it is DRAINING")
+
+
+@test
+def test_an_offline_worker_registering_again_signals_where_it_came_from(t):
+    bus, cp = setup(t)  # FAST_CONTROL: OFFLINE 1.5s after its last contact
+    mon = h.Monitor(t, bus)
+    register(t, cp, "w-back", instance_id="i1")
+    wait_worker_properties(mon, "w-back", Status="OFFLINE")
+    register(t, cp, "w-back", instance_id="i2")
+    wait_worker_properties(mon, "w-back", Status="ONLINE")
+    states, added = worker_signals(mon, "w-back")
+    t.eq(states[0], ("", "ONLINE"), f"registered as new once ({states})")
+    t.eq(states[-2:], [("DISCONNECTED", "OFFLINE"), ("OFFLINE", "ONLINE")], f"back from OFFLINE ({states})")
+    t.eq(states.count(("", "ONLINE")), 1, f"and never new again ({states})")
+    t.eq(added, 1, "its object added once")
+
+
 @test
 def test_jobs_deleted_by_retention_announce_interfaces_removed(t):
     # A day of retention and a sweep every second; the job is made two days old in the database
