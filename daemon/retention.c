@@ -98,7 +98,9 @@ static int delete_jobs_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         return (int) n;
 }
 
-/* Returns how many went, as delete_jobs_batch() does. */
+/* Returns how many went, as delete_jobs_batch() does. A job still live (scheduled far ahead, or
+ * running for long) keeps all its history however old: its events go once it has ended. Each
+ * batch walks past such kept events again (in audit_ts order), one look-up by key in jobs each. */
 static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -108,7 +110,9 @@ static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         if (r < 0)
                 return r;
         r = prepare_batch(c,
-                          "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ?1 LIMIT ?2)",
+                          "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events e WHERE ts < ?1 "
+                          "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = e.job_id "
+                          "AND j.status NOT IN ('COMPLETED', 'FAILED', 'ABORTED')) LIMIT ?2)",
                           cutoff, &st);
         if (r < 0)
                 return r;

@@ -1,8 +1,8 @@
 /* retention.h: deletes what is older than its retention: terminal jobs (with their artifact
  * records, stored in the job's row) after job_retention_days, audit events after
- * event_retention_days, OFFLINE workers that hold no job worker_retention_days after they were
- * last seen (0 keeps forever). Each sweep writes its own audit event (retention.sweep), whose
- * counts cover the whole sweep.
+ * event_retention_days (except those of a job that has not ended), OFFLINE workers that hold no
+ * job worker_retention_days after they were last seen (0 keeps forever). Each sweep writes its
+ * own audit event (retention.sweep), whose counts cover the whole sweep.
  *
  * Rows go in batches of at most RETENTION_BATCH, each its own transaction. With an event loop
  * (Control.event) a sweep runs one batch per loop iteration: HTTP requests, heartbeats and the

@@ -69,14 +69,54 @@ static void test_retention_deletes_only_old_terminal_jobs_and_events(void) {
 
         test_advance(c, 31 * USEC_PER_DAY);
         is_int(retention_sweep(c, &n_del), 0, "second sweep");
-        is_int(n_del.events, 6, "events older than 30 days deleted, the first sweep's own included");
-        is_int(test_count_events(c, "job.submitted", old_pending), 0, "including the old job's submission event");
+        is_int(n_del.events, 5, "events older than 30 days deleted, the first sweep's own included");
+        is_int(test_count_events(c, "job.submitted", old_pending), 1, "but not the live job's submission event");
         is_int(test_count_events(c, "retention.sweep", NULL), 1, "the new sweep's own event remains");
         ok(d.calls == 2 && strv_length(d.ids) == 2 && streq(d.ids[1], new_done),
            "the second sweep told the other terminal job, old by now");
         is_int(retention_sweep(c, &n_del), 0, "third sweep");
         is_int(d.calls, 2, "a sweep that deleted no job told nothing");
         strv_free(d.ids);
+        test_control_free(c);
+}
+
+/* A job that stays live past the event retention (here scheduled far ahead) keeps its whole
+ * history until it ends; the events of ended jobs, deleted ones and of no job go as before. */
+static void test_event_retention_keeps_the_history_of_live_jobs(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        size_t n;
+        RetentionCounts del = {};
+        char live[RANDOM_ID_SIZE], done[RANDOM_ID_SIZE];
+        JobSpec spec;
+
+        c->settings.event_retention_days = 30;
+        job_spec_init(&spec);
+        spec.command = "/bin/true";
+        spec.scheduled_at = T0 + 60 * USEC_PER_DAY;
+        strcpy(live, test_submit_spec(c, &spec));
+        strcpy(done, test_submit(c, 0));
+        jobs_abort(c, NULL, done, NULL, NULL, &n, &err);
+        test_register(c, "w1", NULL);
+        test_advance(c, 31 * USEC_PER_DAY);
+
+        is_int(retention_sweep(c, &del), 0, "sweep");
+        is_int(test_count_events(c, "job.submitted", live), 1, "the live job's old submission event is kept");
+        is_int(test_count_events(c, "job.submitted", done), 0, "an ended job's old events go");
+        is_int(test_count_events(c, "job.aborted", done), 0, "all of them");
+        is_int(test_count_events(c, "worker.registered", NULL), 0, "so do old events of no job");
+
+        jobs_abort(c, NULL, live, NULL, NULL, &n, &err);
+        is_int(retention_sweep(c, &del), 0, "sweep once the job has ended");
+        is_int(test_count_events(c, "job.submitted", live), 0, "its old events go now");
+        is_int(test_count_events(c, "job.aborted", live), 1, "its recent ones stay");
+
+        /* The inner select of retention.c's statement: a range of audit_ts, one key look-up each. */
+        static const char *const sql = "SELECT id FROM audit_events e WHERE ts < 5 AND NOT EXISTS (SELECT 1 FROM "
+                                       "jobs j WHERE j.job_id = e.job_id AND j.status NOT IN ('COMPLETED', "
+                                       "'FAILED', 'ABORTED')) LIMIT 10";
+        ok(test_plan_uses(c, sql, "audit_ts"), "old events are found in audit_ts");
+        ok(test_plan_uses(c, sql, "PRIMARY KEY (job_id=?)"), "their jobs by key");
         test_control_free(c);
 }
 
@@ -259,6 +299,7 @@ static void test_worker_retention_removes_offline_workers_holding_no_job(void) {
 
 int main(void) {
         test_retention_deletes_only_old_terminal_jobs_and_events();
+        test_event_retention_keeps_the_history_of_live_jobs();
         test_zero_or_huge_retention_keeps_everything();
         test_retention_handles_more_than_one_batch();
         test_retention_deletes_one_batch_per_loop_iteration();
