@@ -422,8 +422,9 @@ static int parse_replay(json_object *e, const char *worker_id, ReplayEntry *out,
         const char *status = NULL;
         int r;
 
+        *out = (ReplayEntry){.status = _JOB_STATE_INVALID};
         if (!json_object_is_type(e, json_type_object)) {
-                snprintf(jerr->message, sizeof(jerr->message), "must be an object");
+                snprintf(jerr->message, sizeof(jerr->message), "the record must be an object");
                 return -EINVAL;
         }
         /* Filled in so that get_triple finds a worker_id even when the record omits it. */
@@ -431,7 +432,7 @@ static int parse_replay(json_object *e, const char *worker_id, ReplayEntry *out,
                 json_object_object_add(e, "worker_id", json_object_new_string(worker_id));
         if ((r = json_get_string(e, "status", 16, true, &status, jerr)) < 0)
                 return r;
-        *out = (ReplayEntry){.status = job_state_from_string(status)};
+        out->status = job_state_from_string(status);
         if (out->status == JOB_COMPLETED)
                 return parse_completion(e, &out->completion, jerr);
         if (out->status == JOB_FAILED)
@@ -440,12 +441,35 @@ static int parse_replay(json_object *e, const char *worker_id, ReplayEntry *out,
         return -EINVAL;
 }
 
-static int parse_replays(json_object *o, const char *worker_id, ReplayEntry **ret, size_t *ret_n, JsonError *jerr) {
+/* The records of completed_jobs, and why each refused one was (ReplayEntry.invalid points here). */
+typedef struct Replays {
+        ReplayEntry *entries;
+        JsonError *errors;
+        size_t n;
+} Replays;
+
+static void replays_done(Replays *r) {
+        free(r->entries);
+        free(r->errors);
+}
+
+/* A record that does not parse is refused alone, as a REJECTED action: answering the whole
+ * request 400 would have the worker send it again for ever and never poll or heartbeat again.
+ * It keeps the status (for the action's name) and the job and assignment ids it gave, whatever
+ * they are, as the worker matches its buffer by them. */
+static void replay_refuse(json_object *e, ReplayEntry *out, const JsonError *why) {
+        *out = (ReplayEntry){.status = out->status, .invalid = why->message};
+        out->completion.job_id = entry_string(e, "job_id");
+        out->completion.assignment_id = entry_string(e, "assignment_id");
+}
+
+/* Only the shape of the list is the request's: not an array, or too long, is a 400. strict: a
+ * bad record is too (D-Bus ReplayResults: an operator is told at once which record is wrong and
+ * nothing is half applied; no retry loop to wedge there). */
+static int parse_replays(json_object *o, const char *worker_id, bool strict, Replays *ret, JsonError *jerr) {
         json_object *a = NULL;
         size_t n;
 
-        *ret = NULL;
-        *ret_n = 0;
         if (!json_object_object_get_ex(o, "completed_jobs", &a) || json_object_is_type(a, json_type_null))
                 return 0;
         if (!json_object_is_type(a, json_type_array)) {
@@ -459,18 +483,23 @@ static int parse_replays(json_object *o, const char *worker_id, ReplayEntry **re
                 return -EINVAL;
         }
         _cleanup_free_ ReplayEntry *entries = calloc(n + 1, sizeof(ReplayEntry));
-        if (!entries)
+        _cleanup_free_ JsonError *errors = calloc(n + 1, sizeof(JsonError));
+        if (!entries || !errors)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                JsonError e = {};
-                int r = parse_replay(json_object_array_get_idx(a, i), worker_id, &entries[i], &e);
-                if (r < 0) {
-                        snprintf(jerr->message, sizeof(jerr->message), "completed_jobs[%zu]: %.200s", i, e.message);
+                json_object *e = json_object_array_get_idx(a, i);
+                int r = parse_replay(e, worker_id, &entries[i], &errors[i]);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && strict) {
+                        snprintf(jerr->message, sizeof(jerr->message), "completed_jobs[%zu]: %.200s", i,
+                                 errors[i].message);
                         return r;
                 }
+                if (r < 0)
+                        replay_refuse(e, &entries[i], &errors[i]);
         }
-        *ret = TAKE_PTR(entries);
-        *ret_n = n;
+        *ret = (Replays){.entries = TAKE_PTR(entries), .errors = TAKE_PTR(errors), .n = n};
         return 0;
 }
 
@@ -498,35 +527,16 @@ static json_object *actions_to_json(const ReconnectAction *a, size_t n) {
         return body;
 }
 
-/* The jobs a reconnecting worker says it holds: the same three fields as a heartbeat's. */
-static int parse_claimed(json_object *o, char ***ret, JsonError *jerr) {
-        _cleanup_free_ HeldJob *jobs = NULL;
-        _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
-        size_t n = 0;
-        int r;
-
-        if (!l)
-                return -ENOMEM;
-        r = parse_held_jobs(o, &jobs, &n, jerr);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++)
-                if (strv_extend(&l, jobs[i].job_id) < 0)
-                        return -ENOMEM;
-        *ret = TAKE_PTR(l);
-        return 0;
-}
-
 int api_post_reconnect(Control *c, const HttpRequest *req, HttpResponse *resp) {
         return api_post_reconnect_as(c, req, NULL, resp);
 }
 
 int api_post_reconnect_as(Control *c, const HttpRequest *req, const Origin *as, HttpResponse *resp) {
         _cleanup_json_ json_object *o = NULL;
-        _cleanup_strv_free_ char **claimed = NULL;
-        _cleanup_free_ ReplayEntry *entries = NULL;
+        _cleanup_free_ HeldJob *held = NULL;
+        _cleanup_(replays_done) Replays replays = {};
         ReconnectAction *actions = NULL;
-        size_t n = 0, n_actions = 0;
+        size_t n_held = 0, n_actions = 0;
         const char *worker_id;
         JsonError jerr = {};
         char actor[LIMIT_ID_LEN + 16];
@@ -537,17 +547,16 @@ int api_post_reconnect_as(Control *c, const HttpRequest *req, const Origin *as, 
                 return r;
         if (json_get_string(o, "worker_id", LIMIT_ID_LEN, true, &worker_id, &jerr) < 0)
                 return api_reply_json_error(resp, &jerr);
-        r = parse_claimed(o, &claimed, &jerr);
-        if (r == -ENOMEM)
-                return r;
+        /* The jobs it says it holds: the same three fields as a heartbeat's. */
+        r = parse_held_jobs(o, &held, &n_held, &jerr);
         if (r >= 0)
-                r = parse_replays(o, worker_id, &entries, &n, &jerr);
+                r = parse_replays(o, worker_id, as != NULL, &replays, &jerr);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = as ? *as : api_worker_origin(req, worker_id, actor, sizeof(actor));
-        r = jobs_reconnect(c, &origin, worker_id, claimed, entries, n, &actions, &n_actions);
+        r = jobs_reconnect(c, &origin, worker_id, held, n_held, replays.entries, replays.n, &actions, &n_actions);
         if (r < 0)
                 return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});
         json_object *body = actions_to_json(actions, n_actions);

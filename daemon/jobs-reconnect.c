@@ -46,12 +46,21 @@ static int action_add(Actions *x, const char *job_id, const char *assignment_id,
         return 0;
 }
 
+static const char *replay_action(JobState status) {
+        return status == JOB_COMPLETED ? "complete" : status == JOB_FAILED ? "fail" : "unknown";
+}
+
 static int replay_one(Control *c, const Origin *o, const char *worker_id, const ReplayEntry *e, Actions *x) {
         OpError err = {};
         JobState state = _JOB_STATE_INVALID;
         const char *job_id, *assignment_id, *action;
         int r;
 
+        /* Refused as it stands, named as the worker sent it: the worker drops it from its buffer
+         * (a refusal of the whole request would be retried for ever, the record with it). */
+        if (e->invalid)
+                return action_add(x, e->completion.job_id, e->completion.assignment_id, replay_action(e->status),
+                                  -EINVAL, e->invalid, _JOB_STATE_INVALID);
         if (e->status == JOB_COMPLETED) {
                 Completion comp = e->completion;
                 if (!comp.worker_id)
@@ -76,32 +85,39 @@ static int replay_one(Control *c, const Origin *o, const char *worker_id, const 
         return action_add(x, job_id, assignment_id, action, r, err.message, state);
 }
 
-static int keep_claimed(Control *c, const char *worker_id, char *const *claimed, Actions *x) {
-        usec_t now = control_now(c);
+/* The rule of the heartbeat's abort_jobs (jobs_not_held()): a claimed job is the worker's when
+ * it holds it, ASSIGNED or RUNNING, under the assignment it reports (if it reports one). */
+static int keep_one(Control *c, const char *worker_id, const HeldJob *h, Actions *x) {
+        _cleanup_(job_freep) Job *j = NULL;
+        const char *why = NULL;
         int r;
 
-        STRV_FOREACH (id, (char **) claimed) {
-                _cleanup_(job_freep) Job *j = NULL;
-                r = jobs_get(c, *id, &j);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-                bool held = j && streq_ptr(j->worker_id, worker_id) &&
-                            (j->status == JOB_RUNNING || j->status == JOB_ASSIGNED);
-                /* REJECTED tells the worker to stop: the job is no longer its to run. */
-                r = action_add(x, *id, j ? j->assignment_id : NULL, "keep", held ? 0 : -EBUSY,
-                               j ? "the job is not held by this worker any more" : "no such job",
-                               j ? j->status : _JOB_STATE_INVALID);
+        r = jobs_get(c, h->job_id, &j);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (!j)
+                why = "no such job";
+        else if (!streq_ptr(j->worker_id, worker_id) || (j->status != JOB_RUNNING && j->status != JOB_ASSIGNED))
+                why = "the job is not held by this worker any more";
+        else if (h->assignment_id && !streq_ptr(j->assignment_id, h->assignment_id))
+                why = "the job is held under another assignment";
+        /* REJECTED tells the worker to stop: the action names the job's current assignment, not
+         * the one its run has, so the worker kills that run as it would for abort_jobs. */
+        return action_add(x, h->job_id, j ? j->assignment_id : NULL, "keep", why ? -EBUSY : 0, why,
+                          j ? j->status : _JOB_STATE_INVALID);
+}
+
+static int keep_claimed(Control *c, const char *worker_id, const HeldJob *held, size_t n_held, Actions *x) {
+        int r;
+
+        for (size_t i = 0; i < n_held; i++) {
+                r = keep_one(c, worker_id, &held[i], x);
                 if (r < 0)
                         return r;
         }
-        /* What it claims (by job id; the reconnect carries no assignment) is what it holds. */
-        size_t n = strv_length((char **) claimed);
-        _cleanup_free_ HeldJob *held = calloc(n + 1, sizeof(HeldJob));
-        if (!held)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                held[i].job_id = claimed[i];
-        r = jobs_renew_leases(c, worker_id, held, n, now);
+        /* Fenced by the reported assignments, and RUNNING jobs only: an ASSIGNED job is kept but
+         * its lease is left alone, so that an ack that never comes still expires. */
+        r = jobs_renew_leases(c, worker_id, held, n_held, control_now(c));
         return r < 0 ? r : 0;
 }
 
@@ -138,12 +154,17 @@ static int note_worker(Control *c, const Origin *o, const char *worker_id, char 
                             NULL);
 }
 
-static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
+static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, const HeldJob *held, size_t n_held,
                             const ReplayEntry *entries, size_t n_entries, Actions *x) {
         _cleanup_(worker_freep) Worker *w = NULL;
-        _cleanup_strv_free_ char **lost = NULL;
+        _cleanup_strv_free_ char **lost = NULL, **claimed = calloc(n_held + 1, sizeof(char *));
         int r;
 
+        if (!claimed)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_held; i++)
+                if (!(claimed[i] = strdup(held[i].job_id)))
+                        return -ENOMEM;
         r = worker_require(c, worker_id, &w);
         if (r < 0)
                 return r;
@@ -163,13 +184,13 @@ static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, 
                 if (r < 0)
                         return r;
         }
-        r = keep_claimed(c, worker_id, claimed, x);
+        r = keep_claimed(c, worker_id, held, n_held, x);
         if (r < 0)
                 return r;
         return note_worker(c, o, worker_id, claimed, n_entries, strv_length(lost));
 }
 
-int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, char *const *current_job_ids,
+int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, const HeldJob *held, size_t n_held,
                    const ReplayEntry *entries, size_t n_entries, ReconnectAction **ret, size_t *ret_n) {
         _cleanup_tx_ Control *tx = NULL;
         Actions x = {};
@@ -177,17 +198,21 @@ int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, char *con
 
         if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
                 return -EINVAL;
-        if (n_entries > LIMIT_RECONNECT_ENTRIES)
+        if (n_entries > LIMIT_RECONNECT_ENTRIES || n_held > LIMIT_RECONNECT_ENTRIES)
                 return -EINVAL;
+        for (size_t i = 0; i < n_held; i++)
+                if (isempty(held[i].job_id))
+                        return -EINVAL;
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
-        r = jobs_finish(&tx, reconnect_locked(c, o, worker_id, current_job_ids, entries, n_entries, &x));
+        r = jobs_finish(&tx, reconnect_locked(c, o, worker_id, held, n_held, entries, n_entries, &x));
         if (r < 0) {
                 reconnect_actions_free(x.a, x.n);
                 return r;
         }
-        /* States of "lost" actions are filled in now that the transaction is done. */
+        /* States of "lost" actions (and of refused records' jobs) are filled in now that the
+         * transaction is done. */
         for (size_t i = 0; i < x.n; i++)
                 if (x.a[i].state < 0 && x.a[i].job_id) {
                         _cleanup_(job_freep) Job *j = NULL;

@@ -183,6 +183,11 @@ typedef struct ReplayEntry {
         JobState status;
         Completion completion; /* for COMPLETED; job_id/worker_id/assignment_id used for both */
         Failure failure;       /* for FAILED */
+        /* Why the record was refused as it stands (a field missing or out of range), NULL for one
+         * that parsed. Such a record is answered REJECTED and nothing else: completion.job_id and
+         * .assignment_id hold what it said, if anything, so that the worker can find it in its
+         * buffer and drop it. */
+        const char *invalid;
 } ReplayEntry;
 
 typedef struct ReconnectAction {
@@ -198,12 +203,16 @@ void reconnect_actions_free(ReconnectAction *a, size_t n);
 
 /* A worker reconnects (after a partition or a restart): applies each replayed record as
  * jobs_complete()/jobs_fail() would (a no-op repeat counts as ACCEPTED), then reconciles the jobs
- * it says it still runs (current_job_ids: the wire's current_job_id, plus current_job_ids for
- * workers with several slots). A job the worker holds that it neither claims nor replayed is given
- * up at once (RUNNING -> LOST, ASSIGNED -> PENDING) when the worker presented a new instance id
- * since it last reconciled (workers.h); after a mere partition it is kept and left to its lease.
- * Each claimed job the worker holds RUNNING gets its lease renewed ("keep"). Each replay entry
- * gets one action, each claimed job one "keep" action, each job given up one "lost" action.
- * Returns -EPERM for an unregistered worker; per-entry refusals are REJECTED actions. */
-int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, char *const *current_job_ids,
+ * it says it still runs (held: the wire's current_job_id, current_job_ids and current_jobs, the
+ * last with their assignments). A job the worker holds that it neither claims nor replayed is
+ * given up at once (RUNNING -> LOST, ASSIGNED -> PENDING) when the worker presented a new instance
+ * id since it last reconciled (workers.h); after a mere partition it is kept and left to its lease.
+ * A claimed job is kept ("keep" ACCEPTED) when it is the worker's, ASSIGNED or RUNNING, under the
+ * reported assignment if one is given: the rule of the heartbeat's abort_jobs (jobs_not_held()).
+ * Only a RUNNING one has its lease renewed; an ASSIGNED one waits for its ack as before. Any other
+ * claim is REJECTED, naming the job's current assignment, so that the worker kills its run. Each
+ * replay entry gets one action, each claimed job one "keep" action, each job given up one "lost"
+ * action. Returns -EPERM for an unregistered worker; per-entry refusals, invalid records among
+ * them, are REJECTED actions. */
+int jobs_reconnect(Control *c, const Origin *o, const char *worker_id, const HeldJob *held, size_t n_held,
                    const ReplayEntry *entries, size_t n_entries, ReconnectAction **ret, size_t *ret_n);

@@ -251,6 +251,98 @@ def test_reconnect_after_restart(t):
     t.eq(len(cp.events(job_id=done["job_id"], event="job.completed")), 1, "completed exactly once")
 
 
+LONG_LEASE = 10.0  # seconds: nothing expires while the test looks at leases
+LONG_LEASE_OPTIONS = {"lease-timeout": "10s", "heartbeat-timeout": "10s"}
+
+
+def action_for(answer, job_id, action):
+    found = [a for a in answer.get("actions", []) if a.get("job_id") == job_id and a["action"] == action]
+    return found[0] if len(found) == 1 else None
+
+
+@test
+def test_reconnect_rejects_a_bad_record_alone(t):
+    """A replayed record the control plane cannot take (a field out of range or of the wrong type,
+    no job_id) is REJECTED on its own, with an error naming the field: the worker drops it from its
+    buffer. A 400 for the whole exchange would have it replay that record for ever, never polling
+    or heartbeating again, and the good records with it would never be applied."""
+    cp = t.control_plane(options=LONG_LEASE_OPTIONS)
+    register(cp, "w1")
+    for _ in range(3):
+        cp.submit("true")
+    good, bad, bad_failure = [claim(cp, "w1") for _ in range(3)]
+    for j in (good, bad, bad_failure):
+        ack(cp, j, "w1")
+    failure = {"job_id": bad_failure["job_id"], "worker_id": "w1", "assignment_id": bad_failure["assignment_id"],
+               "status": "FAILED", "error": "boom", "retryable": "no"}
+    nameless = dict(completion(good, "w1"), status="COMPLETED")
+    del nameless["job_id"]
+    body = {"worker_id": "w1", "current_job_ids": [bad["job_id"], bad_failure["job_id"]], "completed_jobs": [
+        dict(completion(bad, "w1", exit_code=10**9), status="COMPLETED"), failure, nameless, 7,
+        dict(completion(good, "w1"), status="COMPLETED")]}
+    s, answer = cp.worker("POST", "/reconnect", body)
+    t.require(s == 200, f"reconnect with bad records: 200 ({s} {answer})")
+    a = action_for(answer, bad["job_id"], "complete")
+    t.ok(a and a["result"] == "REJECTED" and a["assignment_id"] == bad["assignment_id"],
+         f"the completion with an exit code out of range REJECTED, named by its job and assignment: {a}")
+    t.ok(a and "exit_code" in a.get("error", ""), f"its error names the field: {a}")
+    a = action_for(answer, bad_failure["job_id"], "fail")
+    t.ok(a and a["result"] == "REJECTED" and "retryable" in a.get("error", ""),
+         f"the failure with a retryable that is not a bool REJECTED: {a}")
+    a = action_for(answer, None, "complete")
+    t.ok(a and a["result"] == "REJECTED" and "job_id" in a.get("error", ""),
+         f"the record without a job_id REJECTED: {a}")
+    a = action_for(answer, None, "unknown")
+    t.ok(a and a["result"] == "REJECTED", f"the record that is not an object REJECTED: {a}")
+    a = action_for(answer, good["job_id"], "complete")
+    t.ok(a and a["result"] == "ACCEPTED", f"the good record ACCEPTED: {a}")
+    t.eq(len(answer["actions"]), 5 + 2, "one action per record, one per claimed job")
+    t.eq(cp.job(good["job_id"])["status"], "COMPLETED", "the good record applied")
+    t.eq(cp.job(bad["job_id"])["status"], "RUNNING", "the bad completion changed nothing")
+    t.eq(cp.job(bad_failure["job_id"])["status"], "RUNNING", "the bad failure changed nothing")
+    t.eq([a["result"] for a in answer["actions"] if a["action"] == "keep"], ["ACCEPTED"] * 2,
+         "the claimed jobs are kept")
+    s, answer = cp.worker("POST", "/reconnect", {"worker_id": "w1", "completed_jobs": {"a": 1}})
+    t.eq(s, 400, "completed_jobs that is not a list is still a malformed request: 400")
+
+
+@test
+def test_reconnect_keep_under_another_assignment_is_not_kept(t):
+    """/reconnect decides which claimed jobs are the worker's as /heartbeat does: one reported
+    under an assignment that is not the job's is not kept (REJECTED, naming the job's assignment,
+    so that the worker kills its run) and its lease is not renewed, while /heartbeat lists it in
+    abort_jobs. An ASSIGNED job is kept but, as in /heartbeat, its lease waits for the ack."""
+    cp = t.control_plane(options=LONG_LEASE_OPTIONS)
+    register(cp, "w1")
+    for _ in range(2):
+        cp.submit("true")
+    job = claim(cp, "w1")
+    ack(cp, job, "w1")
+    unacked = claim(cp, "w1")
+    before = cp.job(job["job_id"])["assignment_expires_at"]
+    unacked_before = cp.job(unacked["job_id"])["assignment_expires_at"]
+    # A renewal from now on would move the expiry: the clock is past the last one (claim or ack).
+    t.wait_for(lambda: time.time() > before - LONG_LEASE + 0.05, 5, "the clock to pass the last renewal")
+    held = [{"job_id": job["job_id"], "assignment_id": "forged"},
+            {"job_id": unacked["job_id"], "assignment_id": unacked["assignment_id"]}]
+    s, answer = cp.worker("POST", "/reconnect", {"worker_id": "w1", "current_jobs": held})
+    t.require(s == 200, f"reconnect: 200 ({s} {answer})")
+    a = action_for(answer, job["job_id"], "keep")
+    t.ok(a and a["result"] == "REJECTED" and a.get("error"), f"the keep under a forged assignment REJECTED: {a}")
+    t.ok(a and a["assignment_id"] == job["assignment_id"], f"naming the job's own assignment: {a}")
+    t.eq(cp.job(job["job_id"])["assignment_expires_at"], before, "its lease not renewed")
+    s, hb = cp.worker("POST", "/heartbeat", {"worker_id": "w1", "seq": 1, "current_jobs": held[:1]})
+    t.eq(hb.get("abort_jobs"), [job["job_id"]], "/heartbeat says the same: abort it")
+    a = action_for(answer, unacked["job_id"], "keep")
+    t.ok(a and a["result"] == "ACCEPTED" and a.get("status") == "ASSIGNED", f"the unacked job kept, ASSIGNED: {a}")
+    t.eq(cp.job(unacked["job_id"])["assignment_expires_at"], unacked_before, "its lease waits for the ack")
+    s, answer = cp.worker("POST", "/reconnect", {"worker_id": "w1", "current_jobs": [
+        {"job_id": job["job_id"], "assignment_id": job["assignment_id"]}]})
+    a = action_for(answer, job["job_id"], "keep")
+    t.ok(a and a["result"] == "ACCEPTED", f"under its own assignment: kept ({a})")
+    t.ok(cp.job(job["job_id"])["assignment_expires_at"] > before, "and its lease renewed")
+
+
 def listed_worker(cp, worker_id):
     return [x for x in cp.admin("GET", "/workers")[1] if x["worker_id"] == worker_id][0]
 

@@ -380,8 +380,8 @@ static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) 
                 {.status = JOB_COMPLETED, .completion = completion_for(kept, "w1")},
         };
         e[1].completion.assignment_id = "forged";
-        char *claimed[] = {kept->job_id, NULL};
-        is_int(jobs_reconnect(c, NULL, "w1", claimed, e, 2, &a, &n), 0, "reconnect");
+        HeldJob claimed[] = {{.job_id = kept->job_id}};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, 1, e, 2, &a, &n), 0, "reconnect");
         is_int(n, 4, "two replay actions, one lost, one keep");
         ok(streq(a[0].action, "complete") && a[0].accepted, "replayed completion ACCEPTED");
         ok(streq(a[1].action, "complete") && !a[1].accepted && a[1].error, "forged assignment REJECTED with error");
@@ -394,10 +394,10 @@ static void test_restart_loses_unclaimed_jobs_and_reconnect_keeps_claimed(void) 
         reconnect_actions_free(a, n);
 
         /* A second reconnect after a mere partition changes nothing. */
-        is_int(jobs_reconnect(c, NULL, "w1", claimed, e, 1, &a, &n), 0, "reconnect again");
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, 1, e, 1, &a, &n), 0, "reconnect again");
         ok(n == 2 && a[0].accepted && a[0].state == JOB_COMPLETED, "repeat of an applied completion ACCEPTED (no-op)");
         reconnect_actions_free(a, n);
-        is_int(jobs_reconnect(c, NULL, "ghost", NULL, NULL, 0, &a, &n), -EPERM, "unregistered worker: 403");
+        is_int(jobs_reconnect(c, NULL, "ghost", NULL, 0, NULL, 0, &a, &n), -EPERM, "unregistered worker: 403");
         test_control_free(c);
 }
 
@@ -413,7 +413,7 @@ static void test_restart_loses_an_unclaimed_job_whose_replay_is_refused(void) {
         register_instance(c, "w1", "i2");
         ReplayEntry e[1] = {{.status = JOB_COMPLETED, .completion = completion_for(j, "w1")}};
         e[0].completion.assignment_id = "an-older-assignment";
-        is_int(jobs_reconnect(c, NULL, "w1", NULL, e, 1, &a, &n), 0, "reconnect claiming nothing");
+        is_int(jobs_reconnect(c, NULL, "w1", NULL, 0, e, 1, &a, &n), 0, "reconnect claiming nothing");
         ok(n == 2 && streq(a[0].action, "complete") && !a[0].accepted, "the replayed result REJECTED");
         ok(n == 2 && streq(a[1].action, "lost") && streq(a[1].job_id, j->job_id), "its job given up");
         is_int(test_job_state(c, j->job_id), JOB_RETRYING, "LOST at once, now RETRYING");
@@ -440,9 +440,53 @@ static void test_reconnect_rejects_claim_of_job_not_held(void) {
         size_t n = 0;
         test_register(c, "w1", NULL);
         const char *id = test_submit(c, 0);
-        char *claimed[] = {(char *) id, (char *) "unknown", NULL};
-        is_int(jobs_reconnect(c, NULL, "w1", claimed, NULL, 0, &a, &n), 0, "reconnect");
+        HeldJob claimed[] = {{.job_id = id}, {.job_id = "unknown"}};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, 2, NULL, 0, &a, &n), 0, "reconnect");
         ok(n == 2 && !a[0].accepted && !a[1].accepted, "claims of jobs it does not hold are REJECTED");
+        reconnect_actions_free(a, n);
+        test_control_free(c);
+}
+
+/* A record the HTTP layer could not parse is answered REJECTED with its reason, named as sent;
+ * the records after it are still applied. */
+static void test_reconnect_rejects_an_invalid_record_alone(void) {
+        Control *c = test_control_new();
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *bad = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *good = test_claim_and_ack(c, "w1");
+        ReplayEntry e[2] = {
+                {.status = JOB_FAILED, .invalid = "field 'exit_code' out of range"},
+                {.status = JOB_COMPLETED, .completion = completion_for(good, "w1")},
+        };
+        e[0].completion.job_id = bad->job_id;
+        e[0].completion.assignment_id = bad->assignment_id;
+        is_int(jobs_reconnect(c, NULL, "w1", NULL, 0, e, 2, &a, &n), 0, "reconnect");
+        ok(n == 2 && streq(a[0].action, "fail") && !a[0].accepted && streq_ptr(a[0].error, e[0].invalid) &&
+                   streq_ptr(a[0].job_id, bad->job_id) && streq_ptr(a[0].assignment_id, bad->assignment_id),
+           "the invalid record REJECTED with its reason, named as sent");
+        ok(n == 2 && a[1].accepted, "the next record ACCEPTED");
+        is_int(test_job_state(c, bad->job_id), JOB_RUNNING, "the invalid record changed nothing");
+        is_int(test_job_state(c, good->job_id), JOB_COMPLETED, "the valid one applied");
+        reconnect_actions_free(a, n);
+        test_control_free(c);
+}
+
+/* As for /heartbeat (jobs_not_held()): a job claimed under another assignment is not kept. */
+static void test_reconnect_rejects_keep_under_another_assignment(void) {
+        Control *c = test_control_new();
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        HeldJob claimed[] = {{.job_id = j->job_id, .assignment_id = "forged"}};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, 1, NULL, 0, &a, &n), 0, "reconnect");
+        ok(n == 1 && streq(a[0].action, "keep") && !a[0].accepted && a[0].error, "the keep REJECTED");
+        ok(n == 1 && streq_ptr(a[0].assignment_id, j->assignment_id), "naming the job's own assignment");
         reconnect_actions_free(a, n);
         test_control_free(c);
 }
@@ -756,6 +800,8 @@ int main(void) {
         test_restart_loses_an_unclaimed_job_whose_replay_is_refused();
         test_restarted_worker_polling_loses_its_jobs();
         test_reconnect_rejects_claim_of_job_not_held();
+        test_reconnect_rejects_an_invalid_record_alone();
+        test_reconnect_rejects_keep_under_another_assignment();
         test_submit_validates();
         test_list_newest_first_with_filters();
         test_drain_stops_new_assignments();
