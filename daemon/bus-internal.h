@@ -50,6 +50,10 @@ typedef struct Bus {
         sd_event_source *reconnect_timer;
         usec_t reconnect_delay;
         unsigned connections; /* how many times we connected, for the log */
+        /* Whether we own CONTROL_BUS_NAME. Until then no signal goes out: the bus policy lets
+         * only readers receive the signals of the name's owner, and would let anyone receive
+         * ours while we are not it (the request not answered yet, or another process owns it). */
+        bool name_owned;
 
         /* What committed audit events changed, sent from one defer source once the loop is done
          * with the batch (as systemd queues its units' signals): one InterfacesAdded or

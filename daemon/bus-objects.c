@@ -496,7 +496,7 @@ void bus_objects_jobs_deleted(void *userdata, char *const *job_ids) {
         Bus *b = userdata;
         int r;
 
-        if (!b || !b->bus)
+        if (!b || !b->bus || !b->name_owned)
                 return;
         bus_objects_flush_cache(b);
         if (bus_lagging(b)) {

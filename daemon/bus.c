@@ -45,6 +45,7 @@ static void bus_disconnect(Bus *b) {
         /* Nobody heard of the queued changes on this connection; the next one starts afresh. */
         bus_objects_queue_clear(b);
         b->counts_dirty = false;
+        b->name_owned = false;
         b->emit_defer = sd_event_source_disable_unref(b->emit_defer);
         if (b->bus) {
                 (void) sd_bus_detach_event(b->bus);
@@ -104,11 +105,13 @@ static int on_name_acquired(sd_bus_message *m, void *userdata, sd_bus_error *ret
                 log_warning("Failed to acquire D-Bus name %s: %s", CONTROL_BUS_NAME, e->message);
                 return 1;
         }
+        /* Requested without SD_BUS_NAME_QUEUE: not ours now is not ours ever on this connection. */
         r = sd_bus_message_read(m, "u", &result);
         if (r < 0 || result != 1 /* DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER */) {
                 log_warning("D-Bus name %s is owned by another process; not serving on the bus.", CONTROL_BUS_NAME);
                 return 1;
         }
+        b->name_owned = true;
         b->reconnect_delay = 0; /* connected for real: the next outage backs off from the start */
         log_info("Acquired D-Bus name %s on the %s bus.", CONTROL_BUS_NAME,
                  b->c->settings.user_bus ? "session" : "system");
@@ -207,7 +210,7 @@ fail:
  * the responses it held go out a little sooner. If that commit fails, the batch is rolled back:
  * nothing uncommitted remains either. */
 static void bus_emit_queued(Bus *b) {
-        if (!b->bus || sd_bus_is_ready(b->bus) <= 0)
+        if (!b->bus || !b->name_owned || sd_bus_is_ready(b->bus) <= 0)
                 return;
         if (b->c->store && b->c->store->batch_open)
                 (void) control_flush(b->c); /* logs its failure and answers the held requests */
@@ -260,8 +263,9 @@ static void bus_event_listener(void *userdata, const AuditEvent *event) {
         int r;
 
         /* While the connection is still being set up (waiting for the broker's socket) sd-bus would
-         * queue every signal in memory until it is; nobody is listening yet, so send none. */
-        if (!b || !b->bus || sd_bus_is_ready(b->bus) <= 0)
+         * queue every signal in memory until it is; nobody is listening yet, so send none. Nor
+         * before the name is ours (name_owned). */
+        if (!b || !b->bus || !b->name_owned || sd_bus_is_ready(b->bus) <= 0)
                 return;
         if (bus_lagging(b)) {
                 b->c->counters.bus_events_dropped++;

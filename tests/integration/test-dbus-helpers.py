@@ -27,10 +27,10 @@ SLOW_CLOCK = {"disconnect-timeout": "60s", "heartbeat-timeout": "120s", "lease-t
 
 
 class PrivateBus:
-    """dbus-daemon on a socket in the test's directory."""
+    """dbus-daemon on a socket in the test's directory, with dbus-test.conf or another config."""
 
-    def __init__(self, ctx, name="dbus", socket=None):
-        self.ctx, self.name = ctx, name
+    def __init__(self, ctx, name="dbus", socket=None, config=DBUS_CONF):
+        self.ctx, self.name, self.config = ctx, name, config
         self.socket = socket or os.path.join(ctx.tmp, f"{name}.socket")
         self.address = f"unix:path={self.socket}"
         self.daemon = None
@@ -38,7 +38,7 @@ class PrivateBus:
     def start(self):
         if os.path.exists(self.socket):
             os.unlink(self.socket)
-        argv = ["dbus-daemon", f"--config-file={DBUS_CONF}", "--nofork", "--nopidfile",
+        argv = ["dbus-daemon", f"--config-file={self.config}", "--nofork", "--nopidfile",
                 f"--address={self.address}", "--print-address"]
         self.daemon = self.ctx.daemon(self.name, argv, notify=False)
         self.daemon.start(wait_ready=False)

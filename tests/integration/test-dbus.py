@@ -790,6 +790,132 @@ def test_calls_whose_callers_left_before_polkit_answered_are_released(t):
     t.eq(cp.stop(), 0, "a clean exit")
 
 
+# A process that asks the bus for every broadcast signal (a match rule, as any local user may add
+# one) and prints each it gets as a JSON line, after a line {"ready": its unique name}.
+SIGNAL_LISTENER = """
+import json, sys, dbus, dbus.mainloop.glib
+from gi.repository import GLib
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+bus = dbus.bus.BusConnection(sys.argv[1])
+def heard(*args, **kw):
+    print(json.dumps({"sender": kw["sender"], "member": kw["member"], "args": repr(args)}), flush=True)
+bus.add_signal_receiver(heard, sender_keyword="sender", member_keyword="member")
+# Answered after the bus has handled the AddMatch sent before it.
+bus.call_blocking("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId", "", ())
+print(json.dumps({"ready": bus.get_unique_name()}), flush=True)
+GLib.MainLoop().run()
+"""
+
+
+class SignalListener:
+    def __init__(self, t, bus, py, user, name):
+        self.t, self.path = t, os.path.join(t.tmp, f"{name}.jsonl")
+        with open(self.path, "w") as out:
+            argv = [py, "-c", SIGNAL_LISTENER, bus.address]
+            if user.pw_uid != 0:
+                argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"] + argv
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        t.cleanups.append(lambda: self.proc.poll() is None and self.proc.kill())
+        t.wait_for(lambda: self.lines() and "ready" in self.lines()[0], 10, f"the {name} listener to listen",
+                   lambda: open(self.path).read()[-300:])
+
+    def lines(self):
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.endswith("\n")]
+
+    def signals(self, sender):
+        return [m for m in self.lines()[1:] if m["sender"] == sender]
+
+
+@test
+def test_the_shipped_policy_keeps_the_signals_from_who_may_not_read(t):
+    # The real dbus/org.entropy.Control1.conf on a private bus; the daemon runs as root here, not
+    # as entropy, so root may own the name too. The primary group of a system user stands in for
+    # entropy-admin (the groups are the policy's defaults, and this host has none such); nobody,
+    # in none of them, may not read and must not hear what a job runs with.
+    import grp
+    import pwd
+    h.open_to_other_uids(t)
+    py = python_with_dbus(t)
+    nobody_gids = set(os.getgrouplist(pwd.getpwuid(h.NOBODY).pw_name, h.NOBODY))
+    member = next((u for u in pwd.getpwall() if u.pw_uid not in (0, h.NOBODY) and u.pw_gid not in nobody_gids),
+                  None)
+    t.require(member, "a system user to play a member of the admin group")
+    with open(os.path.join(SRCDIR, "dbus", "org.entropy.Control1.conf")) as f:
+        policy = f.read()
+    t.require(policy.count('group="entropy-admin"') == 1, "the policy has a rule for group entropy-admin")
+    policy_copy = os.path.join(t.tmp, "org.entropy.Control1.conf")
+    with open(policy_copy, "w") as f:
+        f.write(policy.replace('group="entropy-admin"', f'group="{grp.getgrgid(member.pw_gid).gr_name}"'))
+    conf = os.path.join(t.tmp, "bus.conf")
+    with open(conf, "w") as f:
+        f.write(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:tmpdir=/tmp</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <include>{policy_copy}</include>
+  <policy user="root"><allow own="org.entropy.Control1"/></policy>
+</busconfig>
+""")
+    bus = h.PrivateBus(t, config=conf).start()
+    cp = h.start_control(t, bus)
+    owner = h.busctl_raw(t, bus, ["call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                  "GetNameOwner", "s", h.NAME])
+    daemon = json.loads(owner.stdout)["data"][0]
+    listeners = {"root": SignalListener(t, bus, py, pwd.getpwuid(0), "root"),
+                 "member": SignalListener(t, bus, py, member, "member"),
+                 "nobody": SignalListener(t, bus, py, pwd.getpwuid(h.NOBODY), "nobody")}
+    job_id, _ = submit(t, bus, command="deploy", args=["--password=s3cret"])
+    for who in ("root", "member"):
+        t.wait_for(lambda: [m for m in listeners[who].signals(daemon)
+                            if m["member"] == "InterfacesAdded" and "s3cret" in m["args"]], 10,
+                   f"{who} to hear of the new job with InterfacesAdded")
+        t.wait_for(lambda: [m for m in listeners[who].signals(daemon) if m["member"] == "JobStateChanged"], 10,
+                   f"{who} to hear JobStateChanged")
+    # Signals reach each listener in the order the bus routes them: once nobody hears a signal
+    # sent after the daemon's, it has been spared every one of them.
+    r = h.busctl_raw(t, bus, ["emit", "/org/entropy/Test", "org.entropy.Test", "Marker"])
+    t.require(r.returncode == 0, f"busctl emit: {r.stderr}")
+    t.wait_for(lambda: [m for m in listeners["nobody"].lines()[1:] if m["member"] == "Marker"], 10,
+               "nobody to hear the marker signal")
+    t.eq([m["member"] for m in listeners["nobody"].signals(daemon)], [], "nobody heard none of the daemon's signals")
+    t.eq(cp.stop(), 0, "a clean exit")
+
+
+@test
+def test_a_daemon_that_does_not_own_the_name_sends_no_signal(t):
+    # The bus policy keeps the signals of the name's owner from who may not read; a second daemon
+    # on the bus is not its owner, and must stay silent.
+    import pwd
+    py = python_with_dbus(t)
+    bus, first = setup(t)
+    second = t.control_plane(env={"DBUS_SYSTEM_BUS_ADDRESS": bus.address}, name="control2")
+    t.wait_for(lambda: "owned by another process; not serving on the bus" in second.log_text(), 10,
+               "the second daemon to say it does not serve on the bus", lambda: second.log_tail(5))
+    listener = SignalListener(t, bus, py, pwd.getpwuid(os.geteuid()), "listener")
+    first_job, second_job = first.submit("true"), second.submit("true")
+    t.wait_for(lambda: [m for m in listener.lines()[1:] if m["member"] == "JobStateChanged"
+                        and first_job in m["args"]], 10, "the owner's JobStateChanged")
+    r = h.busctl_raw(t, bus, ["emit", "/org/entropy/Test", "org.entropy.Test", "Marker"])
+    t.require(r.returncode == 0, f"busctl emit: {r.stderr}")
+    t.wait_for(lambda: [m for m in listener.lines()[1:] if m["member"] == "Marker"], 10, "a marker signal after it")
+    t.eq([m["member"] for m in listener.lines()[1:] if second_job in m["args"]], [],
+         "nothing of the second daemon's job was signalled")
+
+
 # ---- the bus itself -------------------------------------------------------------------------
 
 @test
@@ -830,5 +956,6 @@ if __name__ == "__main__":
         skips = {"test_unauthorized_caller_refused_and_audited": why,
                  "test_group_members_read_and_admins_change_without_polkit": why,
                  "test_polkit_decides_when_it_is_on_the_bus": why,
-                 "test_calls_whose_callers_left_before_polkit_answered_are_released": why}
+                 "test_calls_whose_callers_left_before_polkit_answered_are_released": why,
+                 "test_the_shipped_policy_keeps_the_signals_from_who_may_not_read": why}
     run(skips)

@@ -4,6 +4,8 @@
 #    bus whose configuration includes it must start);
 #  - everyone may send to every interface of the introspection XML (the daemon authorizes each
 #    call: root, groups, polkit), and only user entropy may own the name;
+#  - only root, user entropy and the daemon's default read and admin groups may receive its
+#    signals (they carry what only readers may see);
 #  - the activation file names the unit and user the units use;
 #  - the polkit actions the daemon's authorization uses all exist in the policy.
 set -u
@@ -74,6 +76,30 @@ if printf '%s\n' "$default_ctx" | grep -q 'deny send_destination="org.entropy.Co
 else
     ok "the default context does not refuse sending to org.entropy.Control1"
 fi
+# The service's signals carry what only readers may see (InterfacesAdded has a new job's command
+# and arguments): the default context keeps them from everyone, readers get them.
+if printf '%s\n' "$default_ctx" | grep -q 'deny receive_sender="org.entropy.Control1" receive_type="signal"/>'; then
+    ok "the default context refuses receiving the signals of org.entropy.Control1"
+else
+    not_ok "the default context refuses receiving the signals of org.entropy.Control1"
+fi
+rules=$(python3 -c 'import re, sys; print(re.sub(r"<!--.*?-->", "", open(sys.argv[1]).read(), flags=re.S))' "$conf")
+groups=$(sed -n 's/^#define BUS_\(READ\|ADMIN\)_GROUP_DEFAULT *"\([^"]*\)"$/\2/p' "$srcdir/daemon/bus-internal.h")
+[ -n "$groups" ] || not_ok "the daemon's default groups are found in daemon/bus-internal.h"
+for who in 'user="root"' 'user="entropy"' $(for g in $groups; do echo "group=\"$g\""; done); do
+    if printf '%s\n' "$rules" | sed -n "/<policy $who>/,/<\/policy>/p" |
+            grep -q 'allow receive_sender="org.entropy.Control1" receive_type="signal"/>'; then
+        ok "policy $who may receive the signals"
+    else
+        not_ok "policy $who may receive the signals"
+    fi
+done
+if [ "$(printf '%s\n' "$rules" | grep -c 'allow receive_sender=')" -eq $((2 + $(echo $groups | wc -w))) ]; then
+    ok "nobody else may receive them"
+else
+    not_ok "nobody else may receive them"
+fi
+
 if [ -f "$xml" ]; then
     for i in $(sed -n 's/.*<interface name="\([A-Za-z0-9.]*\)">.*/\1/p' "$xml") \
              org.freedesktop.DBus.Introspectable org.freedesktop.DBus.Properties org.freedesktop.DBus.ObjectManager; do
