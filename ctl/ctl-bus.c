@@ -175,7 +175,8 @@ static int bus_get_job(Backend *base, const char *job_id, json_object **ret, Ctl
         return bus_get_one((BusBackend *) base, "GetJob", job_id, ret, e);
 }
 
-static int bus_abort_job(Backend *base, const char *job_id, const char *reason, CtlError *e) {
+/* AbortJob and AbortWorkerJobs do not answer the reason the jobs keep: *ret_reason is NULL. */
+static int bus_abort_job(Backend *base, const char *job_id, const char *reason, char **ret_reason, CtlError *e) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         BusBackend *b = (BusBackend *) base;
         int r;
@@ -186,10 +187,15 @@ static int bus_abort_job(Backend *base, const char *job_id, const char *reason, 
         r = sd_bus_message_append(m, "ss", job_id, strempty(reason));
         if (r < 0)
                 return ctl_error_set(e, r, "Failed to build the D-Bus call: %s", strerror(-r));
-        return do_call(b, m, &reply, e);
+        r = do_call(b, m, &reply, e);
+        if (r < 0)
+                return r;
+        *ret_reason = NULL;
+        return 0;
 }
 
-static int bus_abort_worker(Backend *base, const char *worker_id, const char *reason, uint64_t *ret_n, CtlError *e) {
+static int bus_abort_worker(Backend *base, const char *worker_id, const char *reason, uint64_t *ret_n,
+                            char **ret_reason, CtlError *e) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         BusBackend *b = (BusBackend *) base;
         uint32_t n;
@@ -208,6 +214,7 @@ static int bus_abort_worker(Backend *base, const char *worker_id, const char *re
         if (r < 0)
                 return ctl_error_set(e, r, "Unexpected answer to AbortWorkerJobs: %s", strerror(-r));
         *ret_n = n;
+        *ret_reason = NULL;
         return 0;
 }
 

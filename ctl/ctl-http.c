@@ -295,12 +295,29 @@ static int http_abort(HttpBackend *h, const char *key, const char *id, const cha
         return request(h, "POST", "/abort", body, h->admin_token, NULL, ret, e);
 }
 
-static int http_abort_job(Backend *base, const char *job_id, const char *reason, CtlError *e) {
-        _cleanup_json_ json_object *resp = NULL;
-        return http_abort((HttpBackend *) base, "job_id", job_id, reason, &resp, e);
+/* The answer's reason is the one the jobs keep, the default the control plane made included. */
+static int abort_reason(json_object *resp, char **ret) {
+        const char *kept = json_str(resp, "reason");
+        char *s = NULL;
+
+        if (kept && !(s = strdup(kept)))
+                return -ENOMEM;
+        *ret = s;
+        return 0;
 }
 
-static int http_abort_worker(Backend *base, const char *worker_id, const char *reason, uint64_t *ret_n, CtlError *e) {
+static int http_abort_job(Backend *base, const char *job_id, const char *reason, char **ret_reason, CtlError *e) {
+        _cleanup_json_ json_object *resp = NULL;
+        int r;
+
+        r = http_abort((HttpBackend *) base, "job_id", job_id, reason, &resp, e);
+        if (r < 0)
+                return r;
+        return abort_reason(resp, ret_reason);
+}
+
+static int http_abort_worker(Backend *base, const char *worker_id, const char *reason, uint64_t *ret_n,
+                             char **ret_reason, CtlError *e) {
         _cleanup_json_ json_object *resp = NULL;
         int r;
 
@@ -308,12 +325,13 @@ static int http_abort_worker(Backend *base, const char *worker_id, const char *r
         if (r == -ENOENT) {
                 /* "Nothing to abort": the D-Bus API answers 0 for this, and so do we. */
                 *ret_n = 0;
+                *ret_reason = NULL;
                 return 0;
         }
         if (r < 0)
                 return r;
         *ret_n = (uint64_t) json_int(resp, "aborted_jobs", 0);
-        return 0;
+        return abort_reason(resp, ret_reason);
 }
 
 static int http_list_workers(Backend *base, json_object **ret, CtlError *e) {

@@ -392,6 +392,7 @@ static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
                 {"worker", required_argument, NULL, ARG_WORKER}, {"reason", required_argument, NULL, ARG_REASON}, {}};
         _cleanup_json_ json_object *o = json_object_new_object();
         const char *worker = NULL, *reason = NULL;
+        _cleanup_free_ char *kept = NULL;
         CtlError e = {};
         int c, r;
 
@@ -409,7 +410,7 @@ static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
                 return usage_error("abort", "give one JOB or --worker ID");
         if (worker) {
                 uint64_t n = 0;
-                r = b->ops->abort_worker(b, worker, reason, &n, &e);
+                r = b->ops->abort_worker(b, worker, reason, &n, &kept, &e);
                 if (r < 0)
                         return fail(r, &e);
                 json_add_string(o, "worker_id", worker);
@@ -417,7 +418,7 @@ static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
                 if (output_mode(s) == OUTPUT_TABLE)
                         printf("Aborted %" PRIu64 " job%s of worker %s.\n", n, n == 1 ? "" : "s", worker);
         } else {
-                r = b->ops->abort_job(b, argv[optind], reason, &e);
+                r = b->ops->abort_job(b, argv[optind], reason, &kept, &e);
                 if (r < 0)
                         return fail(r, &e);
                 json_add_string(o, "job_id", argv[optind]);
@@ -427,8 +428,11 @@ static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
         }
         if (output_mode(s) != OUTPUT_TABLE) {
                 json_add_string(o, "status", "ABORTED");
-                if (reason)
-                        json_add_string(o, "reason", reason);
+                /* The reason the jobs keep: the control plane's answer says it (HTTP), or it is
+                 * the one given, kept as it is. Without one, over D-Bus, the default is the
+                 * control plane's to make and it does not say: left out, not shown as "". */
+                if (kept || !isempty(reason))
+                        json_add_string(o, "reason", kept ?: reason);
                 output_json(o, output_mode(s));
         }
         return CTL_EXIT_OK;

@@ -67,8 +67,11 @@ typedef struct BackendOps {
         int (*submit)(Backend *b, json_object *spec, char **ret_job_id, CtlError *e);
         int (*list_jobs)(Backend *b, const char *state, const char *worker, json_object **ret, CtlError *e);
         int (*get_job)(Backend *b, const char *job_id, json_object **ret, CtlError *e);
-        int (*abort_job)(Backend *b, const char *job_id, const char *reason, CtlError *e);
-        int (*abort_worker)(Backend *b, const char *worker_id, const char *reason, uint64_t *ret_n, CtlError *e);
+        /* ret_reason: the reason the jobs keep, when the control plane's answer says it (the
+         * default it made for a NULL or empty reason included), else NULL. */
+        int (*abort_job)(Backend *b, const char *job_id, const char *reason, char **ret_reason, CtlError *e);
+        int (*abort_worker)(Backend *b, const char *worker_id, const char *reason, uint64_t *ret_n, char **ret_reason,
+                            CtlError *e);
         int (*list_workers)(Backend *b, json_object **ret, CtlError *e);
         int (*drain)(Backend *b, const char *worker_id, bool drain, CtlError *e);
         /* Forgets an OFFLINE worker that holds no ASSIGNED or RUNNING job; -EBUSY otherwise. */

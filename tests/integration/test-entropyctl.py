@@ -204,6 +204,26 @@ def test_abort_drain_reconcile_reload_over_dbus(t):
 
 
 @test
+def test_abort_prints_the_reason_the_jobs_keep(t):
+    bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
+    jobs = [dbus.json("submit", "--", "true")["job_id"] for _ in range(3)]
+    # Over HTTP the answer says the reason kept, the control plane's default one included.
+    out = http.json("abort", "--reason=", jobs[0])
+    kept = cp.job(jobs[0])["last_error"]
+    t.ok(kept.startswith("aborted by "), f"without a reason the job keeps the default one ({kept!r})")
+    t.eq(out.get("reason"), kept, "HTTP: abort prints the reason the job keeps")
+    w = h.FakeWorker(cp, "w-reason")
+    w.claim()
+    out = http.json("abort", "--worker=w-reason")
+    t.eq((out["aborted_jobs"], out.get("reason")), (1, cp.job(jobs[1])["last_error"]),
+         "HTTP: abort --worker too")
+    # AbortJob over D-Bus does not answer the default it made: it is left out, not printed as "".
+    out = dbus.json("abort", "--reason=", jobs[2])
+    t.ok(cp.job(jobs[2])["last_error"].startswith("aborted by "), "the job keeps the default reason")
+    t.eq(out, {"job_id": jobs[2], "aborted_jobs": 1, "status": "ABORTED"}, "D-Bus: no reason printed")
+
+
+@test
 def test_drain_and_resume_over_http(t):
     bus, cp, dbus, http = setup(t, options=SLOW_CLOCK)
     w = h.FakeWorker(cp, "w-http-drain")
