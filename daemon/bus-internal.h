@@ -108,9 +108,8 @@ Bus *bus_from_control(Control *c);
 /* bus-manager.c */
 int bus_manager_add(Bus *b);
 /* Sends JobStateChanged / WorkerStateChanged for the event at once (one per transition, in
- * commit order) and marks the counters for bus_manager_emit_counts(). added_worker: the state of
- * the worker the event added (bus_worker_added()), or invalid. */
-void bus_manager_event(Bus *b, const AuditEvent *event, WorkerState added_worker);
+ * commit order) and marks the counters for bus_manager_emit_counts(). */
+void bus_manager_event(Bus *b, const AuditEvent *event);
 /* PropertiesChanged for the counters that moved since the last call; reads the store. */
 void bus_manager_emit_counts(Bus *b);
 
@@ -127,13 +126,10 @@ int bus_schedule_emit(Bus *b);
 
 /* bus-objects.c */
 int bus_objects_add(Bus *b);
-/* Queues the job or worker the event changed (once per object); -ENOMEM when it cannot.
- * worker_added: the event added the worker (bus_worker_added()), which InterfacesAdded announces. */
-int bus_objects_event(Bus *b, const AuditEvent *event, bool worker_added);
-/* The state of the worker a committed worker.registered event added to the store, or
- * _WORKER_STATE_INVALID when the event added none (a known worker registering again, any other
- * event). Reads the worker's row. */
-WorkerState bus_worker_added(Bus *b, const AuditEvent *event);
+/* Queues the job or worker the event changed (once per object); -ENOMEM when it cannot. A
+ * worker.registered event that says the state the worker starts in (workers.c) added it, which
+ * InterfacesAdded announces. */
+int bus_objects_event(Bus *b, const AuditEvent *event);
 /* Sends what bus_objects_event() queued and empties the queue; reads the store for new objects
  * and workers, so call it with no uncommitted change in the store. */
 void bus_objects_emit_queued(Bus *b);

@@ -821,7 +821,7 @@ static const char *worker_state_from_event(const AuditEvent *e) {
         return NULL;
 }
 
-static void emit_state_signal(Bus *b, const AuditEvent *e, WorkerState added_worker) {
+static void emit_state_signal(Bus *b, const AuditEvent *e) {
         const char *from, *to;
         int r = 0;
 
@@ -833,18 +833,11 @@ static void emit_state_signal(Bus *b, const AuditEvent *e, WorkerState added_wor
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "JobStateChanged",
                                        "ssss", e->job_id, strempty(e->from_state), to, strempty(e->assignment_id));
         } else if (strncmp(e->event, "worker.", 7) == 0 && e->worker_id) {
-                if (streq(e->event, "worker.registered") || streq(e->event, "worker.restarted")) {
-                        /* A known worker's registration changes no state by itself: when it
-                         * comes back from DISCONNECTED or OFFLINE, the worker.online event of the
-                         * same transaction says so, with the state it was in. */
-                        if (added_worker < 0)
-                                return;
-                        from = "";
-                        to = worker_state_to_string(added_worker);
-                } else {
-                        from = strempty(e->from_state);
-                        to = worker_state_from_event(e);
-                }
+                /* A known worker's registration has no "to" and changes no state by itself: when
+                 * it comes back from DISCONNECTED or OFFLINE, the worker.online event of the same
+                 * transaction says so. A new worker's has one, and no "from". */
+                from = strempty(e->from_state);
+                to = worker_state_from_event(e);
                 if (!to)
                         return;
                 r = sd_bus_emit_signal(b->bus, CONTROL_BUS_PATH, CONTROL_BUS_MANAGER_INTERFACE, "WorkerStateChanged",
@@ -856,10 +849,10 @@ static void emit_state_signal(Bus *b, const AuditEvent *e, WorkerState added_wor
 
 /* The signals go at once, in commit order: each transition is one signal, which coalescing
  * would lose. The counters are recounted once the batch is done (bus.c). */
-void bus_manager_event(Bus *b, const AuditEvent *e, WorkerState added_worker) {
+void bus_manager_event(Bus *b, const AuditEvent *e) {
         if (!e->event)
                 return;
-        emit_state_signal(b, e, added_worker);
+        emit_state_signal(b, e);
         if (strncmp(e->event, "job.", 4) == 0 || strncmp(e->event, "worker.", 7) == 0)
                 b->counts_dirty = true;
 }

@@ -394,28 +394,7 @@ static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, 
         return 0;
 }
 
-WorkerState bus_worker_added(Bus *b, const AuditEvent *e) {
-        _cleanup_(worker_freep) Worker *w = NULL;
-        int r;
-
-        /* worker.restarted is a known worker by definition. */
-        if (!streq_ptr(e->event, "worker.registered") || !e->worker_id)
-                return _WORKER_STATE_INVALID;
-        r = worker_get(b->c, e->worker_id, &w);
-        if (r == -ENOENT)
-                return _WORKER_STATE_INVALID;
-        if (r < 0) {
-                /* Announced in full then: a client that knew the worker only reads it again. */
-                log_debug_errno(r, "Failed to read worker %s, announcing it as new: %m", e->worker_id);
-                return WORKER_ONLINE;
-        }
-        /* The event does not say whether the row was there before it. Its first registration is
-         * the only moment a row's registered_at and last_seen are the same: each later
-         * registration, like each heartbeat, moves last_seen on. */
-        return w->registered_at == w->last_seen ? w->state : _WORKER_STATE_INVALID;
-}
-
-int bus_objects_event(Bus *b, const AuditEvent *e, bool worker_added) {
+int bus_objects_event(Bus *b, const AuditEvent *e) {
         if (!e->event)
                 return 0;
         if (e->job_id && strncmp(e->event, "job.", 4) == 0) {
@@ -430,9 +409,12 @@ int bus_objects_event(Bus *b, const AuditEvent *e, bool worker_added) {
                         status = job_state_from_string(e->to_state);
                 return queue_change(b, BUS_OBJECT_JOB, e->job_id, added, false, status);
         }
-        if (e->worker_id && strncmp(e->event, "worker.", 7) == 0)
-                return queue_change(b, BUS_OBJECT_WORKER, e->worker_id, worker_added, streq(e->event, "worker.removed"),
+        if (e->worker_id && strncmp(e->event, "worker.", 7) == 0) {
+                /* Only the registration that made the row says the state it starts in (workers.c). */
+                bool added = streq(e->event, "worker.registered") && e->to_state;
+                return queue_change(b, BUS_OBJECT_WORKER, e->worker_id, added, streq(e->event, "worker.removed"),
                                     _JOB_STATE_INVALID);
+        }
         return 0;
 }
 

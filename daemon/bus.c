@@ -271,9 +271,8 @@ static void bus_event_listener(void *userdata, const AuditEvent *event) {
                 b->c->counters.bus_events_dropped++;
                 return;
         }
-        WorkerState added = bus_worker_added(b, event);
-        bus_manager_event(b, event, added);
-        r = bus_objects_event(b, event, added >= 0);
+        bus_manager_event(b, event);
+        r = bus_objects_event(b, event);
         if (r >= 0 && (b->n_changes > 0 || b->counts_dirty))
                 r = bus_schedule_emit(b);
         if (r < 0)

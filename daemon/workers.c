@@ -381,13 +381,17 @@ static int upsert(Control *c, const WorkerRegistration *reg, bool restarted, use
         return r < 0 ? r : 0;
 }
 
+/* added: the registration made the worker's row; its details then say the state it starts in
+ * ("to", no "from"), which the bus announces as a new worker. */
 static int audit_registration(Control *c, const Origin *o, const WorkerRegistration *reg, const char *event, int level,
-                              const char *what) {
+                              const char *what, bool added) {
         _cleanup_json_ json_object *d = json_object_new_object();
         char msg[512];
 
         if (!d)
                 return -ENOMEM;
+        if (added)
+                json_add_string(d, "to", worker_state_to_string(WORKER_ONLINE)); /* as upsert() inserts it */
         json_add_string(d, "instance_id", reg->instance_id);
         json_add_strv(d, "capabilities", reg->capabilities);
         json_add_string(d, "version", reg->version);
@@ -412,7 +416,7 @@ static int register_locked(Control *c, const Origin *o, const WorkerRegistration
                 goto finish;
         if (ex.found && ex.nonce && (!reg->nonce || !streq_consttime(ex.nonce, reg->nonce))) {
                 r = audit_registration(c, o, reg, "worker.nonce_mismatch", LOG_WARNING,
-                                       "refused: nonce does not match the one first registered");
+                                       "refused: nonce does not match the one first registered", false);
                 if (r >= 0)
                         r = op_error_set(err, -EEXIST, "worker %s is registered with another nonce", reg->worker_id);
                 goto finish;
@@ -421,7 +425,7 @@ static int register_locked(Control *c, const Origin *o, const WorkerRegistration
         r = upsert(c, reg, restarted, control_now(c));
         if (r >= 0)
                 r = audit_registration(c, o, reg, restarted ? "worker.restarted" : "worker.registered", LOG_INFO,
-                                       restarted ? "restarted (new instance id)" : "registered");
+                                       restarted ? "restarted (new instance id)" : "registered", !ex.found);
         if (r >= 0)
                 r = mark_seen(c, o, reg->worker_id);
         if (r >= 0)
