@@ -39,6 +39,10 @@ int jobs_fail_locked(Control *c, const Origin *o, const Failure *f, JobState *re
  * (ASSIGNED or RUNNING under its worker id), or held under another assignment than reported. */
 typedef struct HeldJob HeldJob;
 int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret);
+/* The rule both the heartbeat and /reconnect go by: why the job j (NULL: none) that the worker
+ * reports as h is not its own (NULL: it is, ASSIGNED or RUNNING, under h's assignment if h says
+ * one). */
+const char *job_not_held_reason(const Job *j, const char *worker_id, const HeldJob *h);
 
 /* Ids of the jobs a worker holds (ASSIGNED or RUNNING). */
 int jobs_held_by(Control *c, const char *worker_id, char ***ret);

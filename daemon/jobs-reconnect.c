@@ -85,22 +85,16 @@ static int replay_one(Control *c, const Origin *o, const char *worker_id, const 
         return action_add(x, job_id, assignment_id, action, r, err.message, state);
 }
 
-/* The rule of the heartbeat's abort_jobs (jobs_not_held()): a claimed job is the worker's when
- * it holds it, ASSIGNED or RUNNING, under the assignment it reports (if it reports one). */
+/* The rule of the heartbeat's abort_jobs (job_not_held_reason()). */
 static int keep_one(Control *c, const char *worker_id, const HeldJob *h, Actions *x) {
         _cleanup_(job_freep) Job *j = NULL;
-        const char *why = NULL;
+        const char *why;
         int r;
 
         r = jobs_get(c, h->job_id, &j);
         if (r < 0 && r != -ENOENT)
                 return r;
-        if (!j)
-                why = "no such job";
-        else if (!streq_ptr(j->worker_id, worker_id) || (j->status != JOB_RUNNING && j->status != JOB_ASSIGNED))
-                why = "the job is not held by this worker any more";
-        else if (h->assignment_id && !streq_ptr(j->assignment_id, h->assignment_id))
-                why = "the job is held under another assignment";
+        why = job_not_held_reason(j, worker_id, h);
         /* REJECTED tells the worker to stop: the action names the job's current assignment, not
          * the one its run has, so the worker kills that run as it would for abort_jobs. */
         return action_add(x, h->job_id, j ? j->assignment_id : NULL, "keep", why ? -EBUSY : 0, why,

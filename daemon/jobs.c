@@ -368,6 +368,16 @@ int jobs_bound_to(Control *c, const char *worker_id, char ***ret) {
                               worker_id, ret);
 }
 
+const char *job_not_held_reason(const Job *j, const char *worker_id, const HeldJob *h) {
+        if (!j)
+                return "no such job";
+        if (!streq_ptr(j->worker_id, worker_id) || (j->status != JOB_RUNNING && j->status != JOB_ASSIGNED))
+                return "the job is not held by this worker any more";
+        if (h->assignment_id && !streq_ptr(j->assignment_id, h->assignment_id))
+                return "the job is held under another assignment";
+        return NULL;
+}
+
 int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t n, char ***ret) {
         _cleanup_strv_free_ char **l = calloc(1, sizeof(char *));
         int r;
@@ -379,10 +389,8 @@ int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t
                 r = jobs_get(c, jobs[i].job_id, &j);
                 if (r < 0 && r != -ENOENT)
                         return r;
-                bool held = j && streq_ptr(j->worker_id, worker_id) &&
-                            (j->status == JOB_ASSIGNED || j->status == JOB_RUNNING) &&
-                            (!jobs[i].assignment_id || streq_ptr(j->assignment_id, jobs[i].assignment_id));
-                if (!held && !strv_contains(l, jobs[i].job_id) && strv_extend(&l, jobs[i].job_id) < 0)
+                if (job_not_held_reason(j, worker_id, &jobs[i]) && !strv_contains(l, jobs[i].job_id) &&
+                    strv_extend(&l, jobs[i].job_id) < 0)
                         return -ENOMEM;
         }
         *ret = TAKE_PTR(l);

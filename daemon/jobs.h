@@ -208,7 +208,7 @@ void reconnect_actions_free(ReconnectAction *a, size_t n);
  * given up at once (RUNNING -> LOST, ASSIGNED -> PENDING) when the worker presented a new instance
  * id since it last reconciled (workers.h); after a mere partition it is kept and left to its lease.
  * A claimed job is kept ("keep" ACCEPTED) when it is the worker's, ASSIGNED or RUNNING, under the
- * reported assignment if one is given: the rule of the heartbeat's abort_jobs (jobs_not_held()).
+ * reported assignment if one is given: the rule of the heartbeat's abort_jobs (job_not_held_reason()).
  * Only a RUNNING one has its lease renewed; an ASSIGNED one waits for its ack as before. Any other
  * claim is REJECTED, naming the job's current assignment, so that the worker kills its run. Each
  * replay entry gets one action, each claimed job one "keep" action, each job given up one "lost"
