@@ -25,6 +25,10 @@ usec_t now_monotonic_usec(void) {
         return clock_usec(CLOCK_MONOTONIC);
 }
 
+usec_t now_boottime_usec(void) {
+        return clock_usec(CLOCK_BOOTTIME);
+}
+
 static const struct {
         const char *suffix;
         usec_t usec;

@@ -16,6 +16,8 @@ typedef uint64_t usec_t;
 
 usec_t now_realtime_usec(void);
 usec_t now_monotonic_usec(void);
+/* CLOCK_BOOTTIME: like CLOCK_MONOTONIC (never stepped), but counts the time the machine was suspended. */
+usec_t now_boottime_usec(void);
 
 /* Parses a span in systemd's syntax; a bare number is seconds. "infinity" gives USEC_INFINITY. Numbers are
  * decimal (no hex, no exponent); a span of 2^63 us (about 292 000 years) or more is -ERANGE. */

@@ -42,6 +42,7 @@ static const struct {
         {"worker.reconnected", "a2013a1a5189494d92bb932257f5ec83"},
         {"worker.removed", "d5a2f5bd5d4c4e129c38ae034cb5eee4"},
         {"control.leases_extended", "62e89abf737b458788b3bfa3611fb521"},
+        {"control.clock_stepped", "5e3467e4b9564e378bb8ba58573d8dcf"},
         {"retention.sweep", "87c61625912e430cb06c63d00382df65"},
         {"request.refused", "4333af307b6a4e90bc8f9a263edf7e96"},
 };

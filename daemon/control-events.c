@@ -1,5 +1,5 @@
 /* control-events.c: the control plane's listeners (called after each audit event commits), its
- * counters, its clock, and the start and stop of the core's loop-driven parts. */
+ * counters, and the start and stop of the core's loop-driven parts. */
 #include <errno.h>
 #include <stddef.h>
 
@@ -10,10 +10,6 @@
 #include "control.h"
 #include "macro.h"
 #include "store.h"
-
-usec_t control_now(const Control *c) {
-        return c && c->clock_override ? c->clock_override : now_realtime_usec();
-}
 
 int control_add_listener(Control *c, ControlEventListener fn, void *userdata) {
         if (!fn)

@@ -364,8 +364,7 @@ static void control_done(Control *c) {
         observability_close_streams(c);
         c->http = http_server_free(c->http);
         c->status_timer = sd_event_source_disable_unref(c->status_timer);
-        c->reconcile_timer = sd_event_source_disable_unref(c->reconcile_timer);
-        c->retention_timer = sd_event_source_disable_unref(c->retention_timer);
+        reconcile_timers_stop(c);
         c->store = store_close(c->store);
         observability_free(c);
         auth_clear(c);

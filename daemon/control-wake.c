@@ -182,6 +182,20 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* After a step of the clock, scheduled_at (an operator's wall-clock instant) is due at another
+ * moment of the loop's monotonic timer: the timer is armed again now. Forward, the jobs the step
+ * made due are announced at once; backward, those announced are announced again when due anew. */
+static void clock_stepped(ControlWake *w) {
+        usec_t next = USEC_INFINITY, now = control_now(w->control);
+
+        w->scheduled_done = MIN(w->scheduled_done, now);
+        if (next_scheduled(w->control, w->scheduled_done, &next) < 0)
+                return;
+        if (w->timer)
+                (void) sd_event_source_set_enabled(w->timer, SD_EVENT_OFF); /* timer_arm() only pulls in */
+        timer_arm(w, next);
+}
+
 /* ---- the listener ---- */
 
 static int on_claimable(ControlWake *w, const char *job_id) {
@@ -217,6 +231,8 @@ static void on_event(void *userdata, const AuditEvent *e) {
                 w->wakeable = -1; /* a wake port may have come or gone: count again when needed */
         else if ((streq_ptr(e->event, "job.submitted") || streq_ptr(e->event, "job.requeued")) && e->job_id)
                 r = on_claimable(w, e->job_id);
+        else if (streq_ptr(e->event, "control.clock_stepped"))
+                clock_stepped(w);
         if (r < 0)
                 log_debug_errno(r, "Wake-ups for event %s failed: %m", e->event);
 }

@@ -134,11 +134,21 @@ typedef struct Control {
         usec_t started_at;
         bool shutting_down;
 
-        /* Tests only: when non-zero, control_now() returns it instead of the realtime clock. */
+        /* control_now()'s anchor (control-clock.h). */
+        struct {
+                usec_t realtime;        /* realtime at the anchor; 0: none, control_now() reads realtime */
+                usec_t elapsed;         /* CLOCK_BOOTTIME at the anchor */
+                sd_event_source *watch; /* the kernel's notice that realtime was set */
+                void (*on_set)(struct Control *c);
+        } clock;
+        /* Tests only: when clock_override is non-zero, the realtime clock reads it and
+         * CLOCK_BOOTTIME reads elapsed_override. */
         usec_t clock_override;
+        usec_t elapsed_override;
 } Control;
 
-/* The realtime clock the control plane's decisions use (leases, ages, backoff). */
+/* The time the control plane's decisions use (leases, ages, backoff): realtime, except that a
+ * step of the realtime clock reaches it only at the reconciler's next sweep (control-clock.h). */
 usec_t control_now(const Control *c);
 
 int control_add_listener(Control *c, ControlEventListener fn, void *userdata);

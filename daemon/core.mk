@@ -7,6 +7,7 @@ libentropy_control_core_a_SOURCES = \
 	daemon/store-schema.c daemon/store-schema.h \
 	daemon/audit.c daemon/audit.h \
 	daemon/control-events.c \
+	daemon/control-clock.c daemon/control-clock.h \
 	daemon/control-wake.c daemon/control-wake.h \
 	daemon/wake-send.c daemon/wake-send.h \
 	daemon/wake-rate.c daemon/wake-rate.h \

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "control-clock.h"
 #include "jobs-internal.h"
 #include "json-util.h"
 #include "log.h"
@@ -117,20 +118,125 @@ static int sweep_locked(Control *c, usec_t now, unsigned *changes) {
                         changes);
 }
 
+/* ---- steps of the realtime clock (control-clock.h) ---- */
+
+/* The stored instants that end a duration, each moved by the step (?1) so that the duration stays
+ * what it was: leases, backoffs, the grace of a job lost on its last attempt (from updated_at),
+ * and heartbeat ages (from last_seen, which worker retention also counts from). */
+static const struct {
+        const char *what;
+        const char *sql;
+} step_shifts[] = {
+        {"leases", "UPDATE jobs SET assignment_expires_at = MAX(0, assignment_expires_at + ?1) "
+                   "WHERE status IN ('ASSIGNED', 'RUNNING')"},
+        {"backoffs", "UPDATE jobs SET retry_at = MAX(0, retry_at + ?1) WHERE status = 'RETRYING'"},
+        {"lost", "UPDATE jobs SET updated_at = MAX(0, updated_at + ?1) WHERE status = 'LOST'"},
+        {"workers", "UPDATE workers SET last_seen = MAX(0, last_seen + ?1)"},
+};
+
+static int shift_deadlines(Control *c, int64_t step, json_object *details) {
+        for (size_t i = 0; i < ELEMENTSOF(step_shifts); i++) {
+                _cleanup_stmt_ sqlite3_stmt *st = NULL;
+                int r = store_prepare(c->store, step_shifts[i].sql, &st);
+                if (r < 0)
+                        return r;
+                if (store_bind_int64(st, 1, step) < 0)
+                        return -ENOMEM;
+                r = store_step(c->store, st);
+                if (r < 0)
+                        return r;
+                json_add_int64(details, step_shifts[i].what, sqlite3_changes(c->store->db));
+        }
+        return 0;
+}
+
+/* |d|, INT64_MIN included. */
+static usec_t usec_abs(int64_t d) {
+        return d >= 0 ? (usec_t) d : (usec_t) - (d + 1) + 1;
+}
+
+static usec_t usec_add_signed(usec_t t, int64_t d) {
+        usec_t m = usec_abs(d);
+        if (d >= 0)
+                return t > USEC_INFINITY - m ? USEC_INFINITY : t + m;
+        return t > m ? t - m : 0;
+}
+
+static int audit_step(Control *c, int64_t step, json_object *details) {
+        char msg[256], span[64];
+
+        json_add_int64(details, "step_ms", step / (int64_t) USEC_PER_MSEC);
+        format_timespan(span, sizeof(span), usec_abs(step));
+        snprintf(msg, sizeof(msg),
+                 "The realtime clock was stepped %s by %s: leases, backoffs and heartbeat ages moved with it",
+                 step < 0 ? "back" : "forward", span);
+        return audit_record(c,
+                            &(AuditRecord){.component = "reconciler",
+                                           .level = LOG_WARNING,
+                                           .event = "control.clock_stepped",
+                                           .message = msg,
+                                           .origin = &reconciler,
+                                           .details = details},
+                            NULL);
+}
+
+/* Re-anchors control_now() on realtime if it was stepped, and moves the stored deadlines with it,
+ * in the sweep's transaction: the requests served until now made them on the old anchor. */
+static int follow_clock(Control *c) {
+        if (c->clock.realtime == 0) {
+                control_clock_anchor(c);
+                return 0;
+        }
+        int64_t step = control_clock_drift(c);
+        if (step > -(int64_t) CONTROL_CLOCK_STEP_MIN && step < (int64_t) CONTROL_CLOCK_STEP_MIN)
+                return 0;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        if (!d)
+                return -ENOMEM;
+        int r = shift_deadlines(c, step, d);
+        if (r < 0)
+                return r;
+        control_clock_anchor(c);
+        c->started_at = usec_add_signed(c->started_at, step);
+        return audit_step(c, step, d);
+}
+
+/* What follow_clock() changes in memory, put back when its transaction does not commit. */
+typedef struct ClockState {
+        usec_t realtime, elapsed, started_at;
+} ClockState;
+
+static ClockState clock_save(const Control *c) {
+        return (ClockState){c->clock.realtime, c->clock.elapsed, c->started_at};
+}
+
+static void clock_restore(Control *c, const ClockState *s) {
+        c->clock.realtime = s->realtime;
+        c->clock.elapsed = s->elapsed;
+        c->started_at = s->started_at;
+}
+
 int reconcile_sweep(Control *c, unsigned *ret_changes) {
         _cleanup_tx_ Control *tx = NULL;
+        ClockState before = clock_save(c);
         unsigned changes = 0;
         int r;
 
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
-        r = sweep_locked(c, control_now(c), &changes);
-        if (r < 0)
+        r = follow_clock(c);
+        if (r >= 0)
+                r = sweep_locked(c, control_now(c), &changes);
+        if (r < 0) {
+                clock_restore(c, &before);
                 return log_error_errno(r, "Reconcile sweep failed: %m");
+        }
         r = control_commit(&tx);
-        if (r < 0)
+        if (r < 0) {
+                clock_restore(c, &before);
                 return log_error_errno(r, "Failed to commit the reconcile sweep: %m");
+        }
         if (ret_changes)
                 *ret_changes = changes;
         return 0;
@@ -211,6 +317,7 @@ int reconcile_startup(Control *c) {
 
         if (!d)
                 return log_oom();
+        control_clock_anchor(c);
         if (c->started_at == 0)
                 c->started_at = control_now(c);
         r = control_begin(c, &tx);
@@ -290,8 +397,17 @@ void reconcile_note_deadline(Control *c, usec_t when) {
                 log_error("Failed to pull in the reconcile timer.");
 }
 
+/* A step is followed at the next sweep; the kernel's notice brings that sweep in now. */
+static void on_clock_set(Control *c) {
+        reconcile_note_deadline(c, control_now(c));
+}
+
 int reconcile_timers_start(Control *c) {
         int r;
+
+        r = control_clock_watch_start(c, on_clock_set);
+        if (r < 0) /* steps are still followed, at the next tick */
+                log_warning_errno(r, "Failed to watch the realtime clock for steps: %m");
 
         /* 1ms accuracy: deadlines (ack expiry, backoff end) are promises to the operator. */
         r = sd_event_add_time(c->event, &c->reconcile_timer, CLOCK_MONOTONIC,
@@ -309,4 +425,10 @@ int reconcile_timers_start(Control *c) {
                 (void) sd_event_source_set_description(c->retention_timer, "retention");
         }
         return 0;
+}
+
+void reconcile_timers_stop(Control *c) {
+        control_clock_watch_stop(c);
+        c->reconcile_timer = sd_event_source_disable_unref(c->reconcile_timer);
+        c->retention_timer = sd_event_source_disable_unref(c->retention_timer);
 }

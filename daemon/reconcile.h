@@ -19,9 +19,12 @@
  * arms the timer, it goes LOST -> RETRYING in that sweep, and RETRYING -> PENDING when the timer
  * fires at its backoff's end. Its worker's OFFLINE state does not make it LOST any sooner.
  *
- * reconcile_startup(): before the API accepts work, extends every live lease (ASSIGNED, RUNNING)
- * to max(expiry, now) + lease_timeout, so that workers that could not reach a stopped control
- * plane are not punished for its downtime, then sweeps. */
+ * Each sweep first follows a step of the realtime clock (control-clock.h): it moves every lease,
+ * backoff, lost grace and heartbeat age by the step, and re-anchors control_now().
+ *
+ * reconcile_startup(): before the API accepts work, anchors the clock, extends every live lease
+ * (ASSIGNED, RUNNING) to max(expiry, now + lease_timeout), so that workers that could not reach a
+ * stopped control plane are not punished for its downtime, then sweeps. */
 #pragma once
 
 #include <stdint.h>
@@ -32,8 +35,9 @@
 int reconcile_startup(Control *c);
 /* One sweep at control_now(c); ret_changes (optional) gets the number of transitions made. */
 int reconcile_sweep(Control *c, unsigned *ret_changes);
-/* Adds c->reconcile_timer and c->retention_timer to c->event. */
+/* Adds c->reconcile_timer, c->retention_timer and the watch on the realtime clock to c->event. */
 int reconcile_timers_start(Control *c);
+void reconcile_timers_stop(Control *c);
 /* Pulls the reconcile timer in so that it fires no later than `when` (realtime usec). */
 void reconcile_note_deadline(Control *c, usec_t when);
 

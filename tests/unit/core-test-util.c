@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "control-clock.h"
 #include "core-test-util.h"
 #include "log.h"
 #include "reconcile.h"
@@ -42,7 +43,9 @@ Control *test_control_new(void) {
         s->retry_jitter = 0;
         s->retention_interval = USEC_PER_HOUR;
         t->c.clock_override = T0;
+        t->c.elapsed_override = 1000 * USEC_PER_SEC;
         t->c.started_at = T0;
+        control_clock_anchor(&t->c);
         return &t->c;
 }
 
@@ -56,8 +59,7 @@ void test_control_free(Control *c) {
 
         if (!c)
                 return;
-        c->reconcile_timer = sd_event_source_disable_unref(c->reconcile_timer);
-        c->retention_timer = sd_event_source_disable_unref(c->retention_timer);
+        reconcile_timers_stop(c);
         c->event = sd_event_unref(c->event);
         store_close(c->store);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);

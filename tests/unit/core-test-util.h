@@ -9,7 +9,7 @@
 
 #define T0 ((usec_t) 1700000000ULL * USEC_PER_SEC)
 
-/* A Control with its store open in a fresh temp dir, clock at T0, short test settings:
+/* A Control with its store open in a fresh temp dir, clock at T0 (anchored), short test settings:
  * lease 10s, disconnect 15s, heartbeat 30s, reconcile 1s, backoff 2s (cap 60s, no jitter). */
 Control *test_control_new(void);
 void test_control_free(Control *c);
@@ -17,6 +17,12 @@ const char *test_control_dir(const Control *c);
 
 static inline void test_advance(Control *c, usec_t by) {
         c->clock_override += by;
+        c->elapsed_override += by;
+}
+
+/* A step of the realtime clock alone (an NTP correction); negative: backward. */
+static inline void test_step_clock(Control *c, int64_t by) {
+        c->clock_override = (usec_t) ((int64_t) c->clock_override + by);
 }
 
 /* Registers a worker with comma-separated capabilities; bails out on failure. */

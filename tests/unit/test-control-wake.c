@@ -190,6 +190,26 @@ static void test_scheduled_job_wakes_when_due(void) {
         wake_control_free(c);
 }
 
+/* A job scheduled an hour ahead falls due at once when the clock is stepped forward by an hour:
+ * the timer, armed on the monotonic clock for an hour later, is armed again after the step. */
+static void test_clock_step_brings_a_scheduled_job_due(void) {
+        Control *c = wake_control_new();
+        Sock w = sock_open();
+        JobSpec s;
+
+        register_wakeable(c, "w", NULL, w.port);
+        job_spec_init(&s);
+        s.command = "in an hour";
+        s.scheduled_at = T0 + USEC_PER_HOUR;
+        test_submit_spec(c, &s);
+        is_int(received(c, &w, 50, "w"), 0, "a job scheduled an hour ahead wakes nobody yet");
+        test_step_clock(c, (int64_t) USEC_PER_HOUR);
+        is_int(test_sweep(c), 0, "the sweep follows the step");
+        is_int(received(c, &w, 1500, "w"), 1, "the step made it due: the idle worker is woken");
+        close(w.fd);
+        wake_control_free(c);
+}
+
 /* A nightly batch: more jobs fall due in one tick than one batch of rows would hold, and the kind
  * that sorts last (here the only one an idle worker can run) must still be announced. */
 static void test_every_kind_of_due_job_is_announced(void) {
@@ -236,6 +256,7 @@ int main(void) {
         test_idle_capable_workers_are_woken_once_per_interval();
         test_non_ascii_worker_is_woken();
         test_scheduled_job_wakes_when_due();
+        test_clock_step_brings_a_scheduled_job_due();
         test_every_kind_of_due_job_is_announced();
         test_wake_queries_use_their_indexes();
         return tap_done();

@@ -3,6 +3,7 @@
  * the documented recovery bound, worker states, and the timer against a real sd-event loop. */
 #include <math.h>
 
+#include "control-clock.h"
 #include "core-test-util.h"
 #include "reconcile.h"
 #include "store.h"
@@ -324,6 +325,7 @@ static void test_timer_fires_at_lease_expiry_in_a_real_loop(void) {
         sd_event_source *stop = NULL;
         /* Real clock for this one; short lease so the loop runs for ~50ms. */
         c->clock_override = 0;
+        c->clock.realtime = 0; /* not anchored: control_now() reads the realtime clock */
         c->started_at = now_realtime_usec();
         c->settings.lease_timeout = 30 * USEC_PER_MSEC;
         c->settings.reconcile_interval = 10 * USEC_PER_SEC;
@@ -341,6 +343,103 @@ static void test_timer_fires_at_lease_expiry_in_a_real_loop(void) {
         test_control_free(c);
 }
 
+/* A healthy worker's job survives a forward step of the control plane's clock (NTP): its lease
+ * moves with the step, and requests served between the step and the sweep that follows it are
+ * on the clock their deadlines were made with. */
+static void test_forward_clock_step_ends_no_lease(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        test_register(c, "w1", NULL);
+        test_register(c, "w2", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *quiet = test_claim_and_ack(c, "w2");
+        test_advance(c, 5 * USEC_PER_SEC);
+        test_step_clock(c, 60 * USEC_PER_SEC);
+        ok(control_now(c) == T0 + 5 * USEC_PER_SEC, "until a sweep follows it, the step does not reach control_now()");
+        is_int(worker_heartbeat(c, NULL, "w1", j->job_id, 1, NULL, &err), 0, "a heartbeat renews the lease meanwhile");
+        is_int(test_sweep(c), 0, "the sweep that follows the step ends nothing");
+        is_int(test_job_state(c, quiet->job_id), JOB_RUNNING, "not even the lease no heartbeat renewed since the step");
+        ok(control_now(c) == c->clock_override, "control_now() is on the stepped clock after it");
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 1, "the step is audited");
+        _cleanup_(job_freep) Job *r = NULL;
+        jobs_get(c, j->job_id, &r);
+        ok(r->assignment_expires_at == control_now(c) + c->settings.lease_timeout,
+           "the renewed lease still runs one lease length");
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        is_int(w->state, WORKER_ONLINE, "the worker is still ONLINE");
+        worker_freep(&w);
+        w = NULL;
+        worker_get(c, "w2", &w);
+        is_int(w->state, WORKER_ONLINE, "and so is the quiet one: its heartbeat age moved with the step");
+        test_advance(c, c->settings.lease_timeout - 1);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RUNNING, "RUNNING until its lease ends");
+        test_advance(c, 1);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "LOST when it ends");
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 1, "one step, one event");
+        test_control_free(c);
+}
+
+/* A backward step does not put off the recovery of a dead worker's job by its size. */
+static void test_backward_clock_step_delays_no_recovery(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_step_clock(c, -(int64_t) USEC_PER_HOUR);
+        test_sweep(c);
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 1, "the step back is audited");
+        ok(control_now(c) == T0 - USEC_PER_HOUR, "control_now() followed it");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1,
+               "the job is LOST one lease length after the last contact");
+        test_advance(c, c->settings.heartbeat_timeout - c->settings.lease_timeout + 1);
+        test_sweep(c);
+        _cleanup_(worker_freep) Worker *w = NULL;
+        worker_get(c, "w1", &w);
+        is_int(w->state, WORKER_OFFLINE, "the silent worker is OFFLINE after heartbeat_timeout, not an hour later");
+        test_control_free(c);
+}
+
+static void test_retry_backoff_moves_with_a_step(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "RETRYING, backoff running");
+        test_step_clock(c, 10 * c->settings.retry_backoff);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "a forward step does not end the backoff");
+        test_advance(c, c->settings.retry_backoff);
+        test_sweep(c);
+        is_int(test_job_state(c, j->job_id), JOB_PENDING, "which ends when its length has passed");
+        test_control_free(c);
+}
+
+static void test_small_clock_corrections_are_left_alone(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_step_clock(c, (int64_t) (CONTROL_CLOCK_STEP_MIN - 1));
+        test_sweep(c);
+        test_step_clock(c, -(int64_t) (CONTROL_CLOCK_STEP_MIN - 1));
+        test_sweep(c);
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 0, "steps under %llums are not followed",
+               (unsigned long long) (CONTROL_CLOCK_STEP_MIN / USEC_PER_MSEC));
+        _cleanup_(job_freep) Job *r = NULL;
+        jobs_get(c, j->job_id, &r);
+        ok(r->assignment_expires_at == T0 + c->settings.lease_timeout, "the lease is where it was");
+        test_control_free(c);
+}
+
 int main(void) {
         test_unacked_assignment_returns_to_pending_at_expiry();
         test_running_job_with_expired_lease_is_lost_then_retried();
@@ -355,5 +454,9 @@ int main(void) {
         test_restart_leaves_an_offline_worker_offline();
         test_next_deadline_is_earliest_lease_or_backoff();
         test_timer_fires_at_lease_expiry_in_a_real_loop();
+        test_forward_clock_step_ends_no_lease();
+        test_backward_clock_step_delays_no_recovery();
+        test_retry_backoff_moves_with_a_step();
+        test_small_clock_corrections_are_left_alone();
         return tap_done();
 }
