@@ -331,6 +331,23 @@ int control_commit(Control **tx) {
         return 0;
 }
 
+int control_step_begin(Control *c, size_t *ret_mark) {
+        int r = store_step_begin(c->store);
+        if (r < 0)
+                return r;
+        *ret_mark = c->store->n_pending;
+        return 0;
+}
+
+int control_step_end(Control *c, size_t mark, bool ok) {
+        Store *s = c->store;
+
+        if (!ok)
+                for (; s->n_pending > mark; s->n_pending--)
+                        audit_event_free(s->pending[s->n_pending - 1]);
+        return store_step_end(s, ok);
+}
+
 void control_rollback(Control *c) {
         Store *s = c->store;
 

@@ -79,6 +79,11 @@ void audit_journal_listener(void *userdata, const AuditEvent *event);
 int control_begin(Control *c, Control **tx);
 int control_commit(Control **tx);
 void control_rollback(Control *c);
+/* One step of the open transaction that may fail alone (the reconciler's per-job transitions):
+ * step_end(ok = false) drops the step's statements and audit events, and keeps the rest. A
+ * negative return from step_end means the whole transaction is lost: the caller gives it up. */
+int control_step_begin(Control *c, size_t *ret_mark);
+int control_step_end(Control *c, size_t mark, bool ok);
 
 /* Durable group commit. With c->batch.enabled, a transaction begun while c->batch.deferring is
  * set (the HTTP server sets it around each handler; control-events.c) opens a batch: one outer

@@ -50,20 +50,40 @@ static int select_ids(Control *c, const char *sql, usec_t now, char ***ret) {
 
 typedef int (*JobAction)(Control *c, const Job *j);
 
+/* One job's transition, in a step of its own: a job whose transition fails is logged and left for
+ * the next tick, and the others still move (one bad row must not hold up every recovery). 1: it
+ * moved; 0: it was left; negative: the transaction is lost and the sweep with it. */
+static int act_on(Control *c, const char *job_id, JobAction fn) {
+        _cleanup_(job_freep) Job *j = NULL;
+        size_t mark;
+        int r, k;
+
+        r = control_step_begin(c, &mark);
+        if (r < 0)
+                return r;
+        r = jobs_get(c, job_id, &j);
+        if (r >= 0)
+                r = fn(c, j);
+        k = control_step_end(c, mark, r >= 0);
+        if (k < 0)
+                return k;
+        if (r < 0) {
+                log_warning_errno(r, "Reconciler: job %s could not be moved, left for the next tick: %m", job_id);
+                return 0;
+        }
+        return 1;
+}
+
 static int for_each(Control *c, const char *sql, usec_t now, JobAction fn, unsigned *changes) {
         _cleanup_strv_free_ char **ids = NULL;
         int r = select_ids(c, sql, now, &ids);
         if (r < 0)
                 return r;
         STRV_FOREACH (id, ids) {
-                _cleanup_(job_freep) Job *j = NULL;
-                r = jobs_get(c, *id, &j);
+                r = act_on(c, *id, fn);
                 if (r < 0)
                         return r;
-                r = fn(c, j);
-                if (r < 0)
-                        return r;
-                (*changes)++;
+                *changes += (unsigned) r;
         }
         return 0;
 }
@@ -358,9 +378,10 @@ static void arm(Control *c) {
         if (reconcile_next_deadline(c, &deadline) < 0)
                 deadline = USEC_INFINITY;
         next = now_monotonic_usec() + c->settings.reconcile_interval;
-        if (deadline != USEC_INFINITY)
+        /* After a sweep no deadline is past unless its job could not be moved (or the sweep
+         * failed): that is retried at the next tick, not in a loop. */
+        if (deadline != USEC_INFINITY && deadline > control_now(c))
                 next = MIN(next, to_monotonic(c, deadline));
-        /* Never spin: a sweep that keeps failing is retried at most every 10ms. */
         next = MAX(next, now_monotonic_usec() + 10 * USEC_PER_MSEC);
         if (sd_event_source_set_time(c->reconcile_timer, next) < 0 ||
             sd_event_source_set_enabled(c->reconcile_timer, SD_EVENT_ONESHOT) < 0)

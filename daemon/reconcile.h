@@ -19,6 +19,9 @@
  * arms the timer, it goes LOST -> RETRYING in that sweep, and RETRYING -> PENDING when the timer
  * fires at its backoff's end. Its worker's OFFLINE state does not make it LOST any sooner.
  *
+ * Each job moves in a step of its own: one whose transition fails is logged and left for the
+ * next tick, and the others still move.
+ *
  * Each sweep first follows a step of the realtime clock (control-clock.h): it moves every lease,
  * backoff, lost grace and heartbeat age by the step, and re-anchors control_now().
  *

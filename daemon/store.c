@@ -365,6 +365,23 @@ int store_batch_tx_rollback(Store *s) {
         return r;
 }
 
+int store_step_begin(Store *s) {
+        assert(s->in_transaction);
+        return store_run(s, "SAVEPOINT step");
+}
+
+int store_step_end(Store *s, bool keep) {
+        assert(s->in_transaction);
+        if (sqlite3_get_autocommit(s->db))
+                return -EIO;
+        int r = keep ? 0 : store_run(s, "ROLLBACK TO step");
+        if (r >= 0)
+                r = store_run(s, "RELEASE step");
+        if (r >= 0 && sqlite3_get_autocommit(s->db))
+                r = -EIO;
+        return r;
+}
+
 int store_batch_commit(Store *s) {
         assert(s->batch_open && !s->in_transaction);
         int r = store_run(s, "COMMIT");

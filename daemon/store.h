@@ -94,6 +94,12 @@ int store_batch_tx_release(Store *s);
 int store_batch_tx_rollback(Store *s);
 int store_batch_commit(Store *s);
 
+/* A savepoint inside the open transaction, for one step that may fail alone. end(keep = false)
+ * undoes the step's statements and leaves the transaction open; a negative return means the
+ * transaction itself is lost (SQLite rolled it back on its own). */
+int store_step_begin(Store *s);
+int store_step_end(Store *s, bool keep);
+
 int store_user_version(Store *s, int *ret);
 /* Size of the main database file plus its WAL, in bytes. */
 int store_database_size(Store *s, uint64_t *ret);

@@ -440,6 +440,38 @@ static void test_small_clock_corrections_are_left_alone(void) {
         test_control_free(c);
 }
 
+/* A job whose transition fails (here: a trigger refuses its row's update, as a constraint would)
+ * is left alone, and the sweep still moves every other job; it is retried at the next tick, not in
+ * a busy loop. */
+static void test_one_job_that_cannot_move_holds_up_no_other(void) {
+        Control *c = test_control_new();
+        uint64_t at;
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *bad = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *good = test_claim_and_ack(c, "w1");
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "CREATE TEMP TRIGGER refuse BEFORE UPDATE ON jobs WHEN OLD.job_id = '%s' "
+                 "BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                 bad->job_id);
+        if (sqlite3_exec(c->store->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+                tap_bail("cannot create the trigger");
+        test_advance(c, c->settings.lease_timeout);
+        is_int(test_sweep(c), 1, "the sweep succeeds and moves the other job");
+        is_int(test_job_state(c, good->job_id), JOB_RETRYING, "the other job moved");
+        is_int(test_job_state(c, bad->job_id), JOB_RUNNING, "the broken one is left as it was");
+        is_int(test_count_events(c, "job.lost", bad->job_id), 0, "nothing of its failed step is audited");
+        if (sd_event_new(&c->event) < 0)
+                tap_bail("sd_event_new");
+        ok(reconcile_timers_start(c) == 0, "timers started");
+        ok(sd_event_source_get_time(c->reconcile_timer, &at) >= 0 &&
+                   at + 100 * USEC_PER_MSEC >= now_monotonic_usec() + c->settings.reconcile_interval,
+           "its past deadline arms the timer for the next tick, not at once");
+        test_control_free(c);
+}
+
 int main(void) {
         test_unacked_assignment_returns_to_pending_at_expiry();
         test_running_job_with_expired_lease_is_lost_then_retried();
@@ -458,5 +490,6 @@ int main(void) {
         test_backward_clock_step_delays_no_recovery();
         test_retry_backoff_moves_with_a_step();
         test_small_clock_corrections_are_left_alone();
+        test_one_job_that_cannot_move_holds_up_no_other();
         return tap_done();
 }
