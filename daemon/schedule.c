@@ -8,6 +8,11 @@
 #include "store.h"
 #include "strv.h"
 
+/* When a job became claimable: the base of its FIFO place within one priority and of its aging.
+ * A job scheduled for later has not been waiting before then. jobs_claimable (schema v10) is
+ * ordered by this very expression, so every ORDER BY here must spell it the same way. */
+#define CLAIMABLE_AT "MAX(created_at, scheduled_at)"
+
 /* Whether more than preempt_backlog claimable jobs are at or above the priority floor. The
  * subquery stops counting as soon as the answer is known. */
 static int gate_closed(Control *c, usec_t now, bool *ret) {
@@ -78,9 +83,9 @@ static bool capabilities_match(char *const *caps, bool needs_gpu, const char *re
  * job that fits. */
 static int candidates(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
         int r = store_prepare(c->store,
-                              "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                              "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
                               "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
-                              "AND scheduled_at <= ?1 ORDER BY priority DESC, created_at, job_id",
+                              "AND scheduled_at <= ?1 ORDER BY priority DESC, " CLAIMABLE_AT ", job_id",
                               ret);
         if (r < 0)
                 return r;
@@ -108,12 +113,12 @@ static int take(sqlite3_stmt *st, char **ret_job_id) {
 /* ---- with aging: a merge of one scan per priority ----
  *
  * The effective priority priority + floor(waited / window) has no index, and sorting every PENDING
- * job per claim costs O(pending). But within one priority the oldest job has waited longest, so
- * each priority's jobs in created_at order (an index range of jobs_claimable) come out in claim
- * order already: the claim order is the merge of one such scan per distinct priority, and a claim
- * reads a few rows per priority instead of the whole queue. The distinct priorities are found by
- * seeking the index (one probe each). Past AGING_MERGE_MAX of them the single sorting query is
- * used instead. */
+ * job per claim costs O(pending). But within one priority the job claimable longest has waited
+ * longest, so each priority's jobs in CLAIMABLE_AT order (an index range of jobs_claimable) come
+ * out in claim order already: the claim order is the merge of one such scan per distinct
+ * priority, and a claim reads a few rows per priority instead of the whole queue. The distinct
+ * priorities are found by seeking the index (one probe each). Past AGING_MERGE_MAX of them the
+ * single sorting query is used instead. */
 #define AGING_MERGE_MAX 32
 
 typedef struct Lane {
@@ -169,9 +174,10 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
                 }
                 /* Copy n of the statement: several of these are open at once. */
                 r = store_prepare_copy(c->store,
-                                       "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                                       "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT
+                                       " FROM jobs "
                                        "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority = ?1 "
-                                       "AND scheduled_at <= ?2 ORDER BY created_at, job_id",
+                                       "AND scheduled_at <= ?2 ORDER BY " CLAIMABLE_AT ", job_id",
                                        (unsigned) n, &lanes[n].st);
                 if (r < 0)
                         break;
@@ -199,9 +205,10 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
         return (int) n;
 }
 
+/* Column 4 of a candidate row: CLAIMABLE_AT. */
 static int64_t effective(const Lane *l, usec_t now, usec_t window) {
-        usec_t created = (usec_t) sqlite3_column_int64(l->st, 4);
-        int64_t waited = now > created ? (int64_t) ((now - created) / window) : 0;
+        usec_t since = (usec_t) sqlite3_column_int64(l->st, 4);
+        int64_t waited = now > since ? (int64_t) ((now - since) / window) : 0;
         return l->priority + waited;
 }
 
@@ -210,9 +217,9 @@ static bool lane_before(const Lane *a, const Lane *b, usec_t now, usec_t window)
         int64_t ea = effective(a, now, window), eb = effective(b, now, window);
         if (ea != eb)
                 return ea > eb;
-        int64_t ca = sqlite3_column_int64(a->st, 4), cb = sqlite3_column_int64(b->st, 4);
-        if (ca != cb)
-                return ca < cb;
+        int64_t sa = sqlite3_column_int64(a->st, 4), sb = sqlite3_column_int64(b->st, 4);
+        if (sa != sb)
+                return sa < sb;
         return strcmp((const char *) sqlite3_column_text(a->st, 0), (const char *) sqlite3_column_text(b->st, 0)) < 0;
 }
 
@@ -239,10 +246,10 @@ static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilit
  * distinct priorities than the merge takes. */
 static int candidates_sorted(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
         int r = store_prepare(c->store,
-                              "SELECT job_id, needs_gpu, requirements, attempt_count, created_at FROM jobs "
+                              "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
                               "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
                               "AND scheduled_at <= ?1 "
-                              "ORDER BY priority + MAX(0, (?1 - created_at) / ?3) DESC, created_at, job_id",
+                              "ORDER BY priority + MAX(0, (?1 - " CLAIMABLE_AT ") / ?3) DESC, " CLAIMABLE_AT ", job_id",
                               ret);
         if (r < 0)
                 return r;

@@ -1,7 +1,11 @@
-/* schedule.h: which PENDING job a worker gets. Order: effective priority DESC, created_at, job_id,
- * where effective priority = priority + floor(waited / aging_window) when aging_window > 0
- * (waited since created_at). Eligible: scheduled_at reached; needs_gpu only for a worker with the
- * "gpu" capability; every requirement among the worker's capabilities; at most
+/* schedule.h: which PENDING job a worker gets. Order: effective priority DESC, claimable_at,
+ * job_id, where claimable_at = MAX(created_at, scheduled_at), the moment the job became
+ * claimable, and effective priority = priority + floor(waited / aging_window) when
+ * aging_window > 0 (waited since claimable_at). A job scheduled for later thus queues and ages
+ * from its scheduled_at, not from its submission. A job back in PENDING (a retry, or a lease
+ * that expired before the ack) keeps its claimable_at: its place and its aging credit count from
+ * when it first became claimable. Eligible: scheduled_at reached; needs_gpu only for a worker
+ * with the "gpu" capability; every requirement among the worker's capabilities; at most
  * max_retry_jobs_per_worker retry jobs held at once (a candidate is a retry job when its
  * attempt_count > 0, a held job when its attempt_count > 1, i.e. it had an earlier attempt); and
  * when more than preempt_backlog (> 0) claimable jobs (PENDING, scheduled_at reached) have a

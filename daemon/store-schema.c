@@ -24,7 +24,13 @@
  *       table built each time (EXPLAIN: OpenEphemeral), which doubled the cost of a transition.
  *       jobs_held now says `status = 'ASSIGNED' OR ...`, in the order that lets a query's
  *       `(status = 'ASSIGNED' OR status = 'RUNNING')` imply it; jobs_terminal, which no query
- *       uses (retention searches jobs_status_created), is dropped. */
+ *       uses (retention searches jobs_status_created), is dropped.
+ *   v9  workers' version, slots and GPUs, as the worker reports them at registration
+ *   v10 jobs_claimable ordered by when a job became claimable, MAX(created_at, scheduled_at),
+ *       rather than created_at: the claim's FIFO place and its aging count from then, so a job
+ *       scheduled for tomorrow does not jump the queue with a day's credit once it is due. An
+ *       index on the expression, not a stored column, so that no writer has to keep one in step
+ *       (the claim queries spell it exactly so, daemon/schedule.c). */
 #include <errno.h>
 #include <stdio.h>
 
@@ -155,6 +161,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "ALTER TABLE workers ADD COLUMN version TEXT;"
         "ALTER TABLE workers ADD COLUMN slots INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE workers ADD COLUMN gpus TEXT;",
+
+        /* v10 */
+        "DROP INDEX jobs_claimable;"
+        "CREATE INDEX jobs_claimable ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
+        "WHERE status = 'PENDING';",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -1,9 +1,13 @@
-/* test-schedule.c: claim order and every scheduling knob: priority, created_at, job id,
- * scheduled_at, needs_gpu, requirements, queue aging, max retry jobs per worker and the
- * high-priority preemption gate; and that the claim query uses its partial index. */
+/* test-schedule.c: claim order and every scheduling knob: priority, when a job became claimable
+ * (created_at or a later scheduled_at), job id, scheduled_at, needs_gpu, requirements, queue
+ * aging, max retry jobs per worker and the high-priority preemption gate; that the claim query
+ * uses its partial index; and that a database from schema v9 claims in the same order. */
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core-test-util.h"
+#include "store-schema.h"
 #include "store.h"
 #include "strv.h"
 #include "tap.h"
@@ -61,6 +65,53 @@ static void test_scheduled_at_is_respected(void) {
         test_advance(c, 60 * USEC_PER_SEC);
         _cleanup_free_ char *now = claim_id(c, "w1");
         ok(now, "claimable at scheduled_at");
+        test_control_free(c);
+}
+
+/* Submits a job of this priority, claimable from scheduled_at (0: at once), into id. */
+static void submit_scheduled(Control *c, int64_t priority, usec_t scheduled_at, char id[RANDOM_ID_SIZE]) {
+        JobSpec s;
+        job_spec_init(&s);
+        s.command = "x";
+        s.priority = priority;
+        s.scheduled_at = scheduled_at;
+        strcpy(id, test_submit_spec(c, &s));
+}
+
+/* Within one priority, FIFO by when a job became claimable: a job submitted early for a later
+ * time queues behind those that were waiting when it fell due, and ahead of later ones. */
+static void test_fifo_by_claimable_time(void) {
+        Control *c = test_control_new();
+        char sched[RANDOM_ID_SIZE], waiting[RANDOM_ID_SIZE], later[RANDOM_ID_SIZE];
+        test_register(c, "w1", NULL);
+        submit_scheduled(c, 0, T0 + 60 * USEC_PER_SEC, sched);
+        test_advance(c, 30 * USEC_PER_SEC);
+        submit_scheduled(c, 0, 0, waiting);
+        test_advance(c, 60 * USEC_PER_SEC);
+        submit_scheduled(c, 0, 0, later);
+        _cleanup_free_ char *a = claim_id(c, "w1"), *b = claim_id(c, "w1"), *d = claim_id(c, "w1");
+        is_str(a, waiting, "claimable since T0+30s: first, though submitted after the scheduled job");
+        is_str(b, sched, "the job scheduled for T0+60s next");
+        is_str(d, later, "the job submitted at T0+90s last");
+        test_control_free(c);
+}
+
+/* With aging, a job scheduled a day ahead gains nothing for the day before it was due: once due
+ * it waits its turn behind jobs of its priority that have waited longer, and behind a higher one. */
+static void test_scheduled_job_ages_from_when_it_became_due(void) {
+        Control *c = test_control_new();
+        char sched[RANDOM_ID_SIZE], waiting[RANDOM_ID_SIZE], high[RANDOM_ID_SIZE];
+        test_register(c, "w1", NULL);
+        c->settings.aging_window = 60 * USEC_PER_SEC;
+        submit_scheduled(c, 0, T0 + 24 * USEC_PER_HOUR, sched);
+        test_advance(c, 24 * USEC_PER_HOUR - 10 * 60 * USEC_PER_SEC);
+        submit_scheduled(c, 0, 0, waiting);
+        submit_scheduled(c, 3, 0, high);
+        test_advance(c, 10 * 60 * USEC_PER_SEC); /* the scheduled job is due: waiting +10, high 3+10 */
+        _cleanup_free_ char *a = claim_id(c, "w1"), *b = claim_id(c, "w1"), *d = claim_id(c, "w1");
+        is_str(a, high, "aged 10 windows at priority 3: first");
+        is_str(b, waiting, "aged 10 windows at priority 0: next");
+        is_str(d, sched, "the job due just now, not credited the day before: last");
         test_control_free(c);
 }
 
@@ -185,7 +236,7 @@ static void test_claim_query_uses_the_partial_index(void) {
         sqlite3_prepare_v2(c->store->db,
                            "EXPLAIN QUERY PLAN SELECT job_id FROM jobs INDEXED BY jobs_claimable WHERE status = "
                            "'PENDING' AND priority >= -9 "
-                           "AND scheduled_at <= 5 ORDER BY priority DESC, created_at, job_id",
+                           "AND scheduled_at <= 5 ORDER BY priority DESC, MAX(created_at, scheduled_at), job_id",
                            -1, &st, NULL);
         while (sqlite3_step(st) == SQLITE_ROW) {
                 strncat(plan, (const char *) sqlite3_column_text(st, 3), sizeof(plan) - strlen(plan) - 2);
@@ -213,19 +264,20 @@ static void test_aging_claim_seeks_per_priority_without_sorting(void) {
         Control *c = test_control_new();
         _cleanup_free_ char *lane = query_plan(
                 c, "EXPLAIN QUERY PLAN SELECT job_id FROM jobs INDEXED BY jobs_claimable WHERE status = 'PENDING' "
-                   "AND priority = 3 AND scheduled_at <= 5 ORDER BY created_at, job_id");
+                   "AND priority = 3 AND scheduled_at <= 5 ORDER BY MAX(created_at, scheduled_at), job_id");
         _cleanup_free_ char *seek = query_plan(
                 c, "EXPLAIN QUERY PLAN SELECT max(priority) FROM jobs INDEXED BY jobs_claimable WHERE status = "
                    "'PENDING' AND priority < 9 AND priority >= -9");
         ok(strstr(lane, "jobs_claimable (priority=?)") && !strstr(lane, "TEMP B-TREE"),
-           "one priority's jobs come out of the index in created_at order: %s", lane);
+           "one priority's jobs come out of the index in claimable order: %s", lane);
         ok(strstr(seek, "jobs_claimable") && !strstr(seek, "TEMP B-TREE"), "the next priority is one seek: %s",
            seek);
         test_control_free(c);
 }
 
 /* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
- * few or (past the merge's limit, by the sorting query itself) many priorities. */
+ * few or (past the merge's limit, by the sorting query itself) many priorities; one job in ten is
+ * scheduled a little ahead, so that its claimable time is not its submission time. */
 static void check_aging_order(int n_priorities, const char *what) {
         Control *c = test_control_new();
         int n = 0;
@@ -233,15 +285,18 @@ static void check_aging_order(int n_priorities, const char *what) {
         test_register(c, "w1", NULL);
         c->settings.aging_window = 3 * USEC_PER_SEC;
         for (int i = 0; i < 90; i++) {
-                test_submit(c, (i * 7) % n_priorities);
+                char id[RANDOM_ID_SIZE];
+                submit_scheduled(c, (i * 7) % n_priorities,
+                                 i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0, id);
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
         for (;;) {
                 sqlite3_stmt *st = NULL;
                 char want[64] = "";
                 sqlite3_prepare_v2(c->store->db,
-                                   "SELECT job_id FROM jobs WHERE status = 'PENDING' ORDER BY priority + "
-                                   "MAX(0, (?1 - created_at) / ?2) DESC, created_at, job_id LIMIT 1",
+                                   "SELECT job_id FROM jobs WHERE status = 'PENDING' AND scheduled_at <= ?1 "
+                                   "ORDER BY priority + MAX(0, (?1 - MAX(created_at, scheduled_at)) / ?2) DESC, "
+                                   "MAX(created_at, scheduled_at), job_id LIMIT 1",
                                    -1, &st, NULL);
                 sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
                 sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
@@ -266,9 +321,65 @@ static void test_aging_merge_matches_the_sorted_order(void) {
         check_aging_order(45, "45 priorities, sorted");
 }
 
+/* A database schema v9 left behind: its claim index was ordered by created_at. Migrated, it keeps
+ * every row and claims by claimable time. */
+static void make_v9_database(const char *path) {
+        sqlite3 *db = NULL;
+        char sql[2048];
+        if (sqlite3_open(path, &db) != SQLITE_OK || store_schema_migrate(db, 9) < 0)
+                tap_bail("cannot build a v9 database");
+        /* Times in seconds before T0: "sched" was submitted first, for a time after "early". */
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO jobs (job_id, status, command, priority, scheduled_at, created_at, updated_at) VALUES "
+                 "('sched', 'PENDING', 'x', 0, %1$lld - 300000000, %1$lld - 900000000, 0),"
+                 "('early', 'PENDING', 'x', 0, 0, %1$lld - 600000000, 0),"
+                 "('late', 'PENDING', 'x', 0, 0, %1$lld - 100000000, 0),"
+                 "('high', 'PENDING', 'x', 1, 0, %1$lld - 50000000, 0),"
+                 "('ahead', 'PENDING', 'x', 9, %1$lld + 3600000000, %1$lld - 950000000, 0),"
+                 "('done', 'COMPLETED', 'x', 9, 0, %1$lld - 990000000, 0);",
+                 (long long) T0);
+        char *msg = NULL;
+        if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+                tap_bail("v9 data: %s", msg);
+        sqlite3_close(db);
+}
+
+static void test_v9_database_migrates_and_claims_by_claimable_time(void) {
+        Control *c = test_control_new();
+        char path[PATH_MAX + 16];
+        static const char *const order[] = {"high", "early", "sched", "late"};
+        int v = 0;
+
+        store_close(c->store);
+        snprintf(path, sizeof(path), "%s/v9.db", test_control_dir(c));
+        make_v9_database(path);
+        if (store_open(path, NULL, &c->store) < 0)
+                tap_bail("store_open of the v9 database failed");
+        store_user_version(c->store, &v);
+        is_int(v, STORE_SCHEMA_VERSION, "the v9 database is migrated");
+        ok(test_plan_uses(c,
+                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable WHERE status = 'PENDING' AND "
+                          "priority >= ?2 AND scheduled_at <= ?1 ORDER BY priority DESC, "
+                          "MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable"),
+           "its claim index is ordered by claimable time: the claim sorts nothing");
+        test_register(c, "w1", NULL);
+        for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+                _cleanup_free_ char *id = claim_id(c, "w1");
+                is_str(id, order[i], "claim %zu after the migration: %s", i + 1, order[i]);
+        }
+        _cleanup_free_ char *none = claim_id(c, "w1");
+        ok(!none, "the job scheduled an hour ahead is not claimable yet");
+        is_int(test_job_state(c, "ahead"), JOB_PENDING, "it is kept, PENDING");
+        is_int(test_job_state(c, "done"), JOB_COMPLETED, "and so is the finished job");
+        test_control_free(c);
+}
+
 int main(void) {
         test_claim_order_priority_then_age_then_id();
         test_scheduled_at_is_respected();
+        test_fifo_by_claimable_time();
+        test_scheduled_job_ages_from_when_it_became_due();
         test_gpu_and_requirements_match_capabilities();
         test_queue_aging_lifts_old_low_priority_jobs();
         test_max_retry_jobs_per_worker();
@@ -276,5 +387,6 @@ int main(void) {
         test_claim_query_uses_the_partial_index();
         test_aging_claim_seeks_per_priority_without_sorting();
         test_aging_merge_matches_the_sorted_order();
+        test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();
 }
