@@ -35,6 +35,15 @@ static int reply_status(HttpResponse *resp, const char *status, const char *job_
         return api_reply(resp, 200, body);
 }
 
+/* A worker's call for itself proves it alive as a heartbeat does (worker_contact()): its state
+ * stays ONLINE while it claims and runs jobs even when its heartbeats do not get through, and an
+ * OFFLINE worker that calls again is back. Before the call itself, so that the call's own events
+ * follow the worker's return. An unregistered worker is left to the call to refuse. */
+static int note_contact(Control *c, const Origin *o, const char *worker_id) {
+        int r = worker_contact(c, o, worker_id);
+        return r == -EPERM ? 0 : r;
+}
+
 /* The numeric IP of a peer address as HttpRequest.remote has it ("192.0.2.1:40000",
  * "[2001:db8::1]:40000"), or NULL when there is none ("unknown", a test request). */
 static const char *peer_ip(const char *remote, char *buf, size_t size) {
@@ -108,6 +117,9 @@ int api_get_next_job(Control *c, const HttpRequest *req, HttpResponse *resp) {
                                            LIMIT_ID_LEN);
         Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
         usec_t started = now_monotonic_usec();
+        r = note_contact(c, &origin, worker_id);
+        if (r < 0)
+                return r;
         r = jobs_claim(c, &origin, worker_id, &j);
         if (r < 0)
                 return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});
@@ -147,6 +159,9 @@ int api_post_ack(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (get_triple(o, &job_id, &worker_id, &assignment_id, &jerr) < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = api_worker_origin(req, worker_id, actor, sizeof(actor));
+        r = note_contact(c, &origin, worker_id);
+        if (r < 0)
+                return r;
         r = jobs_ack(c, &origin, job_id, worker_id, assignment_id, &err);
         if (r < 0)
                 return api_reply_error(resp, r, &err);
@@ -390,6 +405,9 @@ int api_post_complete(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (parse_completion(o, &x, &jerr) < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = api_worker_origin(req, x.worker_id, actor, sizeof(actor));
+        r = note_contact(c, &origin, x.worker_id);
+        if (r < 0)
+                return r;
         r = jobs_complete(c, &origin, &x, &state, &err);
         if (r < 0)
                 return api_reply_error(resp, r, &err);
@@ -411,6 +429,9 @@ int api_post_fail(Control *c, const HttpRequest *req, HttpResponse *resp) {
         if (parse_failure(o, &f, &jerr) < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = api_worker_origin(req, f.worker_id, actor, sizeof(actor));
+        r = note_contact(c, &origin, f.worker_id);
+        if (r < 0)
+                return r;
         r = jobs_fail(c, &origin, &f, &state, &err);
         if (r < 0)
                 return api_reply_error(resp, r, &err);
@@ -556,6 +577,10 @@ int api_post_reconnect_as(Control *c, const HttpRequest *req, const Origin *as, 
         if (r < 0)
                 return api_reply_json_error(resp, &jerr);
         Origin origin = as ? *as : api_worker_origin(req, worker_id, actor, sizeof(actor));
+        /* Not when an operator replays a worker's results for it (D-Bus ReplayResults). */
+        r = as ? 0 : note_contact(c, &origin, worker_id);
+        if (r < 0)
+                return r;
         r = jobs_reconnect(c, &origin, worker_id, held, n_held, replays.entries, replays.n, &actions, &n_actions);
         if (r < 0)
                 return api_reply_error(resp, r, &(OpError){.message = "worker not registered"});

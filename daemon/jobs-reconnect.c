@@ -50,6 +50,48 @@ static const char *replay_action(JobState status) {
         return status == JOB_COMPLETED ? "complete" : status == JOB_FAILED ? "fail" : "unknown";
 }
 
+/* An id as the worker sent it, if it is one: a record refused for its shape may carry anything
+ * there, of any length, and the audit row keeps only what a real id could be. */
+static const char *id_or_null(const char *s) {
+        return !isempty(s) && strlen(s) <= LIMIT_ID_LEN ? s : NULL;
+}
+
+/* The audit of one refused record. The worker drops a REJECTED record from its buffer, so
+ * without it an operator would never learn that a result the worker kept was refused. It is a
+ * request.refused event (what: "replay"), the event of a refusal that changes nothing; a record
+ * refused by the fencing or the state machine also has their event (job.assignment_stale,
+ * job.transition_refused), which does not say that it came from a replay. Bounded by the
+ * request: one event per record, at most LIMIT_RECONNECT_ENTRIES records, each event of bounded
+ * size (ids cut to what an id can be, reasons are OpError or JsonError messages). */
+static int audit_rejected(Control *c, const Origin *o, const char *worker_id, const char *job_id,
+                          const char *assignment_id, const char *action, const char *reason) {
+        _cleanup_json_ json_object *d = json_object_new_object();
+        char msg[512];
+
+        if (!d)
+                return -ENOMEM;
+        job_id = id_or_null(job_id);
+        assignment_id = id_or_null(assignment_id);
+        json_add_string(d, "what", "replay");
+        json_add_string(d, "who", worker_id);
+        json_add_string(d, "action", action);
+        reason = isempty(reason) ? "refused" : reason;
+        json_add_string(d, "reason", reason);
+        snprintf(msg, sizeof(msg), "Refused replayed record (%s) of job %s from worker %s: %s", action, strna(job_id),
+                 worker_id, reason);
+        return audit_record(c,
+                            &(AuditRecord){.component = "jobs",
+                                           .level = LOG_WARNING,
+                                           .event = "request.refused",
+                                           .message = msg,
+                                           .origin = o,
+                                           .worker_id = worker_id,
+                                           .job_id = job_id,
+                                           .assignment_id = assignment_id,
+                                           .details = d},
+                            NULL);
+}
+
 static int replay_one(Control *c, const Origin *o, const char *worker_id, const ReplayEntry *e, Actions *x) {
         OpError err = {};
         JobState state = _JOB_STATE_INVALID;
@@ -58,9 +100,14 @@ static int replay_one(Control *c, const Origin *o, const char *worker_id, const 
 
         /* Refused as it stands, named as the worker sent it: the worker drops it from its buffer
          * (a refusal of the whole request would be retried for ever, the record with it). */
-        if (e->invalid)
+        if (e->invalid) {
+                r = audit_rejected(c, o, worker_id, e->completion.job_id, e->completion.assignment_id,
+                                   replay_action(e->status), e->invalid);
+                if (r < 0)
+                        return r;
                 return action_add(x, e->completion.job_id, e->completion.assignment_id, replay_action(e->status),
                                   -EINVAL, e->invalid, _JOB_STATE_INVALID);
+        }
         if (e->status == JOB_COMPLETED) {
                 Completion comp = e->completion;
                 if (!comp.worker_id)
@@ -82,6 +129,11 @@ static int replay_one(Control *c, const Origin *o, const char *worker_id, const 
         /* A refusal rejects this entry only; a store failure fails the whole reconnect. */
         if (r < 0 && !op_is_refusal(r))
                 return r;
+        if (r < 0) {
+                int k = audit_rejected(c, o, worker_id, job_id, assignment_id, action, err.message);
+                if (k < 0)
+                        return k;
+        }
         return action_add(x, job_id, assignment_id, action, r, err.message, state);
 }
 
@@ -151,7 +203,7 @@ static int note_worker(Control *c, const Origin *o, const char *worker_id, char 
 static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, const HeldJob *held, size_t n_held,
                             const ReplayEntry *entries, size_t n_entries, Actions *x) {
         _cleanup_(worker_freep) Worker *w = NULL;
-        _cleanup_strv_free_ char **lost = NULL, **claimed = calloc(n_held + 1, sizeof(char *));
+        _cleanup_strv_free_ char **lost = NULL, **restart_claims = NULL, **claimed = calloc(n_held + 1, sizeof(char *));
         int r;
 
         if (!claimed)
@@ -167,10 +219,16 @@ static int reconnect_locked(Control *c, const Origin *o, const char *worker_id, 
                 if (r < 0)
                         return r;
         }
-        /* What it still holds is what it claims. A job whose replayed result was applied is not
-         * held any more; one whose result was refused (an old assignment, no ack) and that the
-         * restarted worker does not claim is lost like any other. */
-        r = worker_resolve_restart(c, o, worker_id, claimed, &lost);
+        /* What it still holds is what it claims, under the job's own assignment. A job whose
+         * replayed result was applied is not held any more; one whose result was refused (an old
+         * assignment, no ack) and that the restarted worker does not claim is lost like any other;
+         * so is one it claims under another assignment, which its keep action tells it to stop. */
+        if (w->restart_pending) {
+                r = worker_restart_claims(c, worker_id, held, n_held, &restart_claims);
+                if (r < 0)
+                        return r;
+        }
+        r = worker_resolve_restart(c, o, worker_id, restart_claims, &lost);
         if (r < 0)
                 return r;
         STRV_FOREACH (id, lost) {

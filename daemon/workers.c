@@ -1,5 +1,5 @@
-/* workers.c: registration (nonce pinning, instance ids), heartbeats, drain, and worker state
- * derived from heartbeat age. */
+/* workers.c: registration (nonce pinning, instance ids), heartbeats and other contact, drain,
+ * and worker state derived from the age of the last contact. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -480,12 +480,9 @@ static int heartbeat_locked(Control *c, const Origin *o, const Heartbeat *hb, Op
         if (hb->seq <= w->heartbeat_seq)
                 return OP_NOOP; /* late or repeated: an older view than the one we have */
         if (w->restart_pending) {
-                claimed = calloc(hb->n_jobs + 1, sizeof(char *));
-                if (!claimed)
-                        return -ENOMEM;
-                for (size_t i = 0; i < hb->n_jobs; i++)
-                        if (!(claimed[i] = strdup(hb->jobs[i].job_id)))
-                                return -ENOMEM;
+                r = worker_restart_claims(c, hb->worker_id, hb->jobs, hb->n_jobs, &claimed);
+                if (r < 0)
+                        return r;
                 r = worker_resolve_restart(c, o, hb->worker_id, claimed, NULL);
                 if (r < 0)
                         return r;
@@ -531,6 +528,12 @@ int worker_heartbeat_report(Control *c, const Origin *o, const Heartbeat *hb, ch
                 r = jobs_finish(&tx, r);
         else
                 control_txp(&tx);
+        if (r == OP_NOOP) {
+                /* Its view is older than one we have, but the worker sent it: it is alive. */
+                int k = worker_contact(c, o, hb->worker_id);
+                if (k < 0)
+                        return k;
+        }
         if (r < 0 || !ret_abort)
                 return r;
         /* After the commit: the restart resolution above may just have given some up. */
@@ -547,6 +550,71 @@ int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const c
                         .jobs = &job,
                         .n_jobs = isempty(current_job_id) ? 0 : 1};
         return worker_heartbeat_report(c, o, &hb, NULL, err);
+}
+
+/* ---- contact ---- */
+
+/* last_seen is refreshed by a call other than a heartbeat only once it is older than this part of
+ * disconnect_timeout. A worker polls /next-job far more often than it heartbeats, and /next-job
+ * is the hot path: a write per poll would cost a row update (and its share of an fsync) for
+ * nothing, since the state derived from last_seen cannot change before disconnect_timeout. With
+ * a quarter, a worker that calls at least every 3/4 disconnect_timeout is never shown
+ * DISCONNECTED, and last_seen lags the last call by at most a quarter of it. */
+#define CONTACT_REFRESH_DIVISOR 4
+
+/* Whether contact at `now` must be written: the worker's stored state is not the one contact
+ * brings (ONLINE, or DRAINING), or last_seen is due for a refresh. 0 when neither, -EPERM when
+ * the worker is not registered. Reads the three columns the state derives from, nothing else. */
+static int contact_due(Control *c, const char *worker_id, usec_t now) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return -EPERM;
+        r = store_prepare(c->store, "SELECT last_seen, draining, state FROM workers WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r <= 0)
+                return r < 0 ? r : -EPERM;
+        usec_t last_seen = (usec_t) sqlite3_column_int64(st, 0);
+        bool draining = sqlite3_column_int(st, 1) != 0;
+        WorkerState stored = worker_state_from_string((const char *) sqlite3_column_text(st, 2));
+        if (stored != (draining ? WORKER_DRAINING : WORKER_ONLINE))
+                return 1;
+        return now > last_seen && now - last_seen > c->settings.disconnect_timeout / CONTACT_REFRESH_DIVISOR;
+}
+
+static int contact_locked(Control *c, const Origin *o, const char *worker_id, usec_t now) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, "UPDATE workers SET last_seen = ? WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) now) < 0 || store_bind_text(st, 2, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(c->store->db) == 0)
+                return -EPERM; /* removed since contact_due() looked */
+        return mark_seen(c, o, worker_id);
+}
+
+int worker_contact(Control *c, const Origin *o, const char *worker_id) {
+        _cleanup_tx_ Control *tx = NULL;
+        usec_t now = control_now(c);
+        int r;
+
+        r = contact_due(c, worker_id, now);
+        if (r <= 0)
+                return r;
+        r = control_begin(c, &tx);
+        if (r < 0)
+                return r;
+        r = jobs_finish(&tx, contact_locked(c, o, worker_id, now));
+        return r < 0 ? r : 1;
 }
 
 /* ---- drain ---- */
@@ -675,6 +743,30 @@ static int clear_restart(Control *c, const char *worker_id) {
                 return -ENOMEM;
         r = store_step(c->store, st);
         return r < 0 ? r : 0;
+}
+
+int worker_restart_claims(Control *c, const char *worker_id, const HeldJob *held, size_t n_held, char ***ret) {
+        _cleanup_strv_free_ char **l = calloc(n_held + 1, sizeof(char *));
+        size_t n = 0;
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_held; i++) {
+                _cleanup_(job_freep) Job *j = NULL;
+                r = jobs_get(c, held[i].job_id, &j);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+                /* The rule of abort_jobs: a job reported under an assignment that is not its own is
+                 * one the worker is told to stop, so it is not claimed either. */
+                if (job_not_held_reason(j, worker_id, &held[i]))
+                        continue;
+                l[n] = strdup(held[i].job_id);
+                if (!l[n++])
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return (int) n;
 }
 
 int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, char *const *claimed,

@@ -1,22 +1,24 @@
 /* workers.h: worker registration, heartbeats and worker state.
  *
- * State is derived from the age of the last heartbeat (or registration), counted from no earlier
- * than the control plane's own start (a restarted control plane does not hold its downtime
- * against workers), except for a worker already stored OFFLINE, which only contact brings back:
+ * State is derived from the age of the last contact (registration, heartbeat, or any other call
+ * the worker makes for itself: worker_contact()), counted from no earlier than the control plane's
+ * own start (a restarted control plane does not hold its downtime against workers), except for a
+ * worker already stored OFFLINE, which only contact brings back:
  *   ONLINE        age <= disconnect_timeout
  *   DRAINING      ONLINE, but worker_drain() was called: it gets no new assignments
  *   DISCONNECTED  age > disconnect_timeout: its jobs keep running, not yet lost
  *   OFFLINE       age > heartbeat_timeout: the reconciler makes its RUNNING jobs LOST
  * The last derived state is stored so that changes are audited (worker.online, .disconnected,
- * .offline) by workers_sweep_states() and the heartbeats that bring a worker back.
+ * .offline) by workers_sweep_states() and the contact that brings a worker back.
  *
  * Instances: each worker process start presents a fresh instance_id at /register. A changed
  * instance id means the worker restarted; it is recorded as a pending restart and the jobs the
  * worker holds are resolved at its next /reconnect (the jobs it still claims are kept, the others
  * given up at once: RUNNING -> LOST, ASSIGNED -> PENDING). A restarted worker that asks for work
- * (/next-job) or heartbeats before reconnecting claims nothing but its heartbeat's current_job_id,
- * and its other jobs are given up then. A completion for a given-up job's latest assignment is
- * still accepted (jobs.h). Registering without an instance_id never triggers this. */
+ * (/next-job) or heartbeats before reconnecting claims nothing but the jobs its heartbeat reports
+ * (under their own assignments: worker_restart_claims()), and its other jobs are given up then.
+ * A completion for a given-up job's latest assignment is still accepted (jobs.h). Registering
+ * without an instance_id never triggers this. */
 #pragma once
 
 #include <stdbool.h>
@@ -36,7 +38,7 @@ typedef struct Worker {
         char *current_job_id;  /* as last reported by a heartbeat or reconnect */
         char *metrics;         /* JSON text of the last heartbeat's metrics, or NULL */
         int64_t heartbeat_seq; /* highest accepted; -1 before the first */
-        usec_t last_seen;      /* last registration or accepted heartbeat */
+        usec_t last_seen;      /* last registration, accepted heartbeat or contact (worker_contact()) */
         usec_t registered_at;  /* first registration */
         bool draining;
         bool restart_pending; /* new instance id not yet reconciled */
@@ -107,6 +109,16 @@ int worker_heartbeat_report(Control *c, const Origin *o, const Heartbeat *hb, ch
 int worker_heartbeat(Control *c, const Origin *o, const char *worker_id, const char *current_job_id, int64_t seq,
                      const char *metrics_json, OpError *err);
 
+/* Contact from any call a worker makes for itself (/next-job, /ack, /complete, /fail,
+ * /reconnect, a /heartbeat ignored for its seq): the worker is alive, whether or not its
+ * heartbeats get through. As a heartbeat does, it brings a DISCONNECTED or OFFLINE worker back
+ * ONLINE (DRAINING if it drains), audited as worker.online (worker.drain), and marks it seen.
+ * Writes only when that changes its stored state or last_seen is due for a refresh (a fraction of
+ * disconnect_timeout old, see workers.c): a worker polling often costs one row read per call.
+ * Opens its own transaction when it writes. Returns 1 when it wrote, 0 when nothing was due,
+ * -EPERM when the worker is not registered. */
+int worker_contact(Control *c, const Origin *o, const char *worker_id);
+
 /* Stops (drain = true) or resumes handing new jobs to a worker. Running jobs are unaffected. */
 int worker_drain(Control *c, const Origin *o, const char *worker_id, bool drain);
 
@@ -127,9 +139,17 @@ WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now);
  * changes. Returns the number of workers that changed state. */
 int workers_sweep_states(Control *c, usec_t now);
 
+/* Inside an open transaction: the ids of the jobs in held that the worker holds under the
+ * assignment it reports with each (any of its own where it reports none), by the rule of the
+ * heartbeat's abort_jobs: what a restarted worker claims. A job reported under another assignment
+ * is not claimed: the worker's run is of an assignment that was superseded, and no process of the
+ * restarted worker runs the current one, so keeping it would leave the job stranded until its
+ * lease ran out. Returns their number. */
+int worker_restart_claims(Control *c, const char *worker_id, const HeldJob *held, size_t n_held, char ***ret);
+
 /* Inside an open transaction: when the worker has a pending restart, gives up the jobs it holds
- * except those in claimed (may be NULL) and clears the flag. Returns the number given up; their ids
- * in *ret_given_up when that is not NULL. */
+ * except those in claimed (may be NULL; see worker_restart_claims()) and clears the flag.
+ * Returns the number given up; their ids in *ret_given_up when that is not NULL. */
 int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
                            char ***ret_given_up);
 

@@ -462,5 +462,64 @@ def test_abort_reassignment_and_failure_kinds(t):
     t.eq((w3.get("wake_port"), w3.get("wake_address")), (9, "127.0.0.1"), "wake address from the peer")
 
 
+@test
+def test_an_offline_worker_that_claims_is_online_again(t):
+    """A worker whose heartbeats stop reaching the control plane but whose calls do (or that
+    claims after a long sleep) is alive: its claim brings it back ONLINE with worker.online, as a
+    heartbeat would, before the job.assigned of the claim; and a worker that only polls is not
+    shown OFFLINE, nor audited worker.offline, while it does."""
+    cp = t.control_plane()
+    register(cp, "w1")
+    t.wait_for(lambda: listed_worker(cp, "w1")["status"] == "OFFLINE", 10, "w1 to go OFFLINE without heartbeats")
+    t.eq(len(cp.events(event="worker.offline", worker_id="w1")), 1, "audited worker.offline")
+    job_id = cp.submit("true")
+    job = claim(cp, "w1")
+    t.require(job and job["job_id"] == job_id, "the OFFLINE worker claims the job")
+    t.eq(listed_worker(cp, "w1")["status"], "ONLINE", "its claim brought it back ONLINE")
+    names = [e["event"] for e in reversed(cp.events(worker_id="w1"))
+             if e["event"] in ("worker.online", "worker.offline", "job.assigned")]
+    t.eq(names, ["worker.offline", "worker.online", "job.assigned"], "worker.online, then the claim")
+    t.eq(ack(cp, job, "w1")[0], 200, "ack: 200")
+    deadline = time.monotonic() + 2 * HEARTBEAT_TIMEOUT
+    while time.monotonic() < deadline:
+        claim(cp, "w1")
+        time.sleep(0.1)
+    t.eq(listed_worker(cp, "w1")["status"], "ONLINE", "polling for twice heartbeat-timeout, no heartbeat: ONLINE")
+    t.eq(len(cp.events(event="worker.offline", worker_id="w1")), 1, "and no other worker.offline")
+
+
+@test
+def test_reconnect_rejections_are_audited(t):
+    """Each replayed record the control plane refuses leaves an audit event (request.refused, with
+    what "replay"), naming the worker, the job and why: the worker drops a REJECTED record, so
+    the operator would otherwise never learn that a result was refused. Accepted ones leave none."""
+    cp = t.control_plane(options=LONG_LEASE_OPTIONS)
+    register(cp, "w1")
+    for _ in range(2):
+        cp.submit("true")
+    first, second = [claim(cp, "w1") for _ in range(2)]
+    for j in (first, second):
+        ack(cp, j, "w1")
+    body = {"worker_id": "w1", "current_job_ids": [first["job_id"]], "completed_jobs": [
+        dict(completion(first, "w1", exit_code=10**9), status="COMPLETED"),
+        dict(completion(second, "w1", assignment_id="forged"), status="COMPLETED"),
+        dict(completion(first, "w1", job_id="no-such-job"), status="COMPLETED"),
+        dict(completion(second, "w1"), status="COMPLETED")]}
+    s, answer = cp.worker("POST", "/reconnect", body)
+    t.require(s == 200, f"reconnect: 200 ({s} {answer})")
+    t.eq([a["result"] for a in answer["actions"] if a["action"] == "complete"],
+         ["REJECTED", "REJECTED", "REJECTED", "ACCEPTED"], "three records REJECTED, one ACCEPTED")
+    refused = [e for e in cp.events(event="request.refused", worker_id="w1")
+               if e["details"].get("what") == "replay"]
+    t.eq(sorted(e.get("job_id") for e in refused), sorted([first["job_id"], second["job_id"], "no-such-job"]),
+         "one audit event per rejected record, naming its job")
+    t.ok(all(e["details"].get("reason") and e["details"].get("who") == "w1" for e in refused),
+         f"each says who and why: {[e['details'] for e in refused]}")
+    by_job = {e.get("job_id"): e for e in refused}
+    t.ok("exit_code" in by_job.get(first["job_id"], {}).get("details", {}).get("reason", ""),
+         "the invalid record's reason names the field")
+    t.ok(by_job.get(second["job_id"], {}).get("assignment_id") == "forged", "the stale one its assignment")
+
+
 if __name__ == "__main__":
     run()

@@ -492,6 +492,176 @@ static void test_oversized_metrics_do_not_stop_a_heartbeat(void) {
         test_control_free(c);
 }
 
+/* ---- every call of a worker's own is contact ---- */
+
+/* The state the worker is stored (and audited) in after a reconciler sweep. */
+static WorkerState swept_state(Control *c, const char *worker_id) {
+        _cleanup_(worker_freep) Worker *w = NULL;
+        test_sweep(c);
+        return worker_get(c, worker_id, &w) < 0 ? _WORKER_STATE_INVALID : w->stored;
+}
+
+/* No contact for longer than heartbeat-timeout, then a sweep: OFFLINE. job_id (may be NULL) keeps
+ * its lease, so that the sweep does not take the job away (a lease can outlast the heartbeats). */
+static WorkerState go_offline(Control *c, const char *worker_id, const char *job_id) {
+        if (job_id)
+                test_force(c, "assignment_expires_at = 4000000000000000", job_id);
+        test_advance(c, c->settings.heartbeat_timeout + USEC_PER_SEC);
+        return swept_state(c, worker_id);
+}
+
+static int64_t last_event_id(Control *c, const char *event) {
+        sqlite3_stmt *st = NULL;
+        int64_t id = -1;
+        if (sqlite3_prepare_v2(c->store->db, "SELECT max(id) FROM audit_events WHERE event = ?", -1, &st, NULL) !=
+            SQLITE_OK)
+                tap_bail("prepare max(id)");
+        sqlite3_bind_text(st, 1, event, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+                id = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return id;
+}
+
+/* After the call, the worker is ONLINE again, with its n-th worker.online event. */
+static void check_back_online(Control *c, const char *call, int n) {
+        is_int(test_count_events(c, "worker.online", NULL), n, "%s from an OFFLINE worker: worker.online", call);
+        is_int(swept_state(c, "w1"), WORKER_ONLINE, "%s: ONLINE, and a sweep keeps it so", call);
+}
+
+static Reply call_for_job(Control *c, ApiHandler h, const char *path, const char *job, const char *asg,
+                          const char *extra) {
+        char body[1024];
+        snprintf(body, sizeof(body), "{\"job_id\":\"%s\",\"worker_id\":\"w1\",\"assignment_id\":\"%s\"%s}", job, asg,
+                 extra);
+        return call(c, h, "POST", path, body, NULL);
+}
+
+/* A worker whose heartbeats do not reach the control plane (or that slept past heartbeat-timeout)
+ * but whose calls do is alive: each of its calls brings it back ONLINE as a heartbeat does, with
+ * the same worker.online event, before what the call does. No worker.offline while it works. */
+static void test_every_call_of_a_worker_is_contact(void) {
+        Control *c = test_control_new();
+        TestQuery q = {{"worker_id"}, {"w1"}};
+        char job[64], asg[64], body[512];
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        test_submit(c, 0);
+
+        is_int(go_offline(c, "w1", NULL), WORKER_OFFLINE, "no contact past heartbeat-timeout: OFFLINE");
+        Reply r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(r.status, 200, "the OFFLINE worker claims a job");
+        snprintf(job, sizeof(job), "%s", strempty(str(&r, "job_id")));
+        snprintf(asg, sizeof(asg), "%s", strempty(str(&r, "assignment_id")));
+        reply_done(&r);
+        ok(last_event_id(c, "worker.online") > 0 &&
+                   last_event_id(c, "worker.online") < last_event_id(c, "job.assigned"),
+           "worker.online is audited before the claim's job.assigned");
+        check_back_online(c, "claim", 1);
+        is_int(test_count_events(c, "worker.offline", NULL), 1, "no second worker.offline");
+
+        is_int(go_offline(c, "w1", job), WORKER_OFFLINE, "OFFLINE again");
+        r = call_for_job(c, api_post_ack, "/ack", job, asg, "");
+        is_int(r.status, 200, "ack: 200");
+        reply_done(&r);
+        check_back_online(c, "ack", 2);
+
+        is_int(go_offline(c, "w1", job), WORKER_OFFLINE, "OFFLINE again");
+        snprintf(body, sizeof(body),
+                 ",\"exit_code\":0,\"stdout_path\":\"/o\",\"stdout_tmp_path\":\"/o.tmp\","
+                 "\"stdout_sha256\":\"%064d\"",
+                 0);
+        r = call_for_job(c, api_post_complete, "/complete", job, asg, body);
+        is_int(r.status, 200, "complete: 200");
+        reply_done(&r);
+        check_back_online(c, "complete", 3);
+
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        snprintf(job, sizeof(job), "%s", strempty(str(&r, "job_id")));
+        snprintf(asg, sizeof(asg), "%s", strempty(str(&r, "assignment_id")));
+        reply_done(&r);
+        r = call_for_job(c, api_post_ack, "/ack", job, asg, "");
+        reply_done(&r);
+        is_int(go_offline(c, "w1", job), WORKER_OFFLINE, "OFFLINE again");
+        r = call_for_job(c, api_post_fail, "/fail", job, asg, ",\"exit_code\":1,\"error\":\"boom\"");
+        is_int(r.status, 200, "fail: 200");
+        reply_done(&r);
+        check_back_online(c, "fail", 4);
+
+        is_int(go_offline(c, "w1", NULL), WORKER_OFFLINE, "OFFLINE again");
+        r = call(c, api_post_reconnect, "POST", "/reconnect", "{\"worker_id\":\"w1\"}", NULL);
+        is_int(r.status, 200, "reconnect: 200");
+        reply_done(&r);
+        check_back_online(c, "reconnect", 5);
+
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", "{\"worker_id\":\"w1\",\"seq\":7}", NULL);
+        reply_done(&r);
+        is_int(go_offline(c, "w1", NULL), WORKER_OFFLINE, "OFFLINE again");
+        r = call(c, api_post_heartbeat, "POST", "/heartbeat", "{\"worker_id\":\"w1\",\"seq\":7}", NULL);
+        ok(r.status == 200 && streq_ptr(str(&r, "status"), "ignored"), "a heartbeat with an old seq is ignored");
+        reply_done(&r);
+        check_back_online(c, "an ignored heartbeat", 6);
+
+        TestQuery ghost = {{"worker_id"}, {"ghost"}};
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &ghost);
+        is_int(r.status, 403, "an unregistered worker is still refused");
+        reply_done(&r);
+        test_control_free(c);
+}
+
+/* Contact brings back the state a heartbeat would: a draining worker is DRAINING, not ONLINE. */
+static void test_contact_keeps_a_draining_worker_draining(void) {
+        Control *c = test_control_new();
+        TestQuery q = {{"worker_id"}, {"w1"}};
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        worker_drain(c, NULL, "w1", true);
+        is_int(go_offline(c, "w1", NULL), WORKER_OFFLINE, "a draining worker gone quiet: OFFLINE");
+        Reply r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(r.status, 204, "its poll gets nothing");
+        reply_done(&r);
+        is_int(swept_state(c, "w1"), WORKER_DRAINING, "but it is back, DRAINING");
+        is_int(test_count_events(c, "worker.drain", NULL), 2, "audited as worker.drain");
+        is_int(test_count_events(c, "worker.online", NULL), 0, "never ONLINE");
+        test_control_free(c);
+}
+
+/* The poll is the hot path: it writes nothing while last_seen is recent, and refreshes it once
+ * it is a quarter of disconnect-timeout old, or at once when the state has to change. */
+static void test_contact_writes_only_when_due(void) {
+        Control *c = test_control_new();
+        TestQuery q = {{"worker_id"}, {"w1"}};
+        _cleanup_(worker_freep) Worker *w = NULL;
+        test_register(c, "w1", NULL);
+        usec_t registered = control_now(c);
+
+        test_advance(c, c->settings.disconnect_timeout / 4 - USEC_PER_SEC);
+        int before = sqlite3_total_changes(c->store->db);
+        Reply r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        is_int(r.status, 204, "a poll with nothing to hand out");
+        reply_done(&r);
+        is_int(sqlite3_total_changes(c->store->db) - before, 0, "writes nothing while last_seen is recent");
+        worker_get(c, "w1", &w);
+        ok(w && w->last_seen == registered, "last_seen is left as it was");
+        w = worker_free(w);
+
+        test_advance(c, 2 * USEC_PER_SEC);
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        reply_done(&r);
+        worker_get(c, "w1", &w);
+        ok(w && w->last_seen == control_now(c), "a quarter of disconnect-timeout later, the poll refreshes it");
+        w = worker_free(w);
+
+        test_advance(c, c->settings.disconnect_timeout + USEC_PER_SEC);
+        is_int(swept_state(c, "w1"), WORKER_DISCONNECTED, "quiet past disconnect-timeout: DISCONNECTED");
+        r = call(c, api_get_next_job, "GET", "/next-job", NULL, &q);
+        reply_done(&r);
+        worker_get(c, "w1", &w);
+        ok(w && w->stored == WORKER_ONLINE && w->state == WORKER_ONLINE, "its next poll: ONLINE at once");
+        is_int(test_count_events(c, "worker.online", NULL), 1, "with its worker.online");
+        test_control_free(c);
+}
+
 int main(void) {
         test_post_jobs_and_get();
         test_bad_input_changes_nothing();
@@ -502,5 +672,8 @@ int main(void) {
         test_reconnect_takes_every_current_jobs_field();
         test_oversized_metrics_do_not_stop_a_heartbeat();
         test_oldest_pending_counts_only_jobs_that_are_due();
+        test_every_call_of_a_worker_is_contact();
+        test_contact_keeps_a_draining_worker_draining();
+        test_contact_writes_only_when_due();
         return tap_done();
 }

@@ -780,6 +780,104 @@ static void test_remove_worker_only_when_offline_and_holding_nothing(void) {
         test_control_free(c);
 }
 
+/* A restarted worker that reports a job under an assignment that is not the job's has no process
+ * running the job's own: the job is given up at once, as any it does not claim (it used to be
+ * kept, and stranded until its lease ran out). Through /reconnect and through /heartbeat. */
+static void test_restart_gives_up_a_job_claimed_under_another_assignment(void) {
+        Control *c = test_control_new();
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        OpError err = {};
+        register_instance(c, "w1", "i1");
+        test_submit(c, 0);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        is_int(register_instance(c, "w1", "i2"), 1, "restart");
+
+        HeldJob claimed[] = {{.job_id = j->job_id, .assignment_id = "an-older-assignment"}};
+        is_int(jobs_reconnect(c, NULL, "w1", claimed, 1, NULL, 0, &a, &n), 0, "reconnect");
+        bool lost = false, kept = false;
+        for (size_t i = 0; i < n; i++) {
+                lost |= streq(a[i].action, "lost") && streq_ptr(a[i].job_id, j->job_id);
+                kept |= streq(a[i].action, "keep") && a[i].accepted;
+        }
+        ok(lost, "the job claimed under another assignment is given up");
+        ok(!kept, "and not kept");
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "LOST at once, now RETRYING");
+        reconnect_actions_free(a, n);
+
+        _cleanup_(job_freep) Job *h = test_claim_and_ack(c, "w1");
+        is_int(register_instance(c, "w1", "i3"), 1, "another restart");
+        HeldJob reported[] = {{.job_id = h->job_id, .assignment_id = "an-older-assignment"}};
+        Heartbeat hb = {.worker_id = "w1", .seq = 1, .jobs = reported, .n_jobs = 1};
+        char **abort_jobs = NULL;
+        is_int(worker_heartbeat_report(c, NULL, &hb, &abort_jobs, &err), 0, "heartbeat before the reconnect");
+        is_int(test_job_state(c, h->job_id), JOB_RETRYING, "a heartbeat's job under another assignment: given up");
+        ok(strv_contains(abort_jobs, h->job_id), "and listed in abort_jobs");
+        strv_free(abort_jobs);
+        test_control_free(c);
+}
+
+/* Each replayed record that is refused leaves one audit event, request.refused with what
+ * "replay", naming the worker, the job where there is one and the reason: the worker drops a
+ * REJECTED record, so the operator would otherwise never learn of it. Accepted records add none. */
+static void test_reconnect_audits_each_rejected_record(void) {
+        Control *c = test_control_new();
+        ReconnectAction *a = NULL;
+        size_t n = 0;
+        char overlong[LIMIT_ID_LEN + 64];
+        test_register(c, "w1", NULL);
+        for (int i = 0; i < 4; i++)
+                test_submit(c, 0);
+        _cleanup_(job_freep) Job *bad = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *other = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *stale = test_claim_and_ack(c, "w1");
+        _cleanup_(job_freep) Job *good = test_claim_and_ack(c, "w1");
+        memset(overlong, 'x', sizeof(overlong) - 1);
+        overlong[sizeof(overlong) - 1] = 0;
+        ReplayEntry e[6] = {
+                {.status = JOB_COMPLETED, .invalid = "field 'exit_code' out of range"},
+                {.status = JOB_COMPLETED, .invalid = "field 'job_id' is longer than 128 bytes"},
+                {.status = JOB_COMPLETED, .completion = completion_for(good, "w1")},
+                {.status = JOB_COMPLETED, .completion = completion_for(other, "w2")},
+                {.status = JOB_COMPLETED, .completion = completion_for(stale, "w1")},
+                {.status = JOB_COMPLETED, .completion = completion_for(good, "w1")},
+        };
+        e[0].completion.job_id = bad->job_id;
+        e[1].completion.job_id = overlong;
+        e[2].completion.job_id = "no-such-job";
+        e[4].completion.assignment_id = "forged";
+        int before = test_count_events(c, "request.refused", NULL);
+        is_int(jobs_reconnect(c, NULL, "w1", NULL, 0, e, 6, &a, &n), 0, "reconnect");
+        ok(n == 6 && !a[0].accepted && !a[1].accepted && !a[2].accepted && !a[3].accepted && !a[4].accepted &&
+                   a[5].accepted,
+           "five records REJECTED, the last ACCEPTED");
+        reconnect_actions_free(a, n);
+        is_int(test_count_events(c, "request.refused", NULL) - before, 5, "one audit event per rejected record");
+
+        AuditEvent **ev = NULL;
+        size_t m = 0;
+        EventFilter f = {.event = "request.refused", .limit = 10, .oldest_first = true};
+        is_int(audit_list(c, &f, &ev, &m), 0, "list them");
+        const char *want[] = {bad->job_id, NULL, "no-such-job", other->job_id, stale->job_id};
+        bool named = m == 5, replay = m == 5, bounded = true;
+        for (size_t i = 0; i < m && i < 5; i++) {
+                named &= streq_ptr(ev[i]->job_id, want[i]) && streq_ptr(ev[i]->worker_id, "w1");
+                replay &= strstr(ev[i]->details, "\"what\":\"replay\"") && strstr(ev[i]->details, "\"reason\":\"") &&
+                          !strstr(ev[i]->details, "\"reason\":\"\"");
+                bounded &= strlen(ev[i]->message) < 600 && !strstr(ev[i]->details, overlong);
+        }
+        ok(named, "each names the worker, and the job where it is an id");
+        ok(replay, "each says it was a replay, and why it was refused");
+        ok(bounded, "an overlong job id is not copied into the audit trail");
+        ok(m == 5 && strstr(ev[3]->details, "another worker") && strstr(ev[2]->details, "no job"), "reasons: %s; %s",
+           m == 5 ? ev[3]->details : "", m == 5 ? ev[2]->details : "");
+        is_int(test_count_events(c, "job.assignment_stale", stale->job_id), 1,
+               "the stale one has its fencing event too");
+        audit_event_array_free(ev, m);
+        test_control_free(c);
+}
+
 int main(void) {
         test_claim_assigns_fresh_assignment_with_lease();
         test_heartbeat_renews_only_the_jobs_reported();
@@ -811,5 +909,7 @@ int main(void) {
         test_heartbeat_after_restart_keeps_every_reported_job();
         test_registration_keeps_wake_socket();
         test_remove_worker_only_when_offline_and_holding_nothing();
+        test_restart_gives_up_a_job_claimed_under_another_assignment();
+        test_reconnect_audits_each_rejected_record();
         return tap_done();
 }
