@@ -36,7 +36,7 @@ static const ConfOption control_options[] = {
         {"disconnect-timeout", 0, CONF_TIMESPAN, S(disconnect_timeout), "15s", "SPAN",
          "Heartbeat age after which a worker is DISCONNECTED (its jobs keep running)", 0, 0},
         {"heartbeat-timeout", 0, CONF_TIMESPAN, S(heartbeat_timeout), "30s", "SPAN",
-         "Heartbeat age after which a worker is OFFLINE and its running jobs LOST", 0, 0},
+         "Heartbeat age after which a worker is OFFLINE", 0, 0},
         {"reconcile-interval", 0, CONF_TIMESPAN, S(reconcile_interval), "5s", "SPAN",
          "Longest time between two sweeps for expired leases, lost workers and due retries", 0, 0},
         {"retry-backoff", 0, CONF_TIMESPAN, S(retry_backoff), "5s", "SPAN",

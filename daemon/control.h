@@ -32,7 +32,7 @@ typedef struct ControlSettings {
 
         usec_t lease_timeout;       /* an assignment's lease length, renewed by each heartbeat */
         usec_t disconnect_timeout;  /* heartbeat age after which a worker is DISCONNECTED */
-        usec_t heartbeat_timeout;   /* heartbeat age after which a worker is OFFLINE and its jobs LOST */
+        usec_t heartbeat_timeout;   /* heartbeat age after which a worker is OFFLINE */
         usec_t reconcile_interval;
         usec_t retry_backoff;       /* base of the exponential backoff before a retry */
         usec_t retry_backoff_max;   /* its cap */

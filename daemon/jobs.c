@@ -933,8 +933,10 @@ static int abort_locked(Control *c, const Origin *o, const char *job_id, const c
         if (job_id) {
                 _cleanup_(job_freep) Job *j = NULL;
                 r = load_job(c, job_id, &j);
+                /* A job that has ended is a conflict (409) whoever held it; a live one another
+                 * worker holds, or none, is nothing to abort for this worker. */
                 if (r == -ENOENT ||
-                    (r >= 0 && worker_id &&
+                    (r >= 0 && worker_id && !job_state_is_terminal(j->status) &&
                      (!streq_ptr(j->worker_id, worker_id) || (j->status != JOB_ASSIGNED && j->status != JOB_RUNNING))))
                         return op_error_set(err, -ENOENT, "nothing to abort: no job %s%s%s", job_id,
                                             worker_id ? " held by worker " : "", strempty(worker_id));

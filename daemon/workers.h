@@ -7,7 +7,7 @@
  *   ONLINE        age <= disconnect_timeout
  *   DRAINING      ONLINE, but worker_drain() was called: it gets no new assignments
  *   DISCONNECTED  age > disconnect_timeout: its jobs keep running, not yet lost
- *   OFFLINE       age > heartbeat_timeout: the reconciler makes its RUNNING jobs LOST
+ *   OFFLINE       age > heartbeat_timeout (its RUNNING jobs become LOST when their leases end)
  * The last derived state is stored so that changes are audited (worker.online, .disconnected,
  * .offline) by workers_sweep_states() and the contact that brings a worker back.
  *

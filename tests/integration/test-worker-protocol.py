@@ -205,6 +205,8 @@ def test_abort(t):
     s, body = cp.worker("POST", "/complete", completion(job, "w1"))
     t.eq((s, body["status"]), (200, "ABORTED"), "a completion after the abort: no-op 200 ABORTED")
     t.eq(cp.admin("POST", "/abort", {"job_id": job_id})[0], 409, "aborting it again: 409")
+    t.eq(cp.admin("POST", "/abort", {"job_id": job_id, "worker_id": "w1"})[0], 409,
+         "aborting it again, naming the worker that held it: 409 too")
     t.eq(cp.admin("POST", "/abort", {"job_id": "f" * 32})[0], 404, "unknown job: 404")
     a, b = cp.submit("sleep 1"), cp.submit("sleep 1")
     ack(cp, claim(cp, "w1"), "w1")
@@ -213,6 +215,10 @@ def test_abort(t):
     t.eq((s, body.get("aborted_jobs")), (200, 2), "abort by worker: both held jobs")
     t.eq({cp.job(a)["status"], cp.job(b)["status"]}, {"ABORTED"}, "both ABORTED")
     t.eq(cp.admin("POST", "/abort", {"worker_id": "w1"})[0], 404, "nothing left to abort: 404")
+    live = cp.submit("sleep 1")
+    t.eq(claim(cp, "w1")["job_id"], live, "w1 holds a live job")
+    t.eq(cp.admin("POST", "/abort", {"job_id": live, "worker_id": "w2"})[0], 404,
+         "a live job another worker holds: nothing to abort for w2, 404")
     c = cp.submit("sleep 1")
     s, body = cp.admin("POST", "/abort", {"job_id": c})
     t.eq((s, body.get("reason")), (200, cp.job(c)["last_error"]), "without a reason: the answer gives the one kept")
