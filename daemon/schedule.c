@@ -9,12 +9,42 @@
 #include "strv.h"
 
 /* When a job became claimable: the base of its FIFO place within one priority and of its aging.
- * A job scheduled for later has not been waiting before then. jobs_claimable (schema v10) is
- * ordered by this very expression, so every ORDER BY here must spell it the same way. */
+ * A job scheduled for later has not been waiting before then. The claimable indexes (schema v10,
+ * v11) are ordered by this very expression, so every ORDER BY here must spell it the same way. */
 #define CLAIMABLE_AT "MAX(created_at, scheduled_at)"
+#define CANDIDATE    "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
 
-/* Whether more than preempt_backlog claimable jobs are at or above the priority floor. The
- * subquery stops counting as soon as the answer is known. */
+/* The claim's statements over one of two partial indexes in the same order: jobs_claimable holds
+ * every PENDING job, jobs_claimable_cpu (schema v11) only those without needs_gpu. A worker
+ * without the "gpu" capability reads the latter, so it never walks the GPU jobs it cannot take:
+ * with thousands of them at the head of the queue, each of its polls read them all, row by row.
+ * Both are walked in claim order, so what such a worker gets is unchanged. */
+typedef struct ClaimQueries {
+        const char *scan;          /* no aging, in claim order: ?1 now, ?2 priority floor */
+        const char *next_priority; /* the highest priority below ?1, at least ?2 */
+        const char *lane;          /* one priority ?1, claimable at ?2, in CLAIMABLE_AT order */
+        const char *sorted;        /* by effective priority: ?1 now, ?2 floor, ?3 aging window */
+} ClaimQueries;
+
+#define CLAIM_QUERIES(index, pending)                                                                                  \
+        {                                                                                                              \
+                .scan = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority >= ?2 "                         \
+                                  "AND scheduled_at <= ?1 ORDER BY priority DESC, " CLAIMABLE_AT ", job_id",           \
+                .next_priority = "SELECT max(priority) FROM jobs INDEXED BY " index " WHERE " pending                  \
+                                 " AND priority < ?1 AND priority >= ?2",                                              \
+                .lane = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority = ?1 "                          \
+                                  "AND scheduled_at <= ?2 ORDER BY " CLAIMABLE_AT ", job_id",                          \
+                .sorted = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority >= ?2 "                       \
+                                    "AND scheduled_at <= ?1 ORDER BY priority + MAX(0, (?1 - " CLAIMABLE_AT            \
+                                    ") / ?3) DESC, " CLAIMABLE_AT ", job_id",                                          \
+        }
+
+static const ClaimQueries claim_any = CLAIM_QUERIES("jobs_claimable", "status = 'PENDING'");
+static const ClaimQueries claim_cpu = CLAIM_QUERIES("jobs_claimable_cpu", "status = 'PENDING' AND needs_gpu = 0");
+
+/* Whether more than preempt_backlog claimable jobs are at or above the priority floor: every such
+ * job counts, GPU or not, whichever worker asks. The subquery stops counting as soon as the
+ * answer is known. */
 static int gate_closed(Control *c, usec_t now, bool *ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         const ControlSettings *s = &c->settings;
@@ -81,12 +111,8 @@ static bool capabilities_match(char *const *caps, bool needs_gpu, const char *re
 
 /* Without aging the claim order is the partial index's own order: the scan stops at the first
  * job that fits. */
-static int candidates(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
-        int r = store_prepare(c->store,
-                              "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
-                              "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
-                              "AND scheduled_at <= ?1 ORDER BY priority DESC, " CLAIMABLE_AT ", job_id",
-                              ret);
+static int candidates(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, sqlite3_stmt **ret) {
+        int r = store_prepare(c->store, q->scan, ret);
         if (r < 0)
                 return r;
         if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0)
@@ -114,8 +140,8 @@ static int take(sqlite3_stmt *st, char **ret_job_id) {
  *
  * The effective priority priority + floor(waited / window) has no index, and sorting every PENDING
  * job per claim costs O(pending). But within one priority the job claimable longest has waited
- * longest, so each priority's jobs in CLAIMABLE_AT order (an index range of jobs_claimable) come
- * out in claim order already: the claim order is the merge of one such scan per distinct
+ * longest, so each priority's jobs in CLAIMABLE_AT order (an index range of the claimable index)
+ * come out in claim order already: the claim order is the merge of one such scan per distinct
  * priority, and a claim reads a few rows per priority instead of the whole queue. The distinct
  * priorities are found by seeking the index (one probe each). Past AGING_MERGE_MAX of them the
  * single sorting query is used instead. */
@@ -126,12 +152,10 @@ typedef struct Lane {
         int64_t priority;
 } Lane;
 
-static int next_priority_below(Control *c, int64_t below, int64_t floor, bool *ret_found, int64_t *ret) {
+static int next_priority_below(Control *c, const ClaimQueries *q, int64_t below, int64_t floor, bool *ret_found,
+                               int64_t *ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "SELECT max(priority) FROM jobs INDEXED BY jobs_claimable WHERE status = 'PENDING' "
-                              "AND priority < ?1 AND priority >= ?2",
-                              &st);
+        int r = store_prepare(c->store, q->next_priority, &st);
         if (r < 0)
                 return r;
         if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0)
@@ -158,14 +182,14 @@ static void lane_exhausted(Lane *l) {
 
 /* Opens one scan per distinct priority, each stepped to its first row. Returns the number of
  * lanes, or 0 when there are more than AGING_MERGE_MAX priorities. */
-static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_MERGE_MAX]) {
+static int lanes_open(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, Lane lanes[AGING_MERGE_MAX]) {
         int64_t below = INT64_MAX, p;
         size_t n = 0;
         bool found;
         int r;
 
         for (;;) {
-                r = next_priority_below(c, below, floor, &found, &p);
+                r = next_priority_below(c, q, below, floor, &found, &p);
                 if (r < 0 || !found)
                         break;
                 if (n == AGING_MERGE_MAX) {
@@ -173,12 +197,7 @@ static int lanes_open(Control *c, usec_t now, int64_t floor, Lane lanes[AGING_ME
                         return 0;
                 }
                 /* Copy n of the statement: several of these are open at once. */
-                r = store_prepare_copy(c->store,
-                                       "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT
-                                       " FROM jobs "
-                                       "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority = ?1 "
-                                       "AND scheduled_at <= ?2 ORDER BY " CLAIMABLE_AT ", job_id",
-                                       (unsigned) n, &lanes[n].st);
+                r = store_prepare_copy(c->store, q->lane, (unsigned) n, &lanes[n].st);
                 if (r < 0)
                         break;
                 lanes[n].priority = p;
@@ -244,13 +263,8 @@ static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilit
 
 /* The single query that sorts every claimable job by effective priority: for queues with more
  * distinct priorities than the merge takes. */
-static int candidates_sorted(Control *c, usec_t now, int64_t floor, sqlite3_stmt **ret) {
-        int r = store_prepare(c->store,
-                              "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
-                              "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 "
-                              "AND scheduled_at <= ?1 "
-                              "ORDER BY priority + MAX(0, (?1 - " CLAIMABLE_AT ") / ?3) DESC, " CLAIMABLE_AT ", job_id",
-                              ret);
+static int candidates_sorted(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, sqlite3_stmt **ret) {
+        int r = store_prepare(c->store, q->sorted, ret);
         if (r < 0)
                 return r;
         if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0 ||
@@ -267,13 +281,13 @@ static int pick_scanned(Control *c, sqlite3_stmt *st, char *const *capabilities,
         return r;
 }
 
-static int pick_aged(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
-                     char **ret_job_id) {
+static int pick_aged(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, char *const *capabilities,
+                     bool retries_ok, char **ret_job_id) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         Lane lanes[AGING_MERGE_MAX] = {};
         int n, r;
 
-        n = lanes_open(c, now, floor, lanes);
+        n = lanes_open(c, q, now, floor, lanes);
         if (n < 0)
                 return n;
         if (n > 0) {
@@ -281,7 +295,7 @@ static int pick_aged(Control *c, usec_t now, int64_t floor, char *const *capabil
                 lanes_done(lanes, (size_t) n);
                 return r;
         }
-        r = candidates_sorted(c, now, floor, &st);
+        r = candidates_sorted(c, q, now, floor, &st);
         if (r < 0)
                 return r;
         return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);
@@ -289,6 +303,7 @@ static int pick_aged(Control *c, usec_t now, int64_t floor, char *const *capabil
 
 int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, usec_t now, char **ret_job_id) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        const ClaimQueries *q = strv_contains(capabilities, "gpu") ? &claim_any : &claim_cpu;
         bool gated, retries_ok;
         int64_t floor;
         int r;
@@ -302,8 +317,8 @@ int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, 
                 return r;
         floor = gated ? c->settings.preempt_priority_floor : INT64_MIN;
         if (c->settings.aging_window > 0)
-                return pick_aged(c, now, floor, capabilities, retries_ok, ret_job_id);
-        r = candidates(c, now, floor, &st);
+                return pick_aged(c, q, now, floor, capabilities, retries_ok, ret_job_id);
+        r = candidates(c, q, now, floor, &st);
         if (r < 0)
                 return r;
         return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);

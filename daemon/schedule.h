@@ -11,8 +11,11 @@
  * when more than preempt_backlog (> 0) claimable jobs (PENDING, scheduled_at reached) have a
  * priority >= preempt_priority_floor, only those are handed out (the preemption gate).
  *
- * The candidates come from the partial index on PENDING jobs, so terminal jobs never cost a
- * thing however many there are. */
+ * The candidates come from a partial index on PENDING jobs, so terminal jobs never cost a thing
+ * however many there are; for a worker without the "gpu" capability, from the one that holds only
+ * the PENDING jobs without needs_gpu, so GPU jobs cost its polls nothing either. The other checks
+ * (requirements, retry jobs) are made row by row: a worker that lacks a requirement still reads
+ * every job that needs it ahead of the first it can take. */
 #pragma once
 
 #include "control.h"

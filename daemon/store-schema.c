@@ -30,7 +30,10 @@
  *       rather than created_at: the claim's FIFO place and its aging count from then, so a job
  *       scheduled for tomorrow does not jump the queue with a day's credit once it is due. An
  *       index on the expression, not a stored column, so that no writer has to keep one in step
- *       (the claim queries spell it exactly so, daemon/schedule.c). */
+ *       (the claim queries spell it exactly so, daemon/schedule.c).
+ *   v11 jobs_claimable_cpu: the same order, only the PENDING jobs without needs_gpu. A worker
+ *       without GPUs claims from it, so a poll of such a worker no longer reads every GPU job
+ *       queued ahead of its own, row by row (12 to 16 ms per poll behind 20,000 of them). */
 #include <errno.h>
 #include <stdio.h>
 
@@ -166,6 +169,10 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "DROP INDEX jobs_claimable;"
         "CREATE INDEX jobs_claimable ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
         "WHERE status = 'PENDING';",
+
+        /* v11 */
+        "CREATE INDEX jobs_claimable_cpu ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
+        "WHERE status = 'PENDING' AND needs_gpu = 0;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -1,7 +1,8 @@
 /* test-schedule.c: claim order and every scheduling knob: priority, when a job became claimable
  * (created_at or a later scheduled_at), job id, scheduled_at, needs_gpu, requirements, queue
  * aging, max retry jobs per worker and the high-priority preemption gate; that the claim query
- * uses its partial index; and that a database from schema v9 claims in the same order. */
+ * uses its partial index, and a worker without GPUs reads no GPU job; and that a database from
+ * schema v9 claims in the same order. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -275,6 +276,25 @@ static void test_aging_claim_seeks_per_priority_without_sorting(void) {
         test_control_free(c);
 }
 
+/* The job the claim order (schedule.h) puts first, by one query that sorts every claimable job;
+ * only among the jobs without needs_gpu when cpu_only. Empty when there is none. */
+static void reference_next(Control *c, bool cpu_only, char want[64]) {
+        sqlite3_stmt *st = NULL;
+        want[0] = 0;
+        sqlite3_prepare_v2(c->store->db,
+                           "SELECT job_id FROM jobs WHERE status = 'PENDING' AND scheduled_at <= ?1 "
+                           "AND (?3 = 0 OR needs_gpu = 0) "
+                           "ORDER BY priority + (CASE WHEN ?2 > 0 THEN MAX(0, (?1 - MAX(created_at, scheduled_at)) "
+                           "/ ?2) ELSE 0 END) DESC, MAX(created_at, scheduled_at), job_id LIMIT 1",
+                           -1, &st, NULL);
+        sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
+        sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
+        sqlite3_bind_int(st, 3, cpu_only);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                snprintf(want, 64, "%s", sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+}
+
 /* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
  * few or (past the merge's limit, by the sorting query itself) many priorities; one job in ten is
  * scheduled a little ahead, so that its claimable time is not its submission time. */
@@ -291,18 +311,8 @@ static void check_aging_order(int n_priorities, const char *what) {
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
         for (;;) {
-                sqlite3_stmt *st = NULL;
-                char want[64] = "";
-                sqlite3_prepare_v2(c->store->db,
-                                   "SELECT job_id FROM jobs WHERE status = 'PENDING' AND scheduled_at <= ?1 "
-                                   "ORDER BY priority + MAX(0, (?1 - MAX(created_at, scheduled_at)) / ?2) DESC, "
-                                   "MAX(created_at, scheduled_at), job_id LIMIT 1",
-                                   -1, &st, NULL);
-                sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
-                sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
-                if (sqlite3_step(st) == SQLITE_ROW)
-                        snprintf(want, sizeof(want), "%s", sqlite3_column_text(st, 0));
-                sqlite3_finalize(st);
+                char want[64];
+                reference_next(c, false, want);
                 _cleanup_free_ char *got = claim_id(c, "w1");
                 if (!got || !want[0]) {
                         same = same && !got && !want[0];
@@ -319,6 +329,129 @@ static void check_aging_order(int n_priorities, const char *what) {
 static void test_aging_merge_matches_the_sorted_order(void) {
         check_aging_order(5, "5 priorities, merged");
         check_aging_order(45, "45 priorities, sorted");
+}
+
+/* A worker without GPUs gets the jobs without needs_gpu in the claim order, with GPU jobs of every
+ * priority ahead of, among and behind them; a GPU worker still takes the head of the queue. With
+ * aging and 50 priorities the CPU jobs alone have more than the merge takes: the sorting query. */
+static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const char *what) {
+        Control *c = test_control_new();
+        char head[RANDOM_ID_SIZE];
+        int n = 0, cpu_jobs = 0;
+        bool same = true;
+        JobSpec s;
+
+        test_register(c, "cpu", "linux");
+        test_register(c, "gpu", "gpu,linux");
+        c->settings.aging_window = aging_window;
+        job_spec_init(&s);
+        s.command = "x";
+        s.priority = 50;
+        s.needs_gpu = true;
+        strcpy(head, test_submit_spec(c, &s));
+        for (int i = 0; i < 90; i++) {
+                s.priority = (i * 7) % n_priorities;
+                s.needs_gpu = i % 3 == 1;
+                s.scheduled_at = i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0;
+                test_submit_spec(c, &s);
+                cpu_jobs += !s.needs_gpu;
+                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
+        }
+        for (;;) {
+                char want[64];
+                reference_next(c, true, want);
+                _cleanup_free_ char *got = claim_id(c, "cpu");
+                if (!got || !want[0]) {
+                        same = same && !got && !want[0];
+                        break;
+                }
+                same = same && streq(got, want);
+                n++;
+                test_advance(c, USEC_PER_SEC / 3);
+        }
+        ok(same && n == cpu_jobs, "%s: the CPU worker gets all %d CPU jobs in claim order (%d claimed)", what, cpu_jobs,
+           n);
+        _cleanup_free_ char *g = claim_id(c, "gpu");
+        is_str(g, head, "%s: the GPU worker takes the GPU job at the head", what);
+        test_control_free(c);
+}
+
+static void test_cpu_worker_gets_cpu_jobs_in_claim_order(void) {
+        check_cpu_worker_order(0, 4, "no aging");
+        check_cpu_worker_order(3 * USEC_PER_SEC, 4, "aging, merged");
+        check_cpu_worker_order(3 * USEC_PER_SEC, 50, "aging, sorted");
+}
+
+static int count_op(void *userdata) {
+        (*(long *) userdata)++;
+        return 0;
+}
+
+/* SQLite virtual machine instructions one claim of worker_id executes: a measure of the rows it
+ * reads that does not depend on the machine's speed or load. */
+static long claim_ops(Control *c, const char *worker_id, char **ret_id) {
+        long ops = 0;
+        sqlite3_progress_handler(c->store->db, 1, count_op, &ops);
+        *ret_id = claim_id(c, worker_id);
+        sqlite3_progress_handler(c->store->db, 0, NULL, NULL);
+        return ops;
+}
+
+static void add_gpu_jobs(Control *c, int n, int64_t priority) {
+        char sql[512], *msg = NULL;
+        static int next = 0;
+        snprintf(sql, sizeof(sql),
+                 "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < %d) "
+                 "INSERT INTO jobs (job_id, status, command, priority, needs_gpu, created_at, updated_at) "
+                 "SELECT printf('gpu%%08d', x + %d), 'PENDING', 'x', %lld, 1, %lld, 0 FROM k",
+                 n, next, (long long) priority, (long long) c->clock_override - USEC_PER_HOUR);
+        next += n;
+        if (sqlite3_exec(c->store->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+                tap_bail("GPU jobs: %s", msg);
+}
+
+/* A CPU worker's poll does the same work whether 20 or 2,020 GPU jobs wait ahead of its own job
+ * (or of nothing): it does not read them. Before, it read them all, row by row. */
+static void check_cpu_poll_skips_gpu_jobs(usec_t aging_window, const char *what) {
+        Control *c = test_control_new();
+        char *none_few = NULL, *none_many = NULL, *got = NULL;
+        char cpu_job[RANDOM_ID_SIZE];
+
+        test_register(c, "cpu", NULL);
+        c->settings.aging_window = aging_window;
+        add_gpu_jobs(c, 20, 5);
+        long few = claim_ops(c, "cpu", &none_few);
+        add_gpu_jobs(c, 2000, 5);
+        long many = claim_ops(c, "cpu", &none_many);
+        ok(!none_few && !none_many && many < few + 100,
+           "%s: an empty poll behind 2,020 GPU jobs costs what it does behind 20 (%ld, %ld VM steps)", what, many, few);
+        submit_scheduled(c, 0, 0, cpu_job);
+        long behind = claim_ops(c, "cpu", &got);
+        is_str(got, cpu_job, "%s: the CPU job behind them is claimed (%ld VM steps)", what, behind);
+        free(got);
+        test_control_free(c);
+}
+
+static void test_cpu_worker_poll_reads_no_gpu_job(void) {
+        check_cpu_poll_skips_gpu_jobs(0, "no aging");
+        check_cpu_poll_skips_gpu_jobs(5 * 60 * USEC_PER_SEC, "aging");
+}
+
+static void test_cpu_claim_uses_its_partial_index(void) {
+        Control *c = test_control_new();
+        ok(test_plan_uses(c,
+                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_cpu WHERE status = 'PENDING' AND "
+                          "needs_gpu = 0 AND priority >= ?2 AND scheduled_at <= ?1 ORDER BY priority DESC, "
+                          "MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable_cpu"),
+           "a CPU worker's claim walks jobs_claimable_cpu in order, no sort");
+        ok(test_plan_uses(c,
+                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_cpu WHERE status = 'PENDING' AND "
+                          "needs_gpu = 0 AND priority = ?1 AND scheduled_at <= ?2 ORDER BY "
+                          "MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable_cpu (priority=?)"),
+           "and its aging lanes too");
+        test_control_free(c);
 }
 
 /* A database schema v9 left behind: its claim index was ordered by created_at. Migrated, it keeps
@@ -387,6 +520,9 @@ int main(void) {
         test_claim_query_uses_the_partial_index();
         test_aging_claim_seeks_per_priority_without_sorting();
         test_aging_merge_matches_the_sorted_order();
+        test_cpu_worker_gets_cpu_jobs_in_claim_order();
+        test_cpu_worker_poll_reads_no_gpu_job();
+        test_cpu_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();
 }
