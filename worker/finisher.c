@@ -1,21 +1,43 @@
 /* finisher.c: the artifact finalization thread (see finisher.h). Tasks go in a queue under a
- * mutex; done tasks come back through a second queue and an eventfd the event loop watches. */
+ * mutex; done tasks come back through a second queue and an eventfd the event loop watches. A
+ * copy to the shared directory runs on a thread of its own, which the finisher waits for only
+ * until the copy's deadline. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "finisher.h"
+
+/* The slowest a copy to the shared directory may be, in bytes per second, over its time limit:
+ * large outputs get the time it takes to copy them at this rate on top (a 100Mbit/s link). */
+#define FINISHER_COPY_MIN_RATE (8u << 20)
 
 typedef struct FinisherTask {
         struct FinisherTask *next;
         ArtifactSet *artifacts;
         char *shared_dir, *job_id, *assignment_id;
+        usec_t copy_timeout;
         finisher_done_t done;
         void *userdata;
         int result;
 } FinisherTask;
+
+/* One copy to the shared directory, held by its thread and by the finisher until it has stopped
+ * waiting for it: freed by whichever lets go last. It works on a set of its own (the finalized
+ * files' paths only): a copy given up on may go on after the run and the run's set are gone. */
+typedef struct SharedCopy {
+        pthread_mutex_t lock;
+        pthread_cond_t finished; /* on CLOCK_MONOTONIC */
+        unsigned n_ref;
+        bool done;
+        ArtifactSet *set;
+        char *shared_dir, *job_id, *assignment_id;
+} SharedCopy;
 
 struct Finisher {
         pthread_t thread;
@@ -27,6 +49,10 @@ struct Finisher {
         FinisherTask *done, **done_tail;
         int event_fd;
         sd_event_source *event_source;
+        /* A copy given up on at its deadline that has not returned yet: the share hangs, and
+         * later copies are not tried until it returns (each would hang a thread more). Only the
+         * finisher thread uses it, and finisher_free() once that has ended. */
+        SharedCopy *stuck_copy;
 };
 
 static FinisherTask *task_free(FinisherTask *t) {
@@ -45,10 +71,190 @@ static void task_list_free(FinisherTask *t) {
         }
 }
 
-static void task_run(FinisherTask *t) {
+static void shared_copy_unref(SharedCopy *c) {
+        unsigned n;
+
+        if (!c)
+                return;
+        pthread_mutex_lock(&c->lock);
+        n = --c->n_ref;
+        pthread_mutex_unlock(&c->lock);
+        if (n > 0)
+                return;
+        artifacts_free(c->set);
+        free(c->shared_dir);
+        free(c->job_id);
+        free(c->assignment_id);
+        pthread_cond_destroy(&c->finished);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+}
+
+/* What artifacts_publish_shared() reads of a finalized set: the files' paths. */
+static ArtifactSet *set_paths_copy(const ArtifactSet *a) {
+        ArtifactSet *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return NULL;
+        c->out.fd = c->err.fd = -EBADF;
+        c->finalized = true;
+        c->backend = a->backend;
+        c->upload_state = a->upload_state;
+        c->out.path = strdup(a->out.path);
+        c->err.path = strdup(a->err.path);
+        if (!c->out.path || !c->err.path)
+                return artifacts_free(c);
+        return c;
+}
+
+static SharedCopy *shared_copy_new(const FinisherTask *t) {
+        SharedCopy *c = calloc(1, sizeof(*c));
+        pthread_condattr_t attr;
+
+        if (!c)
+                return NULL;
+        pthread_mutex_init(&c->lock, NULL);
+        pthread_condattr_init(&attr);
+        (void) pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&c->finished, &attr);
+        pthread_condattr_destroy(&attr);
+        c->n_ref = 1;
+        c->set = set_paths_copy(t->artifacts);
+        c->shared_dir = strdup(t->shared_dir);
+        c->job_id = strdup(t->job_id);
+        c->assignment_id = strdup(t->assignment_id);
+        if (!c->set || !c->shared_dir || !c->job_id || !c->assignment_id) {
+                shared_copy_unref(c);
+                return NULL;
+        }
+        return c;
+}
+
+static void *shared_copy_thread(void *userdata) {
+        SharedCopy *c = userdata;
+
+        (void) artifacts_publish_shared(c->set, c->shared_dir, c->job_id, c->assignment_id);
+        pthread_mutex_lock(&c->lock);
+        c->done = true;
+        pthread_cond_signal(&c->finished);
+        pthread_mutex_unlock(&c->lock);
+        shared_copy_unref(c);
+        return NULL;
+}
+
+static int shared_copy_start(SharedCopy *c) {
+        pthread_attr_t attr;
+        pthread_t thread;
+        int r;
+
+        pthread_attr_init(&attr);
+        (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        c->n_ref++; /* the thread's */
+        r = pthread_create(&thread, &attr, shared_copy_thread, c);
+        pthread_attr_destroy(&attr);
+        if (r != 0) {
+                c->n_ref--;
+                return -r;
+        }
+        return 0;
+}
+
+/* Whether the copy returned within timeout. */
+static bool shared_copy_wait(SharedCopy *c, usec_t timeout) {
+        struct timespec now, until;
+        bool done;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        timeout = MIN(timeout, (usec_t) 365 * USEC_PER_DAY);
+        until.tv_sec = now.tv_sec + (time_t) (timeout / USEC_PER_SEC);
+        until.tv_nsec = now.tv_nsec + (long) (timeout % USEC_PER_SEC) * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&c->lock);
+        for (int k = 0; !c->done && k == 0;) /* until done, or ETIMEDOUT */
+                k = pthread_cond_timedwait(&c->finished, &c->lock, &until);
+        done = c->done;
+        pthread_mutex_unlock(&c->lock);
+        return done;
+}
+
+static bool shared_copy_done(SharedCopy *c) {
+        bool done;
+
+        pthread_mutex_lock(&c->lock);
+        done = c->done;
+        pthread_mutex_unlock(&c->lock);
+        return done;
+}
+
+/* The copy's outcome, as artifacts_publish_shared() would have left it in the run's own set. */
+static void set_take_copy(ArtifactSet *a, ArtifactSet *c) {
+        a->backend = c->backend;
+        a->upload_state = c->upload_state;
+        free_and_replace_str(&a->upload_error, TAKE_PTR(c->upload_error));
+        if (!streq(c->upload_state, "uploaded"))
+                return;
+        free_and_replace_str(&a->location, TAKE_PTR(c->location));
+        free_and_replace_str(&a->report_stdout, TAKE_PTR(c->report_stdout));
+        free_and_replace_str(&a->report_stderr, TAKE_PTR(c->report_stderr));
+}
+
+static void set_copy_failed(ArtifactSet *a, const char *error) {
+        a->backend = "shared";
+        a->upload_state = "failed";
+        free_and_replace_str(&a->upload_error, strdup(error));
+}
+
+/* Whether a copy given up on earlier is still hanging; forgets it once it has returned. */
+static bool share_is_stuck(Finisher *f) {
+        if (!f->stuck_copy)
+                return false;
+        if (!shared_copy_done(f->stuck_copy))
+                return true;
+        shared_copy_unref(TAKE_PTR(f->stuck_copy));
+        return false;
+}
+
+/* The copy to the shared directory, waited for until its deadline. A share that does not answer
+ * (a hung NFS mount) would otherwise hold the run, and with it its slot and its lease, for as
+ * long as it hangs. Past the deadline the local files, already durable and hashed, are the ones
+ * reported, with the reason, as for a copy that failed; the copy's thread is left to return
+ * when the share does. */
+static void task_publish_shared(Finisher *f, FinisherTask *t) {
+        ArtifactSet *a = t->artifacts;
+        usec_t timeout = t->copy_timeout + (a->out.size + a->err.size) / FINISHER_COPY_MIN_RATE * USEC_PER_SEC;
+        char msg[512], span[64];
+        SharedCopy *c;
+
+        if (share_is_stuck(f)) {
+                snprintf(msg, sizeof(msg), "not copied to %s: an earlier copy there has not returned", t->shared_dir);
+                set_copy_failed(a, msg);
+                return;
+        }
+        c = shared_copy_new(t);
+        if (!c || shared_copy_start(c) < 0) {
+                /* No thread for it: copied here, without a deadline, as before there was one. */
+                shared_copy_unref(c);
+                (void) artifacts_publish_shared(a, t->shared_dir, t->job_id, t->assignment_id);
+                return;
+        }
+        if (shared_copy_wait(c, timeout)) {
+                set_take_copy(a, c->set);
+                shared_copy_unref(c);
+                return;
+        }
+        snprintf(msg, sizeof(msg), "copy to %s/%s/%s did not finish within %s", t->shared_dir, t->job_id,
+                 t->assignment_id, format_timespan(span, sizeof(span), timeout));
+        set_copy_failed(a, msg);
+        f->stuck_copy = c;
+}
+
+static void task_run(Finisher *f, FinisherTask *t) {
         t->result = artifacts_finalize(t->artifacts);
         if (t->result >= 0 && t->shared_dir)
-                (void) artifacts_publish_shared(t->artifacts, t->shared_dir, t->job_id, t->assignment_id);
+                task_publish_shared(f, t);
 }
 
 static void *finisher_thread(void *userdata) {
@@ -67,7 +273,7 @@ static void *finisher_thread(void *userdata) {
                 if (!f->todo)
                         f->todo_tail = &f->todo;
                 pthread_mutex_unlock(&f->lock);
-                task_run(t);
+                task_run(f, t);
                 pthread_mutex_lock(&f->lock);
                 t->next = NULL;
                 *f->done_tail = t;
@@ -135,6 +341,7 @@ Finisher *finisher_free(Finisher *f) {
                 pthread_mutex_unlock(&f->lock);
                 pthread_join(f->thread, NULL);
         }
+        shared_copy_unref(f->stuck_copy); /* its thread, if still hanging, frees it when it returns */
         task_list_free(f->todo);
         task_list_free(f->done);
         sd_event_source_disable_unref(f->event_source);
@@ -146,13 +353,13 @@ Finisher *finisher_free(Finisher *f) {
         return NULL;
 }
 
-int finisher_submit(Finisher *f, ArtifactSet *a, const char *shared_dir, const char *job_id,
-                    const char *assignment_id, finisher_done_t done, void *userdata) {
+int finisher_submit(Finisher *f, ArtifactSet *a, const char *shared_dir, const char *job_id, const char *assignment_id,
+                    usec_t copy_timeout, finisher_done_t done, void *userdata) {
         FinisherTask *t = calloc(1, sizeof(FinisherTask));
 
         if (!t)
                 return -ENOMEM;
-        *t = (FinisherTask){ .artifacts = a, .done = done, .userdata = userdata };
+        *t = (FinisherTask){.artifacts = a, .copy_timeout = copy_timeout, .done = done, .userdata = userdata};
         t->job_id = strdup(job_id);
         t->assignment_id = strdup(assignment_id);
         t->shared_dir = shared_dir ? strdup(shared_dir) : NULL;

@@ -1,7 +1,10 @@
 /* run.c: one job on one slot, from the claim to the recorded result:
  *
  *   claim (GET /next-job answered) -> POST /ack (meanwhile: policy, artifact files) -> start
- *   -> exit (meanwhile: GET /next-job for the slot) -> result
+ *   -> exit -> finishing (artifacts made durable on the finisher's thread) -> result
+ *
+ * A finishing run is out of its slot but still counts against the slots (worker_free_slot): the
+ * next job is asked for once its result is recorded, unless another slot is free.
  *
  * A result is committed to the replay buffer before it is sent (session_flush). A run stopped
  * because the control plane says the job is not ours any more (abort, reassignment) produces no
@@ -335,8 +338,9 @@ static void on_artifacts_final(void *userdata, int result) {
         run_release(r);
 }
 
-/* Out of its slot: the process is gone, what is left is recording it, and the slot may take the
- * next job meanwhile. Nothing may signal the group any more (its number is free for reuse). */
+/* Out of its slot: the process is gone, what is left is recording it. It still counts against
+ * the slots until then (worker_free_slot). Nothing may signal the group any more (its number is
+ * free for reuse). */
 static void run_detach(Run *r) {
         Worker *w = r->worker;
 
@@ -348,6 +352,13 @@ static void run_detach(Run *r) {
         r->phase = RUN_FINISHING;
         r->next_finishing = w->finishing;
         w->finishing = r;
+}
+
+/* How long the copy of a run's outputs to the shared directory may take (more for large ones, see
+ * finisher.h) before the local files are reported instead: a slow share gets several leases, a
+ * hung one holds the job, its slot and its lease no longer than that. */
+static usec_t run_copy_timeout(const Run *r) {
+        return 4 * r->lease_length;
 }
 
 static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
@@ -372,14 +383,15 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
                 run_release(r);
                 return 0;
         }
-        /* The next job is asked for now and may start while this one's artifacts are fsynced on
-         * the finisher's thread; its result is recorded (and sent) when they are durable. */
+        /* Its artifacts are fsynced (and copied) on the finisher's thread; its result is
+         * recorded (and sent) when they are durable. Until then it holds its share of the slots:
+         * a slow or hung finalization must not let the worker take job after job meanwhile. */
         r->exit_info = *si;
         run_detach(r);
-        session_poll_now(w);
+        worker_update_status(w);
         k = finisher_submit(w->finisher, r->artifacts,
                             w->backend == ARTIFACT_BACKEND_SHARED ? w->settings.shared_directory : NULL,
-                            r->spec->job_id, r->spec->assignment_id, on_artifacts_final, r);
+                            r->spec->job_id, r->spec->assignment_id, run_copy_timeout(r), on_artifacts_final, r);
         if (k < 0)
                 on_artifacts_final(r, k);
         return 0;

@@ -49,13 +49,18 @@ usec_t worker_backoff(Worker *w, unsigned failures) {
         return d / 2 + (usec_t) ((double) (d / 2) * ((double) rnd / (double) UINT32_MAX));
 }
 
-/* Runs in slots and those out of them whose results are still being recorded. */
-size_t worker_n_runs(Worker *w) {
+size_t worker_n_finishing(Worker *w) {
         size_t n = 0;
-        for (size_t i = 0; i < w->n_slots; i++)
-                n += w->slots[i] != NULL;
         for (Run *r = w->finishing; r; r = r->next_finishing)
                 n++;
+        return n;
+}
+
+/* Runs in slots and those out of them whose results are still being recorded. */
+size_t worker_n_runs(Worker *w) {
+        size_t n = worker_n_finishing(w);
+        for (size_t i = 0; i < w->n_slots; i++)
+                n += w->slots[i] != NULL;
         return n;
 }
 
@@ -106,7 +111,14 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
         return n;
 }
 
+/* A finishing run counts against the slots as much as a running one: its outputs are still being
+ * synced, hashed or copied, and it holds its lease and two descriptors until its result is
+ * recorded. Taking a job into its slot meanwhile let a worker whose finalization is slow (a
+ * hung share, a slow fsync, a huge output to hash) claim job after job, each one more run to
+ * finish and more descriptors held, until it ran out of them. */
 int worker_free_slot(Worker *w) {
+        if (worker_n_runs(w) >= w->n_slots)
+                return -EBUSY;
         for (size_t i = 0; i < w->n_slots; i++)
                 if (!w->slots[i])
                         return (int) i;
@@ -130,9 +142,12 @@ static void worker_send_status(Worker *w) {
                 }
         }
         (void) replay_count_pending(w->replay, &pending);
-        size_t unrecorded = worker_n_unrecorded(w);
+        size_t unrecorded = worker_n_unrecorded(w), finalizing = worker_n_finishing(w) - unrecorded;
         if (unrecorded > 0)
                 snprintf(held, sizeof(held), "; %zu result(s) the replay buffer refused, no new work", unrecorded);
+        else if (finalizing > 0 && n + finalizing >= w->n_slots)
+                snprintf(held, sizeof(held), "; %zu job(s) finishing (outputs being synced or copied), no new work",
+                         finalizing);
         snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver%s; control plane %s",
                  w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
                  n ? ": " : "", jobs, (long long) pending, held, session);

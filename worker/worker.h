@@ -177,6 +177,7 @@ int worker_new(int argc, char **argv, Worker **ret);
 Worker *worker_free(Worker *w);
 int worker_run(Worker *w);
 size_t worker_n_runs(Worker *w);
+size_t worker_n_finishing(Worker *w);                /* out of their slots, results not recorded yet */
 size_t worker_n_unrecorded(Worker *w);               /* held runs whose result the replay buffer refused */
 Run *worker_find_run(Worker *w, const char *job_id); /* in a slot; not the finishing runs */
 /* Log retention: removes run records and local artifact directories older than log-retention
@@ -188,7 +189,9 @@ int worker_prune(Worker *w, usec_t now);
  * runs in slots, then the finishing ones (process exited, result not recorded yet), at most
  * LIMIT_RECONNECT_ENTRIES. `each`, if given, is called for every run listed. Returns how many. */
 size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void *userdata), void *userdata);
-int worker_free_slot(Worker *w); /* index, or -EBUSY */
+/* Index of a free slot, or -EBUSY: also while the runs in slots and the finishing ones together
+ * take all the slots. */
+int worker_free_slot(Worker *w);
 void worker_update_status(Worker *w);
 void worker_mark_busy(Worker *w);
 /* Exits the loop once stopping and nothing is left to wait for. */

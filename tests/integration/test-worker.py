@@ -524,10 +524,11 @@ def test_unrenewable_lease_stops_job_before_reassignment(t):
 
 
 @test
-def test_next_job_is_asked_for_while_the_result_is_made_durable(t):
-    # Once a job's process has exited, the slot is free by the end of that event-loop callback:
-    # the worker sends GET /next-job first, so that it travels while the artifacts and the result
-    # are fsynced (worker/run.c, on_child_exit), and still holds one job per slot.
+def test_one_slot_asks_for_the_next_job_once_the_result_is_durable(t):
+    # A job whose process has exited still holds its slot while its artifacts and its result are
+    # fsynced (worker/run.c, on_child_exit): a one-slot worker sends the next GET /next-job only
+    # after that, and holds one job at a time. (It used to ask first, for the request to travel
+    # meanwhile; a finalization that took long then let it take job after job.)
     t.require_tool("strace", "strace")
     cp = t.control_plane()
     trace = os.path.join(t.tmp, "strace.out")
@@ -558,9 +559,9 @@ def test_next_job_is_asked_for_while_the_result_is_made_durable(t):
     out_fsync = first(lambda l: "fsync(" in l and "stdout.tmp" in l, ack or 0)
     poll = first(lambda l: "GET /next-job" in l, ack or 0)
     complete = first(lambda l: "POST /complete" in l, ack or 0)
-    order = [ack, poll, out_fsync, complete]
+    order = [ack, out_fsync, complete, poll]
     t.ok(None not in order and order == sorted(order),
-         f"POST /ack < GET /next-job < fsync(stdout.tmp) < POST /complete for the first job: {order}")
+         f"POST /ack < fsync(stdout.tmp) < POST /complete < GET /next-job for the first job: {order}")
     runs = sorted((r["started_at"], r["ended_at"] or float("inf")) for r in w.runs())
     t.ok(all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), f"one slot, one job at a time: {runs}")
 
@@ -750,6 +751,94 @@ def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
          "the job COMPLETED in its first attempt")
     t.eq([o["state"] for o in w.outbox(job_id)], ["accepted"], "its result recorded, then accepted")
     t.eq(cp.wait_job_state(second, "COMPLETED", timeout=15)["status"], "COMPLETED", "then the worker took new work")
+
+
+def heartbeat_seq(cp, worker_id):
+    status, workers = cp.admin("GET", "/workers")
+    return next((w.get("heartbeat_seq") or 0 for w in workers if w["worker_id"] == worker_id), 0) if status == 200 else 0
+
+
+@test
+def test_a_finishing_job_holds_its_slot_until_its_result_is_recorded(t):
+    """A job whose process has exited but whose outputs are still being finalized (here: copied to
+    a share that does not answer) still takes its slot: a one-slot worker claims no other job
+    meanwhile and says why in its STATUS=, and takes the next one once the result is recorded.
+    It used to ask for the next job at the exit, and to take job after job while the earlier
+    ones waited for their outputs."""
+    shared = os.path.join(t.tmp, "shared")
+    gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
+    first = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited}"])
+    job = wait_running_on(t, cp, first, "w1")
+    # The copy of stdout opens <share>/<job>/<assignment>/stdout.tmp: a FIFO there stalls it until
+    # the test opens it for reading, as a hung network share would.
+    where = os.path.join(shared, first, job["assignment_id"])
+    os.makedirs(where)
+    fifo = os.path.join(where, "stdout.tmp")
+    os.mkfifo(fifo)
+    second = submit(cp, command="true")
+    open(gate, "w").close()
+    t.wait_for(lambda: os.path.exists(exited), 10, "the first job's process to finish")
+    # The worker polls every 100ms when it may: three of its heartbeats (200ms apart) after the
+    # exit leave it time for several polls.
+    seq = heartbeat_seq(cp, "w1")
+    t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 10, "three more heartbeats from w1")
+    t.eq((cp.job(first)["status"], cp.job(second)["status"]), ("RUNNING", "PENDING"),
+         "the first job still held while it finishes, the second not claimed")
+    w.wait_status(lambda s: "1 job(s) finishing" in s and "no new work" in s, 5)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    t.cleanups.append(lambda: os.close(reader))
+    cp.wait_job_state(first, "COMPLETED", timeout=15)
+    cp.wait_job_state(second, "COMPLETED", timeout=15)
+    recorded = w.outbox(first)[0]["created_at"]
+    started = w.runs(second)[0]["started_at"]
+    t.ok(started >= recorded, f"the second job started ({started}) after the first one's result was recorded "
+                              f"({recorded})")
+
+
+@test
+def test_a_copy_to_a_hung_share_is_given_up_and_the_local_files_reported(t):
+    """A shared directory that does not answer holds a finished job only so long: past the copy's
+    deadline (four leases for a small output) the job completes in its first attempt with its
+    local files, durable and hashed before the copy began, and the reason. While that copy hangs
+    the next job's is not tried; once it has returned, copies are made again."""
+    shared = os.path.join(t.tmp, "shared")
+    gate = os.path.join(t.tmp, "gate")
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
+    first = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out"])
+    job = wait_running_on(t, cp, first, "w1")
+    where = os.path.join(shared, first, job["assignment_id"])
+    os.makedirs(where)
+    fifo = os.path.join(where, "stdout.tmp")
+    os.mkfifo(fifo)  # the copy's open() waits for a reader: a share that does not answer
+    open(gate, "w").close()
+    job = cp.wait_job_state(first, ["COMPLETED", "FAILED"], timeout=4 * LEASE + 10)
+    t.eq((job["status"], job["attempt_count"], job.get("artifact_upload_state")), ("COMPLETED", 1, "failed"),
+         "COMPLETED in its first attempt, the copy failed")
+    t.ok("did not finish within" in (job.get("artifact_upload_error") or ""),
+         f"the reason is given: {job.get('artifact_upload_error')}")
+    t.ok((job.get("stdout_path") or "").startswith(w.state_dir + "/"), f"the local stdout reported: {job.get('stdout_path')}")
+    if job.get("stdout_path") and os.path.exists(job["stdout_path"]):
+        t.eq(job.get("stdout_sha256"), sha256_file(job["stdout_path"]), "its checksum matches the local file")
+    t.eq(events_of(cp, first, "job.lost"), [], "never taken back")
+
+    second = submit(cp, command="echo", args=["two"])
+    job = cp.wait_job_state(second, ["COMPLETED", "FAILED"], timeout=2 * LEASE)
+    t.eq((job["status"], job.get("artifact_upload_state")), ("COMPLETED", "failed"),
+         "the next job COMPLETED at once, its copy not tried")
+    t.ok("has not returned" in (job.get("artifact_upload_error") or ""), f"and why: {job.get('artifact_upload_error')}")
+
+    # The share answers again: the hung copy goes on, fails (a FIFO cannot be fsynced) and removes
+    # its tmp file, the FIFO.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    t.cleanups.append(lambda: os.close(reader))
+    t.wait_for(lambda: not os.path.exists(fifo), 10, "the hung copy to return")
+    third = submit(cp, command="echo", args=["three"])
+    job = cp.wait_job_state(third, "COMPLETED")
+    t.eq(job.get("artifact_upload_state"), "uploaded", "copies are made again")
+    t.eq(job.get("stdout_path"), os.path.join(shared, third, job["assignment_id"], "stdout"), "to the share")
 
 
 if __name__ == "__main__":
