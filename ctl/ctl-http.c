@@ -82,8 +82,9 @@ static int load_token(const char *file, const char *env, char **ret, CtlError *e
         if (!isempty(file)) {
                 r = read_secret_file(file, ret);
                 if (r < 0)
-                        return ctl_error_set(e, r == -ENOENT || r == -EACCES ? r : -EINVAL,
-                                             "Failed to read token file %s: %s", file, strerror(-r));
+                        /* A missing file is a wrong argument (exit 2), not a missing job (4). */
+                        return ctl_error_set(e, r == -EACCES ? r : -EINVAL, "Failed to read token file %s: %s", file,
+                                             strerror(-r));
                 return 0;
         }
         v = getenv(env);
@@ -131,8 +132,37 @@ static int request_setup(HttpBackend *h, const char *method, const char *url, st
         return 0;
 }
 
+/* What a failed transfer means for the exit status: a URL this program cannot use is a wrong
+ * argument, an answer too large a failure, the rest an unreachable control plane. */
+static int perform_error(HttpBackend *h, CURLcode cc, const char *curl_error, CtlError *e) {
+        const char *why = *curl_error ? curl_error : curl_easy_strerror(cc);
+
+        switch (cc) {
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_URL_MALFORMAT:
+                return ctl_error_set(e, -EINVAL, "Cannot use --url=%s: %s (http:// or https:// only)", h->url, why);
+        case CURLE_WRITE_ERROR:
+                return ctl_error_set(e, -EFBIG, "The answer of %s is larger than %d MiB, or memory ran out.", h->url,
+                                     MAX_RESPONSE / (1024 * 1024));
+        default:
+                ctl_error_set(e, 0, "Failed to reach %s: %s", h->url, why);
+                return -ECONNREFUSED;
+        }
+}
+
+/* A 1xx or 3xx final answer (a redirect from a front proxy, say) did not do what was asked: it is
+ * no success. Redirects are not followed, since the token would go along. */
+static int unexpected_status(HttpBackend *h, long status, CtlError *e) {
+        const char *location = NULL;
+
+        (void) curl_easy_getinfo(h->curl, CURLINFO_REDIRECT_URL, &location);
+        return ctl_error_set(e, -EIO, "Unexpected answer from %s: HTTP %ld%s%s; check --url.", h->url, status,
+                             location ? ", redirected to " : "", strempty(location));
+}
+
 /* One request: method, path (with query), optional JSON body; *ret_body gets the parsed answer
- * (NULL when empty). Statuses >= 400 become negative errnos with the server's message. */
+ * (NULL when empty). Statuses >= 400 become negative errnos with the server's message, other
+ * statuses outside 2xx -EIO. */
 static int request(HttpBackend *h, const char *method, const char *path, json_object *body, const char *token,
                    long *ret_status, json_object **ret_body, CtlError *e) {
         _cleanup_free_ char *url = NULL, *token_header = NULL;
@@ -172,9 +202,7 @@ static int request(HttpBackend *h, const char *method, const char *path, json_ob
         curl_slist_free_all(headers);
         if (cc != CURLE_OK) {
                 free(resp.data);
-                ctl_error_set(e, 0, "Failed to reach %s: %s", h->url,
-                              *curl_error ? curl_error : curl_easy_strerror(cc));
-                return -ECONNREFUSED;
+                return perform_error(h, cc, curl_error, e);
         }
         curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
 
@@ -196,6 +224,8 @@ static int request(HttpBackend *h, const char *method, const char *path, json_ob
                         *ret_status = status;
                 return r;
         }
+        if (status < 200 || status >= 300)
+                return unexpected_status(h, status, e);
         if (ret_status)
                 *ret_status = status;
         if (parsed)
@@ -283,16 +313,32 @@ static int http_get_job(Backend *base, const char *job_id, json_object **ret, Ct
         return 0;
 }
 
+/* A 2xx answer without the field the contract promises comes from something else than a control
+ * plane (a --url that leads elsewhere): nothing is known to have been done. */
+static int expect_field(HttpBackend *h, json_object *resp, const char *path, const char *field, CtlError *e) {
+        if (resp && json_object_is_type(resp, json_type_object) && json_object_object_get_ex(resp, field, NULL))
+                return 0;
+        return ctl_error_set(e, -EBADMSG, "The answer of %s to %s has no '%s': is --url a control plane?", h->url, path,
+                             field);
+}
+
 static int http_abort(HttpBackend *h, const char *key, const char *id, const char *reason, json_object **ret,
                       CtlError *e) {
         _cleanup_json_ json_object *body = json_object_new_object();
+        _cleanup_json_ json_object *resp = NULL;
+        int r;
 
         if (!body)
                 return -ENOMEM;
         json_add_string(body, key, id);
         if (!isempty(reason))
                 json_add_string(body, "reason", reason);
-        return request(h, "POST", "/abort", body, h->admin_token, NULL, ret, e);
+        r = request(h, "POST", "/abort", body, h->admin_token, NULL, &resp, e);
+        if (r >= 0)
+                r = expect_field(h, resp, "/abort", "aborted_jobs", e);
+        if (r >= 0)
+                *ret = TAKE_PTR(resp);
+        return r;
 }
 
 /* The answer's reason is the one the jobs keep, the default the control plane made included. */
@@ -322,8 +368,9 @@ static int http_abort_worker(Backend *base, const char *worker_id, const char *r
         int r;
 
         r = http_abort((HttpBackend *) base, "worker_id", worker_id, reason, &resp, e);
-        if (r == -ENOENT) {
-                /* "Nothing to abort": the D-Bus API answers 0 for this, and so do we. */
+        if (r == -ENOENT && e && strncmp(e->message, "nothing to abort", strlen("nothing to abort")) == 0) {
+                /* The D-Bus API answers 0 for this, and so do we. Any other 404 (a --url whose
+                 * path leads to no such endpoint) stays an error. */
                 *ret_n = 0;
                 *ret_reason = NULL;
                 return 0;
@@ -365,7 +412,8 @@ static int http_drain(Backend *base, const char *worker_id, bool drain, CtlError
                 return -ENOMEM;
         json_add_string(body, "worker_id", worker_id);
         json_add_bool(body, "drain", drain);
-        return request(h, "POST", "/drain", body, h->admin_token, NULL, &resp, e);
+        int r = request(h, "POST", "/drain", body, h->admin_token, NULL, &resp, e);
+        return r < 0 ? r : expect_field(h, resp, "/drain", "draining", e);
 }
 
 /* POST /remove-worker {"worker_id"}: the HTTP twin of RemoveWorker. */
@@ -377,7 +425,8 @@ static int http_remove_worker(Backend *base, const char *worker_id, CtlError *e)
         if (!body)
                 return -ENOMEM;
         json_add_string(body, "worker_id", worker_id);
-        return request(h, "POST", "/remove-worker", body, h->admin_token, NULL, &resp, e);
+        int r = request(h, "POST", "/remove-worker", body, h->admin_token, NULL, &resp, e);
+        return r < 0 ? r : expect_field(h, resp, "/remove-worker", "status", e);
 }
 
 /* Reconciling and reloading are administration of the local host: the wire contract has no

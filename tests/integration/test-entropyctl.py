@@ -740,6 +740,68 @@ def test_remove_worker_forgets_an_offline_worker(t):
     t.eq(states(), {"w-gone-dbus": "ONLINE"}, "a removed worker that comes back registers again")
 
 
+class _NotAControlPlane:
+    """A loopback HTTP server that answers every request with one status and body: a front proxy's
+    redirect, or some other service that --url leads to by mistake."""
+
+    def __init__(self, t, status, body=b"", headers=()):
+        import http.server
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                outer.requests += 1
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        t.cleanups.append(lambda: (self.server.shutdown(), self.server.server_close()))
+
+
+@test
+def test_answers_that_did_not_do_the_work_are_not_success(t):
+    env = {"ENTROPY_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    def ctl(url, *args):
+        return t.run_cmd([binary("entropyctl"), "--no-pager", f"--url={url}"] + list(args), env=env)
+
+    moved = _NotAControlPlane(t, 301, headers=[("Location", "https://elsewhere.example/")])
+    for args in (["abort", "somejob"], ["abort", "--worker=w9"], ["drain", "w9"], ["remove-worker", "w9"]):
+        r = ctl(moved.url, *args)
+        t.eq(r.returncode, EXIT_FAILURE, f"{args} answered by a redirect: failure, exit 1")
+        t.ok("301" in r.stderr and "https://elsewhere.example/" in r.stderr,
+             f"{args}: the message names the status and where it leads: {r.stderr.strip()!r}")
+    t.ok(moved.requests >= 4, "the redirect was not followed (the token would go along)")
+    other = _NotAControlPlane(t, 200, b"<html>hello</html>")
+    for args in (["abort", "somejob"], ["abort", "--worker=w9"], ["drain", "w9"], ["remove-worker", "w9"]):
+        r = ctl(other.url, *args)
+        t.eq(r.returncode, EXIT_FAILURE, f"{args} answered 200 by something else: failure, exit 1")
+    bus, cp, dbus, http = setup(t)
+    r = ctl(cp.url + "/typo", "abort", "--worker=w1")
+    t.eq(r.returncode, EXIT_NOT_FOUND, "abort --worker on a --url with a wrong path: 404 is no '0 jobs aborted'")
+    r = ctl(cp.url, "abort", "--worker=nobody")
+    t.eq((r.returncode, r.stdout.strip() != ""), (EXIT_OK, True), "a worker holding nothing: 0 jobs aborted, exit 0")
+    r = t.run_cmd([binary("entropyctl"), f"--url={cp.url}", f"--token-file={t.tmp}/no-such-file", "list-jobs"])
+    t.eq(r.returncode, EXIT_USAGE, "a token file that does not exist is a usage error: 2, not 'no such job' (4)")
+    r = ctl("ftp://127.0.0.1:1", "list-jobs")
+    t.eq(r.returncode, EXIT_USAGE, "a --url scheme other than http(s): usage error 2, not unreachable (6)")
+
+
 if __name__ == "__main__":
     require_tool("dbus-daemon", "dbus-daemon")
     require_tool("busctl", "systemd")
