@@ -27,7 +27,7 @@ struct ClientRequest {
         ClientCallback cb;
         void *userdata;
         void (*destroy)(void *userdata);
-        usec_t sent_mono, sent_real;
+        usec_t sent_boot, sent_real;
         char errbuf[CURL_ERROR_SIZE];
         ClientRequest *prev, *next;
 };
@@ -101,7 +101,7 @@ static int curl_error_to_errno(CURLcode code) {
 static void request_finish(ClientRequest *req, CURLcode code) {
         _cleanup_json_ json_object *body = NULL;
         ClientReply reply = {
-                .sent_mono = req->sent_mono,
+                .sent_boot = req->sent_boot,
                 .sent_real = req->sent_real,
                 .received_real = now_realtime_usec(),
                 .raw = req->response ? req->response : "",
@@ -490,7 +490,9 @@ int client_request(Client *c, const char *method, const char *path, json_object 
                 request_free(req);
                 return r;
         }
-        req->sent_mono = now_monotonic_usec();
+        /* CLOCK_BOOTTIME, as the control plane counts leases: the monotonic clock stops while the
+         * host is suspended, and a lease counted on it would outlast the control plane's. */
+        req->sent_boot = now_boottime_usec();
         req->sent_real = now_realtime_usec();
         if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
                 curl_easy_cleanup(req->easy);

@@ -18,7 +18,7 @@ typedef struct ClientReply {
         const char *error_text;
         json_object *body;  /* parsed JSON body, or NULL (borrowed: valid during the callback) */
         const char *raw;    /* raw body text, NUL-terminated, possibly empty */
-        usec_t sent_mono;   /* CLOCK_MONOTONIC when the request was handed to curl */
+        usec_t sent_boot;   /* CLOCK_BOOTTIME when the request was handed to curl (leases count on it) */
         usec_t sent_real;   /* CLOCK_REALTIME of the same moment */
         usec_t received_real; /* CLOCK_REALTIME when the answer (or the failure) was complete */
 } ClientReply;

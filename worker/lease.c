@@ -14,7 +14,13 @@
  * Renewals are the claim itself (GET /next-job) and each heartbeat answered 200. Heartbeats go
  * out every heartbeat-interval whatever happens to other requests, several may be in flight when
  * the control plane is slow, and each carries a seq that is persisted and strictly increasing
- * across restarts. */
+ * across restarts.
+ *
+ * Leases are counted on CLOCK_BOOTTIME (the send times, lease_base, the lease timer), as the
+ * control plane counts them: CLOCK_MONOTONIC stops while the host is suspended, and after a
+ * suspend longer than the lease the worker would still have found time left on a lease the
+ * control plane had already taken back and given to another worker. The heartbeat timer is on
+ * it too, so that the first heartbeat after a shorter suspend goes out at once. */
 #include <errno.h>
 #include <string.h>
 #include <strings.h>
@@ -56,15 +62,26 @@ void lease_init(Run *r, const ClientReply *claim_reply) {
                         length = MIN((usec_t) left, length);
         }
         r->lease_length = MAX(length, 100 * USEC_PER_MSEC);
-        r->lease_base = claim_reply->sent_mono;
+        r->lease_base = claim_reply->sent_boot;
+}
+
+usec_t lease_stop_at(const Run *r) {
+        return r->lease_base + r->lease_length - lease_margin(r);
+}
+
+usec_t lease_kill_grace(const Run *r) {
+        /* Past the end itself (the host was suspended through it, the loop stalled): the control
+         * plane may have given the job to another worker already, and there is no grace left. */
+        if (now_boottime_usec() >= r->lease_base + r->lease_length)
+                return 0;
+        return MAX(r->lease_length / 10, 10 * USEC_PER_MSEC);
 }
 
 static int on_lease_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Run *r = userdata;
         char detail[256], span[64];
-        usec_t stop_at = r->lease_base + r->lease_length - lease_margin(r);
 
-        if (now_monotonic_usec() < stop_at) { /* renewed meanwhile */
+        if (now_boottime_usec() < lease_stop_at(r)) { /* renewed meanwhile */
                 lease_arm(r);
                 return 0;
         }
@@ -78,12 +95,12 @@ static int on_lease_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 void lease_arm(Run *r) {
-        usec_t stop_at = r->lease_base + r->lease_length - lease_margin(r);
+        usec_t stop_at = lease_stop_at(r);
         int k;
 
         if (!r->lease_timer) {
                 /* 1ms accuracy: the self-stop must land before the control plane's lease expiry. */
-                k = sd_event_add_time(r->worker->event, &r->lease_timer, CLOCK_MONOTONIC, stop_at, USEC_PER_MSEC,
+                k = sd_event_add_time(r->worker->event, &r->lease_timer, CLOCK_BOOTTIME, stop_at, USEC_PER_MSEC,
                                       on_lease_timer, r);
                 if (k < 0) {
                         log_error_errno(k, "Cannot arm the lease timer of job %s: %m", r->spec->job_id);
@@ -96,12 +113,12 @@ void lease_arm(Run *r) {
         (void) sd_event_source_set_enabled(r->lease_timer, SD_EVENT_ONESHOT);
 }
 
-void lease_renewed(Run *r, usec_t sent_mono, usec_t length) {
+void lease_renewed(Run *r, usec_t sent_boot, usec_t length) {
         /* A run stopping for another reason (timeout, hand-back) is still held and reported:
          * its lease goes on until its process is gone. One the lease stopped stays stopped. */
-        if (sent_mono <= r->lease_base || r->stop_reason == STOP_LEASE)
+        if (sent_boot <= r->lease_base || r->stop_reason == STOP_LEASE)
                 return;
-        r->lease_base = sent_mono;
+        r->lease_base = sent_boot;
         if (length > 0)
                 r->lease_length = MAX(length, 100 * USEC_PER_MSEC);
         lease_arm(r);
@@ -240,7 +257,7 @@ static void on_heartbeat(Client *c, const ClientReply *reply, void *userdata) {
                 for (size_t i = 0; i < call->n && !streq_ptr(status, "ignored"); i++) {
                         Run *r = find_assignment(w, call->jobs[i].job_id, call->jobs[i].assignment_id);
                         if (r)
-                                lease_renewed(r, reply->sent_mono, (usec_t) length_ms * USEC_PER_MSEC);
+                                lease_renewed(r, reply->sent_boot, (usec_t) length_ms * USEC_PER_MSEC);
                 }
                 handle_abort_signals(w, reply->body, call);
         } else if (reply->status == 409)
@@ -323,7 +340,15 @@ static int on_heartbeat_timer(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 void lease_start(Worker *w) {
+        int k;
+
         if (w->heartbeat_timer)
                 return;
-        (void) worker_arm_timer(w, &w->heartbeat_timer, 0, on_heartbeat_timer, w, "heartbeat");
+        k = sd_event_add_time_relative(w->event, &w->heartbeat_timer, CLOCK_BOOTTIME, 0, USEC_PER_MSEC,
+                                       on_heartbeat_timer, w);
+        if (k < 0) {
+                log_error_errno(k, "Cannot arm the heartbeat timer: %m");
+                return;
+        }
+        (void) sd_event_source_set_description(w->heartbeat_timer, "heartbeat");
 }

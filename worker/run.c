@@ -441,7 +441,7 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
         }
         /* A lease stop must be over before the lease ends, whatever the configured grace. */
         if (reason == STOP_LEASE)
-                grace = MIN(grace, MAX(r->lease_length / 10, 10 * USEC_PER_MSEC));
+                grace = MIN(grace, lease_kill_grace(r));
         if (r->phase == RUN_STOPPING && reason != STOP_ABORT) {
                 /* Already stopping (timeout, hand-back) when the lease is lost as well: the rest
                  * of that grace may outlast the lease, and the job may then run on next to its

@@ -99,7 +99,7 @@ typedef struct Run {
         unsigned ack_attempts;
 
         usec_t lease_length;
-        usec_t lease_base; /* CLOCK_MONOTONIC send time of the last call that renewed the lease */
+        usec_t lease_base; /* CLOCK_BOOTTIME send time of the last call that renewed the lease */
 
         /* From the process's exit, kept while its artifacts are finalized. */
         siginfo_t exit_info;
@@ -220,8 +220,14 @@ void run_record_again(Run *r);
 /* lease.c */
 void lease_start(Worker *w);
 void lease_init(Run *r, const ClientReply *claim_reply);
-void lease_renewed(Run *r, usec_t sent_mono, usec_t length); /* length 0: as it was */
-void lease_arm(Run *r);
+void lease_renewed(Run *r, usec_t sent_boot, usec_t length); /* length 0: as it was */
+/* When the worker starts stopping the run for its lease (CLOCK_BOOTTIME, as lease_base): a
+ * margin before a lease length from the sending of the last renewal that succeeded. */
+usec_t lease_stop_at(const Run *r);
+/* The SIGTERM-to-SIGKILL grace a lease stop may take: a tenth of the lease, none once the lease
+ * has run out (after a suspend). */
+usec_t lease_kill_grace(const Run *r);
+void lease_arm(Run *r); /* (re)arms the lease timer, on CLOCK_BOOTTIME, for lease_stop_at() */
 void lease_handle_abort_signals(Worker *w, json_object *body);
 
 /* wake.c */
