@@ -13,8 +13,8 @@
  *
  * Renewals are the claim itself (GET /next-job) and each heartbeat answered 200. Heartbeats go
  * out every heartbeat-interval whatever happens to other requests, several may be in flight when
- * the control plane is slow, and each carries a seq that is persisted and strictly increasing
- * across restarts.
+ * the control plane is slow, and each carries a seq that is strictly increasing across restarts
+ * (see lease_next_heartbeat_seq).
  *
  * Leases are counted on CLOCK_BOOTTIME (the send times, lease_base, the lease timer), as the
  * control plane counts them: CLOCK_MONOTONIC stops while the host is suspended, and after a
@@ -301,6 +301,68 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
         return o;
 }
 
+/* ---- heartbeat sequence numbers ---------------------------------------------------------- */
+
+/* Raises the replay buffer's heartbeat sequence to floor. Both fields are replay.h's, and raised
+ * together they keep their meaning there (every seq up to hb_seq_reserved may have been used): the
+ * next replay_next_heartbeat_seq() then reserves a durable block above floor. */
+static void heartbeat_seq_raise(Replay *rp, uint64_t floor) {
+        if (floor <= rp->hb_seq)
+                return;
+        rp->hb_seq = floor;
+        rp->hb_seq_reserved = MAX(rp->hb_seq_reserved, floor);
+}
+
+/* Seqs sent past a reservation that could not be written are on no disk. A restart starts above
+ * them from the realtime clock in milliseconds: heartbeats are at least 10ms apart
+ * (heartbeat-interval), so the clock moves on faster than the seqs do. The durable reservation
+ * still covers every other seq should the clock have been stepped back meanwhile. */
+void lease_seed_heartbeat_seq(Worker *w) {
+        heartbeat_seq_raise(w->replay, now_realtime_usec() / USEC_PER_MSEC);
+}
+
+static void heartbeat_seq_unreserved(Worker *w, int error) {
+        unsigned unlogged;
+
+        w->heartbeat_seq_retry = now_monotonic_usec() + worker_backoff(w, ++w->heartbeat_seq_failures);
+        if (!ratelimit_allow(&w->heartbeat_seq_log, USEC_PER_MINUTE, &unlogged))
+                return;
+        if (unlogged > 0)
+                log_error_errno(error,
+                                "Cannot persist the heartbeat sequence numbers: %m; heartbeats go on with numbers "
+                                "counted in memory (%u more failures since the last such message).",
+                                unlogged);
+        else
+                log_error_errno(error,
+                                "Cannot persist the heartbeat sequence numbers: %m; heartbeats go on with numbers "
+                                "counted in memory.");
+}
+
+uint64_t lease_next_heartbeat_seq(Worker *w) {
+        uint64_t seq;
+        int k;
+
+        /* After a failure the reservation is tried again after the error backoff, not with every
+         * heartbeat: on a full disk each try is one more failed write, and one more error. */
+        if (w->heartbeat_seq_failures == 0 || now_monotonic_usec() >= w->heartbeat_seq_retry) {
+                k = replay_next_heartbeat_seq(w->replay, &seq);
+                if (k >= 0) {
+                        if (w->heartbeat_seq_failures > 0)
+                                log_info("Heartbeat sequence numbers are persisted again.");
+                        w->heartbeat_seq_failures = 0;
+                        return seq;
+                }
+                heartbeat_seq_unreserved(w, k);
+        }
+        /* A full disk must not stop the heartbeats: every lease of the worker would lapse. Past
+         * the reservation, in memory: the next one that can be written covers this seq too, and a
+         * restart starts above it (lease_seed_heartbeat_seq). */
+        heartbeat_seq_raise(w->replay, w->replay->hb_seq + 1);
+        return w->replay->hb_seq;
+}
+
+/* ---- heartbeats ---------------------------------------------------------------------------- */
+
 static void heartbeat_send(Worker *w) {
         _cleanup_json_ json_object *body = NULL;
         HeartbeatCall *call;
@@ -310,11 +372,7 @@ static void heartbeat_send(Worker *w) {
 
         if (w->session != SESSION_READY || w->heartbeats_in_flight >= HEARTBEATS_IN_FLIGHT_MAX)
                 return;
-        k = replay_next_heartbeat_seq(w->replay, &seq);
-        if (k < 0) {
-                log_error_errno(k, "Cannot persist the heartbeat sequence number: %m");
-                return;
-        }
+        seq = lease_next_heartbeat_seq(w);
         call = calloc(1,
                       sizeof(*call) + MIN(worker_n_runs(w), (size_t) LIMIT_RECONNECT_ENTRIES) * sizeof(call->jobs[0]));
         if (!call)
@@ -344,6 +402,7 @@ void lease_start(Worker *w) {
 
         if (w->heartbeat_timer)
                 return;
+        lease_seed_heartbeat_seq(w);
         k = sd_event_add_time_relative(w->event, &w->heartbeat_timer, CLOCK_BOOTTIME, 0, USEC_PER_MSEC,
                                        on_heartbeat_timer, w);
         if (k < 0) {

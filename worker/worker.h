@@ -153,6 +153,9 @@ struct Worker {
         sd_event_source *heartbeat_timer;
         unsigned heartbeats_in_flight;
         RateLimit heartbeat_refused_log; /* refused heartbeats: a warning at most once a minute */
+        unsigned heartbeat_seq_failures; /* reservations failed in a row: seqs go on in memory */
+        usec_t heartbeat_seq_retry;      /* monotonic; the next reservation is tried from then */
+        RateLimit heartbeat_seq_log;     /* failed reservations: an error at most once a minute */
         usec_t last_contact; /* monotonic time of the last answer from the control plane */
 
         int wake_fds[WORKER_MAX_WAKE_FDS];
@@ -229,6 +232,14 @@ usec_t lease_stop_at(const Run *r);
 usec_t lease_kill_grace(const Run *r);
 void lease_arm(Run *r); /* (re)arms the lease timer, on CLOCK_BOOTTIME, for lease_stop_at() */
 void lease_handle_abort_signals(Worker *w, json_object *body);
+/* The next heartbeat seq, strictly increasing across restarts: the replay buffer's, reserved in
+ * durable blocks, or, while a reservation cannot be written (a full disk), counted on in memory
+ * past it, the reservation tried again after the error backoff (worker_backoff). */
+uint64_t lease_next_heartbeat_seq(Worker *w);
+/* Once per process, before the first heartbeat (lease_start does it): the sequence goes on from
+ * the realtime clock in milliseconds when that is ahead, above any seq an earlier process sent
+ * without a reservation. */
+void lease_seed_heartbeat_seq(Worker *w);
 
 /* wake.c */
 int wake_setup(Worker *w);

@@ -841,5 +841,47 @@ def test_a_copy_to_a_hung_share_is_given_up_and_the_local_files_reported(t):
     t.eq(job.get("stdout_path"), os.path.join(shared, third, job["assignment_id"], "stdout"), "to the share")
 
 
+def replay_meta(w, key):
+    rows = w._query("SELECT value FROM meta WHERE key = ?", (key,))
+    return int(rows[0]["value"]) if rows else None
+
+
+@test
+def test_heartbeats_go_on_when_their_sequence_cannot_be_reserved(t):
+    """Heartbeat seqs are reserved on disk a block of 1000 at a time. With the state directory
+    full that write fails, and the heartbeats used to stop at the end of the block: every lease of
+    the worker lapsed. They go on with seqs counted in memory, a running job keeps its lease across
+    the end of the block, and the reservation is written once there is room again."""
+    state = os.path.join(t.tmp, "w1-state")
+    small_tmpfs(t, state)
+    cp = t.control_plane()
+    # 10ms apart (the shortest heartbeat-interval), the heartbeats reach the end of a block in 10s or so.
+    w = WorkerProcess(t, cp, "w1", state_dir=state, options={"heartbeat-interval": "10ms"}).start()
+    gate = os.path.join(t.tmp, "gate")
+    job_id = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    held = wait_running_on(t, cp, job_id, "w1")
+    filler = os.path.join(state, "filler")
+    t.require(fill_file_system(filler) > 0, "the state directory's file system filled up")
+    reserved = replay_meta(w, "heartbeat_seq_reserved")
+    t.wait_for(lambda: heartbeat_seq(cp, "w1") > reserved, 60, f"a heartbeat past the reservation ({reserved})",
+               lambda: f"heartbeat_seq {heartbeat_seq(cp, 'w1')}; {w.log_tail(3)}")
+    crossed = time.time()
+    t.ok("Cannot persist the heartbeat sequence numbers" in w.log_text(), "the reservation failed")
+    t.eq(replay_meta(w, "heartbeat_seq_reserved"), reserved, "and was not written")
+    t.wait_for(lambda: cp.job(job_id)["assignment_expires_at"] > crossed + LEASE, 3 * LEASE,
+               "a renewal of the job's lease a lease length after the end of the reservation")
+    job = cp.job(job_id)
+    t.eq((job["status"], job["assignment_id"]), ("RUNNING", held["assignment_id"]),
+         "the job is still RUNNING in its first assignment")
+
+    os.unlink(filler)
+    w.wait_log("Heartbeat sequence numbers are persisted again.")
+    t.ok(replay_meta(w, "heartbeat_seq_reserved") > heartbeat_seq(cp, "w1"),
+         "the reservation written covers the seqs sent meanwhile")
+    open(gate, "w").close()
+    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
+    t.eq((job["status"], job["attempt_count"]), ("COMPLETED", 1), "the job COMPLETED in its first attempt")
+
+
 if __name__ == "__main__":
     run()

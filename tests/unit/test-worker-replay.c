@@ -1,16 +1,18 @@
 /* test-worker-replay.c: the replay buffer: results committed before they are sent (they survive
  * a crash right after), delivery order, resolution, sequence numbers that only go up across
- * restarts, the nonce kept forever, run records, and which commits are fsynced (lazy run records
- * and resolves, durable results). */
+ * restarts (also when their reservation cannot be written: lease.c), the nonce kept forever, run
+ * records, and which commits are fsynced (lazy run records and resolves, durable results). */
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "json-util.h"
 #include "macro.h"
 #include "replay.h"
 #include "tap.h"
 #include "time-util.h"
+#include "worker.h"
 
 static char dir[] = "/tmp/entropy-test-replay-XXXXXX";
 static char db[256];
@@ -55,6 +57,75 @@ static void test_heartbeat_seq_increases_across_restarts(void) {
                 replay_close(r); /* like a crash: nothing is written at close */
         }
         ok(increasing, "heartbeat seq strictly increasing across 3 restarts (last %llu)", (unsigned long long) last);
+}
+
+/* What a full disk does to a reservation: the write fails (here the connection is made
+ * read-only). */
+static void refuse_writes(Replay *r, bool refuse) {
+        if (sqlite3_exec(r->db, refuse ? "PRAGMA query_only = 1" : "PRAGMA query_only = 0", NULL, NULL, NULL) !=
+            SQLITE_OK)
+                tap_bail("PRAGMA query_only");
+}
+
+/* Heartbeats are at least 10ms apart (heartbeat-interval); the seqs sent without a reservation
+ * rely on it across a restart. */
+static uint64_t next_heartbeat_seq_paced(Worker *w) {
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+        return lease_next_heartbeat_seq(w);
+}
+
+/* A reservation that cannot be written (a full disk) used to stop the heartbeats, and with them
+ * the renewal of every lease of the worker. Their seqs go on in memory past it, strictly
+ * increasing; a restart before a reservation is written again starts above them, and the next
+ * one that can be written covers them all. */
+static void test_heartbeat_seq_goes_on_when_the_reservation_fails(void) {
+        Worker w = {}, w2 = {};
+        Replay *r3 = NULL;
+        uint64_t last = 0, s;
+        bool increasing = true;
+
+        if (replay_open(db, &w.replay) < 0)
+                tap_bail("open");
+        lease_seed_heartbeat_seq(&w);
+        refuse_writes(w.replay, true);
+        /* To the end of what is reserved (nothing, after the seed), then past it. */
+        for (int i = 0; i <= REPLAY_SEQ_BLOCK && w.heartbeat_seq_failures == 0; i++) {
+                s = lease_next_heartbeat_seq(&w);
+                increasing = increasing && s > last;
+                last = s;
+        }
+        for (int i = 0; i < 3; i++) {
+                s = next_heartbeat_seq_paced(&w);
+                increasing = increasing && s > last;
+                last = s;
+        }
+        ok(increasing && w.heartbeat_seq_failures > 0, "seqs go on, strictly increasing, while reservations fail");
+        replay_close(w.replay); /* a crash: nothing more is written */
+
+        if (replay_open(db, &w2.replay) < 0)
+                tap_bail("open");
+        lease_seed_heartbeat_seq(&w2);
+        s = lease_next_heartbeat_seq(&w2);
+        ok(s > last, "a restart starts above every seq sent without a reservation (%llu > %llu)",
+           (unsigned long long) s, (unsigned long long) last);
+        last = s;
+        refuse_writes(w2.replay, true);
+        for (int i = 0; i < REPLAY_SEQ_BLOCK + 5; i++) { /* across a reservation boundary */
+                s = lease_next_heartbeat_seq(&w2);
+                increasing = increasing && s > last;
+                last = s;
+        }
+        ok(increasing && w2.heartbeat_seq_failures > 0, "and across a reservation that fails");
+        refuse_writes(w2.replay, false);
+        s = lease_next_heartbeat_seq(&w2);
+        ok(s > last && w2.heartbeat_seq_failures == 0, "the reservation is tried again and written once it can be");
+        last = s;
+        replay_close(w2.replay);
+        if (replay_open(db, &r3) < 0)
+                tap_bail("open");
+        ok(r3->hb_seq >= last, "the reservation written covers every seq sent (%llu >= %llu)",
+           (unsigned long long) r3->hb_seq, (unsigned long long) last);
+        replay_close(r3);
 }
 
 static void test_results_are_ordered_and_resolved(void) {
@@ -251,6 +322,7 @@ int main(void) {
         snprintf(db, sizeof(db), "%s/worker.db", dir);
         test_nonce_is_kept_forever();
         test_heartbeat_seq_increases_across_restarts();
+        test_heartbeat_seq_goes_on_when_the_reservation_fails();
         test_results_are_ordered_and_resolved();
         test_result_survives_kill_right_after_commit();
         test_run_records_and_orphans();
