@@ -499,7 +499,9 @@ def test_unrenewable_lease_stops_job_before_reassignment(t):
     cp = t.control_plane()
     log = os.path.join(t.tmp, "runs.log")
     a = WorkerProcess(t, cp, "wa").start()
-    job_id = submit(cp, timed_job(log, 1.5), max_attempts=5)
+    # Three lease lengths: the job must still run when the lease stop comes, however long the
+    # second worker takes to start on a loaded machine.
+    job_id = submit(cp, timed_job(log, 3 * LEASE), max_attempts=5)
     wait_running_on(t, cp, job_id, "wa")
     b = WorkerProcess(t, cp, "wb").start()
     with paused(cp):
