@@ -68,7 +68,7 @@ static const ConfOption control_options[] = {
          "Largest HTTP request body accepted; larger ones get 413", 1024, 64 * 1024 * 1024},
         {"max-connections", 0, CONF_INT, S(max_connections), "1024", "N", "Most HTTP connections served at once", 1,
          65536},
-        {"max-connections-per-ip", 0, CONF_INT, S(max_connections_per_ip), "256", "N",
+        {"max-connections-per-ip", 0, CONF_INT, S(max_connections_per_ip), "128", "N",
          "Most HTTP connections from one address at once; 0 means no limit", 0, 65536},
         {"user-bus", 0, CONF_BOOL, S(user_bus), "no", NULL,
          "Serve the D-Bus API on the session bus instead of the system bus (development)", 0, 0},
@@ -80,6 +80,9 @@ static const ConfOption control_options[] = {
          "Group whose members may change things over D-Bus (others need polkit)", 0, 0},
         {"http-connection-timeout", 0, CONF_TIMESPAN, S(http_connection_timeout), "30s", "SPAN",
          "Idle or stalled HTTP connections are closed after this", 0, 0},
+        /* HTTP_REQUEST_TIMEOUT_DEFAULT_USEC (http-server.h) says why 15s. */
+        {"http-request-timeout", 0, CONF_TIMESPAN, S(http_request_timeout), "15s", "SPAN",
+         "A request's headers and body must arrive within this, or its connection is closed", 0, 0},
         {"tls-certificate", 0, CONF_STRING, S(tls_certificate), NULL, "FILE",
          "PEM certificate chain: serve HTTPS (with --tls-key); reloaded on SIGHUP", 0, 0},
         {"tls-key", 0, CONF_STRING, S(tls_key), NULL, "FILE", "PEM private key of --tls-certificate", 0, 0},
@@ -157,6 +160,9 @@ static int check_security(const ControlSettings *s) {
                 return log_error_errno(-EINVAL, "--signed-token-max-lifetime must be above 0 and at most a day.");
         if (s->http_connection_timeout < USEC_PER_SEC || s->http_connection_timeout > USEC_PER_HOUR)
                 return log_error_errno(-EINVAL, "--http-connection-timeout must be between 1s and 1h.");
+        /* No "off": without it, a client sending a byte now and then holds a connection forever. */
+        if (s->http_request_timeout < USEC_PER_SEC || s->http_request_timeout > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--http-request-timeout must be between 1s and 1h.");
         return 0;
 }
 

@@ -69,6 +69,7 @@ typedef struct ControlSettings {
         usec_t token_clock_skew;    /* tolerance on a signed token's expiry, either way */
         usec_t signed_token_max_lifetime; /* signed tokens expiring later than now + this are refused */
         usec_t http_connection_timeout;   /* idle (or stalled) HTTP connections are closed after this */
+        usec_t http_request_timeout;      /* a request not in whole this long has its connection closed */
 } ControlSettings;
 
 typedef struct ControlCounters {

@@ -13,7 +13,13 @@
  * not yet durable has its response held: MHD_suspend_connection() in request_finish(), and
  * MHD_resume_connection() from http_server_release_held() once the batch's COMMIT is done
  * (MHD_ALLOW_SUSPEND_RESUME is on, and a resume wakes the loop through MHD's ITC, which sits in
- * the epoll set we watch); MHD then calls on_request() again and the response goes out. */
+ * the epoll set we watch); MHD then calls on_request() again and the response goes out.
+ *
+ * Request deadline: libmicrohttpd's connection timeout measures idleness only, so a client sending
+ * a byte now and then would keep a connection (and, a few of them, every connection) forever. Each
+ * connection therefore has a deadline by which its request must be in whole (see
+ * HttpServerConfig.request_timeout_usec); one timer cuts those past it with shutdown(), which MHD
+ * then sees as the client going away and cleans up as it does any closed connection. */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -54,6 +60,7 @@ struct HttpServer {
         HttpTls *tls; /* NULL: plain HTTP */
 
         unsigned n_connections;
+        unsigned max_connections; /* 0: the library's default */
         unsigned n_in_flight;
 
         bool draining;
@@ -65,7 +72,24 @@ struct HttpServer {
 
         HttpHoldHooks hold;             /* group commit: see http_server_set_hold_hooks() */
         struct RequestState *held;      /* requests whose responses wait for a commit */
+
+        /* Request deadline: every open connection, and the timer for the earliest deadline. */
+        usec_t request_timeout;
+        usec_t idle_timeout; /* MHD's connection timeout; 0: none */
+        struct ConnectionState *connections;
+        sd_event_source *deadline_timer;
 };
+
+/* One connection, from its accept to its close (MHD's socket context). */
+typedef struct ConnectionState {
+        HttpServer *server;
+        int fd; /* MHD's; open until after MHD_CONNECTION_NOTIFY_CLOSED, which frees this */
+        /* When the request being received must be in; USEC_INFINITY while the answer is ours to
+         * give (dispatched, held for a commit, streamed) or once cut. */
+        usec_t deadline;
+        bool cut;
+        struct ConnectionState *prev, *next;
+} ConnectionState;
 
 /* One request, from its headers to the end of its response (MHD's *con_cls). */
 typedef struct RequestState {
@@ -409,6 +433,149 @@ static int request_verify_peer(HttpServer *s, struct MHD_Connection *conn, HttpR
         return 0;
 }
 
+/* ---- request deadline ----------------------------------------------------------------------- */
+
+/* A cut a quarter of a second late does no harm; sharing the loop's other wake-ups helps. */
+#define DEADLINE_ACCURACY_USEC (250 * USEC_PER_MSEC)
+
+static usec_t server_now(HttpServer *s) {
+        usec_t now;
+
+        if (sd_event_now(s->event, CLOCK_MONOTONIC, &now) < 0)
+                now = now_monotonic_usec();
+        return now;
+}
+
+/* Makes the timer fire no later than `when`. Most new deadlines are later than the one armed: the
+ * sweep that one runs finds them, so the timer moves only when a deadline comes before it. */
+static void deadline_timer_arm(HttpServer *s, usec_t when) {
+        usec_t armed;
+        int enabled, r;
+
+        if (!s->deadline_timer)
+                return;
+        if (sd_event_source_get_enabled(s->deadline_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF &&
+            sd_event_source_get_time(s->deadline_timer, &armed) >= 0 && armed <= when)
+                return;
+        r = sd_event_source_set_time(s->deadline_timer, when);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->deadline_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the HTTP request deadline, stalled requests may hold "
+                                     "their connections: %m");
+}
+
+static ConnectionState *connection_state(struct MHD_Connection *conn) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+        /* NULL once on_connection() has freed it (its CLOSED notice clears the context). */
+        return ci ? ci->socket_context : NULL;
+}
+
+/* The connection waits for a request that must be in whole by `deadline`. */
+static void connection_expect_request(ConnectionState *c, usec_t deadline) {
+        c->deadline = deadline;
+        deadline_timer_arm(c->server, deadline);
+}
+
+/* The request on conn is in whole: from now on its connection waits for us, not for the client,
+ * however long its answer takes (a group commit, an event stream). */
+static void connection_request_in(struct MHD_Connection *conn) {
+        ConnectionState *c = connection_state(conn);
+
+        if (c)
+                c->deadline = USEC_INFINITY;
+}
+
+/* The answer is out and the connection stays open for the next request. Its first byte may come
+ * as late as the idle timeout allows (which MHD enforces), and the rest within the request
+ * timeout of that; the server does not see that first byte, so it allows for both. */
+static void connection_answered(HttpServer *s, struct MHD_Connection *conn) {
+        ConnectionState *c = connection_state(conn);
+
+        if (c && !c->cut)
+                connection_expect_request(c, server_now(s) + s->idle_timeout + s->request_timeout);
+}
+
+/* Shuts the socket down both ways. MHD, which watches it, reads the end of input at its next run
+ * and closes and frees the connection as for any client that went away: the fd stays MHD's and
+ * open until then, and nothing of MHD's is touched from here. */
+static void connection_cut(ConnectionState *c) {
+        if (shutdown(c->fd, SHUT_RDWR) < 0)
+                log_debug_errno(-errno, "Failed to shut down a stalled HTTP connection: %m");
+        c->deadline = USEC_INFINITY;
+        c->cut = true;
+}
+
+static int on_deadline(sd_event_source *src, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+        usec_t now = server_now(s), next = USEC_INFINITY;
+        char span[64];
+        unsigned n = 0;
+
+        for (ConnectionState *c = s->connections; c; c = c->next)
+                if (c->deadline <= now) {
+                        connection_cut(c);
+                        n++;
+                } else
+                        next = MIN(next, c->deadline);
+        if (n > 0)
+                log_info("Closed %u HTTP connection(s) whose request was not in whole within %s.", n,
+                         format_timespan(span, sizeof(span), s->request_timeout));
+        if (next != USEC_INFINITY)
+                deadline_timer_arm(s, next);
+        return 0;
+}
+
+static void connection_opened(HttpServer *s, struct MHD_Connection *conn, void **socket_context) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        ConnectionState *c;
+        int one = 1;
+
+        s->n_connections++;
+        if (!ci)
+                return;
+        /* Small request/response exchanges otherwise stall on delayed ACKs. */
+        if (setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+                log_debug_errno(-errno, "Failed to set TCP_NODELAY on a connection: %m");
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                /* Without a deadline a client could hold it forever: it is not served. */
+                (void) log_oom();
+                (void) shutdown(ci->connect_fd, SHUT_RDWR);
+                return;
+        }
+        *c = (ConnectionState){.server = s, .fd = ci->connect_fd, .next = s->connections};
+        if (s->connections)
+                s->connections->prev = c;
+        s->connections = c;
+        *socket_context = c;
+        connection_expect_request(c, server_now(s) + s->request_timeout);
+}
+
+static void connection_closed(HttpServer *s, void **socket_context) {
+        ConnectionState *c = *socket_context;
+
+        /* At its connection limit MHD takes the listening socket out of its epoll set, and puts it
+         * back only at the start of a later run: one is needed now, or the clients waiting in the
+         * backlog wait for whatever timer comes next (none, with no connection left). */
+        if (s->wake_source && (s->max_connections == 0 || s->n_connections >= s->max_connections))
+                http_server_wake(s);
+        if (s->n_connections > 0)
+                s->n_connections--;
+        if (!c)
+                return;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->connections = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        free(c);
+        /* MHD may still ask for it (MHD_CONNECTION_INFO_SOCKET_CONTEXT) on the way out. */
+        *socket_context = NULL;
+}
+
 /* ---- group commit: responses held until their changes are durable ------------------------- */
 
 static void held_unlink(HttpServer *s, RequestState *st) {
@@ -553,7 +720,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 st->server = s;
                 *con_cls = st;
                 s->n_in_flight++;
-                return request_begin(s, st, conn, url, method);
+                enum MHD_Result ret = request_begin(s, st, conn, url, method);
+                if (st->refused) /* answered without its body */
+                        connection_request_in(conn);
+                return ret;
         }
         if (st->holding)
                 /* Resumed by http_server_release_held(): its batch is decided. */
@@ -579,6 +749,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 *upload_data_size = 0;
                 return r < 0 ? MHD_NO : MHD_YES;
         }
+        connection_request_in(conn);
         if (st->too_large)
                 return refuse_too_large(s, conn);
         return request_finish(s, st, conn, url, method);
@@ -589,6 +760,8 @@ static void on_request_completed(void *cls, struct MHD_Connection *conn, void **
         HttpServer *s = cls;
         RequestState *st = *con_cls;
 
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                connection_answered(s, conn);
         if (!st)
                 return;
         if (st->holding) {
@@ -606,16 +779,10 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode toe) {
         HttpServer *s = cls;
 
-        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-                int one = 1;
-
-                s->n_connections++;
-                /* Small request/response exchanges otherwise stall on delayed ACKs. */
-                if (ci && setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-                        log_debug_errno(-errno, "Failed to set TCP_NODELAY on a connection: %m");
-        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && s->n_connections > 0)
-                s->n_connections--;
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+                connection_opened(s, conn, socket_context);
+        else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+                connection_closed(s, socket_context);
 }
 
 _printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap) {
@@ -841,6 +1008,11 @@ static int server_attach(HttpServer *s) {
         if (r < 0)
                 return log_error_errno(r, "Failed to add the HTTP timer: %m");
         (void) sd_event_source_set_description(s->timer_source, "http-timer");
+        r = sd_event_add_time(s->event, &s->deadline_timer, CLOCK_MONOTONIC, USEC_INFINITY, DEADLINE_ACCURACY_USEC,
+                              on_deadline, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the HTTP request deadline timer: %m");
+        (void) sd_event_source_set_description(s->deadline_timer, "http-request-deadline");
         /* A defer source, not the timer set to "now": every group commit resumes connections, and
          * moving the timer there and back cost two timerfd_settime() per batch. */
         r = sd_event_add_defer(s->event, &s->wake_source, on_wake, s);
@@ -868,6 +1040,9 @@ int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispa
         s->dispatch = dispatch;
         s->userdata = userdata;
         s->max_body_size = cfg->max_body_size;
+        s->max_connections = cfg->max_connections;
+        s->request_timeout = cfg->request_timeout_usec ?: HTTP_REQUEST_TIMEOUT_DEFAULT_USEC;
+        s->idle_timeout = (usec_t) cfg->connection_timeout_sec * USEC_PER_SEC;
         if (cfg->tls) {
                 r = http_tls_new(cfg->tls, &s->tls);
                 if (r < 0)
@@ -993,9 +1168,17 @@ HttpServer *http_server_free(HttpServer *s) {
         s->wake_source = sd_event_source_disable_unref(s->wake_source);
         s->drain_timer = sd_event_source_disable_unref(s->drain_timer);
         s->drain_defer = sd_event_source_disable_unref(s->drain_defer);
-        /* Closes every connection; on_request_completed() frees what each request still held. */
+        s->deadline_timer = sd_event_source_disable_unref(s->deadline_timer);
+        /* Closes every connection; on_request_completed() frees what each request still held,
+         * on_connection() what each connection did. */
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);
+        /* None should be left; if MHD skipped a notice, free the rest rather than leak it. */
+        while (s->connections) {
+                ConnectionState *c = s->connections;
+                s->connections = c->next;
+                free(c);
+        }
         http_tls_free(s->tls); /* after MHD: no handshake can call for the credentials any more */
         sd_event_unref(s->event);
         free(s);

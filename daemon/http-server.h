@@ -91,6 +91,11 @@ typedef struct HttpServer HttpServer;
  * 0; a negative return becomes a 500 JSON error. */
 typedef int (*HttpDispatch)(void *userdata, const HttpRequest *req, HttpResponse *resp);
 
+/* Above the worker's own 10 s limit on a request, so nothing a worker still waits for is cut;
+ * half the default lease, so that a server filled with stalled connections takes workers in again
+ * well before their leases lapse. */
+#define HTTP_REQUEST_TIMEOUT_DEFAULT_USEC (15 * UINT64_C(1000000))
+
 typedef struct HttpServerConfig {
         const char *listen;              /* ADDR:PORT or [ADDR6]:PORT, bound when no socket is passed */
         int listen_fd;                   /* an already listening socket (socket activation), or -1 */
@@ -98,6 +103,13 @@ typedef struct HttpServerConfig {
         unsigned max_connections;        /* 0: the library's default */
         unsigned max_connections_per_ip; /* 0: no limit */
         unsigned connection_timeout_sec; /* idle connections are closed after this */
+        /* A request's line, headers and body must all be in within this, counted from the
+         * connection's accept, or on a kept-alive connection from the previous answer's end plus
+         * connection_timeout_sec (the most the client may idle before its next request starts).
+         * Else the connection is closed: the idle timeout alone lets a client that sends a byte
+         * now and then hold a connection forever. Requests that are in (answers being dispatched,
+         * held for a commit, or streamed) are never cut. 0: HTTP_REQUEST_TIMEOUT_DEFAULT_USEC. */
+        uint64_t request_timeout_usec;
         size_t connection_memory_limit;  /* per-connection buffer: bounds the request line + headers */
         /* HTTPS when set (http-tls.h): certificate, key, priorities and the client CA that turns
          * client-certificate checking on. NULL serves plain HTTP. */
