@@ -140,6 +140,7 @@ static int control_http_start(Control *c) {
                 .max_connections = (unsigned) c->settings.max_connections,
                 .max_connections_per_ip = (unsigned) c->settings.max_connections_per_ip,
                 .connection_timeout_sec = (unsigned) (c->settings.http_connection_timeout / USEC_PER_SEC),
+                .request_timeout_usec = c->settings.http_request_timeout,
                 .connection_memory_limit = HTTP_CONNECTION_MEMORY_LIMIT,
                 .tls = control_tls_config(c, &tls),
         };
@@ -249,6 +250,7 @@ static void settings_keep_restart_only(ControlSettings *cur, ControlSettings *fr
         fresh->max_connections = cur->max_connections;
         fresh->max_connections_per_ip = cur->max_connections_per_ip;
         fresh->http_connection_timeout = cur->http_connection_timeout;
+        fresh->http_request_timeout = cur->http_request_timeout;
         settings_keep_tls(cur, fresh);
 }
 

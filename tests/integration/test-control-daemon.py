@@ -21,8 +21,8 @@ OPTION_NAMES = [
     "retry-jitter", "aging-window", "max-retry-jobs-per-worker", "preempt-priority-floor", "preempt-backlog",
     "job-retention-days", "event-retention-days", "worker-retention-days", "retention-interval", "max-body-size",
     "max-connections",
-    "max-connections-per-ip", "user-bus", "http-connection-timeout", "tls-certificate", "tls-key",
-    "tls-priorities", "tls-client-ca", "tls-bind-worker-id", "require-signed-worker-tokens", "token-clock-skew",
+    "max-connections-per-ip", "user-bus", "http-connection-timeout", "http-request-timeout", "tls-certificate",
+    "tls-key", "tls-priorities", "tls-client-ca", "tls-bind-worker-id", "require-signed-worker-tokens", "token-clock-skew",
     "signed-token-max-lifetime", "wake-interval",
 ]
 

@@ -18,7 +18,7 @@ import threading
 import time
 
 from entropy_test import (ADMIN_TOKEN, TIME_SCALE, WORKER_TOKEN, Http, binary, content_length, exchange, mhd_refusal,
-                          run, test, todo)
+                          run, test)
 from signed_token import make_token
 
 
@@ -331,7 +331,6 @@ def test_a_full_server_takes_the_next_client_once_a_connection_closes(t):
     t.ok(waited < 1.0 * TIME_SCALE, f"at once ({waited:.2f}s after they closed)")
 
 
-@todo("daemon/control-main.c does not hand --http-request-timeout to the HTTP server yet")
 @test
 def test_http_request_timeout_sets_the_deadline(t):
     """--http-request-timeout replaces the 15 s default: tricklers are cut at 4 s."""
