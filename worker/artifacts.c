@@ -140,13 +140,32 @@ void artifacts_discard(ArtifactSet *a) {
         }
 }
 
+/* Past max (see artifacts.h): cut to it, before the fsync, which then writes out none of what
+ * is cut. Through the descriptor the job was given: its file, whatever the job did to the name. */
+static int stream_cut(ArtifactStream *s, uint64_t max) {
+        struct stat st;
+
+        if (max == 0)
+                return 0;
+        if (fstat(s->fd, &st) < 0)
+                return -errno;
+        if ((uint64_t) st.st_size <= max)
+                return 0;
+        if (ftruncate(s->fd, (off_t) max) < 0)
+                return -errno;
+        s->cut_from = (uint64_t) st.st_size;
+        return 0;
+}
+
 /* The content on disk, then the descriptor closed: the job is over, nothing writes any more. */
-static int stream_sync(ArtifactStream *s) {
+static int stream_sync(ArtifactStream *s, uint64_t max) {
         int r;
 
         if (s->fd < 0)
                 return 0; /* done by an earlier, interrupted finalize */
-        r = fsync(s->fd) < 0 ? -errno : 0;
+        r = stream_cut(s, max);
+        if (r >= 0 && fsync(s->fd) < 0)
+                r = -errno;
         close(s->fd);
         s->fd = -EBADF;
         return r;
@@ -159,11 +178,15 @@ static int stream_rename(ArtifactStream *s) {
         return 0;
 }
 
-static int stream_checksum(ArtifactStream *s) {
+static int stream_checksum(ArtifactStream *s, uint64_t max) {
         struct stat st;
 
         if (stat(s->path, &st) < 0)
                 return -errno;
+        /* Grown again since it was cut (something of the job's still writing), or never cut (an
+         * earlier finalize failed): never hashed whole. */
+        if (max > 0 && (uint64_t) st.st_size > max)
+                return -EFBIG;
         s->size = (uint64_t) st.st_size;
         if (s->size == 0) /* most jobs write nothing to one of them: no need to open it */
                 return sha256_hex("", 0, s->sha256);
@@ -181,7 +204,7 @@ int artifacts_finalize(ArtifactSet *a) {
         if (a->finalized)
                 return 0;
         for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
-                r = stream_sync(ss[i]);
+                r = stream_sync(ss[i], a->max_size);
                 if (r < 0)
                         return r;
         }
@@ -196,7 +219,7 @@ int artifacts_finalize(ArtifactSet *a) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < ELEMENTSOF(ss); i++) {
-                r = stream_checksum(ss[i]);
+                r = stream_checksum(ss[i], a->max_size);
                 if (r < 0)
                         return r;
         }
@@ -210,6 +233,36 @@ int artifacts_finalize(ArtifactSet *a) {
                 return -ENOMEM;
         a->finalized = true;
         return 0;
+}
+
+/* Appends "<name> <text>" to buf (size bytes), after "; " when buf already says something. */
+static void limit_note(char *buf, size_t size, const char *name, const char *text) {
+        size_t n = strnlen(buf, size);
+        if (n + 1 < size)
+                snprintf(buf + n, size - n, "%s%s %s", n > 0 ? "; " : "", name, text);
+}
+
+int artifacts_output_limit_error(const ArtifactSet *a, bool sigxfsz, const char *how, char *buf, size_t size) {
+        const ArtifactStream *ss[] = { &a->out, &a->err };
+        const char *names[] = { "stdout", "stderr" };
+        char what[512] = "", text[160];
+
+        if (a->max_size == 0 || size == 0)
+                return 0;
+        snprintf(text, sizeof(text), "exceeded max-output-size (%llu bytes): cut to its first %llu bytes",
+                 (unsigned long long) a->max_size, (unsigned long long) a->max_size);
+        for (size_t i = 0; i < ELEMENTSOF(ss); i++)
+                if (ss[i]->cut_from > 0)
+                        limit_note(what, sizeof(what), names[i], text);
+        if (!*what && sigxfsz) {
+                snprintf(text, sizeof(text), "tried to make a file larger than max-output-size (%llu bytes)",
+                         (unsigned long long) a->max_size);
+                limit_note(what, sizeof(what), "the job", text);
+        }
+        if (!*what)
+                return 0;
+        snprintf(buf, size, "%s%s%s", what, how ? ": " : "", strempty(how));
+        return 1;
 }
 
 /* Copies src to dst via dst.tmp, fsyncing before the rename: a reader never sees a partial file

@@ -114,6 +114,10 @@ struct Executor {
         int keeper_fd;
         char **keeper_env;
         pid_t keeper_pid;
+        int keeper_status; /* wait status of the last one stopped; -1: none or unknown */
+        /* The version we speak to it (keeper-protocol.h): lowered once when it is older than we
+         * are, and kept, since every one started again is the same program. */
+        uint32_t protocol;
         int sock; /* our end of the socket pair */
         sd_event_source *watch;
         KeeperGroups groups;
@@ -122,9 +126,9 @@ struct Executor {
 };
 
 static const char *const spawn_steps[_KEEPER_STEP_MAX] = {
-        [KEEPER_STEP_SETPGID] = "setpgid", [KEEPER_STEP_PRCTL] = "prctl",     [KEEPER_STEP_STDIO] = "stdio",
-        [KEEPER_STEP_CHDIR] = "chdir",     [KEEPER_STEP_EXECVE] = "execve",   [KEEPER_STEP_SIGMASK] = "sigmask",
-        [KEEPER_STEP_FORK] = "fork",       [KEEPER_STEP_REQUEST] = "keeper",
+        [KEEPER_STEP_SETPGID] = "setpgid", [KEEPER_STEP_PRCTL] = "prctl",    [KEEPER_STEP_STDIO] = "stdio",
+        [KEEPER_STEP_CHDIR] = "chdir",     [KEEPER_STEP_EXECVE] = "execve",  [KEEPER_STEP_SIGMASK] = "sigmask",
+        [KEEPER_STEP_FORK] = "fork",       [KEEPER_STEP_REQUEST] = "keeper", [KEEPER_STEP_RLIMIT] = "setrlimit",
 };
 
 int executor_find_keeper(char **ret) {
@@ -157,19 +161,23 @@ static int send_full(int fd, const void *buf, size_t size) {
         return 0;
 }
 
-/* Header (with the descriptors, if any) and strings. -EPIPE: entropy-keeper is gone. */
-static int keeper_send(Executor *e, const KeeperRequest *req, const char *strings, const int *fds, size_t n_fds) {
+/* Header (with the descriptors, if any) in the version we speak to it, and strings. -EPIPE:
+ * entropy-keeper is gone. */
+static int keeper_send(Executor *e, const KeeperRequest *request, const char *strings, const int *fds, size_t n_fds) {
         union {
                 struct cmsghdr h;
                 char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS)];
         } control = { 0 };
-        struct iovec iov = { (void *) req, sizeof(*req) };
+        KeeperRequest req = *request;
+        size_t header = keeper_request_size(e->protocol);
+        struct iovec iov = { &req, header };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
         ssize_t k;
         int r;
 
         if (e->sock < 0)
                 return -EPIPE;
+        req.version = e->protocol;
         if (n_fds > 0) {
                 struct cmsghdr *c;
                 mh.msg_control = &control;
@@ -185,27 +193,44 @@ static int keeper_send(Executor *e, const KeeperRequest *req, const char *string
         while (k < 0 && errno == EINTR);
         if (k < 0)
                 return errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
-        r = send_full(e->sock, (const char *) req + k, sizeof(*req) - (size_t) k);
+        r = send_full(e->sock, (const char *) &req + k, header - (size_t) k);
         if (r >= 0 && strings)
-                r = send_full(e->sock, strings, req->size);
+                r = send_full(e->sock, strings, req.size);
         return r == -ECONNRESET ? -EPIPE : r;
 }
 
 static int keeper_send_group(Executor *e, KeeperRequestType type, pid_t pgid) {
-        KeeperRequest req = { .version = KEEPER_PROTOCOL_VERSION, .type = type, .pid = pgid };
+        KeeperRequest req = { .type = type, .pid = pgid };
         return keeper_send(e, &req, NULL, NULL, 0);
 }
 
 /* Its end of the socket closes: ends it, as a worker's exit does. */
 static void keeper_stop(Executor *e) {
+        int status;
+
         e->watch = sd_event_source_disable_unref(e->watch);
         if (e->sock >= 0)
                 close(TAKE_FD(e->sock));
         /* Not WNOHANG: it may still be killing the groups it was left with. It exits at once on
          * EOF, and only ever blocks reading from us. */
-        if (e->keeper_pid > 0)
-                (void) waitpid(e->keeper_pid, NULL, 0);
+        e->keeper_status = -1;
+        if (e->keeper_pid > 0 && waitpid(e->keeper_pid, &status, 0) == e->keeper_pid)
+                e->keeper_status = status;
         e->keeper_pid = 0;
+}
+
+/* An entropy-keeper older than this worker exits with KEEPER_EXIT_VERSION at a request of a
+ * version it does not speak: the ones started from now on (the same program) are spoken to in the
+ * version before. Its jobs then get no RLIMIT_FSIZE from us, and only the size check after the
+ * job (artifacts.c) keeps their output within max-output-size. */
+static void keeper_step_down(Executor *e) {
+        if (e->protocol <= KEEPER_PROTOCOL_VERSION_MIN || e->keeper_status < 0 || !WIFEXITED(e->keeper_status) ||
+            WEXITSTATUS(e->keeper_status) != KEEPER_EXIT_VERSION)
+                return;
+        e->protocol--;
+        log_warning("%s does not speak version %u of the keeper protocol (a build older than this worker?); "
+                    "speaking version %u to it: a job's output is limited to max-output-size only after the job.",
+                    e->keeper_path, e->protocol + 1, e->protocol);
 }
 
 static int keeper_start(Executor *e, sd_event *event);
@@ -217,6 +242,7 @@ static void keeper_restart(Executor *e) {
 
         log_warning("entropy-keeper (pid %d) is gone; starting it again.", (int) e->keeper_pid);
         keeper_stop(e);
+        keeper_step_down(e);
         kill_unreported_jobs(e);
         r = keeper_start(e, event);
         if (r < 0)
@@ -289,6 +315,8 @@ int executor_new(const char *keeper_path, char *const *keeper_env, Executor **re
         if (!e)
                 return -ENOMEM;
         e->sock = e->keeper_fd = -EBADF;
+        e->keeper_status = -1;
+        e->protocol = KEEPER_PROTOCOL_VERSION;
         e->keeper_path = strdup(keeper_path);
         e->keeper_env = strv_copy((char **) keeper_env);
         if (!e->keeper_path || (keeper_env && !e->keeper_env))
@@ -326,10 +354,20 @@ pid_t executor_keeper_pid(const Executor *e) {
         return e->keeper_pid;
 }
 
+uint32_t executor_keeper_protocol(const Executor *e) {
+        return e->protocol;
+}
+
 void executor_forget(Executor *e, pid_t pgid) {
         /* If entropy-keeper is gone, the next one is never told about this group. */
         if (keeper_groups_remove(&e->groups, pgid))
                 (void) keeper_send_group(e, KEEPER_FORGET, pgid);
+}
+
+/* One byte past the limit: a job that writes more than max_output_size bytes leaves a file larger
+ * than it, which artifacts_finalize() then tells apart from output that ends exactly at it. */
+static uint64_t rlimit_fsize(uint64_t max_output_size) {
+        return max_output_size == 0 || max_output_size == UINT64_MAX ? max_output_size : max_output_size + 1;
 }
 
 /* path, workdir, argv..., envp..., each NUL-terminated. */
@@ -352,9 +390,12 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
                 p = stpcpy(p, *a) + 1;
         for (char **a = spec->envp; a && *a; a++)
                 p = stpcpy(p, *a) + 1;
-        *req = (KeeperRequest){ KEEPER_PROTOCOL_VERSION, KEEPER_SPAWN, (uint32_t) size,
-                                (uint32_t) strv_length(spec->argv), (uint32_t) strv_length(spec->envp),
-                                (int32_t) getpid() };
+        *req = (KeeperRequest){ .type = KEEPER_SPAWN,
+                                .size = (uint32_t) size,
+                                .n_argv = (uint32_t) strv_length(spec->argv),
+                                .n_env = (uint32_t) strv_length(spec->envp),
+                                .pid = (int32_t) getpid(),
+                                .rlimit_fsize = rlimit_fsize(spec->max_output_size) };
         *ret = buf;
         return 0;
 }

@@ -2,8 +2,10 @@
  * (execve of the path policy resolved, argv[0] as the job gave it; no shell unless the job's
  * command is one), in its own process group (its pid is the pgid, so the whole tree can be
  * signalled), with stdin from /dev/null, stdout/stderr on the artifact files, no inherited file
- * descriptors, a default signal mask, and PR_SET_PDEATHSIG=SIGKILL so a worker crash does not
- * leave it running under a lease nobody renews; entropy-keeper kills the rest of its group then. */
+ * descriptors, a default signal mask and dispositions (SIGXFSZ too, which the worker ignores),
+ * RLIMIT_FSIZE just past max-output-size, and PR_SET_PDEATHSIG=SIGKILL so a worker crash does
+ * not leave it running under a lease nobody renews; entropy-keeper kills the rest of its group
+ * then. */
 #pragma once
 
 #include <stdbool.h>
@@ -19,6 +21,10 @@ typedef struct ExecSpec {
         char **envp;
         const char *workdir; /* NULL: stay in the current directory */
         int stdout_fd, stderr_fd;
+        /* The most the job may write to its stdout, and to its stderr: its RLIMIT_FSIZE (soft and
+         * hard, for any file it writes) is one byte more, so that a file past the limit shows
+         * that the job tried to write more (artifacts.h); 0: the worker's own RLIMIT_FSIZE. */
+        uint64_t max_output_size;
 } ExecSpec;
 
 typedef struct JobEnv {
@@ -48,6 +54,9 @@ int executor_attach_event(Executor *e, sd_event *event);
 Executor *executor_free(Executor *e);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Executor *, executor_free);
 pid_t executor_keeper_pid(const Executor *e);
+/* The version of keeper-protocol.h spoken to entropy-keeper: below KEEPER_PROTOCOL_VERSION when
+ * it turned out to be an older build, and then max_output_size is not applied. */
+uint32_t executor_keeper_protocol(const Executor *e);
 /* Tells the executor which of the worker's children are not jobs (the GPU probe, watched by an
  * sd-event child source): when entropy-keeper dies, the jobs it started without reporting them
  * are killed and reaped, and a probe mistaken for one would be reaped under sd-event's feet. */

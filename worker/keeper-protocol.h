@@ -1,13 +1,20 @@
 /* keeper-protocol.h: what entropy-worker and its entropy-keeper process say to each other over
  * their socket pair (a byte stream, blocking on both ends, read in order).
  *
- * Every message starts with a KeeperRequest.
+ * Every message starts with a KeeperRequest, of keeper_request_size(version) bytes.
  *   KEEPER_SPAWN: two descriptors attached (SCM_RIGHTS: the job's stdout and stderr), then
  *     `size` bytes of NUL-terminated strings: the executable's path, the working directory (""
  *     for none), n_argv arguments and n_env environment entries. Answered by a KeeperReply.
  *   KEEPER_FORGET: the job led by `pid` has ended and its group is killed; not answered.
  *   KEEPER_ADOPT: a job entropy-keeper did not start (an earlier entropy-keeper did) is running
- *     in group `pid`: guard it like its own; not answered. */
+ *     in group `pid`: guard it like its own; not answered.
+ *
+ * Versions. 3 added rlimit_fsize at the end of the header; entropy-keeper still takes
+ * version 2 requests (no limit). The worker starts entropy-keeper again from the program it
+ * opened at its own start, so the two normally come from one build; when they do not (a new
+ * worker beside an older entropy-keeper), that entropy-keeper refuses a version 3 request the way
+ * every entropy-keeper before it refused any bad request, by exiting with KEEPER_EXIT_VERSION,
+ * and the worker speaks version 2 to the ones it starts from then on. */
 #pragma once
 
 #include <errno.h>
@@ -18,7 +25,12 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define KEEPER_PROTOCOL_VERSION 2U
+#define KEEPER_PROTOCOL_VERSION     3U
+#define KEEPER_PROTOCOL_VERSION_MIN 2U
+/* entropy-keeper's exit status for a request of a version it does not speak (before version 3:
+ * for any bad request), and for any other bad request. */
+#define KEEPER_EXIT_VERSION     1
+#define KEEPER_EXIT_BAD_REQUEST 3
 /* execve() itself refuses much less: arguments and environment share a quarter of the stack
  * limit, 2 MiB by default. */
 #define KEEPER_REQUEST_MAX      (8U * 1024U * 1024U)
@@ -39,7 +51,16 @@ typedef struct KeeperRequest {
         uint32_t n_argv;
         uint32_t n_env;
         int32_t pid; /* KEEPER_SPAWN: the worker (the job's parent); otherwise the job's group */
+        /* Since version 3. KEEPER_SPAWN: RLIMIT_FSIZE of the job (soft and hard, never above
+         * entropy-keeper's own), the largest file it may write, its stdout and stderr among them;
+         * 0: entropy-keeper's own. */
+        uint64_t rlimit_fsize;
 } KeeperRequest;
+
+/* The header's size in a request of that version. */
+static inline size_t keeper_request_size(uint32_t version) {
+        return version >= 3 ? sizeof(KeeperRequest) : offsetof(KeeperRequest, rlimit_fsize);
+}
 
 /* The process groups of the running jobs. Both ends keep them: entropy-keeper to kill them when
  * the worker dies, the worker to hand them to an entropy-keeper started again. */
@@ -105,6 +126,7 @@ enum {
         KEEPER_STEP_SIGMASK,
         KEEPER_STEP_FORK,
         KEEPER_STEP_REQUEST, /* entropy-keeper refused the request itself */
+        KEEPER_STEP_RLIMIT,  /* since version 3 */
         _KEEPER_STEP_MAX,
 };
 

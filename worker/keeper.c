@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@ typedef struct KeeperJob {
         char **strings; /* owns the arrays above; the strings are in the request's buffer */
         int stdout_fd, stderr_fd;
         pid_t worker;
+        uint64_t rlimit_fsize; /* 0: ours */
         /* Written by the job's process before it gives up: it shares our memory until its exec. */
         int error, step;
 } KeeperJob;
@@ -54,6 +56,23 @@ __attribute__((no_sanitize("address"))) _noreturn_ static void job_fail(KeeperJo
         job->error = errno > 0 ? errno : EIO;
         job->step = step;
         _exit(127);
+}
+
+/* The largest file the job may write (its stdout and stderr are files): a write, truncate() or
+ * fallocate() past it fails with EFBIG and raises SIGXFSZ, which kills the job (its signals are
+ * at their default action by now). Both limits, so that the job cannot raise it again; never
+ * above what we have ourselves (the worker's LimitFSIZE=, say). */
+__attribute__((no_sanitize("address"))) static int job_limit_output(uint64_t max) {
+        rlim_t m = max < (uint64_t) RLIM_INFINITY ? (rlim_t) max : RLIM_INFINITY;
+        struct rlimit rl;
+
+        if (max == 0)
+                return 0;
+        if (getrlimit(RLIMIT_FSIZE, &rl) < 0)
+                return -1;
+        rl.rlim_cur = MIN(rl.rlim_cur, m);
+        rl.rlim_max = MIN(rl.rlim_max, m);
+        return setrlimit(RLIMIT_FSIZE, &rl);
 }
 
 /* The job's process, from clone() to execve(). It runs on its own stack in entropy-keeper's
@@ -76,6 +95,8 @@ __attribute__((no_sanitize("address"))) static int job_exec(void *userdata) {
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) signal(sig, SIG_DFL);
+        if (job_limit_output(job->rlimit_fsize) < 0)
+                job_fail(job, KEEPER_STEP_RLIMIT);
         null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(job->stdout_fd, STDOUT_FILENO) < 0 ||
             dup2(job->stderr_fd, STDERR_FILENO) < 0)
@@ -122,17 +143,19 @@ static bool peer_gone(int error) {
 }
 
 /* A request's header and the descriptors that came with it (-EBADF where none did). Returns 0 at
- * EOF (the worker is gone or done with us), 1 otherwise. */
+ * EOF (the worker is gone or done with us), 1 otherwise, -EPROTONOSUPPORT for a version we do not
+ * speak. The part of the header every version has comes first; a version 2 request has no limit. */
 static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FDS]) {
         union {
                 struct cmsghdr h;
                 char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS)];
         } control = { 0 };
-        struct iovec iov = { req, sizeof(*req) };
+        struct iovec iov = { req, keeper_request_size(KEEPER_PROTOCOL_VERSION_MIN) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof(control) };
         struct cmsghdr *c;
         ssize_t k;
 
+        *req = (KeeperRequest){};
         fds[0] = fds[1] = -EBADF;
         do
                 k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
@@ -147,14 +170,21 @@ static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FD
                 memcpy(fds, CMSG_DATA(c), sizeof(int) * KEEPER_SPAWN_FDS);
         else if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
                 return -EBADMSG; /* descriptors we would not know to close */
-        if ((size_t) k != sizeof(*req) || (mh.msg_flags & MSG_CTRUNC) || req->version != KEEPER_PROTOCOL_VERSION)
+        if ((size_t) k != iov.iov_len || (mh.msg_flags & MSG_CTRUNC))
                 return -EBADMSG;
+        if (req->version < KEEPER_PROTOCOL_VERSION_MIN || req->version > KEEPER_PROTOCOL_VERSION)
+                return -EPROTONOSUPPORT;
+        k = keeper_read_exact(sock, (char *) req + iov.iov_len, keeper_request_size(req->version) - iov.iov_len);
+        if (k < 0)
+                return peer_gone(-k) ? 0 : k;
         return 1;
 }
 
 static void spawn(const KeeperRequest *req, const char *buf, const int fds[KEEPER_SPAWN_FDS], KeeperReply *reply) {
         static char stack[64 * 1024] __attribute__((aligned(16)));
-        KeeperJob job = { .stdout_fd = fds[0], .stderr_fd = fds[1], .worker = req->pid };
+        KeeperJob job = {
+                .stdout_fd = fds[0], .stderr_fd = fds[1], .worker = req->pid, .rlimit_fsize = req->rlimit_fsize
+        };
         int k = job_parse((char *) buf, req, &job);
         pid_t pid;
 
@@ -249,7 +279,8 @@ int main(int argc, char **argv) {
                  * the running jobs' groups. */
                 fprintf(stderr, "entropy-keeper: bad request from the worker: %s\n", strerror(-k));
                 free(groups.pgids);
-                return 1;
+                /* The worker tells the one from the other (keeper-protocol.h). */
+                return k == -EPROTONOSUPPORT ? KEEPER_EXIT_VERSION : KEEPER_EXIT_BAD_REQUEST;
         }
         /* The worker is gone: what it started must not run on without it. Every message it sent
          * before it died has been read by now, so a group still listed here has not been waited

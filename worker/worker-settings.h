@@ -46,6 +46,7 @@ typedef struct WorkerSettings {
         char *shared_directory;
         char **command_allowlist;
         char **workdir_allowlist;
+        int64_t max_output_size; /* bytes a job may write to its stdout, and its stderr; 0 = no limit */
         bool refuse_root;
         bool dry_run;
         usec_t kill_grace;

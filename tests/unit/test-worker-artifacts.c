@@ -1,6 +1,7 @@
 /* test-worker-artifacts.c: the tmp-then-rename rule, checksums, files discarded before a start,
- * shared copies and retention. */
+ * shared copies, retention, and the output limit (max-output-size) at finalize. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -157,6 +158,97 @@ static void test_discard_before_start(void) {
         artifacts_free(b);
 }
 
+static uint64_t file_size(const char *p) {
+        struct stat st;
+        return stat(p, &st) < 0 ? UINT64_MAX : (uint64_t) st.st_size;
+}
+
+/* A file's size is what hashing and copying it cost, however sparse: a terabyte of holes made by
+ * one ftruncate() (what RLIMIT_FSIZE did not stop) is cut to the limit, not hashed for hours. */
+static void test_output_past_the_limit_is_cut_not_hashed(void) {
+        ArtifactSet *a = NULL;
+        char want[SHA256_HEX_SIZE], buf[2000], why[1024] = "";
+        usec_t start;
+
+        if (artifacts_open(dir, "job4", "as4", &a) < 0)
+                tap_bail("artifacts_open");
+        a->max_size = 1024;
+        memset(buf, 'e', sizeof(buf));
+        ok(ftruncate(a->out.fd, (off_t) 1 << 40) == 0, "a sparse stdout of 1 TiB");
+        ok(write(a->err.fd, buf, sizeof(buf)) == (ssize_t) sizeof(buf), "2000 bytes of stderr");
+        /* Hashing 1 TiB would take hours: the test dies instead of hanging. */
+        alarm(60);
+        start = now_monotonic_usec();
+        is_int(artifacts_finalize(a), 0, "finalized");
+        ok(now_monotonic_usec() - start < 10 * USEC_PER_SEC, "promptly (%.3fs)",
+           (double) (now_monotonic_usec() - start) / USEC_PER_SEC);
+        alarm(0);
+        ok(file_size(a->out.path) == 1024 && file_size(a->err.path) == 1024, "both files cut to the limit");
+        ok(a->out.size == 1024 && a->err.size == 1024, "sizes reported: the kept ones");
+        ok(a->out.cut_from == (uint64_t) 1 << 40 && a->err.cut_from == 2000, "the sizes they had are known");
+        sha256_hex(buf, 1024, want);
+        is_str(a->err.sha256, want, "stderr checksum: its first 1024 bytes");
+        memset(buf, 0, 1024);
+        sha256_hex(buf, 1024, want);
+        is_str(a->out.sha256, want, "stdout checksum: its first 1024 bytes of holes");
+        is_int(artifacts_output_limit_error(a, false, "exited with status 0 after 0.010s", why, sizeof(why)), 1,
+               "the run fails for its output, though the job exited 0");
+        is_str(why,
+               "stdout exceeded max-output-size (1024 bytes): cut to its first 1024 bytes; stderr exceeded "
+               "max-output-size (1024 bytes): cut to its first 1024 bytes: exited with status 0 after 0.010s",
+               "and says so");
+        artifacts_free(a);
+}
+
+/* Under its RLIMIT_FSIZE (one byte past the limit) a job may write exactly max-output-size bytes;
+ * one that tried to write more leaves a byte more, and fails however it took the failed write. */
+static void test_output_at_and_past_the_limit(void) {
+        ArtifactSet *a = NULL, *b = NULL;
+        char buf[1025] = "", why[1024] = "";
+
+        if (artifacts_open(dir, "job5", "as5", &a) < 0 || artifacts_open(dir, "job5", "as6", &b) < 0)
+                tap_bail("artifacts_open");
+        a->max_size = b->max_size = 1024;
+        ok(write(a->out.fd, buf, 1024) == 1024 && write(b->err.fd, buf, 1025) == 1025, "written: 1024, 1025 bytes");
+        is_int(artifacts_finalize(a), 0, "finalized");
+        is_int(artifacts_finalize(b), 0, "finalized");
+        ok(a->out.cut_from == 0 && a->out.size == 1024, "exactly at the limit: nothing cut");
+        is_int(artifacts_output_limit_error(a, false, "exited with status 0 after 0.010s", why, sizeof(why)), 0,
+               "and the job completes");
+        ok(b->err.cut_from == 1025 && b->err.size == 1024, "a byte past it: cut");
+        is_int(artifacts_output_limit_error(b, false, NULL, why, sizeof(why)), 1, "and the job fails");
+        is_str(why, "stderr exceeded max-output-size (1024 bytes): cut to its first 1024 bytes", "which says so");
+        is_int(artifacts_output_limit_error(a, true, "killed by signal File size limit exceeded after 0.010s", why,
+                                            sizeof(why)),
+               1, "SIGXFSZ with nothing past the limit: a truncate(), a seek or another file went past it");
+        is_str(why,
+               "the job tried to make a file larger than max-output-size (1024 bytes): killed by signal File size "
+               "limit exceeded after 0.010s",
+               "said so");
+        a->max_size = 0;
+        is_int(artifacts_output_limit_error(a, true, "killed by signal File size limit exceeded", why, sizeof(why)), 0,
+               "no limit of ours: SIGXFSZ is any signal");
+        artifacts_free(a);
+        artifacts_free(b);
+}
+
+/* Never hashed whole, even when it could not be cut (an earlier finalize failed after closing it). */
+static void test_output_past_the_limit_uncut_is_refused(void) {
+        ArtifactSet *a = NULL;
+
+        if (artifacts_open(dir, "job6", "as6", &a) < 0)
+                tap_bail("artifacts_open");
+        a->max_size = 1024;
+        if (ftruncate(a->out.fd, (off_t) 1 << 40) < 0)
+                tap_bail("ftruncate");
+        close(a->out.fd);
+        a->out.fd = -EBADF;
+        alarm(60);
+        is_int(artifacts_finalize(a), -EFBIG, "a file past the limit at hashing time is refused");
+        alarm(0);
+        artifacts_free(a);
+}
+
 int main(void) {
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
@@ -167,6 +259,9 @@ int main(void) {
         test_directories_made_are_counted();
         test_shared_copy();
         test_retention();
+        test_output_past_the_limit_is_cut_not_hashed();
+        test_output_at_and_past_the_limit();
+        test_output_past_the_limit_uncut_is_refused();
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)

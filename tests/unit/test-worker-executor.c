@@ -1,16 +1,21 @@
 /* test-worker-executor.c: a job's environment (its ids in, the worker's settings and token out),
  * its own process group as our child, no inherited descriptors, killing the whole group (also
- * when the worker dies), and entropy-keeper itself: restarted when it dies and handed the running
- * jobs, refusing to run by hand. */
+ * when the worker dies), its output limit (RLIMIT_FSIZE, SIGXFSZ), and entropy-keeper itself:
+ * restarted when it dies and handed the running jobs, refusing to run by hand, speaking an older
+ * protocol version to an older entropy-keeper. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "executor.h"
 #include "fs-util.h"
+#include "keeper-protocol.h"
 #include "macro.h"
 #include "strv.h"
 #include "tap.h"
@@ -323,6 +328,158 @@ static void test_request_too_large(void) {
         waitpid(pid, NULL, 0);
 }
 
+/* Runs /bin/sh -c script with stdout and stderr into dir/name under an output limit, waits for
+ * it; returns its wait status, -1 if it did not start. */
+static int run_limited(const char *script, const char *name, uint64_t max_output_size) {
+        char *argv[] = { "sh", "-c", (char *) script, NULL };
+        char *envp[] = { "PATH=/usr/bin:/bin", NULL };
+        const char *step = NULL;
+        int fd = open(output_path(name), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ExecSpec spec = { "/bin/sh", argv, envp, NULL, fd, fd, max_output_size };
+        pid_t pid = 0;
+        int r, status = -1;
+
+        r = executor_spawn(executor, &spec, &pid, &step);
+        close(fd);
+        if (r < 0) {
+                diag("spawn failed at %s: %s", strna(step), strerror(-r));
+                return -1;
+        }
+        if (waitpid(pid, &status, 0) != pid)
+                status = -1;
+        executor_forget(executor, pid);
+        return status;
+}
+
+static off_t size_of(const char *name) {
+        struct stat st;
+        return stat(output_path(name), &st) < 0 ? -1 : st.st_size;
+}
+
+/* "Max file size  4096  4096  bytes" of /proc/self/limits, as the job's cat saw it. */
+static char *fsize_limits(const char *name) {
+        _cleanup_free_ char *text = output(name);
+        char soft[32] = "", hard[32] = "", *line = strstr(text, "Max file size"), *s = NULL;
+
+        if (line && sscanf(line, "Max file size %31s %31s", soft, hard) == 2 && asprintf(&s, "%s %s", soft, hard) < 0)
+                s = NULL;
+        return s ?: strdup("?");
+}
+
+/* Our own RLIMIT_FSIZE as /proc/self/limits words it: what a job gets from us without a limit. */
+static const char *own_fsize_limits(void) {
+        static char s[64];
+        struct rlimit rl;
+        char soft[32] = "unlimited", hard[32] = "unlimited";
+
+        if (getrlimit(RLIMIT_FSIZE, &rl) < 0)
+                tap_bail("getrlimit");
+        if (rl.rlim_cur != RLIM_INFINITY)
+                snprintf(soft, sizeof(soft), "%llu", (unsigned long long) rl.rlim_cur);
+        if (rl.rlim_max != RLIM_INFINITY)
+                snprintf(hard, sizeof(hard), "%llu", (unsigned long long) rl.rlim_max);
+        snprintf(s, sizeof(s), "%s %s", soft, hard);
+        return s;
+}
+
+/* The worker ignores SIGXFSZ (as main() here does); its jobs must not: past the limit a write
+ * raises it, and it ends the job, which stops there instead of carrying on without its output.
+ * RLIMIT_FSIZE is a byte past the limit: a job writing exactly max_output_size bytes is within it. */
+static void test_output_limit(void) {
+        _cleanup_free_ char *limits = NULL, *unlimited = NULL;
+        int status;
+
+        status = run_limited("head -c 100000 /dev/zero", "out11", 4096);
+        ok(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ,
+           "a job writing past its limit is killed by SIGXFSZ (status 0x%x)", (unsigned) status);
+        is_int(size_of("out11"), 4097, "its stdout holds the output up to the limit, and a byte to show it tried more");
+
+        status = run_limited("exec truncate -s 1T /proc/self/fd/1", "out12", 4096);
+        ok(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ,
+           "a job making its stdout a sparse 1 TiB is killed by SIGXFSZ (status 0x%x)", (unsigned) status);
+        is_int(size_of("out12"), 0, "and its stdout stays empty");
+
+        status = run_limited("head -c 4096 /dev/zero", "out13", 4096);
+        ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "a job within its limit is unaffected");
+        is_int(size_of("out13"), 4096, "all its output kept");
+
+        status = run_limited("cat /proc/self/limits", "out14", 4096);
+        limits = fsize_limits("out14");
+        is_str(limits, "4097 4097", "RLIMIT_FSIZE a byte past the limit, soft and hard: the job cannot raise it");
+
+        status = run_limited("head -c 100000 /dev/zero", "out15", 0);
+        ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && size_of("out15") == 100000, "0: no limit");
+        status = run_limited("cat /proc/self/limits", "out15b", 0);
+        unlimited = fsize_limits("out15b");
+        is_str(unlimited, own_fsize_limits(), "the worker's own");
+}
+
+/* A worker under a lower LimitFSIZE= than max-output-size: its jobs keep the lower one. */
+static void test_output_limit_never_raises_the_workers(void) {
+        pid_t worker = fork();
+        int status;
+
+        if (worker < 0)
+                tap_bail("fork");
+        if (worker == 0) {
+                struct rlimit rl = { 2048, 2048 };
+                _cleanup_free_ char *limits = NULL;
+                executor = NULL;
+                if (setrlimit(RLIMIT_FSIZE, &rl) < 0 || executor_new(TEST_KEEPER_PATH, NULL, &executor) < 0)
+                        _exit(1);
+                if (run_limited("cat /proc/self/limits", "out16", 1 << 20) == -1)
+                        _exit(1);
+                limits = fsize_limits("out16");
+                _exit(streq(limits, "2048 2048") ? 0 : 2);
+        }
+        if (waitpid(worker, &status, 0) != worker)
+                status = -1;
+        ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "max-output-size above the worker's own limit leaves the job that one (status 0x%x)", (unsigned) status);
+}
+
+/* Stands in for an entropy-keeper of protocol version 2, which exited 1 at any request it could
+ * not read (one of a version it does not know among them). At a version 2 request it becomes
+ * the real entropy-keeper, which still speaks version 2. */
+static int old_keeper(void) {
+        uint32_t version = 0;
+        ssize_t k;
+
+        do
+                k = recv(KEEPER_SOCKET_FD, &version, sizeof(version), MSG_PEEK);
+        while (k < 0 && errno == EINTR);
+        if (k == 0)
+                return 0;
+        if (k != sizeof(version) || version != 2) {
+                fprintf(stderr, "entropy-keeper: bad request from the worker: %s\n", strerror(EBADMSG));
+                return 1;
+        }
+        execl(getenv("ENTROPY_TEST_KEEPER"), "entropy-keeper", (char *) NULL);
+        return 127;
+}
+
+/* A worker beside an older entropy-keeper (an upgrade gone half way): its jobs still start. */
+static void test_older_keeper_is_spoken_to_in_its_version(void) {
+        char *env[] = { "ENTROPY_TEST_OLD_KEEPER=1", "ENTROPY_TEST_KEEPER=" TEST_KEEPER_PATH, NULL };
+        _cleanup_free_ char *self = realpath("/proc/self/exe", NULL), *limits = NULL;
+        Executor *saved = executor, *x = NULL;
+        int status;
+
+        is_int(executor_keeper_protocol(executor), KEEPER_PROTOCOL_VERSION, "entropy-keeper speaks our version");
+        if (!self || executor_new(self, env, &x) < 0)
+                tap_bail("cannot start the stand-in for an older entropy-keeper");
+        executor = x;
+        status = run_limited("cat /proc/self/limits", "out17", 4096);
+        ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "a job started through it");
+        is_int(executor_keeper_protocol(x), 2, "in version 2");
+        limits = fsize_limits("out17");
+        is_str(limits, own_fsize_limits(), "which sets no output limit");
+        status = run_limited("exit 5", "out18", 4096);
+        ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 5, "and the next one");
+        executor = saved;
+        executor_free(x);
+}
+
 static void test_keeper_refuses_to_run_by_hand(void) {
         char cmd[512];
         snprintf(cmd, sizeof(cmd), "%s </dev/null >/dev/null 2>&1", TEST_KEEPER_PATH);
@@ -333,6 +490,10 @@ static void test_keeper_refuses_to_run_by_hand(void) {
 int main(void) {
         char *keeper_env[] = { "ENTROPY_TEST=keeper", NULL };
 
+        if (getenv("ENTROPY_TEST_OLD_KEEPER"))
+                return old_keeper();
+        /* As entropy-worker does (worker-main.c). */
+        (void) signal(SIGXFSZ, SIG_IGN);
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
         if (executor_new(TEST_KEEPER_PATH, keeper_env, &executor) < 0)
@@ -347,6 +508,9 @@ int main(void) {
         test_keeper_process();
         test_keeper_dying_mid_spawn_leaves_no_job_behind();
         test_request_too_large();
+        test_output_limit();
+        test_output_limit_never_raises_the_workers();
+        test_older_keeper_is_spoken_to_in_its_version();
         test_keeper_refuses_to_run_by_hand();
         executor = executor_free(executor);
         char cmd[300];

@@ -1,6 +1,6 @@
 /* test-worker-settings.c: the bounds entropy-worker puts on its time spans, what log-retention=0
- * means (keep for ever, as the control plane's retention 0 does), the GPU ids --gpus takes, and
- * the worker ids it refuses at start. */
+ * means (keep for ever, as the control plane's retention 0 does), the GPU ids --gpus takes, the
+ * worker ids it refuses at start, and max-output-size. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +83,26 @@ static void test_worker_id(void) {
         refused(long_id);
 }
 
+/* Bytes, as --max-body-size of entropy-control takes them: no suffixes, no negative sizes. */
+static void test_max_output_size(void) {
+        WorkerSettings s = {};
+        char *argv[] = { (char *) "entropy-worker", (char *) "--config=", (char *) "--worker-id=w1", NULL };
+
+        int r = worker_settings_load(&s, (int) ELEMENTSOF(argv) - 1, argv);
+
+        ok(r == 0 && s.max_output_size == 1073741824, "1 GiB by default (r=%d, %lld)", r,
+           (long long) s.max_output_size);
+        worker_settings_free(&s);
+        /* load_span() reads the field as a usec_t: as wide as int64_t, and these are not negative. */
+        accepted("--max-output-size=0", max_output_size, 0);
+        accepted("--max-output-size=65536", max_output_size, 65536);
+        accepted("--max-output-size=9223372036854775807", max_output_size, INT64_MAX);
+        refused("--max-output-size=-1");
+        refused("--max-output-size=1G");
+        refused("--max-output-size=");
+        refused("--max-output-size=9223372036854775808");
+}
+
 static void test_lease_heartbeat_and_grace(void) {
         refused("--heartbeat-interval=2min");
         accepted("--heartbeat-interval=1min", heartbeat_interval, USEC_PER_MINUTE);
@@ -103,5 +123,6 @@ int main(void) {
         test_gpus();
         test_worker_id();
         test_lease_heartbeat_and_grace();
+        test_max_output_size();
         return tap_done();
 }
