@@ -65,9 +65,10 @@ check_PROGRAMS += tests/unit/keeper-dies-mid-spawn
 tests_unit_keeper_dies_mid_spawn_SOURCES = tests/unit/keeper-dies-mid-spawn.c worker/keeper-protocol.h
 
 # Integration tests against the real entropy-control on 127.0.0.1.
-TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py tests/integration/test-worker-output-limit.py
+TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
+	tests/integration/test-worker-output-limit.py
 EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
-	tests/integration/worker_harness.py
+	tests/integration/test-worker-output-limit.py tests/integration/worker_harness.py
 
 # The worker against the control plane's answers at the moments that once went wrong (a late
 # /reconnect or heartbeat answer, a lease lost while stopping), through tests/faults/proxy.py.

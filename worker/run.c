@@ -289,7 +289,7 @@ static const char *stop_outcome(StopReason reason) {
 
 /* finalized: what finalizing the artifacts returned. */
 static void run_report_exit(Run *r, const siginfo_t *si, int finalized) {
-        char summary[512], err[1024];
+        char summary[512], err[1024], how[256];
         double secs = (double) (r->exited_mono - r->started_mono) / USEC_PER_SEC;
         bool signaled = si->si_code != CLD_EXITED;
         int64_t exit_code = signaled ? 128 + si->si_status : si->si_status;
@@ -308,17 +308,23 @@ static void run_report_exit(Run *r, const siginfo_t *si, int finalized) {
                 run_fail(r, stop_outcome(r->stop_reason), true, exit_code, stop_outcome(r->stop_reason), err);
                 return;
         }
+        if (signaled)
+                snprintf(how, sizeof(how), "killed by signal %s after %.3fs", strsignal(si->si_status), secs);
+        else
+                snprintf(how, sizeof(how), "exited with status %d after %.3fs", si->si_status, secs);
+        /* Before the exit status: a job past its limit may have taken the failed write and exited 0. */
+        if (artifacts_output_limit_error(r->artifacts, signaled && si->si_status == SIGXFSZ, how, err, sizeof(err)) >
+            0) {
+                run_fail(r, "output-limit", true, exit_code, "failed", err);
+                return;
+        }
         if (!signaled && si->si_status == 0) {
                 snprintf(summary, sizeof(summary), "exit 0 after %.3fs; stdout %llu bytes, stderr %llu bytes", secs,
                          (unsigned long long) r->artifacts->out.size, (unsigned long long) r->artifacts->err.size);
                 run_complete(r, 0, summary, "exited", false);
                 return;
         }
-        if (signaled)
-                snprintf(err, sizeof(err), "killed by signal %s after %.3fs", strsignal(si->si_status), secs);
-        else
-                snprintf(err, sizeof(err), "exited with status %d after %.3fs", si->si_status, secs);
-        run_fail(r, signaled ? "signal" : "exit", true, exit_code, "failed", err);
+        run_fail(r, signaled ? "signal" : "exit", true, exit_code, "failed", how);
 }
 
 static void finishing_remove(Run *r) {
@@ -507,8 +513,15 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                 k = executor_build_argv(r->spec->command, r->spec->args, &argv);
         if (k < 0)
                 return k;
-        ExecSpec spec = { exec_path, argv, env, workdir ? workdir : r->artifacts->dir, r->artifacts->out.fd,
-                          r->artifacts->err.fd };
+        ExecSpec spec = {exec_path,
+                         argv,
+                         env,
+                         workdir ? workdir : r->artifacts->dir,
+                         r->artifacts->out.fd,
+                         r->artifacts->err.fd,
+                         (uint64_t) w->settings.max_output_size};
+        /* The limit the job runs under is the one its output is held to, whatever a reload sets. */
+        r->artifacts->max_size = spec.max_output_size;
         k = executor_spawn(w->executor, &spec, &r->pid, &step);
         if (k < 0) {
                 char msg[512];

@@ -8,15 +8,12 @@ import json
 import os
 import signal
 
-from entropy_test import binary, run, test, todo
+from entropy_test import binary, run, test
 from worker_harness import WorkerProcess, require_daemons, sha256_file
 
 require_daemons()
 
 LIMIT = 65536
-# worker/run.c is to hand max-output-size to the job (ExecSpec.max_output_size, ArtifactSet.max_size)
-# and report artifacts_output_limit_error(): until it does, the tests that need it are expected to fail.
-WIRING = "worker/run.c does not apply max-output-size to its jobs yet"
 
 
 def limited_worker(t, cp, limit=LIMIT, **kw):
@@ -44,7 +41,6 @@ def fsize_limit(path):
     return None
 
 
-@todo(WIRING)
 @test
 def test_output_past_the_limit_stops_the_job_and_fails_it(t):
     """The job writes a megabyte to stdout: the write past the limit raises SIGXFSZ, at its default
@@ -70,7 +66,6 @@ def test_output_past_the_limit_stops_the_job_and_fails_it(t):
         t.eq(f.read(), "start\n", "stderr untouched")
 
 
-@todo(WIRING)
 @test
 def test_job_that_takes_the_failed_write_and_exits_0_still_fails(t):
     """A shell script goes on after its writer was killed, and exits 0: its output is still cut
@@ -85,7 +80,6 @@ def test_job_that_takes_the_failed_write_and_exits_0_still_fails(t):
     t.eq(os.path.getsize(run_file(w, job, "stdout")), LIMIT, "stdout kept up to the limit")
 
 
-@todo(WIRING)
 @test
 def test_sparse_stdout_far_past_the_limit_is_not_hashed(t):
     """A terabyte of holes on stdout costs the job one ftruncate() and would cost the worker hours
@@ -133,9 +127,8 @@ def test_output_within_the_limit_is_unaffected(t):
         t.eq(job.get(f"{name}_sha256"), sha256_file(path), f"{name} checksum")
 
 
-@todo(WIRING)
 @test
-def test_zero_means_no_limit_and_the_default_is_1g(t):
+def test_zero_means_no_limit_and_is_the_default(t):
     cp = t.control_plane()
     w = limited_worker(t, cp, limit=0)
     job_id = cp.submit("sh", args=["-c", f"head -c {4 * LIMIT} /dev/zero"])
@@ -147,11 +140,10 @@ def test_zero_means_no_limit_and_the_default_is_1g(t):
     w = WorkerProcess(t, cp, "w2").start()
     job_id = cp.submit("cat", args=["/proc/self/limits"])
     job = cp.wait_job_state(job_id, "COMPLETED", timeout=15)
-    t.eq(fsize_limit(run_file(w, job, "stdout")), str(1024 ** 3 + 1),
-         "by default a job's RLIMIT_FSIZE is a byte past 1 GiB")
+    t.eq(fsize_limit(run_file(w, job, "stdout")), "unlimited",
+         "by default (0) no limit: RLIMIT_FSIZE would hold every file a job writes to it")
 
 
-@todo(WIRING)
 @test
 def test_reload_applies_to_jobs_started_after_it(t):
     cp = t.control_plane()
