@@ -295,25 +295,16 @@ static void reference_next(Control *c, bool cpu_only, char want[64]) {
         sqlite3_finalize(st);
 }
 
-/* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
- * few or (past the merge's limit, by the sorting query itself) many priorities; one job in ten is
- * scheduled a little ahead, so that its claimable time is not its submission time. */
-static void check_aging_order(int n_priorities, const char *what) {
-        Control *c = test_control_new();
-        int n = 0;
+/* Claims for worker_id until it gets nothing, each claim checked against reference_next(): whether
+ * every one matched and both ran out together; *ret_n gets how many were claimed. */
+static bool claims_follow_reference(Control *c, const char *worker_id, bool cpu_only, int *ret_n) {
         bool same = true;
-        test_register(c, "w1", NULL);
-        c->settings.aging_window = 3 * USEC_PER_SEC;
-        for (int i = 0; i < 90; i++) {
-                char id[RANDOM_ID_SIZE];
-                submit_scheduled(c, (i * 7) % n_priorities,
-                                 i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0, id);
-                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
-        }
+        int n = 0;
+
         for (;;) {
                 char want[64];
-                reference_next(c, false, want);
-                _cleanup_free_ char *got = claim_id(c, "w1");
+                reference_next(c, cpu_only, want);
+                _cleanup_free_ char *got = claim_id(c, worker_id);
                 if (!got || !want[0]) {
                         same = same && !got && !want[0];
                         break;
@@ -322,6 +313,25 @@ static void check_aging_order(int n_priorities, const char *what) {
                 n++;
                 test_advance(c, USEC_PER_SEC / 3);
         }
+        *ret_n = n;
+        return same;
+}
+
+/* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
+ * few or (past the merge's limit, by the sorting query itself) many priorities; one job in ten is
+ * scheduled a little ahead, so that its claimable time is not its submission time. */
+static void check_aging_order(int n_priorities, const char *what) {
+        Control *c = test_control_new();
+        int n = 0;
+        test_register(c, "w1", NULL);
+        c->settings.aging_window = 3 * USEC_PER_SEC;
+        for (int i = 0; i < 90; i++) {
+                char id[RANDOM_ID_SIZE];
+                submit_scheduled(c, (i * 7) % n_priorities,
+                                 i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0, id);
+                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
+        }
+        bool same = claims_follow_reference(c, "w1", false, &n);
         ok(same && n == 90, "%s: all 90 jobs in the sorted order (%d claimed)", what, n);
         test_control_free(c);
 }
@@ -338,7 +348,6 @@ static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const 
         Control *c = test_control_new();
         char head[RANDOM_ID_SIZE];
         int n = 0, cpu_jobs = 0;
-        bool same = true;
         JobSpec s;
 
         test_register(c, "cpu", "linux");
@@ -357,18 +366,7 @@ static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const 
                 cpu_jobs += !s.needs_gpu;
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
-        for (;;) {
-                char want[64];
-                reference_next(c, true, want);
-                _cleanup_free_ char *got = claim_id(c, "cpu");
-                if (!got || !want[0]) {
-                        same = same && !got && !want[0];
-                        break;
-                }
-                same = same && streq(got, want);
-                n++;
-                test_advance(c, USEC_PER_SEC / 3);
-        }
+        bool same = claims_follow_reference(c, "cpu", true, &n);
         ok(same && n == cpu_jobs, "%s: the CPU worker gets all %d CPU jobs in claim order (%d claimed)", what, cpu_jobs,
            n);
         _cleanup_free_ char *g = claim_id(c, "gpu");
