@@ -41,6 +41,11 @@ void worker_array_free(Worker **a, size_t n) {
         free(a);
 }
 
+/* The state of a worker heard from within disconnect_timeout, which contact brings it back to. */
+static WorkerState state_on_contact(bool draining) {
+        return draining ? WORKER_DRAINING : WORKER_ONLINE;
+}
+
 WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now) {
         /* A restarted control plane gives every worker a fresh start: its own downtime is not the
          * workers' fault. Not one that was OFFLINE already: it did not come back, and saying it
@@ -52,7 +57,7 @@ WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now) {
                 return WORKER_OFFLINE;
         if (age > c->settings.disconnect_timeout)
                 return WORKER_DISCONNECTED;
-        return w->draining ? WORKER_DRAINING : WORKER_ONLINE;
+        return state_on_contact(w->draining);
 }
 
 static int worker_from_row(Control *c, sqlite3_stmt *st, Worker **ret, WorkerState *ret_stored) {
@@ -258,7 +263,7 @@ static int mark_seen(Control *c, const Origin *o, const char *worker_id) {
         r = worker_from_row(c, st, &w, &stored);
         if (r < 0)
                 return r;
-        WorkerState now = w->draining ? WORKER_DRAINING : WORKER_ONLINE;
+        WorkerState now = state_on_contact(w->draining);
         if (stored == now)
                 return 0;
         sqlite3_reset(st);
@@ -582,7 +587,7 @@ static int contact_due(Control *c, const char *worker_id, usec_t now) {
         usec_t last_seen = (usec_t) sqlite3_column_int64(st, 0);
         bool draining = sqlite3_column_int(st, 1) != 0;
         WorkerState stored = worker_state_from_string((const char *) sqlite3_column_text(st, 2));
-        if (stored != (draining ? WORKER_DRAINING : WORKER_ONLINE))
+        if (stored != state_on_contact(draining))
                 return 1;
         return now > last_seen && now - last_seen > c->settings.disconnect_timeout / CONTACT_REFRESH_DIVISOR;
 }
