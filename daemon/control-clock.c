@@ -18,11 +18,15 @@ static usec_t elapsed(const Control *c) {
         return c && c->clock_override ? c->elapsed_override : now_boottime_usec();
 }
 
+/* control_now() when CLOCK_BOOTTIME reads e. */
+static usec_t anchored_at(const Control *c, usec_t e) {
+        return c->clock.realtime + (e > c->clock.elapsed ? e - c->clock.elapsed : 0);
+}
+
 usec_t control_now(const Control *c) {
         if (!c || c->clock.realtime == 0)
                 return control_realtime(c);
-        usec_t e = elapsed(c);
-        return c->clock.realtime + (e > c->clock.elapsed ? e - c->clock.elapsed : 0);
+        return anchored_at(c, elapsed(c));
 }
 
 /* Both clocks at (nearly) the same instant: a pair split by a preemption is read again, so that
@@ -45,14 +49,23 @@ void control_clock_anchor(Control *c) {
         read_pair(c, &c->clock.realtime, &c->clock.elapsed);
 }
 
-int64_t control_clock_drift(const Control *c) {
+int64_t control_clock_follow(Control *c) {
         usec_t rt, e;
 
-        if (c->clock.realtime == 0)
-                return 0;
         read_pair(c, &rt, &e);
-        usec_t now = c->clock.realtime + (e > c->clock.elapsed ? e - c->clock.elapsed : 0);
-        return rt >= now ? (int64_t) MIN(rt - now, (usec_t) INT64_MAX) : -(int64_t) MIN(now - rt, (usec_t) INT64_MAX);
+        if (c->clock.realtime == 0) {
+                c->clock.realtime = rt;
+                c->clock.elapsed = e;
+                return 0;
+        }
+        usec_t now = anchored_at(c, e);
+        int64_t step =
+                rt >= now ? (int64_t) MIN(rt - now, (usec_t) INT64_MAX) : -(int64_t) MIN(now - rt, (usec_t) INT64_MAX);
+        if (step > -(int64_t) CONTROL_CLOCK_STEP_MIN && step < (int64_t) CONTROL_CLOCK_STEP_MIN)
+                return 0;
+        c->clock.realtime = rt;
+        c->clock.elapsed = e;
+        return step;
 }
 
 /* An absolute CLOCK_REALTIME timer set to the end of time, cancelled (read() gives ECANCELED)

@@ -27,9 +27,10 @@
 usec_t control_realtime(const Control *c);
 /* Starts control_now() at the realtime clock's reading. */
 void control_clock_anchor(Control *c);
-/* How far realtime has moved away from control_now() (positive: it was stepped forward); 0 when
- * the clock was never anchored. */
-int64_t control_clock_drift(const Control *c);
+/* If realtime has moved CONTROL_CLOCK_STEP_MIN or more away from control_now(), re-anchors on it
+ * and returns the step (positive: forward); otherwise 0, anchoring a clock never anchored. Both
+ * from one pair of readings. */
+int64_t control_clock_follow(Control *c);
 /* Calls fn(c) whenever the realtime clock is set (a timerfd cancelled on set). */
 int control_clock_watch_start(Control *c, void (*fn)(Control *c));
 void control_clock_watch_stop(Control *c);

@@ -203,12 +203,8 @@ static int audit_step(Control *c, int64_t step, json_object *details) {
 /* Re-anchors control_now() on realtime if it was stepped, and moves the stored deadlines with it,
  * in the sweep's transaction: the requests served until now made them on the old anchor. */
 static int follow_clock(Control *c) {
-        if (c->clock.realtime == 0) {
-                control_clock_anchor(c);
-                return 0;
-        }
-        int64_t step = control_clock_drift(c);
-        if (step > -(int64_t) CONTROL_CLOCK_STEP_MIN && step < (int64_t) CONTROL_CLOCK_STEP_MIN)
+        int64_t step = control_clock_follow(c);
+        if (step == 0)
                 return 0;
         _cleanup_json_ json_object *d = json_object_new_object();
         if (!d)
@@ -216,7 +212,6 @@ static int follow_clock(Control *c) {
         int r = shift_deadlines(c, step, d);
         if (r < 0)
                 return r;
-        control_clock_anchor(c);
         c->started_at = usec_add_signed(c->started_at, step);
         return audit_step(c, step, d);
 }
