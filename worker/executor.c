@@ -129,6 +129,7 @@ static const char *const spawn_steps[_KEEPER_STEP_MAX] = {
         [KEEPER_STEP_SETPGID] = "setpgid", [KEEPER_STEP_PRCTL] = "prctl",    [KEEPER_STEP_STDIO] = "stdio",
         [KEEPER_STEP_CHDIR] = "chdir",     [KEEPER_STEP_EXECVE] = "execve",  [KEEPER_STEP_SIGMASK] = "sigmask",
         [KEEPER_STEP_FORK] = "fork",       [KEEPER_STEP_REQUEST] = "keeper", [KEEPER_STEP_RLIMIT] = "setrlimit",
+        [KEEPER_STEP_CGROUP] = "cgroup",
 };
 
 int executor_find_keeper(char **ret) {
@@ -166,7 +167,7 @@ static int send_full(int fd, const void *buf, size_t size) {
 static int keeper_send(Executor *e, const KeeperRequest *request, const char *strings, const int *fds, size_t n_fds) {
         union {
                 struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS_MAX)];
         } control = { 0 };
         KeeperRequest req = *request;
         size_t header = keeper_request_size(e->protocol);
@@ -221,16 +222,20 @@ static void keeper_stop(Executor *e) {
 
 /* An entropy-keeper older than this worker exits with KEEPER_EXIT_VERSION at a request of a
  * version it does not speak: the ones started from now on (the same program) are spoken to in the
- * version before. Its jobs then get no RLIMIT_FSIZE from us, and only the size check after the
- * job (artifacts.c) keeps their output within max-output-size. */
+ * version before. Below version 4 its jobs run in the worker's cgroup, not their own; below 3 they
+ * get no RLIMIT_FSIZE from us, and only the size check after the job (artifacts.c) keeps their
+ * output within max-output-size. */
 static void keeper_step_down(Executor *e) {
         if (e->protocol <= KEEPER_PROTOCOL_VERSION_MIN || e->keeper_status < 0 || !WIFEXITED(e->keeper_status) ||
             WEXITSTATUS(e->keeper_status) != KEEPER_EXIT_VERSION)
                 return;
         e->protocol--;
         log_warning("%s does not speak version %u of the keeper protocol (a build older than this worker?); "
-                    "speaking version %u to it: a job's output is limited to max-output-size only after the job.",
-                    e->keeper_path, e->protocol + 1, e->protocol);
+                    "speaking version %u to it: %s.",
+                    e->keeper_path, e->protocol + 1, e->protocol,
+                    e->protocol >= 3 ? "jobs run without cgroups of their own"
+                                     : "jobs run without cgroups of their own, and a job's output is limited to "
+                                       "max-output-size only after the job");
 }
 
 static int keeper_start(Executor *e, sd_event *event);
@@ -402,8 +407,10 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
 
 static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strings, const ExecSpec *spec,
                         KeeperReply *reply) {
-        int fds[KEEPER_SPAWN_FDS] = { spec->stdout_fd, spec->stderr_fd };
-        int r = keeper_send(e, req, strings, fds, KEEPER_SPAWN_FDS);
+        int fds[KEEPER_SPAWN_FDS_MAX] = {spec->stdout_fd, spec->stderr_fd, spec->cgroup_procs_fd};
+        /* An older entropy-keeper (keeper_step_down) runs the job in the worker's cgroup. */
+        bool in_cgroup = spec->cgroup_procs_fd > 0 && e->protocol >= 4;
+        int r = keeper_send(e, req, strings, fds, in_cgroup ? KEEPER_SPAWN_FDS_MAX : KEEPER_SPAWN_FDS);
         if (r >= 0)
                 r = keeper_read_exact(e->sock, reply, sizeof(*reply));
         return r == -ECONNRESET ? -EPIPE : r;
@@ -421,8 +428,12 @@ int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char
         if (r < 0)
                 return r;
         r = keeper_spawn(e, &req, strings, spec, &reply);
-        if (r == -EPIPE) {
+        for (unsigned restarts = 0; r == -EPIPE; restarts++) {
+                uint32_t spoken = e->protocol;
                 keeper_restart(e);
+                /* Gone: tried again once, and again for as long as it steps down a version. */
+                if (restarts > 0 && e->protocol == spoken)
+                        break;
                 r = keeper_spawn(e, &req, strings, spec, &reply);
         }
         if (r < 0)

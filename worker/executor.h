@@ -3,7 +3,8 @@
  * command is one), in its own process group (its pid is the pgid, so the whole tree can be
  * signalled), with stdin from /dev/null, stdout/stderr on the artifact files, no inherited file
  * descriptors, a default signal mask and dispositions (SIGXFSZ too, which the worker ignores),
- * RLIMIT_FSIZE just past max-output-size, and PR_SET_PDEATHSIG=SIGKILL so a worker crash does
+ * RLIMIT_FSIZE just past max-output-size, in a cgroup of its own where the worker has them
+ * (job-cgroup.h), and PR_SET_PDEATHSIG=SIGKILL so a worker crash does
  * not leave it running under a lease nobody renews; entropy-keeper kills the rest of its group
  * then. */
 #pragma once
@@ -25,6 +26,9 @@ typedef struct ExecSpec {
          * hard, for any file it writes) is one byte more, so that a file past the limit shows
          * that the job tried to write more (artifacts.h); 0: the worker's own RLIMIT_FSIZE. */
         uint64_t max_output_size;
+        /* cgroup.procs of the cgroup the job runs in (job-cgroup.h), entered before anything else;
+         * 0: none, the worker's own (a job's cgroup is never the worker's stdin). */
+        int cgroup_procs_fd;
 } ExecSpec;
 
 typedef struct JobEnv {

@@ -2,19 +2,25 @@
  * their socket pair (a byte stream, blocking on both ends, read in order).
  *
  * Every message starts with a KeeperRequest, of keeper_request_size(version) bytes.
- *   KEEPER_SPAWN: two descriptors attached (SCM_RIGHTS: the job's stdout and stderr), then
- *     `size` bytes of NUL-terminated strings: the executable's path, the working directory (""
- *     for none), n_argv arguments and n_env environment entries. Answered by a KeeperReply.
+ *   KEEPER_SPAWN: two or three descriptors attached (SCM_RIGHTS: the job's stdout and stderr;
+ *     since version 4, optionally the cgroup.procs of the job's cgroup, open for writing, which
+ *     the job's process enters before anything else), then `size` bytes of NUL-terminated
+ *     strings: the executable's path, the working directory ("" for none), n_argv arguments and
+ *     n_env environment entries. Answered by a KeeperReply.
  *   KEEPER_FORGET: the job led by `pid` has ended and its group is killed; not answered.
  *   KEEPER_ADOPT: a job entropy-keeper did not start (an earlier entropy-keeper did) is running
  *     in group `pid`: guard it like its own; not answered.
  *
- * Versions. 3 added rlimit_fsize at the end of the header; entropy-keeper still takes
- * version 2 requests (no limit). The worker starts entropy-keeper again from the program it
+ * Versions. 3 added rlimit_fsize at the end of the header; 4 the job's cgroup (a third
+ * descriptor, in a version 4 request only); entropy-keeper still takes version 2 requests (no
+ * limit, no cgroup). The worker starts entropy-keeper again from the program it
  * opened at its own start, so the two normally come from one build; when they do not (a new
  * worker beside an older entropy-keeper), that entropy-keeper refuses a version 3 request the way
  * every entropy-keeper before it refused any bad request, by exiting with KEEPER_EXIT_VERSION,
- * and the worker speaks version 2 to the ones it starts from then on. */
+ * and the worker speaks the version before to the ones it starts from then on. (A version 3
+ * entropy-keeper checks the descriptors before the version: it refuses a request with three as a
+ * bad request, and the worker does not step down. The worker starts entropy-keeper from the file
+ * it opened at its own start, so the two differ only if that file was replaced in between.) */
 #pragma once
 
 #include <errno.h>
@@ -25,7 +31,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#define KEEPER_PROTOCOL_VERSION     3U
+#define KEEPER_PROTOCOL_VERSION     4U
 #define KEEPER_PROTOCOL_VERSION_MIN 2U
 /* entropy-keeper's exit status for a request of a version it does not speak (before version 3:
  * for any bad request), and for any other bad request. */
@@ -34,7 +40,8 @@
 /* execve() itself refuses much less: arguments and environment share a quarter of the stack
  * limit, 2 MiB by default. */
 #define KEEPER_REQUEST_MAX      (8U * 1024U * 1024U)
-#define KEEPER_SPAWN_FDS        2
+#define KEEPER_SPAWN_FDS        2 /* stdout, stderr: always */
+#define KEEPER_SPAWN_FDS_MAX    3 /* and the job's cgroup (version 4) */
 /* Where entropy-keeper finds its end of the socket pair. */
 #define KEEPER_SOCKET_FD        3
 
@@ -127,6 +134,7 @@ enum {
         KEEPER_STEP_FORK,
         KEEPER_STEP_REQUEST, /* entropy-keeper refused the request itself */
         KEEPER_STEP_RLIMIT,  /* since version 3 */
+        KEEPER_STEP_CGROUP,  /* since version 4 */
         _KEEPER_STEP_MAX,
 };
 

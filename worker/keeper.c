@@ -35,6 +35,7 @@ typedef struct KeeperJob {
         char **envp;
         char **strings; /* owns the arrays above; the strings are in the request's buffer */
         int stdout_fd, stderr_fd;
+        int cgroup_fd; /* cgroup.procs of the job's cgroup; -EBADF: none */
         pid_t worker;
         uint64_t rlimit_fsize; /* 0: ours */
         /* Written by the job's process before it gives up: it shares our memory until its exec. */
@@ -83,6 +84,9 @@ __attribute__((no_sanitize("address"))) static int job_exec(void *userdata) {
         sigset_t none;
         int null_fd;
 
+        /* First: whatever the job starts from here on is in its cgroup, and cannot be outside it. */
+        if (job->cgroup_fd >= 0 && write(job->cgroup_fd, "0", 1) != 1)
+                job_fail(job, KEEPER_STEP_CGROUP);
         if (setpgid(0, 0) < 0)
                 job_fail(job, KEEPER_STEP_SETPGID);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
@@ -142,21 +146,40 @@ static bool peer_gone(int error) {
         return error == EPIPE || error == ECONNRESET;
 }
 
+/* The descriptors of a request: none, or KEEPER_SPAWN_FDS to KEEPER_SPAWN_FDS_MAX of them. */
+static int request_fds(struct msghdr *mh, int fds[KEEPER_SPAWN_FDS_MAX]) {
+        struct cmsghdr *c = CMSG_FIRSTHDR(mh);
+        size_t n;
+
+        if (!c)
+                return 0;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+                return -EBADMSG;
+        n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        /* Take them first, whatever follows: they must be closed either way. */
+        memcpy(fds, CMSG_DATA(c), sizeof(int) * MIN(n, (size_t) KEEPER_SPAWN_FDS_MAX));
+        if (n < KEEPER_SPAWN_FDS || n > KEEPER_SPAWN_FDS_MAX || c->cmsg_len != CMSG_LEN(sizeof(int) * n))
+                return -EBADMSG;
+        return (int) n;
+}
+
 /* A request's header and the descriptors that came with it (-EBADF where none did). Returns 0 at
  * EOF (the worker is gone or done with us), 1 otherwise, -EPROTONOSUPPORT for a version we do not
- * speak. The part of the header every version has comes first; a version 2 request has no limit. */
-static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FDS]) {
+ * speak. The part of the header every version has comes first; a version 2 request has no limit,
+ * and only a version 4 request has a third descriptor. */
+static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FDS_MAX]) {
         union {
                 struct cmsghdr h;
-                char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS)];
+                char buf[CMSG_SPACE(sizeof(int) * KEEPER_SPAWN_FDS_MAX)];
         } control = { 0 };
         struct iovec iov = { req, keeper_request_size(KEEPER_PROTOCOL_VERSION_MIN) };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof(control) };
-        struct cmsghdr *c;
         ssize_t k;
+        int n_fds;
 
         *req = (KeeperRequest){};
-        fds[0] = fds[1] = -EBADF;
+        for (int i = 0; i < KEEPER_SPAWN_FDS_MAX; i++)
+                fds[i] = -EBADF;
         do
                 k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
         while (k < 0 && errno == EINTR);
@@ -164,27 +187,26 @@ static int request_receive(int sock, KeeperRequest *req, int fds[KEEPER_SPAWN_FD
                 return 0;
         if (k < 0)
                 return -errno;
-        c = CMSG_FIRSTHDR(&mh);
-        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-            c->cmsg_len == CMSG_LEN(sizeof(int) * KEEPER_SPAWN_FDS))
-                memcpy(fds, CMSG_DATA(c), sizeof(int) * KEEPER_SPAWN_FDS);
-        else if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-                return -EBADMSG; /* descriptors we would not know to close */
-        if ((size_t) k != iov.iov_len || (mh.msg_flags & MSG_CTRUNC))
+        n_fds = request_fds(&mh, fds);
+        if (n_fds < 0 || (size_t) k != iov.iov_len || (mh.msg_flags & MSG_CTRUNC))
                 return -EBADMSG;
         if (req->version < KEEPER_PROTOCOL_VERSION_MIN || req->version > KEEPER_PROTOCOL_VERSION)
                 return -EPROTONOSUPPORT;
+        if (n_fds > KEEPER_SPAWN_FDS && req->version < 4)
+                return -EBADMSG;
         k = keeper_read_exact(sock, (char *) req + iov.iov_len, keeper_request_size(req->version) - iov.iov_len);
         if (k < 0)
                 return peer_gone(-k) ? 0 : k;
         return 1;
 }
 
-static void spawn(const KeeperRequest *req, const char *buf, const int fds[KEEPER_SPAWN_FDS], KeeperReply *reply) {
+static void spawn(const KeeperRequest *req, const char *buf, const int fds[KEEPER_SPAWN_FDS_MAX], KeeperReply *reply) {
         static char stack[64 * 1024] __attribute__((aligned(16)));
-        KeeperJob job = {
-                .stdout_fd = fds[0], .stderr_fd = fds[1], .worker = req->pid, .rlimit_fsize = req->rlimit_fsize
-        };
+        KeeperJob job = {.stdout_fd = fds[0],
+                         .stderr_fd = fds[1],
+                         .cgroup_fd = fds[2],
+                         .worker = req->pid,
+                         .rlimit_fsize = req->rlimit_fsize};
         int k = job_parse((char *) buf, req, &job);
         pid_t pid;
 
@@ -211,7 +233,7 @@ static void spawn(const KeeperRequest *req, const char *buf, const int fds[KEEPE
 static int serve_one(int sock) {
         KeeperRequest req;
         KeeperReply reply;
-        int fds[KEEPER_SPAWN_FDS], k;
+        int fds[KEEPER_SPAWN_FDS_MAX], k;
         _cleanup_free_ char *buf = NULL;
 
         k = request_receive(sock, &req, fds);
@@ -240,7 +262,7 @@ static int serve_one(int sock) {
         default:
                 k = -EBADMSG;
         }
-        for (int i = 0; i < KEEPER_SPAWN_FDS; i++)
+        for (int i = 0; i < KEEPER_SPAWN_FDS_MAX; i++)
                 if (fds[i] >= 0)
                         close(fds[i]);
         if (k < 0 && peer_gone(-k))

@@ -11,6 +11,7 @@ libentropy_worker_a_SOURCES = \
 	worker/lease.c \
 	worker/wake.c worker/wake.h \
 	worker/executor.c worker/executor.h worker/keeper-protocol.h \
+	worker/job-cgroup.c worker/job-cgroup.h \
 	worker/artifacts.c worker/artifacts.h \
 	worker/finisher.c worker/finisher.h \
 	worker/replay.c worker/replay.h \
@@ -69,6 +70,10 @@ TESTS += tests/integration/test-worker.py tests/integration/test-worker-cp-pendi
 	tests/integration/test-worker-output-limit.py
 EXTRA_DIST += tests/integration/test-worker.py tests/integration/test-worker-cp-pending.py \
 	tests/integration/test-worker-output-limit.py tests/integration/worker_harness.py
+
+# Job cgroups (root: each test makes a cgroup of its own for its worker).
+TESTS += tests/integration/test-worker-cgroups.py
+EXTRA_DIST += tests/integration/test-worker-cgroups.py
 
 # The worker against the control plane's answers at the moments that once went wrong (a late
 # /reconnect or heartbeat answer, a lease lost while stopping), through tests/faults/proxy.py.

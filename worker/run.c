@@ -134,6 +134,8 @@ Run *run_free(Run *r) {
         sd_event_source_disable_unref(r->record_timer);
         unrecorded_free(r->unrecorded);
         client_request_cancel(r->ack_request);
+        /* A run that ends here rather than in on_child_exit (its start failed, the worker exits). */
+        job_cgroup_release(r->worker->cgroups, r->cgroup_id);
         /* Prepared for a start that never came (the ack refused, the job given up): no run, no
          * files. */
         if (r->phase == RUN_ACKING)
@@ -149,6 +151,11 @@ Run *run_free(Run *r) {
 }
 
 static void run_hold_unrecorded(Run *r);
+
+void run_signal(Run *r, int sig) {
+        (void) executor_signal_group(r->pid, sig);
+        (void) job_cgroup_signal(r->worker->cgroups, r->cgroup_id, r->pid, sig);
+}
 
 /* Frees the run and its slot, then lets the worker take new work (or finish stopping). A run whose
  * result could not be recorded is kept instead (run_hold_unrecorded). */
@@ -372,9 +379,11 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         Worker *w = r->worker;
         int k;
 
-        /* Whatever the job left behind in its group goes with it: nothing of a finished run may
-         * keep writing to its files or run on past its lease. */
+        /* Whatever the job left behind in its group or its cgroup goes with it: nothing of a
+         * finished run may keep writing to its files or run on past its lease. */
         (void) executor_signal_group(r->pid, SIGKILL);
+        job_cgroup_release(w->cgroups, r->cgroup_id);
+        r->cgroup_id = 0;
         /* sd-event reaps the job only when this callback returns: its group number is still ours. */
         executor_forget(w->executor, r->pid);
         r->child_source = sd_event_source_disable_unref(r->child_source);
@@ -405,8 +414,9 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Run *r = userdata;
-        log_warning("Job %s did not exit after SIGTERM, sending SIGKILL to its process group.", r->spec->job_id);
-        (void) executor_signal_group(r->pid, SIGKILL);
+        log_warning("Job %s did not exit after SIGTERM, sending SIGKILL to its process group%s.", r->spec->job_id,
+                    r->cgroup_id ? " and its cgroup" : "");
+        run_signal(r, SIGKILL);
         return 0;
 }
 
@@ -459,11 +469,11 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
         r->phase = RUN_STOPPING;
         r->timeout_timer = sd_event_source_disable_unref(r->timeout_timer);
         if (reason == STOP_ABORT) {
-                (void) executor_signal_group(r->pid, SIGKILL);
+                run_signal(r, SIGKILL);
                 return;
         }
         log_info("Stopping job %s: %s", r->spec->job_id, strempty(detail));
-        (void) executor_signal_group(r->pid, SIGTERM);
+        run_signal(r, SIGTERM);
         (void) worker_arm_timer(w, &r->kill_timer, grace, on_kill_timer, r, "kill-grace");
 }
 
@@ -503,6 +513,7 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         Worker *w = r->worker;
         _cleanup_strv_free_ char **env = NULL, **argv = NULL;
         const char *step = "spawn";
+        _cleanup_close_ int cgroup_procs = -EBADF;
         uint64_t start = 0;
         JobEnv je = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
                       gpu_for_slot(w->gpus, r->slot) ?: w->gpus_hidden };
@@ -511,6 +522,16 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         k = executor_build_env(environ, w->token, &je, &env);
         if (k >= 0)
                 k = executor_build_argv(r->spec->command, r->spec->args, &argv);
+        if (k >= 0 && w->cgroups) {
+                k = job_cgroup_create(w->cgroups, &r->cgroup_id, &cgroup_procs);
+                if (k < 0) {
+                        char msg[512];
+                        snprintf(msg, sizeof(msg), "could not start %s: cannot make its cgroup below %s: %s", exec_path,
+                                 job_cgroups_path(w->cgroups), strerror(-k));
+                        run_fail(r, "spawn", true, 127, "failed", msg);
+                        return 1;
+                }
+        }
         if (k < 0)
                 return k;
         ExecSpec spec = {exec_path,
@@ -519,7 +540,8 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                          workdir ? workdir : r->artifacts->dir,
                          r->artifacts->out.fd,
                          r->artifacts->err.fd,
-                         (uint64_t) w->settings.max_output_size};
+                         (uint64_t) w->settings.max_output_size,
+                         cgroup_procs > 0 ? cgroup_procs : 0};
         /* The limit the job runs under is the one its output is held to, whatever a reload sets. */
         r->artifacts->max_size = spec.max_output_size;
         k = executor_spawn(w->executor, &spec, &r->pid, &step);
@@ -536,7 +558,7 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         k = sd_event_add_child(w->event, &r->child_source, r->pid, WEXITED, on_child_exit, r);
         if (k < 0) {
                 /* Unwatched, it would run on beside its rerun elsewhere: end it now. */
-                (void) executor_signal_group(r->pid, SIGKILL);
+                run_signal(r, SIGKILL);
                 executor_forget(w->executor, r->pid);
                 (void) waitpid(r->pid, NULL, 0);
                 r->pid = 0;

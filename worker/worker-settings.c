@@ -6,6 +6,7 @@
 #include "crypto.h"
 #include "fs-util.h"
 #include "gpu.h"
+#include "job-cgroup.h"
 #include "log.h"
 #include "protocol.h"
 #include "signed-token.h"
@@ -56,6 +57,8 @@ static const ConfOption worker_options[] = {
          INT64_MAX},
         OPT("refuse-root", CONF_BOOL, refuse_root, "no", NULL, "Refuse to run jobs while running as root"),
         OPT("dry-run", CONF_BOOL, dry_run, "no", NULL, "Validate jobs and write simulated artifacts, run nothing"),
+        OPT("job-cgroups", CONF_STRING, job_cgroups, "auto", "auto|yes|no",
+            "Run each job in a cgroup of its own (auto: where the worker's cgroup is delegated to it)"),
         OPT("kill-grace", CONF_TIMESPAN, kill_grace, "10s", "SPAN", "Delay between SIGTERM and SIGKILL"),
         OPT("idle-exit", CONF_TIMESPAN, idle_exit, "60s", "SPAN",
             "Socket-activated: exit after this long idle; 0 = never"),
@@ -176,6 +179,9 @@ static int settings_validate(WorkerSettings *s) {
                 return log_error_errno(-EINVAL, "--state-directory must be an absolute path.");
         if (stop_mode_from_string(s->stop_mode) < 0)
                 return log_error_errno(-EINVAL, "Invalid --stop-mode '%s': expected wait or handback.", s->stop_mode);
+        if (job_cgroups_mode_from_string(s->job_cgroups) < 0)
+                return log_error_errno(-EINVAL, "Invalid --job-cgroups '%s': expected auto, yes or no.",
+                                       s->job_cgroups);
         if (artifact_backend_from_string(s->artifact_backend) < 0)
                 return log_error_errno(-EINVAL, "Invalid --artifact-backend '%s': expected local or shared.",
                                        s->artifact_backend);

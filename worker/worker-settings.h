@@ -49,6 +49,7 @@ typedef struct WorkerSettings {
         int64_t max_output_size; /* bytes a job may write to its stdout, and its stderr; 0 = no limit */
         bool refuse_root;
         bool dry_run;
+        char *job_cgroups; /* auto|yes|no (job-cgroup.h); read at start-up only */
         usec_t kill_grace;
         usec_t idle_exit;   /* socket-activated: exit after this long without work; 0 = never */
         char *wake_listen;  /* ADDR:PORT for a wake socket when not socket-activated */

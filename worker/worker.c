@@ -295,6 +295,7 @@ static int worker_reload(Worker *w) {
         settings_keep(&n.state_directory, &w->settings.state_directory, "state-directory");
         settings_keep(&n.control_url, &w->settings.control_url, "control-url");
         settings_keep(&n.wake_listen, &w->settings.wake_listen, "wake-listen");
+        settings_keep(&n.job_cgroups, &w->settings.job_cgroups, "job-cgroups");
         n.slots = w->settings.slots;
         caps_changed = !strv_equal(n.capabilities, w->settings.capabilities);
         worker_settings_free(&w->settings);
@@ -499,6 +500,18 @@ static int worker_setup_executor(Worker *w) {
         return 0;
 }
 
+/* Before any job starts: what an earlier process of this worker left in job cgroups goes. */
+static int worker_setup_cgroups(Worker *w) {
+        int k = job_cgroups_open(job_cgroups_mode_from_string(w->settings.job_cgroups), w->event, &w->cgroups);
+
+        if (k < 0)
+                return k;
+        k = job_cgroups_sweep(w->cgroups);
+        if (k < 0)
+                log_warning_errno(k, "Cannot look for the job cgroups of an earlier worker process: %m");
+        return 0;
+}
+
 static int worker_setup_loop(Worker *w) {
         int k;
 
@@ -564,6 +577,8 @@ int worker_new(int argc, char **argv, Worker **ret) {
         if (k == 0)
                 k = worker_setup_executor(w);
         if (k == 0)
+                k = worker_setup_cgroups(w);
+        if (k == 0)
                 k = wake_setup(w);
         if (k != 0) {
                 worker_free(w);
@@ -589,11 +604,12 @@ Worker *worker_free(Worker *w) {
                 if (w->slots[i]) {
                         /* Exiting with jobs still running (a fatal error): they must not outlive us. */
                         if (w->slots[i]->pid > 0)
-                                (void) executor_signal_group(w->slots[i]->pid, SIGKILL);
+                                run_signal(w->slots[i], SIGKILL);
                         run_free(w->slots[i]);
                 }
         free(w->slots);
         executor_free(w->executor);
+        job_cgroups_free(w->cgroups);
         wake_close(w);
         sd_event_source_disable_unref(w->session_timer);
         sd_event_source_disable_unref(w->poll_timer);

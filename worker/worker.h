@@ -8,7 +8,7 @@
  *   run.c        one job: ack, policy, start, timeout, stop, result
  *   lease.c      heartbeats and the lease each running job holds
  *   wake.c       wake-up datagrams (socket activation or --wake-listen)
- *   executor.c, finisher.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms
+ *   executor.c, job-cgroup.c, finisher.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms
  *   they use; keeper.c is entropy-keeper, the helper program executor.c talks to */
 #pragma once
 
@@ -16,12 +16,13 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "host-metrics.h"
 #include "artifacts.h"
 #include "client.h"
 #include "crypto.h"
 #include "executor.h"
 #include "finisher.h"
+#include "host-metrics.h"
+#include "job-cgroup.h"
 #include "json-util.h"
 #include "replay.h"
 #include "time-util.h"
@@ -86,7 +87,8 @@ typedef struct Run {
         int artifacts_error; /* artifacts_open() failed with this */
 
         pid_t pid;
-        int64_t run_id; /* replay.runs row */
+        uint64_t cgroup_id; /* job-cgroup.h; 0: none */
+        int64_t run_id;     /* replay.runs row */
         usec_t started_real, started_mono;
         ArtifactSet *artifacts;
 
@@ -140,6 +142,7 @@ struct Worker {
         Client *client;
         Replay *replay;
         Executor *executor;
+        JobCgroups *cgroups; /* NULL: jobs run in the worker's cgroup */
         Finisher *finisher;
         Run *finishing; /* runs whose process exited, out of their slots, artifacts being finalized */
 
@@ -216,6 +219,8 @@ void session_note_contact(Worker *w);
 int run_claim(Worker *w, size_t slot, JobSpec *spec, const ClientReply *reply);
 void run_stop(Run *r, StopReason reason, const char *detail);
 void run_abort(Run *r, const char *detail); /* SIGKILL the group at once */
+/* Signals the job's process group and, where it has a cgroup, what left the group too. */
+void run_signal(Run *r, int sig);
 Run *run_free(Run *r);
 /* Tries again to record the result of a run held because the replay buffer refused it. */
 void run_record_again(Run *r);

@@ -471,13 +471,43 @@ static void test_older_keeper_is_spoken_to_in_its_version(void) {
         executor = x;
         status = run_limited("cat /proc/self/limits", "out17", 4096);
         ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "a job started through it");
-        is_int(executor_keeper_protocol(x), 2, "in version 2");
+        is_int(executor_keeper_protocol(x), 2, "in version 2, stepping down one version at a time");
         limits = fsize_limits("out17");
         is_str(limits, own_fsize_limits(), "which sets no output limit");
         status = run_limited("exit 5", "out18", 4096);
         ok(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 5, "and the next one");
         executor = saved;
         executor_free(x);
+}
+
+/* The job's cgroup (job-cgroup.h) is entered by the job's own process before anything else: the
+ * "0" it writes to the descriptor it was given (here a pipe stands in for cgroup.procs). A write
+ * that fails stops the start, naming the step. */
+static void test_job_enters_its_cgroup_first(void) {
+        char *argv[] = {"sh", "-c", "exit 0", NULL};
+        char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+        const char *step = NULL;
+        char got[8] = "";
+        int p[2], fd = open(output_path("out19"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), status = -1, r;
+        pid_t pid = 0;
+
+        if (fd < 0 || pipe2(p, O_CLOEXEC) < 0)
+                tap_bail("pipe");
+        r = executor_spawn(executor, &(ExecSpec){"/bin/sh", argv, envp, NULL, fd, fd, 0, p[1]}, &pid, &step);
+        is_int(r, 0, "a job with a cgroup starts");
+        if (r == 0 && waitpid(pid, &status, 0) == pid)
+                executor_forget(executor, pid);
+        close(p[1]);
+        ok(read(p[0], got, sizeof(got) - 1) == 1 && streq(got, "0"), "having written \"0\" to its cgroup.procs");
+        close(p[0]);
+
+        /* Read-only: the write fails with EBADF. */
+        int ro = open(output_path("out19"), O_RDONLY | O_CLOEXEC);
+        r = executor_spawn(executor, &(ExecSpec){"/bin/sh", argv, envp, NULL, fd, fd, 0, ro}, &pid, &step);
+        is_int(r, -EBADF, "a cgroup it cannot enter stops the start");
+        is_str(step, "cgroup", "at the step that failed");
+        close(ro);
+        close(fd);
 }
 
 static void test_keeper_refuses_to_run_by_hand(void) {
@@ -510,6 +540,7 @@ int main(void) {
         test_request_too_large();
         test_output_limit();
         test_output_limit_never_raises_the_workers();
+        test_job_enters_its_cgroup_first();
         test_older_keeper_is_spoken_to_in_its_version();
         test_keeper_refuses_to_run_by_hand();
         executor = executor_free(executor);
