@@ -2,6 +2,7 @@
  * whose events are emitted after commit, and the /events query. */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,8 +366,8 @@ void control_rollback(Control *c) {
         drop_pending(s);
 }
 
-int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,
-                  const char *reason) {
+static int audit_refused_record(Control *c, const char *what, const char *who, const char *from, const char *request_id,
+                                const char *reason) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_json_ json_object *d = json_object_new_object();
         char msg[512];
@@ -399,6 +400,44 @@ int audit_refused(Control *c, const char *what, const char *who, const char *fro
         if (r < 0)
                 return r;
         return own ? control_commit(&tx) : 0;
+}
+
+static bool refusal_audit_allowed(uint64_t *ret_suppressed) {
+        static usec_t window;
+        static unsigned n_window;
+        static uint64_t suppressed;
+        usec_t now = now_monotonic_usec();
+
+        if (now - window >= USEC_PER_SEC) {
+                window = now;
+                n_window = 0;
+        }
+        if (n_window >= AUDIT_REFUSALS_PER_SEC) {
+                suppressed++;
+                return false;
+        }
+        n_window++;
+        *ret_suppressed = suppressed;
+        suppressed = 0;
+        return true;
+}
+
+int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,
+                  const char *reason) {
+        uint64_t suppressed = 0;
+        int r;
+
+        if (!refusal_audit_allowed(&suppressed)) {
+                c->counters.refused++;
+                return 0;
+        }
+        if (suppressed > 0)
+                log_warning("%" PRIu64 " refused request(s) were not audited (more than %d a second).", suppressed,
+                            AUDIT_REFUSALS_PER_SEC);
+        r = audit_refused_record(c, what, who, from, request_id, reason);
+        if (r < 0)
+                c->counters.refused++;
+        return r;
 }
 
 void audit_journal_listener(void *userdata, const AuditEvent *e) {

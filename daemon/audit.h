@@ -53,9 +53,15 @@ typedef struct AuditRecord {
  * ret_id (optional) receives the row id. */
 int audit_record(Control *c, const AuditRecord *rec, int64_t *ret_id);
 
-/* For refusals that change nothing else (bad token, unregistered worker, ...): records and
- * commits its own transaction (or joins the open one). what: "auth", "register", ...; who: the
- * claimed identity (worker id, "admin"), from: peer address. Never pass secrets or tokens. */
+/* For refusals that change nothing else (bad token, unregistered worker, a D-Bus caller without
+ * the right, ...): records and commits its own transaction (or joins the open one). what: "auth",
+ * "register", ...; who: the claimed identity (worker id, "admin", "uid:N"), from: peer address.
+ * Never pass secrets or tokens. Anyone who can reach the API or the bus can cause refusals, so a
+ * flood of them is bounded: past AUDIT_REFUSALS_PER_SEC in one second the rest are only counted
+ * (counters.refused; an audited one is counted when its event commits) and their number is
+ * logged with the next one audited. Returns 0 for those too; < 0 (and counted) when recording
+ * failed. */
+#define AUDIT_REFUSALS_PER_SEC 50
 int audit_refused(Control *c, const char *what, const char *who, const char *from, const char *request_id,
                   const char *reason);
 

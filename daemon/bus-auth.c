@@ -202,12 +202,15 @@ static bool caller_is_privileged(const Caller *caller) {
 static int refuse(Bus *b, sd_bus_message *m, const Caller *caller, sd_bus_error *error, const char *what,
                   const char *reason) {
         char who[64];
+        int r;
 
         snprintf(who, sizeof(who), "uid:%u", (unsigned) caller->uid);
         log_notice("D-Bus: refused %s.%s from %s (%s): %s", strna(sd_bus_message_get_interface(m)),
                    strna(sd_bus_message_get_member(m)), who, strna(caller->sender), reason);
         /* Best effort: an audit failure must not turn a refusal into an internal error. */
-        (void) audit_refused(b->c, what, who, strna(caller->sender), NULL, reason);
+        r = audit_refused(b->c, what, who, strna(caller->sender), NULL, reason);
+        if (r < 0)
+                log_warning_errno(r, "Failed to audit a refused D-Bus call from %s: %m", who);
         return sd_bus_error_setf(error, BUS_ERROR_ACCESS_DENIED, "Access denied: %s", reason);
 }
 

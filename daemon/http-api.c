@@ -134,57 +134,22 @@ static int refuse_route(const HttpRequest *req, HttpResponse *resp, bool path_kn
         return http_response_add_header(resp, "Allow", allow);
 }
 
-/* Refusals are audited (who, what, from where; never the token). A flood of them is bounded:
- * past REFUSALS_AUDITED_PER_SEC in one second the rest are only counted, and the count is logged
- * with the next audited one, so that bad requests cannot turn into unbounded database writes. */
-#define REFUSALS_AUDITED_PER_SEC 50
-
-static bool refusal_audit_allowed(Control *c, uint64_t *ret_suppressed) {
-        static usec_t window;
-        static unsigned n_window;
-        static uint64_t suppressed;
-        usec_t now = now_monotonic_usec();
-
-        if (now - window >= USEC_PER_SEC) {
-                window = now;
-                n_window = 0;
-        }
-        if (n_window >= REFUSALS_AUDITED_PER_SEC) {
-                suppressed++;
-                return false;
-        }
-        n_window++;
-        *ret_suppressed = suppressed;
-        suppressed = 0;
-        return true;
-}
-
+/* Refusals are audited (who, what, from where; never the token), a flood of them bounded by
+ * audit_refused(). */
 static int refuse_auth(Control *c, const Route *route, const HttpRequest *req, HttpResponse *resp,
                        const HttpAuthResult *a) {
-        uint64_t suppressed = 0;
         char what[256];
         int r;
 
-        /* An audited refusal is counted when its event commits (control-events.c); one that is
-         * not audited is counted here, so that each is counted once. */
-        if (!refusal_audit_allowed(c, &suppressed))
-                c->counters.refused++;
-        else {
-                if (suppressed > 0)
-                        log_warning("%" PRIu64 " refused request(s) were not audited (more than %d a second).",
-                                    suppressed, REFUSALS_AUDITED_PER_SEC);
-                if (route->role == ROUTE_PAGE)
-                        snprintf(what, sizeof(what), "%s %.128s: %s", req->method, req->path, a->reason);
-                else
-                        snprintf(what, sizeof(what), "%s %.128s: %s (needs the %s token)", req->method, req->path,
-                                 a->reason, role_name(route->role));
-                /* Who: what a certificate or signed token proved, else unknown. Never the token. */
-                r = audit_refused(c, "auth", a->who[0] ? a->who : NULL, req->remote, req->request_id, what);
-                if (r < 0) {
-                        c->counters.refused++;
-                        log_warning_errno(r, "Failed to audit a refused request from %s: %m", req->remote);
-                }
-        }
+        if (route->role == ROUTE_PAGE)
+                snprintf(what, sizeof(what), "%s %.128s: %s", req->method, req->path, a->reason);
+        else
+                snprintf(what, sizeof(what), "%s %.128s: %s (needs the %s token)", req->method, req->path, a->reason,
+                         role_name(route->role));
+        /* Who: what a certificate or signed token proved, else unknown. Never the token. */
+        r = audit_refused(c, "auth", a->who[0] ? a->who : NULL, req->remote, req->request_id, what);
+        if (r < 0)
+                log_warning_errno(r, "Failed to audit a refused request from %s: %m", req->remote);
         if (a->status == 401 && streq(a->reason, "missing token"))
                 return http_response_error(resp, 401, "missing API token (X-API-Token)");
         if (a->status == 401 && (streq(a->reason, "invalid token") || streq(a->reason, "token of another role")))

@@ -642,6 +642,40 @@ def test_unauthorized_caller_refused_and_audited(t):
     t.ok(any("uid:65534" in json.dumps(e) for e in refused), "the audit event names the uid")
 
 
+FLOOD_CALLER = """
+import sys, dbus
+bus = dbus.bus.BusConnection(sys.argv[1])
+refused = 0
+for _ in range(int(sys.argv[2])):
+    try:
+        bus.call_blocking("org.entropy.Control1", "/org/entropy/Control1", "org.entropy.Control1.Manager",
+                          "ListWorkers", "", ())
+    except dbus.exceptions.DBusException as e:
+        refused += e.get_dbus_name() == "org.entropy.Control1.Error.AccessDenied"
+print(refused)
+"""
+
+
+@test
+def test_a_flood_of_refused_calls_is_audited_at_a_bounded_rate(t):
+    """Anyone on the system bus may call: each refusal is audited (a database row, an fsync, a
+    journal entry), so a local user's loop of refused calls is bounded as HTTP's bad tokens are."""
+    h.open_to_other_uids(t)
+    py = python_with_dbus(t)
+    bus, cp = setup(t)
+    started = time.monotonic()
+    r = t.run_cmd(["setpriv", f"--reuid={h.NOBODY}", f"--regid={h.NOBODY}", "--clear-groups",
+                   py, "-c", FLOOD_CALLER, bus.address, "400"], timeout=120)
+    elapsed = time.monotonic() - started
+    t.eq(r.stdout.strip(), "400", f"every call refused with AccessDenied ({r.stderr.strip()[-300:]})")
+    n = len(cp.events(event="request.refused", limit=1000))
+    t.ok(n <= 50 * (int(elapsed) + 2), f"{n} of 400 refusals audited in {elapsed:.1f}s (at most 50 a second)")
+    t.ok(n >= 50, f"the first ones are audited ({n})")
+    status, text = cp.admin("GET", "/metrics")
+    m = re.search(r"^entropy_requests_refused_total (\d+)$", text if status == 200 else "", re.M)
+    t.eq(int(m.group(1)) if m else None, 400, "every refusal is counted, audited or not")
+
+
 @test
 def test_group_members_read_and_admins_change_without_polkit(t):
     import grp
