@@ -253,6 +253,22 @@ def test_job_and_worker_objects_enumerated_by_object_manager(t):
 
 
 @test
+def test_object_manager_enumerates_the_newest_jobs_only(t):
+    """GetManagedObjects builds every property of every job into one reply: with all of a month's
+    jobs that passed the bus's message limit, and the broker dropped the daemon. It lists the
+    newest 1000; an older job's object still answers at its path."""
+    bus, cp = setup(t, options=h.SLOW_CLOCK)
+    oldest, oldest_path = submit(t, bus)
+    done, errors = submit_until(cp, lambda: False, 1000)
+    t.require(done == 1000 and not errors, f"1000 more jobs submitted ({done}, {errors})")
+    objects = h.call(t, bus, "GetManagedObjects", interface="org.freedesktop.DBus.ObjectManager")[0]
+    jobs = [p for p, ifaces in objects.items() if h.JOB_IFACE in ifaces]
+    t.eq(len(jobs), 1000, "the newest 1000 jobs are enumerated")
+    t.ok(oldest_path not in jobs, "the oldest is not")
+    t.eq(h.get_property(t, bus, oldest_path, h.JOB_IFACE, "Id"), oldest, "but answers at its path")
+
+
+@test
 def test_a_worker_object_shows_what_the_worker_registered_with(t):
     bus, cp = setup(t, options=h.SLOW_CLOCK)
     s, body = cp.worker("POST", "/register", {"worker_id": "w-gpu", "capabilities": ["gpu"], "version": "0.9.1",
