@@ -26,6 +26,7 @@ struct RetentionSweep {
         usec_t before[_PHASE_MAX]; /* each phase's cutoff, fixed when the sweep starts; 0: off */
         RetentionPhase phase;
         RetentionCounts n;
+        char *worker_cursor; /* the last worker id looked at; NULL: none yet */
 };
 
 static const Origin retention_origin = {.actor = "retention"};
@@ -83,7 +84,8 @@ static int delete_old_jobs(Control *c, usec_t cutoff, char ***ret_ids) {
 }
 
 /* Returns how many went: fewer than RETENTION_BATCH once no old one is left. */
-static int delete_jobs_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
+static int delete_jobs_batch(RetentionSweep *s, usec_t cutoff, uint64_t *deleted) {
+        Control *c = s->c;
         _cleanup_strv_free_ char **ids = NULL;
         size_t n;
         int r;
@@ -101,7 +103,8 @@ static int delete_jobs_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
 /* Returns how many went, as delete_jobs_batch() does. A job still live (scheduled far ahead, or
  * running for long) keeps all its history however old: its events go once it has ended. Each
  * batch walks past such kept events again (in audit_ts order), one look-up by key in jobs each. */
-static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
+static int delete_events_batch(RetentionSweep *s, usec_t cutoff, uint64_t *deleted) {
+        Control *c = s->c;
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r, n;
@@ -128,21 +131,27 @@ static int delete_events_batch(Control *c, usec_t cutoff, uint64_t *deleted) {
         return n;
 }
 
-/* Workers last seen before cutoff, each removed in its own transaction by worker_remove(),
- * audited as worker.removed. One that is not OFFLINE (the control plane started less than the
- * heartbeat timeout ago) or still holds a job is left for a later sweep. All in one step: workers
- * are few, and the sweep's last phase. Returns 0: none is left for this sweep. */
-static int delete_workers(Control *c, usec_t cutoff, uint64_t *deleted) {
+/* Workers last seen before cutoff, at most RETENTION_WORKER_BATCH past the last one looked at
+ * (in id order), each removed in its own transaction (an fsync) by worker_remove(), audited as
+ * worker.removed. One that is not OFFLINE (the control plane started less than the heartbeat
+ * timeout ago) or still holds a job is left for a later sweep. Returns how many were looked at:
+ * fewer than RETENTION_WORKER_BATCH once none is left. */
+static int delete_workers(RetentionSweep *s, usec_t cutoff, uint64_t *deleted) {
+        Control *c = s->c;
         _cleanup_strv_free_ char **ids = NULL;
         int r;
 
         {
                 _cleanup_stmt_ sqlite3_stmt *st = NULL;
-                r = store_prepare(c->store, "SELECT worker_id FROM workers WHERE last_seen < ? ORDER BY worker_id",
+                r = store_prepare(c->store,
+                                  "SELECT worker_id FROM workers WHERE last_seen < ?1 AND worker_id > ?2 "
+                                  "ORDER BY worker_id LIMIT ?3",
                                   &st);
                 if (r < 0)
                         return r;
-                if (store_bind_int64(st, 1, (int64_t) cutoff) < 0)
+                if (store_bind_int64(st, 1, (int64_t) cutoff) < 0 ||
+                    store_bind_text(st, 2, strempty(s->worker_cursor)) < 0 ||
+                    store_bind_int64(st, 3, RETENTION_WORKER_BATCH) < 0)
                         return -ENOMEM;
                 r = store_collect_strings(c->store, st, &ids);
                 if (r < 0)
@@ -151,15 +160,20 @@ static int delete_workers(Control *c, usec_t cutoff, uint64_t *deleted) {
         STRV_FOREACH (id, ids) {
                 OpError err = {};
                 r = worker_remove(c, &retention_origin, *id, &err);
-                if (r == -EBUSY || r == -ENOENT) {
+                if (r == -EBUSY || r == -ENOENT)
                         log_debug("Retention keeps worker %s for now: %s", *id, err.message);
-                        continue;
-                }
-                if (r < 0)
+                else if (r < 0)
                         return r;
-                (*deleted)++;
+                else
+                        (*deleted)++;
         }
-        return 0;
+        if (ids && ids[0]) {
+                char *last = strdup(ids[strv_length(ids) - 1]);
+                if (!last)
+                        return -ENOMEM;
+                free_and_replace_str(&s->worker_cursor, last);
+        }
+        return (int) strv_length(ids);
 }
 
 /* The moment before which rows older than `days` go; 0: keep everything. */
@@ -205,11 +219,12 @@ static int record(Control *c, const RetentionCounts *n) {
 
 static const struct {
         const char *what;
-        int (*batch)(Control *c, usec_t cutoff, uint64_t *deleted);
+        int (*batch)(RetentionSweep *s, usec_t cutoff, uint64_t *deleted);
+        int size; /* a batch that returns fewer ends the phase */
 } phases[_PHASE_MAX] = {
-        [PHASE_JOBS] = {"jobs", delete_jobs_batch},
-        [PHASE_EVENTS] = {"audit events", delete_events_batch},
-        [PHASE_WORKERS] = {"workers", delete_workers},
+        [PHASE_JOBS] = {"jobs", delete_jobs_batch, RETENTION_BATCH},
+        [PHASE_EVENTS] = {"audit events", delete_events_batch, RETENTION_BATCH},
+        [PHASE_WORKERS] = {"workers", delete_workers, RETENTION_WORKER_BATCH},
 };
 
 static uint64_t *phase_count(RetentionCounts *n, RetentionPhase p) {
@@ -230,6 +245,7 @@ static void sweep_start(RetentionSweep *s, Control *c) {
         s->before[PHASE_WORKERS] = retention_cutoff(c, c->settings.worker_retention_days);
         s->phase = PHASE_JOBS;
         s->n = (RetentionCounts){};
+        free_and_replace_str(&s->worker_cursor, NULL);
         sweep_skip_off(s);
 }
 
@@ -239,10 +255,10 @@ static int sweep_step(RetentionSweep *s) {
         int r = 0, k;
 
         if (s->phase < _PHASE_MAX) {
-                r = phases[s->phase].batch(s->c, s->before[s->phase], phase_count(&s->n, s->phase));
+                r = phases[s->phase].batch(s, s->before[s->phase], phase_count(&s->n, s->phase));
                 if (r < 0)
                         log_error_errno(r, "Retention sweep of %s failed: %m", phases[s->phase].what);
-                else if (r < RETENTION_BATCH) {
+                else if (r < phases[s->phase].size) {
                         s->phase++;
                         sweep_skip_off(s);
                 }
@@ -250,6 +266,7 @@ static int sweep_step(RetentionSweep *s) {
                         return 1;
         }
         s->running = false;
+        free_and_replace_str(&s->worker_cursor, NULL);
         k = record(s->c, &s->n);
         if (k < 0)
                 log_error_errno(k, "Failed to record the retention sweep: %m");
@@ -286,6 +303,7 @@ static void sweep_destroy(void *userdata) {
         RetentionSweep *s = userdata;
 
         s->c->retention_sweep = NULL;
+        free(s->worker_cursor);
         free(s);
 }
 

@@ -4,7 +4,8 @@
  * job worker_retention_days after they were last seen (0 keeps forever). Each sweep writes its
  * own audit event (retention.sweep), whose counts cover the whole sweep.
  *
- * Rows go in batches of at most RETENTION_BATCH, each its own transaction. With an event loop
+ * Rows go in batches of at most RETENTION_BATCH, each its own transaction (workers
+ * RETENTION_WORKER_BATCH, a transaction each). With an event loop
  * (Control.event) a sweep runs one batch per loop iteration: HTTP requests, heartbeats and the
  * watchdog are served between two batches, so that a large backlog never holds the loop for
  * long. */
@@ -15,6 +16,8 @@
 #include "control.h"
 
 #define RETENTION_BATCH 5000
+/* Workers go one transaction each (worker_remove(), audited): fewer to a batch. */
+#define RETENTION_WORKER_BATCH 64
 
 typedef struct RetentionCounts {
         uint64_t jobs, events, workers;

@@ -297,6 +297,47 @@ static void test_worker_retention_removes_offline_workers_holding_no_job(void) {
         test_control_free(c);
 }
 
+/* Disposable worker ids (containers, CI runners) leave many old workers: they go a batch per loop
+ * iteration, as jobs do, and the ones kept (here one holding a job, in the middle of the id
+ * order) neither stop the sweep nor make it go round in circles. */
+static void test_worker_retention_goes_in_batches(void) {
+        const int total = 2 * RETENTION_WORKER_BATCH + 20;
+        Control *c = test_control_new();
+        int64_t left = total, most = 0;
+        unsigned iterations = 0;
+        char id[32];
+
+        c->settings.worker_retention_days = 7;
+        c->settings.job_retention_days = c->settings.event_retention_days = 0;
+        for (int i = 0; i < total; i++) {
+                snprintf(id, sizeof(id), "w-%04d", i);
+                test_register(c, id, NULL);
+        }
+        const char *job = test_submit(c, 0);
+        test_advance(c, 8 * USEC_PER_DAY);
+        test_force(c, "status = 'RUNNING', worker_id = 'w-0100', assignment_id = 'a1'", job);
+        if (sd_event_new(&c->event) < 0)
+                tap_bail("sd_event_new");
+
+        is_int(retention_sweep(c, NULL), 0, "the sweep starts on the loop");
+        while (test_count_events(c, "retention.sweep", NULL) == 0 && iterations < 100) {
+                if (sd_event_run(c->event, USEC_PER_SEC) < 0)
+                        break;
+                iterations++;
+                int64_t now_left = query_int(c, "SELECT count(*) FROM workers");
+                most = MAX(most, left - now_left);
+                left = now_left;
+        }
+        is_int(left, 1, "every old worker went but the one holding a job");
+        ok(most <= RETENTION_WORKER_BATCH, "at most %d in one loop iteration (%" PRId64 ")", RETENTION_WORKER_BATCH,
+           most);
+        ok(iterations >= 3, "in %u iterations", iterations);
+        is_int(query_int(c, "SELECT json_extract(details, '$.workers_removed') FROM audit_events "
+                            "WHERE event = 'retention.sweep'"),
+               total - 1, "the sweep's event counts them all");
+        test_control_free(c);
+}
+
 int main(void) {
         test_retention_deletes_only_old_terminal_jobs_and_events();
         test_event_retention_keeps_the_history_of_live_jobs();
@@ -304,5 +345,6 @@ int main(void) {
         test_retention_handles_more_than_one_batch();
         test_retention_deletes_one_batch_per_loop_iteration();
         test_worker_retention_removes_offline_workers_holding_no_job();
+        test_worker_retention_goes_in_batches();
         return tap_done();
 }
