@@ -33,32 +33,31 @@ if not MOUNT or not os.access(MOUNT, os.W_OK):
     missing_dependency("no writable cgroup v2 hierarchy (root should have one on Linux 5.14 or later)")
 
 
+def cgroup_tree(path):
+    """path and the cgroups below it, deepest first."""
+    below = [os.path.join(root, d) for root, dirs, _ in os.walk(path, topdown=False) for d in dirs]
+    return below + [path]
+
+
 def kill_cgroup_tree(path):
-    """Kills everything in path and below and removes the directories, deepest first."""
-    for root, dirs, _ in os.walk(path, topdown=False):
-        for d in [os.path.join(root, x) for x in dirs] + ([path] if root == path else []):
-            try:
-                with open(os.path.join(d, "cgroup.kill"), "w") as f:
-                    f.write("1")
-            except OSError:
-                pass
-    deadline = time.monotonic() + 10
-    for root, dirs, _ in os.walk(path, topdown=False):
-        for d in [os.path.join(root, x) for x in dirs]:
-            while os.path.isdir(d):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-    while os.path.isdir(path):
+    """Kills everything in path and below and removes the cgroups, deepest first: a cgroup goes
+    once its killed processes have exited (bounded: 10 s in all)."""
+    tree = cgroup_tree(path)
+    for d in tree:
         try:
-            os.rmdir(path)
+            with open(os.path.join(d, "cgroup.kill"), "w") as f:
+                f.write("1")
         except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+            pass
+    deadline = time.monotonic() + 10
+    for d in tree:
+        while os.path.isdir(d):
+            try:
+                os.rmdir(d)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
 
 def test_cgroup(t, delegated=False):
