@@ -98,6 +98,20 @@ step_submit_and_run() {
         csh "$CTL" "entropyctl --no-pager -o json status $JOB1 | grep -q '\"worker_id\": *\"$WRK-'"
 }
 
+# A job's process that leaves its process group (setsid) ends with the job: the unit delegates
+# its cgroup (Delegate=yes), and each job runs in a cgroup of its own below the worker's.
+step_job_cgroups() {
+    local j
+    check "the worker runs each job in a cgroup of its own (Delegate=yes)" csh "$WRK" \
+        "journalctl --no-pager -u entropy-worker.service | grep -q 'Each job runs in a cgroup of its own below'"
+    j=$(cexec "$CTL" entropyctl submit -- /bin/sh -c \
+        'setsid sh -c "touch /tmp/left; exec sleep 300" </dev/null >/dev/null 2>&1 & until [ -e /tmp/left ]; do sleep 0.05; done' |
+        tail -n 1 | awk '{print $NF}')
+    [ -n "$j" ] || { tap_not_ok "submit a job that leaves a setsid() process behind"; return; }
+    check "job $j, which leaves a setsid() process behind, completes" wait_until 45 job_is "$j" COMPLETED
+    check "and that process is gone with it" wait_until 15 csh "$WRK" "! pgrep -u entropy-worker -x sleep"
+}
+
 step_journal() {
     local j=$JOB1 ev
     [ -n "$j" ] || { tap_not_ok "journal: a job to look up (entropyctl submit gave none)"; return; }
@@ -197,6 +211,7 @@ run_entropy_steps() {
     step_install_worker || { echo "Bail out! worker not installed"; return 1; }
     step_socket_activation
     step_submit_and_run
+    step_job_cgroups
     step_journal
     step_journal_not_rate_limited
     step_restart_mid_work
