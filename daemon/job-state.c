@@ -93,15 +93,16 @@ static int read_row(Control *c, const char *job_id, Row *ret) {
         return 0;
 }
 
-static int write_status(Control *c, const Origin *o, const char *job_id, JobState to) {
+static int write_status(Control *c, const Origin *o, const char *job_id, JobState to, const JobColumns *columns) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, "UPDATE jobs SET status = ?, updated_at = ?, updated_by = ? WHERE job_id = ?",
-                              &st);
+        int r = store_prepare(c->store, columns ? columns->update : JOB_STATUS_UPDATE(""), &st);
         if (r < 0)
                 return r;
         if (store_bind_text(st, 1, job_state_to_string(to)) < 0 ||
             store_bind_int64(st, 2, (int64_t) control_now(c)) < 0 || store_bind_text(st, 3, origin_actor(o)) < 0 ||
             store_bind_text(st, 4, job_id) < 0)
+                return -ENOMEM;
+        if (columns && columns->bind(st, columns->userdata) < 0)
                 return -ENOMEM;
         r = store_step(c->store, st);
         return r < 0 ? r : 0;
@@ -166,7 +167,7 @@ int job_transition(Control *c, const Origin *o, const char *job_id, JobState to,
                 goto finish;
         }
 
-        r = write_status(c, o, job_id, to);
+        r = write_status(c, o, job_id, to, change ? change->columns : NULL);
         if (r >= 0)
                 r = audit(c, o, job_id, &row, to, false, change);
 finish:

@@ -397,71 +397,79 @@ int jobs_not_held(Control *c, const char *worker_id, const HeldJob *jobs, size_t
         return 0;
 }
 
-/* ---- column updates that accompany transitions (never the status) ---- */
+/* ---- columns that change with a transition, written by its UPDATE (job-state.h) ---- */
 
-static int set_assignment(Control *c, const char *job_id, const char *worker_id, const char *assignment_id,
-                          usec_t expires, int attempt_delta) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "UPDATE jobs SET worker_id = ?, assignment_id = ?, assignment_expires_at = ?, "
-                              "attempt_count = MAX(0, attempt_count + ?), retry_at = 0 WHERE job_id = ?",
-                              &st);
-        if (r < 0)
-                return r;
-        if (store_bind_text(st, 1, worker_id) < 0 || store_bind_text(st, 2, assignment_id) < 0 ||
-            store_bind_int64(st, 3, (int64_t) expires) < 0 || store_bind_int64(st, 4, attempt_delta) < 0 ||
-            store_bind_text(st, 5, job_id) < 0)
+typedef struct Assignment {
+        const char *worker_id, *assignment_id;
+        usec_t expires;
+        int attempt_delta;
+} Assignment;
+
+static int bind_assignment(sqlite3_stmt *st, const void *userdata) {
+        const Assignment *a = userdata;
+        if (store_bind_text(st, 5, a->worker_id) < 0 || store_bind_text(st, 6, a->assignment_id) < 0 ||
+            store_bind_int64(st, 7, (int64_t) a->expires) < 0 || store_bind_int64(st, 8, a->attempt_delta) < 0)
                 return -ENOMEM;
-        r = store_step(c->store, st);
-        return r < 0 ? r : 0;
+        return 0;
 }
 
-static int set_lease(Control *c, const char *job_id, usec_t expires) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, "UPDATE jobs SET assignment_expires_at = ? WHERE job_id = ?", &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, (int64_t) expires) < 0 || store_bind_text(st, 2, job_id) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        return r < 0 ? r : 0;
+static JobColumns assignment_columns(const Assignment *a) {
+        return (JobColumns){.update = JOB_STATUS_UPDATE(", worker_id = ?5, assignment_id = ?6, "
+                                                        "assignment_expires_at = ?7, "
+                                                        "attempt_count = MAX(0, attempt_count + ?8), retry_at = 0"),
+                            .bind = bind_assignment,
+                            .userdata = a};
 }
 
-static int set_outcome(Control *c, const char *job_id, const char *error, bool has_exit_code, int64_t exit_code,
-                       usec_t retry_at) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(
-                c->store,
-                "UPDATE jobs SET last_error = coalesce(?, last_error), exit_code = coalesce(?, exit_code), "
-                "retry_at = ?, assignment_expires_at = 0 WHERE job_id = ?",
-                &st);
-        if (r < 0)
-                return r;
-        if (store_bind_text(st, 1, error) < 0 ||
-            (has_exit_code ? store_bind_int64(st, 2, exit_code) : sqlite3_bind_null(st, 2)) != 0 ||
-            store_bind_int64(st, 3, (int64_t) retry_at) < 0 || store_bind_text(st, 4, job_id) < 0)
+static int bind_lease(sqlite3_stmt *st, const void *userdata) {
+        const usec_t *expires = userdata;
+        return store_bind_int64(st, 5, (int64_t) *expires);
+}
+
+static JobColumns lease_columns(const usec_t *expires) {
+        return (JobColumns){
+                .update = JOB_STATUS_UPDATE(", assignment_expires_at = ?5"), .bind = bind_lease, .userdata = expires};
+}
+
+typedef struct Outcome {
+        const char *error;
+        bool has_exit_code;
+        int64_t exit_code;
+        usec_t retry_at;
+} Outcome;
+
+static int bind_outcome(sqlite3_stmt *st, const void *userdata) {
+        const Outcome *x = userdata;
+        if (store_bind_text(st, 5, x->error) < 0 ||
+            (x->has_exit_code ? store_bind_int64(st, 6, x->exit_code) : store_errno(sqlite3_bind_null(st, 6))) < 0 ||
+            store_bind_int64(st, 7, (int64_t) x->retry_at) < 0)
                 return -ENOMEM;
-        r = store_step(c->store, st);
-        return r < 0 ? r : 0;
+        return 0;
+}
+
+static JobColumns outcome_columns(const Outcome *x) {
+        return (JobColumns){.update = JOB_STATUS_UPDATE(", last_error = coalesce(?5, last_error), "
+                                                        "exit_code = coalesce(?6, exit_code), retry_at = ?7, "
+                                                        "assignment_expires_at = 0"),
+                            .bind = bind_outcome,
+                            .userdata = x};
 }
 
 /* ---- shared transitions ---- */
 
 int jobs_requeue(Control *c, const Origin *o, const Job *j, const char *reason) {
-        int r = job_transition(c, o, j->job_id, JOB_PENDING, &(JobChange){.reason = reason}, NULL);
-        if (r < 0)
-                return r;
         /* An assignment that was never acknowledged never ran: its attempt is given back. */
-        return set_assignment(c, j->job_id, NULL, NULL, 0, j->status == JOB_ASSIGNED ? -1 : 0);
+        Assignment none = {.attempt_delta = j->status == JOB_ASSIGNED ? -1 : 0};
+        JobColumns cols = assignment_columns(&none);
+        return job_transition(c, o, j->job_id, JOB_PENDING, &(JobChange){.reason = reason, .columns = &cols}, NULL);
 }
 
 int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason, bool work_may_be_done) {
         if (j->status == JOB_ASSIGNED)
                 return jobs_requeue(c, o, j, reason);
-        int r = job_transition(c, o, j->job_id, JOB_LOST, &(JobChange){.reason = reason}, NULL);
-        if (r < 0)
-                return r;
-        r = set_outcome(c, j->job_id, reason, false, 0, 0);
+        Outcome x = {.error = reason};
+        JobColumns cols = outcome_columns(&x);
+        int r = job_transition(c, o, j->job_id, JOB_LOST, &(JobChange){.reason = reason, .columns = &cols}, NULL);
         if (r < 0)
                 return r;
         /* On its last attempt, a job whose worker may still finish it (cut off, not restarted) waits
@@ -479,19 +487,18 @@ int jobs_give_up(Control *c, const Origin *o, const Job *j, const char *reason, 
 int jobs_retry_or_fail(Control *c, const Origin *o, const Job *j, const char *error, bool has_exit_code,
                        int64_t exit_code, JobState *ret_state) {
         JobState to = j->attempt_count < j->max_attempts ? JOB_RETRYING : JOB_FAILED;
-        usec_t retry_at = 0;
+        Outcome x = {.error = error, .has_exit_code = has_exit_code, .exit_code = exit_code};
+        JobColumns cols = outcome_columns(&x);
         int r;
 
-        r = job_transition(c, o, j->job_id, to, &(JobChange){.reason = error}, NULL);
+        if (to == JOB_RETRYING)
+                x.retry_at =
+                        control_now(c) + reconcile_backoff(&c->settings, j->attempt_count, reconcile_random_unit());
+        r = job_transition(c, o, j->job_id, to, &(JobChange){.reason = error, .columns = &cols}, NULL);
         if (r < 0)
                 return r;
         if (to == JOB_RETRYING)
-                retry_at = control_now(c) + reconcile_backoff(&c->settings, j->attempt_count, reconcile_random_unit());
-        r = set_outcome(c, j->job_id, error, has_exit_code, exit_code, retry_at);
-        if (r < 0)
-                return r;
-        if (to == JOB_RETRYING)
-                reconcile_note_deadline(c, retry_at);
+                reconcile_note_deadline(c, x.retry_at);
         if (ret_state)
                 *ret_state = to;
         return 0;
@@ -583,11 +590,14 @@ static int claim_locked(Control *c, const Origin *o, const char *worker_id, Job 
         r = random_id(assignment_id);
         if (r < 0)
                 return r;
+        Assignment a = {.worker_id = worker_id,
+                        .assignment_id = assignment_id,
+                        .expires = now + c->settings.lease_timeout,
+                        .attempt_delta = +1};
+        JobColumns cols = assignment_columns(&a);
         r = job_transition(c, o, job_id, JOB_ASSIGNED,
-                           &(JobChange){.worker_id = worker_id, .assignment_id = assignment_id}, NULL);
-        if (r < 0)
-                return r;
-        r = set_assignment(c, job_id, worker_id, assignment_id, now + c->settings.lease_timeout, +1);
+                           &(JobChange){.worker_id = worker_id, .assignment_id = assignment_id, .columns = &cols},
+                           NULL);
         if (r < 0)
                 return r;
         r = load_job(c, job_id, ret);
@@ -638,12 +648,12 @@ static int ack_locked(Control *c, const Origin *o, const char *job_id, const cha
                                     job_id);
         }
         /* Any other state is refused (and audited) by the state machine. */
-        r = job_transition(c, o, job_id, JOB_RUNNING, &(JobChange){.reason = "ack"}, NULL);
+        usec_t expires = now + c->settings.lease_timeout;
+        JobColumns cols = lease_columns(&expires);
+        r = job_transition(c, o, job_id, JOB_RUNNING, &(JobChange){.reason = "ack", .columns = &cols}, NULL);
         if (r == -EBUSY)
                 return op_error_set(err, r, "job %s is %s, not ASSIGNED", job_id, job_state_to_string(j->status));
-        if (r < 0)
-                return r;
-        return set_lease(c, job_id, now + c->settings.lease_timeout);
+        return r;
 }
 
 int jobs_ack(Control *c, const Origin *o, const char *job_id, const char *worker_id, const char *assignment_id,
@@ -729,29 +739,29 @@ int completion_validate(const Completion *comp, OpError *err) {
         return 0;
 }
 
-static int store_completion(Control *c, const Completion *x) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store,
-                              "UPDATE jobs SET exit_code = ?, result_summary = ?, artifact_id = ?, stdout_path = ?, "
-                              "stderr_path = ?, stdout_sha256 = ?, stderr_sha256 = ?, artifact_backend = ?, "
-                              "artifact_location = ?, artifact_upload_state = ?, artifact_upload_error = ?, "
-                              "completion_seq = ?, result_path = coalesce(?, ?), assignment_expires_at = 0, "
-                              "retry_at = 0 WHERE job_id = ?",
-                              &st);
-        if (r < 0)
-                return r;
-        if ((x->has_exit_code ? store_bind_int64(st, 1, x->exit_code) : store_bind_text(st, 1, NULL)) < 0 ||
-            store_bind_text(st, 2, x->result_summary) < 0 || store_bind_text(st, 3, x->artifact_id) < 0 ||
-            store_bind_text(st, 4, x->stdout_path) < 0 || store_bind_text(st, 5, x->stderr_path) < 0 ||
-            store_bind_text(st, 6, x->stdout_sha256) < 0 || store_bind_text(st, 7, x->stderr_sha256) < 0 ||
-            store_bind_text(st, 8, x->artifact_backend) < 0 || store_bind_text(st, 9, x->artifact_location) < 0 ||
-            store_bind_text(st, 10, x->artifact_upload_state) < 0 ||
-            store_bind_text(st, 11, x->artifact_upload_error) < 0 || store_bind_int64(st, 12, x->completion_seq) < 0 ||
-            store_bind_text(st, 13, x->artifact_location) < 0 || store_bind_text(st, 14, x->stdout_path) < 0 ||
-            store_bind_text(st, 15, x->job_id) < 0)
+static int bind_completion(sqlite3_stmt *st, const void *userdata) {
+        const Completion *x = userdata;
+        if ((x->has_exit_code ? store_bind_int64(st, 5, x->exit_code) : store_bind_text(st, 5, NULL)) < 0 ||
+            store_bind_text(st, 6, x->result_summary) < 0 || store_bind_text(st, 7, x->artifact_id) < 0 ||
+            store_bind_text(st, 8, x->stdout_path) < 0 || store_bind_text(st, 9, x->stderr_path) < 0 ||
+            store_bind_text(st, 10, x->stdout_sha256) < 0 || store_bind_text(st, 11, x->stderr_sha256) < 0 ||
+            store_bind_text(st, 12, x->artifact_backend) < 0 || store_bind_text(st, 13, x->artifact_location) < 0 ||
+            store_bind_text(st, 14, x->artifact_upload_state) < 0 ||
+            store_bind_text(st, 15, x->artifact_upload_error) < 0 || store_bind_int64(st, 16, x->completion_seq) < 0)
                 return -ENOMEM;
-        r = store_step(c->store, st);
-        return r < 0 ? r : 0;
+        return 0;
+}
+
+static JobColumns completion_columns(const Completion *x) {
+        return (JobColumns){
+                .update = JOB_STATUS_UPDATE(
+                        ", exit_code = ?5, result_summary = ?6, artifact_id = ?7, stdout_path = ?8, "
+                        "stderr_path = ?9, stdout_sha256 = ?10, stderr_sha256 = ?11, artifact_backend = ?12, "
+                        "artifact_location = ?13, artifact_upload_state = ?14, artifact_upload_error = ?15, "
+                        "completion_seq = ?16, result_path = coalesce(?13, ?8), assignment_expires_at = 0, "
+                        "retry_at = 0"),
+                .bind = bind_completion,
+                .userdata = x};
 }
 
 int jobs_complete_locked(Control *c, const Origin *o, const Completion *comp, JobState *ret_state, OpError *err) {
@@ -778,13 +788,11 @@ int jobs_complete_locked(Control *c, const Origin *o, const Completion *comp, Jo
         json_add_int64(d, "completion_seq", comp->completion_seq);
         json_add_string(d, "stdout_sha256", comp->stdout_sha256);
         json_add_string(d, "stderr_sha256", comp->stderr_sha256);
-        r = job_transition(c, o, comp->job_id, JOB_COMPLETED, &(JobChange){.details = d}, NULL);
+        JobColumns cols = completion_columns(comp);
+        r = job_transition(c, o, comp->job_id, JOB_COMPLETED, &(JobChange){.details = d, .columns = &cols}, NULL);
         if (r == -EBUSY)
                 return op_error_set(err, r, "job %s is %s: a completion needs an acknowledged assignment", comp->job_id,
                                     job_state_to_string(j->status));
-        if (r < 0)
-                return r;
-        r = store_completion(c, comp);
         if (r < 0)
                 return r;
         if (ret_state)
@@ -828,10 +836,10 @@ static int fail_for_good(Control *c, const Origin *o, const Job *j, const Failur
         if (!d || asprintf(&reason, "not retryable (%s): %s", f->failure_kind ?: "unspecified",
                            f->error ?: "failed") < 0)
                 return -ENOMEM;
-        r = job_transition(c, o, j->job_id, JOB_FAILED, &(JobChange){.reason = reason, .details = d}, NULL);
-        if (r < 0)
-                return r;
-        r = set_outcome(c, j->job_id, reason, f->has_exit_code, f->exit_code, 0);
+        Outcome x = {.error = reason, .has_exit_code = f->has_exit_code, .exit_code = f->exit_code};
+        JobColumns cols = outcome_columns(&x);
+        r = job_transition(c, o, j->job_id, JOB_FAILED, &(JobChange){.reason = reason, .details = d, .columns = &cols},
+                           NULL);
         if (r < 0)
                 return r;
         if (ret_state)
@@ -861,10 +869,10 @@ static int hand_back(Control *c, const Origin *o, const Job *j, const Failure *f
 
         if (!d || asprintf(&reason, "handed back by worker %s: %s", f->worker_id, f->error ?: "worker stopping") < 0)
                 return -ENOMEM;
-        r = job_transition(c, o, j->job_id, JOB_RETRYING, &(JobChange){.reason = reason, .details = d}, NULL);
-        if (r < 0)
-                return r;
-        r = set_outcome(c, j->job_id, reason, f->has_exit_code, f->exit_code, now);
+        Outcome x = {.error = reason, .has_exit_code = f->has_exit_code, .exit_code = f->exit_code, .retry_at = now};
+        JobColumns cols = outcome_columns(&x);
+        r = job_transition(c, o, j->job_id, JOB_RETRYING,
+                           &(JobChange){.reason = reason, .details = d, .columns = &cols}, NULL);
         if (r >= 0)
                 r = give_back_attempt(c, j->job_id);
         if (r < 0)
@@ -916,13 +924,13 @@ int jobs_fail(Control *c, const Origin *o, const Failure *f, JobState *ret_state
 /* ---- abort ---- */
 
 static int abort_one(Control *c, const Origin *o, const char *job_id, const char *reason, OpError *err) {
+        Outcome x = {.error = reason};
+        JobColumns cols = outcome_columns(&x);
         JobState from;
-        int r = job_transition(c, o, job_id, JOB_ABORTED, &(JobChange){.reason = reason}, &from);
+        int r = job_transition(c, o, job_id, JOB_ABORTED, &(JobChange){.reason = reason, .columns = &cols}, &from);
         if (r == -EBUSY)
                 return op_error_set(err, r, "job %s is %s and cannot be aborted", job_id, job_state_to_string(from));
-        if (r < 0)
-                return r;
-        return set_outcome(c, job_id, reason, false, 0, 0);
+        return r;
 }
 
 static int abort_locked(Control *c, const Origin *o, const char *job_id, const char *worker_id, const char *reason,
