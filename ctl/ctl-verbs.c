@@ -124,24 +124,26 @@ static int wait_for_job(Backend *b, const CtlSettings *s, const char *job_id) {
         return streq(state, "COMPLETED") ? CTL_EXIT_OK : CTL_EXIT_JOB_FAILED;
 }
 
+enum { ARG_PRIORITY = 0x100, ARG_REQ, ARG_GPU, ARG_AT, ARG_TIMEOUT, ARG_MAX, ARG_WAIT, ARG_DIR };
+/* Also the Verb's stop_options: entropyctl.c's --help scan parses with this table. */
+static const struct option submit_options[] = {{"priority", required_argument, NULL, ARG_PRIORITY},
+                                               {"requirement", required_argument, NULL, ARG_REQ},
+                                               {"gpu", no_argument, NULL, ARG_GPU},
+                                               {"at", required_argument, NULL, ARG_AT},
+                                               {"timeout", required_argument, NULL, ARG_TIMEOUT},
+                                               {"max-attempts", required_argument, NULL, ARG_MAX},
+                                               {"working-directory", required_argument, NULL, ARG_DIR},
+                                               {"wait", no_argument, NULL, ARG_WAIT},
+                                               {}};
+
 static int submit_parse(int argc, char **argv, json_object *spec, bool *wait) {
-        enum { ARG_PRIORITY = 0x100, ARG_REQ, ARG_GPU, ARG_AT, ARG_TIMEOUT, ARG_MAX, ARG_WAIT, ARG_DIR };
-        static const struct option options[] = {{"priority", required_argument, NULL, ARG_PRIORITY},
-                                                {"requirement", required_argument, NULL, ARG_REQ},
-                                                {"gpu", no_argument, NULL, ARG_GPU},
-                                                {"at", required_argument, NULL, ARG_AT},
-                                                {"timeout", required_argument, NULL, ARG_TIMEOUT},
-                                                {"max-attempts", required_argument, NULL, ARG_MAX},
-                                                {"working-directory", required_argument, NULL, ARG_DIR},
-                                                {"wait", no_argument, NULL, ARG_WAIT},
-                                                {}};
         _cleanup_strv_free_ char **reqs = NULL;
         int64_t x;
         usec_t span;
         double at;
         int c, r;
 
-        while ((c = verb_getopt(argc, argv, "+", options)) >= 0) {
+        while ((c = verb_getopt(argc, argv, "+", submit_options)) >= 0) {
                 switch (c) {
                 case ARG_PRIORITY:
                         if (parse_int_arg("submit", "priority", optarg, INT32_MIN, INT32_MAX, &x) != 0)
@@ -817,7 +819,8 @@ const Verb ctl_verbs[] = {
          "[--priority=N] [--requirement=CAP...] [--gpu] [--at=TIME] [--timeout=SPAN] [--max-attempts=N] "
          "[--working-directory=DIR] [--wait] -- CMD [ARGS...]",
          "Submit a job; print its id. TIME is Unix seconds, +SPAN from now or now; N counts attempts in all, "
-         "1 to 1000 (default 3). --wait follows the job and exits with its outcome"},
+         "1 to 1000 (default 3). --wait follows the job and exits with its outcome",
+         submit_options},
         {"list-jobs", verb_list_jobs, "[--state=STATE] [--worker=ID]", "List jobs, newest first"},
         {"status", verb_status, "JOB...", "Show a job's state and details"},
         {"abort", verb_abort, "JOB | --worker=ID [--reason=TEXT]", "Abort a job, or every job a worker holds"},

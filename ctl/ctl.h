@@ -5,6 +5,7 @@
  * fields are dropped, as D-Bus cannot carry them. */
 #pragma once
 
+#include <getopt.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -111,6 +112,10 @@ typedef struct Verb {
         int (*run)(Backend *b, const CtlSettings *s, int argc, char **argv);
         const char *usage;
         const char *help;
+        /* For a verb whose options end at its first operand (submit: the job's command): the
+         * getopt_long() table it parses them with, options "+". The --help scan parses with the
+         * same table, so that it steps over option values as the verb does. NULL otherwise. */
+        const struct option *stop_options;
 } Verb;
 
 extern const Verb ctl_verbs[];

@@ -3,6 +3,7 @@
  * and the exit codes, the choice of transport (D-Bus to the local control plane, HTTP with --url),
  * and the dispatch to a verb of ctl-verbs.c. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -105,17 +106,33 @@ static void help_more(void) {
 }
 
 /* "entropyctl VERB --help" (or -h) among the verb's options: the options end at "--" and, for
- * submit, at its command, whose own --help is its business. */
+ * submit, at its command, whose own --help is its business. Where that command starts is what
+ * the verb's own parser says: the scan runs getopt_long() with the verb's table, so that an
+ * option's value ("--priority 5") is not taken for the command. */
 static bool verb_wants_help(const Verb *verb, int argc, char **argv) {
-        for (int i = 1; i < argc; i++) {
-                if (streq(argv[i], "--"))
-                        return false;
-                if (streq(argv[i], "--help") || streq(argv[i], "-h"))
-                        return true;
-                if (streq(verb->name, "submit") && argv[i][0] != '-')
-                        return false;
+        bool help = false;
+        int c;
+
+        if (!verb->stop_options) {
+                for (int i = 1; i < argc; i++) {
+                        if (streq(argv[i], "--"))
+                                return false;
+                        if (streq(argv[i], "--help") || streq(argv[i], "-h"))
+                                return true;
+                }
+                return false;
         }
-        return false;
+
+        /* --help and -h are not in the table: getopt_long() returns '?' for them, silently
+         * (opterr). A missing value is reported later, by the verb itself. */
+        optind = 0;
+        opterr = 0;
+        while (!help && (c = getopt_long(argc, argv, "+", verb->stop_options, NULL)) >= 0)
+                if (c == '?')
+                        help = optopt == 'h' || (optopt == 0 && streq(argv[optind - 1], "--help"));
+        opterr = 1;
+        optind = 0;
+        return help;
 }
 
 static void verb_help(const Verb *verb) {

@@ -407,6 +407,22 @@ def test_every_command_has_its_own_help(t):
     t.eq(r.returncode, EXIT_UNREACHABLE, "a job's own --help after -- is the job's: submitted (no bus here)")
 
 
+@test
+def test_submit_help_after_an_option_and_its_separate_value(t):
+    # The value of "--priority 5" is not the job's command: --help after it is entropyctl's.
+    no_bus = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
+    for args in (["--priority", "5", "--help"], ["--requirement", "gpu", "--wait", "-h"],
+                 ["--at", "+1h", "--timeout", "1m", "--max-attempts", "2", "--working-directory", "/tmp", "--help"],
+                 ["--prio", "5", "--help"]):
+        r = t.run_cmd([binary("entropyctl"), "submit"] + args, env=no_bus)
+        t.eq(r.returncode, EXIT_OK, f"submit {' '.join(args)}: help, not a usage error")
+        t.ok("--max-attempts=N" in r.stdout, f"submit {' '.join(args)}: shows submit's usage")
+    # After the job's command, --help is the job's, with or without options and values before it.
+    for args in (["--priority", "5", "grep", "--help"], ["grep", "--help"]):
+        r = t.run_cmd([binary("entropyctl"), "submit"] + args, env=no_bus)
+        t.eq(r.returncode, EXIT_UNREACHABLE, f"submit {' '.join(args)}: the job's own --help, submitted (no bus here)")
+
+
 def https_ctl(t, cp, *args, ca=None, cert=None):
     argv = [binary("entropyctl"), "--no-pager", f"--url=https://localhost:{cp.port}",
             f"--token-file={cp.admin_token_file}"]
