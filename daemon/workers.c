@@ -108,8 +108,24 @@ int worker_get(Control *c, const char *worker_id, Worker **ret) {
 }
 
 int worker_require(Control *c, const char *worker_id, Worker **ret) {
-        int r = worker_get(c, worker_id, ret);
-        return r == -ENOENT ? -EPERM : r;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (ret) {
+                r = worker_get(c, worker_id, ret);
+                return r == -ENOENT ? -EPERM : r;
+        }
+        if (isempty(worker_id) || strlen(worker_id) > LIMIT_ID_LEN)
+                return -EPERM;
+        r = store_prepare(c->store, "SELECT 1 FROM workers WHERE worker_id = ?", &st);
+        if (r < 0)
+                return r;
+        if (store_bind_text(st, 1, worker_id) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        return r > 0 ? 0 : -EPERM;
 }
 
 static int list_all(Control *c, Worker ***ret, WorkerState **ret_stored, size_t *ret_n) {

@@ -153,5 +153,6 @@ int worker_restart_claims(Control *c, const char *worker_id, const HeldJob *held
 int worker_resolve_restart(Control *c, const Origin *o, const char *worker_id, char *const *claimed,
                            char ***ret_given_up);
 
-/* Inside an open transaction: loads a registered worker, -EPERM when unknown. */
+/* Inside an open transaction: loads a registered worker, -EPERM when unknown. With ret NULL, only
+ * checks that it is registered, without loading the row. */
 int worker_require(Control *c, const char *worker_id, Worker **ret);
