@@ -177,6 +177,22 @@ step_upgrade() {
         csh "$CTL" 'apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-control_*.deb >/dev/null 2>&1 &&
             systemctl is-active -q entropy-control'
     [ -n "$JOB1" ] && check "and keeps the job store" job_is "$JOB1" COMPLETED
+    # The worker started by a wake-up (step_socket_activation) is still running (idle-exit 5min).
+    # The machine's policy-rc.d, if any (a container image's "exit 101"), would make
+    # deb-systemd-invoke refuse every start and stop of the maintainer scripts: from here on they
+    # run in $WRK as on an operator's host (the file goes from the container's overlay only).
+    local pid
+    cexec "$WRK" rm -f /usr/sbin/policy-rc.d
+    pid=$(main_pid "$WRK" entropy-worker.service)
+    check "reinstalling entropy-worker keeps the wake-up socket active and the running worker running" \
+        csh "$WRK" "[ -n '$pid' ] && [ '$pid' != 0 ] &&
+            apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-worker_*.deb >/dev/null 2>&1 &&
+            systemctl is-active -q entropy-worker.socket &&
+            [ \"\$(systemctl show -P MainPID entropy-worker.service)\" = '$pid' ]"
+    csh "$WRK" 'systemctl stop entropy-worker.service' >/dev/null 2>&1
+    cexec "$CTL" bash -c "echo wake > /dev/udp/$WRK_ADDR/8421"
+    check "after it, a wake-up datagram starts the stopped worker again" \
+        wait_until 20 unit_active "$WRK" entropy-worker.service
 }
 
 step_watchdog() {
@@ -199,6 +215,9 @@ step_purge() {
         apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-worker >/dev/null 2>&1 &&
         [ ! -e /var/lib/entropy-worker ] && [ ! -e /etc/entropy/worker-token ] &&
         [ ! -e /lib/systemd/system/entropy-worker.service ] && getent passwd entropy-worker >/dev/null'
+    check "and its removal stopped entropy-worker.socket: no worker runs" csh "$WRK" '
+        ! systemctl is-active -q entropy-worker.socket && ! systemctl is-active -q entropy-worker.service &&
+        ! pgrep -x entropy-worker'
     check "apt purge entropy-control entropyctl in $CTL removes the store, tokens, units, keeps the user" csh "$CTL" '
         apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-control entropyctl >/dev/null 2>&1 &&
         [ ! -e /var/lib/entropy ] && [ ! -e /etc/entropy/admin-token ] && [ ! -e /etc/entropy/worker-token ] &&
