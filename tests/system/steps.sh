@@ -211,13 +211,18 @@ step_watchdog() {
 }
 
 step_purge() {
+    # A per-GPU instance next to the socket-activated worker: removal stops them all.
+    cp "$SYS_WORK/$WRK/root/etc/entropy/worker.conf" "$SYS_WORK/$WRK/root/etc/entropy/worker-0.conf"
+    check "entropy-worker@0.service runs next to entropy-worker.socket and .service" csh "$WRK" '
+        systemctl start entropy-worker@0.service && systemctl is-active -q entropy-worker@0.service &&
+        systemctl is-active -q entropy-worker.socket && systemctl is-active -q entropy-worker.service'
     check "apt purge entropy-worker in $WRK removes its state and token, keeps the user" csh "$WRK" '
         apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-worker >/dev/null 2>&1 &&
         [ ! -e /var/lib/entropy-worker ] && [ ! -e /etc/entropy/worker-token ] &&
         [ ! -e /lib/systemd/system/entropy-worker.service ] && getent passwd entropy-worker >/dev/null'
-    check "and its removal stopped entropy-worker.socket: no worker runs" csh "$WRK" '
+    check "and its removal stopped entropy-worker.socket, .service and @0.service: no worker runs" csh "$WRK" '
         ! systemctl is-active -q entropy-worker.socket && ! systemctl is-active -q entropy-worker.service &&
-        ! pgrep -x entropy-worker'
+        ! systemctl is-active -q entropy-worker@0.service && ! pgrep -x entropy-worker'
     check "apt purge entropy-control entropyctl in $CTL removes the store, tokens, units, keeps the user" csh "$CTL" '
         apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-control entropyctl >/dev/null 2>&1 &&
         [ ! -e /var/lib/entropy ] && [ ! -e /etc/entropy/admin-token ] && [ ! -e /etc/entropy/worker-token ] &&
