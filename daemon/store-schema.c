@@ -170,9 +170,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         "CREATE INDEX jobs_claimable ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
         "WHERE status = 'PENDING';",
 
-        /* v11 */
-        "CREATE INDEX jobs_claimable_cpu ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
-        "WHERE status = 'PENDING' AND needs_gpu = 0;",
+        /* v11 (in parentheses: two literals make one element, not two) */
+        ("CREATE INDEX jobs_claimable_cpu ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
+         "WHERE status = 'PENDING' AND needs_gpu = 0;"),
 };
 
 static int exec(sqlite3 *db, const char *sql) {
