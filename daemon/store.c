@@ -45,33 +45,74 @@ int store_errno(int rc) {
         }
 }
 
-/* SQLite's allocator, with a free list for one size: the 1 KiB chunks of the in-memory
- * sub-journal (temp_store = MEMORY). Every request of a group commit is a savepoint, and the first
- * change of each page inside one copies the page there, four chunks a page, all freed again at
- * RELEASE: about 180 malloc() and free() per job lifecycle, of a size past glibc's small bins
- * (its tcache keeps 7 per size). Kept chunks are reused as they are; the list is bounded (256 KiB).
+/* SQLite's allocator, with free lists for small blocks. Debian's SQLite is built without its
+ * lookaside pool, so every statement step allocates and frees small blocks through here: about 380
+ * per job lifecycle, plus the 1 KiB chunks of the in-memory sub-journal (temp_store = MEMORY;
+ * every request of a group commit is a savepoint, and the first change of each page inside one
+ * copies the page there, four chunks a page, about 180 per lifecycle). glibc's tcache keeps only
+ * seven blocks of a size, so a batch's worth of them went through its slower bins. Blocks up to
+ * 1 KiB are rounded up to a multiple of 16 and kept on a bounded list per size when freed (at most
+ * POOL_KEPT of each, 256 of the 1 KiB chunks: about 1.3 MiB in all), and reused as they are.
  * Like SQLite's default allocator, each block starts with its size. The control plane is
  * single-threaded, and its SQLite memory statistics (the mutex around the allocator) are off. */
-#define SQLITE_CHUNK_SIZE  1024 /* memjournal.c's MEMJOURNAL_DFLT_FILECHUNKSIZE */
-#define SQLITE_CHUNKS_KEPT 256
+#define POOL_GRAIN   16
+#define POOL_MAX     1024 /* memjournal.c's MEMJOURNAL_DFLT_FILECHUNKSIZE */
+#define POOL_CLASSES (POOL_MAX / POOL_GRAIN)
+/* Under AddressSanitizer nothing is kept: a block SQLite freed (a column's text after a reset,
+ * say) must stay poisoned for the sanitizer to see it used. */
+#if defined(__has_feature) /* clang */
+#if __has_feature(address_sanitizer)
+#define STORE_ASAN 1
+#endif
+#elif defined(__SANITIZE_ADDRESS__) /* gcc */
+#define STORE_ASAN 1
+#endif
+#ifdef STORE_ASAN
+#define POOL_KEPT       0
+#define POOL_CHUNK_KEPT 0
+#else
+#define POOL_KEPT       32
+#define POOL_CHUNK_KEPT 256
+#endif
+
+typedef struct PoolBlock {
+        struct PoolBlock *next;
+} PoolBlock;
 
 static struct {
-        void *free[SQLITE_CHUNKS_KEPT];
-        size_t n_free;
-} chunks;
+        PoolBlock *head[POOL_CLASSES];
+        unsigned n[POOL_CLASSES];
+} pool;
 
 static int mem_roundup(int n) {
+        if (n > 0 && n <= POOL_MAX)
+                return (n + POOL_GRAIN - 1) & ~(POOL_GRAIN - 1);
         return (n + 7) & ~7;
 }
 
-/* Sizes are rounded up to 8 bytes, as SQLite's own allocator does: SQLite may use all of what
- * xSize reports. */
+static size_t pool_class(int n) {
+        return (size_t) (n / POOL_GRAIN - 1);
+}
+
+static bool pool_holds(int n) {
+        return n > 0 && n <= POOL_MAX && n % POOL_GRAIN == 0;
+}
+
+/* Sizes are rounded as mem_roundup() says, as SQLite's own allocator does: SQLite may use all of
+ * what xSize reports. */
 static void *mem_malloc(int n) {
         int64_t *p;
 
         n = mem_roundup(n);
-        if (n == SQLITE_CHUNK_SIZE && chunks.n_free > 0)
-                return chunks.free[--chunks.n_free];
+        if (pool_holds(n)) {
+                size_t c = pool_class(n);
+                PoolBlock *b = pool.head[c];
+                if (b) {
+                        pool.head[c] = b->next;
+                        pool.n[c]--;
+                        return b;
+                }
+        }
         p = malloc((size_t) n + sizeof(int64_t));
         if (!p)
                 return NULL;
@@ -84,24 +125,35 @@ static int mem_size(void *q) {
 }
 
 static void mem_free(void *q) {
+        int n = mem_size(q);
+
         if (!q)
                 return;
-        if (mem_size(q) == SQLITE_CHUNK_SIZE && chunks.n_free < SQLITE_CHUNKS_KEPT) {
-                chunks.free[chunks.n_free++] = q;
-                return;
+        if (pool_holds(n)) {
+                size_t c = pool_class(n);
+                if (pool.n[c] < (n == POOL_MAX ? POOL_CHUNK_KEPT : POOL_KEPT)) {
+                        PoolBlock *b = q;
+                        b->next = pool.head[c];
+                        pool.head[c] = b;
+                        pool.n[c]++;
+                        return;
+                }
         }
         free((int64_t *) q - 1);
 }
 
 static void *mem_realloc(void *q, int n) {
         int64_t *p;
+        int old = mem_size(q);
 
         n = mem_roundup(n);
-        if (mem_size(q) == SQLITE_CHUNK_SIZE || n == SQLITE_CHUNK_SIZE) {
+        if (n == old)
+                return q;
+        if (pool_holds(old) || pool_holds(n)) {
                 void *d = mem_malloc(n);
                 if (!d)
                         return NULL;
-                memcpy(d, q, (size_t) MIN(n, mem_size(q)));
+                memcpy(d, q, (size_t) MIN(n, old));
                 mem_free(q);
                 return d;
         }
@@ -117,6 +169,13 @@ static int mem_init(void *userdata) {
 }
 
 static void mem_shutdown(void *userdata) {
+        for (size_t c = 0; c < POOL_CLASSES; c++)
+                while (pool.head[c]) {
+                        PoolBlock *b = pool.head[c];
+                        pool.head[c] = b->next;
+                        free((int64_t *) b - 1);
+                }
+        memset(&pool, 0, sizeof(pool));
 }
 
 static void store_memory_configure(void) {
