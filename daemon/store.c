@@ -403,7 +403,7 @@ int store_query_usec(Store *s, const char *sql, int64_t param, usec_t *ret) {
 }
 
 int store_bind_text(sqlite3_stmt *st, int idx, const char *v) {
-        int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, idx);
+        int rc = v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, idx);
         return store_errno(rc);
 }
 
