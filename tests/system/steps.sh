@@ -38,8 +38,9 @@ step_install_control() {
         getent passwd entropy >/dev/null && getent group entropy-admin >/dev/null &&
         [ "$(stat -c %a:%U:%G /etc/entropy/admin-token)" = 640:root:entropy-admin ] &&
         [ "$(stat -c %a:%U /etc/entropy/worker-token)" = 600:root ]'
-    check "the package enabled entropy-control.service and .socket" csh "$CTL" '
-        systemctl is-enabled entropy-control.service && systemctl is-enabled entropy-control.socket'
+    check "the package enabled and started entropy-control.service and .socket" csh "$CTL" '
+        systemctl is-enabled entropy-control.service && systemctl is-enabled entropy-control.socket &&
+        systemctl is-active entropy-control.service && systemctl is-active entropy-control.socket'
     # Serve the worker's host too: in this namespace there are only lo and the veth link.
     mkdir -p "$SYS_WORK/$CTL/root/etc/systemd/system/entropy-control.socket.d"
     printf '[Socket]\nListenStream=\nListenStream=0.0.0.0:8420\n' \
@@ -173,20 +174,19 @@ step_restart_mid_work() {
 }
 
 step_upgrade() {
-    check "reinstalling the packages (the upgrade path) keeps the control plane running" \
-        csh "$CTL" 'apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-control_*.deb >/dev/null 2>&1 &&
-            systemctl is-active -q entropy-control'
+    local old
+    old=$(main_pid "$CTL" entropy-control)
+    check "reinstalling the packages (the upgrade path) restarts the control plane: the new version runs" \
+        csh "$CTL" "[ -n '$old' ] && [ '$old' != 0 ] &&
+            apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-control_*.deb &&
+            systemctl is-active -q entropy-control && [ \"\$(systemctl show -P MainPID entropy-control)\" != '$old' ]"
     [ -n "$JOB1" ] && check "and keeps the job store" job_is "$JOB1" COMPLETED
     # The worker started by a wake-up (step_socket_activation) is still running (idle-exit 5min).
-    # The machine's policy-rc.d, if any (a container image's "exit 101"), would make
-    # deb-systemd-invoke refuse every start and stop of the maintainer scripts: from here on they
-    # run in $WRK as on an operator's host (the file goes from the container's overlay only).
     local pid
-    cexec "$WRK" rm -f /usr/sbin/policy-rc.d
     pid=$(main_pid "$WRK" entropy-worker.service)
     check "reinstalling entropy-worker keeps the wake-up socket active and the running worker running" \
         csh "$WRK" "[ -n '$pid' ] && [ '$pid' != 0 ] &&
-            apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-worker_*.deb >/dev/null 2>&1 &&
+            apt-get install -y -q --reinstall -o Dpkg::Use-Pty=0 /debs/entropy-worker_*.deb &&
             systemctl is-active -q entropy-worker.socket &&
             [ \"\$(systemctl show -P MainPID entropy-worker.service)\" = '$pid' ]"
     csh "$WRK" 'systemctl stop entropy-worker.service' >/dev/null 2>&1
@@ -217,14 +217,14 @@ step_purge() {
         systemctl start entropy-worker@0.service && systemctl is-active -q entropy-worker@0.service &&
         systemctl is-active -q entropy-worker.socket && systemctl is-active -q entropy-worker.service'
     check "apt purge entropy-worker in $WRK removes its state and token, keeps the user" csh "$WRK" '
-        apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-worker >/dev/null 2>&1 &&
+        apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-worker &&
         [ ! -e /var/lib/entropy-worker ] && [ ! -e /etc/entropy/worker-token ] &&
         [ ! -e /lib/systemd/system/entropy-worker.service ] && getent passwd entropy-worker >/dev/null'
     check "and its removal stopped entropy-worker.socket, .service and @0.service: no worker runs" csh "$WRK" '
         ! systemctl is-active -q entropy-worker.socket && ! systemctl is-active -q entropy-worker.service &&
         ! systemctl is-active -q entropy-worker@0.service && ! pgrep -x entropy-worker'
     check "apt purge entropy-control entropyctl in $CTL removes the store, tokens, units, keeps the user" csh "$CTL" '
-        apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-control entropyctl >/dev/null 2>&1 &&
+        apt-get purge -y -q -o Dpkg::Use-Pty=0 entropy-control entropyctl &&
         [ ! -e /var/lib/entropy ] && [ ! -e /etc/entropy/admin-token ] && [ ! -e /etc/entropy/worker-token ] &&
         [ ! -e /lib/systemd/system/entropy-control.service ] && ! systemctl is-active -q entropy-control &&
         [ ! -e /usr/share/dbus-1/system.d/org.entropy.Control1.conf ] && getent passwd entropy >/dev/null'
