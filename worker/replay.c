@@ -1,6 +1,7 @@
 /* replay.c: the worker's SQLite replay buffer, sequence numbers and run records (see replay.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include "replay.h"
 #include "time-util.h"
 
+/* Raised with every change to schema_sql: a buffer at this version is not written at open. */
 #define REPLAY_SCHEMA_VERSION 1
 
 static const char schema_sql[] =
@@ -231,6 +233,10 @@ static int replay_migrate(Replay *r) {
         if (version > REPLAY_SCHEMA_VERSION)
                 return log_error_errno(-EPROTO, "%s has schema version %d, newer than this program's %d.", r->path,
                                        version, REPLAY_SCHEMA_VERSION);
+        /* Nothing to write when it is current: a worker on a full disk must still start, and
+         * deliver the results it holds. */
+        if (version == REPLAY_SCHEMA_VERSION)
+                return 0;
         k = ensure_durable(r);
         if (k >= 0)
                 k = replay_exec(r, "BEGIN IMMEDIATE");
@@ -246,15 +252,17 @@ static int replay_migrate(Replay *r) {
         return replay_exec(r, "COMMIT");
 }
 
-static int replay_reserve_seqs(Replay *r) {
+/* Seqs up to the stored reservation may have been sent before a crash: start above it. The next
+ * block is reserved by the first heartbeat (replay_next_heartbeat_seq()), not here: opening the
+ * buffer writes nothing, so that a worker on a full disk starts. */
+static int replay_load_seqs(Replay *r) {
         int64_t reserved;
         int k = meta_get_int(r, "heartbeat_seq_reserved", &reserved);
         if (k < 0)
                 return k;
-        /* Seqs up to the stored reservation may have been sent before a crash: start above it. */
         r->hb_seq = (uint64_t) reserved;
-        r->hb_seq_reserved = (uint64_t) reserved + REPLAY_SEQ_BLOCK;
-        return meta_set_int(r, "heartbeat_seq_reserved", (int64_t) r->hb_seq_reserved);
+        r->hb_seq_reserved = (uint64_t) reserved;
+        return 0;
 }
 
 int replay_open(const char *path, Replay **ret) {
@@ -290,7 +298,7 @@ int replay_open(const char *path, Replay **ret) {
         k = replay_migrate(r);
         if (k < 0)
                 return k;
-        k = replay_reserve_seqs(r);
+        k = replay_load_seqs(r);
         if (k < 0)
                 return k;
         *ret = TAKE_PTR(r);
@@ -300,6 +308,9 @@ int replay_open(const char *path, Replay **ret) {
 Replay *replay_close(Replay *r) {
         if (!r)
                 return NULL;
+        for (size_t i = 0; i < r->n_unwritten; i++)
+                free(r->unwritten[i].error);
+        free(r->unwritten);
         sqlite_stmt_cache_done(&r->stmts);
         if (r->db)
                 sqlite3_close(r->db);
@@ -469,11 +480,82 @@ static int entry_from_row(sqlite3_stmt *st, ReplayEntry *e) {
         return 0;
 }
 
+/* ---- resolves not written yet (a full disk) ------------------------------------------------ */
+
+static bool resolve_unwritten(const Replay *r, int64_t id) {
+        for (size_t i = 0; i < r->n_unwritten; i++)
+                if (r->unwritten[i].id == id)
+                        return true;
+        return false;
+}
+
+static int resolve_write(Replay *r, int64_t id, bool accepted, const char *error) {
+        return run_stmt_lazy(r,
+                             "UPDATE outbox SET state = ?, last_error = ?, resolved_at = ?, attempts = attempts + 1 "
+                             "WHERE id = ? AND state = 'pending'",
+                             "ttii", accepted ? "accepted" : "rejected", error, (int64_t) now_realtime_usec(), id);
+}
+
+/* Writes the kept resolves, oldest first, up to the first that still cannot be written. */
+static void resolve_unwritten_retry(Replay *r) {
+        size_t done = 0;
+
+        while (done < r->n_unwritten) {
+                UnwrittenResolve *u = &r->unwritten[done];
+                if (resolve_write(r, u->id, u->accepted, u->error) < 0)
+                        break;
+                free(u->error);
+                done++;
+        }
+        if (done == 0)
+                return;
+        memmove(r->unwritten, r->unwritten + done, (r->n_unwritten - done) * sizeof(*r->unwritten));
+        r->n_unwritten -= done;
+        if (r->n_unwritten == 0)
+                log_info("%s: the answers kept in memory are written.", r->path);
+}
+
+static int resolve_keep(Replay *r, int64_t id, bool accepted, const char *error) {
+        UnwrittenResolve *a;
+        char *e = NULL;
+
+        if (resolve_unwritten(r, id))
+                return 0;
+        if (error && !(e = strdup(error)))
+                return -ENOMEM;
+        a = realloc(r->unwritten, (r->n_unwritten + 1) * sizeof(*a));
+        if (!a) {
+                free(e);
+                return -ENOMEM;
+        }
+        r->unwritten = a;
+        a[r->n_unwritten++] = (UnwrittenResolve){.id = id, .accepted = accepted, .error = e};
+        return 0;
+}
+
+int replay_resolve(Replay *r, int64_t id, bool accepted, const char *error) {
+        int k;
+
+        resolve_unwritten_retry(r);
+        k = resolve_write(r, id, accepted, error);
+        if (k >= 0)
+                return k;
+        /* Left pending on disk, the result would be sent again at once, answered again, and so on
+         * while the disk is full. */
+        if (resolve_keep(r, id, accepted, error) >= 0)
+                log_warning("%s: cannot record the answer to result %" PRIi64 "; kept in memory until it can be.",
+                            r->path, id);
+        return k;
+}
+
 int replay_list_pending(Replay *r, ReplayEntry **ret, size_t *ret_n) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         ReplayEntry *list = NULL;
         size_t n = 0;
         int k, rc;
+
+        if (r->n_unwritten > 0)
+                resolve_unwritten_retry(r);
 
         k = prepare(r,
                     "SELECT id, job_id, assignment_id, kind, completion_seq, body, attempts FROM outbox "
@@ -482,6 +564,8 @@ int replay_list_pending(Replay *r, ReplayEntry **ret, size_t *ret_n) {
         if (k < 0)
                 return k;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (resolve_unwritten(r, sqlite3_column_int64(st, 0)))
+                        continue;
                 ReplayEntry *nl = realloc(list, (n + 1) * sizeof(*list));
                 if (!nl) {
                         replay_entries_free(list, n);
@@ -512,27 +596,21 @@ int replay_count_pending(Replay *r, int64_t *ret) {
                 return k;
         if (sqlite3_step(st) != SQLITE_ROW)
                 return -EIO;
-        *ret = sqlite3_column_int64(st, 0);
+        /* Every kept resolve is of a row still pending on disk. */
+        *ret = MAX(sqlite3_column_int64(st, 0) - (int64_t) r->n_unwritten, (int64_t) 0);
         return 0;
 }
 
 int replay_has_pending_job(Replay *r, const char *job_id) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int k = prepare(r, "SELECT 1 FROM outbox WHERE state = 'pending' AND job_id = ?", &st);
+        int k = prepare(r, "SELECT id FROM outbox WHERE state = 'pending' AND job_id = ?", &st);
         if (k < 0)
                 return k;
         sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC);
-        k = sqlite3_step(st);
-        if (k == SQLITE_ROW)
-                return 1;
+        while ((k = sqlite3_step(st)) == SQLITE_ROW)
+                if (!resolve_unwritten(r, sqlite3_column_int64(st, 0)))
+                        return 1;
         return k == SQLITE_DONE ? 0 : -EIO;
-}
-
-int replay_resolve(Replay *r, int64_t id, bool accepted, const char *error) {
-        return run_stmt_lazy(r,
-                             "UPDATE outbox SET state = ?, last_error = ?, resolved_at = ?, attempts = attempts + 1 "
-                             "WHERE id = ? AND state = 'pending'",
-                             "ttii", accepted ? "accepted" : "rejected", error, (int64_t) now_realtime_usec(), id);
 }
 
 int replay_note_attempt(Replay *r, int64_t id, const char *error) {

@@ -44,6 +44,13 @@
 #define REPLAY_SEQ_BLOCK 1000 /* heartbeat seqs reserved per fsync */
 #define REPLAY_STMT_CACHE 32   /* prepared statements kept; every statement is a literal in replay.c */
 
+/* An answer whose resolve could not be written (a full disk). */
+typedef struct UnwrittenResolve {
+        int64_t id;
+        bool accepted;
+        char *error;
+} UnwrittenResolve;
+
 typedef struct Replay {
         sqlite3 *db;
         char *path;
@@ -52,6 +59,11 @@ typedef struct Replay {
         bool lazy_allowed;        /* false under the crash VFS: every commit is fsynced */
         bool sync_normal;         /* the connection is at synchronous=NORMAL (since a lazy write) */
         SqliteStmtCache stmts;    /* at most REPLAY_STMT_CACHE */
+        /* Answered results whose resolve is not written yet: pending on disk, not here (not sent
+         * again); written by the next resolve or listing that can write. A restart forgets them
+         * and sends such a result once more, as after a resolve lost to a power cut. */
+        UnwrittenResolve *unwritten;
+        size_t n_unwritten;
 } Replay;
 
 typedef enum ResultKind {
@@ -119,7 +131,9 @@ int replay_list_pending(Replay *r, ReplayEntry **ret, size_t *ret_n);
 void replay_entries_free(ReplayEntry *e, size_t n);
 int replay_count_pending(Replay *r, int64_t *ret);
 /* Marks a pending result as answered: accepted, or definitively rejected with a reason. Lazy:
- * losing it only means the result is sent (and answered the same way) once more. */
+ * losing it only means the result is sent (and answered the same way) once more. When it cannot
+ * be written it is kept in memory (Replay.unwritten) and the error returned: the result is no
+ * longer pending for the functions here either way. */
 int replay_resolve(Replay *r, int64_t id, bool accepted, const char *error);
 /* Counts a failed delivery attempt (transport error, 5xx); the entry stays pending. */
 int replay_note_attempt(Replay *r, int64_t id, const char *error);

@@ -472,6 +472,41 @@ def test_both_down_completion_replayed_through_reconnect(t):
 
 
 @test
+def test_a_worker_starts_on_a_full_disk_and_replays_what_it_holds(t):
+    """A worker whose disk filled up while it was down still starts: the result waiting in its
+    replay buffer is delivered and the job completes once. It used to refuse to start (the replay
+    buffer's first write, a block of heartbeat seqs, failed), holding the result until an operator
+    made room. The answer to it, which the full disk cannot take either, is kept in memory rather
+    than asked for again and again."""
+    state = os.path.join(t.tmp, "w1-state")
+    small_tmpfs(t, state)
+    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
+    cp = t.control_plane(options=slow)
+    w = WorkerProcess(t, cp, "w1", state_dir=state).start()
+    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
+    wait_running_on(t, cp, job_id, "w1")
+    cp.stop()
+    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    w.kill9()
+    t.require(fill_file_system(os.path.join(state, "filler")) > 0, "the state directory's file system filled up")
+    cp.restart()
+    w.start()
+    job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
+    t.eq((job["status"], job["attempt_count"]), ("COMPLETED", 1), "the replayed completion was applied")
+    t.eq(len(events_of(cp, job_id, "job.completed")), 1, "applied exactly once")
+    w.wait_log("cannot record the answer to result")
+    # The next job's result does not fit either: the worker holds that job until there is room.
+    second = submit(cp, command="true")
+    w.wait_log(f"Job {second}: cannot record its result")
+    t.eq(w.log_text().lower().count(f"result of job {job_id} (assignment"), 1,
+         "the answer the disk cannot take is kept in memory: the result is not sent again and again")
+    os.unlink(os.path.join(state, "filler"))
+    t.eq(cp.wait_job_state(second, ["COMPLETED", "FAILED"], timeout=15)["status"], "COMPLETED",
+         "with room again, the held job completes")
+    t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the kept answer to be written")
+
+
+@test
 def test_lost_resolve_is_replayed_and_answered_again(t):
     # The worker marks a result accepted with a commit that has no fsync of its own
     # (worker/replay.h): a power cut can lose it. The result is then pending again at the next

@@ -167,6 +167,37 @@ static void test_results_are_ordered_and_resolved(void) {
         replay_close(r);
 }
 
+/* An answer that a full disk keeps from being written is kept in memory: the result is no longer
+ * pending (it would be sent, and answered, again and again), and the answer is written by the
+ * first listing that can write. */
+static void test_answer_that_cannot_be_written_is_kept(void) {
+        char path[sizeof(db) + 16];
+        ReplayEntry *e = NULL;
+        Replay *r = NULL;
+        int64_t pending = -1, id;
+        size_t n = 0;
+
+        snprintf(path, sizeof(path), "%s/kept.db", dir);
+        if (replay_open(path, &r) < 0 || add(r, "k1", "a1", RESULT_COMPLETE, NULL) < 0 ||
+            add(r, "k2", "a2", RESULT_COMPLETE, NULL) < 0 || replay_list_pending(r, &e, &n) < 0 || n != 2)
+                tap_bail("setup");
+        id = e[0].id;
+        replay_entries_free(e, n);
+        refuse_writes(r, true);
+        ok(replay_resolve(r, id, true, NULL) < 0 && r->n_unwritten == 1, "the answer cannot be written: kept");
+        ok(replay_list_pending(r, &e, &n) == 0 && n == 1 && streq(e[0].job_id, "k2"), "the result is no longer listed");
+        replay_entries_free(e, n);
+        ok(replay_count_pending(r, &pending) == 0 && pending == 1, "nor counted");
+        ok(replay_has_pending_job(r, "k1") == 0 && replay_has_pending_job(r, "k2") == 1, "nor pending by job");
+        refuse_writes(r, false);
+        ok(replay_list_pending(r, &e, &n) == 0 && n == 1 && r->n_unwritten == 0, "the next listing writes it");
+        replay_entries_free(e, n);
+        replay_close(r);
+        ok(replay_open(path, &r) == 0 && replay_count_pending(r, &pending) == 0 && pending == 1,
+           "on disk after a restart");
+        replay_close(r);
+}
+
 /* The process that recorded a result dies by SIGKILL right after replay_add_result returned:
  * the result is there for the next process. */
 static void test_result_survives_kill_right_after_commit(void) {
@@ -324,6 +355,7 @@ int main(void) {
         test_heartbeat_seq_increases_across_restarts();
         test_heartbeat_seq_goes_on_when_the_reservation_fails();
         test_results_are_ordered_and_resolved();
+        test_answer_that_cannot_be_written_is_kept();
         test_result_survives_kill_right_after_commit();
         test_run_records_and_orphans();
         test_lazy_writes_and_durable_results();
