@@ -554,9 +554,7 @@ int replay_list_pending(Replay *r, ReplayEntry **ret, size_t *ret_n) {
         size_t n = 0;
         int k, rc;
 
-        if (r->n_unwritten > 0)
-                resolve_unwritten_retry(r);
-
+        resolve_unwritten_retry(r);
         k = prepare(r,
                     "SELECT id, job_id, assignment_id, kind, completion_seq, body, attempts FROM outbox "
                     "WHERE state = 'pending' ORDER BY id",

@@ -438,15 +438,25 @@ def test_worker_kill9_job_reruns_on_second_worker_within_bound(t):
     t.eq(len(ended), 1, f"only the second run finished; the crashed worker's job died with it: {runs}")
 
 
-@test
-def test_control_plane_down_completion_replayed_once(t):
-    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
-    cp = t.control_plane(options=slow)
-    w = WorkerProcess(t, cp, "w1").start()
+# Leases that outlast the control plane's downtime in the replay tests below.
+SLOW_LEASES = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
+
+
+def completion_buffered(t, state_dir=None):
+    """A control plane (stopped) and a worker whose job completed while it was down: returns them
+    and the job id once the completion waits in the worker's replay buffer."""
+    cp = t.control_plane(options=SLOW_LEASES)
+    w = WorkerProcess(t, cp, "w1", state_dir=state_dir).start()
     job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
     wait_running_on(t, cp, job_id, "w1")
     cp.stop()
     t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    return cp, w, job_id
+
+
+@test
+def test_control_plane_down_completion_replayed_once(t):
+    cp, w, job_id = completion_buffered(t)
     cp.restart()
     cp.wait_job_state(job_id, "COMPLETED", timeout=10)
     t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the buffered completion to be accepted")
@@ -455,13 +465,7 @@ def test_control_plane_down_completion_replayed_once(t):
 
 @test
 def test_both_down_completion_replayed_through_reconnect(t):
-    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
-    cp = t.control_plane(options=slow)
-    w = WorkerProcess(t, cp, "w1").start()
-    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
-    wait_running_on(t, cp, job_id, "w1")
-    cp.stop()
-    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    cp, w, job_id = completion_buffered(t)
     w.kill9()
     cp.restart()
     w.start()  # same state directory: a new instance that replays through /reconnect
@@ -480,13 +484,7 @@ def test_a_worker_starts_on_a_full_disk_and_replays_what_it_holds(t):
     than asked for again and again."""
     state = os.path.join(t.tmp, "w1-state")
     small_tmpfs(t, state)
-    slow = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
-    cp = t.control_plane(options=slow)
-    w = WorkerProcess(t, cp, "w1", state_dir=state).start()
-    job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
-    wait_running_on(t, cp, job_id, "w1")
-    cp.stop()
-    t.wait_for(lambda: w.outbox(job_id, "pending"), 10, "the completion to wait in the replay buffer")
+    cp, w, job_id = completion_buffered(t, state_dir=state)
     w.kill9()
     t.require(fill_file_system(os.path.join(state, "filler")) > 0, "the state directory's file system filled up")
     cp.restart()
