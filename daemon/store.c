@@ -125,10 +125,11 @@ static int mem_size(void *q) {
 }
 
 static void mem_free(void *q) {
-        int n = mem_size(q);
+        int n;
 
         if (!q)
                 return;
+        n = mem_size(q);
         if (pool_holds(n)) {
                 size_t c = pool_class(n);
                 if (pool.n[c] < (n == POOL_MAX ? POOL_CHUNK_KEPT : POOL_KEPT)) {
