@@ -3,8 +3,8 @@
  *   claim (GET /next-job answered) -> POST /ack (meanwhile: policy, artifact files) -> start
  *   -> exit -> finishing (artifacts made durable on the finisher's thread) -> result
  *
- * A finishing run is out of its slot but still counts against the slots (worker_free_slot): the
- * next job is asked for once its result is recorded, unless another slot is free.
+ * A finishing run is out of its slot, and the next job is asked for as it leaves it; the runs
+ * finishing at once are bounded by the slots (worker_free_slot).
  *
  * A result is committed to the replay buffer before it is sent (session_flush). A run stopped
  * because the control plane says the job is not ours any more (abort, reassignment) produces no
@@ -351,9 +351,9 @@ static void on_artifacts_final(void *userdata, int result) {
         run_release(r);
 }
 
-/* Out of its slot: the process is gone, what is left is recording it. It still counts against
- * the slots until then (worker_free_slot). Nothing may signal the group any more (its number is
- * free for reuse). */
+/* Out of its slot: the process is gone, what is left is recording it, and it counts among the
+ * finishing runs until then (worker_free_slot). Nothing may signal the group any more (its number
+ * is free for reuse). */
 static void run_detach(Run *r) {
         Worker *w = r->worker;
 
@@ -399,8 +399,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
                 return 0;
         }
         /* Its artifacts are fsynced (and copied) on the finisher's thread; its result is
-         * recorded (and sent) when they are durable. Until then it holds its share of the slots:
-         * a slow or hung finalization must not let the worker take job after job meanwhile. */
+         * recorded (and sent) when they are durable. Meanwhile its slot asks for the next job,
+         * unless too many runs are finishing already (worker_free_slot). */
         r->exit_info = *si;
         run_detach(r);
         worker_update_status(w);
@@ -409,6 +409,8 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
                             r->spec->job_id, r->spec->assignment_id, run_copy_timeout(r), on_artifacts_final, r);
         if (k < 0)
                 on_artifacts_final(r, k);
+        else
+                session_poll_now(w);
         return 0;
 }
 

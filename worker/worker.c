@@ -111,13 +111,18 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
         return n;
 }
 
-/* A finishing run counts against the slots as much as a running one: its outputs are still being
- * synced, hashed or copied, and it holds its lease and two descriptors until its result is
- * recorded. Taking a job into its slot meanwhile let a worker whose finalization is slow (a
- * hung share, a slow fsync, a huge output to hash) claim job after job, each one more run to
- * finish and more descriptors held, until it ran out of them. */
+/* A finishing run's process is gone, so the next job may have its slot while its outputs are
+ * synced, hashed or copied: with short jobs the next claim and ack travel while the last result
+ * is recorded, instead of after it. It still holds its lease and two descriptors until then, so
+ * no job is taken while more runs are finishing than there are slots. Unbounded, a worker whose
+ * finalization is slow (a hung share, a slow fsync, a huge output to hash) claimed job after
+ * job, each one more run to finish and more descriptors held, until it ran out of them. */
+bool worker_finishing_full(Worker *w) {
+        return worker_n_finishing(w) > w->n_slots;
+}
+
 int worker_free_slot(Worker *w) {
-        if (worker_n_runs(w) >= w->n_slots)
+        if (worker_finishing_full(w))
                 return -EBUSY;
         for (size_t i = 0; i < w->n_slots; i++)
                 if (!w->slots[i])
@@ -145,7 +150,7 @@ static void worker_send_status(Worker *w) {
         size_t unrecorded = worker_n_unrecorded(w), finalizing = worker_n_finishing(w) - unrecorded;
         if (unrecorded > 0)
                 snprintf(held, sizeof(held), "; %zu result(s) the replay buffer refused, no new work", unrecorded);
-        else if (finalizing > 0 && n + finalizing >= w->n_slots)
+        else if (worker_finishing_full(w))
                 snprintf(held, sizeof(held), "; %zu job(s) finishing (outputs being synced or copied), no new work",
                          finalizing);
         snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver%s; control plane %s",

@@ -198,6 +198,8 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
 /* Index of a free slot, or -EBUSY: also while the runs in slots and the finishing ones together
  * take all the slots. */
 int worker_free_slot(Worker *w);
+/* More runs are finishing than there are slots: no new job until one is recorded. */
+bool worker_finishing_full(Worker *w);
 void worker_update_status(Worker *w);
 void worker_mark_busy(Worker *w);
 /* Exits the loop once stopping and nothing is left to wait for. */

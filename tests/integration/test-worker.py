@@ -559,11 +559,10 @@ def test_unrenewable_lease_stops_job_before_reassignment(t):
 
 
 @test
-def test_one_slot_asks_for_the_next_job_once_the_result_is_durable(t):
-    # A job whose process has exited still holds its slot while its artifacts and its result are
-    # fsynced (worker/run.c, on_child_exit): a one-slot worker sends the next GET /next-job only
-    # after that, and holds one job at a time. (It used to ask first, for the request to travel
-    # meanwhile; a finalization that took long then let it take job after job.)
+def test_one_slot_runs_one_job_at_a_time_and_reports_once_the_outputs_are_durable(t):
+    # A one-slot worker runs one job's process at a time, and sends a job's POST /complete only
+    # once its outputs are fsynced (worker/run.c, on_child_exit). The next GET /next-job may go
+    # out meanwhile: test_a_finishing_job_leaves_its_slot_to_the_next_one.
     t.require_tool("strace", "strace")
     cp = t.control_plane()
     trace = os.path.join(t.tmp, "strace.out")
@@ -592,11 +591,10 @@ def test_one_slot_asks_for_the_next_job_once_the_result_is_durable(t):
         return next((i for i in range(start, len(lines)) if pred(lines[i])), None)
     ack = first(lambda l: "POST /ack" in l)
     out_fsync = first(lambda l: "fsync(" in l and "stdout.tmp" in l, ack or 0)
-    poll = first(lambda l: "GET /next-job" in l, ack or 0)
     complete = first(lambda l: "POST /complete" in l, ack or 0)
-    order = [ack, out_fsync, complete, poll]
+    order = [ack, out_fsync, complete]
     t.ok(None not in order and order == sorted(order),
-         f"POST /ack < fsync(stdout.tmp) < POST /complete < GET /next-job for the first job: {order}")
+         f"POST /ack < fsync(stdout.tmp) < POST /complete for the first job: {order}")
     runs = sorted((r["started_at"], r["ended_at"] or float("inf")) for r in w.runs())
     t.ok(all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), f"one slot, one job at a time: {runs}")
 
@@ -794,12 +792,13 @@ def heartbeat_seq(cp, worker_id):
 
 
 @test
-def test_a_finishing_job_holds_its_slot_until_its_result_is_recorded(t):
+def test_a_finishing_job_leaves_its_slot_to_the_next_one(t):
     """A job whose process has exited but whose outputs are still being finalized (here: copied to
-    a share that does not answer) still takes its slot: a one-slot worker claims no other job
-    meanwhile and says why in its STATUS=, and takes the next one once the result is recorded.
-    It used to ask for the next job at the exit, and to take job after job while the earlier
-    ones waited for their outputs."""
+    a share that does not answer) leaves its slot to the next job, so that a short job's claim
+    and ack travel while the last result is recorded. Finishing runs are bounded all the same:
+    with more of them than slots a one-slot worker claims nothing and says why in its STATUS=,
+    until a result is recorded. (Unbounded, a worker took job after job while the earlier ones
+    waited for their outputs.)"""
     shared = os.path.join(t.tmp, "shared")
     gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
     cp = t.control_plane()
@@ -807,28 +806,35 @@ def test_a_finishing_job_holds_its_slot_until_its_result_is_recorded(t):
     first = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited}"])
     job = wait_running_on(t, cp, first, "w1")
     # The copy of stdout opens <share>/<job>/<assignment>/stdout.tmp: a FIFO there stalls it until
-    # the test opens it for reading, as a hung network share would.
+    # the test opens it for reading, as a hung network share would. The second job's copy waits
+    # behind it (it is within its deadline), so two runs are finishing then.
     where = os.path.join(shared, first, job["assignment_id"])
     os.makedirs(where)
     fifo = os.path.join(where, "stdout.tmp")
     os.mkfifo(fifo)
-    second = submit(cp, command="true")
+    exited2 = os.path.join(t.tmp, "exited2")
+    second = submit(cp, command="sh", args=["-c", f": > {exited2}"])
     open(gate, "w").close()
     t.wait_for(lambda: os.path.exists(exited), 10, "the first job's process to finish")
-    # The worker polls every 100ms when it may: three of its heartbeats (200ms apart) after the
-    # exit leave it time for several polls.
+    t.wait_for(lambda: os.path.exists(exited2), 10, "the second job claimed and run while the first one finishes")
+    third = submit(cp, command="true")
+    # The worker polls every 100ms when it may: three of its heartbeats (200ms apart) leave it
+    # time for several polls.
     seq = heartbeat_seq(cp, "w1")
     t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 10, "three more heartbeats from w1")
-    t.eq((cp.job(first)["status"], cp.job(second)["status"]), ("RUNNING", "PENDING"),
-         "the first job still held while it finishes, the second not claimed")
-    w.wait_status(lambda s: "1 job(s) finishing" in s and "no new work" in s, 5)
+    t.eq([cp.job(j)["status"] for j in (first, second, third)], ["RUNNING", "RUNNING", "PENDING"],
+         "both finishing jobs still held, the third not claimed")
+    w.wait_status(lambda s: "2 job(s) finishing" in s and "no new work" in s, 5)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     t.cleanups.append(lambda: os.close(reader))
-    cp.wait_job_state(first, "COMPLETED", timeout=15)
-    cp.wait_job_state(second, "COMPLETED", timeout=15)
-    recorded = w.outbox(first)[0]["created_at"]
-    started = w.runs(second)[0]["started_at"]
-    t.ok(started >= recorded, f"the second job started ({started}) after the first one's result was recorded "
+    for job_id in (first, second, third):
+        cp.wait_job_state(job_id, "COMPLETED", timeout=15)
+    exited_at, second_started = w.runs(first)[0]["ended_at"], w.runs(second)[0]["started_at"]
+    t.ok(second_started >= exited_at, f"the second job started ({second_started}) after the first one's process "
+                                      f"ended ({exited_at}): one process per slot")
+    recorded = min(w.outbox(j)[0]["created_at"] for j in (first, second))
+    started = w.runs(third)[0]["started_at"]
+    t.ok(started >= recorded, f"the third job started ({started}) after a finishing job's result was recorded "
                               f"({recorded})")
 
 
