@@ -3,8 +3,8 @@
  *   claim (GET /next-job answered) -> POST /ack (meanwhile: policy, artifact files) -> start
  *   -> exit -> finishing (artifacts made durable on the finisher's thread) -> result
  *
- * A finishing run is out of its slot, and the next job is asked for as it leaves it; the runs
- * finishing at once are bounded by the slots (worker_free_slot).
+ * A finishing run is out of its slot, and the next job is asked for as it leaves it; the runs,
+ * running and finishing, are at most one more than the slots (worker_free_slot).
  *
  * A result is committed to the replay buffer before it is sent (session_flush). A run stopped
  * because the control plane says the job is not ours any more (abort, reassignment) produces no
@@ -400,7 +400,7 @@ static int on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata
         }
         /* Its artifacts are fsynced (and copied) on the finisher's thread; its result is
          * recorded (and sent) when they are durable. Meanwhile its slot asks for the next job,
-         * unless too many runs are finishing already (worker_free_slot). */
+         * unless another run is finishing already (worker_free_slot). */
         r->exit_info = *si;
         run_detach(r);
         worker_update_status(w);

@@ -344,8 +344,8 @@ static bool may_poll(Worker *w) {
         return w->session == SESSION_READY && !w->stopping && !w->poll_request && worker_n_unrecorded(w) == 0;
 }
 
-/* No poll while every slot runs a job, or while more runs are finishing than there are slots
- * (worker_free_slot()). */
+/* No poll while every slot runs a job, or while the runs, running and finishing, are one more
+ * than the slots (worker_free_slot()). */
 void session_poll_now(Worker *w) {
         if (!may_poll(w) || worker_free_slot(w) < 0)
                 return;

@@ -114,11 +114,12 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
 /* A finishing run's process is gone, so the next job may have its slot while its outputs are
  * synced, hashed or copied: with short jobs the next claim and ack travel while the last result
  * is recorded, instead of after it. It still holds its lease and two descriptors until then, so
- * no job is taken while more runs are finishing than there are slots. Unbounded, a worker whose
- * finalization is slow (a hung share, a slow fsync, a huge output to hash) claimed job after
- * job, each one more run to finish and more descriptors held, until it ran out of them. */
+ * the runs, running and finishing, may be one more than the slots and no more: as many
+ * descriptors as before, give or take a run's. Unbounded, a worker whose finalization is slow (a
+ * hung share, a slow fsync, a huge output to hash) claimed job after job, each one more run to
+ * finish and more descriptors held, until it ran out of them. */
 bool worker_finishing_full(Worker *w) {
-        return worker_n_finishing(w) > w->n_slots;
+        return worker_n_runs(w) > w->n_slots;
 }
 
 int worker_free_slot(Worker *w) {

@@ -195,10 +195,10 @@ int worker_prune(Worker *w, usec_t now);
  * runs in slots, then the finishing ones (process exited, result not recorded yet), at most
  * LIMIT_RECONNECT_ENTRIES. `each`, if given, is called for every run listed. Returns how many. */
 size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void *userdata), void *userdata);
-/* Index of a free slot, or -EBUSY: also while the runs in slots and the finishing ones together
- * take all the slots. */
+/* Index of a free slot, or -EBUSY: also while worker_finishing_full(). */
 int worker_free_slot(Worker *w);
-/* More runs are finishing than there are slots: no new job until one is recorded. */
+/* The runs in slots and the finishing ones are one more than the slots: no new job until a
+ * finishing one is recorded. */
 bool worker_finishing_full(Worker *w);
 void worker_update_status(Worker *w);
 void worker_mark_busy(Worker *w);

@@ -796,8 +796,8 @@ def test_a_finishing_job_leaves_its_slot_to_the_next_one(t):
     """A job whose process has exited but whose outputs are still being finalized (here: copied to
     a share that does not answer) leaves its slot to the next job, so that a short job's claim
     and ack travel while the last result is recorded. Finishing runs are bounded all the same:
-    with more of them than slots a one-slot worker claims nothing and says why in its STATUS=,
-    until a result is recorded. (Unbounded, a worker took job after job while the earlier ones
+    with one run more than its slots a worker claims nothing and says why in its STATUS=, until
+    a result is recorded. (Unbounded, a worker took job after job while the earlier ones
     waited for their outputs.)"""
     shared = os.path.join(t.tmp, "shared")
     gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
