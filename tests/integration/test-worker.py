@@ -839,6 +839,42 @@ def test_a_finishing_job_leaves_its_slot_to_the_next_one(t):
 
 
 @test
+def test_finishing_runs_take_one_run_beyond_the_slots_at_most(t):
+    """With two slots: one job finishing (its copy stalled), one running, and a third job claimed
+    into the free slot makes three runs, one more than the slots. When the third exits a slot is
+    free, but no fourth job is claimed until a finishing one is recorded."""
+    shared = os.path.join(t.tmp, "shared")
+    gate, gate_b = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "gate-b")
+    exited_a, exited_c = os.path.join(t.tmp, "exited-a"), os.path.join(t.tmp, "exited-c")
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"slots": "2", "artifact-backend": "shared",
+                                            "shared-directory": shared}).start()
+    a = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited_a}"])
+    b = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate_b} ]; do sleep 0.02; done"])
+    job_a = wait_running_on(t, cp, a, "w1")
+    wait_running_on(t, cp, b, "w1")
+    where = os.path.join(shared, a, job_a["assignment_id"])
+    os.makedirs(where)
+    fifo = os.path.join(where, "stdout.tmp")
+    os.mkfifo(fifo)
+    c = submit(cp, command="sh", args=["-c", f": > {exited_c}"])
+    open(gate, "w").close()
+    t.wait_for(lambda: os.path.exists(exited_a) and os.path.exists(exited_c), 10,
+               "the first job to exit and the third to be claimed and run into its slot")
+    d = submit(cp, command="true")
+    seq = heartbeat_seq(cp, "w1")
+    t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 10, "three more heartbeats from w1")
+    t.eq([cp.job(j)["status"] for j in (a, b, c, d)], ["RUNNING", "RUNNING", "RUNNING", "PENDING"],
+         "two finishing and one running: the free slot takes no fourth job")
+    w.wait_status(lambda s: "2 job(s) finishing" in s and "no new work" in s, 5)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    t.cleanups.append(lambda: os.close(reader))
+    open(gate_b, "w").close()
+    for job_id in (a, b, c, d):
+        cp.wait_job_state(job_id, "COMPLETED", timeout=15)
+
+
+@test
 def test_a_copy_to_a_hung_share_is_given_up_and_the_local_files_reported(t):
     """A shared directory that does not answer holds a finished job only so long: past the copy's
     deadline (four leases for a small output) the job completes in its first attempt with its
