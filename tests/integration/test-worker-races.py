@@ -32,7 +32,7 @@ import signal
 import sys
 
 from entropy_test import TIME_SCALE, TestFailure, run, socket_fds, span, test
-from worker_harness import FAST_WORKER, WorkerProcess, overlapping, require_daemons, run_intervals
+from worker_harness import FAST_WORKER, WorkerProcess, gate_loop, overlapping, require_daemons, run_intervals
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
@@ -172,11 +172,6 @@ def reload_with_capabilities(w, conf, caps):
     with open(conf, "w") as f:
         f.write(f"[worker]\ncapabilities = {caps}\n")
     w.signal(signal.SIGHUP)
-
-
-def gate_loop(path):
-    """Shell code that waits until path exists."""
-    return f"while [ ! -e {path} ]; do sleep 0.02; done"
 
 
 def started_run(t, w, job_id, attempt, timeout=10.0):

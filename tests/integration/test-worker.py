@@ -10,8 +10,9 @@ import time
 
 from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, fill_file_system, run, small_tmpfs, span,
                           test)
-from worker_harness import (WorkerProcess, free_udp_port, logged_runs, overlapping, paused, require_daemons,
-                            run_intervals, send_wake, sha256_file, timed_job, udp_port_bound, wake_datagram)
+from worker_harness import (WorkerProcess, free_udp_port, gate_loop, logged_runs, overlapping, paused,
+                            require_daemons, run_intervals, send_wake, sha256_file, timed_job, udp_port_bound,
+                            wake_datagram)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
@@ -40,6 +41,24 @@ def wait_running_on(t, cp, job_id, worker_id, timeout=10.0):
 
 def events_of(cp, job_id, event):
     return [e for e in cp.events(job_id=job_id, limit=1000) if e["event"] == event]
+
+
+def stall_share_copy(shared, job_id, assignment_id):
+    """The copy of a job's stdout to the share opens <share>/<job>/<assignment>/stdout.tmp: a FIFO
+    there stalls it (open() waits for a reader), as a hung network share would. Returns its path."""
+    where = os.path.join(shared, job_id, assignment_id)
+    os.makedirs(where)
+    fifo = os.path.join(where, "stdout.tmp")
+    os.mkfifo(fifo)
+    return fifo
+
+
+def answer_share_copy(t, fifo):
+    """A reader lets the stalled copy go on (it then fails: a FIFO cannot be fsynced). Non-blocking:
+    a blocking open would wait for ever for a worker that never opens the FIFO. The few bytes of
+    stdout fit in the pipe's buffer; the end is kept open until the test is over."""
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    t.cleanups.append(lambda: os.close(reader))
 
 
 # -- execution ------------------------------------------------------------------------------------
@@ -90,15 +109,9 @@ def test_lease_is_renewed_while_a_slow_shared_copy_finishes(t):
     gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
     cp = t.control_plane()
     WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
-    job_id = submit(cp, command="sh",
-                    args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited}"])
+    job_id = submit(cp, command="sh", args=["-c", f"{gate_loop(gate)}; echo out; : > {exited}"])
     job = wait_running_on(t, cp, job_id, "w1")
-    # The copy of stdout opens <share>/<job>/<assignment>/stdout.tmp: a FIFO there stalls it
-    # (open() waits for a reader), as a hung network share would.
-    where = os.path.join(shared, job_id, job["assignment_id"])
-    os.makedirs(where)
-    fifo = os.path.join(where, "stdout.tmp")
-    os.mkfifo(fifo)
+    fifo = stall_share_copy(shared, job_id, job["assignment_id"])
     open(gate, "w").close()
     try:
         t.wait_for(lambda: os.path.exists(exited), 10, "the job's process to finish")
@@ -111,11 +124,7 @@ def test_lease_is_renewed_while_a_slow_shared_copy_finishes(t):
         t.eq((job["status"], job["attempt_count"]), ("RUNNING", 1),
              f"still RUNNING in its first attempt {2 * LEASE:.1f}s after its process exited")
     finally:
-        # A reader lets the copy go on (it then fails: a FIFO cannot be fsynced). Non-blocking: a
-        # blocking open would wait for ever for a worker that never opens the FIFO. The few bytes
-        # of stdout fit in the pipe's buffer; the end is kept open until the test is over.
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        t.cleanups.append(lambda: os.close(reader))
+        answer_share_copy(t, fifo)
     job = cp.wait_job_state(job_id, "COMPLETED")
     t.eq(job["attempt_count"], 1, "completed in its first attempt")
     t.eq(len(events_of(cp, job_id, "job.completed")), 1, "completed exactly once")
@@ -760,7 +769,7 @@ def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
     cp = t.control_plane()
     w = WorkerProcess(t, cp, "w1", state_dir=state).start()
     gate = os.path.join(t.tmp, "gate")
-    job_id = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    job_id = submit(cp, command="sh", args=["-c", gate_loop(gate)])
     wait_running_on(t, cp, job_id, "w1")
     filler = os.path.join(state, "filler")
     t.require(fill_file_system(filler) > 0, "the state directory's file system filled up")
@@ -791,6 +800,13 @@ def heartbeat_seq(cp, worker_id):
     return next((w.get("heartbeat_seq") or 0 for w in workers if w["worker_id"] == worker_id), 0) if status == 200 else 0
 
 
+def wait_polls(t, cp, worker_id):
+    """The worker polls every 100ms when it may: three of its heartbeats (200ms apart) leave it
+    time for several polls."""
+    seq = heartbeat_seq(cp, worker_id)
+    t.wait_for(lambda: heartbeat_seq(cp, worker_id) >= seq + 3, 10, f"three more heartbeats from {worker_id}")
+
+
 @test
 def test_a_finishing_job_leaves_its_slot_to_the_next_one(t):
     """A job whose process has exited but whose outputs are still being finalized (here: copied to
@@ -803,30 +819,22 @@ def test_a_finishing_job_leaves_its_slot_to_the_next_one(t):
     gate, exited = os.path.join(t.tmp, "gate"), os.path.join(t.tmp, "exited")
     cp = t.control_plane()
     w = WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
-    first = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited}"])
+    first = submit(cp, command="sh", args=["-c", f"{gate_loop(gate)}; echo out; : > {exited}"])
     job = wait_running_on(t, cp, first, "w1")
-    # The copy of stdout opens <share>/<job>/<assignment>/stdout.tmp: a FIFO there stalls it until
-    # the test opens it for reading, as a hung network share would. The second job's copy waits
-    # behind it (it is within its deadline), so two runs are finishing then.
-    where = os.path.join(shared, first, job["assignment_id"])
-    os.makedirs(where)
-    fifo = os.path.join(where, "stdout.tmp")
-    os.mkfifo(fifo)
+    # The second job's copy waits behind the stalled one (it is within its deadline), so two runs
+    # are finishing then.
+    fifo = stall_share_copy(shared, first, job["assignment_id"])
     exited2 = os.path.join(t.tmp, "exited2")
     second = submit(cp, command="sh", args=["-c", f": > {exited2}"])
     open(gate, "w").close()
     t.wait_for(lambda: os.path.exists(exited), 10, "the first job's process to finish")
     t.wait_for(lambda: os.path.exists(exited2), 10, "the second job claimed and run while the first one finishes")
     third = submit(cp, command="true")
-    # The worker polls every 100ms when it may: three of its heartbeats (200ms apart) leave it
-    # time for several polls.
-    seq = heartbeat_seq(cp, "w1")
-    t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 10, "three more heartbeats from w1")
+    wait_polls(t, cp, "w1")
     t.eq([cp.job(j)["status"] for j in (first, second, third)], ["RUNNING", "RUNNING", "PENDING"],
          "both finishing jobs still held, the third not claimed")
     w.wait_status(lambda s: "2 job(s) finishing" in s and "no new work" in s, 5)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    t.cleanups.append(lambda: os.close(reader))
+    answer_share_copy(t, fifo)
     for job_id in (first, second, third):
         cp.wait_job_state(job_id, "COMPLETED", timeout=15)
     exited_at, second_started = w.runs(first)[0]["ended_at"], w.runs(second)[0]["started_at"]
@@ -849,26 +857,21 @@ def test_finishing_runs_take_one_run_beyond_the_slots_at_most(t):
     cp = t.control_plane()
     w = WorkerProcess(t, cp, "w1", options={"slots": "2", "artifact-backend": "shared",
                                             "shared-directory": shared}).start()
-    a = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out; : > {exited_a}"])
-    b = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate_b} ]; do sleep 0.02; done"])
+    a = submit(cp, command="sh", args=["-c", f"{gate_loop(gate)}; echo out; : > {exited_a}"])
+    b = submit(cp, command="sh", args=["-c", gate_loop(gate_b)])
     job_a = wait_running_on(t, cp, a, "w1")
     wait_running_on(t, cp, b, "w1")
-    where = os.path.join(shared, a, job_a["assignment_id"])
-    os.makedirs(where)
-    fifo = os.path.join(where, "stdout.tmp")
-    os.mkfifo(fifo)
+    fifo = stall_share_copy(shared, a, job_a["assignment_id"])
     c = submit(cp, command="sh", args=["-c", f": > {exited_c}"])
     open(gate, "w").close()
     t.wait_for(lambda: os.path.exists(exited_a) and os.path.exists(exited_c), 10,
                "the first job to exit and the third to be claimed and run into its slot")
     d = submit(cp, command="true")
-    seq = heartbeat_seq(cp, "w1")
-    t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 10, "three more heartbeats from w1")
+    wait_polls(t, cp, "w1")
     t.eq([cp.job(j)["status"] for j in (a, b, c, d)], ["RUNNING", "RUNNING", "RUNNING", "PENDING"],
          "two finishing and one running: the free slot takes no fourth job")
     w.wait_status(lambda s: "2 job(s) finishing" in s and "no new work" in s, 5)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    t.cleanups.append(lambda: os.close(reader))
+    answer_share_copy(t, fifo)
     open(gate_b, "w").close()
     for job_id in (a, b, c, d):
         cp.wait_job_state(job_id, "COMPLETED", timeout=15)
@@ -884,12 +887,9 @@ def test_a_copy_to_a_hung_share_is_given_up_and_the_local_files_reported(t):
     gate = os.path.join(t.tmp, "gate")
     cp = t.control_plane()
     w = WorkerProcess(t, cp, "w1", options={"artifact-backend": "shared", "shared-directory": shared}).start()
-    first = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo out"])
+    first = submit(cp, command="sh", args=["-c", f"{gate_loop(gate)}; echo out"])
     job = wait_running_on(t, cp, first, "w1")
-    where = os.path.join(shared, first, job["assignment_id"])
-    os.makedirs(where)
-    fifo = os.path.join(where, "stdout.tmp")
-    os.mkfifo(fifo)  # the copy's open() waits for a reader: a share that does not answer
+    fifo = stall_share_copy(shared, first, job["assignment_id"])
     open(gate, "w").close()
     job = cp.wait_job_state(first, ["COMPLETED", "FAILED"], timeout=4 * LEASE + 10)
     t.eq((job["status"], job["attempt_count"], job.get("artifact_upload_state")), ("COMPLETED", 1, "failed"),
@@ -907,10 +907,8 @@ def test_a_copy_to_a_hung_share_is_given_up_and_the_local_files_reported(t):
          "the next job COMPLETED at once, its copy not tried")
     t.ok("has not returned" in (job.get("artifact_upload_error") or ""), f"and why: {job.get('artifact_upload_error')}")
 
-    # The share answers again: the hung copy goes on, fails (a FIFO cannot be fsynced) and removes
-    # its tmp file, the FIFO.
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    t.cleanups.append(lambda: os.close(reader))
+    # The share answers again: the hung copy goes on, fails and removes its tmp file, the FIFO.
+    answer_share_copy(t, fifo)
     t.wait_for(lambda: not os.path.exists(fifo), 10, "the hung copy to return")
     third = submit(cp, command="echo", args=["three"])
     job = cp.wait_job_state(third, "COMPLETED")
@@ -935,7 +933,7 @@ def test_heartbeats_go_on_when_their_sequence_cannot_be_reserved(t):
     # 10ms apart (the shortest heartbeat-interval), the heartbeats reach the end of a block in 10s or so.
     w = WorkerProcess(t, cp, "w1", state_dir=state, options={"heartbeat-interval": "10ms"}).start()
     gate = os.path.join(t.tmp, "gate")
-    job_id = submit(cp, command="sh", args=["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done"])
+    job_id = submit(cp, command="sh", args=["-c", gate_loop(gate)])
     held = wait_running_on(t, cp, job_id, "w1")
     filler = os.path.join(state, "filler")
     t.require(fill_file_system(filler) > 0, "the state directory's file system filled up")

@@ -138,6 +138,11 @@ def udp_port_bound(port):
     return False
 
 
+def gate_loop(path):
+    """Shell code that waits until path exists."""
+    return f"while [ ! -e {path} ]; do sleep 0.02; done"
+
+
 def timed_job(log_path, seconds, tag="$ENTROPY_ASSIGNMENT_ID"):
     """A shell job that appends 'start <tag> <t>' and, unless stopped, 'end <tag> <t>' to log_path."""
     script = (f'echo "start {tag} $(date +%s.%N)" >> {log_path}; sleep {seconds}; '
