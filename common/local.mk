@@ -6,6 +6,7 @@ libentropy_common_a_SOURCES = \
 	common/time-util.c common/time-util.h \
 	common/strv.c common/strv.h \
 	common/fs-util.c common/fs-util.h \
+	common/rlimit-util.c common/rlimit-util.h \
 	common/crypto.c common/crypto.h \
 	common/json-util.c common/json-util.h \
 	common/conf.c common/conf.h \

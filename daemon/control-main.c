@@ -17,12 +17,13 @@
 #include "control-settings.h"
 #include "control.h"
 #include "http-api.h"
-#include "observability.h"
 #include "http-server.h"
 #include "http-tls.h"
 #include "log.h"
 #include "macro.h"
+#include "observability.h"
 #include "reconcile.h"
+#include "rlimit-util.h"
 #include "store.h"
 #include "time-util.h"
 
@@ -34,6 +35,9 @@
 /* Per-connection buffer of libmicrohttpd: bounds the request line and headers (bodies stream
  * through it). libmicrohttpd clears it for every request on a kept-alive connection, so its size
  * is paid per request: 16 KiB is ample for what the API sends (a token, a few headers). */
+/* Descriptors besides the HTTP connections: the database and its WAL and index, the bus, the
+ * journal, listening sockets, timers, signals, event streams being set up. */
+#define NOFILE_RESERVE               64
 #define HTTP_CONNECTION_MEMORY_LIMIT (16 * 1024)
 
 /* ---- STATUS= -------------------------------------------------------------------------------- */
@@ -374,6 +378,19 @@ static void control_done(Control *c) {
         c->event = sd_event_unref(c->event);
 }
 
+/* One descriptor per HTTP connection: outside a unit that sets LimitNOFILE=, the default soft limit
+ * of 1024 would refuse connections below max-connections. */
+static void raise_nofile_limit(const ControlSettings *s) {
+        int limit = rlimit_nofile_bump();
+
+        if (limit < 0)
+                log_warning_errno(limit, "Cannot raise the limit on open files: %m");
+        else if (s->max_connections + NOFILE_RESERVE > limit)
+                log_warning("max-connections=%" PRIi64 " needs about %" PRIi64
+                            " open files, more than the limit of %d (LimitNOFILE=): connections past it are refused.",
+                            s->max_connections, s->max_connections + NOFILE_RESERVE, limit);
+}
+
 static int run(int argc, char **argv) {
         _cleanup_(control_done) Control c = {.argc = argc, .argv = argv};
         int r;
@@ -386,6 +403,7 @@ static int run(int argc, char **argv) {
         if (r < 0)
                 return r;
         log_set_max_level(log_level_from_string(c.settings.log_level));
+        raise_nofile_limit(&c.settings);
 
         r = auth_load(&c);
         if (r < 0)

@@ -18,6 +18,7 @@
 #include "keeper-protocol.h"
 #include "log.h"
 #include "macro.h"
+#include "rlimit-util.h"
 #include "strv.h"
 
 /* Variables that belong to the worker's service manager or its secrets, never to a job. */
@@ -305,6 +306,11 @@ static int keeper_start(Executor *e, sd_event *event) {
                 close(TAKE_FD(e->sock));
                 return -r;
         }
+        /* Its jobs inherit its limits: the soft limit on open files the worker was started with,
+         * not the one it raised for itself. Before the first request, so before any job. */
+        r = rlimit_nofile_give_back(e->keeper_pid);
+        if (r < 0)
+                log_warning_errno(r, "Cannot give entropy-keeper the worker's first limit on open files: %m");
         /* Jobs an earlier entropy-keeper started: this one guards them now. */
         for (size_t i = 0; r >= 0 && i < e->groups.n; i++)
                 r = keeper_send_group(e, KEEPER_ADOPT, e->groups.pgids[i]);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "macro.h"
 #include "policy.h"
+#include "rlimit-util.h"
 #include "strv.h"
 #include "time-util.h"
 
@@ -160,6 +161,7 @@ _noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {
             dup2(err_fd >= 0 ? err_fd : null_fd, STDERR_FILENO) < 0)
                 _exit(127);
         (void) close_range(3, ~0U, 0);
+        (void) rlimit_nofile_restore();
         execv(argv[0], argv);
         _exit(127);
 }

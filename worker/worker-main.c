@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "log.h"
+#include "rlimit-util.h"
 #include "worker.h"
 
 int main(int argc, char **argv) {
@@ -24,6 +25,11 @@ int main(int argc, char **argv) {
         /* Past a file size limit (LimitFSIZE=) a write fails with EFBIG, which the replay buffer
          * survives (run.c holds the result), rather than killing the worker and its jobs. */
         (void) signal(SIGXFSZ, SIG_IGN);
+        /* Each run holds a few descriptors until its result is recorded: many slots pass the default
+         * soft limit of 1024. Jobs start with the limit the worker was given (executor.c). */
+        r = rlimit_nofile_bump();
+        if (r < 0)
+                log_warning_errno(r, "Cannot raise the limit on open files: %m");
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 log_error("Cannot initialize libcurl.");
                 return EXIT_FAILURE;

@@ -149,6 +149,23 @@ def fill_file_system(path):
                 return n
 
 
+def nofile_limited(soft, hard):
+    """A wrapper (the start of a daemon's argv) that runs it with these limits on open files, as a
+    service manager would (LimitNOFILE=soft:hard). Lowering them needs no privilege."""
+    return [sys.executable, "-c", "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, "
+            "(int(sys.argv[1]), int(sys.argv[2]))); os.execv(sys.argv[3], sys.argv[3:])", str(soft), str(hard)]
+
+
+def nofile_limits(pid):
+    """The (soft, hard) limits on open files of process pid."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise TestFailure(f"no limit on open files in /proc/{pid}/limits")
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -5,14 +5,15 @@ to start on a bad state directory or database, durability across kill -9, and a 
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
 import threading
 import time
 
-from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, Http, TestFailure, binary, fill_file_system, free_port, run,
-                          small_tmpfs, test)
+from entropy_test import (ADMIN_TOKEN, WORKER_TOKEN, Http, TestFailure, binary, fill_file_system, free_port,
+                          nofile_limited, nofile_limits, run, small_tmpfs, test)
 
 OPTION_NAMES = [
     "config", "listen", "database", "synchronous", "admin-token-file", "admin-token-previous-file",
@@ -70,6 +71,28 @@ def test_ready_is_notified_once_serving(t):
     status, body = cp.http.request("GET", "/healthz", token=False)
     t.eq(status, 200, "serving once READY")
     t.eq(cp.stop(), 0, "exit status 0 after SIGTERM")
+
+
+@test
+def test_raises_its_limit_on_open_files_for_its_connections(t):
+    """One descriptor per HTTP connection: started with the default soft limit of 1024, the control
+    plane raises it to the hard one, since max-connections (1024 by default) would pass it. Where
+    the hard limit is too low for max-connections it says so, naming the setting."""
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
+    t.require(hard > 1088, f"a hard limit on open files above 1088 to start the daemon with (have {hard})")
+    cp = t.control_plane(start=False)
+    cp.argv = nofile_limited(1024, hard) + cp.argv
+    cp.start()
+    t.eq(nofile_limits(cp.proc.pid), (hard, hard), "the soft limit is raised to the hard one")
+    t.ok("needs about" not in cp.log_text(), "no warning where the limit is enough")
+
+    low = t.control_plane(start=False, name="low", options={"max-connections": "1000"})
+    low.argv = nofile_limited(256, 512) + low.argv
+    low.start()
+    t.eq(nofile_limits(low.proc.pid), (512, 512), "raised as far as the hard limit allows")
+    t.ok("max-connections=1000 needs about 1064 open files, more than the limit of 512" in low.log_text(),
+         "the limit too low for max-connections is named in the log:\n" + low.log_tail())
+    t.eq(low.http.request("GET", "/healthz", token=False)[0], 200, "and the daemon serves")
 
 
 @test

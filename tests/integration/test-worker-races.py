@@ -32,7 +32,8 @@ import signal
 import sys
 
 from entropy_test import TIME_SCALE, TestFailure, run, socket_fds, span, test
-from worker_harness import FAST_WORKER, WorkerProcess, gate_loop, overlapping, require_daemons, run_intervals
+from worker_harness import (FAST_WORKER, WorkerProcess, gate_loop, keeper_of, overlapping, require_daemons,
+                            run_intervals)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
@@ -205,32 +206,6 @@ def second_attempt_completes(t, cp, w, job_id, second, gate):
     job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
     t.eq((job["status"], job["attempt_count"], job["assignment_id"]), ("COMPLETED", 2, second),
          "the job COMPLETED in its second attempt")
-
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    stat = f.read()
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                    out.append(int(d))
-            except (OSError, ValueError):
-                pass
-    return out
-
-
-def keeper_of(w):
-    """The pid of w's entropy-keeper (once it has named itself), or None."""
-    for pid in children(w.proc.pid):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "entropy-keeper":
-                    return pid
-        except OSError:
-            pass
-    return None
 
 
 # -- results and /reconnect ------------------------------------------------------------------------

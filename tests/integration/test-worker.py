@@ -3,14 +3,15 @@
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, fill_file_system, run, small_tmpfs, span,
-                          test)
-from worker_harness import (WorkerProcess, free_udp_port, gate_loop, logged_runs, overlapping, paused,
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, fill_file_system, nofile_limited,
+                          nofile_limits, run, small_tmpfs, span, test)
+from worker_harness import (WorkerProcess, free_udp_port, gate_loop, keeper_of, logged_runs, overlapping, paused,
                             require_daemons, run_intervals, send_wake, sha256_file, timed_job, udp_port_bound,
                             wake_datagram)
 
@@ -147,6 +148,25 @@ def test_job_env_has_its_ids_and_never_the_token(t):
     for bad in ("ENTROPY_PRIVATE_SETTING", "ENTROPY_TOKEN_FILE", "NOTIFY_SOCKET", "SNEAKY"):
         t.ok(bad not in env, f"{bad} scrubbed")
     t.ok("KEEP_ME=yes" in env, "ordinary variables kept")
+
+
+@test
+def test_the_worker_raises_its_limit_on_open_files_and_its_jobs_get_the_one_it_was_given(t):
+    """Each run holds descriptors until its result is recorded, so a worker with many slots needs
+    more than the default soft limit of 1024: it raises its soft limit to the hard one. Its jobs
+    start with the soft limit the worker was given (a select() loop breaks past 1024), through
+    entropy-keeper, which starts them."""
+    hard = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096)
+    t.require(hard > 256, f"a hard limit on open files above 256 to start the worker with (have {hard})")
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", wrapper=nofile_limited(256, hard)).start()
+    t.eq(nofile_limits(w.proc.pid), (hard, hard), "the worker's soft limit is raised to the hard one")
+    t.wait_for(lambda: keeper_of(w), 10, "entropy-keeper to start")
+    t.eq(nofile_limits(keeper_of(w)), (256, hard), "entropy-keeper has the limits the worker was given")
+    job_id = submit(cp, command="sh", args=["-c", "ulimit -Sn; ulimit -Hn"])
+    job = cp.wait_job_state(job_id, "COMPLETED")
+    with open(job["stdout_path"]) as f:
+        t.eq(f.read().split(), ["256", str(hard)], "the job has the limits the worker was given")
 
 
 @test

@@ -138,6 +138,33 @@ def udp_port_bound(port):
     return False
 
 
+def children(pid):
+    """The pids of pid's children."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                    out.append(int(d))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def keeper_of(w):
+    """The pid of w's entropy-keeper (once it has named itself), or None."""
+    for pid in children(w.proc.pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "entropy-keeper":
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
 def gate_loop(path):
     """Shell code that waits until path exists."""
     return f"while [ ! -e {path} ]; do sleep 0.02; done"

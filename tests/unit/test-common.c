@@ -1,11 +1,16 @@
-/* test-common.c: time spans, string vectors, JSON validation, durable writes, secret files and
- * crypto helpers (option parsing is tested in test-conf.c). */
+/* test-common.c: time spans, string vectors, JSON validation, durable writes, secret files,
+ * crypto helpers and the limit on open files (option parsing is tested in test-conf.c). */
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "crypto.h"
 #include "fs-util.h"
 #include "json-util.h"
+#include "rlimit-util.h"
 #include "strv.h"
 #include "tap.h"
 #include "time-util.h"
@@ -198,6 +203,59 @@ static void test_secret_file_strips_both_ends(void) {
         rmdir(dir);
 }
 
+static rlim_t nofile_soft(pid_t pid) {
+        struct rlimit rl = {};
+        return prlimit(pid, RLIMIT_NOFILE, NULL, &rl) == 0 ? rl.rlim_cur : 0;
+}
+
+/* A child that says it is ready on a pipe, then waits to be killed, for its limits to be looked
+ * at. */
+static pid_t idle_child(bool restore) {
+        int ready[2];
+        char c = 0;
+        pid_t pid;
+
+        if (pipe(ready) < 0)
+                return -1;
+        pid = fork();
+        if (pid == 0) {
+                if (restore && rlimit_nofile_restore() < 0)
+                        _exit(1);
+                (void) write(ready[1], "x", 1);
+                pause();
+                _exit(0);
+        }
+        close(ready[1]);
+        if (pid > 0 && read(ready[0], &c, 1) != 1)
+                pid = -1; /* it exited: the restore failed */
+        close(ready[0]);
+        return pid;
+}
+
+static void test_nofile_limit_raised_and_given_back(void) {
+        struct rlimit rl;
+        pid_t restored, inherited;
+
+        if (!ok(getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max > 64, "a hard limit on open files above 64"))
+                return;
+        rl.rlim_cur = 64;
+        ok(setrlimit(RLIMIT_NOFILE, &rl) == 0, "soft limit lowered to 64 (as a service manager would start us)");
+        ok(rlimit_nofile_bump() == (rl.rlim_max > 0x7fffffff ? 0x7fffffff : (int) rl.rlim_max) &&
+                   nofile_soft(0) == rl.rlim_max,
+           "raised to the hard limit");
+        restored = idle_child(true);
+        inherited = idle_child(false);
+        ok(restored > 0 && inherited > 0, "children started");
+        ok(inherited > 0 && rlimit_nofile_give_back(inherited) == 0 && nofile_soft(inherited) == 64,
+           "given back to a process of ours started without it");
+        ok(restored > 0 && nofile_soft(restored) == 64, "restored in a forked child");
+        for (int i = 0; i < 2; i++) {
+                pid_t p = i == 0 ? restored : inherited;
+                if (p > 0 && kill(p, SIGKILL) == 0)
+                        (void) waitpid(p, NULL, 0);
+        }
+}
+
 int main(void) {
         test_timespan_parses_systemd_syntax();
         test_timespan_refuses_overflow_and_other_number_forms();
@@ -209,5 +267,6 @@ int main(void) {
         test_crypto();
         test_durable_write();
         test_secret_file_strips_both_ends();
+        test_nofile_limit_raised_and_given_back();
         return tap_done();
 }
