@@ -3,9 +3,11 @@
  * maintenance (retention of records and local artifacts) and the decision to exit. */
 #include <errno.h>
 #include <gnutls/crypto.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -122,6 +124,46 @@ bool worker_finishing_full(Worker *w) {
         return worker_n_runs(w) > w->n_slots;
 }
 
+/* 1024-based, one decimal: "3.8 MiB". */
+static char *format_bytes(char *buf, size_t size, uint64_t bytes) {
+        static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+        double v = (double) bytes;
+        size_t u = 0;
+
+        for (; v >= 1024.0 && u + 1 < ELEMENTSOF(units); u++)
+                v /= 1024.0;
+        if (u == 0)
+                snprintf(buf, size, "%" PRIu64 " B", bytes);
+        else
+                snprintf(buf, size, "%.1f %s", v, units[u]);
+        return buf;
+}
+
+/* A statvfs() per poll is cheap next to the request it may save. A state directory that cannot
+ * be looked at counts as having room: the replay buffer says so itself when it cannot write. */
+bool worker_disk_low(Worker *w) {
+        uint64_t min = (uint64_t) w->settings.min_free_space;
+        char free_text[32], min_text[32];
+        struct statvfs sv;
+        bool low = false;
+
+        if (min > 0 && statvfs(w->settings.state_directory, &sv) == 0) {
+                w->disk_free = (uint64_t) sv.f_bavail * sv.f_frsize;
+                low = w->disk_free < min;
+        }
+        if (low == w->disk_low)
+                return low;
+        w->disk_low = low;
+        format_bytes(free_text, sizeof(free_text), w->disk_free);
+        if (low)
+                log_warning("Only %s free in %s, less than min-free-space (%s): taking no new job until there is more.",
+                            free_text, w->settings.state_directory, format_bytes(min_text, sizeof(min_text), min));
+        else
+                log_notice("%s free in %s again: taking jobs.", free_text, w->settings.state_directory);
+        worker_update_status(w);
+        return low;
+}
+
 int worker_free_slot(Worker *w) {
         if (worker_finishing_full(w))
                 return -EBUSY;
@@ -151,6 +193,9 @@ static void worker_send_status(Worker *w) {
         size_t unrecorded = worker_n_unrecorded(w), finalizing = worker_n_finishing(w) - unrecorded;
         if (unrecorded > 0)
                 snprintf(held, sizeof(held), "; %zu result(s) the replay buffer refused, no new work", unrecorded);
+        else if (w->disk_low)
+                snprintf(held, sizeof(held), "; disk nearly full (%s free for the state directory), no new work",
+                         format_bytes((char[32]){}, 32, w->disk_free));
         else if (worker_finishing_full(w))
                 snprintf(held, sizeof(held), "; %zu job(s) finishing (outputs being synced or copied), no new work",
                          finalizing);
@@ -324,6 +369,7 @@ static int worker_reload(Worker *w) {
         log_info("Configuration reloaded.");
         (void) sd_notify(false, "READY=1");
         worker_update_status(w);
+        session_poll_now(w); /* a changed min-free-space, say, may let it take work at once */
         return 0;
 }
 

@@ -173,6 +173,8 @@ struct Worker {
         sd_event_source *maintenance_timer;
         sd_event_source *status_timer; /* a STATUS= update held back (worker_update_status) */
         usec_t status_sent;            /* monotonic time of the last one sent */
+        bool disk_low;                 /* below min-free-space at the last look: no new job */
+        uint64_t disk_free;            /* bytes free in the state directory at the last look */
         bool stopping;
         bool stop_flush_tried;
         int exit_code;
@@ -195,6 +197,10 @@ int worker_prune(Worker *w, usec_t now);
  * runs in slots, then the finishing ones (process exited, result not recorded yet), at most
  * LIMIT_RECONNECT_ENTRIES. `each`, if given, is called for every run listed. Returns how many. */
 size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void *userdata), void *userdata);
+/* Whether the state directory has less free space than min-free-space: looked at before each
+ * poll, the change logged. Jobs write their outputs there and results go to the replay buffer
+ * there: a job taken on a full disk would be held until its result fits. */
+bool worker_disk_low(Worker *w);
 /* Index of a free slot, or -EBUSY: also while worker_finishing_full(). */
 int worker_free_slot(Worker *w);
 /* The runs in slots and the finishing ones are one more than the slots: no new job until a

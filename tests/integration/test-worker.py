@@ -22,6 +22,9 @@ require_daemons()
 
 
 LEASE = span(FAST_CONTROL["lease-timeout"])
+# A small tmpfs (4 MiB) is below the default min-free-space: where one stands for a disk that fills
+# up, the worker takes jobs until it is full.
+SMALL_DISK = {"min-free-space": "1048576"}
 
 
 def submit(cp, spec=None, **fields):
@@ -471,11 +474,11 @@ def test_worker_kill9_job_reruns_on_second_worker_within_bound(t):
 SLOW_LEASES = {"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"}
 
 
-def completion_buffered(t, state_dir=None):
+def completion_buffered(t, state_dir=None, options=None):
     """A control plane (stopped) and a worker whose job completed while it was down: returns them
     and the job id once the completion waits in the worker's replay buffer."""
     cp = t.control_plane(options=SLOW_LEASES)
-    w = WorkerProcess(t, cp, "w1", state_dir=state_dir).start()
+    w = WorkerProcess(t, cp, "w1", state_dir=state_dir, options=options).start()
     job_id = submit(cp, timed_job(os.path.join(t.tmp, "log"), 1))
     wait_running_on(t, cp, job_id, "w1")
     cp.stop()
@@ -510,10 +513,11 @@ def test_a_worker_starts_on_a_full_disk_and_replays_what_it_holds(t):
     replay buffer is delivered and the job completes once. It used to refuse to start (the replay
     buffer's first write, a block of heartbeat seqs, failed), holding the result until an operator
     made room. The answer to it, which the full disk cannot take either, is kept in memory rather
-    than asked for again and again."""
+    than asked for again and again. No new job is taken until there is room: its result would not
+    fit either."""
     state = os.path.join(t.tmp, "w1-state")
     small_tmpfs(t, state)
-    cp, w, job_id = completion_buffered(t, state_dir=state)
+    cp, w, job_id = completion_buffered(t, state_dir=state, options=SMALL_DISK)
     w.kill9()
     t.require(fill_file_system(os.path.join(state, "filler")) > 0, "the state directory's file system filled up")
     cp.restart()
@@ -522,15 +526,41 @@ def test_a_worker_starts_on_a_full_disk_and_replays_what_it_holds(t):
     t.eq((job["status"], job["attempt_count"]), ("COMPLETED", 1), "the replayed completion was applied")
     t.eq(len(events_of(cp, job_id, "job.completed")), 1, "applied exactly once")
     w.wait_log("cannot record the answer to result")
-    # The next job's result does not fit either: the worker holds that job until there is room.
+    # The next job is left to other workers while the disk is full.
     second = submit(cp, command="true")
-    w.wait_log(f"Job {second}: cannot record its result")
+    w.wait_log("less than min-free-space (1.0 MiB): taking no new job until there is more.")
+    w.wait_status(lambda s: "disk nearly full" in s and "no new work" in s)
+    wait_polls(t, cp, "w1")
+    t.eq(cp.job(second)["status"], "PENDING", "no job taken on the full disk")
     t.eq(w.log_text().lower().count(f"result of job {job_id} (assignment"), 1,
          "the answer the disk cannot take is kept in memory: the result is not sent again and again")
     os.unlink(os.path.join(state, "filler"))
     t.eq(cp.wait_job_state(second, ["COMPLETED", "FAILED"], timeout=15)["status"], "COMPLETED",
-         "with room again, the held job completes")
+         "with room again, the worker takes the job and it completes")
+    t.ok("again: taking jobs." in w.log_text(), "the worker says it takes jobs again")
     t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the kept answer to be written")
+
+
+@test
+def test_a_worker_short_of_disk_space_takes_no_job_until_there_is_room(t):
+    """Below min-free-space in its state directory the worker takes no new job (the job's outputs
+    and result might not fit, and it would hold the job until they did) and says why in its status
+    and its log. With room again, here by a lower setting on reload, it takes work at once."""
+    cp = t.control_plane()
+    conf = os.path.join(t.tmp, "worker.conf")
+    with open(conf, "w") as f:
+        f.write(f"[worker]\nmin-free-space = {2 ** 62}\n")
+    w = WorkerProcess(t, cp, "w1", options={"config": conf}).start()
+    job_id = submit(cp, command="true")
+    w.wait_log("less than min-free-space (4.0 EiB): taking no new job until there is more.")
+    w.wait_status(lambda s: "disk nearly full" in s and "no new work" in s)
+    wait_polls(t, cp, "w1")
+    t.eq(cp.job(job_id)["status"], "PENDING", "no job taken")
+    with open(conf, "w") as f:
+        f.write("[worker]\nmin-free-space = 1048576\n")
+    w.signal(signal.SIGHUP)
+    t.eq(cp.wait_job_state(job_id, ["COMPLETED", "FAILED"])["status"], "COMPLETED", "the job runs once there is room")
+    t.ok("again: taking jobs." in w.log_text(), "and the worker says it takes jobs again")
 
 
 @test
@@ -787,7 +817,7 @@ def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
     state = os.path.join(t.tmp, "w1-state")
     small_tmpfs(t, state)
     cp = t.control_plane()
-    w = WorkerProcess(t, cp, "w1", state_dir=state).start()
+    w = WorkerProcess(t, cp, "w1", state_dir=state, options=SMALL_DISK).start()
     gate = os.path.join(t.tmp, "gate")
     job_id = submit(cp, command="sh", args=["-c", gate_loop(gate)])
     wait_running_on(t, cp, job_id, "w1")
@@ -951,7 +981,7 @@ def test_heartbeats_go_on_when_their_sequence_cannot_be_reserved(t):
     small_tmpfs(t, state)
     cp = t.control_plane()
     # 10ms apart (the shortest heartbeat-interval), the heartbeats reach the end of a block in 10s or so.
-    w = WorkerProcess(t, cp, "w1", state_dir=state, options={"heartbeat-interval": "10ms"}).start()
+    w = WorkerProcess(t, cp, "w1", state_dir=state, options={"heartbeat-interval": "10ms", **SMALL_DISK}).start()
     gate = os.path.join(t.tmp, "gate")
     job_id = submit(cp, command="sh", args=["-c", gate_loop(gate)])
     held = wait_running_on(t, cp, job_id, "w1")
