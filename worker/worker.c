@@ -146,8 +146,11 @@ bool worker_disk_low(Worker *w) {
         char free_text[32], min_text[32];
         struct statvfs sv;
         bool low = false;
+        int error = 0; /* of statvfs() */
 
-        if (min > 0 && statvfs(w->settings.state_directory, &sv) == 0) {
+        if (min > 0 && statvfs(w->settings.state_directory, &sv) < 0)
+                error = -errno;
+        else if (min > 0) {
                 w->disk_free = (uint64_t) sv.f_bavail * sv.f_frsize;
                 low = w->disk_free < min;
         }
@@ -158,6 +161,11 @@ bool worker_disk_low(Worker *w) {
         if (low)
                 log_warning("Only %s free in %s, less than min-free-space (%s): taking no new job until there is more.",
                             free_text, w->settings.state_directory, format_bytes(min_text, sizeof(min_text), min));
+        else if (min == 0)
+                log_notice("min-free-space is 0: taking jobs.");
+        else if (error < 0)
+                log_warning_errno(error, "Cannot look at the free space in %s (%m): taking jobs.",
+                                  w->settings.state_directory);
         else
                 log_notice("%s free in %s again: taking jobs.", free_text, w->settings.state_directory);
         worker_update_status(w);
