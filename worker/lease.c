@@ -303,23 +303,13 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
 
 /* ---- heartbeat sequence numbers ---------------------------------------------------------- */
 
-/* Raises the replay buffer's heartbeat sequence to floor. Both fields are replay.h's, and raised
- * together they keep their meaning there (every seq up to hb_seq_reserved may have been used): the
- * next replay_next_heartbeat_seq() then reserves a durable block above floor. */
-static void heartbeat_seq_raise(Replay *rp, uint64_t floor) {
-        if (floor <= rp->hb_seq)
-                return;
-        rp->hb_seq = floor;
-        rp->hb_seq_reserved = MAX(rp->hb_seq_reserved, floor);
-}
-
 /* Seqs sent past a reservation that could not be written are on no disk. A restart starts above
  * them from the realtime clock in milliseconds: heartbeats are at least 10ms apart
  * (heartbeat-interval), so the clock moves on faster than the seqs do. The durable reservation
  * still covers every other seq should the clock have been stepped back meanwhile. */
 void lease_seed_heartbeat_seq(Worker *w) {
         if (w->replay) /* none where only the timers are under test */
-                heartbeat_seq_raise(w->replay, now_realtime_usec() / USEC_PER_MSEC);
+                replay_raise_heartbeat_seq(w->replay, now_realtime_usec() / USEC_PER_MSEC);
 }
 
 static void heartbeat_seq_unreserved(Worker *w, int error) {
@@ -355,11 +345,9 @@ uint64_t lease_next_heartbeat_seq(Worker *w) {
                 }
                 heartbeat_seq_unreserved(w, k);
         }
-        /* A full disk must not stop the heartbeats: every lease of the worker would lapse. Past
-         * the reservation, in memory: the next one that can be written covers this seq too, and a
-         * restart starts above it (lease_seed_heartbeat_seq). */
-        heartbeat_seq_raise(w->replay, w->replay->hb_seq + 1);
-        return w->replay->hb_seq;
+        /* A full disk must not stop the heartbeats: every lease of the worker would lapse. A
+         * restart starts above the seqs sent meanwhile (lease_seed_heartbeat_seq). */
+        return replay_next_heartbeat_seq_unreserved(w->replay);
 }
 
 /* ---- heartbeats ---------------------------------------------------------------------------- */

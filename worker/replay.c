@@ -360,6 +360,20 @@ int replay_next_heartbeat_seq(Replay *r, uint64_t *ret) {
         return 0;
 }
 
+/* Both fields raised together keep their meaning (every seq up to hb_seq_reserved may have been
+ * used). */
+void replay_raise_heartbeat_seq(Replay *r, uint64_t floor) {
+        if (floor <= r->hb_seq)
+                return;
+        r->hb_seq = floor;
+        r->hb_seq_reserved = MAX(r->hb_seq_reserved, floor);
+}
+
+uint64_t replay_next_heartbeat_seq_unreserved(Replay *r) {
+        replay_raise_heartbeat_seq(r, r->hb_seq + 1);
+        return r->hb_seq;
+}
+
 int replay_completion_seq(Replay *r, int64_t *ret) {
         return meta_get_int(r, "completion_seq", ret);
 }

@@ -109,6 +109,12 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Replay *, replay_close);
 int replay_get_nonce(Replay *r, char **ret);
 /* Strictly increasing across restarts: seqs are reserved in durable blocks. */
 int replay_next_heartbeat_seq(Replay *r, uint64_t *ret);
+/* When a block cannot be reserved (a full disk): the next seq, past the reservation, in memory.
+ * The next block that can be written covers it; a restart starts above it only if seeded (below). */
+uint64_t replay_next_heartbeat_seq_unreserved(Replay *r);
+/* Raises the heartbeat seq to floor (no lower): the next replay_next_heartbeat_seq() reserves a
+ * durable block above it. */
+void replay_raise_heartbeat_seq(Replay *r, uint64_t floor);
 int replay_completion_seq(Replay *r, int64_t *ret);
 
 /* Records a run before its process starts (committed lazily, see above); returns its id. */
