@@ -277,6 +277,25 @@ def test_partial_artifact_write_never_accepted(t):
     fleet.finish()
 
 
+def whole_calls(lines):
+    """strace -f splits a call another thread's call interrupts: "PID name(args <unfinished ...>",
+    later "PID <... name resumed>rest". Joins each pair into one line where the call ended: the
+    order of interest is that of the calls' ends (an fsync done before the result is sent)."""
+    started, out = {}, []
+    for line in lines:
+        m = re.match(r"(\d+)\s+(.*)", line)
+        pid, rest = m.groups() if m else ("", line)
+        if rest.endswith(" <unfinished ...>"):
+            started[pid] = rest[:-len(" <unfinished ...>")]
+            continue
+        m = re.match(r"<\.\.\. \w+ resumed>(.*)", rest)
+        if m and pid in started:
+            out.append(f"{pid} {started.pop(pid)}{m.group(1)}")
+            continue
+        out.append(line)
+    return out
+
+
 @test
 def test_artifact_durability_order_before_report(t):
     """The artifact rule's durability, from the worker's system calls: for each result, stdout and
@@ -308,7 +327,7 @@ def test_artifact_durability_order_before_report(t):
     w.proc.wait(timeout=15)
     fleet.finish()
     with open(trace) as f:
-        lines = f.read().splitlines()
+        lines = whole_calls(f.read().splitlines())
 
     def first(pred, start=0):
         for i in range(start, len(lines)):
