@@ -28,36 +28,16 @@ int rlimit_nofile_bump(void) {
 }
 
 /* Only the soft limit goes back: the hard one was never changed, and a program that needs more
- * may raise it again, as we did. */
-static struct rlimit given_back(const struct rlimit *now) {
-        struct rlimit rl = *now;
-        if (saved.rlim_cur < rl.rlim_cur)
-                rl.rlim_cur = saved.rlim_cur;
-        return rl;
-}
-
-int rlimit_nofile_restore(void) {
-        struct rlimit now, rl;
-
-        if (!have_saved)
-                return 0;
-        if (getrlimit(RLIMIT_NOFILE, &now) < 0)
-                return -errno;
-        rl = given_back(&now);
-        if (rl.rlim_cur == now.rlim_cur)
-                return 0;
-        return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
-}
-
+ * may raise it again, as we did. prlimit() of pid 0 is this process. */
 int rlimit_nofile_give_back(pid_t pid) {
-        struct rlimit now, rl;
+        struct rlimit now;
 
         if (!have_saved)
                 return 0;
         if (prlimit(pid, RLIMIT_NOFILE, NULL, &now) < 0)
                 return -errno;
-        rl = given_back(&now);
-        if (rl.rlim_cur == now.rlim_cur)
+        if (now.rlim_cur <= saved.rlim_cur)
                 return 0;
-        return prlimit(pid, RLIMIT_NOFILE, &rl, NULL) < 0 ? -errno : 0;
+        now.rlim_cur = saved.rlim_cur;
+        return prlimit(pid, RLIMIT_NOFILE, &now, NULL) < 0 ? -errno : 0;
 }

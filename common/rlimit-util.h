@@ -13,9 +13,7 @@
  * with. Returns the new soft limit, or -errno (the limit is then unchanged, and still given back
  * as it is). */
 int rlimit_nofile_bump(void);
-/* In a child between fork() and execve() (only system calls): the soft limit the process started
- * with. Returns 0 or -errno. */
-int rlimit_nofile_restore(void);
-/* The same for another process of ours, started without going through a fork of our own
- * (posix_spawn()): before it starts anything. Returns 0 or -errno. */
+/* Gives process pid the soft limit this process started with: another process of ours, started
+ * without a fork of our own (posix_spawn()), before it starts anything; or 0, this process, in a
+ * child between fork() and execve() (only system calls). Returns 0 or -errno. */
 int rlimit_nofile_give_back(pid_t pid);

@@ -35,10 +35,10 @@
 /* Per-connection buffer of libmicrohttpd: bounds the request line and headers (bodies stream
  * through it). libmicrohttpd clears it for every request on a kept-alive connection, so its size
  * is paid per request: 16 KiB is ample for what the API sends (a token, a few headers). */
+#define HTTP_CONNECTION_MEMORY_LIMIT (16 * 1024)
 /* Descriptors besides the HTTP connections: the database and its WAL and index, the bus, the
  * journal, listening sockets, timers, signals, event streams being set up. */
-#define NOFILE_RESERVE               64
-#define HTTP_CONNECTION_MEMORY_LIMIT (16 * 1024)
+#define NOFILE_RESERVE 64
 
 /* ---- STATUS= -------------------------------------------------------------------------------- */
 

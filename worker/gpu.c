@@ -161,7 +161,7 @@ _noreturn_ void gpu_exec_child(char *const *argv, int out_fd, int err_fd) {
             dup2(err_fd >= 0 ? err_fd : null_fd, STDERR_FILENO) < 0)
                 _exit(127);
         (void) close_range(3, ~0U, 0);
-        (void) rlimit_nofile_restore();
+        (void) rlimit_nofile_give_back(0);
         execv(argv[0], argv);
         _exit(127);
 }

@@ -219,7 +219,7 @@ static pid_t idle_child(bool restore) {
                 return -1;
         pid = fork();
         if (pid == 0) {
-                if (restore && rlimit_nofile_restore() < 0)
+                if (restore && rlimit_nofile_give_back(0) < 0)
                         _exit(1);
                 (void) write(ready[1], "x", 1);
                 pause();
