@@ -442,6 +442,24 @@ static int verb_abort(Backend *b, const CtlSettings *s, int argc, char **argv) {
 
 /* --- workers -------------------------------------------------------------------------------- */
 
+/* What a live worker's last heartbeat said about itself: why it takes no new job. A worker that
+ * stopped sending heartbeats says nothing current. */
+static const char *worker_note(json_object *w, const char *state, char *buf, size_t size) {
+        json_object *metrics;
+        const char *reason;
+
+        if (!streq_ptr(state, "ONLINE") && !streq_ptr(state, "DRAINING"))
+                return NULL;
+        if (!json_object_object_get_ex(w, "heartbeat_metrics", &metrics) ||
+            !json_object_is_type(metrics, json_type_object))
+                return NULL;
+        reason = json_str(metrics, "no_new_work");
+        if (!reason)
+                return NULL;
+        snprintf(buf, size, "no new work: %s", reason);
+        return buf;
+}
+
 static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **argv) {
         _cleanup_json_ json_object *workers = NULL;
         _cleanup_(table_freep) Table *t = NULL;
@@ -458,14 +476,14 @@ static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **
                 output_json(workers, output_mode(s));
                 return CTL_EXIT_OK;
         }
-        t = table_new("WORKER", "STATE", "JOB", "LAST SEEN", "VERSION", "CAPABILITIES", NULL);
+        t = table_new("WORKER", "STATE", "JOB", "LAST SEEN", "VERSION", "CAPABILITIES", "NOTE", NULL);
         if (!t)
                 return log_oom(), CTL_EXIT_FAILURE;
         n = json_object_array_length(workers);
         for (size_t i = 0; i < n; i++) {
                 json_object *w = json_object_array_get_idx(workers, i), *caps;
                 _cleanup_free_ char *capabilities = NULL;
-                char seen[64];
+                char seen[64], note[256];
                 const char *state = json_str(w, "status");
 
                 if (json_object_object_get_ex(w, "capabilities", &caps) && json_object_is_type(caps, json_type_array)) {
@@ -475,8 +493,13 @@ static int verb_list_workers(Backend *b, const CtlSettings *s, int argc, char **
                         capabilities = strv_join(l, ",");
                 }
                 format_ago(seen, sizeof(seen), json_num(w, "last_seen", 0));
-                const char *cells[] = {json_str(w, "worker_id"), state, json_str(w, "current_job_id"), seen,
-                                       json_str(w, "version"), capabilities};
+                const char *cells[] = {json_str(w, "worker_id"),
+                                       state,
+                                       json_str(w, "current_job_id"),
+                                       seen,
+                                       json_str(w, "version"),
+                                       capabilities,
+                                       worker_note(w, state, note, sizeof(note))};
                 if (table_add_row(t, 1, color_for_state(state), cells) < 0)
                         return log_oom(), CTL_EXIT_FAILURE;
         }

@@ -283,12 +283,13 @@ static void metric_header(FILE *f, const char *name, const char *type, const cha
 }
 
 static int write_metrics(Control *c, FILE *f) {
-        uint64_t jobs[_JOB_STATE_MAX], workers[_WORKER_STATE_MAX], db = 0;
+        uint64_t jobs[_JOB_STATE_MAX], workers[_WORKER_STATE_MAX], no_new_work = 0, db = 0;
         double age;
         int r;
 
-        if ((r = store_count_jobs_by_state(c->store, jobs)) < 0 || (r = workers_count_by_state(c, workers)) < 0 ||
-            (r = oldest_pending_age(c, &age)) < 0 || (r = store_database_size(c->store, &db)) < 0)
+        if ((r = store_count_jobs_by_state(c->store, jobs)) < 0 ||
+            (r = workers_count_by_state(c, workers, &no_new_work)) < 0 || (r = oldest_pending_age(c, &age)) < 0 ||
+            (r = store_database_size(c->store, &db)) < 0)
                 return r;
         metric_header(f, "entropy_jobs", "gauge", "Jobs by state.");
         for (int s = 0; s < _JOB_STATE_MAX; s++)
@@ -297,6 +298,10 @@ static int write_metrics(Control *c, FILE *f) {
         for (int s = 0; s < _WORKER_STATE_MAX; s++)
                 fprintf(f, "entropy_workers{state=\"%s\"} %llu\n", worker_state_to_string(s),
                         (unsigned long long) workers[s]);
+        metric_header(f, "entropy_workers_no_new_work", "gauge",
+                      "Workers, online or draining, that ask for no new job for a reason of their own (disk nearly "
+                      "full, results not recorded).");
+        fprintf(f, "entropy_workers_no_new_work %llu\n", (unsigned long long) no_new_work);
         const struct {
                 const char *name;
                 uint64_t value;

@@ -644,7 +644,7 @@ static int load_counts(Bus *b, uint64_t jobs[_JOB_STATE_MAX], uint64_t workers[_
         r = store_count_jobs_by_state(b->c->store, jobs);
         if (r < 0)
                 return r;
-        return workers_count_by_state(b->c, workers);
+        return workers_count_by_state(b->c, workers, NULL);
 }
 
 static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,

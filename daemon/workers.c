@@ -172,23 +172,35 @@ int workers_list(Control *c, Worker ***ret, size_t *ret_n) {
         return list_all(c, ret, NULL, ret_n);
 }
 
-int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX]) {
+/* Asked after every busy loop iteration (STATUS=, D-Bus): only the columns the state derives
+ * from, no Worker built, no capabilities parsed; the heartbeats' metrics only when asked for. */
+int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX], uint64_t *ret_no_new_work) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         usec_t now = control_now(c);
+        uint64_t no_new_work = 0;
         int r;
 
         memset(counts, 0, sizeof(uint64_t) * _WORKER_STATE_MAX);
-        /* Asked after every busy loop iteration (STATUS=, D-Bus): only the columns the state
-         * derives from, no Worker built, no capabilities parsed. */
-        r = store_prepare(c->store, "SELECT last_seen, draining, state FROM workers", &st);
+        r = store_prepare(c->store,
+                          ret_no_new_work ? "SELECT last_seen, draining, state, CASE WHEN json_valid(metrics) THEN "
+                                            "json_type(metrics, '$.no_new_work') = 'text' END FROM workers"
+                                          : "SELECT last_seen, draining, state FROM workers",
+                          &st);
         if (r < 0)
                 return r;
         while ((r = store_step(c->store, st)) > 0) {
                 Worker w = {.last_seen = (usec_t) sqlite3_column_int64(st, 0),
                             .draining = sqlite3_column_int(st, 1) != 0,
                             .stored = worker_state_from_string((const char *) sqlite3_column_text(st, 2))};
-                counts[worker_state_at(c, &w, now)]++;
+                WorkerState state = worker_state_at(c, &w, now);
+
+                counts[state]++;
+                /* What a worker no longer heard from said last is not current. */
+                if (ret_no_new_work && (state == WORKER_ONLINE || state == WORKER_DRAINING))
+                        no_new_work += sqlite3_column_int(st, 3) != 0;
         }
+        if (r >= 0 && ret_no_new_work)
+                *ret_no_new_work = no_new_work;
         return r;
 }
 

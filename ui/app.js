@@ -287,6 +287,14 @@ function workerAbout(w) {
   return parts.join(', ');
 }
 
+// Why a live worker asks for no new job, as its last heartbeat said (a nearly full disk, results it
+// could not record); nothing for a worker no longer heard from.
+function noNewWork(w) {
+  const reason = w.heartbeat_metrics && w.heartbeat_metrics.no_new_work;
+  if (!reason || (w.status !== 'ONLINE' && w.status !== 'DRAINING')) return '';
+  return el('span', { class: 'no-new-work', title: reason }, 'no new work');
+}
+
 function renderWorkers() {
   const rows = state.workers.map((w) => {
     const [cpu, mem, gpu] = metricCells(w.heartbeat_metrics);
@@ -297,7 +305,7 @@ function renderWorkers() {
     const running = state.jobs.filter((j) => j.worker_id === w.worker_id && (j.status === 'RUNNING' || j.status === 'ASSIGNED')).length;
     return el('tr', { dataset: { workerId: w.worker_id } },
       el('td', { class: 'mono', title: workerAbout(w) }, w.worker_id),
-      el('td', {}, badge(w.status)),
+      el('td', {}, badge(w.status), noNewWork(w)),
       el('td', { dataset: { heartbeatAge: w.heartbeat_age_sec } }, ago(w.heartbeat_age_sec)),
       el('td', { class: 'mono' }, job, running > 1 ? ` +${running - 1}` : ''),
       el('td', {}, cpu), el('td', {}, mem), el('td', { class: 'wrap' }, gpu),

@@ -284,6 +284,7 @@ static void heartbeat_note_job(Run *r, void *userdata) {
 static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call) {
         json_object *o = json_object_new_object(), *metrics = json_object_new_object();
         int64_t pending = 0, running = 0;
+        char reason[128];
 
         (void) worker_add_held_jobs(w, o, heartbeat_note_job, call);
         for (size_t i = 0; i < w->n_slots; i++)
@@ -293,6 +294,12 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
         json_add_int64(metrics, "finishing", (int64_t) call->n - running);
         json_add_int64(metrics, "slots", (int64_t) w->n_slots);
         json_add_int64(metrics, "replay_pending", pending);
+        /* Looked at again here: the polls that look at it stop while every slot is busy. */
+        (void) worker_disk_low(w);
+        if (w->disk_free_known)
+                json_add_int64(metrics, "state_free_bytes", (int64_t) w->disk_free);
+        if (worker_no_new_work(w, reason, sizeof(reason)))
+                json_add_string(metrics, "no_new_work", reason);
         host_metrics_add(w->host_metrics, metrics);
         json_add_string(o, "worker_id", w->settings.worker_id);
         json_add_string(o, "instance_id", w->instance_id);

@@ -140,7 +140,8 @@ static char *format_bytes(char *buf, size_t size, uint64_t bytes) {
 }
 
 /* A statvfs() per poll is cheap next to the request it may save. A state directory that cannot
- * be looked at counts as having room: the replay buffer says so itself when it cannot write. */
+ * be looked at counts as having room: the replay buffer says so itself when it cannot write. The
+ * free space is noted even without a min-free-space, for the heartbeats. */
 bool worker_disk_low(Worker *w) {
         uint64_t min = (uint64_t) w->settings.min_free_space;
         char free_text[32], min_text[32];
@@ -148,11 +149,13 @@ bool worker_disk_low(Worker *w) {
         bool low = false;
         int error = 0; /* of statvfs() */
 
-        if (min > 0 && statvfs(w->settings.state_directory, &sv) < 0)
+        if (statvfs(w->settings.state_directory, &sv) < 0) {
                 error = -errno;
-        else if (min > 0) {
+                w->disk_free_known = false;
+        } else {
                 w->disk_free = (uint64_t) sv.f_bavail * sv.f_frsize;
-                low = w->disk_free < min;
+                w->disk_free_known = true;
+                low = min > 0 && w->disk_free < min;
         }
         if (low == w->disk_low)
                 return low;
@@ -172,6 +175,22 @@ bool worker_disk_low(Worker *w) {
         return low;
 }
 
+const char *worker_no_new_work(Worker *w, char *buf, size_t size) {
+        size_t unrecorded = worker_n_unrecorded(w);
+        char free_text[32];
+
+        if (unrecorded > 0)
+                snprintf(buf, size, "%zu result(s) the replay buffer refused", unrecorded);
+        else if (w->disk_low)
+                snprintf(buf, size, "disk nearly full (%s free for the state directory)",
+                         format_bytes(free_text, sizeof(free_text), w->disk_free));
+        else if (worker_finishing_full(w))
+                snprintf(buf, size, "%zu job(s) finishing (outputs being synced or copied)", worker_n_finishing(w));
+        else
+                return NULL;
+        return buf;
+}
+
 int worker_free_slot(Worker *w) {
         if (worker_finishing_full(w))
                 return -EBUSY;
@@ -182,7 +201,7 @@ int worker_free_slot(Worker *w) {
 }
 
 static void worker_send_status(Worker *w) {
-        char jobs[512] = "", held[96] = "", line[896];
+        char jobs[512] = "", reason[128], held[160] = "", line[960];
         size_t off = 0, n = 0;
         int64_t pending = 0;
         const char *session = w->session == SESSION_READY ? "connected"
@@ -198,15 +217,8 @@ static void worker_send_status(Worker *w) {
                 }
         }
         (void) replay_count_pending(w->replay, &pending);
-        size_t unrecorded = worker_n_unrecorded(w), finalizing = worker_n_finishing(w) - unrecorded;
-        if (unrecorded > 0)
-                snprintf(held, sizeof(held), "; %zu result(s) the replay buffer refused, no new work", unrecorded);
-        else if (w->disk_low)
-                snprintf(held, sizeof(held), "; disk nearly full (%s free for the state directory), no new work",
-                         format_bytes((char[32]){}, 32, w->disk_free));
-        else if (worker_finishing_full(w))
-                snprintf(held, sizeof(held), "; %zu job(s) finishing (outputs being synced or copied), no new work",
-                         finalizing);
+        if (worker_no_new_work(w, reason, sizeof(reason)))
+                snprintf(held, sizeof(held), "; %s, no new work", reason);
         snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver%s; control plane %s",
                  w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
                  n ? ": " : "", jobs, (long long) pending, held, session);

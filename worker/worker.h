@@ -175,6 +175,7 @@ struct Worker {
         usec_t status_sent;            /* monotonic time of the last one sent */
         bool disk_low;                 /* below min-free-space at the last look: no new job */
         uint64_t disk_free;            /* bytes free in the state directory at the last look */
+        bool disk_free_known;          /* that look succeeded */
         bool stopping;
         bool stop_flush_tried;
         int exit_code;
@@ -201,6 +202,10 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
  * poll, the change logged. Jobs write their outputs there and results go to the replay buffer
  * there: a job taken on a full disk would be held until its result fits. */
 bool worker_disk_low(Worker *w);
+/* Why the worker asks for no new job, though connected and not stopping: results the replay
+ * buffer refused, a nearly full disk, or runs finishing beyond the slots. Written to buf and
+ * returned; NULL when none holds. STATUS= and the heartbeats say the same. */
+const char *worker_no_new_work(Worker *w, char *buf, size_t size);
 /* Index of a free slot, or -EBUSY: also while worker_finishing_full(). */
 int worker_free_slot(Worker *w);
 /* The runs in slots and the finishing ones are one more than the slots: no new job until a

@@ -50,6 +50,20 @@ async function appears(page, selector, timeout = TIMEOUT) {
 const jobRow = (id) => `#jobs-body tr[data-job-id="${id}"]`;
 const jobState = (id, s) => `${jobRow(id)} [data-status="${s}"]`;
 
+// A worker that said in its heartbeat why it takes no new job shows it next to its state, the
+// reason as the tooltip; the others show nothing there.
+async function noNewWorkIsShown(page) {
+  const shown = await page.$$eval('#workers-body tr', (rows) => rows.map((r) => {
+    const n = r.querySelector('.no-new-work');
+    return [r.dataset.workerId, n ? { text: n.textContent, title: n.getAttribute('title') } : null];
+  }));
+  const want = (FIXTURE.workers || []).map((w) => [w, w === FIXTURE.no_new_work_worker
+    ? { text: 'no new work', title: FIXTURE.no_new_work } : null]);
+  const sorted = (l) => JSON.stringify([...l].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+  ok(sorted(shown) === sorted(want), 'a worker that takes no new work says so, with its reason',
+     `got ${sorted(shown)}\nwant ${sorted(want)}`);
+}
+
 // Each GPU by its index; one with a uuid also by the uuid's start, and the full uuid as its tooltip.
 async function gpusShowTheirUuids(page) {
   const row = `#workers-body tr[data-worker-id="${FIXTURE.gpu_worker}"]`;
@@ -159,6 +173,7 @@ async function main() {
     ok(await appears(page, `#workers-body tr[data-worker-id="${FIXTURE.gpu_worker}"] >> text=${FIXTURE.gpu_text}`),
        'the GPU worker shows its heartbeat metrics');
     await gpusShowTheirUuids(page);
+    await noNewWorkIsShown(page);
     ok(await appears(page, `#counts [data-state="COMPLETED"] b`), 'queue depth by state is shown');
 
     await followJobLive(page);

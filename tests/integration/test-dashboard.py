@@ -25,6 +25,7 @@ import subprocess
 from entropy_test import (ADMIN_TOKEN, BUILDDIR, SRCDIR, TIME_SCALE, WORKER_TOKEN, TestFailure,
                           missing_dependency, require_tool, run, test)
 
+NO_NEW_WORK = "disk nearly full (12.0 MiB free for the state directory)"
 CHROMIUM = os.environ.get("ENTROPY_CHROMIUM", "/usr/bin/chromium")
 BROWSER_SRC = os.path.join(SRCDIR, "tests", "browser")
 BROWSER_DIR = os.path.join(BUILDDIR, "tests", "browser")
@@ -104,6 +105,8 @@ def test_dashboard_in_chromium(t):
                              "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 24 * 2**30},
                             {"index": 1, "uuid": GPU_UUID, "name": "test GPU", "utilization_pct": 80,
                              "memory_used_bytes": 20 * 2**30, "memory_total_bytes": 80 * 2**30}]}
+    # As entropy-worker says it while its state directory is nearly full (worker/worker.c).
+    gpu_metrics["no_new_work"] = NO_NEW_WORK
     register(cp, "w-gpu", ["gpu"], gpu_metrics, version="0.9.1", slots=2)
     register(cp, "w-cpu", ["cpu"], {"cpu_load1": 0.5, "cpu_count": 4, "mem_used_bytes": 2**30,
                                     "mem_total_bytes": 8 * 2**30})
@@ -137,6 +140,8 @@ def test_dashboard_in_chromium(t):
         "gpu_worker_about": "version 0.9.1, 2 slots",
         "worker_for_claims": "w-cpu",
         "drainable": "w-gpu",
+        "no_new_work_worker": "w-gpu",
+        "no_new_work": NO_NEW_WORK,
     }
     env = dict(os.environ, ENTROPY_URL=cp.url, ENTROPY_ADMIN_TOKEN=ADMIN_TOKEN, ENTROPY_WORKER_TOKEN=WORKER_TOKEN,
                ENTROPY_FIXTURE=json.dumps(fixture), ENTROPY_CHROMIUM=CHROMIUM, ENTROPY_SCREENSHOT=screenshot,

@@ -3,14 +3,15 @@
 
 import json
 import os
+import re
 import resource
 import signal
 import sqlite3
 import sys
 import time
 
-from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, binary, fill_file_system, nofile_limited,
-                          nofile_limits, run, small_tmpfs, span, test)
+from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, TestFailure, binary, fill_file_system,
+                          nofile_limited, nofile_limits, run, small_tmpfs, span, test)
 from worker_harness import (WorkerProcess, free_udp_port, gate_loop, keeper_of, logged_runs, overlapping, paused,
                             require_daemons, run_intervals, send_wake, sha256_file, timed_job, udp_port_bound,
                             wake_datagram)
@@ -541,11 +542,33 @@ def test_a_worker_starts_on_a_full_disk_and_replays_what_it_holds(t):
     t.wait_for(lambda: w.outbox(job_id, "accepted"), 10, "the kept answer to be written")
 
 
+def worker_metrics(cp, worker_id):
+    status, workers = cp.admin("GET", "/workers")
+    if status != 200:
+        raise TestFailure(f"GET /workers: {status} {workers}")
+    return next((w.get("heartbeat_metrics") or {} for w in workers if w["worker_id"] == worker_id), {})
+
+
+def no_new_work_gauge(cp):
+    status, text = cp.admin("GET", "/metrics")
+    m = re.search(r"^entropy_workers_no_new_work (\d+)$", text if status == 200 else "", re.M)
+    return int(m.group(1)) if m else None
+
+
+def list_workers_table(t, cp):
+    r = t.run_cmd([binary("entropyctl"), "--no-pager", f"--url={cp.url}", "list-workers"],
+                  env={"ENTROPY_ADMIN_TOKEN": ADMIN_TOKEN})
+    t.eq(r.returncode, 0, f"entropyctl list-workers: {r.stderr}")
+    return r.stdout
+
+
 @test
 def test_a_worker_short_of_disk_space_takes_no_job_until_there_is_room(t):
     """Below min-free-space in its state directory the worker takes no new job (the job's outputs
-    and result might not fit, and it would hold the job until they did) and says why in its status
-    and its log. With room again, here by a lower setting on reload, it takes work at once."""
+    and result might not fit, and it would hold the job until they did) and says why in its
+    status, its log, and its heartbeats, so that the control plane's operator sees it too: in
+    GET /workers, `entropyctl list-workers` and the entropy_workers_no_new_work metric. With room
+    again, here by a lower setting on reload, it takes work at once and the note goes."""
     cp = t.control_plane()
     conf = os.path.join(t.tmp, "worker.conf")
     with open(conf, "w") as f:
@@ -556,11 +579,22 @@ def test_a_worker_short_of_disk_space_takes_no_job_until_there_is_room(t):
     w.wait_status(lambda s: "disk nearly full" in s and "no new work" in s)
     wait_polls(t, cp, "w1")
     t.eq(cp.job(job_id)["status"], "PENDING", "no job taken")
+    metrics = worker_metrics(cp, "w1")
+    t.ok("disk nearly full" in metrics.get("no_new_work", ""), f"the heartbeats say why: {metrics}")
+    t.ok(isinstance(metrics.get("state_free_bytes"), int) and metrics["state_free_bytes"] > 0,
+         f"and how much room the state directory has: {metrics}")
+    t.eq(no_new_work_gauge(cp), 1, "the metric counts the worker")
+    table = list_workers_table(t, cp)
+    t.ok("no new work: disk nearly full" in table, f"entropyctl list-workers shows it: {table}")
     with open(conf, "w") as f:
         f.write("[worker]\nmin-free-space = 1048576\n")
     w.signal(signal.SIGHUP)
     t.eq(cp.wait_job_state(job_id, ["COMPLETED", "FAILED"])["status"], "COMPLETED", "the job runs once there is room")
     t.ok("again: taking jobs." in w.log_text(), "and the worker says it takes jobs again")
+    wait_polls(t, cp, "w1")
+    t.ok("no_new_work" not in worker_metrics(cp, "w1"), "its heartbeats no longer say it takes no work")
+    t.eq(no_new_work_gauge(cp), 0, "nor does the metric")
+    t.ok("no new work" not in list_workers_table(t, cp), "nor entropyctl")
 
 
 @test

@@ -121,19 +121,19 @@ static void test_worker_states_follow_heartbeat_age(void) {
 
         test_advance(c, c->settings.disconnect_timeout + 1);
         test_sweep(c);
-        workers_count_by_state(c, counts);
+        workers_count_by_state(c, counts, NULL);
         is_int(counts[WORKER_DISCONNECTED], 1, "past disconnect_timeout: DISCONNECTED");
         is_int(test_job_state(c, j->job_id), JOB_RUNNING, "its job keeps running");
         is_int(test_count_events(c, "worker.disconnected", NULL), 1, "state change audited");
 
         worker_heartbeat(c, NULL, "w1", j->job_id, 2, NULL, &err);
-        workers_count_by_state(c, counts);
+        workers_count_by_state(c, counts, NULL);
         is_int(counts[WORKER_ONLINE], 1, "a heartbeat brings it back ONLINE");
         is_int(test_count_events(c, "worker.online", NULL), 1, "audited");
 
         test_advance(c, c->settings.heartbeat_timeout + 1);
         test_sweep(c);
-        workers_count_by_state(c, counts);
+        workers_count_by_state(c, counts, NULL);
         is_int(counts[WORKER_OFFLINE], 1, "past heartbeat_timeout: OFFLINE");
         is_int(test_count_events(c, "job.lost", j->job_id), 1, "its RUNNING job is LOST");
         test_control_free(c);
@@ -245,7 +245,7 @@ static void test_offline_worker_keeps_its_job_until_the_lease_ends(void) {
         test_advance(c, c->settings.heartbeat_timeout / 5);
         test_sweep(c);
         uint64_t counts[_WORKER_STATE_MAX] = {};
-        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_OFFLINE] == 1, "the worker is OFFLINE");
+        ok(workers_count_by_state(c, counts, NULL) >= 0 && counts[WORKER_OFFLINE] == 1, "the worker is OFFLINE");
         is_int(test_job_state(c, j->job_id), JOB_RUNNING, "its job is still RUNNING: its lease is not over");
         test_advance(c, claimed_at + c->settings.lease_timeout - control_now(c) - 1);
         test_sweep(c);
@@ -294,12 +294,12 @@ static void test_restart_leaves_an_offline_worker_offline(void) {
 
         c->started_at = control_now(c);
         test_sweep(c);
-        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_OFFLINE] == 1 && counts[WORKER_ONLINE] == 1,
+        ok(workers_count_by_state(c, counts, NULL) >= 0 && counts[WORKER_OFFLINE] == 1 && counts[WORKER_ONLINE] == 1,
            "after it: the OFFLINE one still OFFLINE, the DISCONNECTED one given a fresh start");
         is_int(test_count_events(c, "worker.online", NULL), 2,
                "worker.online only for the fresh start and the heartbeat");
         worker_heartbeat(c, NULL, "gone", NULL, 1, NULL, &err);
-        ok(workers_count_by_state(c, counts) >= 0 && counts[WORKER_ONLINE] == 2, "contact brings it back");
+        ok(workers_count_by_state(c, counts, NULL) >= 0 && counts[WORKER_ONLINE] == 2, "contact brings it back");
         test_control_free(c);
 }
 
