@@ -23,6 +23,7 @@
 #include "macro.h"
 #include "observability.h"
 #include "reconcile.h"
+#include "retention.h"
 #include "rlimit-util.h"
 #include "store.h"
 #include "time-util.h"
@@ -365,6 +366,8 @@ static int control_open_store(Control *c) {
 }
 
 static void control_done(Control *c) {
+        if (c->store) /* first: its record goes to every listener, as any other */
+                retention_stop(c);
         control_core_stop(c);
         control_bus_stop(c);
         observability_close_streams(c);

@@ -185,7 +185,7 @@ static usec_t retention_cutoff(Control *c, int64_t days) {
         return now - (usec_t) days * USEC_PER_DAY;
 }
 
-static int record(Control *c, const RetentionCounts *n) {
+static int record(Control *c, const RetentionCounts *n, bool interrupted) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_json_ json_object *d = json_object_new_object();
         char msg[256];
@@ -199,8 +199,11 @@ static int record(Control *c, const RetentionCounts *n) {
         json_add_int64(d, "job_retention_days", c->settings.job_retention_days);
         json_add_int64(d, "event_retention_days", c->settings.event_retention_days);
         json_add_int64(d, "worker_retention_days", c->settings.worker_retention_days);
-        snprintf(msg, sizeof(msg), "Retention sweep deleted %llu jobs and %llu audit events, removed %llu workers",
-                 (unsigned long long) n->jobs, (unsigned long long) n->events, (unsigned long long) n->workers);
+        if (interrupted)
+                json_add_bool(d, "interrupted", true);
+        snprintf(msg, sizeof(msg), "Retention sweep %s %llu jobs and %llu audit events, removed %llu workers",
+                 interrupted ? "stopped before its end; it deleted" : "deleted", (unsigned long long) n->jobs,
+                 (unsigned long long) n->events, (unsigned long long) n->workers);
         r = control_begin(c, &tx);
         if (r < 0)
                 return r;
@@ -267,7 +270,7 @@ static int sweep_step(RetentionSweep *s) {
         }
         s->running = false;
         free_and_replace_str(&s->worker_cursor, NULL);
-        k = record(s->c, &s->n);
+        k = record(s->c, &s->n, false);
         if (k < 0)
                 log_error_errno(k, "Failed to record the retention sweep: %m");
         return r < 0 ? r : k;
@@ -297,8 +300,7 @@ static int on_step(sd_event_source *es, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* When the loop is freed (at exit, possibly mid-sweep: the batches done have committed, and the
- * next start sweeps again). */
+/* When the loop is freed (at exit; a sweep under way was recorded by retention_stop()). */
 static void sweep_destroy(void *userdata) {
         RetentionSweep *s = userdata;
 
@@ -365,4 +367,20 @@ int retention_sweep(Control *c, RetentionCounts *ret) {
         }
         sweep_start(c->retention_sweep, c);
         return sweep_arm(c->retention_sweep);
+}
+
+/* The batches done have committed: what they deleted is said, not left to the next start's
+ * sweep, which counts only what it deletes itself. */
+void retention_stop(Control *c) {
+        RetentionSweep *s = c->retention_sweep;
+        int r;
+
+        if (!s || !s->running)
+                return;
+        s->running = false;
+        (void) sd_event_source_set_enabled(s->step, SD_EVENT_OFF);
+        log_info("Stopping with the retention sweep under way; the next start sweeps again.");
+        r = record(c, &s->n, true);
+        if (r < 0)
+                log_error_errno(r, "Failed to record the retention sweep: %m");
 }

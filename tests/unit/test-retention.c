@@ -257,6 +257,46 @@ static void test_retention_deletes_one_batch_per_loop_iteration(void) {
         test_control_free(c);
 }
 
+/* The daemon stops (its loop gone) with a sweep under way: what the committed batches deleted is
+ * audited then, marked interrupted, and nothing more is deleted; the next sweep starts afresh. */
+static void test_a_sweep_stopped_midway_records_what_it_deleted(void) {
+        const int total = 2 * RETENTION_BATCH + 10;
+        Control *c = test_control_new();
+
+        c->settings.job_retention_days = 1;
+        seed_old_jobs(c, 1, total);
+        if (sd_event_new(&c->event) < 0)
+                tap_bail("setting up the loop");
+        is_int(retention_sweep(c, NULL), 0, "the sweep starts on the loop");
+        for (unsigned i = 0; i < 10 && query_int(c, "SELECT count(*) FROM jobs") == total; i++)
+                (void) sd_event_run(c->event, USEC_PER_SEC);
+        is_int(query_int(c, "SELECT count(*) FROM jobs"), total - RETENTION_BATCH, "one batch went");
+        is_int(test_count_events(c, "retention.sweep", NULL), 0, "the sweep is not over");
+
+        retention_stop(c);
+        is_int(test_count_events(c, "retention.sweep", NULL), 1, "stopping it records it");
+        is_int(query_int(c, "SELECT json_extract(details, '$.jobs_deleted') FROM audit_events "
+                            "WHERE event = 'retention.sweep'"),
+               RETENTION_BATCH, "with what its batches deleted");
+        is_int(query_int(c, "SELECT json_extract(details, '$.interrupted') FROM audit_events "
+                            "WHERE event = 'retention.sweep'"),
+               1, "marked interrupted");
+        for (unsigned i = 0; i < 3; i++)
+                (void) sd_event_run(c->event, 10 * USEC_PER_MSEC);
+        is_int(query_int(c, "SELECT count(*) FROM jobs"), total - RETENTION_BATCH, "no batch after the stop");
+        retention_stop(c);
+        is_int(test_count_events(c, "retention.sweep", NULL), 1, "a second stop records nothing");
+
+        is_int(retention_sweep(c, NULL), 0, "the next sweep starts");
+        for (unsigned i = 0; i < 20 && test_count_events(c, "retention.sweep", NULL) < 2; i++)
+                (void) sd_event_run(c->event, USEC_PER_SEC);
+        is_int(query_int(c, "SELECT count(*) FROM jobs"), 0, "and deletes the rest");
+        is_int(query_int(c, "SELECT json_extract(details, '$.jobs_deleted') FROM audit_events "
+                            "WHERE event = 'retention.sweep' ORDER BY id DESC LIMIT 1"),
+               total - RETENTION_BATCH, "counting only its own");
+        test_control_free(c);
+}
+
 static void test_worker_retention_removes_offline_workers_holding_no_job(void) {
         Control *c = test_control_new();
         RetentionCounts del = {};
@@ -344,6 +384,7 @@ int main(void) {
         test_zero_or_huge_retention_keeps_everything();
         test_retention_handles_more_than_one_batch();
         test_retention_deletes_one_batch_per_loop_iteration();
+        test_a_sweep_stopped_midway_records_what_it_deleted();
         test_worker_retention_removes_offline_workers_holding_no_job();
         test_worker_retention_goes_in_batches();
         return tap_done();
