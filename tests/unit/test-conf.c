@@ -303,6 +303,31 @@ static void test_continuation_line_adds_to_a_list(void) {
         conf_free(&test_program, &s);
 }
 
+/* As the conf(5) pages say: comment lines start with '#' or ';', and a ';' after a space ends a
+ * value; a '#' after a value is part of it. */
+static void test_comments(void) {
+        TestSettings s = {};
+        char *log = NULL;
+
+        write_conf("# heading\n"
+                   "[test]\n"
+                   "  ; indented comment\n"
+                   "timeout = 5s ; five seconds\n"
+                   "listen = host:1;not-a-comment\n"
+                   "capabilities = a b\t; the rest is a comment\n");
+        is_int(load(&s, NULL, NULL), 0, "comments load");
+        ok(s.timeout == 5 * USEC_PER_SEC, "a ';' after a space ends the value");
+        is_str(s.listen, "host:1;not-a-comment", "a ';' with no space before it is part of the value");
+        ok(strv_length(s.caps) == 2 && streq(s.caps[1], "b"), "and ends a list too");
+        conf_free(&test_program, &s);
+
+        write_conf("[test]\ntimeout = 5s # five seconds\n");
+        ok(load(&s, &log, NULL) == -EINVAL, "a '#' after a value is part of it");
+        ok(strstr(log, "invalid value '5s # five seconds' for 'timeout'"), "and the message shows it: %s", log);
+        free(log);
+        conf_free(&test_program, &s);
+}
+
 /* A typo in a heading dropped every key under it without a word; it is refused as an unknown key is. */
 static void test_unknown_section_is_refused(void) {
         TestSettings s = {};
@@ -341,6 +366,7 @@ int main(void) {
         test_long_line_loads_whole_or_is_refused_by_line();
         test_continuation_line_adds_to_a_list();
         test_unknown_section_is_refused();
+        test_comments();
 
         unlink(conf_path);
         unlink(out_path);
