@@ -184,8 +184,6 @@ const char *worker_no_new_work(Worker *w, char *buf, size_t size) {
         else if (w->disk_low)
                 snprintf(buf, size, "disk nearly full (%s free for the state directory)",
                          format_bytes(free_text, sizeof(free_text), w->disk_free));
-        else if (worker_finishing_full(w))
-                snprintf(buf, size, "%zu job(s) finishing (outputs being synced or copied)", worker_n_finishing(w));
         else
                 return NULL;
         return buf;
@@ -219,6 +217,9 @@ static void worker_send_status(Worker *w) {
         (void) replay_count_pending(w->replay, &pending);
         if (worker_no_new_work(w, reason, sizeof(reason)))
                 snprintf(held, sizeof(held), "; %s, no new work", reason);
+        else if (worker_finishing_full(w))
+                snprintf(held, sizeof(held), "; %zu job(s) finishing (outputs being synced or copied), no new work",
+                         worker_n_finishing(w));
         snprintf(line, sizeof(line), "STATUS=%s%s jobs %zu/%zu%s%s; %lld result(s) to deliver%s; control plane %s",
                  w->stopping ? "Stopping; " : "", w->settings.dry_run ? "Dry run;" : "Running", n, w->n_slots,
                  n ? ": " : "", jobs, (long long) pending, held, session);

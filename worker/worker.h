@@ -202,9 +202,10 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
  * poll, the change logged. Jobs write their outputs there and results go to the replay buffer
  * there: a job taken on a full disk would be held until its result fits. */
 bool worker_disk_low(Worker *w);
-/* Why the worker asks for no new job, though connected and not stopping: results the replay
- * buffer refused, a nearly full disk, or runs finishing beyond the slots. Written to buf and
- * returned; NULL when none holds. STATUS= and the heartbeats say the same. */
+/* Why the worker asks for no new job until there is room again: results the replay buffer
+ * refused, or a nearly full disk. Written to buf and returned; NULL when neither holds. STATUS=
+ * and the heartbeats say the same. (Runs finishing beyond the slots hold new jobs back too, but
+ * only until a result is recorded: STATUS= says so, the heartbeats do not.) */
 const char *worker_no_new_work(Worker *w, char *buf, size_t size);
 /* Index of a free slot, or -EBUSY: also while worker_finishing_full(). */
 int worker_free_slot(Worker *w);

@@ -869,6 +869,8 @@ def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
          "the job is still RUNNING in its first assignment after that lease")
     t.ok(job["assignment_expires_at"] > held["assignment_expires_at"], "its lease was renewed")
     t.eq(cp.job(second)["status"], "PENDING", "no new job taken meanwhile")
+    t.eq(worker_metrics(cp, "w1").get("no_new_work"), "1 result(s) the replay buffer refused",
+         "and the heartbeats say why")
     t.eq(w.outbox(job_id), [], "nothing in the outbox yet")
 
     os.unlink(filler)
