@@ -294,7 +294,8 @@ static json_object *heartbeat_body(Worker *w, uint64_t seq, HeartbeatCall *call)
         json_add_int64(metrics, "finishing", (int64_t) call->n - running);
         json_add_int64(metrics, "slots", (int64_t) w->n_slots);
         json_add_int64(metrics, "replay_pending", pending);
-        /* Looked at again here: the polls that look at it stop while every slot is busy. */
+        /* Looked at again here: the polls that look at them stop while every slot is busy. */
+        (void) worker_checks_hung(w);
         (void) worker_disk_low(w);
         if (w->disk_free_known)
                 json_add_int64(metrics, "state_free_bytes", (int64_t) w->disk_free);

@@ -16,6 +16,7 @@ libentropy_worker_a_SOURCES = \
 	worker/finisher.c worker/finisher.h \
 	worker/replay.c worker/replay.h \
 	worker/policy.c worker/policy.h \
+	worker/prepare.c worker/prepare.h \
 	worker/gpu.c worker/gpu.h \
 	worker/host-metrics.c worker/host-metrics.h
 WORKER_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(CURL_CFLAGS) $(JSONC_CFLAGS) $(GNUTLS_CFLAGS) $(SQLITE_CFLAGS)

@@ -1,6 +1,6 @@
 /* run.c: one job on one slot, from the claim to the recorded result:
  *
- *   claim (GET /next-job answered) -> POST /ack (meanwhile: policy, artifact files) -> start
+ *   claim (GET /next-job answered) -> POST /ack (meanwhile: the policy on a thread, artifact files) -> start
  *   -> exit -> finishing (artifacts made durable on the finisher's thread) -> result
  *
  * A finishing run is out of its slot, and the next job is asked for as it leaves it; the runs,
@@ -134,11 +134,13 @@ Run *run_free(Run *r) {
         sd_event_source_disable_unref(r->record_timer);
         unrecorded_free(r->unrecorded);
         client_request_cancel(r->ack_request);
+        preparation_abandon(r->worker->preparer, r->preparation, false);
+        sd_event_source_disable_unref(r->prepare_timer);
         /* A run that ends here rather than in on_child_exit (its start failed, the worker exits). */
         job_cgroup_release(r->worker->cgroups, r->cgroup_id);
         /* Prepared for a start that never came (the ack refused, the job given up): no run, no
          * files. */
-        if (r->phase == RUN_ACKING)
+        if (r->phase == RUN_ACKING || r->phase == RUN_PREPARING)
                 artifacts_discard(r->artifacts);
         artifacts_free(r->artifacts);
         free(r->exec_path);
@@ -452,6 +454,17 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
                 run_release(r);
                 return;
         }
+        if (r->phase == RUN_PREPARING) {
+                /* RUNNING at the control plane: handed back, it is retried without losing an
+                 * attempt, as after an ack accepted while stopping (on_ack). */
+                log_info("Job %s given up before it started: %s", r->spec->job_id, strempty(detail));
+                if (reason == STOP_HANDBACK) {
+                        r->stop_reason = reason;
+                        run_fail(r, "handback", true, -1, "handback", strempty(detail));
+                }
+                run_release(r);
+                return;
+        }
         if (r->stop_reason == STOP_NONE || reason == STOP_ABORT) {
                 r->stop_reason = reason;
                 free(r->stop_detail);
@@ -568,19 +581,70 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         return k;
 }
 
+static void run_start(Run *r);
+
+/* The policy's answer: with it, the artifact files. */
+static void on_prepared(void *userdata, PrepareResult *res) {
+        Run *r = userdata;
+        Worker *w = r->worker;
+
+        r->preparation = NULL;
+        r->prepare_timer = sd_event_source_disable_unref(r->prepare_timer);
+        r->policy = res->verdict;
+        r->exec_path = TAKE_PTR(res->exec_path);
+        r->workdir = TAKE_PTR(res->workdir);
+        r->policy_reason = TAKE_PTR(res->reason);
+        if (r->policy == POLICY_ALLOW)
+                r->artifacts_error = artifacts_open(w->settings.state_directory, r->spec->job_id,
+                                                    r->spec->assignment_id, &r->artifacts);
+        if (r->phase == RUN_PREPARING)
+                run_start(r);
+}
+
+/* The checks hang (a file system that does not answer): the job fails here, to be retried on a
+ * worker whose file systems answer, and the thread is left to return when this one does. */
+static int on_prepare_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Run *r = userdata;
+        Worker *w = r->worker;
+        char span[64];
+
+        preparation_abandon(w->preparer, TAKE_PTR(r->preparation), true);
+        r->policy = POLICY_NOTFOUND;
+        if (asprintf(&r->policy_reason,
+                     "the checks of command '%s' and working directory '%s' did not return within %s "
+                     "(path-check-timeout): a file system that does not answer?",
+                     r->spec->command, strempty(r->spec->working_dir),
+                     format_timespan(span, sizeof(span), w->settings.path_check_timeout)) < 0)
+                r->policy_reason = NULL; /* "out of memory" is said instead */
+        log_warning("Job %s: %s", r->spec->job_id, strna(r->policy_reason));
+        if (r->phase == RUN_PREPARING)
+                run_start(r);
+        worker_update_status(w);
+        return 0;
+}
+
 /* While the ack is in flight: the policy's decision and the artifact files, the work of a start
  * that does not depend on the answer. Nothing runs and nothing is recorded before the ack is
- * accepted; what a refused ack leaves is removed by run_free(). */
+ * accepted; what a refused ack leaves is removed by run_free(). The checks run on a thread of
+ * their own (prepare.h), so that a path on a file system that does not answer holds up this job
+ * only. */
 static void run_prepare(Run *r) {
         Worker *w = r->worker;
         Policy p = { w->settings.command_allowlist, w->settings.workdir_allowlist, w->settings.refuse_root,
                      geteuid(), NULL };
+        int k;
 
-        r->policy =
-                policy_check(&p, r->spec->command, r->spec->working_dir, &r->exec_path, &r->workdir, &r->policy_reason);
-        if (r->policy == POLICY_ALLOW)
-                r->artifacts_error = artifacts_open(w->settings.state_directory, r->spec->job_id,
-                                                    r->spec->assignment_id, &r->artifacts);
+        k = preparer_start(w->preparer, &p, r->spec->command, r->spec->working_dir, on_prepared, r, &r->preparation);
+        if (k >= 0)
+                k = worker_arm_timer(w, &r->prepare_timer, w->settings.path_check_timeout, on_prepare_timeout, r,
+                                     "path-check-timeout");
+        if (k < 0) {
+                preparation_abandon(w->preparer, TAKE_PTR(r->preparation), false);
+                r->policy = POLICY_NOTFOUND;
+                if (asprintf(&r->policy_reason, "cannot check the job's command and working directory: %s",
+                             strerror(-k)) < 0)
+                        r->policy_reason = NULL;
+        }
 }
 
 /* After a successful ack: the policy's decision applies, then the process starts (or a dry run is
@@ -657,6 +721,10 @@ static void on_ack(Client *c, const ClientReply *reply, void *userdata) {
         }
         if (reply->status == 200 && ours) {
                 session_note_contact(r->worker);
+                if (r->preparation) { /* started when the checks return, or give up */
+                        r->phase = RUN_PREPARING;
+                        return;
+                }
                 run_start(r);
                 return;
         }

@@ -345,12 +345,12 @@ static bool may_poll(Worker *w) {
 }
 
 /* No poll while every slot runs a job, or while the runs, running and finishing, are one more
- * than the slots (worker_free_slot()). Nor while the disk is nearly full: the poll timer looks
- * again. */
+ * than the slots (worker_free_slot()). Nor while path checks hang or the disk is nearly full: the
+ * poll timer looks again. */
 void session_poll_now(Worker *w) {
         if (!may_poll(w) || worker_free_slot(w) < 0)
                 return;
-        if (worker_disk_low(w)) {
+        if (worker_checks_hung(w) || worker_disk_low(w)) {
                 poll_again(w, w->settings.poll_interval);
                 return;
         }

@@ -58,6 +58,8 @@ static const ConfOption worker_options[] = {
         {"min-free-space", 0, CONF_INT, offsetof(WorkerSettings, min_free_space), "67108864", "BYTES",
          "Free space in the state directory below which no new job is taken (results still go); 0 = no check", 0,
          INT64_MAX},
+        OPT("path-check-timeout", CONF_TIMESPAN, path_check_timeout, "30s", "SPAN",
+            "How long the checks of a job's command and working directory may take (10ms to 1h)"),
         OPT("refuse-root", CONF_BOOL, refuse_root, "no", NULL, "Refuse to run jobs while running as root"),
         OPT("dry-run", CONF_BOOL, dry_run, "no", NULL, "Validate jobs and write simulated artifacts, run nothing"),
         OPT("job-cgroups", CONF_STRING, job_cgroups, "auto", "auto|yes|no",
@@ -168,6 +170,8 @@ static int settings_validate_spans(const WorkerSettings *s) {
                                        "--log-retention must be at least 1h, or 0 or infinity to keep for ever.");
         if (s->wake_window < USEC_PER_SEC || s->wake_window > USEC_PER_HOUR)
                 return log_error_errno(-EINVAL, "--wake-window must be between 1s and 1h.");
+        if (s->path_check_timeout < 10 * USEC_PER_MSEC || s->path_check_timeout > USEC_PER_HOUR)
+                return log_error_errno(-EINVAL, "--path-check-timeout must be between 10ms and 1h.");
         if (s->gpu_metrics_interval < USEC_PER_SEC || s->gpu_metrics_interval > USEC_PER_HOUR)
                 return log_error_errno(-EINVAL, "--gpu-metrics-interval must be between 1s and 1h.");
         return 0;

@@ -48,6 +48,7 @@ typedef struct WorkerSettings {
         char **workdir_allowlist;
         int64_t max_output_size; /* bytes a job may write to its stdout, and its stderr; 0 = no limit */
         int64_t min_free_space;  /* bytes free in state_directory below which no job is taken; 0 = no check */
+        usec_t path_check_timeout; /* the policy's checks of a job (prepare.h), past which it fails here */
         bool refuse_root;
         bool dry_run;
         char *job_cgroups; /* auto|yes|no (job-cgroup.h); read at start-up only */

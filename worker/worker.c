@@ -175,12 +175,32 @@ bool worker_disk_low(Worker *w) {
         return low;
 }
 
+bool worker_checks_hung(Worker *w) {
+        size_t n = preparer_n_hung(w->preparer);
+        bool hung = n >= PREPARER_MAX_HUNG;
+
+        if (hung == w->checks_hung)
+                return hung;
+        w->checks_hung = hung;
+        if (hung)
+                log_warning("The path checks of %zu jobs hang (a file system that does not answer?): taking no new "
+                            "job until they return.",
+                            n);
+        else
+                log_notice("Hung path checks returned: taking jobs.");
+        worker_update_status(w);
+        return hung;
+}
+
 const char *worker_no_new_work(Worker *w, char *buf, size_t size) {
         size_t unrecorded = worker_n_unrecorded(w);
         char free_text[32];
 
         if (unrecorded > 0)
                 snprintf(buf, size, "%zu result(s) the replay buffer refused", unrecorded);
+        else if (w->checks_hung)
+                snprintf(buf, size, "%zu jobs' path checks hang (a file system that does not answer?)",
+                         preparer_n_hung(w->preparer));
         else if (w->disk_low)
                 snprintf(buf, size, "disk nearly full (%s free for the state directory)",
                          format_bytes(free_text, sizeof(free_text), w->disk_free));
@@ -309,7 +329,8 @@ static void worker_begin_stop(Worker *w) {
                         continue;
                 if (w->stop_mode == STOP_MODE_HANDBACK)
                         run_stop(r, STOP_HANDBACK, "handed back: the worker is stopping (stop-mode=handback)");
-                else if (r->phase == RUN_ACKING) /* not started yet: a wait-mode stop starts nothing new */
+                /* Not started yet: a wait-mode stop starts nothing new. */
+                else if (r->phase == RUN_ACKING || r->phase == RUN_PREPARING)
                         run_stop(r, STOP_HANDBACK, "handed back: the worker is stopping before it started");
         }
         for (Run *r = w->finishing, *next; r; r = next) {
@@ -604,6 +625,9 @@ static int worker_setup_loop(Worker *w) {
         k = finisher_new(w->event, &w->finisher);
         if (k < 0)
                 return log_error_errno(k, "Cannot start the artifact thread: %m");
+        k = preparer_new(w->event, &w->preparer);
+        if (k < 0)
+                return log_error_errno(k, "Cannot set up the job checks: %m");
         k = client_new(w->event, w->settings.control_url, &w->client);
         if (k < 0)
                 return log_error_errno(k, "Cannot create the HTTP client: %m");
@@ -681,6 +705,7 @@ Worker *worker_free(Worker *w) {
                         run_free(w->slots[i]);
                 }
         free(w->slots);
+        w->preparer = preparer_free(w->preparer);
         executor_free(w->executor);
         job_cgroups_free(w->cgroups);
         wake_close(w);

@@ -8,8 +8,8 @@
  *   run.c        one job: ack, policy, start, timeout, stop, result
  *   lease.c      heartbeats and the lease each running job holds
  *   wake.c       wake-up datagrams (socket activation or --wake-listen)
- *   executor.c, job-cgroup.c, finisher.c, artifacts.c, replay.c, policy.c, gpu.c, client.c: the mechanisms
- *   they use; keeper.c is entropy-keeper, the helper program executor.c talks to */
+ *   executor.c, job-cgroup.c, finisher.c, artifacts.c, replay.c, policy.c, prepare.c, gpu.c,
+ *   client.c: the mechanisms they use; keeper.c is entropy-keeper, the helper program executor.c talks to */
 #pragma once
 
 #include <stdbool.h>
@@ -24,6 +24,7 @@
 #include "host-metrics.h"
 #include "job-cgroup.h"
 #include "json-util.h"
+#include "prepare.h"
 #include "replay.h"
 #include "time-util.h"
 #include "worker-settings.h"
@@ -49,6 +50,7 @@ JobSpec *job_spec_free(JobSpec *s);
 
 typedef enum RunPhase {
         RUN_ACKING,    /* claimed, /ack in flight: held, not started (policy and files prepared) */
+        RUN_PREPARING, /* ack accepted, the policy's checks still running (prepare.h) */
         RUN_STARTING,  /* ack accepted: recording and starting the process */
         RUN_RUNNING,   /* process running */
         RUN_STOPPING,  /* signalled, waiting for it to exit */
@@ -81,6 +83,8 @@ typedef struct Run {
         char *stop_detail;
 
         /* Prepared while the ack is in flight (run_prepare). */
+        Preparation *preparation;       /* the policy's checks, while they run */
+        sd_event_source *prepare_timer; /* path-check-timeout */
         int policy;          /* POLICY_ALLOW, _REFUSE, _NOTFOUND or -errno */
         char *policy_reason; /* why not allowed */
         char *exec_path, *workdir;
@@ -144,6 +148,7 @@ struct Worker {
         Executor *executor;
         JobCgroups *cgroups; /* NULL: jobs run in the worker's cgroup */
         Finisher *finisher;
+        Preparer *preparer;
         Run *finishing; /* runs whose process exited, out of their slots, artifacts being finalized */
 
         Run **slots;
@@ -176,6 +181,7 @@ struct Worker {
         bool disk_low;                 /* below min-free-space at the last look: no new job */
         uint64_t disk_free;            /* bytes free in the state directory at the last look */
         bool disk_free_known;          /* that look succeeded */
+        bool checks_hung;              /* PREPARER_MAX_HUNG path checks hang at the last look: no new job */
         bool stopping;
         bool stop_flush_tried;
         int exit_code;
@@ -202,8 +208,11 @@ size_t worker_add_held_jobs(Worker *w, json_object *o, void (*each)(Run *r, void
  * poll, the change logged. Jobs write their outputs there and results go to the replay buffer
  * there: a job taken on a full disk would be held until its result fits. */
 bool worker_disk_low(Worker *w);
+/* Whether PREPARER_MAX_HUNG path checks given up on still hang (prepare.h): each new job sent
+ * to the same mount would hang one more. Looked at before each poll, the change logged. */
+bool worker_checks_hung(Worker *w);
 /* Why the worker asks for no new job until there is room again: results the replay buffer
- * refused, or a nearly full disk. Written to buf and returned; NULL when neither holds. STATUS=
+ * refused, path checks that hang, or a nearly full disk. Written to buf and returned; NULL when neither holds. STATUS=
  * and the heartbeats say the same. (Runs finishing beyond the slots hold new jobs back too, but
  * only until a result is recorded: STATUS= says so, the heartbeats do not.) */
 const char *worker_no_new_work(Worker *w, char *buf, size_t size);

@@ -667,15 +667,7 @@ def test_one_slot_runs_one_job_at_a_time_and_reports_once_the_outputs_are_durabl
     ids = [submit(cp, command="sh", args=["-c", "echo out"]) for _ in range(2)]
     for job_id in ids:
         cp.wait_job_state(job_id, "COMPLETED", timeout=20)
-    # SIGTERM to the worker itself: strace (the child we started) would only detach.
-    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == w.proc.pid:
-                os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+    kill_traced_worker(w)
     w.proc.wait(timeout=15)
     with open(trace) as f:
         lines = f.read().splitlines()
@@ -841,6 +833,65 @@ def test_socket_activation_polls_runs_and_exits_when_idle(t):
     t.eq(w.proc.returncode, 0, "exit status 0 after idling")
     t.ok("socket-activated" in w.log_text(), "it knew it was socket-activated")
 
+
+
+def kill_traced_worker(w):
+    """SIGTERM to the worker itself: strace (the child we started) would only detach."""
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == w.proc.pid:
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
+@test
+def test_a_job_whose_paths_hang_fails_there_and_the_worker_goes_on(t):
+    """A job whose working directory does not answer (a hung NFS or FUSE mount; here strace holds
+    every system call on it for seconds) used to freeze the worker's loop in realpath(): no
+    heartbeat and no other job until the watchdog killed it, and the same with the next attempt.
+    The checks run on a thread now: heartbeats go on, the job fails on this worker after
+    path-check-timeout (retryable: a worker whose file systems answer may run it), and other jobs
+    run. With PREPARER_MAX_HUNG (4) checks still hanging, the worker takes no new job and says
+    why, until they return."""
+    t.require_tool("strace", "strace")
+    hung = os.path.join(t.tmp, "hung")
+    os.makedirs(hung)
+    cp = t.control_plane()
+    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "300ms"})
+    # LeakSanitizer cannot run under ptrace; the sanitizer build's other checks stay on.
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=all:delay_enter=3000000"] + w.argv
+    w.start(timeout=20)
+    try:
+        first = submit(cp, command="true", working_dir=hung, max_attempts=1)
+        seq = heartbeat_seq(cp, "w1")
+        job = cp.wait_job_state(first, ["COMPLETED", "FAILED"], timeout=10)
+        t.eq(job["status"], "FAILED", "the job whose working directory hangs fails")
+        t.ok("did not return within 300ms" in (job["last_error"] or ""), f"saying why: {job['last_error']}")
+        t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 2, "heartbeats while its check hangs")
+        other = submit(cp, command="true")
+        t.eq(cp.wait_job_state(other, ["COMPLETED", "FAILED"], timeout=2)["status"], "COMPLETED",
+             "another job runs while the check hangs")
+        more = [submit(cp, command="true", working_dir=hung, max_attempts=1) for _ in range(3)]
+        for job_id in more:
+            t.eq(cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=10)["status"], "FAILED",
+                 "each job whose working directory hangs fails")
+        w.wait_log("taking no new job until they return.", timeout=5)
+        w.wait_status(lambda m: "4 jobs' path checks hang" in m and "no new work" in m)
+        t.wait_for(lambda: "4 jobs' path checks hang" in worker_metrics(cp, "w1").get("no_new_work", ""), 2,
+                   "the heartbeats to say why no job is taken")
+        held = submit(cp, command="true")
+        wait_polls(t, cp, "w1")
+        t.eq(cp.job(held)["status"], "PENDING", "no job taken while four checks hang")
+        t.eq(cp.wait_job_state(held, ["COMPLETED", "FAILED"], timeout=20)["status"], "COMPLETED",
+             "once they return the worker takes jobs again")
+        t.ok("Hung path checks returned: taking jobs." in w.log_text(), "and says so")
+    finally:
+        kill_traced_worker(w)
+        w.proc.wait(timeout=30)
 
 
 @test
