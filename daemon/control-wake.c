@@ -19,8 +19,10 @@ struct ControlWake {
         sd_event_source *timer; /* the earliest scheduled_at of a PENDING job */
         usec_t scheduled_done;  /* realtime: scheduled jobs due up to here were announced */
         WakeRate *rate;         /* the last datagram per worker, for --wake-interval */
+        WakeRate *address_rate; /* datagrams per destination address, WAKE_MAX_PER_ADDRESS an interval */
         int wakeable;           /* workers with a wake port: -1 unknown, re-counted on registrations and removals */
-        uint64_t n_sent_total, n_failed;
+        uint64_t n_sent_total, n_failed, n_held;
+        RateLimit held_log;
 };
 
 ControlWake *control_wake_free(ControlWake *w) {
@@ -32,13 +34,16 @@ ControlWake *control_wake_free(ControlWake *w) {
                         w->control->listeners[i].userdata = NULL;
         sd_event_source_disable_unref(w->timer);
         wake_rate_free(w->rate);
+        wake_rate_free(w->address_rate);
         free(w);
         return NULL;
 }
 
-void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed) {
+void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed, uint64_t *ret_held) {
         *ret_sent = w ? w->n_sent_total : 0;
         *ret_failed = w ? w->n_failed : 0;
+        if (ret_held)
+                *ret_held = w ? w->n_held : 0;
 }
 
 static bool can_run(char *const *caps, bool needs_gpu, char *const *requirements) {
@@ -65,8 +70,22 @@ static void wake_one(ControlWake *w, const char *worker_id, const char *address,
         Control *c = w->control;
         int r;
 
-        if (!wake_rate_allow(w->rate, worker_id, now_monotonic_usec(), c->settings.wake_interval))
+        usec_t now = now_monotonic_usec();
+        unsigned unlogged;
+
+        if (!wake_rate_allow(w->rate, worker_id, now, c->settings.wake_interval))
                 return;
+        /* Registrations choose the address: many ids registered with one (the worker token is
+         * enough) must not turn one submission into a flood aimed at it. */
+        if (!wake_rate_allow_n(w->address_rate, strempty(address), now, c->settings.wake_interval,
+                               WAKE_MAX_PER_ADDRESS)) {
+                w->n_held++;
+                if (ratelimit_allow(&w->held_log, USEC_PER_MINUTE, &unlogged))
+                        log_notice("More than %d workers to wake at %s within wake-interval: the others find the "
+                                   "job at their next poll (%u more not said).",
+                                   WAKE_MAX_PER_ADDRESS, strna(address), unlogged);
+                return;
+        }
         r = wake_send(address, port, worker_id, c->worker_token);
         if (r < 0) {
                 w->n_failed++;
@@ -247,7 +266,8 @@ int control_wake_start(Control *c) {
                 return -ENOMEM;
         w->control = c;
         w->rate = wake_rate_new();
-        if (!w->rate)
+        w->address_rate = wake_rate_new();
+        if (!w->rate || !w->address_rate)
                 return -ENOMEM;
         w->wakeable = -1;
         w->scheduled_done = control_now(c);

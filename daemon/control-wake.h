@@ -8,13 +8,17 @@
  * announced when that time comes, by a timer on the earliest such job.
  *
  * At most one datagram per worker per --wake-interval (default 1s; read at each send, so a reload
- * applies it; wake-rate.h). Best effort and never blocking (a non-blocking UDP sendto to a numeric
+ * applies it; wake-rate.h), and at most WAKE_MAX_PER_ADDRESS to one address in that interval: a
+ * registration names the address, so ids registered by the hundred with one address could
+ * otherwise aim a flood at it. Best effort and never blocking (a non-blocking UDP sendto to a numeric
  * address): a lost wake-up only delays a job until the worker's next poll, a failed send is logged
  * at debug level and otherwise ignored. */
 #pragma once
 
 #include "control.h"
 #include "macro.h"
+
+#define WAKE_MAX_PER_ADDRESS 64
 
 typedef struct ControlWake ControlWake;
 
@@ -23,5 +27,6 @@ int control_wake_start(Control *c);
 ControlWake *control_wake_free(ControlWake *w);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ControlWake *, control_wake_free);
 
-/* Counters, for tests and metrics: datagrams sent, and sends that failed. */
-void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed);
+/* Counters, for tests and metrics: datagrams sent, sends that failed, and datagrams held back by
+ * the per-address limit (ret_held may be NULL). */
+void control_wake_counters(const ControlWake *w, uint64_t *ret_sent, uint64_t *ret_failed, uint64_t *ret_held);

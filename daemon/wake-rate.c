@@ -1,5 +1,5 @@
-/* wake-rate.c: the per-worker limit on wake datagrams (see wake-rate.h): an open-addressing hash
- * table with linear probing, at most half full. */
+/* wake-rate.c: the limits on wake datagrams (see wake-rate.h): an open-addressing hash table
+ * with linear probing, at most half full. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +10,10 @@
 #define WAKE_RATE_MIN_SLOTS 16
 
 typedef struct WakeRateEntry {
-        char *worker_id; /* NULL: a free slot */
+        char *key; /* NULL: a free slot */
         uint64_t hash;
-        usec_t at; /* monotonic time of the last datagram */
+        usec_t at;      /* monotonic time of the first datagram of the key's current interval */
+        unsigned count; /* datagrams in that interval */
 } WakeRateEntry;
 
 struct WakeRate {
@@ -50,7 +51,7 @@ WakeRate *wake_rate_free(WakeRate *r) {
         if (!r)
                 return NULL;
         for (size_t i = 0; i < r->n_slots; i++)
-                free(r->slots[i].worker_id);
+                free(r->slots[i].key);
         free(r->slots);
         free(r);
         return NULL;
@@ -64,13 +65,13 @@ uint64_t wake_rate_probes(const WakeRate *r) {
         return r ? r->probes : 0;
 }
 
-/* The slot holding worker_id, or the free slot where it would go. The table is never full. */
-static WakeRateEntry *slot_find(WakeRate *r, const char *worker_id, uint64_t hash) {
+/* The slot holding key, or the free slot where it would go. The table is never full. */
+static WakeRateEntry *slot_find(WakeRate *r, const char *key, uint64_t hash) {
         size_t mask = r->n_slots - 1;
         for (size_t i = (size_t) hash & mask;; i = (i + 1) & mask) {
                 WakeRateEntry *e = &r->slots[i];
                 r->probes++;
-                if (!e->worker_id || (e->hash == hash && strcmp(e->worker_id, worker_id) == 0))
+                if (!e->key || (e->hash == hash && strcmp(e->key, key) == 0))
                         return e;
         }
 }
@@ -84,7 +85,7 @@ static int rebuild(WakeRate *r, usec_t now, usec_t interval) {
 
         for (size_t i = 0; i < r->n_slots; i++) {
                 WakeRateEntry *e = &r->slots[i];
-                if (e->worker_id && now < e->at + interval)
+                if (e->key && now < e->at + interval)
                         live++;
         }
         while (n_slots < 4 * (live + 1))
@@ -95,13 +96,13 @@ static int rebuild(WakeRate *r, usec_t now, usec_t interval) {
         WakeRate next = {.slots = slots, .n_slots = n_slots, .seed = r->seed, .probes = r->probes};
         for (size_t i = 0; i < r->n_slots; i++) {
                 WakeRateEntry *e = &r->slots[i];
-                if (!e->worker_id)
+                if (!e->key)
                         continue;
                 if (now >= e->at + interval) {
-                        free(e->worker_id);
+                        free(e->key);
                         continue;
                 }
-                *slot_find(&next, e->worker_id, e->hash) = *e;
+                *slot_find(&next, e->key, e->hash) = *e;
                 next.n_entries++;
         }
         free(r->slots);
@@ -109,26 +110,33 @@ static int rebuild(WakeRate *r, usec_t now, usec_t interval) {
         return 0;
 }
 
-bool wake_rate_allow(WakeRate *r, const char *worker_id, usec_t now, usec_t interval) {
-        uint64_t hash = hash_id(r->seed, worker_id);
+bool wake_rate_allow_n(WakeRate *r, const char *key, usec_t now, usec_t interval, unsigned max) {
+        uint64_t hash = hash_id(r->seed, key);
         WakeRateEntry *e;
 
         if (r->n_slots > 0) {
-                e = slot_find(r, worker_id, hash);
-                if (e->worker_id) {
-                        if (now < e->at + interval)
+                e = slot_find(r, key, hash);
+                if (e->key) {
+                        if (now >= e->at + interval)
+                                *e = (WakeRateEntry){.key = e->key, .hash = hash, .at = now, .count = 1};
+                        else if (e->count < max)
+                                e->count++;
+                        else
                                 return false;
-                        e->at = now;
                         return true;
                 }
         }
         if (2 * (r->n_entries + 1) > r->n_slots && rebuild(r, now, interval) < 0)
                 return true; /* out of memory: better an extra datagram than a missed one */
-        char *id = strdup(worker_id);
-        if (!id)
+        char *copy = strdup(key);
+        if (!copy)
                 return true;
-        e = slot_find(r, worker_id, hash);
-        *e = (WakeRateEntry){.worker_id = id, .hash = hash, .at = now};
+        e = slot_find(r, key, hash);
+        *e = (WakeRateEntry){.key = copy, .hash = hash, .at = now, .count = 1};
         r->n_entries++;
         return true;
+}
+
+bool wake_rate_allow(WakeRate *r, const char *worker_id, usec_t now, usec_t interval) {
+        return wake_rate_allow_n(r, worker_id, now, interval, 1);
 }

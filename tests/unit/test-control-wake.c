@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -125,7 +126,7 @@ static void test_idle_capable_workers_are_woken_once_per_interval(void) {
         is_int(received(c, &drained, 100, "drained"), 0, "a draining worker is not");
         test_submit(c, 0);
         is_int(received(c, &idle, 100, "idle"), 0, "a second job within the interval: no second datagram");
-        control_wake_counters(c->wake, &sent, &failed);
+        control_wake_counters(c->wake, &sent, &failed, NULL);
         ok(sent == 2, "two datagrams sent so far (sent %llu)", (unsigned long long) sent);
 
         c->settings.wake_interval = SHORT_INTERVAL;
@@ -146,12 +147,47 @@ static void test_idle_capable_workers_are_woken_once_per_interval(void) {
         test_submit_spec(c, &s);
         is_int(received(c, &idle, 100, "idle"), 0, "a worker without a gpu is not woken for a gpu job");
         is_int(received(c, &gpu, 100, "gpu"), 0, "a busy worker is not woken");
-        control_wake_counters(c->wake, &sent, &failed);
+        control_wake_counters(c->wake, &sent, &failed, NULL);
         ok(sent == 4 && failed == 0, "four datagrams sent in all (sent %llu, failed %llu)", (unsigned long long) sent,
            (unsigned long long) failed);
         close(idle.fd);
         close(gpu.fd);
         close(drained.fd);
+        wake_control_free(c);
+}
+
+/* Ids registered by the dozen with one address (here one port too): one submission sends at most
+ * WAKE_MAX_PER_ADDRESS datagrams there per wake interval, and counts the others held back. */
+static void test_one_address_gets_a_bounded_number_of_datagrams(void) {
+        Control *c = wake_control_new();
+        Sock s = sock_open();
+        uint64_t sent, failed, held;
+        int n = 0;
+        char id[32];
+
+        c->settings.wake_interval = USEC_PER_HOUR; /* one interval, however slow the machine */
+        for (int i = 0; i < WAKE_MAX_PER_ADDRESS + 6; i++) {
+                snprintf(id, sizeof(id), "w%d", i);
+                register_wakeable(c, id, NULL, s.port);
+        }
+        test_submit(c, 0);
+        for (int quiet = 0; quiet < 20; quiet++) { /* until 200 ms without a datagram */
+                char buf[WAKE_MAX_SIZE + 1];
+                (void) sd_event_run(c->event, 0);
+                while (recv(s.fd, buf, sizeof(buf), 0) > 0) {
+                        n++;
+                        quiet = 0;
+                }
+                (void) poll(NULL, 0, 10);
+        }
+        is_int(n, WAKE_MAX_PER_ADDRESS, "one submission: WAKE_MAX_PER_ADDRESS datagrams to the address");
+        control_wake_counters(c->wake, &sent, &failed, &held);
+        ok(sent == WAKE_MAX_PER_ADDRESS && held == 6 && failed == 0, "the others are held back (sent %llu, held %llu)",
+           (unsigned long long) sent, (unsigned long long) held);
+        test_submit(c, 0);
+        control_wake_counters(c->wake, &sent, &failed, &held);
+        ok(sent == WAKE_MAX_PER_ADDRESS, "a second submission in the interval sends none");
+        close(s.fd);
         wake_control_free(c);
 }
 
@@ -166,7 +202,7 @@ static void test_non_ascii_worker_is_woken(void) {
         register_wakeable(c, id, NULL, s.port);
         test_submit(c, 0);
         is_int(received(c, &s, 1000, id), 1, "a worker whose id is UTF-8 is woken, and its datagram verifies");
-        control_wake_counters(c->wake, &sent, &failed);
+        control_wake_counters(c->wake, &sent, &failed, NULL);
         ok(sent == 1 && failed == 0, "one datagram sent, none failed (sent %llu, failed %llu)",
            (unsigned long long) sent, (unsigned long long) failed);
         close(s.fd);
@@ -255,6 +291,7 @@ static void test_wake_queries_use_their_indexes(void) {
 int main(void) {
         test_idle_capable_workers_are_woken_once_per_interval();
         test_non_ascii_worker_is_woken();
+        test_one_address_gets_a_bounded_number_of_datagrams();
         test_scheduled_job_wakes_when_due();
         test_clock_step_brings_a_scheduled_job_due();
         test_every_kind_of_due_job_is_announced();

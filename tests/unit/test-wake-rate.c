@@ -1,4 +1,4 @@
-/* test-wake-rate.c: the per-worker limit on wake datagrams (wake-rate.h): the rule itself, and
+/* test-wake-rate.c: the limits on wake datagrams (wake-rate.h): the rules themselves, and
  * that one event waking many workers costs a bounded number of table probes per worker (an
  * unsorted list scanned per worker costs as many probes as there are workers). */
 #include <stdio.h>
@@ -30,6 +30,21 @@ static void test_rule(void) {
 }
 
 /* Reference counts of work for MANY workers: each event below is one pass over all of them. */
+/* Up to max per key and interval (the per-address budget), counted from the interval's first. */
+static void test_rule_with_a_budget(void) {
+        _cleanup_(wake_rate_freep) WakeRate *r = wake_rate_new();
+        int allowed = 0;
+
+        for (int i = 0; i < 5; i++)
+                allowed += wake_rate_allow_n(r, "192.0.2.1", T0 + (usec_t) i, INTERVAL, 3);
+        is_int(allowed, 3, "three of five within the interval");
+        ok(wake_rate_allow_n(r, "192.0.2.2", T0 + 5, INTERVAL, 3), "another key has its own budget");
+        ok(!wake_rate_allow_n(r, "192.0.2.1", T0 + INTERVAL - 1, INTERVAL, 3), "none more until the interval ends");
+        for (allowed = 0; allowed < 5 && wake_rate_allow_n(r, "192.0.2.1", T0 + INTERVAL, INTERVAL, 3); allowed++)
+                ;
+        is_int(allowed, 3, "then three again, in the next interval");
+}
+
 static void test_many_workers_cost_a_bounded_number_of_probes(void) {
         _cleanup_(wake_rate_freep) WakeRate *r = wake_rate_new();
         char id[32];
@@ -85,6 +100,7 @@ static void test_stale_entries_are_pruned(void) {
 
 int main(void) {
         test_rule();
+        test_rule_with_a_budget();
         test_many_workers_cost_a_bounded_number_of_probes();
         test_stale_entries_are_pruned();
         return tap_done();
