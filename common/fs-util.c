@@ -1,6 +1,7 @@
 /* fs-util.c: reading, durable writing and directory helpers. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,4 +195,18 @@ int directory_writable(const char *dir) {
         if (access(dir, W_OK | X_OK) < 0)
                 return -errno;
         return 0;
+}
+
+char *format_bytes(char *buf, size_t size, uint64_t bytes) {
+        static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+        double v = (double) bytes;
+        size_t u = 0;
+
+        for (; v >= 1024.0 && u + 1 < ELEMENTSOF(units); u++)
+                v /= 1024.0;
+        if (u == 0)
+                snprintf(buf, size, "%" PRIu64 " B", bytes);
+        else
+                snprintf(buf, size, "%.1f %s", v, units[u]);
+        return buf;
 }

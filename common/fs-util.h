@@ -1,7 +1,8 @@
-/* fs-util.h: reading, durable writing and directory helpers. */
+/* fs-util.h: reading, durable writing and directory helpers, and sizes as people read them. */
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Reads a whole file, refusing one larger than max_size (-EFBIG). The result is NUL-terminated. */
@@ -24,3 +25,5 @@ int mkdir_parents_and_self(const char *path, mode_t mode);
 int fsync_parents(const char *path, unsigned n);
 /* Checks that dir is a directory this process can create files in. */
 int directory_writable(const char *dir);
+/* 1024-based, one decimal: "3.8 MiB"; under 1 KiB in bytes. Returns buf. */
+char *format_bytes(char *buf, size_t size, uint64_t bytes);

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "ctl-backup.h"
 #include "ctl-output.h"
 #include "ctl-replay.h"
 #include "ctl.h"
+#include "fs-util.h"
 #include "json-util.h"
 #include "log.h"
 #include "protocol.h"
@@ -837,6 +839,37 @@ static int verb_replay(Backend *b, const CtlSettings *s, int argc, char **argv) 
         return replay_print_actions(s, resp);
 }
 
+static int verb_backup(Backend *b, const CtlSettings *s, int argc, char **argv) {
+        enum { ARG_DATABASE = 0x100 };
+        static const struct option options[] = {{"database", required_argument, NULL, ARG_DATABASE}, {}};
+        _cleanup_json_ json_object *copy = NULL;
+        const char *database = BACKUP_DEFAULT_DATABASE;
+        char size[32];
+        CtlError e = {};
+        int c, r;
+
+        while ((c = verb_getopt(argc, argv, "", options)) >= 0) {
+                if (c == ARG_DATABASE)
+                        database = optarg;
+                else
+                        return CTL_EXIT_USAGE;
+        }
+        if (optind + 1 != argc)
+                return usage_error("backup", "give one FILE, a new file for the copy");
+        r = backup_database(database, argv[optind], &copy, &e);
+        if (r < 0)
+                return fail(r, &e);
+        if (output_mode(s) != OUTPUT_TABLE) {
+                output_json(copy, output_mode(s));
+                return CTL_EXIT_OK;
+        }
+        printf("Copied %s to %s: %" PRIi64 " jobs, %" PRIi64 " audit events, schema version %" PRIi64 ", %s.\n",
+               database, argv[optind], (int64_t) json_num(copy, "jobs", 0), (int64_t) json_num(copy, "audit_events", 0),
+               (int64_t) json_num(copy, "schema_version", 0),
+               format_bytes(size, sizeof(size), (uint64_t) json_num(copy, "bytes", 0)));
+        return CTL_EXIT_OK;
+}
+
 const Verb ctl_verbs[] = {
         {"submit", verb_submit,
          "[--priority=N] [--requirement=CAP...] [--gpu] [--at=TIME] [--timeout=SPAN] [--max-attempts=N] "
@@ -857,5 +890,8 @@ const Verb ctl_verbs[] = {
         {"replay", verb_replay, "[--worker=ID] FILE",
          "Hand a worker's undelivered results (its worker.db) to the control plane"},
         {"reload", verb_reload, "", "Make the control plane re-read its token files"},
+        {"backup", verb_backup, "[--database=PATH] FILE",
+         "Copy the control plane's database (default " BACKUP_DEFAULT_DATABASE ") to a new FILE, while it runs",
+         .local = true},
 };
 const size_t ctl_n_verbs = ELEMENTSOF(ctl_verbs);

@@ -116,6 +116,8 @@ typedef struct Verb {
          * getopt_long() table it parses them with, options "+". The --help scan parses with the
          * same table, so that it steps over option values as the verb does. NULL otherwise. */
         const struct option *stop_options;
+        /* Works on local files only: run without a connection to the control plane (b is NULL). */
+        bool local;
 } Verb;
 
 extern const Verb ctl_verbs[];

@@ -183,8 +183,9 @@ static int run(int argc, char **argv) {
                 r = CTL_EXIT_OK;
                 goto finish;
         }
-        r = isempty(settings.url) ? backend_bus_new(&settings, &backend, &e)
-                                  : backend_http_new(&settings, &backend, &e);
+        r = verb->local             ? 0
+            : isempty(settings.url) ? backend_bus_new(&settings, &backend, &e)
+                                    : backend_http_new(&settings, &backend, &e);
         if (r < 0) {
                 if (*e.message)
                         log_error("%s", e.message);

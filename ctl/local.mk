@@ -5,6 +5,7 @@ entropyctl_SOURCES = \
 	ctl/ctl.h \
 	ctl/ctl-bus.c \
 	ctl/ctl-http.c \
+	ctl/ctl-backup.c ctl/ctl-backup.h \
 	ctl/ctl-output.c ctl/ctl-output.h \
 	ctl/ctl-replay.c ctl/ctl-replay.h \
 	ctl/ctl-verbs.c

@@ -124,21 +124,6 @@ bool worker_finishing_full(Worker *w) {
         return worker_n_runs(w) > w->n_slots;
 }
 
-/* 1024-based, one decimal: "3.8 MiB". */
-static char *format_bytes(char *buf, size_t size, uint64_t bytes) {
-        static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-        double v = (double) bytes;
-        size_t u = 0;
-
-        for (; v >= 1024.0 && u + 1 < ELEMENTSOF(units); u++)
-                v /= 1024.0;
-        if (u == 0)
-                snprintf(buf, size, "%" PRIu64 " B", bytes);
-        else
-                snprintf(buf, size, "%.1f %s", v, units[u]);
-        return buf;
-}
-
 /* A statvfs() per poll is cheap next to the request it may save. A state directory that cannot
  * be looked at counts as having room: the replay buffer says so itself when it cannot write. The
  * free space is noted even without a min-free-space, for the heartbeats. */

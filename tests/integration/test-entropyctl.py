@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """entropyctl against a real entropy-control, over D-Bus (a private dbus-daemon) and over HTTP
 (--url): the same answers either way, JSON output that parses, tables with a legend, submit
---wait following a job to its end, the replay of a worker's results, and the documented exit
-codes."""
+--wait following a job to its end, the replay of a worker's results, a backup of the database
+and its restore, and the documented exit codes."""
 
 import importlib.util
 import json
@@ -817,6 +817,64 @@ def test_answers_that_did_not_do_the_work_are_not_success(t):
     r = ctl("ftp://127.0.0.1:1", "list-jobs")
     t.eq(r.returncode, EXIT_USAGE, "a --url scheme other than http(s): usage error 2, not unreachable (6)")
 
+
+@test
+def test_backup_copies_the_running_database_and_the_copy_restores(t):
+    """entropyctl backup FILE: a copy of the database taken while the control plane runs and
+    writes, as one commit left it (every job in it has its submission event), synced, checked,
+    never over an existing file, and no file left behind when it fails. The copy restored as
+    entropy-control(8) says (stop, remove -wal and -shm, put it in place, start) serves its jobs."""
+    bus, cp, dbus, http = setup(t)
+    before = [http.json("submit", "--", "true")["job_id"] for _ in range(20)]
+    copy = os.path.join(t.tmp, "backups", "copy.db")
+    os.makedirs(os.path.dirname(copy))
+
+    def ctl(*args):
+        return t.run_cmd([binary("entropyctl"), "--no-pager"] + list(args), env={"ENTROPY_CONFIG": ""})
+
+    done, during = threading.Event(), []
+
+    def submit_meanwhile():  # bounded: at most 300 jobs
+        while not done.is_set() and len(during) < 300:
+            during.append(cp.submit("true"))
+    writer = threading.Thread(target=submit_meanwhile, daemon=True)
+    writer.start()
+    r = ctl("--output=json", "backup", f"--database={cp.database}", copy)
+    done.set()
+    writer.join(30)
+    t.eq(r.returncode, EXIT_OK, f"backup succeeds while jobs are submitted: {r.stderr}")
+    info = json.loads(r.stdout)
+    con = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    ids = {row[0] for row in con.execute("SELECT job_id FROM jobs")}
+    t.eq(con.execute("PRAGMA integrity_check").fetchone()[0], "ok", "the copy is a whole database")
+    t.ok(set(before) <= ids, "every job submitted before the backup is in the copy")
+    t.eq((info["path"], info["jobs"], info["schema_version"]),
+         (copy, len(ids), con.execute("PRAGMA user_version").fetchone()[0]), f"and the report says what it holds: {info}")
+    orphans = con.execute("SELECT count(*) FROM jobs j WHERE NOT EXISTS (SELECT 1 FROM audit_events e "
+                          "WHERE e.job_id = j.job_id AND e.event = 'job.submitted')").fetchone()[0]
+    t.eq(orphans, 0, "one commit's state: every job in the copy has its submission event")
+    con.close()
+
+    st = os.stat(copy)
+    r = ctl("backup", f"--database={cp.database}", copy)
+    t.eq(r.returncode, EXIT_FAILURE, "an existing file is never replaced")
+    t.ok("exists" in r.stderr and os.stat(copy).st_mtime_ns == st.st_mtime_ns, f"it says so: {r.stderr.strip()}")
+    r = ctl("backup", f"--database={os.path.join(t.tmp, 'none.db')}", os.path.join(t.tmp, "backups", "x.db"))
+    t.eq(r.returncode, EXIT_NOT_FOUND, f"no such database: exit 4 ({r.stderr.strip()})")
+    r = ctl("backup", f"--database={cp.admin_token_file}", os.path.join(t.tmp, "backups", "y.db"))
+    t.eq(r.returncode, EXIT_FAILURE, f"a file that is not a database: exit 1 ({r.stderr.strip()})")
+    t.eq(sorted(os.listdir(os.path.dirname(copy))), ["copy.db"], "the failures left no file behind")
+    t.eq(ctl("backup").returncode, EXIT_USAGE, "no FILE: usage error")
+
+    t.eq(cp.stop(), 0, "control plane stopped")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(cp.database + suffix):
+            os.unlink(cp.database + suffix)
+    shutil.copyfile(copy, cp.database)
+    cp.restart()
+    restored = {j["job_id"] for j in http.json("list-jobs")}
+    t.eq(restored, ids, "the restored control plane has the copy's jobs, no more, no fewer")
+    t.eq(http.json("status", before[0])["status"], "PENDING", "in the state the copy has them")
 
 if __name__ == "__main__":
     require_tool("dbus-daemon", "dbus-daemon")

@@ -173,6 +173,22 @@ step_restart_mid_work() {
     check "exactly one completion in the journal (got $n)" test "$n" = 1
 }
 
+# entropy-control(8), BACKUP AND RESTORE, as written there.
+step_backup_restore() {
+    local after
+    check "entropyctl backup copies the running control plane's database, checked" csh "$CTL" '
+        rm -f /root/control-backup.db &&
+        entropyctl backup /root/control-backup.db | grep -q "^Copied /var/lib/entropy/control.db to /root/control-backup.db: "'
+    check "it never replaces a file" csh "$CTL" '! entropyctl backup /root/control-backup.db 2>/dev/null'
+    after=$(cexec "$CTL" entropyctl submit -- /bin/true | tail -n 1 | awk '{print $NF}')
+    check "the copy restored (sockets and service stopped, -wal and -shm removed) serves again" csh "$CTL" '
+        systemctl stop entropy-control.socket entropy-control.service && cd /var/lib/entropy &&
+        rm -f control.db-wal control.db-shm && install -o entropy -g entropy -m 0600 /root/control-backup.db control.db &&
+        systemctl start entropy-control.socket entropy-control.service && systemctl is-active -q entropy-control'
+    [ -n "$JOB1" ] && check "with the jobs of the copy" wait_until 20 job_is "$JOB1" COMPLETED
+    check "and without the job submitted after it" test -n "$after" -a -z "$(job_field "$after" status)"
+}
+
 step_upgrade() {
     local old
     old=$(main_pid "$CTL" entropy-control)
@@ -239,6 +255,7 @@ run_entropy_steps() {
     step_journal
     step_journal_not_rate_limited
     step_restart_mid_work
+    step_backup_restore
     step_upgrade
     step_watchdog
     step_purge
