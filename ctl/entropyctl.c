@@ -183,6 +183,8 @@ static int run(int argc, char **argv) {
                 r = CTL_EXIT_OK;
                 goto finish;
         }
+        if (verb->local && !isempty(settings.url))
+                log_notice("%s works on files of this host: --url (or ENTROPY_URL) is not used.", verb->name);
         r = verb->local             ? 0
             : isempty(settings.url) ? backend_bus_new(&settings, &backend, &e)
                                     : backend_http_new(&settings, &backend, &e);
