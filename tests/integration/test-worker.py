@@ -928,7 +928,9 @@ def test_result_the_replay_buffer_refuses_is_held_until_it_fits(t):
     job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=15)
     t.eq((job["status"], job["attempt_count"], job["exit_code"]), ("COMPLETED", 1, 0),
          "the job COMPLETED in its first attempt")
-    t.eq([o["state"] for o in w.outbox(job_id)], ["accepted"], "its result recorded, then accepted")
+    # The control plane applies the result before the worker reads its answer and marks it.
+    t.wait_for(lambda: [o["state"] for o in w.outbox(job_id)] == ["accepted"], 10, "its result recorded, then accepted",
+               lambda: str(w.outbox(job_id)))
     t.eq(cp.wait_job_state(second, "COMPLETED", timeout=15)["status"], "COMPLETED", "then the worker took new work")
 
 
