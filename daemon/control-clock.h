@@ -10,7 +10,8 @@
  * re-anchors it, at each sweep, when realtime has moved away from it by CONTROL_CLOCK_STEP_MIN or
  * more, and in the same transaction shifts every stored duration deadline by that step
  * (reconcile.c). Until then every request is served on the one clock the stored deadlines were
- * made with. A change of the realtime clock pulls that sweep in at once (the watch below).
+ * made with. A change of the realtime clock pulls that sweep in at once (the watch below). A step
+ * back while the control plane was stopped is followed at start-up (reconcile_startup()).
  * Instants an operator chose (scheduled_at) stay on the wall clock. */
 #pragma once
 

@@ -182,14 +182,16 @@ static usec_t usec_add_signed(usec_t t, int64_t d) {
         return t > m ? t - m : 0;
 }
 
-static int audit_step(Control *c, int64_t step, json_object *details) {
+static int audit_step(Control *c, int64_t step, bool while_stopped, json_object *details) {
         char msg[256], span[64];
 
         json_add_int64(details, "step_ms", step / (int64_t) USEC_PER_MSEC);
+        if (while_stopped)
+                json_add_bool(details, "while_stopped", true);
         format_timespan(span, sizeof(span), usec_abs(step));
         snprintf(msg, sizeof(msg),
-                 "The realtime clock was stepped %s by %s: leases, backoffs and heartbeat ages moved with it",
-                 step < 0 ? "back" : "forward", span);
+                 "The realtime clock was stepped %s by %s%s: leases, backoffs and heartbeat ages moved with it",
+                 step < 0 ? "back" : "forward", span, while_stopped ? " while the control plane was stopped" : "");
         return audit_record(c,
                             &(AuditRecord){.component = "reconciler",
                                            .level = LOG_WARNING,
@@ -213,7 +215,7 @@ static int follow_clock(Control *c) {
         if (r < 0)
                 return r;
         c->started_at = usec_add_signed(c->started_at, step);
-        return audit_step(c, step, d);
+        return audit_step(c, step, false, d);
 }
 
 /* What follow_clock() changes in memory, put back when its transaction does not commit. */
@@ -324,6 +326,42 @@ static int extend_leases(Control *c, usec_t now, int *ret_n) {
         return 0;
 }
 
+/* The latest instant the store holds, on the clock the last run served on: its last audit event
+ * (every transition has one; the last written, not the largest time, since the events before a
+ * step keep the times of the clock they were written on), or a worker's last contact (heartbeats
+ * have none; a step moves them). Nothing here walks the jobs. */
+static int latest_stored_instant(Control *c, usec_t *ret) {
+        *ret = 0;
+        return store_query_usec(c->store,
+                                "SELECT max(coalesce((SELECT ts FROM audit_events ORDER BY id DESC LIMIT 1), 0), "
+                                "coalesce((SELECT max(last_seen) FROM workers), 0))",
+                                0, ret);
+}
+
+/* A step back of the realtime clock while the control plane was stopped: the store holds
+ * instants ahead of now. Live leases would run the step out (extend_leases() only lengthens them),
+ * putting off the recovery of a dead worker's jobs by its size; so every stored deadline moves
+ * back by it, as a step seen while running does. A step forward cannot be told from the time the
+ * control plane was down, and delays nothing: leases are extended from now either way. */
+static int follow_step_while_stopped(Control *c) {
+        usec_t latest = 0, now = control_now(c);
+        int r;
+
+        r = latest_stored_instant(c, &latest);
+        if (r < 0)
+                return r;
+        if (latest <= now || latest - now < CONTROL_CLOCK_STEP_MIN)
+                return 0;
+        _cleanup_json_ json_object *d = json_object_new_object();
+        if (!d)
+                return -ENOMEM;
+        int64_t step = -(int64_t) (latest - now);
+        r = shift_deadlines(c, step, d);
+        if (r < 0)
+                return r;
+        return audit_step(c, step, true, d);
+}
+
 int reconcile_startup(Control *c) {
         _cleanup_tx_ Control *tx = NULL;
         _cleanup_json_ json_object *d = json_object_new_object();
@@ -338,6 +376,9 @@ int reconcile_startup(Control *c) {
         r = control_begin(c, &tx);
         if (r < 0)
                 return log_error_errno(r, "Failed to begin the start-up reconciliation: %m");
+        r = follow_step_while_stopped(c);
+        if (r < 0)
+                return log_error_errno(r, "Failed to follow a step of the clock while stopped: %m");
         r = extend_leases(c, control_now(c), &n);
         if (r < 0)
                 return log_error_errno(r, "Failed to extend leases at start-up: %m");

@@ -406,6 +406,32 @@ static void test_backward_clock_step_delays_no_recovery(void) {
         test_control_free(c);
 }
 
+/* A step back while the control plane was stopped: at start-up the store holds instants ahead of
+ * its clock, and the deadlines move back with the step, so that a dead worker's job is recovered
+ * one lease length after the start, not an hour more. A start after plain downtime sees no step. */
+static void test_backward_step_while_stopped_delays_no_recovery(void) {
+        Control *c = test_control_new();
+        test_register(c, "w1", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "w1");
+        test_advance(c, 10 * USEC_PER_SEC);
+        test_step_clock(c, -(int64_t) USEC_PER_HOUR); /* while stopped */
+        is_int(reconcile_startup(c), 0, "start-up");
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 1, "the step back is seen and audited");
+        _cleanup_(job_freep) Job *r = NULL;
+        jobs_get(c, j->job_id, &r);
+        ok(r && r->assignment_expires_at == control_now(c) + c->settings.lease_timeout,
+           "the live lease runs one lease length from the start");
+        test_advance(c, c->settings.lease_timeout);
+        test_sweep(c);
+        is_int(test_count_events(c, "job.lost", j->job_id), 1, "the job is LOST one lease length after the start");
+
+        test_advance(c, 5 * USEC_PER_MINUTE); /* stopped for five minutes, the clock untouched */
+        is_int(reconcile_startup(c), 0, "another start-up");
+        is_int(test_count_events(c, "control.clock_stepped", NULL), 1, "after plain downtime: no step");
+        test_control_free(c);
+}
+
 static void test_retry_backoff_moves_with_a_step(void) {
         Control *c = test_control_new();
         test_register(c, "w1", NULL);
@@ -488,6 +514,7 @@ int main(void) {
         test_timer_fires_at_lease_expiry_in_a_real_loop();
         test_forward_clock_step_ends_no_lease();
         test_backward_clock_step_delays_no_recovery();
+        test_backward_step_while_stopped_delays_no_recovery();
         test_retry_backoff_moves_with_a_step();
         test_small_clock_corrections_are_left_alone();
         test_one_job_that_cannot_move_holds_up_no_other();
