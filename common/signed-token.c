@@ -10,19 +10,6 @@
 #include "protocol.h"
 #include "signed-token.h"
 
-bool worker_id_is_valid(const char *id) {
-        size_t n;
-        if (!id)
-                return false;
-        n = strlen(id);
-        if (n == 0 || n > LIMIT_ID_LEN)
-                return false;
-        for (const char *p = id; *p; p++)
-                if (!isalnum((unsigned char) *p) && !strchr("._@-", *p))
-                        return false;
-        return true;
-}
-
 bool signed_token_is_signed(const char *token) {
         return token && strncmp(token, SIGNED_TOKEN_PREFIX, strlen(SIGNED_TOKEN_PREFIX)) == 0;
 }
@@ -42,7 +29,7 @@ int signed_token_make(const char *key, const char *worker_id, usec_t expires_at,
         _cleanup_free_ char *payload = NULL;
         int r;
 
-        if (isempty(key) || !worker_id_is_valid(worker_id))
+        if (isempty(key) || !worker_id_is_registrable(worker_id))
                 return -EINVAL;
         if (!nonce) {
                 r = random_id(random_nonce);
@@ -77,16 +64,16 @@ int signed_token_verify(const char *key, const char *token, usec_t now, usec_t s
         copy = strdup(token + strlen(SIGNED_TOKEN_PREFIX));
         if (!copy)
                 return -ENOMEM;
-        for (p = copy; n < ELEMENTSOF(fields); n++) {
-                fields[n] = p;
-                p = strchr(p, ':');
+        /* From the right: the worker id, first, may hold colons itself (any id /register takes). */
+        for (n = ELEMENTSOF(fields) - 1; n > 0; n--) {
+                p = strrchr(copy, ':');
                 if (!p)
-                        break;
-                *p++ = 0;
+                        return -EINVAL; /* fewer than four fields */
+                *p = 0;
+                fields[n] = p + 1;
         }
-        if (n != 3 || p) /* exactly four fields */
-                return -EINVAL;
-        if (!worker_id_is_valid(fields[0]) || !nonce_is_valid(fields[2]) || strlen(fields[3]) != 64)
+        fields[0] = copy;
+        if (!worker_id_is_registrable(fields[0]) || !nonce_is_valid(fields[2]) || strlen(fields[3]) != 64)
                 return -EINVAL;
         errno = 0;
         expires_ms = strtoull(fields[1], &end, 10);

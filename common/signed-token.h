@@ -2,6 +2,8 @@
  *
  *   esig1:<worker_id>:<expires_at_unix_ms>:<nonce>:<hmac>
  *
+ * The worker id is any that POST /register takes (worker_id_is_registrable(): UTF-8 and colons
+ * too), read from the right; it travels as it is, in the X-API-Token header.
  * hmac is HMAC-SHA256, keyed with the shared worker token, over everything before the last colon,
  * in lower-case hex. The worker makes one per request window and sends it as X-API-Token; the
  * control plane verifies it with the same function, so both sides agree by construction. A stolen
@@ -14,7 +16,6 @@
 
 #define SIGNED_TOKEN_PREFIX "esig1:"
 
-bool worker_id_is_valid(const char *id);
 bool signed_token_is_signed(const char *token);
 
 /* nonce may be NULL (a random one is made). */

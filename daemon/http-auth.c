@@ -27,7 +27,7 @@ static int refuse(HttpAuthResult *ret, unsigned status, const char *reason) {
 }
 
 static void set_who(HttpAuthResult *ret, const char *who) {
-        if (worker_id_is_valid(who))
+        if (worker_id_is_registrable(who))
                 snprintf(ret->who, sizeof(ret->who), "%s", who);
 }
 

@@ -228,9 +228,6 @@ int worker_settings_load(WorkerSettings *s, int argc, char **argv) {
         if (!worker_id_is_registrable(s->worker_id))
                 return log_error_errno(-EINVAL, "--worker-id '%s' contains a space, a control character or DEL.",
                                        s->worker_id);
-        if (s->signed_tokens && !worker_id_is_valid(s->worker_id))
-                return log_error_errno(-EINVAL, "--signed-tokens: the worker id '%s' cannot be put in a signed token.",
-                                       s->worker_id);
         return 0;
 }
 

@@ -7,6 +7,7 @@
 #include "crypto.h"
 #include "fuzz.h"
 #include "macro.h"
+#include "protocol.h"
 #include "signed-token.h"
 
 #define KEY "fuzz-worker-token-0123456789abcdef"
@@ -19,7 +20,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void check_round_trip(const char *s) {
         _cleanup_free_ char *t = NULL, *who = NULL;
 
-        if (!worker_id_is_valid(s))
+        if (!worker_id_is_registrable(s))
                 return;
         if (signed_token_make(KEY, s, NOW + USEC_PER_MINUTE, "0011223344556677", &t) < 0)
                 __builtin_trap();
@@ -46,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         r = signed_token_verify(KEY, s, NOW, 30 * USEC_PER_SEC, 5 * USEC_PER_MINUTE, NULL, &who);
         /* Accepted only with the right prefix, a worker id that is valid and the right HMAC. */
-        if (r == 0 && (!signed_token_is_signed(s) || !worker_id_is_valid(who) || !carries_valid_hmac(s)))
+        if (r == 0 && (!signed_token_is_signed(s) || !worker_id_is_registrable(who) || !carries_valid_hmac(s)))
                 __builtin_trap();
         (void) signed_token_verify(KEY, s, NOW, 30 * USEC_PER_SEC, 5 * USEC_PER_MINUTE, "w1", NULL);
         (void) streq_consttime(s, KEY);

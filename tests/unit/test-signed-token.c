@@ -45,9 +45,26 @@ static void test_wrong_worker_and_malformed(void) {
         is_int(signed_token_verify(KEY, "esig1:w1:x:00112233aabbccdd:00", NOW, SKEW, LIFE, NULL, NULL), -EINVAL,
                "bad expiry");
         is_int(signed_token_verify(KEY, "plain-token", NOW, SKEW, LIFE, NULL, NULL), -EINVAL, "unsigned");
-        ok(signed_token_make(KEY, "bad:id", NOW, NULL, &t) == -EINVAL, "worker id with colon refused");
-        ok(!worker_id_is_valid("") && !worker_id_is_valid("a b") && worker_id_is_valid("host-1.gpu_0@lab"),
-           "worker id rules");
+        ok(signed_token_make(KEY, "a b", NOW, NULL, &t) == -EINVAL, "worker id with a space refused");
+        ok(signed_token_make(KEY, "", NOW, NULL, &t) == -EINVAL, "empty worker id refused");
+        ok(signed_token_make(KEY, "tab\tid", NOW, NULL, &t) == -EINVAL, "worker id with a control character refused");
+}
+
+/* Any id /register takes: UTF-8, colons (the fields are read from the right). */
+static void test_every_registrable_id_round_trips(void) {
+        static const char *const ids[] = {"host-1.gpu_0@lab", "gr\xc3\xbcn-\xe2\x9a\xa1", "rack:3:slot:1", ":",
+                                          "a:1:b"};
+
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                _cleanup_free_ char *t = NULL, *who = NULL;
+                is_int(signed_token_make(KEY, ids[i], NOW + USEC_PER_MINUTE, NULL, &t), 0, "token made for '%s'",
+                       ids[i]);
+                is_int(signed_token_verify(KEY, t, NOW, SKEW, LIFE, ids[i], &who), 0, "and verified");
+                is_str(who, ids[i], "naming its worker");
+        }
+        _cleanup_free_ char *t = NULL;
+        signed_token_make(KEY, "rack:3", NOW + USEC_PER_MINUTE, NULL, &t);
+        is_int(signed_token_verify(KEY, t, NOW, SKEW, LIFE, "rack", NULL), -EPERM, "'rack:3' is not 'rack'");
 }
 
 int main(void) {
@@ -55,5 +72,6 @@ int main(void) {
         test_tampered_token_is_rejected();
         test_expiry_and_skew();
         test_wrong_worker_and_malformed();
+        test_every_registrable_id_round_trips();
         return tap_done();
 }
