@@ -34,6 +34,22 @@ static int parse_bool(const char *v) {
 /* Between the items of a list value, on its first line and on the lines that continue it. */
 #define CONF_LIST_SEPARATORS ", \t"
 
+/* A list's items. One that starts with '#' is what a comment after a value leaves ('#' starts a
+ * comment only at the start of a line): refused, rather than taken as capabilities or commands. */
+static int list_split(const char *value, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        int r;
+
+        r = strv_split(value, CONF_LIST_SEPARATORS, &l);
+        if (r < 0)
+                return r;
+        STRV_FOREACH (i, l)
+                if ((*i)[0] == '#')
+                        return -EBADMSG;
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 int conf_apply(const ConfOption *opt, void *settings, const char *value) {
         void *f = field(opt, settings);
         int r;
@@ -78,7 +94,7 @@ int conf_apply(const ConfOption *opt, void *settings, const char *value) {
                 return 0;
         case CONF_STRV: {
                 char **l;
-                r = strv_split(value, CONF_LIST_SEPARATORS, &l);
+                r = list_split(value, &l);
                 if (r < 0)
                         return r;
                 strv_free(*(char ***) f);
@@ -133,7 +149,9 @@ static const char *type_hint(const ConfOption *opt) {
 
 /* Why a value was refused, for the message: "expected an integer" or "out of range (1..256)". */
 static const char *refusal(const ConfOption *opt, int r, char *buf, size_t len) {
-        if (r == -ERANGE && opt->type == CONF_INT) {
+        if (r == -EBADMSG && opt->type == CONF_STRV)
+                snprintf(buf, len, "an item starts with '#', which starts a comment only at the start of a line");
+        else if (r == -ERANGE && opt->type == CONF_INT) {
                 bool any = opt->min == 0 && opt->max == 0;
                 snprintf(buf, len, "out of range (%" PRId64 "..%" PRId64 ")", any ? INT64_MIN : opt->min,
                          any ? INT64_MAX : opt->max);
@@ -236,7 +254,7 @@ static int conf_append(const ConfOption *opt, void *settings, const char *value)
 
         if (opt->type != CONF_STRV)
                 return -EMEDIUMTYPE;
-        r = strv_split(value, CONF_LIST_SEPARATORS, &l);
+        r = list_split(value, &l);
         if (r < 0)
                 return r;
         for (char **i = l; i && *i; i++) {

@@ -326,6 +326,15 @@ static void test_comments(void) {
         ok(strstr(log, "invalid value '5s # five seconds' for 'timeout'"), "and the message shows it: %s", log);
         free(log);
         conf_free(&test_program, &s);
+
+        write_conf("[test]\ncapabilities = gpu # the big box\n");
+        ok(load(&s, &log, NULL) < 0, "a list is not given the words of a comment after it");
+        ok(strstr(log, "an item starts with '#'"), "the message says why: %s", log);
+        free(log);
+        conf_free(&test_program, &s);
+        write_conf("[test]\ncapabilities = gpu\n  # a comment line inside the list\n  cuda\n");
+        ok(load(&s, NULL, NULL) == 0 && strv_length(s.caps) == 2, "a comment line inside a list is still one");
+        conf_free(&test_program, &s);
 }
 
 /* A typo in a heading dropped every key under it without a word; it is refused as an unknown key is. */
