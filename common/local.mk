@@ -2,6 +2,7 @@
 noinst_LIBRARIES += libentropy-common.a
 libentropy_common_a_SOURCES = \
 	common/macro.h \
+	common/list.h \
 	common/log.c common/log.h \
 	common/time-util.c common/time-util.h \
 	common/strv.c common/strv.h \

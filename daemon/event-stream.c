@@ -14,6 +14,7 @@
 #include "event-stream.h"
 #include "job-json.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "protocol.h"
 #include "store.h"
@@ -316,13 +317,7 @@ static void subscriber_unlink(EventSubscriber *sub) {
 
         if (!s)
                 return;
-        if (sub->prev)
-                sub->prev->next = sub->next;
-        else
-                s->subscribers = sub->next;
-        if (sub->next)
-                sub->next->prev = sub->prev;
-        sub->prev = sub->next = NULL;
+        LIST_REMOVE(s->subscribers, sub, next, prev);
         sub->hub = NULL;
         assert(s->n_subscribers > 0);
         s->n_subscribers--;
@@ -529,10 +524,7 @@ int event_stream_subscribe(EventStream *s, const HttpRequest *req, HttpResponse 
         }
 
         sub->hub = s;
-        sub->next = s->subscribers;
-        if (s->subscribers)
-                s->subscribers->prev = sub;
-        s->subscribers = sub;
+        LIST_PREPEND(s->subscribers, sub, next, prev);
         s->n_subscribers++;
         heartbeat_update(s);
         *ret = sub;

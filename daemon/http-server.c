@@ -39,9 +39,10 @@
 #include "http-server.h"
 #include "http-tls.h"
 #include "json-util.h"
-#include "strv.h"
+#include "list.h"
 #include "log.h"
 #include "macro.h"
+#include "strv.h"
 #include "time-util.h"
 
 #define LISTEN_BACKLOG 1024
@@ -545,10 +546,8 @@ static void connection_opened(HttpServer *s, struct MHD_Connection *conn, void *
                 (void) shutdown(ci->connect_fd, SHUT_RDWR);
                 return;
         }
-        *c = (ConnectionState){.server = s, .fd = ci->connect_fd, .next = s->connections};
-        if (s->connections)
-                s->connections->prev = c;
-        s->connections = c;
+        *c = (ConnectionState){.server = s, .fd = ci->connect_fd};
+        LIST_PREPEND(s->connections, c, next, prev);
         *socket_context = c;
         connection_expect_request(c, server_now(s) + s->request_timeout);
 }
@@ -565,12 +564,7 @@ static void connection_closed(HttpServer *s, void **socket_context) {
                 s->n_connections--;
         if (!c)
                 return;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->connections = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(s->connections, c, next, prev);
         free(c);
         /* MHD may still ask for it (MHD_CONNECTION_INFO_SOCKET_CONTEXT) on the way out. */
         *socket_context = NULL;

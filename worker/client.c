@@ -11,6 +11,7 @@
 #include "client.h"
 #include "http-tls-client.h"
 #include "json-util.h"
+#include "list.h"
 #include "log.h"
 #include "macro.h"
 
@@ -70,12 +71,7 @@ static void request_free(ClientRequest *req) {
 
 static void request_unlink(ClientRequest *req) {
         Client *c = req->client;
-        if (req->prev)
-                req->prev->next = req->next;
-        else
-                c->requests = req->next;
-        if (req->next)
-                req->next->prev = req->prev;
+        LIST_REMOVE(c->requests, req, next, prev);
         c->n_requests--;
 }
 
@@ -500,10 +496,7 @@ int client_request(Client *c, const char *method, const char *path, json_object 
                 request_free(req);
                 return -EIO;
         }
-        req->next = c->requests;
-        if (c->requests)
-                c->requests->prev = req;
-        c->requests = req;
+        LIST_PREPEND(c->requests, req, next, prev);
         c->n_requests++;
         if (ret)
                 *ret = req;

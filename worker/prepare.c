@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "list.h"
 #include "prepare.h"
 #include "strv.h"
 
@@ -100,18 +101,8 @@ static void *check_thread(void *userdata) {
         return NULL;
 }
 
-static void live_remove(Preparer *p, Preparation *c) {
-        if (c->prev_live)
-                c->prev_live->next_live = c->next_live;
-        else
-                p->live = c->next_live;
-        if (c->next_live)
-                c->next_live->prev_live = c->prev_live;
-        c->prev_live = c->next_live = NULL;
-}
-
 static void deliver(Preparer *p, Preparation *c) {
-        live_remove(p, c);
+        LIST_REMOVE(p->live, c, next_live, prev_live);
         (void) pthread_join(c->thread, NULL); /* it has queued itself: it is returning */
         if (c->hung)
                 p->n_hung--;
@@ -228,10 +219,7 @@ int preparer_start(Preparer *p, const Policy *policy, const char *command, const
                 preparation_free(c);
                 return -r;
         }
-        c->next_live = p->live;
-        if (p->live)
-                p->live->prev_live = c;
-        p->live = c;
+        LIST_PREPEND(p->live, c, next_live, prev_live);
         *ret = c;
         return 0;
 }
