@@ -7,6 +7,10 @@
 
 #include "macro.h"
 
+/* For a connection or a statement of one's own, not the cache's (entropyctl's reads). */
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3 *, sqlite3_close_v2);
+DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
+
 /* Call before the first sqlite3_open*() of the process (and before crash_vfs_from_environment(),
  * which initializes the library); later calls change nothing. */
 void sqlite_library_configure(void);

@@ -12,9 +12,7 @@
 #include "ctl-backup.h"
 #include "fs-util.h"
 #include "json-util.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3 *, sqlite3_close_v2);
-DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
+#include "sqlite-util.h"
 
 /* A checkpoint or a recovery of the control plane may hold the database for a moment. */
 #define BACKUP_BUSY_TIMEOUT_MS 10000

@@ -8,9 +8,7 @@
 #include "ctl-replay.h"
 #include "json-util.h"
 #include "log.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3 *, sqlite3_close_v2);
-DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
+#include "sqlite-util.h"
 
 static int open_readonly(const char *path, sqlite3 **ret, CtlError *e) {
         _cleanup_free_ char *uri = NULL;
