@@ -299,8 +299,8 @@ static int write_metrics(Control *c, FILE *f) {
                 fprintf(f, "entropy_workers{state=\"%s\"} %llu\n", worker_state_to_string(s),
                         (unsigned long long) workers[s]);
         metric_header(f, "entropy_workers_no_new_work", "gauge",
-                      "Workers, online or draining, that ask for no new job for a reason of their own (disk nearly "
-                      "full, results not recorded).");
+                      "Workers, online or draining, that ask for no new job for a reason of their own (results not "
+                      "recorded, path checks that hang, disk nearly full).");
         fprintf(f, "entropy_workers_no_new_work %llu\n", (unsigned long long) no_new_work);
         const struct {
                 const char *name;

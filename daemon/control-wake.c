@@ -68,10 +68,9 @@ static int count_wakeable(Control *c) {
 
 static void wake_one(ControlWake *w, const char *worker_id, const char *address, uint16_t port) {
         Control *c = w->control;
-        int r;
-
         usec_t now = now_monotonic_usec();
         unsigned unlogged;
+        int r;
 
         if (!wake_rate_allow(w->rate, worker_id, now, c->settings.wake_interval))
                 return;

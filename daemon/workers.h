@@ -131,8 +131,8 @@ int worker_remove(Control *c, const Origin *o, const char *worker_id, OpError *e
 int worker_get(Control *c, const char *worker_id, Worker **ret);
 int workers_list(Control *c, Worker ***ret, size_t *ret_n);
 /* Workers by state and, if ret_no_new_work is given, how many of those ONLINE or DRAINING last
- * said in a heartbeat that they ask for no new job (no_new_work in its metrics: a nearly full
- * disk, results they could not record). */
+ * said in a heartbeat that they ask for no new job (no_new_work in its metrics: results they
+ * could not record, path checks that hang, a nearly full disk). */
 int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX], uint64_t *ret_no_new_work);
 
 /* The state a worker is in at `now`, from its last_seen and drain flag (see top). */

@@ -212,8 +212,8 @@ bool worker_disk_low(Worker *w);
  * to the same mount would hang one more. Looked at before each poll, the change logged. */
 bool worker_checks_hung(Worker *w);
 /* Why the worker asks for no new job until there is room again: results the replay buffer
- * refused, path checks that hang, or a nearly full disk. Written to buf and returned; NULL when neither holds. STATUS=
- * and the heartbeats say the same. (Runs finishing beyond the slots hold new jobs back too, but
+ * refused, path checks that hang, or a nearly full disk. Written to buf and returned; NULL when
+ * none holds. STATUS= and the heartbeats say the same. (Runs finishing beyond the slots hold new jobs back too, but
  * only until a result is recorded: STATUS= says so, the heartbeats do not.) */
 const char *worker_no_new_work(Worker *w, char *buf, size_t size);
 /* Index of a free slot, or -EBUSY: also while worker_finishing_full(). */
