@@ -10,37 +10,58 @@
 
 /* When a job became claimable: the base of its FIFO place within one priority and of its aging.
  * A job scheduled for later has not been waiting before then. The claimable indexes (schema v10,
- * v11) are ordered by this very expression, so every ORDER BY here must spell it the same way. */
+ * v12) are ordered by this very expression, so every ORDER BY here must spell it the same way. */
 #define CLAIMABLE_AT "MAX(created_at, scheduled_at)"
-#define CANDIDATE    "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT " FROM jobs "
+#define CANDIDATE    "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT ", priority FROM jobs "
 
-/* The claim's statements over one of two partial indexes in the same order: jobs_claimable holds
- * every PENDING job, jobs_claimable_cpu (schema v11) only those without needs_gpu. A worker
- * without the "gpu" capability reads the latter, so it never walks the GPU jobs it cannot take:
- * with thousands of them at the head of the queue, each of its polls read them all, row by row.
- * Both are walked in claim order, so what such a worker gets is unchanged. */
-typedef struct ClaimQueries {
-        const char *scan;          /* no aging, in claim order: ?1 now, ?2 priority floor */
-        const char *next_priority; /* the highest priority below ?1, at least ?2 */
-        const char *lane;          /* one priority ?1, claimable at ?2, in CLAIMABLE_AT order */
-        const char *sorted;        /* by effective priority: ?1 now, ?2 floor, ?3 aging window */
-} ClaimQueries;
+/* The columns of a candidate row. */
+enum {
+        COL_JOB_ID,
+        COL_NEEDS_GPU,
+        COL_REQUIREMENTS,
+        COL_ATTEMPT_COUNT,
+        COL_CLAIMABLE_AT,
+        COL_PRIORITY,
+};
 
-#define CLAIM_QUERIES(index, pending)                                                                                  \
-        {                                                                                                              \
-                .scan = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority >= ?2 "                         \
-                                  "AND scheduled_at <= ?1 ORDER BY priority DESC, " CLAIMABLE_AT ", job_id",           \
-                .next_priority = "SELECT max(priority) FROM jobs INDEXED BY " index " WHERE " pending                  \
-                                 " AND priority < ?1 AND priority >= ?2",                                              \
-                .lane = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority = ?1 "                          \
-                                  "AND scheduled_at <= ?2 ORDER BY " CLAIMABLE_AT ", job_id",                          \
-                .sorted = CANDIDATE "INDEXED BY " index " WHERE " pending " AND priority >= ?2 "                       \
-                                    "AND scheduled_at <= ?1 ORDER BY priority + MAX(0, (?1 - " CLAIMABLE_AT            \
-                                    ") / ?3) DESC, " CLAIMABLE_AT ", job_id",                                          \
-        }
+/* ---- by class (schema v12) ----
+ *
+ * A class is the PENDING jobs with one needs_gpu and one requirements text: either a worker can
+ * take all of them or none. jobs_claimable_class holds them class by class, each class in claim
+ * order, so a claim finds the classes there are (one seek each), keeps those the worker can take,
+ * and merges their scans: the jobs it cannot take cost it nothing, however many wait ahead of its
+ * own. Before, it read them all, row by row, and parsed each one's requirements. */
+#define BY_CLASS "INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = ?3 AND requirements = ?4 "
 
-static const ClaimQueries claim_any = CLAIM_QUERIES("jobs_claimable", "status = 'PENDING'");
-static const ClaimQueries claim_cpu = CLAIM_QUERIES("jobs_claimable_cpu", "status = 'PENDING' AND needs_gpu = 0");
+/* The first class after requirements ?2 among the jobs with needs_gpu ?1, and its highest
+ * priority: the first row of the class in the index. */
+static const char *const class_next = "SELECT requirements, priority FROM jobs INDEXED BY jobs_claimable_class "
+                                      "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
+                                      "ORDER BY requirements, priority DESC LIMIT 1";
+/* No aging: a class in claim order. ?1 now, ?2 priority floor. */
+static const char *const class_scan = CANDIDATE BY_CLASS "AND priority >= ?2 AND scheduled_at <= ?1 "
+                                                         "ORDER BY priority DESC, " CLAIMABLE_AT ", job_id";
+/* Aging: the highest priority of a class below ?1, at least ?2. */
+static const char *const class_next_priority =
+        "SELECT max(priority) FROM jobs " BY_CLASS "AND priority < ?1 AND priority >= ?2";
+/* Aging: one priority ?1 of a class, claimable at ?2, in CLAIMABLE_AT order. */
+static const char *const class_lane = CANDIDATE BY_CLASS "AND priority = ?1 AND scheduled_at <= ?2 "
+                                                         "ORDER BY " CLAIMABLE_AT ", job_id";
+
+/* Past these the claim reads every claimable job in claim order instead, row by row: more
+ * distinct classes than are worth a seek each, or more scans (a class's, or with aging one per
+ * priority of each class) than the merge keeps open. */
+#define CLASSES_SEEN_MAX 64
+#define LANES_MAX        32
+
+/* ---- row by row, for queues beyond those limits ---- */
+#define ROW_BY_ROW                                                                                                     \
+        CANDIDATE "INDEXED BY jobs_claimable WHERE status = 'PENDING' AND priority >= ?2 AND scheduled_at <= ?1 "
+/* No aging: in claim order, the partial index's own. */
+static const char *const any_scan = ROW_BY_ROW "ORDER BY priority DESC, " CLAIMABLE_AT ", job_id";
+/* Aging: sorted by effective priority, ?3 the aging window. */
+static const char *const any_sorted =
+        ROW_BY_ROW "ORDER BY priority + MAX(0, (?1 - " CLAIMABLE_AT ") / ?3) DESC, " CLAIMABLE_AT ", job_id";
 
 /* Whether more than preempt_backlog claimable jobs are at or above the priority floor: every such
  * job counts, GPU or not, whichever worker asks. The subquery stops counting as soon as the
@@ -109,65 +130,104 @@ static bool capabilities_match(char *const *caps, bool needs_gpu, const char *re
         return true;
 }
 
-/* Without aging the claim order is the partial index's own order: the scan stops at the first
- * job that fits. */
-static int candidates(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, sqlite3_stmt **ret) {
-        int r = store_prepare(c->store, q->scan, ret);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-/* Whether the candidate in st's current row may go to this worker. */
-static bool eligible(sqlite3_stmt *st, char *const *capabilities, bool retries_ok) {
-        if (!retries_ok && sqlite3_column_int64(st, 3) > 0)
-                return false;
-        return capabilities_match(capabilities, sqlite3_column_int(st, 1) != 0,
-                                  (const char *) sqlite3_column_text(st, 2));
+static bool retry_job(sqlite3_stmt *st) {
+        return sqlite3_column_int64(st, COL_ATTEMPT_COUNT) > 0;
 }
 
 static int take(sqlite3_stmt *st, char **ret_job_id) {
-        char *id = strdup((const char *) sqlite3_column_text(st, 0));
+        char *id = strdup((const char *) sqlite3_column_text(st, COL_JOB_ID));
         if (!id)
                 return -ENOMEM;
         *ret_job_id = id;
         return 1;
 }
 
-/* ---- with aging: a merge of one scan per priority ----
+/* ---- the classes a worker can take ---- */
+
+typedef struct Class {
+        int needs_gpu;
+        char *requirements;
+        int64_t top_priority; /* the highest priority among its jobs */
+} Class;
+
+static void classes_free(Class *classes, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(classes[i].requirements);
+}
+
+/* The next class after *after (freed and replaced) among the jobs with needs_gpu, and its highest
+ * priority: 0 when there is none. */
+static int class_after(Control *c, int needs_gpu, char **after, int64_t *ret_top_priority) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, class_next, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, needs_gpu) < 0 || store_bind_text(st, 2, *after) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r <= 0)
+                return r;
+        const char *text = (const char *) sqlite3_column_text(st, 0); /* NOT NULL in the schema */
+        char *next = text ? strdup(text) : NULL;
+        if (!next)
+                return -ENOMEM;
+        free(*after);
+        *after = next;
+        *ret_top_priority = sqlite3_column_int64(st, 1);
+        return 1;
+}
+
+/* The classes of PENDING jobs this worker can take, into classes[LANES_MAX]. *ret_too_many when
+ * there are more classes, or more it can take, than the limits. A worker without the "gpu"
+ * capability does not even look at the classes of GPU jobs. */
+static int classes_find(Control *c, char *const *capabilities, Class *classes, size_t *ret_n, bool *ret_too_many) {
+        int max_needs_gpu = strv_contains(capabilities, "gpu") ? 1 : 0;
+        size_t seen = 0;
+        int r = 0;
+
+        *ret_n = 0;
+        *ret_too_many = false;
+        for (int needs_gpu = 0; needs_gpu <= max_needs_gpu; needs_gpu++) {
+                _cleanup_free_ char *after = strdup(""); /* every requirements text sorts after it */
+                int64_t top;
+                if (!after)
+                        return -ENOMEM;
+                while ((r = class_after(c, needs_gpu, &after, &top)) > 0) {
+                        if (++seen > CLASSES_SEEN_MAX) {
+                                *ret_too_many = true;
+                                return 0;
+                        }
+                        if (!capabilities_match(capabilities, needs_gpu, after))
+                                continue;
+                        if (*ret_n == LANES_MAX) {
+                                *ret_too_many = true;
+                                return 0;
+                        }
+                        classes[*ret_n] =
+                                (Class){.needs_gpu = needs_gpu, .requirements = strdup(after), .top_priority = top};
+                        if (!classes[*ret_n].requirements)
+                                return -ENOMEM;
+                        (*ret_n)++;
+                }
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- the merge of the classes' scans ----
  *
- * The effective priority priority + floor(waited / window) has no index, and sorting every PENDING
- * job per claim costs O(pending). But within one priority the job claimable longest has waited
- * longest, so each priority's jobs in CLAIMABLE_AT order (an index range of the claimable index)
- * come out in claim order already: the claim order is the merge of one such scan per distinct
- * priority, and a claim reads a few rows per priority instead of the whole queue. The distinct
- * priorities are found by seeking the index (one probe each). Past AGING_MERGE_MAX of them the
- * single sorting query is used instead. */
-#define AGING_MERGE_MAX 32
+ * Without aging each eligible class is one scan, already in claim order; the claim order of them
+ * all is their merge. With aging the effective priority priority + floor(waited / window) has no
+ * index, and sorting every PENDING job per claim costs O(pending). But within one priority of one
+ * class the job claimable longest has waited longest, so each such range of the index comes out
+ * in claim order already: the merge then takes one scan per priority of each eligible class, and
+ * a claim reads a few rows per scan instead of the whole queue. The distinct priorities are found
+ * by seeking the index (one probe each). */
 
 typedef struct Lane {
         sqlite3_stmt *st; /* NULL once exhausted */
-        int64_t priority;
 } Lane;
-
-static int next_priority_below(Control *c, const ClaimQueries *q, int64_t below, int64_t floor, bool *ret_found,
-                               int64_t *ret) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, q->next_priority, &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r < 0)
-                return r;
-        *ret_found = r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL;
-        if (*ret_found)
-                *ret = sqlite3_column_int64(st, 0);
-        return 0;
-}
 
 /* The lanes' statements are cached copies: done with, they are only reset. */
 static void lanes_done(Lane *lanes, size_t n) {
@@ -180,70 +240,105 @@ static void lane_exhausted(Lane *l) {
         l->st = NULL;
 }
 
-/* Opens one scan per distinct priority, each stepped to its first row. Returns the number of
- * lanes, or 0 when there are more than AGING_MERGE_MAX priorities. */
-static int lanes_open(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, Lane lanes[AGING_MERGE_MAX]) {
-        int64_t below = INT64_MAX, p;
-        size_t n = 0;
-        bool found;
-        int r;
-
-        for (;;) {
-                r = next_priority_below(c, q, below, floor, &found, &p);
-                if (r < 0 || !found)
-                        break;
-                if (n == AGING_MERGE_MAX) {
-                        lanes_done(lanes, n); /* too many: the caller sorts instead */
-                        return 0;
-                }
-                /* Copy n of the statement: several of these are open at once. */
-                r = store_prepare_copy(c->store, q->lane, (unsigned) n, &lanes[n].st);
-                if (r < 0)
-                        break;
-                lanes[n].priority = p;
-                if (sqlite3_bind_int64(lanes[n].st, 1, p) != SQLITE_OK ||
-                    sqlite3_bind_int64(lanes[n].st, 2, (int64_t) now) != SQLITE_OK) {
-                        n++;
-                        r = -ENOMEM;
-                        break;
-                }
-                n++;
-                r = store_step(c->store, lanes[n - 1].st);
-                if (r < 0)
-                        break;
-                if (r == 0)
-                        lane_exhausted(&lanes[n - 1]);
-                if (p == INT64_MIN)
-                        break;
-                below = p;
-        }
-        if (r < 0 || n == 0) {
-                lanes_done(lanes, n);
-                return r < 0 ? r : 0;
-        }
-        return (int) n;
+static int bind_class(sqlite3_stmt *st, const Class *k) {
+        if (store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0)
+                return -ENOMEM;
+        return 0;
 }
 
-/* Column 4 of a candidate row: CLAIMABLE_AT. */
-static int64_t effective(const Lane *l, usec_t now, usec_t window) {
-        usec_t since = (usec_t) sqlite3_column_int64(l->st, 4);
-        int64_t waited = now > since ? (int64_t) ((now - since) / window) : 0;
-        return l->priority + waited;
+/* Opens lane n over sql (a cached copy of its own: several are open at once) with a and b as ?1
+ * and ?2 and the class as ?3 and ?4, and steps it to its first row. */
+static int lane_open(Control *c, const char *sql, Lane *lanes, size_t n, int64_t a, int64_t b, const Class *k) {
+        Lane *l = &lanes[n];
+        int r = store_prepare_copy(c->store, sql, (unsigned) n, &l->st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(l->st, 1, a) < 0 || store_bind_int64(l->st, 2, b) < 0 || bind_class(l->st, k) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, l->st);
+        if (r == 0)
+                lane_exhausted(l);
+        return r < 0 ? r : 0;
+}
+
+static int class_next_priority_below(Control *c, const Class *k, int64_t below, int64_t floor, bool *ret_found,
+                                     int64_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, class_next_priority, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0 || bind_class(st, k) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        *ret_found = r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL;
+        if (*ret_found)
+                *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+/* With aging: one lane per priority of class k at or above floor, after the *n open already. */
+static int lanes_open_priorities(Control *c, const Class *k, usec_t now, int64_t floor, Lane *lanes, size_t *n,
+                                 bool *ret_too_many) {
+        int64_t p = k->top_priority;
+        bool found = p >= floor;
+        int r;
+
+        while (found) {
+                if (*n == LANES_MAX) {
+                        *ret_too_many = true;
+                        return 0;
+                }
+                r = lane_open(c, class_lane, lanes, (*n)++, p, (int64_t) now, k);
+                if (r < 0 || p == INT64_MIN)
+                        return r;
+                r = class_next_priority_below(c, k, p, floor, &found, &p);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Opens the lanes of the classes into lanes[LANES_MAX]; *n counts those opened, also on failure,
+ * for lanes_done(). */
+static int lanes_open(Control *c, const Class *classes, size_t n_classes, usec_t now, int64_t floor, Lane *lanes,
+                      size_t *n, bool *ret_too_many) {
+        int r = 0;
+
+        *n = 0;
+        for (size_t i = 0; i < n_classes && r >= 0 && !*ret_too_many; i++)
+                if (c->settings.aging_window > 0)
+                        r = lanes_open_priorities(c, &classes[i], now, floor, lanes, n, ret_too_many);
+                else
+                        r = lane_open(c, class_scan, lanes, (*n)++, (int64_t) now, floor, &classes[i]);
+        return r;
+}
+
+/* A candidate's effective priority: its priority, plus one per aging window it has waited. */
+static int64_t effective(sqlite3_stmt *st, usec_t now, usec_t window) {
+        int64_t priority = sqlite3_column_int64(st, COL_PRIORITY);
+        usec_t since = (usec_t) sqlite3_column_int64(st, COL_CLAIMABLE_AT);
+
+        if (window == 0 || now <= since)
+                return priority;
+        return priority + (int64_t) ((now - since) / window);
 }
 
 /* Whether lane a's head comes before lane b's in claim order (see schedule.h). */
 static bool lane_before(const Lane *a, const Lane *b, usec_t now, usec_t window) {
-        int64_t ea = effective(a, now, window), eb = effective(b, now, window);
+        int64_t ea = effective(a->st, now, window), eb = effective(b->st, now, window);
         if (ea != eb)
                 return ea > eb;
-        int64_t sa = sqlite3_column_int64(a->st, 4), sb = sqlite3_column_int64(b->st, 4);
+        int64_t sa = sqlite3_column_int64(a->st, COL_CLAIMABLE_AT), sb = sqlite3_column_int64(b->st, COL_CLAIMABLE_AT);
         if (sa != sb)
                 return sa < sb;
-        return strcmp((const char *) sqlite3_column_text(a->st, 0), (const char *) sqlite3_column_text(b->st, 0)) < 0;
+        return strcmp((const char *) sqlite3_column_text(a->st, COL_JOB_ID),
+                      (const char *) sqlite3_column_text(b->st, COL_JOB_ID)) < 0;
 }
 
-static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilities, bool retries_ok, usec_t now,
-                       char **ret_job_id) {
+/* Every job of the lanes fits the worker's capabilities; a retry job may still be one too many. */
+static int pick_merged(Control *c, Lane *lanes, size_t n, bool retries_ok, usec_t now, char **ret_job_id) {
         for (;;) {
                 Lane *best = NULL;
                 for (size_t i = 0; i < n; i++)
@@ -251,7 +346,7 @@ static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilit
                                 best = &lanes[i];
                 if (!best)
                         return 0;
-                if (eligible(best->st, capabilities, retries_ok))
+                if (retries_ok || !retry_job(best->st))
                         return take(best->st, ret_job_id);
                 int r = store_step(c->store, best->st);
                 if (r < 0)
@@ -261,50 +356,51 @@ static int pick_merged(Control *c, Lane *lanes, size_t n, char *const *capabilit
         }
 }
 
-/* The single query that sorts every claimable job by effective priority: for queues with more
- * distinct priorities than the merge takes. */
-static int candidates_sorted(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, sqlite3_stmt **ret) {
-        int r = store_prepare(c->store, q->sorted, ret);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(*ret, 1, (int64_t) now) < 0 || store_bind_int64(*ret, 2, floor) < 0 ||
-            store_bind_int64(*ret, 3, (int64_t) c->settings.aging_window) < 0)
-                return -ENOMEM;
-        return 0;
+static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
+                         char **ret_job_id, bool *ret_too_many) {
+        Class classes[LANES_MAX] = {};
+        Lane lanes[LANES_MAX] = {};
+        size_t n_classes = 0, n_lanes = 0;
+        int r;
+
+        r = classes_find(c, capabilities, classes, &n_classes, ret_too_many);
+        if (r >= 0 && !*ret_too_many)
+                r = lanes_open(c, classes, n_classes, now, floor, lanes, &n_lanes, ret_too_many);
+        if (r >= 0 && !*ret_too_many)
+                r = pick_merged(c, lanes, n_lanes, retries_ok, now, ret_job_id);
+        lanes_done(lanes, n_lanes);
+        classes_free(classes, n_classes);
+        return r;
 }
 
-static int pick_scanned(Control *c, sqlite3_stmt *st, char *const *capabilities, bool retries_ok, char **ret_job_id) {
-        int r;
+/* ---- row by row ---- */
+
+/* Whether the candidate in st's current row may go to this worker. */
+static bool eligible(sqlite3_stmt *st, char *const *capabilities, bool retries_ok) {
+        if (!retries_ok && retry_job(st))
+                return false;
+        return capabilities_match(capabilities, sqlite3_column_int(st, COL_NEEDS_GPU) != 0,
+                                  (const char *) sqlite3_column_text(st, COL_REQUIREMENTS));
+}
+
+static int pick_row_by_row(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
+                           char **ret_job_id) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        bool aging = c->settings.aging_window > 0;
+        int r = store_prepare(c->store, aging ? any_sorted : any_scan, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, (int64_t) now) < 0 || store_bind_int64(st, 2, floor) < 0 ||
+            (aging && store_bind_int64(st, 3, (int64_t) c->settings.aging_window) < 0))
+                return -ENOMEM;
         while ((r = store_step(c->store, st)) > 0)
                 if (eligible(st, capabilities, retries_ok))
                         return take(st, ret_job_id);
         return r;
 }
 
-static int pick_aged(Control *c, const ClaimQueries *q, usec_t now, int64_t floor, char *const *capabilities,
-                     bool retries_ok, char **ret_job_id) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        Lane lanes[AGING_MERGE_MAX] = {};
-        int n, r;
-
-        n = lanes_open(c, q, now, floor, lanes);
-        if (n < 0)
-                return n;
-        if (n > 0) {
-                r = pick_merged(c, lanes, (size_t) n, capabilities, retries_ok, now, ret_job_id);
-                lanes_done(lanes, (size_t) n);
-                return r;
-        }
-        r = candidates_sorted(c, q, now, floor, &st);
-        if (r < 0)
-                return r;
-        return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);
-}
-
 int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, usec_t now, char **ret_job_id) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        const ClaimQueries *q = strv_contains(capabilities, "gpu") ? &claim_any : &claim_cpu;
-        bool gated, retries_ok;
+        bool gated, retries_ok, too_many = false;
         int64_t floor;
         int r;
 
@@ -316,10 +412,8 @@ int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, 
         if (r < 0)
                 return r;
         floor = gated ? c->settings.preempt_priority_floor : INT64_MIN;
-        if (c->settings.aging_window > 0)
-                return pick_aged(c, q, now, floor, capabilities, retries_ok, ret_job_id);
-        r = candidates(c, q, now, floor, &st);
-        if (r < 0)
+        r = pick_by_class(c, now, floor, capabilities, retries_ok, ret_job_id, &too_many);
+        if (r != 0 || !too_many)
                 return r;
-        return pick_scanned(c, st, capabilities, retries_ok, ret_job_id);
+        return pick_row_by_row(c, now, floor, capabilities, retries_ok, ret_job_id);
 }

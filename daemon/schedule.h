@@ -11,11 +11,13 @@
  * when more than preempt_backlog (> 0) claimable jobs (PENDING, scheduled_at reached) have a
  * priority >= preempt_priority_floor, only those are handed out (the preemption gate).
  *
- * The candidates come from a partial index on PENDING jobs, so terminal jobs never cost a thing
- * however many there are; for a worker without the "gpu" capability, from the one that holds only
- * the PENDING jobs without needs_gpu, so GPU jobs cost its polls nothing either. The other checks
- * (requirements, retry jobs) are made row by row: a worker that lacks a requirement still reads
- * every job that needs it ahead of the first it can take. */
+ * The candidates come from partial indexes on PENDING jobs, so terminal jobs never cost a thing
+ * however many there are. The claim seeks the classes of PENDING jobs (one needs_gpu and one
+ * requirements text each) and reads only those the worker can take, so jobs that need what it
+ * lacks cost its polls nothing either. Past 64 classes, or more than 32 scans to merge (a class,
+ * or with aging a priority of a class), it reads every claimable job in claim order and checks
+ * each, as the retry limit always is: a worker that holds its limit of retry jobs still reads
+ * every retry job ahead of the first other one. */
 #pragma once
 
 #include "control.h"

@@ -33,7 +33,12 @@
  *       (the claim queries spell it exactly so, daemon/schedule.c).
  *   v11 jobs_claimable_cpu: the same order, only the PENDING jobs without needs_gpu. A worker
  *       without GPUs claims from it, so a poll of such a worker no longer reads every GPU job
- *       queued ahead of its own, row by row (12 to 16 ms per poll behind 20,000 of them). */
+ *       queued ahead of its own, row by row (12 to 16 ms per poll behind 20,000 of them).
+ *   v12 jobs_claimable_class: the PENDING jobs by class (needs_gpu, requirements), each class in
+ *       claim order. A claim seeks the classes and merges the scans of those the worker can take
+ *       (daemon/schedule.c), so no poll reads the jobs that need what its worker lacks, GPU or
+ *       any other requirement (19 ms per poll behind 20,000 such jobs, before). It replaces
+ *       jobs_claimable_cpu, the GPU-only case of it. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -173,6 +178,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         /* v11 (in parentheses: two literals make one element, not two) */
         ("CREATE INDEX jobs_claimable_cpu ON jobs(priority DESC, MAX(created_at, scheduled_at), job_id) "
          "WHERE status = 'PENDING' AND needs_gpu = 0;"),
+
+        /* v12 (in parentheses, as v11) */
+        ("CREATE INDEX jobs_claimable_class ON jobs(needs_gpu, requirements, priority DESC, "
+         "MAX(created_at, scheduled_at), job_id) WHERE status = 'PENDING';"
+         "DROP INDEX jobs_claimable_cpu;"),
 };
 
 static int exec(sqlite3 *db, const char *sql) {

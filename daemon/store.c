@@ -312,7 +312,14 @@ int store_open(const char *path, const char *synchronous, Store **ret) {
         chmod_if_exists(path, "-wal");
         chmod_if_exists(path, "-shm");
 
-        r = store_schema_migrate(s->db, STORE_SCHEMA_VERSION);
+        /* A migration that builds an index sorts every row it covers: in temporary files, not in
+         * memory as the store's own temporary data is (about 70 MiB per million PENDING jobs for
+         * v12's, where the store otherwise runs in 15 MiB). SQLite unlinks them at once. */
+        r = store_exec(s, "PRAGMA temp_store = FILE");
+        if (r >= 0)
+                r = store_schema_migrate(s->db, STORE_SCHEMA_VERSION);
+        if (r >= 0)
+                r = store_exec(s, "PRAGMA temp_store = MEMORY");
         if (r < 0)
                 return log_error_errno(r, "Cannot use database %s: %m", path);
         r = load_committed_event_id(s);

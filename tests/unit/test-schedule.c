@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "core-test-util.h"
+#include "macro.h"
+#include "protocol.h"
 #include "store-schema.h"
 #include "store.h"
 #include "strv.h"
@@ -276,34 +278,37 @@ static void test_aging_claim_seeks_per_priority_without_sorting(void) {
         test_control_free(c);
 }
 
-/* The job the claim order (schedule.h) puts first, by one query that sorts every claimable job;
- * only among the jobs without needs_gpu when cpu_only. Empty when there is none. */
-static void reference_next(Control *c, bool cpu_only, char want[64]) {
+/* The job the claim order (schedule.h) puts first for a worker with capabilities caps (comma
+ * separated), by one query that sorts every claimable job it can take. Empty when there is none. */
+static void reference_next(Control *c, const char *caps, char want[64]) {
         sqlite3_stmt *st = NULL;
         want[0] = 0;
         sqlite3_prepare_v2(c->store->db,
                            "SELECT job_id FROM jobs WHERE status = 'PENDING' AND scheduled_at <= ?1 "
-                           "AND (?3 = 0 OR needs_gpu = 0) "
+                           "AND (needs_gpu = 0 OR instr(',' || ?3 || ',', ',gpu,') > 0) "
+                           "AND NOT EXISTS (SELECT 1 FROM json_each(requirements) r "
+                           "                WHERE instr(',' || ?3 || ',', ',' || r.value || ',') = 0) "
                            "ORDER BY priority + (CASE WHEN ?2 > 0 THEN MAX(0, (?1 - MAX(created_at, scheduled_at)) "
                            "/ ?2) ELSE 0 END) DESC, MAX(created_at, scheduled_at), job_id LIMIT 1",
                            -1, &st, NULL);
         sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
         sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
-        sqlite3_bind_int(st, 3, cpu_only);
+        sqlite3_bind_text(st, 3, caps ? caps : "", -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW)
                 snprintf(want, 64, "%s", sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
 }
 
-/* Claims for worker_id until it gets nothing, each claim checked against reference_next(): whether
- * every one matched and both ran out together; *ret_n gets how many were claimed. */
-static bool claims_follow_reference(Control *c, const char *worker_id, bool cpu_only, int *ret_n) {
+/* Claims for worker_id (registered with caps) until it gets nothing, each claim checked against
+ * reference_next(): whether every one matched and both ran out together; *ret_n gets how many
+ * were claimed. */
+static bool claims_follow_reference(Control *c, const char *worker_id, const char *caps, int *ret_n) {
         bool same = true;
         int n = 0;
 
         for (;;) {
                 char want[64];
-                reference_next(c, cpu_only, want);
+                reference_next(c, caps, want);
                 _cleanup_free_ char *got = claim_id(c, worker_id);
                 if (!got || !want[0]) {
                         same = same && !got && !want[0];
@@ -331,7 +336,7 @@ static void check_aging_order(int n_priorities, const char *what) {
                                  i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0, id);
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
-        bool same = claims_follow_reference(c, "w1", false, &n);
+        bool same = claims_follow_reference(c, "w1", NULL, &n);
         ok(same && n == 90, "%s: all 90 jobs in the sorted order (%d claimed)", what, n);
         test_control_free(c);
 }
@@ -366,7 +371,7 @@ static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const 
                 cpu_jobs += !s.needs_gpu;
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
-        bool same = claims_follow_reference(c, "cpu", true, &n);
+        bool same = claims_follow_reference(c, "cpu", "linux", &n);
         ok(same && n == cpu_jobs, "%s: the CPU worker gets all %d CPU jobs in claim order (%d claimed)", what, cpu_jobs,
            n);
         _cleanup_free_ char *g = claim_id(c, "gpu");
@@ -378,6 +383,59 @@ static void test_cpu_worker_gets_cpu_jobs_in_claim_order(void) {
         check_cpu_worker_order(0, 4, "no aging");
         check_cpu_worker_order(3 * USEC_PER_SEC, 4, "aging, merged");
         check_cpu_worker_order(3 * USEC_PER_SEC, 50, "aging, sorted");
+}
+
+/* Jobs of n_classes classes: none, or requirement "r<k>", k = 1..n_classes - 1; every fifth one
+ * needs a GPU as well. Workers taking some classes, others, and all they can (a worker has at most
+ * LIMIT_REQUIREMENTS capabilities: "gpu", r1 to r63) get exactly the jobs they can take, in the
+ * claim order of the sorting query. */
+static void check_class_order(usec_t aging_window, int n_priorities, int n_classes, const char *what) {
+        Control *c = test_control_new();
+        _cleanup_free_ char *all = strdup("gpu");
+        int got[3] = {}, takeable = 0;
+        bool same[3];
+        JobSpec s;
+
+        for (int k = 1; k < MIN(n_classes, LIMIT_REQUIREMENTS); k++) {
+                char *more = NULL;
+                if (asprintf(&more, "%s,r%d", all, k) < 0)
+                        tap_bail("out of memory");
+                free(all);
+                all = more;
+        }
+        test_register(c, "some", "linux,r1,r3");
+        test_register(c, "gpu", "gpu,r2");
+        test_register(c, "all", all);
+        c->settings.aging_window = aging_window;
+        job_spec_init(&s);
+        s.command = "x";
+        for (int i = 0; i < 150; i++) {
+                char req[16], *reqs[] = {req, NULL};
+                int k = i % n_classes;
+                snprintf(req, sizeof(req), "r%d", k);
+                s.requirements = k > 0 ? reqs : NULL;
+                s.needs_gpu = i % 5 == 2;
+                s.priority = (i * 11) % n_priorities;
+                s.scheduled_at = i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0;
+                test_submit_spec(c, &s);
+                takeable += k < LIMIT_REQUIREMENTS;
+                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
+        }
+        same[0] = claims_follow_reference(c, "some", "linux,r1,r3", &got[0]);
+        same[1] = claims_follow_reference(c, "gpu", "gpu,r2", &got[1]);
+        test_advance(c, 30 * USEC_PER_SEC); /* every scheduled job is due */
+        same[2] = claims_follow_reference(c, "all", all, &got[2]);
+        ok(same[0] && same[1] && same[2] && got[0] > 0 && got[1] > 0 && got[0] + got[1] + got[2] == takeable,
+           "%s: each worker gets the jobs it can take in claim order (%d, %d, %d of %d)", what, got[0], got[1], got[2],
+           takeable);
+        test_control_free(c);
+}
+
+static void test_classes_merge_in_claim_order(void) {
+        check_class_order(0, 4, 6, "6 classes, no aging");
+        check_class_order(3 * USEC_PER_SEC, 3, 6, "6 classes, aging, merged");
+        check_class_order(3 * USEC_PER_SEC, 9, 6, "6 classes x 9 priorities, aging: more scans than the merge keeps");
+        check_class_order(0, 4, 70, "70 classes: more than are sought, row by row");
 }
 
 static int count_op(void *userdata) {
@@ -395,17 +453,23 @@ static long claim_ops(Control *c, const char *worker_id, char **ret_id) {
         return ops;
 }
 
-static void add_gpu_jobs(Control *c, int n, int64_t priority) {
-        char sql[512], *msg = NULL;
+/* n PENDING jobs of one class, submitted an hour ago. */
+static void add_jobs(Control *c, int n, int64_t priority, bool needs_gpu, const char *requirements) {
+        char sql[768], *msg = NULL;
         static int next = 0;
-        snprintf(sql, sizeof(sql),
-                 "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < %d) "
-                 "INSERT INTO jobs (job_id, status, command, priority, needs_gpu, created_at, updated_at) "
-                 "SELECT printf('gpu%%08d', x + %d), 'PENDING', 'x', %lld, 1, %lld, 0 FROM k",
-                 n, next, (long long) priority, (long long) c->clock_override - USEC_PER_HOUR);
+        snprintf(
+                sql, sizeof(sql),
+                "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < %d) "
+                "INSERT INTO jobs (job_id, status, command, priority, needs_gpu, requirements, created_at, updated_at) "
+                "SELECT printf('bulk%%08d', x + %d), 'PENDING', 'x', %lld, %d, '%s', %lld, 0 FROM k",
+                n, next, (long long) priority, needs_gpu, requirements, (long long) c->clock_override - USEC_PER_HOUR);
         next += n;
         if (sqlite3_exec(c->store->db, sql, NULL, NULL, &msg) != SQLITE_OK)
-                tap_bail("GPU jobs: %s", msg);
+                tap_bail("bulk jobs: %s", msg);
+}
+
+static void add_gpu_jobs(Control *c, int n, int64_t priority) {
+        add_jobs(c, n, priority, true, "[]");
 }
 
 /* A CPU worker's poll does the same work whether 20 or 2,020 GPU jobs wait ahead of its own job
@@ -435,20 +499,59 @@ static void test_cpu_worker_poll_reads_no_gpu_job(void) {
         check_cpu_poll_skips_gpu_jobs(5 * 60 * USEC_PER_SEC, "aging");
 }
 
-static void test_cpu_claim_uses_its_partial_index(void) {
+/* The same for jobs that need something else the worker lacks: 20 or 2,020 of them ahead, a poll
+ * of a worker without it does the same work, and it gets its own job behind them. */
+static void check_poll_skips_unmet_requirements(usec_t aging_window, const char *what) {
+        Control *c = test_control_new();
+        char *none_few = NULL, *none_many = NULL, *got = NULL;
+        char own[RANDOM_ID_SIZE];
+
+        test_register(c, "cpu", "linux");
+        c->settings.aging_window = aging_window;
+        add_jobs(c, 20, 5, false, "[\"cuda\"]");
+        add_jobs(c, 10, 5, false, "[\"linux\",\"avx512\"]");
+        long few = claim_ops(c, "cpu", &none_few);
+        add_jobs(c, 2000, 5, false, "[\"cuda\"]");
+        add_jobs(c, 1000, 5, false, "[\"linux\",\"avx512\"]");
+        long many = claim_ops(c, "cpu", &none_many);
+        ok(!none_few && !none_many && many < few + 100,
+           "%s: an empty poll behind 3,030 jobs needing what it lacks costs what it does behind 30 (%ld, %ld VM "
+           "steps)",
+           what, many, few);
+        submit_scheduled(c, 0, 0, own);
+        long behind = claim_ops(c, "cpu", &got);
+        is_str(got, own, "%s: the job it can take behind them is claimed (%ld VM steps)", what, behind);
+        free(got);
+        free(none_few);
+        free(none_many);
+        test_control_free(c);
+}
+
+static void test_poll_reads_no_job_needing_what_its_worker_lacks(void) {
+        check_poll_skips_unmet_requirements(0, "no aging");
+        check_poll_skips_unmet_requirements(5 * 60 * USEC_PER_SEC, "aging");
+}
+
+static void test_class_claim_uses_its_partial_index(void) {
         Control *c = test_control_new();
         ok(test_plan_uses(c,
-                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_cpu WHERE status = 'PENDING' AND "
-                          "needs_gpu = 0 AND priority >= ?2 AND scheduled_at <= ?1 ORDER BY priority DESC, "
-                          "MAX(created_at, scheduled_at), job_id",
-                          "jobs_claimable_cpu"),
-           "a CPU worker's claim walks jobs_claimable_cpu in order, no sort");
+                          "SELECT requirements, priority FROM jobs INDEXED BY jobs_claimable_class WHERE status = "
+                          "'PENDING' AND needs_gpu = ?1 AND requirements > ?2 ORDER BY requirements, priority DESC "
+                          "LIMIT 1",
+                          "jobs_claimable_class (needs_gpu=? AND requirements>?)"),
+           "the next class and its highest priority are one seek");
         ok(test_plan_uses(c,
-                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_cpu WHERE status = 'PENDING' AND "
-                          "needs_gpu = 0 AND priority = ?1 AND scheduled_at <= ?2 ORDER BY "
+                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
+                          "needs_gpu = ?3 AND requirements = ?4 AND priority >= ?2 AND scheduled_at <= ?1 "
+                          "ORDER BY priority DESC, MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND priority>?)"),
+           "a class comes out of the index in claim order, no sort");
+        ok(test_plan_uses(c,
+                          "SELECT job_id FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
+                          "needs_gpu = ?3 AND requirements = ?4 AND priority = ?1 AND scheduled_at <= ?2 ORDER BY "
                           "MAX(created_at, scheduled_at), job_id",
-                          "jobs_claimable_cpu (priority=?)"),
-           "and its aging lanes too");
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND priority=?)"),
+           "and so does one priority of it, for the aging merge");
         test_control_free(c);
 }
 
@@ -520,7 +623,9 @@ int main(void) {
         test_aging_merge_matches_the_sorted_order();
         test_cpu_worker_gets_cpu_jobs_in_claim_order();
         test_cpu_worker_poll_reads_no_gpu_job();
-        test_cpu_claim_uses_its_partial_index();
+        test_classes_merge_in_claim_order();
+        test_poll_reads_no_job_needing_what_its_worker_lacks();
+        test_class_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();
 }

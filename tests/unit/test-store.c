@@ -123,11 +123,14 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
                                   "('jobs_lease', 'audit_worker', 'audit_event', 'jobs_terminal')"),
                        0, "v%d lost the indexes no query used (v6, v8)", v);
-                is_int(pragma_int(c.store,
-                                  "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                                  "('jobs_claimable', 'jobs_claimable_cpu', 'jobs_retry', 'jobs_held', 'jobs_worker', "
-                                  "'jobs_created', 'jobs_status_created', 'jobs_scheduled', 'audit_ts', 'audit_job')"),
-                       10, "v%d has every index a query uses (v6, v7, v8, v11)", v);
+                is_int(pragma_int(
+                               c.store,
+                               "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                               "('jobs_claimable', 'jobs_claimable_class', 'jobs_retry', 'jobs_held', 'jobs_worker', "
+                               "'jobs_created', 'jobs_status_created', 'jobs_scheduled', 'audit_ts', 'audit_job')"),
+                       10, "v%d has every index a query uses (v6, v7, v8, v12)", v);
+                is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_claimable_cpu'"), 0,
+                       "v%d lost the GPU-only claim index jobs_claimable_class replaces (v12)", v);
                 is_int(pragma_int(c.store,
                                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND sql LIKE '% IN (%'"),
                        0, "v%d has no partial index with an IN list (v8)", v);
