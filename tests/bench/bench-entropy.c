@@ -21,6 +21,8 @@
 #define DRAIN_USEC        (30 * USEC_PER_SEC)
 #define PRELOAD_MAX_USEC  (6 * USEC_PER_HOUR)
 #define MAX_LOGGED_ERRORS 5
+/* What the --blocked jobs need and no simulated worker has (they register with no capability). */
+#define BLOCKED_REQUIREMENT "entropy-bench-unmet"
 /* SHA-256 of the empty file: what a worker reports for the empty stdout of `true`. */
 #define SHA256_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -36,6 +38,7 @@ typedef struct EntropyLoad {
         LoadMode mode;
         EntropyResult *result;
         uint64_t errors, empty_polls;
+        uint64_t blocked_left; /* MODE_PRELOAD: submits still to make with BLOCKED_REQUIREMENT */
 } EntropyLoad;
 
 typedef struct SimWorker {
@@ -85,6 +88,12 @@ static int send_register(SimWorker *w) {
 
 static int send_submit(SimWorker *w) {
         static const char body[] = "{\"command\":\"true\",\"args\":[]}";
+        static const char blocked[] =
+                "{\"command\":\"true\",\"args\":[],\"requirements\":[\"" BLOCKED_REQUIREMENT "\"]}";
+        if (w->run->blocked_left > 0) {
+                w->run->blocked_left--;
+                return sim_send(w, REQ_SUBMIT, "POST", "/jobs", true, blocked, sizeof(blocked) - 1);
+        }
         return sim_send(w, REQ_SUBMIT, "POST", "/jobs", true, body, sizeof(body) - 1);
 }
 
@@ -255,15 +264,15 @@ static void sim_workers_free(SimWorker *w, size_t n) {
         free(w);
 }
 
-/* One closed-loop run of n simulated workers in the given mode; progress, if given, is called
- * every few seconds. */
+/* One closed-loop run of n simulated workers in the given mode, the first `blocked` of its submits
+ * jobs that no simulated worker can take; progress, if given, is called every few seconds. */
 static int entropy_run_progress(ControlPlane *cp, LoadMode mode, size_t n, usec_t duration, uint64_t max_cycles,
-                                EntropyResult *result, EntropyLoad *ret, void (*progress)(Load *l)) {
+                                uint64_t blocked, EntropyResult *result, EntropyLoad *ret, void (*progress)(Load *l)) {
         _cleanup_free_ LoadClient **clients = NULL;
         SimWorker *w;
         int r;
 
-        *ret = (EntropyLoad){.cp = cp, .mode = mode, .result = result};
+        *ret = (EntropyLoad){.cp = cp, .mode = mode, .result = result, .blocked_left = blocked};
         w = calloc(n, sizeof(SimWorker));
         clients = calloc(n, sizeof(LoadClient *));
         if (!w || !clients) {
@@ -294,7 +303,7 @@ int control_plane_submit(ControlPlane *cp, size_t clients, uint64_t n, uint64_t 
         EntropyLoad run;
         int r;
 
-        r = entropy_run_progress(cp, MODE_PRELOAD, clients, PRELOAD_MAX_USEC, n, &scratch, &run, NULL);
+        r = entropy_run_progress(cp, MODE_PRELOAD, clients, PRELOAD_MAX_USEC, n, 0, &scratch, &run, NULL);
         for (size_t i = 0; i < _REQ_MAX; i++)
                 latency_free(&scratch.latency[i]);
         *ret_done = run.load.cycles;
@@ -309,8 +318,10 @@ static void preload_progress(Load *l) {
                  (double) el / USEC_PER_SEC, (double) l->cycles * USEC_PER_SEC / (double) MAX(el, (usec_t) 1));
 }
 
-/* Tops the pending queue up to --preload jobs through POST /jobs, K submits in flight. A reused
- * --state-directory keeps what an earlier run preloaded, so the slow part is paid once. */
+/* Tops the pending queue up to --preload jobs through POST /jobs, K submits in flight, the first
+ * --blocked of them jobs no simulated worker can take (the PENDING jobs already stored count as
+ * the first). A reused --state-directory keeps what an earlier run preloaded, so the slow part is
+ * paid once. */
 static int phase_preload(ControlPlane *cp, const BenchSettings *s, EntropyResult *res) {
         uint64_t counts[_JOB_STATE_MAX];
         EntropyResult scratch = {};
@@ -326,8 +337,12 @@ static int phase_preload(ControlPlane *cp, const BenchSettings *s, EntropyResult
         res->preload_existing = counts[JOB_PENDING];
         if (res->preload_existing >= res->preload_target)
                 return 0;
+        uint64_t blocked =
+                (uint64_t) s->blocked > res->preload_existing ? (uint64_t) s->blocked - res->preload_existing : 0;
         r = entropy_run_progress(cp, MODE_PRELOAD, (size_t) s->workers, PRELOAD_MAX_USEC,
-                                 res->preload_target - res->preload_existing, &scratch, &run, preload_progress);
+                                 res->preload_target - res->preload_existing, blocked, &scratch, &run,
+                                 preload_progress);
+        res->preload_blocked = blocked - run.blocked_left;
         for (size_t i = 0; i < _REQ_MAX; i++)
                 latency_free(&scratch.latency[i]);
         res->preload_done = run.load.cycles;
@@ -382,7 +397,7 @@ static int phase_lifecycles(ControlPlane *cp, const BenchSettings *s, EntropyRes
         res->journal_failures = -1;
         res->journald = access("/run/systemd/journal/socket", F_OK) >= 0;
         bool have_cpu = control_plane_cpu(cp, &cpu0) >= 0;
-        r = entropy_run_progress(cp, MODE_LIFECYCLE, (size_t) s->workers, s->duration, (uint64_t) s->jobs, res, &run,
+        r = entropy_run_progress(cp, MODE_LIFECYCLE, (size_t) s->workers, s->duration, (uint64_t) s->jobs, 0, res, &run,
                                  NULL);
         res->ran = true;
         res->lifecycles = run.load.cycles;
@@ -417,8 +432,8 @@ static int phase_startup(ControlPlane *cp, const BenchSettings *s, EntropyResult
         EntropyLoad run;
         int r;
 
-        r = entropy_run_progress(cp, MODE_HOLD, (size_t) s->workers, DRAIN_USEC, (uint64_t) s->workers, &scratch, &run,
-                                 NULL);
+        r = entropy_run_progress(cp, MODE_HOLD, (size_t) s->workers, DRAIN_USEC, (uint64_t) s->workers, 0, &scratch,
+                                 &run, NULL);
         for (size_t i = 0; i < _REQ_MAX; i++)
                 latency_free(&scratch.latency[i]);
         res->errors += run.errors;

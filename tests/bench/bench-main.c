@@ -2,6 +2,7 @@
  * from one table (flags, ENTROPY_* environment, config file, --help), runs the phases of bench.h
  * in a temporary work directory, prints the report and exits 1 when a phase failed or found the
  * control plane answering against the contract. */
+#include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ static const ConfOption bench_options[] = {
             0, INT64_MAX),
         OPT("preload", 0, CONF_INT, preload, "0", "N",
             "Pending jobs in the queue (submitted over HTTP) before the measured phase", 0, 100000000),
+        OPT("blocked", 0, CONF_INT, blocked, "0", "N",
+            "Of those, the first N need a capability no simulated worker has: every claim is made behind them", 0,
+            100000000),
         OPT("startup", 0, CONF_BOOL, startup, "no", NULL, "Measure restart time to READY=1 with the jobs stored", 0, 0),
         OPT("startup-runs", 0, CONF_INT, startup_runs, "3", "N", "Restarts measured by --startup", 1, 8),
         OPT("entropy", 0, CONF_BOOL, entropy, "yes", NULL, "Run the control-plane phase", 0, 0),
@@ -120,6 +124,9 @@ static int settings_finish(BenchSettings *s) {
                 s->e2e_jobs = MIN(s->e2e_jobs, (int64_t) SHORT_E2E_JOBS);
                 s->startup_runs = 1;
         }
+        if (s->blocked > s->preload)
+                return log_error_errno(-EINVAL, "--blocked=%" PRId64 " is more than --preload=%" PRId64 ".", s->blocked,
+                                       s->preload);
         if (s->duration == 0 || s->duration == USEC_INFINITY)
                 return log_error_errno(-EINVAL, "--duration must be finite and above zero: every load is bounded.");
         if (!streq(s->beanstalkd, "auto") && !streq(s->beanstalkd, "yes") && !streq(s->beanstalkd, "no"))

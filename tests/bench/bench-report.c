@@ -63,6 +63,10 @@ static void human_preload(const EntropyResult *e) {
                " submitted in %.1f s (%.0f/s)\n",
                e->preload_target, e->preload_existing, e->preload_done, (double) e->preload_elapsed / USEC_PER_SEC,
                per_sec(e->preload_done, e->preload_elapsed));
+        if (e->preload_blocked > 0)
+                printf("  blocked             %" PRIu64 " of the submitted need a capability no simulated worker has: "
+                       "every claim is made behind them\n",
+                       e->preload_blocked);
 }
 
 static void human_requests(EntropyResult *e) {
@@ -231,6 +235,7 @@ static json_object *json_entropy(EntropyResult *e) {
         json_add_int64(pre, "target", (int64_t) e->preload_target);
         json_add_int64(pre, "existing", (int64_t) e->preload_existing);
         json_add_int64(pre, "submitted", (int64_t) e->preload_done);
+        json_add_int64(pre, "blocked", (int64_t) e->preload_blocked);
         json_add_double(pre, "elapsed_s", (double) e->preload_elapsed / USEC_PER_SEC);
         json_object_object_add(o, "preload", pre);
         if (e->n_startup > 0)

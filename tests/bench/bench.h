@@ -28,6 +28,7 @@ typedef struct BenchSettings {
         int64_t jobs; /* lifecycles; 0 = as many as fit in duration */
         usec_t duration;
         int64_t preload;
+        int64_t blocked; /* of the preloaded jobs, those that need a capability no simulated worker has */
         bool startup;
         int64_t startup_runs;
         char *beanstalkd; /* "auto", "yes" or "no" */
@@ -70,6 +71,7 @@ typedef struct EntropyResult {
         int64_t journal_failures;
 
         uint64_t preload_target, preload_existing, preload_done;
+        uint64_t preload_blocked; /* of preload_done, the jobs no simulated worker can take */
         usec_t preload_elapsed;
 
         bool verified; /* the store agrees with what the bench did */

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """test-bench-smoke: entropy-bench (tests/bench, docs/performance.md) still works.
 
-Runs the benchmark in --short mode twice, within about 15 s:
+Runs the benchmark in --short mode three times, within about 20 s:
   - against a control plane this test starts through the harness (--url), then checks through
     the HTTP API, job by job, that every job the bench submitted is COMPLETED: the bench's load is
     also a correctness check of the full worker protocol under concurrency;
   - on its own, as documented: it starts entropy-control from the build tree itself, measures one
-    restart (--startup), and runs the beanstalkd reference when beanstalkd is installed.
+    restart (--startup), and runs the beanstalkd reference when beanstalkd is installed;
+  - with --blocked: jobs no simulated worker can take stay PENDING ahead of the load, and every
+    other job still completes.
 The numbers are only checked for sanity (non-zero, ordered), never against the targets: CI
 machines are too noisy for that; the targets are recorded in docs/performance.md.
 """
@@ -57,16 +59,21 @@ def all_jobs(cp):
     return jobs
 
 
-@test
-def test_bench_short_run_completes_every_job(t):
-    cp = t.control_plane()
+def url_args(t, cp):
+    """The options that point the bench at the harness's control plane cp."""
     admin_file = os.path.join(t.tmp, "admin-token")
     worker_file = os.path.join(t.tmp, "worker-token")
     for path, tok in ((admin_file, ADMIN_TOKEN), (worker_file, WORKER_TOKEN)):
         with open(path, "w") as f:
             f.write(tok + "\n")
-    report = run_bench(t, [f"--url={cp.url}", f"--pid={cp.proc.pid}", f"--admin-token-file={admin_file}",
-                           f"--worker-token-file={worker_file}", "--beanstalkd=no", "--workers=32"])
+    return [f"--url={cp.url}", f"--pid={cp.proc.pid}", f"--admin-token-file={admin_file}",
+            f"--worker-token-file={worker_file}"]
+
+
+@test
+def test_bench_short_run_completes_every_job(t):
+    cp = t.control_plane()
+    report = run_bench(t, url_args(t, cp) + ["--beanstalkd=no", "--workers=32"])
     e = report["entropy"]
     check_entropy_numbers(t, e)
 
@@ -103,6 +110,27 @@ def test_bench_starts_its_own_daemons(t):
                     "as root (CI) the reference phase must run")
     else:
         print("# beanstalkd is not installed: reference phase not checked")
+
+
+@test
+def test_bench_claims_behind_jobs_no_worker_can_take(t):
+    cp = t.control_plane()
+    report = run_bench(t, url_args(t, cp) + ["--beanstalkd=no", "--workers=16", "--preload=300", "--blocked=300"])
+    e = report["entropy"]
+    check_entropy_numbers(t, e)
+    t.eq((e["preload"]["submitted"], e["preload"]["blocked"]), (300, 300), "300 blocked jobs submitted first")
+    jobs = all_jobs(cp)
+    pending = [j for j in jobs if j["status"] == "PENDING"]
+    t.eq(len(pending), 300, "the blocked jobs are still PENDING")
+    t.ok(all(j.get("requirements") == ["entropy-bench-unmet"] for j in pending),
+         "each needs the capability no simulated worker has")
+    done = [j for j in jobs if j["status"] == "COMPLETED"]
+    t.eq(len(done), e["lifecycles"], "every other job completed, one per lifecycle")
+    t.eq(len(jobs), 300 + e["lifecycles"], "nothing else is stored")
+
+    proc = t.run_cmd([BENCH, "--preload=10", "--blocked=11"], timeout=30)
+    t.ok(proc.returncode != 0 and "--blocked=11 is more than --preload=10" in proc.stderr,
+         f"more blocked than preloaded is refused: {proc.returncode} {proc.stderr.strip()}")
 
 
 if __name__ == "__main__":
