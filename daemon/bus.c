@@ -214,8 +214,14 @@ static void bus_emit_queued(Bus *b) {
                 return;
         if (b->c->store && b->c->store->batch_open)
                 (void) control_flush(b->c); /* logs its failure and answers the held requests */
+        /* The rows they read (a new job's properties, the counters) in one read transaction: one
+         * snapshot, and SQLite's read lock on the WAL taken once instead of once per row. */
+        bool read_tx = b->c->store && !b->c->store->batch_open && !b->c->store->in_transaction &&
+                       store_exec(b->c->store, "BEGIN") >= 0;
         bus_objects_emit_queued(b);
         bus_manager_emit_counts(b);
+        if (read_tx)
+                (void) store_exec(b->c->store, "COMMIT");
 }
 
 static int on_emit(sd_event_source *s, void *userdata) {
