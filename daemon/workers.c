@@ -249,12 +249,34 @@ static int store_state(Control *c, const Origin *o, const char *worker_id, Worke
         return audit_worker(c, o, worker_id, to == WORKER_OFFLINE ? LOG_WARNING : LOG_INFO, events[to], msg, d);
 }
 
+/* One worker's change of state, in a step of its own: a change that fails is logged and left for
+ * the next sweep, and the other workers and the jobs' recovery still go on. 1: it changed; 0: it
+ * was left; negative: the transaction is lost and the sweep with it. */
+static int sweep_one(Control *c, const Worker *w, WorkerState from, WorkerState to) {
+        const Origin o = {.actor = "reconciler"};
+        size_t mark;
+        int r, k;
+
+        r = control_step_begin(c, &mark);
+        if (r < 0)
+                return r;
+        r = store_state(c, &o, w->worker_id, from, to);
+        k = control_step_end(c, mark, r >= 0);
+        if (k < 0)
+                return k;
+        if (r < 0) {
+                log_warning_errno(r, "Reconciler: worker %s could not be marked %s, left for the next tick: %m",
+                                  w->worker_id, worker_state_to_string(to));
+                return 0;
+        }
+        return 1;
+}
+
 int workers_sweep_states(Control *c, usec_t now) {
         Worker **a = NULL;
         WorkerState *stored = NULL;
         size_t n = 0;
         int r, changed = 0;
-        const Origin o = {.actor = "reconciler"};
 
         r = list_all(c, &a, &stored, &n);
         if (r < 0)
@@ -263,10 +285,10 @@ int workers_sweep_states(Control *c, usec_t now) {
                 WorkerState s = worker_state_at(c, a[i], now);
                 if (s == stored[i])
                         continue;
-                r = store_state(c, &o, a[i]->worker_id, stored[i], s);
+                r = sweep_one(c, a[i], stored[i], s);
                 if (r < 0)
                         break;
-                changed++;
+                changed += r;
         }
         worker_array_free(a, n);
         free(stored);

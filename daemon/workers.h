@@ -139,7 +139,9 @@ int workers_count_by_state(Control *c, uint64_t counts[_WORKER_STATE_MAX], uint6
 WorkerState worker_state_at(const Control *c, const Worker *w, usec_t now);
 
 /* Inside an open transaction (reconciler): re-derives every worker's state, stores and audits
- * changes. Returns the number of workers that changed state. */
+ * changes, each worker's in a step of its own (one that fails is logged and left for the next
+ * sweep). Returns the number of workers that changed state; negative only when the transaction
+ * is lost. */
 int workers_sweep_states(Control *c, usec_t now);
 
 /* Inside an open transaction: the ids of the jobs in held that the worker holds under the

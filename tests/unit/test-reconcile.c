@@ -498,6 +498,49 @@ static void test_one_job_that_cannot_move_holds_up_no_other(void) {
         test_control_free(c);
 }
 
+/* A worker whose change of state cannot be stored (a trigger refuses it) is left as it was, and
+ * neither the other workers' changes nor the jobs' recovery wait for it. Before, the one failure
+ * rolled the whole sweep back, leases included. */
+/* The state stored for a worker (what its changes are audited against), not the derived one. */
+static char *stored_state(Control *c, const char *worker_id) {
+        sqlite3_stmt *st = NULL;
+        char *state = NULL;
+        if (sqlite3_prepare_v2(c->store->db, "SELECT state FROM workers WHERE worker_id = ?", -1, &st, NULL) !=
+            SQLITE_OK)
+                tap_bail("cannot prepare");
+        sqlite3_bind_text(st, 1, worker_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                state = strdup((const char *) sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        return state;
+}
+
+static void test_one_worker_that_cannot_move_holds_up_no_other(void) {
+        Control *c = test_control_new();
+        test_register(c, "bad", NULL);
+        test_register(c, "good", NULL);
+        test_submit(c, 0);
+        _cleanup_(job_freep) Job *j = test_claim_and_ack(c, "good");
+        if (sqlite3_exec(c->store->db,
+                         "CREATE TEMP TRIGGER refuse BEFORE UPDATE OF state ON workers WHEN OLD.worker_id = 'bad' "
+                         "BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                         NULL, NULL, NULL) != SQLITE_OK)
+                tap_bail("cannot create the trigger");
+        test_advance(c, MAX(c->settings.heartbeat_timeout, c->settings.lease_timeout) + 1);
+        ok(test_sweep(c) >= 0, "the sweep succeeds");
+        _cleanup_free_ char *bad = stored_state(c, "bad"), *good = stored_state(c, "good");
+        is_str(good, "OFFLINE", "the other worker is stored OFFLINE");
+        is_str(bad, "ONLINE", "the refused one is left as it was");
+        is_int(test_count_events(c, "worker.offline", NULL), 1, "one worker.offline audited, not the refused one's");
+        is_int(test_job_state(c, j->job_id), JOB_RETRYING, "and the job, its lease over, was lost and is retried");
+        sqlite3_exec(c->store->db, "DROP TRIGGER temp.refuse", NULL, NULL, NULL);
+        ok(test_sweep(c) >= 0, "the next sweep succeeds");
+        _cleanup_free_ char *later = stored_state(c, "bad");
+        is_str(later, "OFFLINE", "and moves the one left");
+        is_int(test_count_events(c, "worker.offline", NULL), 2, "audited then");
+        test_control_free(c);
+}
+
 int main(void) {
         test_unacked_assignment_returns_to_pending_at_expiry();
         test_running_job_with_expired_lease_is_lost_then_retried();
@@ -518,5 +561,6 @@ int main(void) {
         test_retry_backoff_moves_with_a_step();
         test_small_clock_corrections_are_left_alone();
         test_one_job_that_cannot_move_holds_up_no_other();
+        test_one_worker_that_cannot_move_holds_up_no_other();
         return tap_done();
 }
