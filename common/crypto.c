@@ -1,6 +1,5 @@
 /* crypto.c: hashing, HMAC and randomness through GnuTLS, the project's one crypto library. */
 #include <errno.h>
-#include <fcntl.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <string.h>
@@ -31,15 +30,11 @@ static void hash_deinitp(gnutls_hash_hd_t *h) {
                 gnutls_hash_deinit(*h, NULL);
 }
 
-int sha256_file_hex(const char *path, char ret[SHA256_HEX_SIZE]) {
+int sha256_fd_hex(int fd, char ret[SHA256_HEX_SIZE]) {
         _cleanup_(hash_deinitp) gnutls_hash_hd_t h = NULL;
-        _cleanup_close_ int fd = -EBADF;
         unsigned char digest[32];
         char buf[65536];
 
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
         if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0)
                 return -EIO;
         for (;;) {

@@ -9,7 +9,8 @@
 #define RANDOM_ID_SIZE 33  /* 128 bits as 32 hex digits + NUL */
 
 int sha256_hex(const void *data, size_t size, char ret[SHA256_HEX_SIZE]);
-int sha256_file_hex(const char *path, char ret[SHA256_HEX_SIZE]);
+/* The SHA-256 of what fd reads from where it stands to its end. */
+int sha256_fd_hex(int fd, char ret[SHA256_HEX_SIZE]);
 int hmac_sha256(const void *key, size_t key_size, const void *data, size_t size, unsigned char ret[32]);
 int hmac_sha256_hex(const void *key, size_t key_size, const void *data, size_t size, char ret[SHA256_HEX_SIZE]);
 /* A fresh random identifier (job ids, assignment ids, nonces, instance ids). */

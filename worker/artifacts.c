@@ -30,6 +30,15 @@ bool artifact_names_valid(const char *path, const char *tmp_path) {
         return strlen(tmp_path) == n + 4 && strncmp(tmp_path, path, n) == 0 && streq(tmp_path + n, ".tmp");
 }
 
+static int stream_identify(ArtifactStream *s) {
+        struct stat st;
+        if (fstat(s->fd, &st) < 0)
+                return -errno;
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+        return 0;
+}
+
 static int stream_open(ArtifactStream *s, const char *dir, const char *name) {
         if (asprintf(&s->path, "%s/%s", dir, name) < 0 || asprintf(&s->tmp_path, "%s/%s.tmp", dir, name) < 0)
                 return -ENOMEM;
@@ -38,7 +47,7 @@ static int stream_open(ArtifactStream *s, const char *dir, const char *name) {
         s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
         if (s->fd < 0)
                 return -errno;
-        return 0;
+        return stream_identify(s);
 }
 
 /* <state>/artifacts/<job_id>/<assignment_id>: the job's directory is new for nearly every run
@@ -178,19 +187,42 @@ static int stream_rename(ArtifactStream *s) {
         return 0;
 }
 
+const char *artifacts_strerror(int r) {
+        if (r == -ESTALE)
+                return "replaced while the job ran: not the file the worker gave it";
+        return strerror(-r);
+}
+
+/* The job runs as the worker's user and can write in its run's directory: it may have put
+ * another file, or a symbolic link to one, in the place of its output. What is hashed (and
+ * copied, and reported) must be the file the worker made and the job wrote to: -ESTALE if the
+ * name no longer leads there. */
+static int stream_open_final(const ArtifactStream *s, struct stat *ret) {
+        _cleanup_close_ int fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return errno == ELOOP ? -ESTALE : -errno; /* a symbolic link */
+        if (fstat(fd, ret) < 0)
+                return -errno;
+        if (!S_ISREG(ret->st_mode) || ret->st_dev != s->dev || ret->st_ino != s->ino)
+                return -ESTALE;
+        return TAKE_FD(fd);
+}
+
 static int stream_checksum(ArtifactStream *s, uint64_t max) {
+        _cleanup_close_ int fd = -EBADF;
         struct stat st;
 
-        if (stat(s->path, &st) < 0)
-                return -errno;
+        fd = stream_open_final(s, &st);
+        if (fd < 0)
+                return fd;
         /* Grown again since it was cut (something of the job's still writing), or never cut (an
          * earlier finalize failed): never hashed whole. */
         if (max > 0 && (uint64_t) st.st_size > max)
                 return -EFBIG;
         s->size = (uint64_t) st.st_size;
-        if (s->size == 0) /* most jobs write nothing to one of them: no need to open it */
+        if (s->size == 0) /* most jobs write nothing to one of them: nothing to read */
                 return sha256_hex("", 0, s->sha256);
-        return sha256_file_hex(s->path, s->sha256);
+        return sha256_fd_hex(fd, s->sha256);
 }
 
 /* Both files are fsynced before either is renamed: a rename changes the renamed inode (its
@@ -265,19 +297,20 @@ int artifacts_output_limit_error(const ArtifactSet *a, bool sigxfsz, const char 
         return 1;
 }
 
-/* Copies src to dst via dst.tmp, fsyncing before the rename: a reader never sees a partial file
- * under the final name. */
-static int copy_durable(const char *src, const char *dst) {
+/* Copies the stream's file to dst via dst.tmp, fsyncing before the rename: a reader never sees a
+ * partial file under the final name. */
+static int copy_durable(const ArtifactStream *src, const char *dst) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int in = -EBADF, out = -EBADF;
+        struct stat st;
         char buf[65536];
         int r = 0;
 
         if (asprintf(&tmp, "%s.tmp", dst) < 0)
                 return -ENOMEM;
-        in = open(src, O_RDONLY | O_CLOEXEC);
+        in = stream_open_final(src, &st);
         if (in < 0)
-                return -errno;
+                return in;
         out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (out < 0)
                 return -errno;
@@ -321,16 +354,16 @@ int artifacts_publish_shared(ArtifactSet *a, const char *shared_dir, const char 
         r = mkdir_parents_and_self(dir, 0755);
         made = r;
         if (r >= 0)
-                r = copy_durable(a->out.path, out);
+                r = copy_durable(&a->out, out);
         if (r >= 0)
-                r = copy_durable(a->err.path, err);
+                r = copy_durable(&a->err, err);
         if (r >= 0)
                 r = fsync_path(dir);
         if (r >= 0)
                 r = fsync_parents(dir, (unsigned) made);
         if (r < 0) {
                 char msg[512];
-                snprintf(msg, sizeof(msg), "copy to %s failed: %s", dir, strerror(-r));
+                snprintf(msg, sizeof(msg), "copy to %s failed: %s", dir, artifacts_strerror(r));
                 a->upload_state = "failed";
                 free(a->upload_error);
                 a->upload_error = strdup(msg);

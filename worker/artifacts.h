@@ -20,6 +20,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "crypto.h"
 
@@ -27,6 +28,8 @@ typedef struct ArtifactStream {
         char *tmp_path;
         char *path;
         int fd;
+        dev_t dev; /* the file the worker made and gave the job: path must still name it */
+        ino_t ino;
         uint64_t size;
         uint64_t cut_from; /* its size when it was found past max_size and cut to it; 0: not cut */
         char sha256[SHA256_HEX_SIZE];
@@ -57,8 +60,11 @@ ArtifactSet *artifacts_free(ArtifactSet *a);
 /* Removes what artifacts_open() made, for a run that never started (NULL: nothing to do). */
 void artifacts_discard(ArtifactSet *a);
 /* Closes, fsyncs, renames, fsyncs the directory and hashes; a stream past max_size is cut to it
- * first (cut_from). Idempotent. */
+ * first (cut_from). Idempotent. -ESTALE when an output's name no longer leads to the file the
+ * worker made (the job put a symbolic link or another file there): nothing is reported. */
 int artifacts_finalize(ArtifactSet *a);
+/* The text for a failure of artifacts_finalize() or of the shared copy. */
+const char *artifacts_strerror(int r);
 /* Whether a finalized run fails for its output limit: 1, with the reason in buf, when a stream was
  * cut to max_size, whatever the job made of the failed write (SIGXFSZ kills it; a job that ignores
  * SIGXFSZ, as Python does, gets EFBIG and may go on, even exit 0); or when the job was killed by

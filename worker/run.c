@@ -305,7 +305,7 @@ static void run_report_exit(Run *r, const siginfo_t *si, int finalized) {
 
         if (finalized < 0) {
                 snprintf(err, sizeof(err), "could not finalize stdout/stderr in %s: %s", r->artifacts->dir,
-                         strerror(-finalized));
+                         artifacts_strerror(finalized));
                 run_fail(r, "artifacts", true, exit_code, "failed", err);
                 return;
         }

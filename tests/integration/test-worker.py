@@ -86,6 +86,23 @@ def test_job_output_and_checksums_arrive(t):
 
 
 @test
+def test_a_job_that_puts_a_link_in_place_of_its_output_fails(t):
+    """The job runs as the worker's user: it can reach its own stdout file through /proc and put a
+    symbolic link to another file in its place. The worker neither hashes nor reports that file."""
+    cp = t.control_plane()
+    secret = os.path.join(t.tmp, "secret")
+    with open(secret, "w") as f:
+        f.write("not the job's output\n")
+    WorkerProcess(t, cp, "w1").start()
+    job_id = submit(cp, command="sh", max_attempts=1,
+                    args=["-c", f'p=$(readlink /proc/$$/fd/1); echo mine; rm "$p"; ln -s {secret} "$p"'])
+    job = cp.wait_job_state(job_id, "FAILED")
+    t.ok("replaced while the job ran" in (job.get("last_error") or ""),
+         f"the failure says why: {job.get('last_error')}")
+    t.ok(job.get("stdout_sha256") in (None, ""), f"no checksum recorded: {job.get('stdout_sha256')}")
+
+
+@test
 def test_shared_backend_publishes_under_the_job_id(t):
     """--artifact-backend=shared: the outputs land in <shared>/<job_id>/<assignment_id>/ (an NFS
     mount, say), complete and checksummed, and those are the paths the control plane records."""

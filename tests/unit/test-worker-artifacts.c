@@ -1,5 +1,6 @@
 /* test-worker-artifacts.c: the tmp-then-rename rule, checksums, files discarded before a start,
- * shared copies, retention, and the output limit (max-output-size) at finalize. */
+ * shared copies, retention, the output limit (max-output-size) at finalize, and output files a
+ * job replaced. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -249,6 +250,47 @@ static void test_output_past_the_limit_uncut_is_refused(void) {
         artifacts_free(a);
 }
 
+/* The job runs as the worker's user and can write in its run's directory. Whatever it puts in
+ * the place of its output (a symbolic link to another file, another file) is refused: what the
+ * worker hashes, copies and reports is the file it made and gave the job. */
+static void test_replaced_output_is_refused(void) {
+        char secret[300], shared[300];
+        ArtifactSet *a = NULL;
+        int fd;
+
+        snprintf(secret, sizeof(secret), "%s/secret", dir);
+        snprintf(shared, sizeof(shared), "%s/shared-replaced", dir);
+        if (write_file_durable(secret, "not the job's output\n", 21, 0600) < 0)
+                tap_bail("write %s", secret);
+
+        if (artifacts_open(dir, "job6", "as1", &a) < 0)
+                tap_bail("artifacts_open");
+        ok(write(a->out.fd, "mine\n", 5) == 5 && unlink(a->out.tmp_path) == 0 && symlink(secret, a->out.tmp_path) == 0,
+           "the job puts a symbolic link in the place of its stdout");
+        is_int(artifacts_finalize(a), -ESTALE, "finalize refuses it");
+        ok(!a->finalized, "nothing is reported");
+        artifacts_free(a);
+
+        if (artifacts_open(dir, "job6", "as2", &a) < 0)
+                tap_bail("artifacts_open");
+        fd = unlink(a->err.tmp_path) == 0 ? open(a->err.tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640) : -1;
+        ok(fd >= 0 && write(fd, "other\n", 6) == 6, "the job puts another file in the place of its stderr");
+        if (fd >= 0)
+                close(fd);
+        is_int(artifacts_finalize(a), -ESTALE, "finalize refuses it too");
+        artifacts_free(a);
+
+        if (artifacts_open(dir, "job6", "as3", &a) < 0)
+                tap_bail("artifacts_open");
+        ok(write(a->out.fd, "mine\n", 5) == 5 && artifacts_finalize(a) == 0, "output untouched: finalized");
+        ok(unlink(a->out.path) == 0 && symlink(secret, a->out.path) == 0, "then replaced by a symbolic link");
+        int r = artifacts_publish_shared(a, shared, "job6", "as3");
+        is_int(r, -ESTALE, "the shared copy refuses it");
+        ok(streq(a->upload_state, "failed") && a->upload_error && strstr(a->upload_error, "replaced while the job ran"),
+           "and says why: %s", strna(a->upload_error));
+        artifacts_free(a);
+}
+
 int main(void) {
         if (!mkdtemp(dir))
                 tap_bail("mkdtemp");
@@ -262,6 +304,7 @@ int main(void) {
         test_output_past_the_limit_is_cut_not_hashed();
         test_output_at_and_past_the_limit();
         test_output_past_the_limit_uncut_is_refused();
+        test_replaced_output_is_refused();
         char cmd[300];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         if (system(cmd) != 0)
