@@ -90,7 +90,8 @@ static void shared_copy_unref(SharedCopy *c) {
         free(c);
 }
 
-/* What artifacts_publish_shared() reads of a finalized set: the files' paths. */
+/* What artifacts_publish_shared() reads of a finalized set: the files' paths, and which files
+ * they must lead to. */
 static ArtifactSet *set_paths_copy(const ArtifactSet *a) {
         ArtifactSet *c = calloc(1, sizeof(*c));
 
@@ -102,6 +103,10 @@ static ArtifactSet *set_paths_copy(const ArtifactSet *a) {
         c->upload_state = a->upload_state;
         c->out.path = strdup(a->out.path);
         c->err.path = strdup(a->err.path);
+        c->out.dev = a->out.dev;
+        c->out.ino = a->out.ino;
+        c->err.dev = a->err.dev;
+        c->err.ino = a->err.ino;
         if (!c->out.path || !c->err.path)
                 return artifacts_free(c);
         return c;
