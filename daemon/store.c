@@ -375,8 +375,12 @@ int store_step(Store *s, sqlite3_stmt *st) {
                 return 1;
         if (rc == SQLITE_DONE)
                 return 0;
-        int r = store_errno(rc);
-        return log_error_errno(r, "SQL step failed on %s (%s): %m", s->path, sqlite3_errmsg(s->db));
+        /* SQLite's words, not strerror() of the errno it maps to: a refused constraint is
+         * -ENOTUNIQ for the callers, but "Name not unique on network" says nothing to a reader. */
+        const char *msg = sqlite3_errmsg(s->db), *kind = sqlite3_errstr(rc);
+        if (streq(msg, kind))
+                return log_error_errno(store_errno(rc), "SQL step failed on %s: %s", s->path, msg);
+        return log_error_errno(store_errno(rc), "SQL step failed on %s: %s (%s)", s->path, msg, kind);
 }
 
 int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret) {
