@@ -3,11 +3,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -240,7 +242,7 @@ static void keeper_step_down(Executor *e) {
 }
 
 static int keeper_start(Executor *e, sd_event *event);
-static void kill_unreported_jobs(const Executor *e);
+static void kill_unreported_jobs(const Executor *e, sd_event *event);
 
 static void keeper_restart(Executor *e) {
         _cleanup_(sd_event_unrefp) sd_event *event = e->watch ? sd_event_ref(sd_event_source_get_event(e->watch)) : NULL;
@@ -249,7 +251,7 @@ static void keeper_restart(Executor *e) {
         log_warning("entropy-keeper (pid %d) is gone; starting it again.", (int) e->keeper_pid);
         keeper_stop(e);
         keeper_step_down(e);
-        kill_unreported_jobs(e);
+        kill_unreported_jobs(e, event);
         r = keeper_start(e, event);
         if (r < 0)
                 log_error_errno(r, "Cannot start %s again: %m", e->keeper_path);
@@ -411,6 +413,26 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
         return 0;
 }
 
+/* Until entropy-keeper's answer (or its end) is there to read: -ETIMEDOUT past timeout. */
+static int keeper_wait_answer(Executor *e, usec_t timeout) {
+        usec_t deadline;
+
+        if (timeout == 0)
+                return 0;
+        deadline = now_monotonic_usec() + timeout;
+        for (;;) {
+                struct pollfd p = {.fd = e->sock, .events = POLLIN};
+                usec_t now = now_monotonic_usec();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                int k = poll(&p, 1, (int) MIN((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (usec_t) INT_MAX));
+                if (k > 0)
+                        return 0;
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+        }
+}
+
 static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strings, const ExecSpec *spec,
                         KeeperReply *reply) {
         int fds[KEEPER_SPAWN_FDS_MAX] = {spec->stdout_fd, spec->stderr_fd, spec->cgroup_procs_fd};
@@ -418,8 +440,25 @@ static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strin
         bool in_cgroup = spec->cgroup_procs_fd > 0 && e->protocol >= 4;
         int r = keeper_send(e, req, strings, fds, in_cgroup ? KEEPER_SPAWN_FDS_MAX : KEEPER_SPAWN_FDS);
         if (r >= 0)
+                r = keeper_wait_answer(e, spec->start_timeout);
+        if (r >= 0)
                 r = keeper_read_exact(e->sock, reply, sizeof(*reply));
         return r == -ECONNRESET ? -EPIPE : r;
+}
+
+/* entropy-keeper has not answered in time: it waits for the job's process, which is stuck before
+ * its exec (a working directory or a program on a mount that does not answer). Both are killed
+ * (the job's process as one never reported) and entropy-keeper is started again; the jobs already
+ * running go on, handed to the new one. */
+static void keeper_abandon(Executor *e, usec_t timeout) {
+        char span[64];
+
+        log_error("entropy-keeper (pid %d) did not start a job within %s (a working directory or program on a "
+                  "file system that does not answer?): stopping it and the job's process.",
+                  (int) e->keeper_pid, format_timespan(span, sizeof(span), timeout));
+        if (e->keeper_pid > 0)
+                (void) kill(e->keeper_pid, SIGKILL);
+        keeper_restart(e);
 }
 
 int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) {
@@ -434,6 +473,12 @@ int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char
         if (r < 0)
                 return r;
         r = keeper_spawn(e, &req, strings, spec, &reply);
+        if (r == -ETIMEDOUT) {
+                keeper_abandon(e, spec->start_timeout);
+                if (ret_step)
+                        *ret_step = "start";
+                return r;
+        }
         for (unsigned restarts = 0; r == -EPIPE; restarts++) {
                 uint32_t spoken = e->protocol;
                 keeper_restart(e);
@@ -536,9 +581,15 @@ static bool is_unreported_job(const Executor *e, pid_t pid) {
         return streq(comm, "entropy-keeper");
 }
 
+static int on_unreported_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        return 0; /* sd-event reaps it */
+}
+
 /* entropy-keeper died after it started a job but before it told us the pid: that job would run
- * unwatched beside the one started again. Kill it (and its group) and reap it. */
-static void kill_unreported_jobs(const Executor *e) {
+ * unwatched beside the one started again. Kill it (and its group) and reap it: from the loop, when
+ * there is one, since a process stuck in a file system that does not answer dies only once the
+ * file system lets it. */
+static void kill_unreported_jobs(const Executor *e, sd_event *event) {
         DIR *d = opendir("/proc");
         struct dirent *de;
 
@@ -554,7 +605,8 @@ static void kill_unreported_jobs(const Executor *e) {
                             (int) pid);
                 (void) kill(-pid, SIGKILL);
                 (void) kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
+                if (!event || sd_event_add_child(event, NULL, pid, WEXITED, on_unreported_exit, NULL) < 0)
+                        (void) waitpid(pid, NULL, 0);
         }
         closedir(d);
 }

@@ -15,6 +15,7 @@
 #include <systemd/sd-event.h>
 
 #include "macro.h"
+#include "time-util.h"
 
 typedef struct ExecSpec {
         const char *path;    /* absolute executable */
@@ -29,6 +30,9 @@ typedef struct ExecSpec {
         /* cgroup.procs of the cgroup the job runs in (job-cgroup.h), entered before anything else;
          * 0: none, the worker's own (a job's cgroup is never the worker's stdin). */
         int cgroup_procs_fd;
+        /* How long entropy-keeper may take to answer: until the job's exec, which waits on its
+         * working directory and its program (a hung mount). 0: no limit. */
+        usec_t start_timeout;
 } ExecSpec;
 
 typedef struct JobEnv {
@@ -73,7 +77,9 @@ int executor_find_keeper(char **ret);
 /* Starts the job as the caller's child and the leader of its own process group (its pid is the
  * pgid). Returns the pid once the job's exec succeeded; -errno of the failing step otherwise
  * (chdir, execve, ...), with *ret_step naming it ("keeper": entropy-keeper could not be reached
- * even after a restart, or refused the request). */
+ * even after a restart, or refused the request). -ETIMEDOUT ("start") when entropy-keeper did not
+ * answer within spec->start_timeout: it and the job's process, stuck before its exec, are killed
+ * and entropy-keeper is started again. The caller's loop waits that long at most. */
 int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step);
 /* The job led by pgid has ended. Called after its group is killed and before its pid is reaped,
  * so that entropy-keeper never holds a group number the kernel may have given out again. */

@@ -556,13 +556,20 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                          r->artifacts->out.fd,
                          r->artifacts->err.fd,
                          (uint64_t) w->settings.max_output_size,
-                         cgroup_procs > 0 ? cgroup_procs : 0};
+                         cgroup_procs > 0 ? cgroup_procs : 0,
+                         worker_start_timeout(w)};
         /* The limit the job runs under is the one its output is held to, whatever a reload sets. */
         r->artifacts->max_size = spec.max_output_size;
         k = executor_spawn(w->executor, &spec, &r->pid, &step);
         if (k < 0) {
-                char msg[512];
-                snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", exec_path, step, strerror(-k));
+                char msg[512], span[64];
+                if (k == -ETIMEDOUT)
+                        snprintf(msg, sizeof(msg),
+                                 "could not start %s: its start did not return within %s (path-check-timeout): "
+                                 "its working directory or program on a file system that does not answer?",
+                                 exec_path, format_timespan(span, sizeof(span), spec.start_timeout));
+                else
+                        snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", exec_path, step, strerror(-k));
                 run_fail(r, "spawn", true, 127, "failed", msg);
                 return 1;
         }

@@ -59,6 +59,11 @@ size_t worker_n_finishing(Worker *w) {
 }
 
 /* Runs in slots and those out of them whose results are still being recorded. */
+usec_t worker_start_timeout(const Worker *w) {
+        usec_t t = w->settings.path_check_timeout;
+        return w->watchdog > 0 ? MIN(t, w->watchdog / 3) : t;
+}
+
 size_t worker_n_runs(Worker *w) {
         size_t n = worker_n_finishing(w);
         for (size_t i = 0; i < w->n_slots; i++)
@@ -607,6 +612,8 @@ static int worker_setup_loop(Worker *w) {
         k = sd_event_set_watchdog(w->event, true);
         if (k < 0)
                 log_warning_errno(k, "Cannot enable the watchdog: %m");
+        if (k <= 0 || sd_watchdog_enabled(false, &w->watchdog) <= 0)
+                w->watchdog = 0;
         k = finisher_new(w->event, &w->finisher);
         if (k < 0)
                 return log_error_errno(k, "Cannot start the artifact thread: %m");

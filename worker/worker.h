@@ -165,6 +165,7 @@ struct Worker {
         usec_t heartbeat_seq_retry;      /* monotonic; the next reservation is tried from then */
         RateLimit heartbeat_seq_log;     /* failed reservations: an error at most once a minute */
         usec_t last_contact; /* monotonic time of the last answer from the control plane */
+        usec_t watchdog;     /* WatchdogSec= of the service; 0: none */
 
         int wake_fds[WORKER_MAX_WAKE_FDS];
         sd_event_source *wake_sources[WORKER_MAX_WAKE_FDS];
@@ -192,6 +193,9 @@ int worker_new(int argc, char **argv, Worker **ret);
 Worker *worker_free(Worker *w);
 int worker_run(Worker *w);
 size_t worker_n_runs(Worker *w);
+/* How long a job's start may keep the loop waiting for entropy-keeper (ExecSpec.start_timeout):
+ * path-check-timeout, at most a third of the watchdog's interval. */
+usec_t worker_start_timeout(const Worker *w);
 size_t worker_n_finishing(Worker *w);                /* out of their slots, results not recorded yet */
 size_t worker_n_unrecorded(Worker *w);               /* held runs whose result the replay buffer refused */
 Run *worker_find_run(Worker *w, const char *job_id); /* in a slot; not the finishing runs */

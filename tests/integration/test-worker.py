@@ -12,7 +12,7 @@ import time
 
 from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, TestFailure, binary, fill_file_system,
                           nofile_limited, nofile_limits, run, small_tmpfs, span, test)
-from worker_harness import (WorkerProcess, free_udp_port, gate_loop, keeper_of, logged_runs, overlapping, paused,
+from worker_harness import (WorkerProcess, children, free_udp_port, gate_loop, keeper_of, logged_runs, overlapping, paused,
                             require_daemons, run_intervals, send_wake, sha256_file, timed_job, udp_port_bound,
                             wake_datagram)
 
@@ -862,6 +862,71 @@ def kill_traced_worker(w):
                 os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
             pass
+
+
+def traced_worker_pid(w):
+    """The pid of the entropy-worker that strace (w.proc) runs."""
+    for pid in children(w.proc.pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "entropy-worker":
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def keepers_of(worker_pid):
+    """The children of the worker still in entropy-keeper's image: the keeper, and any job process
+    it started that has not reached its exec."""
+    out = []
+    for pid in children(worker_pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "entropy-keeper":
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+@test
+def test_a_job_whose_start_hangs_fails_and_the_worker_goes_on(t):
+    """The path checks passed, then the working directory stops answering before the job's exec
+    (here strace holds entropy-keeper's chdir() into it for 3 s). The worker waited for
+    entropy-keeper's answer without end: its loop froze until the watchdog killed it, and every
+    job it ran with it. Now it waits path-check-timeout at most, then kills entropy-keeper and the
+    stuck process, starts entropy-keeper again, and fails the job with the reason."""
+    t.require_tool("strace", "strace")
+    hung = os.path.realpath(os.path.join(t.tmp, "hung"))
+    os.makedirs(hung)
+    # Leases long enough for a worker under strace, whose every system call stops for the tracer.
+    cp = t.control_plane(options={"lease-timeout": "10s", "heartbeat-timeout": "10s", "disconnect-timeout": "5s"})
+    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "500ms"})
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
+    w.start(timeout=20)
+    try:
+        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
+        keeper = t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")[0]
+        job_id = submit(cp, command="true", working_dir=hung, max_attempts=1)
+        seq = heartbeat_seq(cp, "w1")
+        job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=10)
+        t.eq(job["status"], "FAILED", "the job whose start hangs fails")
+        t.ok("its start did not return within 500ms" in (job["last_error"] or ""), f"saying why: {job['last_error']}")
+        t.ok("did not start a job within 500ms" in w.log_text(), "the worker's log says what it did")
+        # The killed process goes once the file system lets it (here: once strace does), and the
+        # loop does not wait for that: heartbeats and the next job go on meanwhile.
+        t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 5, "heartbeats go on")
+        other = submit(cp, command="true")
+        t.eq(cp.wait_job_state(other, ["COMPLETED", "FAILED"], timeout=10)["status"], "COMPLETED",
+             "the next job runs, started by the new entropy-keeper")
+        t.wait_for(lambda: len(keepers_of(worker)) == 1 and keepers_of(worker) != [keeper], 10,
+                   "only a new entropy-keeper left, the stuck process reaped",
+                   detail=lambda: f"entropy-keeper images: {keepers_of(worker)}, the first one was {keeper}")
+    finally:
+        kill_traced_worker(w)
+        w.proc.wait(timeout=30)
 
 
 @test
