@@ -12,9 +12,9 @@ import time
 
 from entropy_test import (ADMIN_TOKEN, FAST_CONTROL, WORKER_TOKEN, TestFailure, binary, fill_file_system,
                           nofile_limited, nofile_limits, run, small_tmpfs, span, test)
-from worker_harness import (WorkerProcess, children, free_udp_port, gate_loop, keeper_of, logged_runs, overlapping, paused,
-                            require_daemons, run_intervals, send_wake, sha256_file, timed_job, udp_port_bound,
-                            wake_datagram)
+from worker_harness import (WorkerProcess, children_named, free_udp_port, gate_loop, keeper_of, logged_runs,
+                            overlapping, paused, require_daemons, run_intervals, send_wake, sha256_file, timed_job,
+                            udp_port_bound, wake_datagram)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faults"))
 from proxy import FaultProxy  # noqa: E402
@@ -866,28 +866,14 @@ def kill_traced_worker(w):
 
 def traced_worker_pid(w):
     """The pid of the entropy-worker that strace (w.proc) runs."""
-    for pid in children(w.proc.pid):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "entropy-worker":
-                    return pid
-        except OSError:
-            pass
-    return None
+    workers = children_named(w.proc.pid, "entropy-worker")
+    return workers[0] if workers else None
 
 
 def keepers_of(worker_pid):
     """The children of the worker still in entropy-keeper's image: the keeper, and any job process
     it started that has not reached its exec."""
-    out = []
-    for pid in children(worker_pid):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "entropy-keeper":
-                    out.append(pid)
-        except OSError:
-            pass
-    return out
+    return children_named(worker_pid, "entropy-keeper")
 
 
 @test

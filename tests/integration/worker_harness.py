@@ -153,16 +153,23 @@ def children(pid):
     return out
 
 
-def keeper_of(w):
-    """The pid of w's entropy-keeper (once it has named itself), or None."""
-    for pid in children(w.proc.pid):
+def children_named(pid, comm):
+    """The pids of pid's children whose command name is comm."""
+    out = []
+    for child in children(pid):
         try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "entropy-keeper":
-                    return pid
+            with open(f"/proc/{child}/comm") as f:
+                if f.read().strip() == comm:
+                    out.append(child)
         except OSError:
             pass
-    return None
+    return out
+
+
+def keeper_of(w):
+    """The pid of w's entropy-keeper (once it has named itself), or None."""
+    keepers = children_named(w.proc.pid, "entropy-keeper")
+    return keepers[0] if keepers else None
 
 
 def gate_loop(path):
