@@ -1,7 +1,9 @@
-/* time-util.c: clocks and systemd-style time span parsing and formatting. */
+/* time-util.c: clocks, systemd-style time span parsing and formatting, and deadline waits. */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,20 @@ static usec_t clock_usec(clockid_t id) {
         if (clock_gettime(id, &ts) < 0)
                 abort();
         return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
+
+int fd_wait_readable(int fd, usec_t deadline) {
+        for (;;) {
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                usec_t now = now_monotonic_usec();
+                if (now >= deadline)
+                        return 0;
+                int k = poll(&p, 1, (int) MIN((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (usec_t) INT_MAX));
+                if (k > 0)
+                        return 1;
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+        }
 }
 
 usec_t now_realtime_usec(void) {

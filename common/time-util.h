@@ -1,4 +1,5 @@
-/* time-util.h: clocks, systemd-style time spans ("500ms", "8s", "2min") and their formatting. */
+/* time-util.h: clocks, systemd-style time spans ("500ms", "8s", "2min") and their formatting,
+ * and waiting for a descriptor until a deadline. */
 #pragma once
 
 #include <stdbool.h>
@@ -18,6 +19,10 @@ usec_t now_realtime_usec(void);
 usec_t now_monotonic_usec(void);
 /* CLOCK_BOOTTIME: like CLOCK_MONOTONIC (never stepped), but counts the time the machine was suspended. */
 usec_t now_boottime_usec(void);
+
+/* Blocks until fd is readable (or its other end is gone), or until deadline (CLOCK_MONOTONIC):
+ * 1 readable, 0 the deadline passed, -errno when poll() fails (EINTR is waited through). */
+int fd_wait_readable(int fd, usec_t deadline);
 
 /* Parses a span in systemd's syntax; a bare number is seconds. "infinity" gives USEC_INFINITY. Numbers are
  * decimal (no hex, no exponent); a span of 2^63 us (about 292 000 years) or more is -ERANGE. */

@@ -3,8 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -415,22 +413,10 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
 
 /* Until entropy-keeper's answer (or its end) is there to read: -ETIMEDOUT past timeout. */
 static int keeper_wait_answer(Executor *e, usec_t timeout) {
-        usec_t deadline;
-
         if (timeout == 0)
                 return 0;
-        deadline = now_monotonic_usec() + timeout;
-        for (;;) {
-                struct pollfd p = {.fd = e->sock, .events = POLLIN};
-                usec_t now = now_monotonic_usec();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                int k = poll(&p, 1, (int) MIN((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (usec_t) INT_MAX));
-                if (k > 0)
-                        return 0;
-                if (k < 0 && errno != EINTR)
-                        return -errno;
-        }
+        int k = fd_wait_readable(e->sock, now_monotonic_usec() + timeout);
+        return k > 0 ? 0 : k == 0 ? -ETIMEDOUT : k;
 }
 
 static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strings, const ExecSpec *spec,

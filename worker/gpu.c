@@ -201,16 +201,15 @@ static int detect_smi(const char *nvidia_smi, char ***ret) {
                 gpu_exec_child((char *const[]){ path, (char *) "-L", NULL }, pipefd[1], STDERR_FILENO);
         close(pipefd[1]);
         while (!eof && r == 0) {
-                struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-                usec_t now = now_monotonic_usec();
+                int ready = fd_wait_readable(pipefd[0], deadline);
                 ssize_t k;
 
-                if (now >= deadline) {
+                if (ready == 0) {
                         r = -ETIME;
                         break;
                 }
-                if (poll(&p, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) <= 0)
-                        continue; /* timed out (checked above) or interrupted */
+                if (ready < 0)
+                        continue; /* poll() failed: tried again until the deadline */
                 k = read(pipefd[0], buf + n, SMI_LIST_MAX + 1 - n);
                 if (k < 0 && errno != EINTR)
                         r = -errno;

@@ -58,12 +58,12 @@ size_t worker_n_finishing(Worker *w) {
         return n;
 }
 
-/* Runs in slots and those out of them whose results are still being recorded. */
 usec_t worker_start_timeout(const Worker *w) {
         usec_t t = w->settings.path_check_timeout;
         return w->watchdog > 0 ? MIN(t, w->watchdog / 3) : t;
 }
 
+/* Runs in slots and those out of them whose results are still being recorded. */
 size_t worker_n_runs(Worker *w) {
         size_t n = worker_n_finishing(w);
         for (size_t i = 0; i < w->n_slots; i++)

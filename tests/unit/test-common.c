@@ -256,6 +256,23 @@ static void test_nofile_limit_raised_and_given_back(void) {
         }
 }
 
+static void test_fd_wait_readable(void) {
+        int p[2];
+        usec_t start;
+
+        if (pipe(p) < 0)
+                tap_bail("pipe");
+        start = now_monotonic_usec();
+        is_int(fd_wait_readable(p[0], start + 20 * USEC_PER_MSEC), 0, "nothing to read: 0 at the deadline");
+        ok(now_monotonic_usec() >= start + 20 * USEC_PER_MSEC, "and not before it");
+        is_int(fd_wait_readable(p[0], start), 0, "a deadline already past: 0 at once");
+        ok(write(p[1], "x", 1) == 1, "written");
+        is_int(fd_wait_readable(p[0], now_monotonic_usec() + USEC_PER_SEC), 1, "something to read: 1");
+        close(p[1]);
+        is_int(fd_wait_readable(p[0], now_monotonic_usec() + USEC_PER_SEC), 1, "the other end gone: 1 too");
+        close(p[0]);
+}
+
 int main(void) {
         test_timespan_parses_systemd_syntax();
         test_timespan_refuses_overflow_and_other_number_forms();
@@ -268,5 +285,6 @@ int main(void) {
         test_durable_write();
         test_secret_file_strips_both_ends();
         test_nofile_limit_raised_and_given_back();
+        test_fd_wait_readable();
         return tap_done();
 }
