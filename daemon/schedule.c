@@ -24,20 +24,31 @@ enum {
         COL_PRIORITY,
 };
 
-/* ---- by class (schema v12) ----
+/* ---- by class (schema v13) ----
  *
- * A class is the PENDING jobs with one needs_gpu and one requirements text: either a worker can
- * take all of them or none. jobs_claimable_class holds them class by class, each class in claim
- * order, so a claim finds the classes there are (one seek each), keeps those the worker can take,
- * and merges their scans: the jobs it cannot take cost it nothing, however many wait ahead of its
- * own. Before, it read them all, row by row, and parsed each one's requirements. */
-#define BY_CLASS "INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = ?3 AND requirements = ?4 "
+ * A class is the PENDING jobs with one needs_gpu, one requirements text and one retry flag
+ * (attempt_count > 0): either a worker can take all of them or none. jobs_claimable_class holds
+ * them class by class, each class in claim order, so a claim finds the classes there are (a seek
+ * each), keeps those the worker can take, and merges their scans: the jobs it cannot take cost it
+ * nothing, however many wait ahead of its own. That covers a worker at its retry limit too: the
+ * retry jobs are classes of their own, which it leaves out. */
+#define BY_CLASS                                                                                                       \
+        "INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = ?3 AND requirements = ?4 "           \
+        "AND (attempt_count > 0) = ?5 "
 
-/* The first class after requirements ?2 among the jobs with needs_gpu ?1, and its highest
- * priority: the first row of the class in the index. */
-static const char *const class_next = "SELECT requirements, priority FROM jobs INDEXED BY jobs_claimable_class "
-                                      "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
-                                      "ORDER BY requirements, priority DESC LIMIT 1";
+/* The first class after requirements ?2 among the jobs with needs_gpu ?1: its requirements, its
+ * retry flag and its highest priority, the first row of the class in the index. The retry class
+ * of a requirements text comes first: when the first is fresh, there is no retry class, and a
+ * queue without retry jobs costs no seek more than one class per requirements text. */
+static const char *const class_next =
+        "SELECT requirements, attempt_count > 0, priority FROM jobs INDEXED BY jobs_claimable_class "
+        "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
+        "ORDER BY requirements, attempt_count > 0 DESC, priority DESC LIMIT 1";
+/* The highest priority of the fresh class of needs_gpu ?1 and requirements ?2, if there is one. */
+static const char *const fresh_class_top =
+        "SELECT priority FROM jobs INDEXED BY jobs_claimable_class "
+        "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements = ?2 AND (attempt_count > 0) = 0 "
+        "ORDER BY priority DESC LIMIT 1";
 /* No aging: a class in claim order. ?1 now, ?2 priority floor. */
 static const char *const class_scan = CANDIDATE BY_CLASS "AND priority >= ?2 AND scheduled_at <= ?1 "
                                                          "ORDER BY priority DESC, " CLAIMABLE_AT ", job_id";
@@ -49,8 +60,8 @@ static const char *const class_lane = CANDIDATE BY_CLASS "AND priority = ?1 AND 
                                                          "ORDER BY " CLAIMABLE_AT ", job_id";
 
 /* Past these the claim reads every claimable job in claim order instead, row by row: more
- * distinct classes than are worth a seek each, or more scans (a class's, or with aging one per
- * priority of each class) than the merge keeps open. */
+ * distinct requirements texts than are worth a seek each, or more scans (a class's, or with aging
+ * one per priority of each class) than the merge keeps open. */
 #define CLASSES_SEEN_MAX 64
 #define LANES_MAX        32
 
@@ -147,6 +158,7 @@ static int take(sqlite3_stmt *st, char **ret_job_id) {
 typedef struct Class {
         int needs_gpu;
         char *requirements;
+        int retry;            /* 1: the jobs that had an attempt before (attempt_count > 0) */
         int64_t top_priority; /* the highest priority among its jobs */
 } Class;
 
@@ -155,9 +167,9 @@ static void classes_free(Class *classes, size_t n) {
                 free(classes[i].requirements);
 }
 
-/* The next class after *after (freed and replaced) among the jobs with needs_gpu, and its highest
- * priority: 0 when there is none. */
-static int class_after(Control *c, int needs_gpu, char **after, int64_t *ret_top_priority) {
+/* The requirements after *after (freed and replaced) among the jobs with needs_gpu, with the
+ * retry flag and highest priority of their first class: 0 when there are none. */
+static int class_after(Control *c, int needs_gpu, char **after, int *ret_retry, int64_t *ret_top_priority) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r = store_prepare(c->store, class_next, &st);
         if (r < 0)
@@ -173,14 +185,63 @@ static int class_after(Control *c, int needs_gpu, char **after, int64_t *ret_top
                 return -ENOMEM;
         free(*after);
         *after = next;
-        *ret_top_priority = sqlite3_column_int64(st, 1);
+        *ret_retry = sqlite3_column_int(st, 1);
+        *ret_top_priority = sqlite3_column_int64(st, 2);
         return 1;
 }
 
+/* The highest priority of the fresh class of needs_gpu and requirements: 0 when it is empty. */
+static int fresh_class_top_priority(Control *c, int needs_gpu, const char *requirements, int64_t *ret_top_priority) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, fresh_class_top, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, needs_gpu) < 0 || store_bind_text(st, 2, requirements) < 0)
+                return -ENOMEM;
+        r = store_step(c->store, st);
+        if (r > 0)
+                *ret_top_priority = sqlite3_column_int64(st, 0);
+        return r;
+}
+
+/* Appends a class to classes[LANES_MAX]; *ret_too_many when it is full. */
+static int class_add(Class *classes, size_t *n, Class k, bool *ret_too_many) {
+        if (*n == LANES_MAX) {
+                *ret_too_many = true;
+                return 0;
+        }
+        k.requirements = strdup(k.requirements);
+        if (!k.requirements)
+                return -ENOMEM;
+        classes[(*n)++] = k;
+        return 0;
+}
+
+/* The classes of the jobs with needs_gpu and requirements that the worker may take, from the
+ * first one class_after() found: after a retry class, their fresh class may follow. A worker at
+ * its retry limit gets no retry class. */
+static int classes_add(Control *c, Class first, bool retries_ok, Class *classes, size_t *n, bool *ret_too_many) {
+        int r = 0;
+
+        if (!first.retry)
+                return class_add(classes, n, first, ret_too_many);
+        if (retries_ok)
+                r = class_add(classes, n, first, ret_too_many);
+        if (r < 0 || *ret_too_many)
+                return r;
+        first.retry = 0;
+        r = fresh_class_top_priority(c, first.needs_gpu, first.requirements, &first.top_priority);
+        if (r <= 0)
+                return r;
+        return class_add(classes, n, first, ret_too_many);
+}
+
 /* The classes of PENDING jobs this worker can take, into classes[LANES_MAX]. *ret_too_many when
- * there are more classes, or more it can take, than the limits. A worker without the "gpu"
- * capability does not even look at the classes of GPU jobs. */
-static int classes_find(Control *c, char *const *capabilities, Class *classes, size_t *ret_n, bool *ret_too_many) {
+ * there are more requirements texts, or more classes it can take, than the limits. A worker
+ * without the "gpu" capability does not even look at the classes of GPU jobs, nor one at its
+ * retry limit at the retry classes' jobs. */
+static int classes_find(Control *c, char *const *capabilities, bool retries_ok, Class *classes, size_t *ret_n,
+                        bool *ret_too_many) {
         int max_needs_gpu = strv_contains(capabilities, "gpu") ? 1 : 0;
         size_t seen = 0;
         int r = 0;
@@ -189,25 +250,20 @@ static int classes_find(Control *c, char *const *capabilities, Class *classes, s
         *ret_too_many = false;
         for (int needs_gpu = 0; needs_gpu <= max_needs_gpu; needs_gpu++) {
                 _cleanup_free_ char *after = strdup(""); /* every requirements text sorts after it */
-                int64_t top;
+                Class first = {.needs_gpu = needs_gpu};
                 if (!after)
                         return -ENOMEM;
-                while ((r = class_after(c, needs_gpu, &after, &top)) > 0) {
+                while ((r = class_after(c, needs_gpu, &after, &first.retry, &first.top_priority)) > 0) {
                         if (++seen > CLASSES_SEEN_MAX) {
                                 *ret_too_many = true;
                                 return 0;
                         }
                         if (!capabilities_match(capabilities, needs_gpu, after))
                                 continue;
-                        if (*ret_n == LANES_MAX) {
-                                *ret_too_many = true;
-                                return 0;
-                        }
-                        classes[*ret_n] =
-                                (Class){.needs_gpu = needs_gpu, .requirements = strdup(after), .top_priority = top};
-                        if (!classes[*ret_n].requirements)
-                                return -ENOMEM;
-                        (*ret_n)++;
+                        first.requirements = after;
+                        r = classes_add(c, first, retries_ok, classes, ret_n, ret_too_many);
+                        if (r < 0 || *ret_too_many)
+                                return r;
                 }
                 if (r < 0)
                         return r;
@@ -241,7 +297,8 @@ static void lane_exhausted(Lane *l) {
 }
 
 static int bind_class(sqlite3_stmt *st, const Class *k) {
-        if (store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0)
+        if (store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
+            store_bind_int64(st, 5, k->retry) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -337,23 +394,14 @@ static bool lane_before(const Lane *a, const Lane *b, usec_t now, usec_t window)
                       (const char *) sqlite3_column_text(b->st, COL_JOB_ID)) < 0;
 }
 
-/* Every job of the lanes fits the worker's capabilities; a retry job may still be one too many. */
-static int pick_merged(Control *c, Lane *lanes, size_t n, bool retries_ok, usec_t now, char **ret_job_id) {
-        for (;;) {
-                Lane *best = NULL;
-                for (size_t i = 0; i < n; i++)
-                        if (lanes[i].st && (!best || lane_before(&lanes[i], best, now, c->settings.aging_window)))
-                                best = &lanes[i];
-                if (!best)
-                        return 0;
-                if (retries_ok || !retry_job(best->st))
-                        return take(best->st, ret_job_id);
-                int r = store_step(c->store, best->st);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        lane_exhausted(best);
-        }
+/* Every job of the lanes is one the worker may take: the first in claim order is its. */
+static int pick_merged(Control *c, Lane *lanes, size_t n, usec_t now, char **ret_job_id) {
+        Lane *best = NULL;
+
+        for (size_t i = 0; i < n; i++)
+                if (lanes[i].st && (!best || lane_before(&lanes[i], best, now, c->settings.aging_window)))
+                        best = &lanes[i];
+        return best ? take(best->st, ret_job_id) : 0;
 }
 
 static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
@@ -363,11 +411,11 @@ static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *cap
         size_t n_classes = 0, n_lanes = 0;
         int r;
 
-        r = classes_find(c, capabilities, classes, &n_classes, ret_too_many);
+        r = classes_find(c, capabilities, retries_ok, classes, &n_classes, ret_too_many);
         if (r >= 0 && !*ret_too_many)
                 r = lanes_open(c, classes, n_classes, now, floor, lanes, &n_lanes, ret_too_many);
         if (r >= 0 && !*ret_too_many)
-                r = pick_merged(c, lanes, n_lanes, retries_ok, now, ret_job_id);
+                r = pick_merged(c, lanes, n_lanes, now, ret_job_id);
         lanes_done(lanes, n_lanes);
         classes_free(classes, n_classes);
         return r;

@@ -12,12 +12,11 @@
  * priority >= preempt_priority_floor, only those are handed out (the preemption gate).
  *
  * The candidates come from partial indexes on PENDING jobs, so terminal jobs never cost a thing
- * however many there are. The claim seeks the classes of PENDING jobs (one needs_gpu and one
- * requirements text each) and reads only those the worker can take, so jobs that need what it
- * lacks cost its polls nothing either. Past 64 classes, or more than 32 scans to merge (a class,
- * or with aging a priority of a class), it reads every claimable job in claim order and checks
- * each, as the retry limit always is: a worker that holds its limit of retry jobs still reads
- * every retry job ahead of the first other one. */
+ * however many there are. The claim seeks the classes of PENDING jobs (one needs_gpu, one
+ * requirements text and one retry flag each) and reads only those the worker can take, so jobs
+ * that need what it lacks, and retry jobs while it holds its limit of them, cost its polls nothing
+ * either. Past 64 requirements texts, or more than 32 scans to merge (a class, or with aging a
+ * priority of a class), it reads every claimable job in claim order and checks each. */
 #pragma once
 
 #include "control.h"

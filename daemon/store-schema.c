@@ -38,7 +38,12 @@
  *       claim order. A claim seeks the classes and merges the scans of those the worker can take
  *       (daemon/schedule.c), so no poll reads the jobs that need what its worker lacks, GPU or
  *       any other requirement (19 ms per poll behind 20,000 such jobs, before). It replaces
- *       jobs_claimable_cpu, the GPU-only case of it. */
+ *       jobs_claimable_cpu, the GPU-only case of it.
+ *   v13 jobs_claimable_class keys the retry flag (attempt_count > 0) after the requirements, so
+ *       the retry jobs of a class are a class of their own: a worker that holds its
+ *       max-retry-jobs-per-worker leaves them out instead of reading every one ahead of the
+ *       first fresh job. Retry first (DESC): a queue without retry jobs finds each class in one
+ *       seek, as before. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -183,6 +188,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         ("CREATE INDEX jobs_claimable_class ON jobs(needs_gpu, requirements, priority DESC, "
          "MAX(created_at, scheduled_at), job_id) WHERE status = 'PENDING';"
          "DROP INDEX jobs_claimable_cpu;"),
+
+        /* v13 (in parentheses, as v11) */
+        ("DROP INDEX jobs_claimable_class;"
+         "CREATE INDEX jobs_claimable_class ON jobs(needs_gpu, requirements, attempt_count > 0 DESC, priority DESC, "
+         "MAX(created_at, scheduled_at), job_id) WHERE status = 'PENDING';"),
 };
 
 static int exec(sqlite3 *db, const char *sql) {

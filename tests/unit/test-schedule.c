@@ -279,8 +279,9 @@ static void test_aging_claim_seeks_per_priority_without_sorting(void) {
 }
 
 /* The job the claim order (schedule.h) puts first for a worker with capabilities caps (comma
- * separated), by one query that sorts every claimable job it can take. Empty when there is none. */
-static void reference_next(Control *c, const char *caps, char want[64]) {
+ * separated), by one query that sorts every claimable job it can take; only jobs without an
+ * earlier attempt when fresh_only (a worker at its retry limit). Empty when there is none. */
+static void reference_next(Control *c, const char *caps, bool fresh_only, char want[64]) {
         sqlite3_stmt *st = NULL;
         want[0] = 0;
         sqlite3_prepare_v2(c->store->db,
@@ -288,12 +289,14 @@ static void reference_next(Control *c, const char *caps, char want[64]) {
                            "AND (needs_gpu = 0 OR instr(',' || ?3 || ',', ',gpu,') > 0) "
                            "AND NOT EXISTS (SELECT 1 FROM json_each(requirements) r "
                            "                WHERE instr(',' || ?3 || ',', ',' || r.value || ',') = 0) "
+                           "AND (?4 = 0 OR attempt_count = 0) "
                            "ORDER BY priority + (CASE WHEN ?2 > 0 THEN MAX(0, (?1 - MAX(created_at, scheduled_at)) "
                            "/ ?2) ELSE 0 END) DESC, MAX(created_at, scheduled_at), job_id LIMIT 1",
                            -1, &st, NULL);
         sqlite3_bind_int64(st, 1, (int64_t) c->clock_override);
         sqlite3_bind_int64(st, 2, (int64_t) c->settings.aging_window);
         sqlite3_bind_text(st, 3, caps ? caps : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, fresh_only);
         if (sqlite3_step(st) == SQLITE_ROW)
                 snprintf(want, 64, "%s", sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
@@ -302,13 +305,13 @@ static void reference_next(Control *c, const char *caps, char want[64]) {
 /* Claims for worker_id (registered with caps) until it gets nothing, each claim checked against
  * reference_next(): whether every one matched and both ran out together; *ret_n gets how many
  * were claimed. */
-static bool claims_follow_reference(Control *c, const char *worker_id, const char *caps, int *ret_n) {
+static bool claims_follow(Control *c, const char *worker_id, const char *caps, bool fresh_only, int *ret_n) {
         bool same = true;
         int n = 0;
 
         for (;;) {
                 char want[64];
-                reference_next(c, caps, want);
+                reference_next(c, caps, fresh_only, want);
                 _cleanup_free_ char *got = claim_id(c, worker_id);
                 if (!got || !want[0]) {
                         same = same && !got && !want[0];
@@ -320,6 +323,10 @@ static bool claims_follow_reference(Control *c, const char *worker_id, const cha
         }
         *ret_n = n;
         return same;
+}
+
+static bool claims_follow_reference(Control *c, const char *worker_id, const char *caps, int *ret_n) {
+        return claims_follow(c, worker_id, caps, false, ret_n);
 }
 
 /* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
@@ -438,6 +445,76 @@ static void test_classes_merge_in_claim_order(void) {
         check_class_order(0, 4, 70, "70 classes: more than are sought, row by row");
 }
 
+/* 120 jobs needing nothing, r1, or r2 (which the workers here lack), of priorities 0 to
+ * n_priorities - 1, one in ten scheduled a little ahead, and one in four (out of step with the
+ * requirements) with an earlier attempt. *ret_fresh and *ret_retry: how many of each a worker
+ * with "linux,r1" can take. */
+static void submit_retry_mixture(Control *c, int n_priorities, int *ret_fresh, int *ret_retry) {
+        JobSpec s;
+
+        *ret_fresh = *ret_retry = 0;
+        job_spec_init(&s);
+        s.command = "x";
+        for (int i = 0; i < 120; i++) {
+                char req[16], *reqs[] = {req, NULL};
+                int k = i % 3;
+                bool retry = i % 4 == 1;
+                snprintf(req, sizeof(req), "r%d", k);
+                s.requirements = k > 0 ? reqs : NULL;
+                s.priority = (i * 11) % n_priorities;
+                s.scheduled_at = i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0;
+                const char *id = test_submit_spec(c, &s);
+                if (retry)
+                        test_force(c, "attempt_count = 1", id);
+                if (k < 2)
+                        (*(retry ? ret_retry : ret_fresh))++;
+                test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
+        }
+}
+
+/* Retry jobs are classes of their own: a worker without a retry limit gets them merged with the
+ * fresh ones in claim order; one that holds its limit gets every fresh job it can take in claim
+ * order and no retry job, which another worker may still take. */
+static void check_retry_classes(usec_t aging_window, int n_priorities, const char *what) {
+        Control *c = test_control_new();
+        int fresh, retry, got;
+        JobSpec s;
+
+        test_register(c, "free", "linux,r1");
+        c->settings.aging_window = aging_window;
+        submit_retry_mixture(c, n_priorities, &fresh, &retry);
+        bool same = claims_follow_reference(c, "free", "linux,r1", &got);
+        ok(same && got == fresh + retry, "%s: without a limit, fresh and retry jobs in claim order (%d of %d)", what,
+           got, fresh + retry);
+        test_control_free(c);
+
+        c = test_control_new();
+        test_register(c, "held", "linux,r1");
+        test_register(c, "other", "linux,r1");
+        c->settings.aging_window = aging_window;
+        c->settings.max_retry_jobs_per_worker = 1;
+        job_spec_init(&s);
+        s.command = "x";
+        s.priority = 100;
+        char first[RANDOM_ID_SIZE];
+        strcpy(first, test_submit_spec(c, &s));
+        test_force(c, "attempt_count = 1", first);
+        _cleanup_free_ char *held = claim_id(c, "held");
+        submit_retry_mixture(c, n_priorities, &fresh, &retry);
+        same = claims_follow(c, "held", "linux,r1", true, &got);
+        ok(same && streq_ptr(held, first) && got == fresh,
+           "%s: at its retry limit, every fresh job in claim order and no retry job (%d of %d)", what, got, fresh);
+        _cleanup_(job_freep) Job *other = test_claim(c, "other");
+        ok(other && other->attempt_count > 1, "%s: another worker takes a retry job", what);
+        test_control_free(c);
+}
+
+static void test_retry_jobs_are_classes_of_their_own(void) {
+        check_retry_classes(0, 4, "no aging");
+        check_retry_classes(3 * USEC_PER_SEC, 3, "aging, merged");
+        check_retry_classes(3 * USEC_PER_SEC, 9, "aging: more scans than the merge keeps");
+}
+
 static int count_op(void *userdata) {
         (*(long *) userdata)++;
         return 0;
@@ -453,19 +530,25 @@ static long claim_ops(Control *c, const char *worker_id, char **ret_id) {
         return ops;
 }
 
-/* n PENDING jobs of one class, submitted an hour ago. */
-static void add_jobs(Control *c, int n, int64_t priority, bool needs_gpu, const char *requirements) {
+/* n PENDING jobs of one class that had `attempts` attempts, submitted an hour ago. */
+static void add_jobs_attempted(Control *c, int n, int64_t priority, bool needs_gpu, const char *requirements,
+                               int attempts) {
         char sql[768], *msg = NULL;
         static int next = 0;
-        snprintf(
-                sql, sizeof(sql),
-                "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < %d) "
-                "INSERT INTO jobs (job_id, status, command, priority, needs_gpu, requirements, created_at, updated_at) "
-                "SELECT printf('bulk%%08d', x + %d), 'PENDING', 'x', %lld, %d, '%s', %lld, 0 FROM k",
-                n, next, (long long) priority, needs_gpu, requirements, (long long) c->clock_override - USEC_PER_HOUR);
+        snprintf(sql, sizeof(sql),
+                 "WITH RECURSIVE k(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM k WHERE x < %d) "
+                 "INSERT INTO jobs (job_id, status, command, priority, needs_gpu, requirements, attempt_count, "
+                 "created_at, updated_at) "
+                 "SELECT printf('bulk%%08d', x + %d), 'PENDING', 'x', %lld, %d, '%s', %d, %lld, 0 FROM k",
+                 n, next, (long long) priority, needs_gpu, requirements, attempts,
+                 (long long) c->clock_override - USEC_PER_HOUR);
         next += n;
         if (sqlite3_exec(c->store->db, sql, NULL, NULL, &msg) != SQLITE_OK)
                 tap_bail("bulk jobs: %s", msg);
+}
+
+static void add_jobs(Control *c, int n, int64_t priority, bool needs_gpu, const char *requirements) {
+        add_jobs_attempted(c, n, priority, needs_gpu, requirements, 0);
 }
 
 static void add_gpu_jobs(Control *c, int n, int64_t priority) {
@@ -532,25 +615,65 @@ static void test_poll_reads_no_job_needing_what_its_worker_lacks(void) {
         check_poll_skips_unmet_requirements(5 * 60 * USEC_PER_SEC, "aging");
 }
 
+/* A worker that holds its limit of retry jobs: an empty poll behind 3,030 retry jobs costs what
+ * it does behind 30, and it gets the fresh job behind them. Before, it read every one of them. */
+static void check_poll_skips_retry_jobs(usec_t aging_window, const char *what) {
+        Control *c = test_control_new();
+        char *none_few = NULL, *none_many = NULL, *got = NULL;
+        char own[RANDOM_ID_SIZE];
+
+        test_register(c, "w", NULL);
+        c->settings.aging_window = aging_window;
+        c->settings.max_retry_jobs_per_worker = 1;
+        add_jobs_attempted(c, 1, 9, false, "[]", 1);
+        free(claim_id(c, "w")); /* held: its one retry job */
+        add_jobs_attempted(c, 20, 5, false, "[]", 1);
+        add_jobs_attempted(c, 10, 3, false, "[]", 2);
+        long few = claim_ops(c, "w", &none_few);
+        add_jobs_attempted(c, 2000, 5, false, "[]", 1);
+        add_jobs_attempted(c, 1000, 3, false, "[]", 2);
+        long many = claim_ops(c, "w", &none_many);
+        ok(!none_few && !none_many && many < few + 100,
+           "%s: at its retry limit, an empty poll behind 3,030 retry jobs costs what it does behind 30 (%ld, %ld VM "
+           "steps)",
+           what, many, few);
+        submit_scheduled(c, 0, 0, own);
+        long behind = claim_ops(c, "w", &got);
+        is_str(got, own, "%s: the fresh job behind them is claimed (%ld VM steps)", what, behind);
+        free(got);
+        test_control_free(c);
+}
+
+static void test_poll_at_the_retry_limit_reads_no_retry_job(void) {
+        check_poll_skips_retry_jobs(0, "no aging");
+        check_poll_skips_retry_jobs(5 * 60 * USEC_PER_SEC, "aging");
+}
+
 static void test_class_claim_uses_its_partial_index(void) {
         Control *c = test_control_new();
         ok(test_plan_uses(c,
-                          "SELECT requirements, priority FROM jobs INDEXED BY jobs_claimable_class WHERE status = "
-                          "'PENDING' AND needs_gpu = ?1 AND requirements > ?2 ORDER BY requirements, priority DESC "
-                          "LIMIT 1",
+                          "SELECT requirements, attempt_count > 0, priority FROM jobs INDEXED BY jobs_claimable_class "
+                          "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
+                          "ORDER BY requirements, attempt_count > 0 DESC, priority DESC LIMIT 1",
                           "jobs_claimable_class (needs_gpu=? AND requirements>?)"),
            "the next class and its highest priority are one seek");
         ok(test_plan_uses(c,
+                          "SELECT priority FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
+                          "needs_gpu = ?1 AND requirements = ?2 AND (attempt_count > 0) = 0 "
+                          "ORDER BY priority DESC LIMIT 1",
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=?)"),
+           "and so is the fresh class after a retry class of the same requirements");
+        ok(test_plan_uses(c,
                           "SELECT job_id FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
-                          "needs_gpu = ?3 AND requirements = ?4 AND priority >= ?2 AND scheduled_at <= ?1 "
-                          "ORDER BY priority DESC, MAX(created_at, scheduled_at), job_id",
-                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND priority>?)"),
+                          "needs_gpu = ?3 AND requirements = ?4 AND (attempt_count > 0) = ?5 AND priority >= ?2 AND "
+                          "scheduled_at <= ?1 ORDER BY priority DESC, MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=? AND priority>?)"),
            "a class comes out of the index in claim order, no sort");
         ok(test_plan_uses(c,
                           "SELECT job_id FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
-                          "needs_gpu = ?3 AND requirements = ?4 AND priority = ?1 AND scheduled_at <= ?2 ORDER BY "
-                          "MAX(created_at, scheduled_at), job_id",
-                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND priority=?)"),
+                          "needs_gpu = ?3 AND requirements = ?4 AND (attempt_count > 0) = ?5 AND priority = ?1 AND "
+                          "scheduled_at <= ?2 ORDER BY MAX(created_at, scheduled_at), job_id",
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=? AND priority=?)"),
            "and so does one priority of it, for the aging merge");
         test_control_free(c);
 }
@@ -624,7 +747,9 @@ int main(void) {
         test_cpu_worker_gets_cpu_jobs_in_claim_order();
         test_cpu_worker_poll_reads_no_gpu_job();
         test_classes_merge_in_claim_order();
+        test_retry_jobs_are_classes_of_their_own();
         test_poll_reads_no_job_needing_what_its_worker_lacks();
+        test_poll_at_the_retry_limit_reads_no_retry_job();
         test_class_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();

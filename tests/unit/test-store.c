@@ -131,6 +131,9 @@ static void test_migration_from_every_earlier_version_preserves_data(void) {
                        10, "v%d has every index a query uses (v6, v7, v8, v12)", v);
                 is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_claimable_cpu'"), 0,
                        "v%d lost the GPU-only claim index jobs_claimable_class replaces (v12)", v);
+                is_int(pragma_int(c.store, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_claimable_class' "
+                                           "AND sql LIKE '%requirements, attempt_count > 0 DESC, priority DESC%'"),
+                       1, "v%d claims retry jobs as classes of their own (v13)", v);
                 is_int(pragma_int(c.store,
                                   "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND sql LIKE '% IN (%'"),
                        0, "v%d has no partial index with an IN list (v8)", v);
