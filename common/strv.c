@@ -112,3 +112,22 @@ bool strv_equal(char *const *a, char *const *b) {
                         return false;
         return true;
 }
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+void strv_sort_unique(char **l) {
+        size_t n = strv_length(l), kept = 0;
+
+        if (n < 2)
+                return;
+        qsort(l, n, sizeof(char *), cmp_str);
+        for (size_t i = 0; i < n; i++) {
+                if (kept > 0 && streq(l[kept - 1], l[i]))
+                        free(l[i]);
+                else
+                        l[kept++] = l[i];
+        }
+        l[kept] = NULL;
+}

@@ -16,6 +16,8 @@ char **strv_copy(char *const *l);
 int strv_split(const char *s, const char *separators, char ***ret);
 char *strv_join(char *const *l, const char *separator);
 bool strv_equal(char *const *a, char *const *b);
+/* Sorts l in place (strcmp order) and drops repeated items: a set's one spelling. */
+void strv_sort_unique(char **l);
 
 static inline void strv_freep(char ***l) {
         strv_free(*l);

@@ -187,12 +187,22 @@ int job_spec_validate(const JobSpec *s, OpError *err) {
         return validate_strv(s->requirements, LIMIT_REQUIREMENTS, LIMIT_CAPABILITY_LEN, "requirements", err);
 }
 
+/* The requirements as stored: a set, sorted and each once, so that one set is one class of the
+ * claim (schedule.h) however a client lists it. */
+static int requirements_text(char *const *requirements, char **ret) {
+        _cleanup_strv_free_ char **set = strv_copy(requirements);
+        if (!set)
+                return -ENOMEM;
+        strv_sort_unique(set);
+        return strv_to_json_text(set, ret);
+}
+
 static int insert_job(Control *c, const Origin *o, const JobSpec *spec, const char *job_id, usec_t now) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         _cleanup_free_ char *args = NULL, *reqs = NULL;
         int r;
 
-        if (strv_to_json_text(spec->args, &args) < 0 || strv_to_json_text(spec->requirements, &reqs) < 0)
+        if (strv_to_json_text(spec->args, &args) < 0 || requirements_text(spec->requirements, &reqs) < 0)
                 return -ENOMEM;
         r = store_prepare(c->store,
                           "INSERT INTO jobs (job_id, status, command, args, working_dir, timeout_ms, priority, "

@@ -84,6 +84,13 @@ static void test_strv(void) {
         ok(strv_contains(l, "cuda") && !strv_contains(l, "x"), "contains");
         _cleanup_free_ char *j = strv_join(l, ",");
         is_str(j, "gpu,cuda,linux", "join");
+
+        _cleanup_strv_free_ char **set = NULL;
+        ok(strv_split("linux cuda gpu cuda linux", " ", &set) == 0, "split a list with repeats");
+        strv_sort_unique(set);
+        _cleanup_free_ char *sorted = strv_join(set, ",");
+        is_str(sorted, "cuda,gpu,linux", "sorted, each item once");
+        strv_sort_unique(NULL); /* no list: nothing to do */
 }
 
 static void test_json_validation_names_the_field(void) {

@@ -523,6 +523,33 @@ static void test_submit_validates(void) {
         test_control_free(c);
 }
 
+/* Requirements are a set: however a client lists them, the job has them sorted and each once, and
+ * two lists of one set make one class of the claim. */
+static void test_requirements_are_stored_as_a_set(void) {
+        Control *c = test_control_new();
+        OpError err = {};
+        char a[RANDOM_ID_SIZE], b[RANDOM_ID_SIZE];
+        char *listed[] = {"linux", "cuda", "linux", NULL}, *other_order[] = {"cuda", "linux", NULL};
+        JobSpec s;
+
+        job_spec_init(&s);
+        s.command = "x";
+        s.requirements = listed;
+        is_int(jobs_submit(c, NULL, &s, a, &err), 0, "submitted with a repeated requirement");
+        s.requirements = other_order;
+        is_int(jobs_submit(c, NULL, &s, b, &err), 0, "submitted with the same set in another order");
+        _cleanup_(job_freep) Job *ja = NULL, *jb = NULL;
+        ok(jobs_get(c, a, &ja) == 0 && jobs_get(c, b, &jb) == 0, "both stored");
+        _cleanup_free_ char *ra = ja ? strv_join(ja->requirements, ",") : NULL;
+        is_str(ra, "cuda,linux", "sorted, each once");
+        ok(ja && jb && strv_equal(ja->requirements, jb->requirements), "the same set, the same list");
+        sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(c->store->db, "SELECT count(DISTINCT requirements) FROM jobs", -1, &st, NULL);
+        ok(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1, "one class of the claim");
+        sqlite3_finalize(st);
+        test_control_free(c);
+}
+
 static void test_list_newest_first_with_filters(void) {
         Control *c = test_control_new();
         Job **jobs = NULL;
@@ -901,6 +928,7 @@ int main(void) {
         test_reconnect_rejects_an_invalid_record_alone();
         test_reconnect_rejects_keep_under_another_assignment();
         test_submit_validates();
+        test_requirements_are_stored_as_a_set();
         test_list_newest_first_with_filters();
         test_drain_stops_new_assignments();
         test_non_retryable_failure_fails_at_once();
