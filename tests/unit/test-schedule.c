@@ -551,102 +551,77 @@ static void add_jobs(Control *c, int n, int64_t priority, bool needs_gpu, const 
         add_jobs_attempted(c, n, priority, needs_gpu, requirements, 0);
 }
 
-static void add_gpu_jobs(Control *c, int n, int64_t priority) {
-        add_jobs(c, n, priority, true, "[]");
-}
+/* Adds the jobs the worker may not take ahead of its own: a few, or (many) a hundred times more. */
+typedef void (*AddAhead)(Control *c, bool many);
 
-/* A CPU worker's poll does the same work whether 20 or 2,020 GPU jobs wait ahead of its own job
- * (or of nothing): it does not read them. Before, it read them all, row by row. */
-static void check_cpu_poll_skips_gpu_jobs(usec_t aging_window, const char *what) {
-        Control *c = test_control_new();
-        char *none_few = NULL, *none_many = NULL, *got = NULL;
-        char cpu_job[RANDOM_ID_SIZE];
-
-        test_register(c, "cpu", NULL);
-        c->settings.aging_window = aging_window;
-        add_gpu_jobs(c, 20, 5);
-        long few = claim_ops(c, "cpu", &none_few);
-        add_gpu_jobs(c, 2000, 5);
-        long many = claim_ops(c, "cpu", &none_many);
-        ok(!none_few && !none_many && many < few + 100,
-           "%s: an empty poll behind 2,020 GPU jobs costs what it does behind 20 (%ld, %ld VM steps)", what, many, few);
-        submit_scheduled(c, 0, 0, cpu_job);
-        long behind = claim_ops(c, "cpu", &got);
-        is_str(got, cpu_job, "%s: the CPU job behind them is claimed (%ld VM steps)", what, behind);
-        free(got);
-        test_control_free(c);
-}
-
-static void test_cpu_worker_poll_reads_no_gpu_job(void) {
-        check_cpu_poll_skips_gpu_jobs(0, "no aging");
-        check_cpu_poll_skips_gpu_jobs(5 * 60 * USEC_PER_SEC, "aging");
-}
-
-/* The same for jobs that need something else the worker lacks: 20 or 2,020 of them ahead, a poll
- * of a worker without it does the same work, and it gets its own job behind them. */
-static void check_poll_skips_unmet_requirements(usec_t aging_window, const char *what) {
-        Control *c = test_control_new();
+/* The worker's empty poll does the same work behind many such jobs as behind a few (it does not
+ * read them; before, it read them all, row by row), and it gets the job it may take behind them.
+ * Frees c. */
+static void check_flat_poll(Control *c, const char *worker_id, AddAhead add, const char *ahead, const char *what) {
         char *none_few = NULL, *none_many = NULL, *got = NULL;
         char own[RANDOM_ID_SIZE];
 
-        test_register(c, "cpu", "linux");
-        c->settings.aging_window = aging_window;
-        add_jobs(c, 20, 5, false, "[\"cuda\"]");
-        add_jobs(c, 10, 5, false, "[\"linux\",\"avx512\"]");
-        long few = claim_ops(c, "cpu", &none_few);
-        add_jobs(c, 2000, 5, false, "[\"cuda\"]");
-        add_jobs(c, 1000, 5, false, "[\"linux\",\"avx512\"]");
-        long many = claim_ops(c, "cpu", &none_many);
+        add(c, false);
+        long few = claim_ops(c, worker_id, &none_few);
+        add(c, true);
+        long many = claim_ops(c, worker_id, &none_many);
         ok(!none_few && !none_many && many < few + 100,
-           "%s: an empty poll behind 3,030 jobs needing what it lacks costs what it does behind 30 (%ld, %ld VM "
-           "steps)",
-           what, many, few);
+           "%s: an empty poll behind %s costs what it does behind a hundredth of them (%ld, %ld VM steps)", what, ahead,
+           many, few);
         submit_scheduled(c, 0, 0, own);
-        long behind = claim_ops(c, "cpu", &got);
-        is_str(got, own, "%s: the job it can take behind them is claimed (%ld VM steps)", what, behind);
+        long behind = claim_ops(c, worker_id, &got);
+        is_str(got, own, "%s: the job it may take behind them is claimed (%ld VM steps)", what, behind);
         free(got);
         free(none_few);
         free(none_many);
         test_control_free(c);
 }
 
+static void add_gpu_jobs(Control *c, bool many) {
+        add_jobs(c, many ? 2000 : 20, 5, true, "[]");
+}
+
+static void test_cpu_worker_poll_reads_no_gpu_job(void) {
+        for (int aging = 0; aging <= 1; aging++) {
+                Control *c = test_control_new();
+                test_register(c, "cpu", NULL);
+                c->settings.aging_window = aging ? 5 * 60 * USEC_PER_SEC : 0;
+                check_flat_poll(c, "cpu", add_gpu_jobs, "2,020 GPU jobs", aging ? "aging" : "no aging");
+        }
+}
+
+static void add_unmet_jobs(Control *c, bool many) {
+        add_jobs(c, many ? 2000 : 20, 5, false, "[\"cuda\"]");
+        add_jobs(c, many ? 1000 : 10, 5, false, "[\"avx512\",\"linux\"]");
+}
+
 static void test_poll_reads_no_job_needing_what_its_worker_lacks(void) {
-        check_poll_skips_unmet_requirements(0, "no aging");
-        check_poll_skips_unmet_requirements(5 * 60 * USEC_PER_SEC, "aging");
+        for (int aging = 0; aging <= 1; aging++) {
+                Control *c = test_control_new();
+                test_register(c, "cpu", "linux");
+                c->settings.aging_window = aging ? 5 * 60 * USEC_PER_SEC : 0;
+                check_flat_poll(c, "cpu", add_unmet_jobs, "3,030 jobs needing what it lacks",
+                                aging ? "aging" : "no aging");
+        }
 }
 
-/* A worker that holds its limit of retry jobs: an empty poll behind 3,030 retry jobs costs what
- * it does behind 30, and it gets the fresh job behind them. Before, it read every one of them. */
-static void check_poll_skips_retry_jobs(usec_t aging_window, const char *what) {
-        Control *c = test_control_new();
-        char *none_few = NULL, *none_many = NULL, *got = NULL;
-        char own[RANDOM_ID_SIZE];
-
-        test_register(c, "w", NULL);
-        c->settings.aging_window = aging_window;
-        c->settings.max_retry_jobs_per_worker = 1;
-        add_jobs_attempted(c, 1, 9, false, "[]", 1);
-        free(claim_id(c, "w")); /* held: its one retry job */
-        add_jobs_attempted(c, 20, 5, false, "[]", 1);
-        add_jobs_attempted(c, 10, 3, false, "[]", 2);
-        long few = claim_ops(c, "w", &none_few);
-        add_jobs_attempted(c, 2000, 5, false, "[]", 1);
-        add_jobs_attempted(c, 1000, 3, false, "[]", 2);
-        long many = claim_ops(c, "w", &none_many);
-        ok(!none_few && !none_many && many < few + 100,
-           "%s: at its retry limit, an empty poll behind 3,030 retry jobs costs what it does behind 30 (%ld, %ld VM "
-           "steps)",
-           what, many, few);
-        submit_scheduled(c, 0, 0, own);
-        long behind = claim_ops(c, "w", &got);
-        is_str(got, own, "%s: the fresh job behind them is claimed (%ld VM steps)", what, behind);
-        free(got);
-        test_control_free(c);
+static void add_retry_jobs(Control *c, bool many) {
+        add_jobs_attempted(c, many ? 2000 : 20, 5, false, "[]", 1);
+        add_jobs_attempted(c, many ? 1000 : 10, 3, false, "[]", 2);
 }
 
+/* The same for a worker that holds its limit of retry jobs, behind retry jobs. */
 static void test_poll_at_the_retry_limit_reads_no_retry_job(void) {
-        check_poll_skips_retry_jobs(0, "no aging");
-        check_poll_skips_retry_jobs(5 * 60 * USEC_PER_SEC, "aging");
+        for (int aging = 0; aging <= 1; aging++) {
+                Control *c = test_control_new();
+                test_register(c, "w", NULL);
+                c->settings.aging_window = aging ? 5 * 60 * USEC_PER_SEC : 0;
+                c->settings.max_retry_jobs_per_worker = 1;
+                add_jobs_attempted(c, 1, 9, false, "[]", 1);
+                free(claim_id(c, "w")); /* held: its one retry job */
+                check_flat_poll(c, "w", add_retry_jobs, "3,030 retry jobs",
+                                aging ? "aging, at its retry limit" : "no aging, at its retry limit");
+        }
 }
 
 static void test_class_claim_uses_its_partial_index(void) {
