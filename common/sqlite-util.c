@@ -22,15 +22,15 @@ void sqlite_stmt_cache_init(SqliteStmtCache *c, size_t max, int (*map_errno)(int
         *c = (SqliteStmtCache){.max = max, .map_errno = map_errno};
 }
 
-static struct SqliteStmtCacheEntry *cache_find(SqliteStmtCache *c, const char *sql, unsigned copy) {
+static struct SqliteStmtCacheEntry *cache_find(SqliteStmtCache *c, const char *sql) {
         for (size_t i = 0; i < c->n; i++)
-                if (c->entries[i].sql == sql && c->entries[i].copy == copy)
+                if (c->entries[i].sql == sql)
                         return &c->entries[i];
         return NULL;
 }
 
-int sqlite_stmt_cache_get(SqliteStmtCache *c, sqlite3 *db, const char *sql, unsigned copy, sqlite3_stmt **ret) {
-        struct SqliteStmtCacheEntry *e = cache_find(c, sql, copy);
+int sqlite_stmt_cache_get(SqliteStmtCache *c, sqlite3 *db, const char *sql, sqlite3_stmt **ret) {
+        struct SqliteStmtCacheEntry *e = cache_find(c, sql);
         sqlite3_stmt *st = NULL;
         int rc;
 
@@ -51,7 +51,7 @@ int sqlite_stmt_cache_get(SqliteStmtCache *c, sqlite3 *db, const char *sql, unsi
         if (rc != SQLITE_OK)
                 return log_error_errno(c->map_errno(rc) ?: -EIO, "Failed to prepare SQL (%s): %s", sqlite3_errmsg(db),
                                        sql);
-        c->entries[c->n++] = (struct SqliteStmtCacheEntry){.sql = sql, .copy = copy, .stmt = st};
+        c->entries[c->n++] = (struct SqliteStmtCacheEntry){.sql = sql, .stmt = st};
         *ret = st;
         return 0;
 }

@@ -15,13 +15,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(sqlite3_stmt *, sqlite3_finalize);
  * which initializes the library); later calls change nothing. */
 void sqlite_library_configure(void);
 
-/* Prepared statements keyed by the address of their SQL string literal and a copy number (copies
- * are distinct statements, for one needed open several times at once). Every statement is a
+/* Prepared statements keyed by the address of their SQL string literal. Every statement is a
  * literal in the source, so the cache is bounded by the code: `max` is that bound. */
 typedef struct SqliteStmtCache {
         struct SqliteStmtCacheEntry {
                 const char *sql;
-                unsigned copy;
                 sqlite3_stmt *stmt;
         } *entries;
         size_t n, max;
@@ -31,7 +29,7 @@ typedef struct SqliteStmtCache {
 void sqlite_stmt_cache_init(SqliteStmtCache *c, size_t max, int (*map_errno)(int sqlite_rc));
 /* The cached statement, reset and unbound; prepared (persistent) on first use. A failure is
  * logged: -ENOSPC when the cache is full, -ENOMEM, or map_errno() of SQLite's code. */
-int sqlite_stmt_cache_get(SqliteStmtCache *c, sqlite3 *db, const char *sql, unsigned copy, sqlite3_stmt **ret);
+int sqlite_stmt_cache_get(SqliteStmtCache *c, sqlite3 *db, const char *sql, sqlite3_stmt **ret);
 /* Finalizes every statement (before the connection closes) and frees the cache. */
 void sqlite_stmt_cache_done(SqliteStmtCache *c);
 

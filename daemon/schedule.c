@@ -59,11 +59,16 @@ static const char *const class_next_priority =
 static const char *const class_lane = CANDIDATE BY_CLASS "AND priority = ?1 AND scheduled_at <= ?2 "
                                                          "ORDER BY " CLAIMABLE_AT ", job_id";
 
+/* The oldest PENDING job's submission: no claimable job has waited longer (a job becomes
+ * claimable at its submission or later), so none has more aging credit than it would. */
+static const char *const oldest_pending = "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'";
+
 /* Past these the claim reads every claimable job in claim order instead, row by row: more
- * distinct requirements texts than are worth a seek each, or more scans (a class's, or with aging
- * one per priority of each class) than the merge keeps open. */
+ * distinct requirements texts than are worth a seek each, or (with aging) more first jobs of a
+ * priority to read than a claim should (a few milliseconds' worth). */
 #define CLASSES_SEEN_MAX 64
-#define LANES_MAX        32
+#define CLASSES_MAX      (2 * CLASSES_SEEN_MAX) /* a fresh and a retry class per requirements text */
+#define SCANS_MAX        1024
 
 /* ---- row by row, for queues beyond those limits ---- */
 #define ROW_BY_ROW                                                                                                     \
@@ -204,9 +209,9 @@ static int fresh_class_top_priority(Control *c, int needs_gpu, const char *requi
         return r;
 }
 
-/* Appends a class to classes[LANES_MAX]; *ret_too_many when it is full. */
+/* Appends a class to classes[CLASSES_MAX]; *ret_too_many when it is full. */
 static int class_add(Class *classes, size_t *n, Class k, bool *ret_too_many) {
-        if (*n == LANES_MAX) {
+        if (*n == CLASSES_MAX) {
                 *ret_too_many = true;
                 return 0;
         }
@@ -236,7 +241,7 @@ static int classes_add(Control *c, Class first, bool retries_ok, Class *classes,
         return class_add(classes, n, first, ret_too_many);
 }
 
-/* The classes of PENDING jobs this worker can take, into classes[LANES_MAX]. *ret_too_many when
+/* The classes of PENDING jobs this worker can take, into classes[CLASSES_MAX]. *ret_too_many when
  * there are more requirements texts, or more classes it can take, than the limits. A worker
  * without the "gpu" capability does not even look at the classes of GPU jobs, nor one at its
  * retry limit at the retry classes' jobs. */
@@ -271,51 +276,68 @@ static int classes_find(Control *c, char *const *capabilities, bool retries_ok, 
         return 0;
 }
 
-/* ---- the merge of the classes' scans ----
+/* ---- the best of the classes' scans ----
  *
- * Without aging each eligible class is one scan, already in claim order; the claim order of them
- * all is their merge. With aging the effective priority priority + floor(waited / window) has no
- * index, and sorting every PENDING job per claim costs O(pending). But within one priority of one
- * class the job claimable longest has waited longest, so each such range of the index comes out
- * in claim order already: the merge then takes one scan per priority of each eligible class, and
- * a claim reads a few rows per scan instead of the whole queue. The distinct priorities are found
- * by seeking the index (one probe each). */
+ * Without aging a class's scan in claim order gives its best job first, and the claim takes the
+ * best of the classes' first jobs. With aging the effective priority priority + floor(waited /
+ * window) has no index, and sorting every PENDING job per claim costs O(pending). But within one
+ * priority of one class the job claimable longest has waited longest, so each such range of the
+ * index has its best job first: the claim reads the first job of each priority of each class,
+ * highest priority first (the distinct priorities found by seeking the index, one probe each),
+ * and leaves a class once its priority plus the most credit any job can have is below the best
+ * found: no job further down can reach it. A claim thus reads one row per scan, however deep the
+ * queue, and only the priorities within the oldest job's credit of the best. */
 
-typedef struct Lane {
-        sqlite3_stmt *st; /* NULL once exhausted */
-} Lane;
+typedef struct Best {
+        char *job_id; /* NULL: none yet */
+        int64_t effective;
+        int64_t claimable_at;
+} Best;
 
-/* The lanes' statements are cached copies: done with, they are only reset. */
-static void lanes_done(Lane *lanes, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                sqlite_stmt_resetp(&lanes[i].st);
+/* A candidate's effective priority: its priority, plus one per aging window it has waited. */
+static int64_t effective(int64_t priority, usec_t since, usec_t now, usec_t window) {
+        if (window == 0 || now <= since)
+                return priority;
+        return priority + (int64_t) ((now - since) / window);
 }
 
-static void lane_exhausted(Lane *l) {
-        sqlite_stmt_resetp(&l->st);
-        l->st = NULL;
+/* Whether a candidate (effective priority e, claimable since, job_id) comes before *best in claim
+ * order (see schedule.h). */
+static bool before_best(const Best *best, int64_t e, int64_t since, const char *job_id) {
+        if (!best->job_id)
+                return true;
+        if (e != best->effective)
+                return e > best->effective;
+        if (since != best->claimable_at)
+                return since < best->claimable_at;
+        return strcmp(job_id, best->job_id) < 0;
 }
 
-static int bind_class(sqlite3_stmt *st, const Class *k) {
-        if (store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
-            store_bind_int64(st, 5, k->retry) < 0)
-                return -ENOMEM;
-        return 0;
-}
-
-/* Opens lane n over sql (a cached copy of its own: several are open at once) with a and b as ?1
- * and ?2 and the class as ?3 and ?4, and steps it to its first row. */
-static int lane_open(Control *c, const char *sql, Lane *lanes, size_t n, int64_t a, int64_t b, const Class *k) {
-        Lane *l = &lanes[n];
-        int r = store_prepare_copy(c->store, sql, (unsigned) n, &l->st);
+/* Reads the first row of sql (a scan of class k, with a and b as ?1 and ?2) into *best if it
+ * comes first. */
+static int scan_first(Control *c, const char *sql, int64_t a, int64_t b, const Class *k, usec_t now, Best *best) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, sql, &st);
         if (r < 0)
                 return r;
-        if (store_bind_int64(l->st, 1, a) < 0 || store_bind_int64(l->st, 2, b) < 0 || bind_class(l->st, k) < 0)
+        if (store_bind_int64(st, 1, a) < 0 || store_bind_int64(st, 2, b) < 0 ||
+            store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
+            store_bind_int64(st, 5, k->retry) < 0)
                 return -ENOMEM;
-        r = store_step(c->store, l->st);
-        if (r == 0)
-                lane_exhausted(l);
-        return r < 0 ? r : 0;
+        r = store_step(c->store, st);
+        if (r <= 0)
+                return r;
+        int64_t since = sqlite3_column_int64(st, COL_CLAIMABLE_AT);
+        int64_t e = effective(sqlite3_column_int64(st, COL_PRIORITY), (usec_t) since, now, c->settings.aging_window);
+        const char *id = (const char *) sqlite3_column_text(st, COL_JOB_ID);
+        if (!before_best(best, e, since, id))
+                return 0;
+        char *copy = strdup(id);
+        if (!copy)
+                return -ENOMEM;
+        free(best->job_id);
+        *best = (Best){.job_id = copy, .effective = e, .claimable_at = since};
+        return 0;
 }
 
 static int class_next_priority_below(Control *c, const Class *k, int64_t below, int64_t floor, bool *ret_found,
@@ -324,7 +346,9 @@ static int class_next_priority_below(Control *c, const Class *k, int64_t below, 
         int r = store_prepare(c->store, class_next_priority, &st);
         if (r < 0)
                 return r;
-        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0 || bind_class(st, k) < 0)
+        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0 ||
+            store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
+            store_bind_int64(st, 5, k->retry) < 0)
                 return -ENOMEM;
         r = store_step(c->store, st);
         if (r < 0)
@@ -335,19 +359,37 @@ static int class_next_priority_below(Control *c, const Class *k, int64_t below, 
         return 0;
 }
 
-/* With aging: one lane per priority of class k at or above floor, after the *n open already. */
-static int lanes_open_priorities(Control *c, const Class *k, usec_t now, int64_t floor, Lane *lanes, size_t *n,
-                                 bool *ret_too_many) {
+/* The most aging credit a claimable job can have now: that of the oldest PENDING job. */
+static int credit_max(Control *c, usec_t now, int64_t *ret) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, oldest_pending, &st);
+        if (r < 0)
+                return r;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        *ret = r > 0 ? effective(0, (usec_t) sqlite3_column_int64(st, 0), now, c->settings.aging_window) : 0;
+        return 0;
+}
+
+/* With aging: the first job of each priority of class k at or above floor, highest first, until
+ * no lower priority can reach the best; *budget counts the scans left. */
+static int class_best_aging(Control *c, const Class *k, usec_t now, int64_t floor, int64_t credit, Best *best,
+                            unsigned *budget, bool *ret_too_many) {
         int64_t p = k->top_priority;
         bool found = p >= floor;
         int r;
 
         while (found) {
-                if (*n == LANES_MAX) {
+                /* p is at most JOBS_PRIORITY_LIMIT and credit far below INT64_MAX: no overflow */
+                if (best->job_id && p + credit < best->effective)
+                        return 0;
+                if (*budget == 0) {
                         *ret_too_many = true;
                         return 0;
                 }
-                r = lane_open(c, class_lane, lanes, (*n)++, p, (int64_t) now, k);
+                (*budget)--;
+                r = scan_first(c, class_lane, p, (int64_t) now, k, now, best);
                 if (r < 0 || p == INT64_MIN)
                         return r;
                 r = class_next_priority_below(c, k, p, floor, &found, &p);
@@ -357,68 +399,30 @@ static int lanes_open_priorities(Control *c, const Class *k, usec_t now, int64_t
         return 0;
 }
 
-/* Opens the lanes of the classes into lanes[LANES_MAX]; *n counts those opened, also on failure,
- * for lanes_done(). */
-static int lanes_open(Control *c, const Class *classes, size_t n_classes, usec_t now, int64_t floor, Lane *lanes,
-                      size_t *n, bool *ret_too_many) {
-        int r = 0;
-
-        *n = 0;
-        for (size_t i = 0; i < n_classes && r >= 0 && !*ret_too_many; i++)
-                if (c->settings.aging_window > 0)
-                        r = lanes_open_priorities(c, &classes[i], now, floor, lanes, n, ret_too_many);
-                else
-                        r = lane_open(c, class_scan, lanes, (*n)++, (int64_t) now, floor, &classes[i]);
-        return r;
-}
-
-/* A candidate's effective priority: its priority, plus one per aging window it has waited. */
-static int64_t effective(sqlite3_stmt *st, usec_t now, usec_t window) {
-        int64_t priority = sqlite3_column_int64(st, COL_PRIORITY);
-        usec_t since = (usec_t) sqlite3_column_int64(st, COL_CLAIMABLE_AT);
-
-        if (window == 0 || now <= since)
-                return priority;
-        return priority + (int64_t) ((now - since) / window);
-}
-
-/* Whether lane a's head comes before lane b's in claim order (see schedule.h). */
-static bool lane_before(const Lane *a, const Lane *b, usec_t now, usec_t window) {
-        int64_t ea = effective(a->st, now, window), eb = effective(b->st, now, window);
-        if (ea != eb)
-                return ea > eb;
-        int64_t sa = sqlite3_column_int64(a->st, COL_CLAIMABLE_AT), sb = sqlite3_column_int64(b->st, COL_CLAIMABLE_AT);
-        if (sa != sb)
-                return sa < sb;
-        return strcmp((const char *) sqlite3_column_text(a->st, COL_JOB_ID),
-                      (const char *) sqlite3_column_text(b->st, COL_JOB_ID)) < 0;
-}
-
-/* Every job of the lanes is one the worker may take: the first in claim order is its. */
-static int pick_merged(Control *c, Lane *lanes, size_t n, usec_t now, char **ret_job_id) {
-        Lane *best = NULL;
-
-        for (size_t i = 0; i < n; i++)
-                if (lanes[i].st && (!best || lane_before(&lanes[i], best, now, c->settings.aging_window)))
-                        best = &lanes[i];
-        return best ? take(best->st, ret_job_id) : 0;
-}
-
 static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
                          char **ret_job_id, bool *ret_too_many) {
-        Class classes[LANES_MAX] = {};
-        Lane lanes[LANES_MAX] = {};
-        size_t n_classes = 0, n_lanes = 0;
+        Class classes[CLASSES_MAX] = {};
+        Best best = {};
+        size_t n_classes = 0;
+        unsigned budget = SCANS_MAX;
+        int64_t credit = 0;
         int r;
 
         r = classes_find(c, capabilities, retries_ok, classes, &n_classes, ret_too_many);
-        if (r >= 0 && !*ret_too_many)
-                r = lanes_open(c, classes, n_classes, now, floor, lanes, &n_lanes, ret_too_many);
-        if (r >= 0 && !*ret_too_many)
-                r = pick_merged(c, lanes, n_lanes, now, ret_job_id);
-        lanes_done(lanes, n_lanes);
+        if (r >= 0 && !*ret_too_many && c->settings.aging_window > 0 && n_classes > 0)
+                r = credit_max(c, now, &credit);
+        for (size_t i = 0; i < n_classes && r >= 0 && !*ret_too_many; i++)
+                if (c->settings.aging_window > 0)
+                        r = class_best_aging(c, &classes[i], now, floor, credit, &best, &budget, ret_too_many);
+                else
+                        r = scan_first(c, class_scan, (int64_t) now, floor, &classes[i], now, &best);
         classes_free(classes, n_classes);
-        return r;
+        if (r < 0 || *ret_too_many || !best.job_id) {
+                free(best.job_id);
+                return r;
+        }
+        *ret_job_id = best.job_id;
+        return 1;
 }
 
 /* ---- row by row ---- */

@@ -15,8 +15,10 @@
  * however many there are. The claim seeks the classes of PENDING jobs (one needs_gpu, one
  * requirements text and one retry flag each) and reads only those the worker can take, so jobs
  * that need what it lacks, and retry jobs while it holds its limit of them, cost its polls nothing
- * either. Past 64 requirements texts, or more than 32 scans to merge (a class, or with aging a
- * priority of a class), it reads every claimable job in claim order and checks each. */
+ * either. Of each class it reads the first job in claim order; with aging the first of each
+ * priority, highest first, down to the priority that even the oldest PENDING job's credit could
+ * not lift to the best found. Past 64 requirements texts, or 1,024 such reads, it reads every
+ * claimable job in claim order (with aging, sorted) and checks each. */
 #pragma once
 
 #include "control.h"

@@ -363,11 +363,7 @@ int store_exec(Store *s, const char *sql) {
 }
 
 int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret) {
-        return store_prepare_copy(s, sql, 0, ret);
-}
-
-int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret) {
-        return sqlite_stmt_cache_get(&s->stmts, s->db, sql, copy, ret);
+        return sqlite_stmt_cache_get(&s->stmts, s->db, sql, ret);
 }
 
 int store_step(Store *s, sqlite3_stmt *st) {

@@ -57,9 +57,6 @@ int store_exec(Store *s, const char *sql);
  * reset and its bindings cleared when handed out; use _cleanup_stmt_ so it is reset again after
  * use. */
 int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret);
-/* The same, for copy number `copy` of the statement: copies are distinct statements, so they can
- * be stepped at the same time. */
-int store_prepare_copy(Store *s, const char *sql, unsigned copy, sqlite3_stmt **ret);
 
 /* sqlite3_step() mapped: 1 for a row, 0 when done, negative errno on failure. */
 int store_step(Store *s, sqlite3_stmt *st);

@@ -92,7 +92,7 @@ static int replay_exec(Replay *r, const char *sql) {
 /* Prepared statements are cached by the address of their SQL literal: parsing them again on
  * every call was a good part of the worker's CPU per job. Use with _cleanup_stmt_. */
 static int prepare(Replay *r, const char *sql, sqlite3_stmt **ret) {
-        return sqlite_stmt_cache_get(&r->stmts, r->db, sql, 0, ret);
+        return sqlite_stmt_cache_get(&r->stmts, r->db, sql, ret);
 }
 
 /* A cached statement without parameters or rows: transaction control. */

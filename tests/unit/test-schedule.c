@@ -329,33 +329,37 @@ static bool claims_follow_reference(Control *c, const char *worker_id, const cha
         return claims_follow(c, worker_id, caps, false, ret_n);
 }
 
-/* The merge of per-priority scans hands jobs out in exactly the order of the sorting query, with
- * few or (past the merge's limit, by the sorting query itself) many priorities; one job in ten is
- * scheduled a little ahead, so that its claimable time is not its submission time. */
-static void check_aging_order(int n_priorities, const char *what) {
+/* The first jobs of the per-priority scans hand jobs out in exactly the order of the sorting
+ * query: with few priorities or many, in a young queue (the oldest job's credit leaves most
+ * priorities unread) or one an hour old (every priority read), and past the scans a claim reads
+ * (the sorting query itself). One job in ten is scheduled a little ahead, so that its claimable
+ * time is not its submission time. */
+static void check_aging_order(int n_jobs, int n_priorities, usec_t age, const char *what) {
         Control *c = test_control_new();
         int n = 0;
         test_register(c, "w1", NULL);
         c->settings.aging_window = 3 * USEC_PER_SEC;
-        for (int i = 0; i < 90; i++) {
+        for (int i = 0; i < n_jobs; i++) {
                 char id[RANDOM_ID_SIZE];
                 submit_scheduled(c, (i * 7) % n_priorities,
                                  i % 10 == 3 ? c->clock_override + (usec_t) (i % 4) * 7 * USEC_PER_SEC : 0, id);
                 test_advance(c, (usec_t) ((i * 13) % 5) * USEC_PER_SEC / 2);
         }
+        test_advance(c, age);
         bool same = claims_follow_reference(c, "w1", NULL, &n);
-        ok(same && n == 90, "%s: all 90 jobs in the sorted order (%d claimed)", what, n);
+        ok(same && n == n_jobs, "%s: all %d jobs in the sorted order (%d claimed)", what, n_jobs, n);
         test_control_free(c);
 }
 
-static void test_aging_merge_matches_the_sorted_order(void) {
-        check_aging_order(5, "5 priorities, merged");
-        check_aging_order(45, "45 priorities, sorted");
+static void test_aging_claim_matches_the_sorted_order(void) {
+        check_aging_order(90, 5, 0, "5 priorities");
+        check_aging_order(90, 45, 0, "45 priorities, young");
+        check_aging_order(90, 45, USEC_PER_HOUR, "45 priorities, an hour old");
+        check_aging_order(1030, 1030, USEC_PER_HOUR, "1,030 priorities an hour old: more scans than a claim reads");
 }
 
 /* A worker without GPUs gets the jobs without needs_gpu in the claim order, with GPU jobs of every
- * priority ahead of, among and behind them; a GPU worker still takes the head of the queue. With
- * aging and 50 priorities the CPU jobs alone have more than the merge takes: the sorting query. */
+ * priority ahead of, among and behind them; a GPU worker still takes the head of the queue. */
 static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const char *what) {
         Control *c = test_control_new();
         char head[RANDOM_ID_SIZE];
@@ -388,8 +392,8 @@ static void check_cpu_worker_order(usec_t aging_window, int n_priorities, const 
 
 static void test_cpu_worker_gets_cpu_jobs_in_claim_order(void) {
         check_cpu_worker_order(0, 4, "no aging");
-        check_cpu_worker_order(3 * USEC_PER_SEC, 4, "aging, merged");
-        check_cpu_worker_order(3 * USEC_PER_SEC, 50, "aging, sorted");
+        check_cpu_worker_order(3 * USEC_PER_SEC, 4, "aging, 4 priorities");
+        check_cpu_worker_order(3 * USEC_PER_SEC, 50, "aging, 50 priorities");
 }
 
 /* Jobs of n_classes classes: none, or requirement "r<k>", k = 1..n_classes - 1; every fifth one
@@ -440,8 +444,8 @@ static void check_class_order(usec_t aging_window, int n_priorities, int n_class
 
 static void test_classes_merge_in_claim_order(void) {
         check_class_order(0, 4, 6, "6 classes, no aging");
-        check_class_order(3 * USEC_PER_SEC, 3, 6, "6 classes, aging, merged");
-        check_class_order(3 * USEC_PER_SEC, 9, 6, "6 classes x 9 priorities, aging: more scans than the merge keeps");
+        check_class_order(3 * USEC_PER_SEC, 3, 6, "6 classes x 3 priorities, aging");
+        check_class_order(3 * USEC_PER_SEC, 9, 6, "6 classes x 9 priorities, aging");
         check_class_order(0, 4, 70, "70 classes: more than are sought, row by row");
 }
 
@@ -511,8 +515,8 @@ static void check_retry_classes(usec_t aging_window, int n_priorities, const cha
 
 static void test_retry_jobs_are_classes_of_their_own(void) {
         check_retry_classes(0, 4, "no aging");
-        check_retry_classes(3 * USEC_PER_SEC, 3, "aging, merged");
-        check_retry_classes(3 * USEC_PER_SEC, 9, "aging: more scans than the merge keeps");
+        check_retry_classes(3 * USEC_PER_SEC, 3, "aging, 3 priorities");
+        check_retry_classes(3 * USEC_PER_SEC, 9, "aging, 9 priorities");
 }
 
 static int count_op(void *userdata) {
@@ -605,6 +609,29 @@ static void test_poll_reads_no_job_needing_what_its_worker_lacks(void) {
         }
 }
 
+/* With aging, a claim behind 100,000 jobs of 40 priorities reads what it does behind 1,000: the
+ * first job of each priority within the oldest job's credit of the best, not a sort of the queue
+ * (which it was past 32 such scans, before). */
+static void test_aging_claim_among_many_priorities_is_flat(void) {
+        Control *c = test_control_new();
+        char *few_id = NULL, *many_id = NULL;
+
+        test_register(c, "w", NULL);
+        c->settings.aging_window = 5 * 60 * USEC_PER_SEC;
+        for (int p = 0; p < 40; p++)
+                add_jobs(c, 25, p, false, "[]");
+        long few = claim_ops(c, "w", &few_id);
+        for (int p = 0; p < 40; p++)
+                add_jobs(c, 2475, p, false, "[]");
+        long many = claim_ops(c, "w", &many_id);
+        ok(few_id && many_id && many < few + 100,
+           "a claim behind 100,000 jobs of 40 priorities costs what it does behind 1,000 (%ld, %ld VM steps)", many,
+           few);
+        free(few_id);
+        free(many_id);
+        test_control_free(c);
+}
+
 static void add_retry_jobs(Control *c, bool many) {
         add_jobs_attempted(c, many ? 2000 : 20, 5, false, "[]", 1);
         add_jobs_attempted(c, many ? 1000 : 10, 3, false, "[]", 2);
@@ -649,7 +676,10 @@ static void test_class_claim_uses_its_partial_index(void) {
                           "needs_gpu = ?3 AND requirements = ?4 AND (attempt_count > 0) = ?5 AND priority = ?1 AND "
                           "scheduled_at <= ?2 ORDER BY MAX(created_at, scheduled_at), job_id",
                           "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=? AND priority=?)"),
-           "and so does one priority of it, for the aging merge");
+           "and so does one priority of it, for the claim with aging");
+        ok(test_plan_uses(c, "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'",
+                          "jobs_status_created (status=?)"),
+           "the oldest PENDING job, whose credit bounds every other's, is one seek");
         test_control_free(c);
 }
 
@@ -718,13 +748,14 @@ int main(void) {
         test_preemption_gate_hands_out_only_high_priority();
         test_claim_query_uses_the_partial_index();
         test_aging_claim_seeks_per_priority_without_sorting();
-        test_aging_merge_matches_the_sorted_order();
+        test_aging_claim_matches_the_sorted_order();
         test_cpu_worker_gets_cpu_jobs_in_claim_order();
         test_cpu_worker_poll_reads_no_gpu_job();
         test_classes_merge_in_claim_order();
         test_retry_jobs_are_classes_of_their_own();
         test_poll_reads_no_job_needing_what_its_worker_lacks();
         test_poll_at_the_retry_limit_reads_no_retry_job();
+        test_aging_claim_among_many_priorities_is_flat();
         test_class_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();
