@@ -22,6 +22,8 @@ enum {
         COL_ATTEMPT_COUNT,
         COL_CLAIMABLE_AT,
         COL_PRIORITY,
+        COL_CREATED_AT,   /* oldest_first only */
+        COL_SCHEDULED_AT, /* oldest_first only */
 };
 
 /* ---- by class (schema v13) ----
@@ -64,11 +66,17 @@ static const char *const class_lane = CANDIDATE BY_CLASS "AND priority = ?1 AND 
 static const char *const oldest_pending = "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'";
 
 /* Past these the claim reads every claimable job in claim order instead, row by row: more
- * distinct requirements texts than are worth a seek each, or (with aging) more first jobs of a
- * priority to read than a claim should (a few milliseconds' worth). */
+ * distinct requirements texts than are worth a seek each, or (with aging) more than SCANS_MAX
+ * first jobs of a priority and then more than WALK_MAX jobs walked, a few milliseconds each. */
 #define CLASSES_SEEN_MAX 64
 #define CLASSES_MAX      (2 * CLASSES_SEEN_MAX) /* a fresh and a retry class per requirements text */
 #define SCANS_MAX        1024
+#define WALK_MAX         4096
+
+/* Past SCANS_MAX: the PENDING jobs oldest first, to read what is left (walk_oldest()). */
+static const char *const oldest_first =
+        "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT ", priority, created_at, scheduled_at "
+        "FROM jobs INDEXED BY jobs_status_created WHERE status = 'PENDING' ORDER BY created_at, job_id";
 
 /* ---- row by row, for queues beyond those limits ---- */
 #define ROW_BY_ROW                                                                                                     \
@@ -165,6 +173,10 @@ typedef struct Class {
         char *requirements;
         int retry;            /* 1: the jobs that had an attempt before (attempt_count > 0) */
         int64_t top_priority; /* the highest priority among its jobs */
+        /* With aging, what the claim has read of it: the highest priority whose first job it has
+         * not (the others above it, it has), unless done, when no job of it can come first. */
+        int64_t unread;
+        bool done;
 } Class;
 
 static void classes_free(Class *classes, size_t n) {
@@ -286,7 +298,8 @@ static int classes_find(Control *c, char *const *capabilities, bool retries_ok, 
  * highest priority first (the distinct priorities found by seeking the index, one probe each),
  * and leaves a class once its priority plus the most credit any job can have is below the best
  * found: no job further down can reach it. A claim thus reads one row per scan, however deep the
- * queue, and only the priorities within the oldest job's credit of the best. */
+ * queue, and only the priorities within the oldest job's credit of the best. When one old job
+ * puts too many in reach, the rest is walked oldest first (walk_oldest()). */
 
 typedef struct Best {
         char *job_id; /* NULL: none yet */
@@ -313,6 +326,21 @@ static bool before_best(const Best *best, int64_t e, int64_t since, const char *
         return strcmp(job_id, best->job_id) < 0;
 }
 
+/* The candidate in st's current row into *best if it comes first. */
+static int consider(Control *c, sqlite3_stmt *st, usec_t now, Best *best) {
+        int64_t since = sqlite3_column_int64(st, COL_CLAIMABLE_AT);
+        int64_t e = effective(sqlite3_column_int64(st, COL_PRIORITY), (usec_t) since, now, c->settings.aging_window);
+        const char *id = (const char *) sqlite3_column_text(st, COL_JOB_ID);
+        if (!before_best(best, e, since, id))
+                return 0;
+        char *copy = strdup(id);
+        if (!copy)
+                return -ENOMEM;
+        free(best->job_id);
+        *best = (Best){.job_id = copy, .effective = e, .claimable_at = since};
+        return 0;
+}
+
 /* Reads the first row of sql (a scan of class k, with a and b as ?1 and ?2) into *best if it
  * comes first. */
 static int scan_first(Control *c, const char *sql, int64_t a, int64_t b, const Class *k, usec_t now, Best *best) {
@@ -325,19 +353,7 @@ static int scan_first(Control *c, const char *sql, int64_t a, int64_t b, const C
             store_bind_int64(st, 5, k->retry) < 0)
                 return -ENOMEM;
         r = store_step(c->store, st);
-        if (r <= 0)
-                return r;
-        int64_t since = sqlite3_column_int64(st, COL_CLAIMABLE_AT);
-        int64_t e = effective(sqlite3_column_int64(st, COL_PRIORITY), (usec_t) since, now, c->settings.aging_window);
-        const char *id = (const char *) sqlite3_column_text(st, COL_JOB_ID);
-        if (!before_best(best, e, since, id))
-                return 0;
-        char *copy = strdup(id);
-        if (!copy)
-                return -ENOMEM;
-        free(best->job_id);
-        *best = (Best){.job_id = copy, .effective = e, .claimable_at = since};
-        return 0;
+        return r <= 0 ? r : consider(c, st, now, best);
 }
 
 static int class_next_priority_below(Control *c, const Class *k, int64_t below, int64_t floor, bool *ret_found,
@@ -372,31 +388,109 @@ static int credit_max(Control *c, usec_t now, int64_t *ret) {
         return 0;
 }
 
-/* With aging: the first job of each priority of class k at or above floor, highest first, until
- * no lower priority can reach the best; *budget counts the scans left. */
-static int class_best_aging(Control *c, const Class *k, usec_t now, int64_t floor, int64_t credit, Best *best,
-                            unsigned *budget, bool *ret_too_many) {
-        int64_t p = k->top_priority;
-        bool found = p >= floor;
+/* With aging: the first job of each priority of class k at or above floor, highest first, from
+ * k->unread on, until no lower priority can reach the best (k->done) or the reads run out. */
+static int class_best_aging(Control *c, Class *k, usec_t now, int64_t floor, int64_t credit, Best *best,
+                            unsigned *budget) {
+        int64_t p = k->unread;
+        bool found = !k->done;
         int r;
 
         while (found) {
                 /* p is at most JOBS_PRIORITY_LIMIT and credit far below INT64_MAX: no overflow */
                 if (best->job_id && p + credit < best->effective)
-                        return 0;
+                        break;
                 if (*budget == 0) {
-                        *ret_too_many = true;
+                        k->unread = p;
                         return 0;
                 }
                 (*budget)--;
                 r = scan_first(c, class_lane, p, (int64_t) now, k, now, best);
-                if (r < 0 || p == INT64_MIN)
+                if (r < 0)
                         return r;
+                if (p == INT64_MIN)
+                        break;
                 r = class_next_priority_below(c, k, p, floor, &found, &p);
                 if (r < 0)
                         return r;
         }
+        k->done = true;
         return 0;
+}
+
+/* The class among those not done that the job in st's current row belongs to, if its priority
+ * is one not read yet. */
+static const Class *class_unread_of(const Class *classes, size_t n, sqlite3_stmt *st) {
+        int needs_gpu = sqlite3_column_int(st, COL_NEEDS_GPU) != 0;
+        int retry = sqlite3_column_int64(st, COL_ATTEMPT_COUNT) > 0;
+        const char *requirements = (const char *) sqlite3_column_text(st, COL_REQUIREMENTS);
+
+        for (size_t i = 0; i < n; i++) {
+                const Class *k = &classes[i];
+                if (!k->done && k->needs_gpu == needs_gpu && k->retry == retry &&
+                    streq_ptr(k->requirements, requirements))
+                        return sqlite3_column_int64(st, COL_PRIORITY) <= k->unread ? k : NULL;
+        }
+        return NULL;
+}
+
+/* Past the reads, what is left: the PENDING jobs oldest first. No job has more credit than one
+ * submitted before it (a job becomes claimable at its submission or later), so the walk stops at
+ * the first whose credit, on the highest priority not read, cannot reach the best. *ret_too_many
+ * past WALK_MAX jobs. */
+static int walk_oldest(Control *c, const Class *classes, size_t n, usec_t now, int64_t floor, Best *best,
+                       bool *ret_too_many) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int64_t top = INT64_MIN;
+        unsigned left = WALK_MAX;
+        bool any = false;
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                if (!classes[i].done) {
+                        top = MAX(top, classes[i].unread);
+                        any = true;
+                }
+        if (!any) /* the reads ran out on the last priority there was */
+                return 0;
+        r = store_prepare(c->store, oldest_first, &st);
+        if (r < 0)
+                return r;
+        while ((r = store_step(c->store, st)) > 0) {
+                usec_t created = (usec_t) sqlite3_column_int64(st, COL_CREATED_AT);
+                if (best->job_id && top + effective(0, created, now, c->settings.aging_window) < best->effective)
+                        return 0;
+                if (left-- == 0) {
+                        *ret_too_many = true;
+                        return 0;
+                }
+                if (!class_unread_of(classes, n, st) || sqlite3_column_int64(st, COL_PRIORITY) < floor ||
+                    sqlite3_column_int64(st, COL_SCHEDULED_AT) > (int64_t) now)
+                        continue;
+                r = consider(c, st, now, best);
+                if (r < 0)
+                        return r;
+        }
+        return r;
+}
+
+/* With aging: the classes' first jobs of each priority, then, past the reads, the walk. */
+static int pick_aging(Control *c, Class *classes, size_t n, usec_t now, int64_t floor, Best *best, bool *ret_too_many) {
+        unsigned budget = SCANS_MAX;
+        int64_t credit = 0;
+        int r;
+
+        if (n == 0)
+                return 0;
+        r = credit_max(c, now, &credit);
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                classes[i].unread = classes[i].top_priority;
+                classes[i].done = classes[i].top_priority < floor;
+                r = class_best_aging(c, &classes[i], now, floor, credit, best, &budget);
+        }
+        if (r < 0 || budget > 0)
+                return r;
+        return walk_oldest(c, classes, n, now, floor, best, ret_too_many);
 }
 
 static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
@@ -404,17 +498,13 @@ static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *cap
         Class classes[CLASSES_MAX] = {};
         Best best = {};
         size_t n_classes = 0;
-        unsigned budget = SCANS_MAX;
-        int64_t credit = 0;
         int r;
 
         r = classes_find(c, capabilities, retries_ok, classes, &n_classes, ret_too_many);
-        if (r >= 0 && !*ret_too_many && c->settings.aging_window > 0 && n_classes > 0)
-                r = credit_max(c, now, &credit);
-        for (size_t i = 0; i < n_classes && r >= 0 && !*ret_too_many; i++)
-                if (c->settings.aging_window > 0)
-                        r = class_best_aging(c, &classes[i], now, floor, credit, &best, &budget, ret_too_many);
-                else
+        if (r >= 0 && !*ret_too_many && c->settings.aging_window > 0)
+                r = pick_aging(c, classes, n_classes, now, floor, &best, ret_too_many);
+        else if (r >= 0 && !*ret_too_many)
+                for (size_t i = 0; i < n_classes && r >= 0; i++)
                         r = scan_first(c, class_scan, (int64_t) now, floor, &classes[i], now, &best);
         classes_free(classes, n_classes);
         if (r < 0 || *ret_too_many || !best.job_id) {

@@ -17,8 +17,9 @@
  * that need what it lacks, and retry jobs while it holds its limit of them, cost its polls nothing
  * either. Of each class it reads the first job in claim order; with aging the first of each
  * priority, highest first, down to the priority that even the oldest PENDING job's credit could
- * not lift to the best found. Past 64 requirements texts, or 1,024 such reads, it reads every
- * claimable job in claim order (with aging, sorted) and checks each. */
+ * not lift to the best found. Past 1,024 such reads it walks the PENDING jobs oldest first until
+ * none left can reach the best. Past 64 requirements texts, or a walk of 4,096 jobs, it reads
+ * every claimable job in claim order (with aging, sorted) and checks each. */
 #pragma once
 
 #include "control.h"

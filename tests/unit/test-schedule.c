@@ -351,6 +351,35 @@ static void check_aging_order(int n_jobs, int n_priorities, usec_t age, const ch
         test_control_free(c);
 }
 
+/* Past the reads: 2,000 priorities and one job submitted 1,500 aging windows before them, at
+ * priority 0. Its credit keeps 1,500 priorities in reach of the best, more than a claim reads
+ * one by one; what is left is walked oldest first, and the claims still follow the sorting
+ * query. */
+static void test_aging_claim_past_the_reads_walks_the_oldest(void) {
+        Control *c = test_control_new();
+        bool same = true;
+        char ancient[RANDOM_ID_SIZE];
+        int n = 0;
+
+        test_register(c, "w1", NULL);
+        c->settings.aging_window = 3 * USEC_PER_SEC;
+        submit_scheduled(c, 0, 0, ancient);
+        test_advance(c, 1500 * 3 * USEC_PER_SEC);
+        for (int i = 0; i < 2000; i++) {
+                char id[RANDOM_ID_SIZE];
+                submit_scheduled(c, (i * 7) % 2000, 0, id);
+        }
+        for (; n < 200 && same; n++) {
+                char want[64];
+                reference_next(c, NULL, false, want);
+                _cleanup_free_ char *got = claim_id(c, "w1");
+                same = got && streq(got, want) && !streq(got, ancient);
+                test_advance(c, USEC_PER_SEC / 3);
+        }
+        ok(same, "the first %d claims follow the sorting query, the old job not yet among them", n);
+        test_control_free(c);
+}
+
 static void test_aging_claim_matches_the_sorted_order(void) {
         check_aging_order(90, 5, 0, "5 priorities");
         check_aging_order(90, 45, 0, "45 priorities, young");
@@ -447,6 +476,7 @@ static void test_classes_merge_in_claim_order(void) {
         check_class_order(3 * USEC_PER_SEC, 3, 6, "6 classes x 3 priorities, aging");
         check_class_order(3 * USEC_PER_SEC, 9, 6, "6 classes x 9 priorities, aging");
         check_class_order(0, 4, 70, "70 classes: more than are sought, row by row");
+        check_class_order(3 * USEC_PER_SEC, 4, 70, "70 classes, aging: row by row, sorted");
 }
 
 /* 120 jobs needing nothing, r1, or r2 (which the workers here lack), of priorities 0 to
@@ -632,6 +662,44 @@ static void test_aging_claim_among_many_priorities_is_flat(void) {
         test_control_free(c);
 }
 
+/* The same past the reads: 2,000 priorities and a job a year old at priority 0, which comes
+ * first. A claim reads 1,024 priorities' first jobs and then walks the oldest two, behind 2,000
+ * jobs or 40,000: before, it sorted them. */
+/* Adds one job at priority 0 submitted a year ago; its id into id. */
+static void add_year_old_job(Control *c, char id[64]) {
+        sqlite3_stmt *st = NULL;
+        add_jobs(c, 1, 0, false, "[]");
+        sqlite3_prepare_v2(c->store->db, "SELECT max(job_id) FROM jobs WHERE job_id LIKE 'bulk%'", -1, &st, NULL);
+        if (!st || sqlite3_step(st) != SQLITE_ROW)
+                tap_bail("no bulk job");
+        snprintf(id, 64, "%s", sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        test_force(c, "created_at = created_at - 365 * 86400 * 1000000", id);
+}
+
+static void test_aging_claim_past_the_reads_is_flat(void) {
+        Control *c = test_control_new();
+        char *few_id = NULL, *many_id = NULL, old1[64], old2[64];
+
+        test_register(c, "w", NULL);
+        c->settings.aging_window = 5 * 60 * USEC_PER_SEC;
+        for (int p = 0; p < 2000; p++)
+                add_jobs(c, 1, p, false, "[]");
+        add_year_old_job(c, old1);
+        long few = claim_ops(c, "w", &few_id);
+        is_str(few_id, old1, "the year-old job comes first");
+        add_year_old_job(c, old2);
+        for (int p = 0; p < 2000; p++)
+                add_jobs(c, 19, p, false, "[]");
+        long many = claim_ops(c, "w", &many_id);
+        ok(streq_ptr(many_id, old2) && many < few + 1000,
+           "and behind 40,000 jobs of 2,000 priorities it costs what it did behind 2,000 (%ld, %ld VM steps)", many,
+           few);
+        free(few_id);
+        free(many_id);
+        test_control_free(c);
+}
+
 static void add_retry_jobs(Control *c, bool many) {
         add_jobs_attempted(c, many ? 2000 : 20, 5, false, "[]", 1);
         add_jobs_attempted(c, many ? 1000 : 10, 3, false, "[]", 2);
@@ -680,6 +748,11 @@ static void test_class_claim_uses_its_partial_index(void) {
         ok(test_plan_uses(c, "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'",
                           "jobs_status_created (status=?)"),
            "the oldest PENDING job, whose credit bounds every other's, is one seek");
+        ok(test_plan_uses(c,
+                          "SELECT job_id, created_at FROM jobs INDEXED BY jobs_status_created WHERE status = 'PENDING' "
+                          "ORDER BY created_at, job_id",
+                          "jobs_status_created (status=?)"),
+           "and the walk past the reads takes them oldest first, no sort");
         test_control_free(c);
 }
 
@@ -749,6 +822,7 @@ int main(void) {
         test_claim_query_uses_the_partial_index();
         test_aging_claim_seeks_per_priority_without_sorting();
         test_aging_claim_matches_the_sorted_order();
+        test_aging_claim_past_the_reads_walks_the_oldest();
         test_cpu_worker_gets_cpu_jobs_in_claim_order();
         test_cpu_worker_poll_reads_no_gpu_job();
         test_classes_merge_in_claim_order();
@@ -756,6 +830,7 @@ int main(void) {
         test_poll_reads_no_job_needing_what_its_worker_lacks();
         test_poll_at_the_retry_limit_reads_no_retry_job();
         test_aging_claim_among_many_priorities_is_flat();
+        test_aging_claim_past_the_reads_is_flat();
         test_class_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();
         return tap_done();
