@@ -23,6 +23,9 @@ tests_bench_entropy_bench_LDADD = $(COMMON_LIBS)
 TESTS += tests/integration/test-bench-smoke.py
 dist_check_SCRIPTS += tests/integration/test-bench-smoke.py
 
+# One claim at a time behind queues of other shapes (docs/performance.md); the smoke test runs it.
+EXTRA_DIST += tests/bench/claim-probe.py
+
 # The bench with a journald of its own (root: a mount namespace); docs/performance.md.
 EXTRA_DIST += tests/bench/with-private-journald.sh
 TESTS += tests/integration/test-bench-journald.py

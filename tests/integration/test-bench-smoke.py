@@ -8,7 +8,9 @@ Runs the benchmark in --short mode three times, within about 20 s:
   - on its own, as documented: it starts entropy-control from the build tree itself, measures one
     restart (--startup), and runs the beanstalkd reference when beanstalkd is installed;
   - with --blocked: jobs no simulated worker can take stay PENDING ahead of the load, and every
-    other job still completes.
+    other job still completes;
+and claim-probe, the single-claim measurement of queues of other shapes, on small queues: many
+priorities with an old job among them, and a worker at its retry limit.
 The numbers are only checked for sanity (non-zero, ordered), never against the targets: CI
 machines are too noisy for that; the targets are recorded in docs/performance.md.
 """
@@ -16,10 +18,12 @@ machines are too noisy for that; the targets are recorded in docs/performance.md
 import json
 import os
 import shutil
+import sys
 
-from entropy_test import ADMIN_TOKEN, BUILDDIR, WORKER_TOKEN, run, skip_all, test
+from entropy_test import ADMIN_TOKEN, BUILDDIR, SRCDIR, WORKER_TOKEN, run, skip_all, test
 
 BENCH = os.path.join(BUILDDIR, "tests", "bench", "entropy-bench")
+PROBE = os.path.join(SRCDIR, "tests", "bench", "claim-probe.py")
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 
 
@@ -131,6 +135,25 @@ def test_bench_claims_behind_jobs_no_worker_can_take(t):
     proc = t.run_cmd([BENCH, "--preload=10", "--blocked=11"], timeout=30)
     t.ok(proc.returncode != 0 and "--blocked=11 is more than --preload=10" in proc.stderr,
          f"more blocked than preloaded is refused: {proc.returncode} {proc.stderr.strip()}")
+
+
+def run_probe(t, args):
+    proc = t.run_cmd([sys.executable, PROBE, "--json"] + args, timeout=60, env={"TMPDIR": t.tmp})
+    t.require(proc.returncode == 0, f"claim-probe exited with {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+@test
+def test_claim_probe_measures_claims_in_queues_of_other_shapes(t):
+    r = run_probe(t, ["--jobs=3000", "--priorities=1500", "--old-job", "--claims=5"])
+    t.eq((r["jobs"], r["priorities"], r["old_job"], r["claims"]), (3000, 1500, True, 5), "the shape asked for")
+    t.ok(0 < r["median_ms"] <= r["p90_ms"] <= r["max_ms"], f"0 < median <= p90 <= max ({r})")
+    t.ok(r["startup_ms"] > 0, "the start-up on the filled database is measured")
+    r = run_probe(t, ["--jobs=3000", "--retry-limit", "--claims=5"])
+    t.ok(r["retry_limit"] and 0 < r["median_ms"] <= r["max_ms"], f"empty polls at the retry limit measured ({r})")
+    proc = t.run_cmd([sys.executable, PROBE, "--jobs=3", "--claims=5"], timeout=30)
+    t.ok(proc.returncode != 0 and "--claims must not exceed --jobs" in proc.stderr,
+         f"more claims than jobs is refused: {proc.returncode} {proc.stderr.strip()}")
 
 
 if __name__ == "__main__":
