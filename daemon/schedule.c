@@ -10,7 +10,7 @@
 
 /* When a job became claimable: the base of its FIFO place within one priority and of its aging.
  * A job scheduled for later has not been waiting before then. The claimable indexes (schema v10,
- * v12) are ordered by this very expression, so every ORDER BY here must spell it the same way. */
+ * v13) are ordered by this very expression, so every ORDER BY here must spell it the same way. */
 #define CLAIMABLE_AT "MAX(created_at, scheduled_at)"
 #define CANDIDATE    "SELECT job_id, needs_gpu, requirements, attempt_count, " CLAIMABLE_AT ", priority FROM jobs "
 
@@ -31,8 +31,8 @@ enum {
  * A class is the PENDING jobs with one needs_gpu, one requirements text and one retry flag
  * (attempt_count > 0): either a worker can take all of them or none. jobs_claimable_class holds
  * them class by class, each class in claim order, so a claim finds the classes there are (a seek
- * each), keeps those the worker can take, and merges their scans: the jobs it cannot take cost it
- * nothing, however many wait ahead of its own. That covers a worker at its retry limit too: the
+ * each), keeps those the worker can take, and reads only their scans: the jobs it cannot take
+ * cost it nothing, however many wait ahead of its own. That covers a worker at its retry limit too: the
  * retry jobs are classes of their own, which it leaves out. */
 #define BY_CLASS                                                                                                       \
         "INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = ?3 AND requirements = ?4 "           \
@@ -171,10 +171,9 @@ static int take(sqlite3_stmt *st, char **ret_job_id) {
 typedef struct Class {
         int needs_gpu;
         char *requirements;
-        int retry;            /* 1: the jobs that had an attempt before (attempt_count > 0) */
-        int64_t top_priority; /* the highest priority among its jobs */
-        /* With aging, what the claim has read of it: the highest priority whose first job it has
-         * not (the others above it, it has), unless done, when no job of it can come first. */
+        int retry; /* 1: the jobs that had an attempt before (attempt_count > 0) */
+        /* The highest priority whose first job the claim has not read (those above it, it has):
+         * its top priority when found. With aging done once no job of it can come first. */
         int64_t unread;
         bool done;
 } Class;
@@ -247,7 +246,7 @@ static int classes_add(Control *c, Class first, bool retries_ok, Class *classes,
         if (r < 0 || *ret_too_many)
                 return r;
         first.retry = 0;
-        r = fresh_class_top_priority(c, first.needs_gpu, first.requirements, &first.top_priority);
+        r = fresh_class_top_priority(c, first.needs_gpu, first.requirements, &first.unread);
         if (r <= 0)
                 return r;
         return class_add(classes, n, first, ret_too_many);
@@ -270,7 +269,7 @@ static int classes_find(Control *c, char *const *capabilities, bool retries_ok, 
                 Class first = {.needs_gpu = needs_gpu};
                 if (!after)
                         return -ENOMEM;
-                while ((r = class_after(c, needs_gpu, &after, &first.retry, &first.top_priority)) > 0) {
+                while ((r = class_after(c, needs_gpu, &after, &first.retry, &first.unread)) > 0) {
                         if (++seen > CLASSES_SEEN_MAX) {
                                 *ret_too_many = true;
                                 return 0;
@@ -341,32 +340,31 @@ static int consider(Control *c, sqlite3_stmt *st, usec_t now, Best *best) {
         return 0;
 }
 
+/* Prepares sql, a query of class k (the class as ?3 to ?5), with a and b as ?1 and ?2, into *st
+ * and steps it to its first row. */
+static int class_query(Control *c, const char *sql, int64_t a, int64_t b, const Class *k, sqlite3_stmt **st) {
+        int r = store_prepare(c->store, sql, st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(*st, 1, a) < 0 || store_bind_int64(*st, 2, b) < 0 ||
+            store_bind_int64(*st, 3, k->needs_gpu) < 0 || store_bind_text(*st, 4, k->requirements) < 0 ||
+            store_bind_int64(*st, 5, k->retry) < 0)
+                return -ENOMEM;
+        return store_step(c->store, *st);
+}
+
 /* Reads the first row of sql (a scan of class k, with a and b as ?1 and ?2) into *best if it
  * comes first. */
 static int scan_first(Control *c, const char *sql, int64_t a, int64_t b, const Class *k, usec_t now, Best *best) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, sql, &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, a) < 0 || store_bind_int64(st, 2, b) < 0 ||
-            store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
-            store_bind_int64(st, 5, k->retry) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
+        int r = class_query(c, sql, a, b, k, &st);
         return r <= 0 ? r : consider(c, st, now, best);
 }
 
 static int class_next_priority_below(Control *c, const Class *k, int64_t below, int64_t floor, bool *ret_found,
                                      int64_t *ret) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, class_next_priority, &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, below) < 0 || store_bind_int64(st, 2, floor) < 0 ||
-            store_bind_int64(st, 3, k->needs_gpu) < 0 || store_bind_text(st, 4, k->requirements) < 0 ||
-            store_bind_int64(st, 5, k->retry) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
+        int r = class_query(c, class_next_priority, below, floor, k, &st);
         if (r < 0)
                 return r;
         *ret_found = r > 0 && sqlite3_column_type(st, 0) != SQLITE_NULL;
@@ -484,8 +482,7 @@ static int pick_aging(Control *c, Class *classes, size_t n, usec_t now, int64_t 
                 return 0;
         r = credit_max(c, now, &credit);
         for (size_t i = 0; i < n && r >= 0; i++) {
-                classes[i].unread = classes[i].top_priority;
-                classes[i].done = classes[i].top_priority < floor;
+                classes[i].done = classes[i].unread < floor;
                 r = class_best_aging(c, &classes[i], now, floor, credit, best, &budget);
         }
         if (r < 0 || budget > 0)
