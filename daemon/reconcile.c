@@ -13,6 +13,7 @@
 #include "log.h"
 #include "reconcile.h"
 #include "retention.h"
+#include "schedule.h"
 #include "store.h"
 #include "strv.h"
 #include "workers.h"
@@ -134,8 +135,11 @@ static int sweep_locked(Control *c, usec_t now, unsigned *changes) {
                      lost_before, after_loss, changes);
         if (r < 0)
                 return r;
-        return for_each(c, "SELECT job_id FROM jobs WHERE status = 'RETRYING' AND retry_at <= ?", now, requeue_retry,
-                        changes);
+        r = for_each(c, "SELECT job_id FROM jobs WHERE status = 'RETRYING' AND retry_at <= ?", now, requeue_retry,
+                     changes);
+        if (r < 0)
+                return r;
+        return schedule_forget_empty_classes(c, NULL);
 }
 
 /* ---- steps of the realtime clock (control-clock.h) ---- */

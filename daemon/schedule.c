@@ -26,31 +26,32 @@ enum {
         COL_SCHEDULED_AT, /* oldest_first only */
 };
 
-/* ---- by class (schema v13) ----
+/* ---- by class (schema v13, v14) ----
  *
  * A class is the PENDING jobs with one needs_gpu, one requirements text and one retry flag
- * (attempt_count > 0): either a worker can take all of them or none. jobs_claimable_class holds
- * them class by class, each class in claim order, so a claim finds the classes there are (a seek
- * each), keeps those the worker can take, and reads only their scans: the jobs it cannot take
- * cost it nothing, however many wait ahead of its own. That covers a worker at its retry limit too: the
- * retry jobs are classes of their own, which it leaves out. */
+ * (attempt_count > 0): either a worker can take all of them or none. job_classes lists the
+ * classes there are (triggers add them; the reconciler forgets the empty ones), and
+ * jobs_claimable_class holds their jobs class by class, each class in claim order. So a claim
+ * reads the short list, keeps the classes the worker can take, and reads only their scans: the
+ * jobs it cannot take cost it nothing, however many wait ahead of its own, and their classes a
+ * row of the list each. That covers a worker at its retry limit too: the retry jobs are classes
+ * of their own, which it leaves out. */
 #define BY_CLASS                                                                                                       \
         "INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = ?3 AND requirements = ?4 "           \
         "AND (attempt_count > 0) = ?5 "
 
-/* The first class after requirements ?2 among the jobs with needs_gpu ?1: its requirements, its
- * retry flag and its highest priority, the first row of the class in the index. The retry class
- * of a requirements text comes first: when the first is fresh, there is no retry class, and a
- * queue without retry jobs costs no seek more than one class per requirements text. */
-static const char *const class_next =
-        "SELECT requirements, attempt_count > 0, priority FROM jobs INDEXED BY jobs_claimable_class "
-        "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
-        "ORDER BY requirements, attempt_count > 0 DESC, priority DESC LIMIT 1";
-/* The highest priority of the fresh class of needs_gpu ?1 and requirements ?2, if there is one. */
-static const char *const fresh_class_top =
-        "SELECT priority FROM jobs INDEXED BY jobs_claimable_class "
-        "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements = ?2 AND (attempt_count > 0) = 0 "
-        "ORDER BY priority DESC LIMIT 1";
+/* The classes with needs_gpu at most ?1 (1 for a worker with the "gpu" capability) and the retry
+ * flag at most ?2 (0 for a worker at its retry limit), in the order of class_cmp(). */
+static const char *const classes_listed =
+        "SELECT needs_gpu, requirements, retry FROM job_classes WHERE needs_gpu <= ?1 AND retry <= ?2 "
+        "ORDER BY needs_gpu, requirements, retry";
+/* The reconciler's: the classes no PENDING job has any more, a seek each. (k.retry + 0: compared
+ * as the column itself, with its INTEGER affinity, the index's retry term is not used, and a
+ * fresh class's check would read every retry job of its requirements.) */
+static const char *const classes_empty =
+        "DELETE FROM job_classes AS k WHERE NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_claimable_class "
+        "WHERE status = 'PENDING' AND needs_gpu = k.needs_gpu AND requirements = k.requirements "
+        "AND (attempt_count > 0) = k.retry + 0)";
 /* No aging: a class in claim order. ?1 now, ?2 priority floor. */
 static const char *const class_scan = CANDIDATE BY_CLASS "AND priority >= ?2 AND scheduled_at <= ?1 "
                                                          "ORDER BY priority DESC, " CLAIMABLE_AT ", job_id";
@@ -66,12 +67,11 @@ static const char *const class_lane = CANDIDATE BY_CLASS "AND priority = ?1 AND 
 static const char *const oldest_pending = "SELECT min(created_at) FROM jobs WHERE status = 'PENDING'";
 
 /* Past these the claim reads every claimable job in claim order instead, row by row: more
- * distinct requirements texts than are worth a seek each, or (with aging) more than SCANS_MAX
- * first jobs of a priority and then more than WALK_MAX jobs walked, a few milliseconds each. */
-#define CLASSES_SEEN_MAX 64
-#define CLASSES_MAX      (2 * CLASSES_SEEN_MAX) /* a fresh and a retry class per requirements text */
-#define SCANS_MAX        1024
-#define WALK_MAX         4096
+ * classes listed than are worth a match each, or (with aging) more than SCANS_MAX first jobs of a
+ * priority and then more than WALK_MAX jobs walked, a few milliseconds each. */
+#define CLASSES_MAX 1024
+#define SCANS_MAX   1024
+#define WALK_MAX    4096
 
 /* Past SCANS_MAX: the PENDING jobs oldest first, to read what is left (walk_oldest()). */
 static const char *const oldest_first =
@@ -181,109 +181,81 @@ typedef struct Class {
 static void classes_free(Class *classes, size_t n) {
         for (size_t i = 0; i < n; i++)
                 free(classes[i].requirements);
+        free(classes);
 }
 
-/* The requirements after *after (freed and replaced) among the jobs with needs_gpu, with the
- * retry flag and highest priority of their first class: 0 when there are none. */
-static int class_after(Control *c, int needs_gpu, char **after, int *ret_retry, int64_t *ret_top_priority) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, class_next, &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, needs_gpu) < 0 || store_bind_text(st, 2, *after) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r <= 0)
-                return r;
-        const char *text = (const char *) sqlite3_column_text(st, 0); /* NOT NULL in the schema */
-        char *next = text ? strdup(text) : NULL;
-        if (!next)
-                return -ENOMEM;
-        free(*after);
-        *after = next;
-        *ret_retry = sqlite3_column_int(st, 1);
-        *ret_top_priority = sqlite3_column_int64(st, 2);
-        return 1;
+/* The order of job_classes' key: requirements compare as SQLite's BINARY collation does. */
+static int class_cmp(int needs_gpu, const char *requirements, int retry, const Class *k) {
+        if (needs_gpu != k->needs_gpu)
+                return needs_gpu < k->needs_gpu ? -1 : 1;
+        int d = strcmp(requirements, k->requirements);
+        if (d != 0)
+                return d;
+        return retry == k->retry ? 0 : retry < k->retry ? -1 : 1;
 }
 
-/* The highest priority of the fresh class of needs_gpu and requirements: 0 when it is empty. */
-static int fresh_class_top_priority(Control *c, int needs_gpu, const char *requirements, int64_t *ret_top_priority) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, fresh_class_top, &st);
-        if (r < 0)
-                return r;
-        if (store_bind_int64(st, 1, needs_gpu) < 0 || store_bind_text(st, 2, requirements) < 0)
-                return -ENOMEM;
-        r = store_step(c->store, st);
-        if (r > 0)
-                *ret_top_priority = sqlite3_column_int64(st, 0);
-        return r;
-}
-
-/* Appends a class to classes[CLASSES_MAX]; *ret_too_many when it is full. */
-static int class_add(Class *classes, size_t *n, Class k, bool *ret_too_many) {
-        if (*n == CLASSES_MAX) {
-                *ret_too_many = true;
-                return 0;
+static int class_add(Class **classes, size_t *n, size_t *allocated, int needs_gpu, const char *requirements,
+                     int retry) {
+        if (*n == *allocated) {
+                size_t m = MAX(*allocated * 2, (size_t) 8);
+                Class *grown = reallocarray(*classes, m, sizeof(Class));
+                if (!grown)
+                        return -ENOMEM;
+                *classes = grown;
+                *allocated = m;
         }
-        k.requirements = strdup(k.requirements);
-        if (!k.requirements)
+        char *text = strdup(requirements);
+        if (!text)
                 return -ENOMEM;
-        classes[(*n)++] = k;
+        (*classes)[(*n)++] = (Class){.needs_gpu = needs_gpu, .requirements = text, .retry = retry};
         return 0;
 }
 
-/* The classes of the jobs with needs_gpu and requirements that the worker may take, from the
- * first one class_after() found: after a retry class, their fresh class may follow. A worker at
- * its retry limit gets no retry class. */
-static int classes_add(Control *c, Class first, bool retries_ok, Class *classes, size_t *n, bool *ret_too_many) {
-        int r = 0;
-
-        if (!first.retry)
-                return class_add(classes, n, first, ret_too_many);
-        if (retries_ok)
-                r = class_add(classes, n, first, ret_too_many);
-        if (r < 0 || *ret_too_many)
-                return r;
-        first.retry = 0;
-        r = fresh_class_top_priority(c, first.needs_gpu, first.requirements, &first.unread);
-        if (r <= 0)
-                return r;
-        return class_add(classes, n, first, ret_too_many);
-}
-
-/* The classes of PENDING jobs this worker can take, into classes[CLASSES_MAX]. *ret_too_many when
- * there are more requirements texts, or more classes it can take, than the limits. A worker
- * without the "gpu" capability does not even look at the classes of GPU jobs, nor one at its
- * retry limit at the retry classes' jobs. */
-static int classes_find(Control *c, char *const *capabilities, bool retries_ok, Class *classes, size_t *ret_n,
+/* The classes of PENDING jobs this worker can take, in class_cmp() order, into *ret (freed with
+ * classes_free()). *ret_too_many past CLASSES_MAX listed. A worker without the "gpu" capability
+ * does not even look at the classes of GPU jobs, nor one at its retry limit at the retry classes.
+ * A class listed may have no PENDING job left: its scans find nothing. */
+static int classes_find(Control *c, char *const *capabilities, bool retries_ok, Class **ret, size_t *ret_n,
                         bool *ret_too_many) {
-        int max_needs_gpu = strv_contains(capabilities, "gpu") ? 1 : 0;
-        size_t seen = 0;
-        int r = 0;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int gpu = strv_contains(capabilities, "gpu") ? 1 : 0;
+        size_t listed = 0, allocated = 0;
+        int r;
 
+        *ret = NULL;
         *ret_n = 0;
         *ret_too_many = false;
-        for (int needs_gpu = 0; needs_gpu <= max_needs_gpu; needs_gpu++) {
-                _cleanup_free_ char *after = strdup(""); /* every requirements text sorts after it */
-                Class first = {.needs_gpu = needs_gpu};
-                if (!after)
-                        return -ENOMEM;
-                while ((r = class_after(c, needs_gpu, &after, &first.retry, &first.unread)) > 0) {
-                        if (++seen > CLASSES_SEEN_MAX) {
-                                *ret_too_many = true;
-                                return 0;
-                        }
-                        if (!capabilities_match(capabilities, needs_gpu, after))
-                                continue;
-                        first.requirements = after;
-                        r = classes_add(c, first, retries_ok, classes, ret_n, ret_too_many);
-                        if (r < 0 || *ret_too_many)
-                                return r;
+        r = store_prepare(c->store, classes_listed, &st);
+        if (r < 0)
+                return r;
+        if (store_bind_int64(st, 1, gpu) < 0 || store_bind_int64(st, 2, retries_ok ? 1 : 0) < 0)
+                return -ENOMEM;
+        while ((r = store_step(c->store, st)) > 0) {
+                int needs_gpu = sqlite3_column_int(st, 0), retry = sqlite3_column_int(st, 2);
+                const char *requirements = (const char *) sqlite3_column_text(st, 1); /* NOT NULL */
+                if (++listed > CLASSES_MAX) {
+                        *ret_too_many = true;
+                        return 0;
                 }
+                if (!requirements || !capabilities_match(capabilities, needs_gpu, requirements))
+                        continue;
+                r = class_add(ret, ret_n, &allocated, needs_gpu, requirements, retry);
                 if (r < 0)
                         return r;
         }
+        return r;
+}
+
+int schedule_forget_empty_classes(Control *c, unsigned *ret_forgotten) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        int r = store_prepare(c->store, classes_empty, &st);
+        if (r < 0)
+                return r;
+        r = store_step(c->store, st);
+        if (r < 0)
+                return r;
+        if (ret_forgotten)
+                *ret_forgotten = (unsigned) sqlite3_changes(c->store->db);
         return 0;
 }
 
@@ -419,15 +391,24 @@ static int class_best_aging(Control *c, Class *k, usec_t now, int64_t floor, int
 /* The class among those not done that the job in st's current row belongs to, if its priority
  * is one not read yet. */
 static const Class *class_unread_of(const Class *classes, size_t n, sqlite3_stmt *st) {
-        int needs_gpu = sqlite3_column_int(st, COL_NEEDS_GPU) != 0;
+        int needs_gpu = sqlite3_column_int(st, COL_NEEDS_GPU);
         int retry = sqlite3_column_int64(st, COL_ATTEMPT_COUNT) > 0;
         const char *requirements = (const char *) sqlite3_column_text(st, COL_REQUIREMENTS);
+        size_t lo = 0, hi = n;
 
-        for (size_t i = 0; i < n; i++) {
-                const Class *k = &classes[i];
-                if (!k->done && k->needs_gpu == needs_gpu && k->retry == retry &&
-                    streq_ptr(k->requirements, requirements))
-                        return sqlite3_column_int64(st, COL_PRIORITY) <= k->unread ? k : NULL;
+        if (!requirements)
+                return NULL;
+        while (lo < hi) { /* classes are in class_cmp() order */
+                size_t mid = lo + (hi - lo) / 2;
+                int d = class_cmp(needs_gpu, requirements, retry, &classes[mid]);
+                if (d == 0) {
+                        const Class *k = &classes[mid];
+                        return !k->done && sqlite3_column_int64(st, COL_PRIORITY) <= k->unread ? k : NULL;
+                }
+                if (d < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
         }
         return NULL;
 }
@@ -482,8 +463,13 @@ static int pick_aging(Control *c, Class *classes, size_t n, usec_t now, int64_t 
                 return 0;
         r = credit_max(c, now, &credit);
         for (size_t i = 0; i < n && r >= 0; i++) {
-                classes[i].done = classes[i].unread < floor;
-                r = class_best_aging(c, &classes[i], now, floor, credit, best, &budget);
+                Class *k = &classes[i];
+                bool found;
+                /* JOBS_PRIORITY_LIMIT is far below INT64_MAX: every priority is below it */
+                r = class_next_priority_below(c, k, INT64_MAX, floor, &found, &k->unread);
+                k->done = !found;
+                if (r >= 0)
+                        r = class_best_aging(c, k, now, floor, credit, best, &budget);
         }
         if (r < 0 || budget > 0)
                 return r;
@@ -492,12 +478,12 @@ static int pick_aging(Control *c, Class *classes, size_t n, usec_t now, int64_t 
 
 static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *capabilities, bool retries_ok,
                          char **ret_job_id, bool *ret_too_many) {
-        Class classes[CLASSES_MAX] = {};
+        Class *classes = NULL;
         Best best = {};
         size_t n_classes = 0;
         int r;
 
-        r = classes_find(c, capabilities, retries_ok, classes, &n_classes, ret_too_many);
+        r = classes_find(c, capabilities, retries_ok, &classes, &n_classes, ret_too_many);
         if (r >= 0 && !*ret_too_many && c->settings.aging_window > 0)
                 r = pick_aging(c, classes, n_classes, now, floor, &best, ret_too_many);
         else if (r >= 0 && !*ret_too_many)

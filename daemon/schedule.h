@@ -12,14 +12,14 @@
  * priority >= preempt_priority_floor, only those are handed out (the preemption gate).
  *
  * The candidates come from partial indexes on PENDING jobs, so terminal jobs never cost a thing
- * however many there are. The claim seeks the classes of PENDING jobs (one needs_gpu, one
- * requirements text and one retry flag each) and reads only those the worker can take, so jobs
- * that need what it lacks, and retry jobs while it holds its limit of them, cost its polls nothing
- * either. Of each class it reads the first job in claim order; with aging the first of each
- * priority, highest first, down to the priority that even the oldest PENDING job's credit could
- * not lift to the best found. Past 1,024 such reads it walks the PENDING jobs oldest first until
- * none left can reach the best. Past 64 requirements texts, or a walk of 4,096 jobs, it reads
- * every claimable job in claim order (with aging, sorted) and checks each. */
+ * however many there are. The claim reads the list of the classes of PENDING jobs (one needs_gpu,
+ * one requirements text and one retry flag each) and seeks only those the worker can take, so
+ * jobs that need what it lacks, and retry jobs while it holds its limit of them, cost its polls
+ * nothing either. Of each class it reads the first job in claim order; with aging the first of
+ * each priority, highest first, down to the priority that even the oldest PENDING job's credit
+ * could not lift to the best found. Past 1,024 such reads it walks the PENDING jobs oldest first
+ * until none left can reach the best. Past 1,024 classes listed, or a walk of 4,096 jobs, it
+ * reads every claimable job in claim order (with aging, sorted) and checks each. */
 #pragma once
 
 #include "control.h"
@@ -28,3 +28,7 @@
 /* Inside an open transaction: the job id to hand to the worker with these capabilities, or 0 and
  * *ret = NULL when none is eligible. */
 int schedule_pick(Control *c, const char *worker_id, char *const *capabilities, usec_t now, char **ret_job_id);
+
+/* Inside an open transaction: deletes the classes of the list that no PENDING job has any more
+ * (*ret_forgotten: how many), so that the claims do not read them. */
+int schedule_forget_empty_classes(Control *c, unsigned *ret_forgotten);

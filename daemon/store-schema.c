@@ -43,7 +43,13 @@
  *       the retry jobs of a class are a class of their own: a worker that holds its
  *       max-retry-jobs-per-worker leaves them out instead of reading every one ahead of the
  *       first fresh job. Retry first (DESC): a queue without retry jobs finds each class in one
- *       seek, as before. */
+ *       seek, as before.
+ *   v14 job_classes, kept by triggers: the classes that PENDING jobs have (or had since the
+ *       reconciler last forgot the empty ones). A claim reads them from this small table and
+ *       seeks only the classes its worker can take, where it sought every class in the index
+ *       before; past 64 requirements texts it read the queue row by row (with aging, a sort of
+ *       every PENDING job per claim). Triggers, like job_counts', so that no writer of a PENDING
+ *       row can leave its class out, and a rolled-back write takes its class row with it. */
 #include <errno.h>
 #include <stdio.h>
 
@@ -193,6 +199,20 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
         ("DROP INDEX jobs_claimable_class;"
          "CREATE INDEX jobs_claimable_class ON jobs(needs_gpu, requirements, attempt_count > 0 DESC, priority DESC, "
          "MAX(created_at, scheduled_at), job_id) WHERE status = 'PENDING';"),
+
+        /* v14: a class row may outlive its jobs (a claim skips it; the reconciler deletes it), never
+         * the other way round. */
+        "CREATE TABLE job_classes (needs_gpu INTEGER NOT NULL, requirements TEXT NOT NULL, retry INTEGER NOT NULL,"
+        "  PRIMARY KEY (needs_gpu, requirements, retry)) WITHOUT ROWID;"
+        "INSERT INTO job_classes SELECT DISTINCT needs_gpu, requirements, attempt_count > 0 "
+        "  FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING';"
+        "CREATE TRIGGER jobs_class_insert AFTER INSERT ON jobs WHEN NEW.status = 'PENDING' BEGIN"
+        "  INSERT OR IGNORE INTO job_classes VALUES (NEW.needs_gpu, NEW.requirements, NEW.attempt_count > 0);"
+        "END;"
+        "CREATE TRIGGER jobs_class_update AFTER UPDATE OF status, needs_gpu, requirements, attempt_count ON jobs "
+        "WHEN NEW.status = 'PENDING' BEGIN"
+        "  INSERT OR IGNORE INTO job_classes VALUES (NEW.needs_gpu, NEW.requirements, NEW.attempt_count > 0);"
+        "END;",
 };
 
 static int exec(sqlite3 *db, const char *sql) {

@@ -5,7 +5,7 @@
 #include <sqlite3.h>
 
 /* The schema version this program writes. A database with a newer user_version is refused. */
-#define STORE_SCHEMA_VERSION 13
+#define STORE_SCHEMA_VERSION 14
 
 /* Migrates db from its user_version up to target (<= STORE_SCHEMA_VERSION). Tests use a target
  * below the current version to build databases as older releases left them. */

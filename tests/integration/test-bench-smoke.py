@@ -10,7 +10,8 @@ Runs the benchmark in --short mode three times, within about 20 s:
   - with --blocked: jobs no simulated worker can take stay PENDING ahead of the load, and every
     other job still completes;
 and claim-probe, the single-claim measurement of queues of other shapes, on small queues: many
-priorities with an old job among them, and a worker at its retry limit.
+priorities with an old job among them, a worker at its retry limit, and classes of jobs the
+worker cannot take.
 The numbers are only checked for sanity (non-zero, ordered), never against the targets: CI
 machines are too noisy for that; the targets are recorded in docs/performance.md.
 """
@@ -151,9 +152,12 @@ def test_claim_probe_measures_claims_in_queues_of_other_shapes(t):
     t.ok(r["startup_ms"] > 0, "the start-up on the filled database is measured")
     r = run_probe(t, ["--jobs=3000", "--retry-limit", "--claims=5"])
     t.ok(r["retry_limit"] and 0 < r["median_ms"] <= r["max_ms"], f"empty polls at the retry limit measured ({r})")
-    proc = t.run_cmd([sys.executable, PROBE, "--jobs=3", "--claims=5"], timeout=30)
-    t.ok(proc.returncode != 0 and "--claims must not exceed --jobs" in proc.stderr,
-         f"more claims than jobs is refused: {proc.returncode} {proc.stderr.strip()}")
+    r = run_probe(t, ["--jobs=3000", "--classes=30", "--claims=5"])
+    t.ok(r["classes"] == 30 and 0 < r["median_ms"] <= r["max_ms"],
+         f"claims among classes the worker cannot take measured ({r})")
+    proc = t.run_cmd([sys.executable, PROBE, "--jobs=300", "--classes=100", "--claims=5"], timeout=30)
+    t.ok(proc.returncode != 0 and "--claims must not exceed the jobs the worker can take" in proc.stderr,
+         f"more claims than jobs the worker can take is refused: {proc.returncode} {proc.stderr.strip()}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 /* test-schedule.c: claim order and every scheduling knob: priority, when a job became claimable
  * (created_at or a later scheduled_at), job id, scheduled_at, needs_gpu, requirements, queue
  * aging, max retry jobs per worker and the high-priority preemption gate; that the claim query
- * uses its partial index, and a worker without GPUs reads no GPU job; and that a database from
- * schema v9 claims in the same order. */
+ * uses its partial index, a worker without GPUs reads no GPU job, and none reads the jobs of the
+ * classes it cannot take, listed (v14) or, past the list's limit, row by row; that the reconciler
+ * forgets empty classes; and that a database from schema v9 claims in the same order. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "core-test-util.h"
 #include "macro.h"
 #include "protocol.h"
+#include "reconcile.h"
 #include "store-schema.h"
 #include "store.h"
 #include "strv.h"
@@ -480,8 +482,8 @@ static void test_classes_merge_in_claim_order(void) {
         check_class_order(0, 4, 6, "6 classes, no aging");
         check_class_order(3 * USEC_PER_SEC, 3, 6, "6 classes x 3 priorities, aging");
         check_class_order(3 * USEC_PER_SEC, 9, 6, "6 classes x 9 priorities, aging");
-        check_class_order(0, 4, 70, "70 classes: more than are sought, row by row");
-        check_class_order(3 * USEC_PER_SEC, 4, 70, "70 classes, aging: row by row, sorted");
+        check_class_order(0, 4, 70, "70 classes");
+        check_class_order(3 * USEC_PER_SEC, 4, 70, "70 classes, aging");
 }
 
 /* 120 jobs needing nothing, r1, or r2 (which the workers here lack), of priorities 0 to
@@ -736,6 +738,98 @@ static int64_t count_of(Control *c, const char *sql, int64_t a, int64_t b) {
         return n;
 }
 
+/* The jobs of 200 requirements texts the worker lacks, of 40 priorities above those of its own
+ * jobs: n of each class. */
+static void add_many_classes(Control *c, int n) {
+        for (int k = 0; k < 200; k++) {
+                char reqs[32];
+                snprintf(reqs, sizeof(reqs), "[\"t%d\"]", k);
+                add_jobs(c, n, 40 + k % 40, false, reqs);
+        }
+        for (int p = 0; p < 40; p++)
+                add_jobs(c, (n * 5 + 3) / 4, p, false, p % 2 ? "[]" : "[\"linux\"]");
+}
+
+/* Jobs of 200 requirements texts the worker lacks, ahead of its own: a claim behind 100,000 jobs
+ * reads what it does behind 1,000, with aging and without. It reads the list of classes, not
+ * their jobs; before schema v14 more than 64 texts sent it row by row (every job ahead of its
+ * own read, and with aging every PENDING job sorted, per claim). */
+static void test_claim_among_many_classes_is_flat(void) {
+        for (int aging = 0; aging <= 1; aging++) {
+                Control *c = test_control_new();
+                char *few_id = NULL, *many_id = NULL;
+
+                test_register(c, "w", "linux");
+                c->settings.aging_window = aging ? 5 * 60 * USEC_PER_SEC : 0;
+                add_many_classes(c, 4);
+                long few = claim_ops(c, "w", &few_id);
+                add_many_classes(c, 396);
+                long many = claim_ops(c, "w", &many_id);
+                ok(few_id && many_id && many < few + 100,
+                   "%s: a claim behind 100,000 jobs of 200 classes it cannot take costs what it does behind 1,000 "
+                   "(%ld, %ld VM steps)",
+                   aging ? "aging" : "no aging", many, few);
+                free(few_id);
+                free(many_id);
+                test_control_free(c);
+        }
+}
+
+static long classes_listed(Control *c) {
+        return (long) count_of(c, "SELECT count(*) FROM job_classes", 0, 0);
+}
+
+/* The reconciler forgets a class once no job of it is PENDING; a job back in PENDING (its lease
+ * ran out before the ack) lists its class again and is claimed. */
+static void test_empty_classes_are_forgotten_and_listed_again(void) {
+        Control *c = test_control_new();
+        JobSpec s;
+        char *reqs[] = {(char *) "cuda", NULL};
+
+        test_register(c, "w", "cuda");
+        job_spec_init(&s);
+        s.command = "x";
+        s.requirements = reqs;
+        const char *id = test_submit_spec(c, &s);
+        char want[RANDOM_ID_SIZE];
+        snprintf(want, sizeof(want), "%s", id);
+        is_int(classes_listed(c), 1, "a submitted job lists its class");
+        _cleanup_free_ char *first = claim_id(c, "w");
+        is_int(classes_listed(c), 1, "a claim does not write the list");
+        ok(reconcile_sweep(c, NULL) == 0 && classes_listed(c) == 0,
+           "the reconciler forgets the class once its last job is claimed");
+        test_advance(c, c->settings.lease_timeout + USEC_PER_SEC);
+        ok(reconcile_sweep(c, NULL) == 0 && classes_listed(c) == 1,
+           "the job requeued when its lease ran out before the ack lists it again");
+        _cleanup_free_ char *again = claim_id(c, "w");
+        ok(first && again && streq(first, want) && streq(again, want), "and it is claimed again");
+        test_control_free(c);
+}
+
+/* More classes listed than a claim matches (1,030 requirements texts the worker lacks, among its
+ * own jobs of 7 priorities): it reads the queue row by row, sorted with aging, and still hands
+ * out exactly the jobs the worker can take in claim order. */
+static void test_past_the_class_list_claims_row_by_row(void) {
+        for (int aging = 0; aging <= 1; aging++) {
+                Control *c = test_control_new();
+                int n = 0;
+
+                test_register(c, "w", "linux");
+                c->settings.aging_window = aging ? 3 * USEC_PER_SEC : 0;
+                for (int k = 0; k < 1030; k++) {
+                        char reqs[32];
+                        snprintf(reqs, sizeof(reqs), "[\"t%d\"]", k);
+                        add_jobs(c, 1, k % 7, false, reqs);
+                        if (k % 10 == 0)
+                                add_jobs(c, 1, k % 7, false, k % 20 ? "[]" : "[\"linux\"]");
+                }
+                bool same = claims_follow_reference(c, "w", "linux", &n);
+                ok(same && n == 103, "%s: the jobs it can take among 1,030 classes, in claim order (%d of 103)",
+                   aging ? "aging" : "no aging", n);
+                test_control_free(c);
+        }
+}
+
 /* What the reference must apply for worker "w": only fresh jobs while it holds its limit of retry
  * jobs; only high-priority jobs while the preemption gate is closed. */
 static void reference_rules(Control *c, bool *ret_fresh_only, int64_t *ret_floor) {
@@ -821,18 +915,26 @@ static void test_random_queues_follow_the_reference(void) {
 
 static void test_class_claim_uses_its_partial_index(void) {
         Control *c = test_control_new();
+        ok(test_plan_uses(
+                   c,
+                   "SELECT needs_gpu, requirements, retry FROM job_classes WHERE needs_gpu <= ?1 AND retry <= ?2 "
+                   "ORDER BY needs_gpu, requirements, retry",
+                   "job_classes USING PRIMARY KEY (needs_gpu<?)"),
+           "the list of classes comes in the order of its key, no sort");
         ok(test_plan_uses(c,
-                          "SELECT requirements, attempt_count > 0, priority FROM jobs INDEXED BY jobs_claimable_class "
-                          "WHERE status = 'PENDING' AND needs_gpu = ?1 AND requirements > ?2 "
-                          "ORDER BY requirements, attempt_count > 0 DESC, priority DESC LIMIT 1",
-                          "jobs_claimable_class (needs_gpu=? AND requirements>?)"),
-           "the next class and its highest priority are one seek");
-        ok(test_plan_uses(c,
-                          "SELECT priority FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
-                          "needs_gpu = ?1 AND requirements = ?2 AND (attempt_count > 0) = 0 "
-                          "ORDER BY priority DESC LIMIT 1",
-                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=?)"),
-           "and so is the fresh class after a retry class of the same requirements");
+                          "SELECT max(priority) FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
+                          "needs_gpu = ?3 AND requirements = ?4 AND (attempt_count > 0) = ?5 AND priority < ?1 AND "
+                          "priority >= ?2",
+                          "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=? AND priority>? AND "
+                          "priority<?)"),
+           "a class's highest priority below another is one seek");
+        ok(test_plan_uses(
+                   c,
+                   "DELETE FROM job_classes AS k WHERE NOT EXISTS (SELECT 1 FROM jobs INDEXED BY "
+                   "jobs_claimable_class WHERE status = 'PENDING' AND needs_gpu = k.needs_gpu AND requirements = "
+                   "k.requirements AND (attempt_count > 0) = k.retry + 0)",
+                   "jobs_claimable_class (needs_gpu=? AND requirements=? AND <expr>=?)"),
+           "the reconciler finds an empty class in one seek, its retry flag included");
         ok(test_plan_uses(c,
                           "SELECT job_id FROM jobs INDEXED BY jobs_claimable_class WHERE status = 'PENDING' AND "
                           "needs_gpu = ?3 AND requirements = ?4 AND (attempt_count > 0) = ?5 AND priority >= ?2 AND "
@@ -931,6 +1033,9 @@ int main(void) {
         test_poll_at_the_retry_limit_reads_no_retry_job();
         test_aging_claim_among_many_priorities_is_flat();
         test_aging_claim_past_the_reads_is_flat();
+        test_claim_among_many_classes_is_flat();
+        test_past_the_class_list_claims_row_by_row();
+        test_empty_classes_are_forgotten_and_listed_again();
         test_random_queues_follow_the_reference();
         test_class_claim_uses_its_partial_index();
         test_v9_database_migrates_and_claims_by_claimable_time();

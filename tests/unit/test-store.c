@@ -1,6 +1,7 @@
 /* test-store.c: the database: creation with mode 0600 in WAL with synchronous=FULL (or NORMAL),
- * migrations from every earlier schema version with data preserved, and refusals: a newer
- * schema, a file that is not a database, a directory it cannot write. */
+ * migrations from every earlier schema version with data preserved, the class list (v14) its
+ * triggers keep, and refusals: a newer schema, a file that is not a database, a directory it
+ * cannot write. */
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -315,6 +316,70 @@ static void test_no_store_failure_reads_as_a_refusal(void) {
         is_int(refusals, 0, "no SQLite failure maps to a refusal");
 }
 
+/* The classes of the list, one text per row ("gpu|requirements|retry"), in key order. */
+static char *classes_listed(Store *s) {
+        sqlite3_stmt *st = NULL;
+        char *all = strdup("");
+        sqlite3_prepare_v2(s->db,
+                           "SELECT group_concat(needs_gpu || '|' || requirements || '|' || retry, ' ') FROM "
+                           "(SELECT * FROM job_classes ORDER BY needs_gpu, requirements, retry)",
+                           -1, &st, NULL);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+                free(all);
+                all = strdup((const char *) sqlite3_column_text(st, 0));
+        }
+        sqlite3_finalize(st);
+        return all;
+}
+
+static void exec_or_bail(Store *s, const char *sql) {
+        char *msg = NULL;
+        if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK)
+                tap_bail("%s: %s", sql, msg);
+}
+
+/* v14: a v13 database lists the classes its PENDING jobs have, and no other; from then on every
+ * write that makes a job PENDING lists its class, whoever writes it, and a rolled-back write
+ * leaves nothing behind. */
+static void test_v14_lists_the_classes_of_pending_jobs(void) {
+        char p[PATH_MAX + 32];
+        sqlite3 *db = NULL;
+        Store *s = NULL;
+
+        path_in(p, sizeof(p), "v13-classes.db");
+        if (sqlite3_open(p, &db) != SQLITE_OK || store_schema_migrate(db, 13) < 0)
+                tap_bail("cannot build a v13 database");
+        if (sqlite3_exec(
+                    db,
+                    "INSERT INTO jobs (job_id, status, command, needs_gpu, requirements, attempt_count, created_at, "
+                    "updated_at) VALUES "
+                    "('p1', 'PENDING', 'x', 0, '[]', 0, 1, 1), ('p2', 'PENDING', 'x', 0, '[]', 0, 2, 2), "
+                    "('p3', 'PENDING', 'x', 0, '[\"a\",\"b\"]', 2, 3, 3), "
+                    "('p4', 'PENDING', 'x', 1, '[\"a\"]', 0, 4, 4), "
+                    "('r1', 'RUNNING', 'x', 0, '[\"z\"]', 1, 5, 5), "
+                    "('c1', 'COMPLETED', 'x', 1, '[\"y\"]', 1, 6, 6)",
+                    NULL, NULL, NULL) != SQLITE_OK)
+                tap_bail("v13 jobs: %s", sqlite3_errmsg(db));
+        sqlite3_close(db);
+
+        is_int(store_open(p, NULL, &s), 0, "a v13 database with PENDING jobs migrates");
+        _cleanup_free_ char *migrated = classes_listed(s);
+        is_str(migrated, "0|[\"a\",\"b\"]|1 0|[]|0 1|[\"a\"]|0",
+               "v14 lists the classes of its PENDING jobs, retry classes apart, and no other");
+
+        exec_or_bail(s, "INSERT INTO jobs (job_id, status, command, requirements, created_at, updated_at) "
+                        "VALUES ('p5', 'PENDING', 'x', '[\"n\"]', 7, 7)");
+        exec_or_bail(s, "UPDATE jobs SET status = 'PENDING' WHERE job_id = 'r1'");
+        exec_or_bail(s, "UPDATE jobs SET attempt_count = 1 WHERE job_id = 'p4'");
+        exec_or_bail(s, "BEGIN; INSERT INTO jobs (job_id, status, command, requirements, created_at, updated_at) "
+                        "VALUES ('p6', 'PENDING', 'x', '[\"gone\"]', 8, 8); "
+                        "UPDATE jobs SET status = 'PENDING' WHERE job_id = 'c1'; ROLLBACK");
+        _cleanup_free_ char *written = classes_listed(s);
+        is_str(written, "0|[\"a\",\"b\"]|1 0|[\"n\"]|0 0|[\"z\"]|1 0|[]|0 1|[\"a\"]|0 1|[\"a\"]|1",
+               "a job submitted, requeued or given an attempt lists its class; a rolled-back one does not");
+        store_close(s);
+}
+
 /* The trigger-kept counts against a real count, after inserts, transitions and deletes. */
 static void test_job_counts_stay_exact(void) {
         Control *c = test_control_new();
@@ -366,6 +431,7 @@ int main(void) {
         test_open_creates_private_wal_database();
         test_synchronous_normal_is_an_option();
         test_migration_from_every_earlier_version_preserves_data();
+        test_v14_lists_the_classes_of_pending_jobs();
         test_queries_keep_their_indexes();
         test_newer_schema_is_refused();
         test_not_a_database_is_refused();
