@@ -247,11 +247,7 @@ static int classes_find(Control *c, char *const *capabilities, bool retries_ok, 
 }
 
 int schedule_forget_empty_classes(Control *c, unsigned *ret_forgotten) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        int r = store_prepare(c->store, classes_empty, &st);
-        if (r < 0)
-                return r;
-        r = store_step(c->store, st);
+        int r = store_run(c->store, classes_empty);
         if (r < 0)
                 return r;
         if (ret_forgotten)

@@ -433,8 +433,7 @@ int store_column_strdup(sqlite3_stmt *st, int col, char **ret) {
         return 0;
 }
 
-/* A cached statement without parameters or rows (transaction control). */
-static int store_run(Store *s, const char *sql) {
+int store_run(Store *s, const char *sql) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         int r = store_prepare(s, sql, &st);
         if (r < 0)

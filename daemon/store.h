@@ -60,6 +60,8 @@ int store_prepare(Store *s, const char *sql, sqlite3_stmt **ret);
 
 /* sqlite3_step() mapped: 1 for a row, 0 when done, negative errno on failure. */
 int store_step(Store *s, sqlite3_stmt *st);
+/* Runs a cached statement without parameters or rows (transaction control, a fixed DELETE). */
+int store_run(Store *s, const char *sql);
 /* Steps a prepared, bound statement to its end and collects its first column (text) as a string
  * vector, so that callers can change the rows it selected afterwards. */
 int store_collect_strings(Store *s, sqlite3_stmt *st, char ***ret);
