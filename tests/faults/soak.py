@@ -8,7 +8,9 @@ duplicated, reordered and stale messages all the time); every 1-3 s one more fau
 seed: a worker kill -9, a power cut of a worker "host" (crash VFS: its unsynced SQLite writes are
 lost), a partition shorter or longer than the lease (the proxy drops everything), a control-plane
 kill -9 and restart, an abort. The seed is printed first: the same seed replays the same choices
-(timing on a loaded machine still varies). At the end everything is stopped and the invariant
+(timing on a loaded machine still varies). Jobs require nothing, "a", "b" or both, in either
+order; the first worker offers "a", the second "b", the others both, so that the claim's classes
+(and their list, which a job re-enters on every requeue) are under the faults too. At the end everything is stopped and the invariant
 checker runs over the whole history; the exit status is 1 if it found anything.
 """
 
@@ -35,6 +37,7 @@ def main():
           f"--duration {args.duration})", flush=True)
     rng = random.Random(args.seed)          # the faults: which, when, whom
     job_rng = random.Random(args.seed + 1)  # the jobs: kept apart so that faults replay alike
+    req_rng = random.Random(args.seed + 2)  # their requirements
     budget = span(args.duration)
     if args.keep:
         os.environ["ENTROPY_KEEP_TMP"] = "1"
@@ -48,7 +51,8 @@ def main():
                       control={"lease-timeout": "2s", "heartbeat-timeout": "2s", "disconnect-timeout": "1s"},
                       proxy={"seed": args.seed, "delay": 0.2, "max_delay": 0.2, "duplicate": 0.1, "stale": 0.05})
         for i in range(args.workers):
-            fleet.add_worker(f"w{i + 1}")
+            caps = ["a", "b"][i] if i < 2 and args.workers > 2 else "a,b"
+            fleet.add_worker(f"w{i + 1}", options={"capabilities": caps})
         lease = span(fleet.control_options["lease-timeout"])
         http = Http("127.0.0.1", fleet.cp.port, timeout=3)
         submitted = 0
@@ -63,7 +67,8 @@ def main():
                 for _ in range(max(0, 20 - depth) if depth >= 0 else 0):
                     spec = fleet.job(job_rng.choice([0, 0, 0.05, 0.2, 0.5]),
                                      exit_code=1 if job_rng.random() < 0.05 else 0,
-                                     max_attempts=job_rng.choice([1, 3, 5]))
+                                     max_attempts=job_rng.choice([1, 3, 5]),
+                                     requirements=req_rng.choice([[], [], ["a"], ["b"], ["a", "b"], ["b", "a"]]))
                     try:
                         status, body = http.request("POST", "/jobs", spec, token=ADMIN_TOKEN)
                     except Exception:
