@@ -23,6 +23,7 @@
 #include "macro.h"
 #include "observability.h"
 #include "reconcile.h"
+#include "requirement-sets.h"
 #include "retention.h"
 #include "rlimit-util.h"
 #include "store.h"
@@ -375,6 +376,7 @@ static void control_done(Control *c) {
         c->status_timer = sd_event_source_disable_unref(c->status_timer);
         reconcile_timers_stop(c);
         c->store = store_close(c->store);
+        c->requirement_sets = requirement_sets_free(c->requirement_sets);
         observability_free(c);
         auth_clear(c);
         control_settings_free(&c->settings);

@@ -107,6 +107,8 @@ typedef struct Control {
         sd_event_source *status_timer;
         /* The retention sweep's batches (retention.c); owned by its event source, NULL without one. */
         RetentionSweep *retention_sweep;
+        /* The requirements texts the claims met, parsed (requirement-sets.h); NULL until the first. */
+        struct RequirementSets *requirement_sets;
 
         ControlCounters counters;
         struct {

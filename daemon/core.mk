@@ -17,6 +17,7 @@ libentropy_control_core_a_SOURCES = \
 	daemon/jobs-reconnect.c \
 	daemon/workers.c daemon/workers.h \
 	daemon/schedule.c daemon/schedule.h \
+	daemon/requirement-sets.c daemon/requirement-sets.h \
 	daemon/reconcile.c daemon/reconcile.h \
 	daemon/retention.c daemon/retention.h \
 	daemon/job-json.c daemon/job-json.h \

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "jobs-internal.h"
+#include "requirement-sets.h"
 #include "schedule.h"
 #include "store.h"
 #include "strv.h"
@@ -141,14 +142,14 @@ static int retry_allowed(Control *c, const char *worker_id, bool *ret) {
         return 0;
 }
 
-static bool capabilities_match(char *const *caps, bool needs_gpu, const char *requirements_json) {
-        _cleanup_strv_free_ char **reqs = NULL;
+static bool capabilities_match(Control *c, char *const *caps, bool needs_gpu, const char *requirements_json) {
+        char *const *reqs = NULL;
 
         if (needs_gpu && !strv_contains((char **) caps, "gpu"))
                 return false;
-        if (strv_from_json_text(requirements_json, &reqs) < 0)
+        if (requirement_sets_get(&c->requirement_sets, requirements_json, &reqs) < 0)
                 return false;
-        STRV_FOREACH (req, reqs)
+        STRV_FOREACH (req, (char **) reqs)
                 if (!strv_contains((char **) caps, *req))
                         return false;
         return true;
@@ -237,7 +238,7 @@ static int classes_find(Control *c, char *const *capabilities, bool retries_ok, 
                         *ret_too_many = true;
                         return 0;
                 }
-                if (!requirements || !capabilities_match(capabilities, needs_gpu, requirements))
+                if (!requirements || !capabilities_match(c, capabilities, needs_gpu, requirements))
                         continue;
                 r = class_add(ret, ret_n, &allocated, needs_gpu, requirements, retry);
                 if (r < 0)
@@ -497,10 +498,10 @@ static int pick_by_class(Control *c, usec_t now, int64_t floor, char *const *cap
 /* ---- row by row ---- */
 
 /* Whether the candidate in st's current row may go to this worker. */
-static bool eligible(sqlite3_stmt *st, char *const *capabilities, bool retries_ok) {
+static bool eligible(Control *c, sqlite3_stmt *st, char *const *capabilities, bool retries_ok) {
         if (!retries_ok && retry_job(st))
                 return false;
-        return capabilities_match(capabilities, sqlite3_column_int(st, COL_NEEDS_GPU) != 0,
+        return capabilities_match(c, capabilities, sqlite3_column_int(st, COL_NEEDS_GPU) != 0,
                                   (const char *) sqlite3_column_text(st, COL_REQUIREMENTS));
 }
 
@@ -515,7 +516,7 @@ static int pick_row_by_row(Control *c, usec_t now, int64_t floor, char *const *c
             (aging && store_bind_int64(st, 3, (int64_t) c->settings.aging_window) < 0))
                 return -ENOMEM;
         while ((r = store_step(c->store, st)) > 0)
-                if (eligible(st, capabilities, retries_ok))
+                if (eligible(c, st, capabilities, retries_ok))
                         return take(st, ret_job_id);
         return r;
 }

@@ -9,6 +9,7 @@
 #include "core-test-util.h"
 #include "log.h"
 #include "reconcile.h"
+#include "requirement-sets.h"
 #include "store.h"
 #include "strv.h"
 #include "tap.h"
@@ -62,6 +63,7 @@ void test_control_free(Control *c) {
         reconcile_timers_stop(c);
         c->event = sd_event_unref(c->event);
         store_close(c->store);
+        requirement_sets_free(c->requirement_sets);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
         if (system(cmd) != 0)
                 diag("failed to remove %s", t->dir);

@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "protocol.h"
 #include "reconcile.h"
+#include "requirement-sets.h"
 #include "store-schema.h"
 #include "store.h"
 #include "strv.h"
@@ -775,6 +776,45 @@ static void test_claim_among_many_classes_is_flat(void) {
         }
 }
 
+/* Each requirements text is parsed once: a second claim among 200 classes parses none, whatever
+ * it matches; the memo reads a text that is not a list as no requirement, as a job load does,
+ * and forgets everything rather than grow past its bound. */
+static void test_requirements_texts_are_parsed_once(void) {
+        Control *c = test_control_new();
+        char *first = NULL, *second = NULL;
+        char *const *set = NULL;
+
+        test_register(c, "w", "linux");
+        add_many_classes(c, 2);
+        free(claim_id(c, "w"));
+        size_t parsed = requirement_sets_parsed(c->requirement_sets);
+        first = claim_id(c, "w");
+        second = claim_id(c, "w");
+        ok(first && second && parsed >= 200 && requirement_sets_parsed(c->requirement_sets) == parsed,
+           "claims among 200 classes parse each requirements text once (%zu texts)", parsed);
+
+        RequirementSets *m = NULL;
+        ok(requirement_sets_get(&m, "[\"b\",\"a\"]", &set) == 0 && set && streq_ptr(set[0], "b") &&
+                   streq_ptr(set[1], "a") && !set[2],
+           "a text reads as its list");
+        ok(requirement_sets_get(&m, "{\"a\":1}", &set) == 0 && set && !set[0] &&
+                   requirement_sets_get(&m, "not json", &set) == 0 && set && !set[0],
+           "a text that is not a list reads as no requirement");
+        for (int i = 0; i < REQUIREMENT_SETS_MAX + 10; i++) {
+                char text[32];
+                snprintf(text, sizeof(text), "[\"r%d\"]", i);
+                if (requirement_sets_get(&m, text, &set) < 0)
+                        tap_bail("requirement_sets_get");
+        }
+        ok(requirement_sets_size(m) <= REQUIREMENT_SETS_MAX && requirement_sets_size(m) > 0,
+           "the memo stays within its bound (%zu texts held after %d)", requirement_sets_size(m),
+           REQUIREMENT_SETS_MAX + 13);
+        requirement_sets_free(m);
+        free(first);
+        free(second);
+        test_control_free(c);
+}
+
 static long classes_listed(Control *c) {
         return (long) count_of(c, "SELECT count(*) FROM job_classes", 0, 0);
 }
@@ -1034,6 +1074,7 @@ int main(void) {
         test_aging_claim_among_many_priorities_is_flat();
         test_aging_claim_past_the_reads_is_flat();
         test_claim_among_many_classes_is_flat();
+        test_requirements_texts_are_parsed_once();
         test_past_the_class_list_claims_row_by_row();
         test_empty_classes_are_forgotten_and_listed_again();
         test_random_queues_follow_the_reference();
