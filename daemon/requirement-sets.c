@@ -17,8 +17,16 @@ typedef struct Entry {
 struct RequirementSets {
         Entry *entries;
         size_t n, allocated;
+        size_t bytes; /* of the texts and sets held */
         size_t parsed;
 };
+
+static size_t entry_bytes(const char *text, char *const *set) {
+        size_t b = strlen(text) + 1 + sizeof(char *);
+        STRV_FOREACH (i, (char **) set)
+                b += strlen(*i) + 1 + sizeof(char *);
+        return b;
+}
 
 static void forget_all(RequirementSets *m) {
         for (size_t i = 0; i < m->n; i++) {
@@ -26,6 +34,7 @@ static void forget_all(RequirementSets *m) {
                 strv_free(m->entries[i].set);
         }
         m->n = 0;
+        m->bytes = 0;
 }
 
 RequirementSets *requirement_sets_free(RequirementSets *m) {
@@ -56,7 +65,7 @@ static size_t position(const RequirementSets *m, const char *text, bool *ret_fou
         return lo;
 }
 
-static int insert(RequirementSets *m, size_t at, const char *text, char **set) {
+static int insert(RequirementSets *m, size_t at, const char *text, char **set, size_t bytes) {
         if (m->n == m->allocated) {
                 size_t k = MAX(m->allocated * 2, (size_t) 16);
                 Entry *grown = reallocarray(m->entries, k, sizeof(Entry));
@@ -71,6 +80,7 @@ static int insert(RequirementSets *m, size_t at, const char *text, char **set) {
         memmove(m->entries + at + 1, m->entries + at, (m->n - at) * sizeof(Entry));
         m->entries[at] = (Entry){.text = copy, .set = set};
         m->n++;
+        m->bytes += bytes;
         return 0;
 }
 
@@ -93,11 +103,12 @@ int requirement_sets_get(RequirementSets **m, const char *text, char *const **re
         if (r < 0)
                 return r;
         (*m)->parsed++;
-        if ((*m)->n >= REQUIREMENT_SETS_MAX) {
+        size_t bytes = entry_bytes(text, set);
+        if ((*m)->n >= REQUIREMENT_SETS_MAX || (*m)->bytes + bytes > REQUIREMENT_SETS_BYTES_MAX) {
                 forget_all(*m);
                 at = 0;
         }
-        r = insert(*m, at, text, set);
+        r = insert(*m, at, text, set, bytes);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(set);
@@ -106,6 +117,10 @@ int requirement_sets_get(RequirementSets **m, const char *text, char *const **re
 
 size_t requirement_sets_size(const RequirementSets *m) {
         return m ? m->n : 0;
+}
+
+size_t requirement_sets_bytes(const RequirementSets *m) {
+        return m ? m->bytes : 0;
 }
 
 size_t requirement_sets_parsed(const RequirementSets *m) {

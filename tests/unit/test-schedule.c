@@ -809,6 +809,27 @@ static void test_requirements_texts_are_parsed_once(void) {
         ok(requirement_sets_size(m) <= REQUIREMENT_SETS_MAX && requirement_sets_size(m) > 0,
            "the memo stays within its bound (%zu texts held after %d)", requirement_sets_size(m),
            REQUIREMENT_SETS_MAX + 13);
+        size_t most = 0;
+        for (int i = 0; i < 300; i++) { /* texts of 64 items of 100 bytes: about 6.6 KB each */
+                _cleanup_free_ char *text = NULL;
+                char item[128];
+                size_t len = 0;
+                text = malloc(64 * 110 + 8);
+                if (!text)
+                        tap_bail("out of memory");
+                text[len++] = '[';
+                for (int k = 0; k < 64; k++) {
+                        snprintf(item, sizeof(item), "%s\"%03d-%03d-%090d\"", k ? "," : "", i, k, 0);
+                        memcpy(text + len, item, strlen(item));
+                        len += strlen(item);
+                }
+                memcpy(text + len, "]", 2);
+                if (requirement_sets_get(&m, text, &set) < 0 || !set || !set[63])
+                        tap_bail("requirement_sets_get of a long text");
+                most = MAX(most, requirement_sets_bytes(m));
+        }
+        ok(most <= REQUIREMENT_SETS_BYTES_MAX && most > REQUIREMENT_SETS_BYTES_MAX / 2,
+           "and within its bytes, however long the texts (%zu bytes at most)", most);
         requirement_sets_free(m);
         free(first);
         free(second);
