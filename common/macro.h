@@ -34,6 +34,22 @@
                 _tfd_;                     \
         })
 
+/* Room for one more item in an array of *allocated items of `size` bytes, n of them in use: the
+ * array doubles, from `first` items. 0, or -ENOMEM with the array as it was. Use GROW_FOR_ONE(). */
+static inline int grow_for_one(void **array, size_t *allocated, size_t n, size_t size, size_t first) {
+        if (n < *allocated)
+                return 0;
+        size_t k = *allocated > 0 ? *allocated * 2 : first;
+        void *p = reallocarray(*array, k, size);
+        if (!p)
+                return -ENOMEM;
+        *array = p;
+        *allocated = k;
+        return 0;
+}
+#define GROW_FOR_ONE(array, allocated, n, first)                                                                       \
+        grow_for_one((void **) &(array), &(allocated), (n), sizeof(*(array)), (first))
+
 #define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)          \
         static inline void func##p(type *p) {            \
                 if (*p)                                  \

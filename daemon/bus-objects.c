@@ -371,7 +371,7 @@ static int change_new(BusObjectKind kind, const char *id, bool added, bool remov
  * removal or a new registration after it says whether the object is there at the end. */
 static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, bool removed, JobState status) {
         _cleanup_(bus_change_freep) BusChange *ch = NULL;
-        BusChange **slot, **l;
+        BusChange **slot;
         int r;
 
         r = change_new(kind, id, added, removed, status, &ch);
@@ -386,15 +386,9 @@ static int queue_change(Bus *b, BusObjectKind kind, const char *id, bool added, 
                 (*slot)->status = status;
                 return 0;
         }
-        if (b->n_changes == b->n_changes_allocated) {
-                size_t n = MAX(b->n_changes_allocated * 2, (size_t) 16);
-                l = realloc(b->changes, n * sizeof(*l));
-                if (!l) {
-                        (void) tdelete(ch, &b->changes_index, change_compare);
-                        return -ENOMEM;
-                }
-                b->changes = l;
-                b->n_changes_allocated = n;
+        if (GROW_FOR_ONE(b->changes, b->n_changes_allocated, b->n_changes, 16) < 0) {
+                (void) tdelete(ch, &b->changes_index, change_compare);
+                return -ENOMEM;
         }
         b->changes[b->n_changes++] = TAKE_PTR(ch);
         return 0;

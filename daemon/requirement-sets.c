@@ -66,14 +66,8 @@ static size_t position(const RequirementSets *m, const char *text, bool *ret_fou
 }
 
 static int insert(RequirementSets *m, size_t at, const char *text, char **set, size_t bytes) {
-        if (m->n == m->allocated) {
-                size_t k = MAX(m->allocated * 2, (size_t) 16);
-                Entry *grown = reallocarray(m->entries, k, sizeof(Entry));
-                if (!grown)
-                        return -ENOMEM;
-                m->entries = grown;
-                m->allocated = k;
-        }
+        if (GROW_FOR_ONE(m->entries, m->allocated, m->n, 16) < 0)
+                return -ENOMEM;
         char *copy = strdup(text);
         if (!copy)
                 return -ENOMEM;

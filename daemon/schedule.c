@@ -185,26 +185,22 @@ static void classes_free(Class *classes, size_t n) {
         free(classes);
 }
 
-/* The order of job_classes' key: requirements compare as SQLite's BINARY collation does. */
-static int class_cmp(int needs_gpu, const char *requirements, int retry, const Class *k) {
-        if (needs_gpu != k->needs_gpu)
-                return needs_gpu < k->needs_gpu ? -1 : 1;
-        int d = strcmp(requirements, k->requirements);
+/* The order of job_classes' key, for bsearch(): requirements compare as SQLite's BINARY
+ * collation does. */
+static int class_cmp(const void *a, const void *b) {
+        const Class *x = a, *y = b;
+        if (x->needs_gpu != y->needs_gpu)
+                return x->needs_gpu < y->needs_gpu ? -1 : 1;
+        int d = strcmp(x->requirements, y->requirements);
         if (d != 0)
                 return d;
-        return retry == k->retry ? 0 : retry < k->retry ? -1 : 1;
+        return x->retry == y->retry ? 0 : x->retry < y->retry ? -1 : 1;
 }
 
 static int class_add(Class **classes, size_t *n, size_t *allocated, int needs_gpu, const char *requirements,
                      int retry) {
-        if (*n == *allocated) {
-                size_t m = MAX(*allocated * 2, (size_t) 8);
-                Class *grown = reallocarray(*classes, m, sizeof(Class));
-                if (!grown)
-                        return -ENOMEM;
-                *classes = grown;
-                *allocated = m;
-        }
+        if (GROW_FOR_ONE(*classes, *allocated, *n, 8) < 0)
+                return -ENOMEM;
         char *text = strdup(requirements);
         if (!text)
                 return -ENOMEM;
@@ -388,26 +384,14 @@ static int class_best_aging(Control *c, Class *k, usec_t now, int64_t floor, int
 /* The class among those not done that the job in st's current row belongs to, if its priority
  * is one not read yet. */
 static const Class *class_unread_of(const Class *classes, size_t n, sqlite3_stmt *st) {
-        int needs_gpu = sqlite3_column_int(st, COL_NEEDS_GPU);
-        int retry = sqlite3_column_int64(st, COL_ATTEMPT_COUNT) > 0;
-        const char *requirements = (const char *) sqlite3_column_text(st, COL_REQUIREMENTS);
-        size_t lo = 0, hi = n;
+        const Class key = {.needs_gpu = sqlite3_column_int(st, COL_NEEDS_GPU),
+                           .requirements = (char *) sqlite3_column_text(st, COL_REQUIREMENTS),
+                           .retry = sqlite3_column_int64(st, COL_ATTEMPT_COUNT) > 0};
 
-        if (!requirements)
+        if (!key.requirements)
                 return NULL;
-        while (lo < hi) { /* classes are in class_cmp() order */
-                size_t mid = lo + (hi - lo) / 2;
-                int d = class_cmp(needs_gpu, requirements, retry, &classes[mid]);
-                if (d == 0) {
-                        const Class *k = &classes[mid];
-                        return !k->done && sqlite3_column_int64(st, COL_PRIORITY) <= k->unread ? k : NULL;
-                }
-                if (d < 0)
-                        hi = mid;
-                else
-                        lo = mid + 1;
-        }
-        return NULL;
+        const Class *k = bsearch(&key, classes, n, sizeof(Class), class_cmp); /* classes are in its order */
+        return k && !k->done && sqlite3_column_int64(st, COL_PRIORITY) <= k->unread ? k : NULL;
 }
 
 /* Past the reads, what is left: the PENDING jobs oldest first. No job has more credit than one

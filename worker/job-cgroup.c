@@ -327,16 +327,9 @@ static void retry_arm(JobCgroups *c) {
 }
 
 static void pending_add(JobCgroups *c, uint64_t id) {
-        if (c->n_pending == c->allocated) {
-                size_t n = c->allocated ? c->allocated * 2 : 8;
-                uint64_t *p = realloc(c->pending, n * sizeof(uint64_t));
-                if (!p) {
-                        log_warning("Out of memory: job cgroup %s/job-%" PRIu64 " is left for the next start.", c->path,
-                                    id);
-                        return;
-                }
-                c->pending = p;
-                c->allocated = n;
+        if (GROW_FOR_ONE(c->pending, c->allocated, c->n_pending, 8) < 0) {
+                log_warning("Out of memory: job cgroup %s/job-%" PRIu64 " is left for the next start.", c->path, id);
+                return;
         }
         if (c->n_pending == 0) {
                 c->retry_delay = REMOVE_RETRY_FIRST;
