@@ -71,14 +71,16 @@ clean-packages-local:
 	rm -rf packages
 
 # --- tests/system: the container suite, as root: `make check-system` (see tests/system/README).
-# It installs the packages from packages/deb/, building them first when there are none
-# (ENTROPY_DEB_DIR=DIR uses others; `make debs` rebuilds). Its skip (exit 77, no root) passes
-# only without root: as root nothing may be skipped.
+# It installs the packages from packages/deb/ and packages/rpm/, building them first when there
+# are none (ENTROPY_DEB_DIR=DIR and ENTROPY_RPM_DIR=DIR use others; `make debs` and `make rpms`
+# rebuild). Its skip (exit 77, no root) passes only without root: as root nothing may be skipped.
 EXTRA_DIST += tests/system/README tests/system/lib.sh tests/system/run-system-tests.sh \
-	tests/system/steps.sh
+	tests/system/steps.sh tests/system/steps-rpm.sh
 check-system: all
 	@if [ -z "$$ENTROPY_DEB_DIR" ] && ! ls packages/deb/entropy-control_*.deb >/dev/null 2>&1; then \
 		$(MAKE) $(AM_MAKEFLAGS) debs || exit 1; fi
+	@if [ -z "$$ENTROPY_RPM_DIR" ] && ! ls packages/rpm/entropy-control-[0-9]*.rpm >/dev/null 2>&1; then \
+		$(MAKE) $(AM_MAKEFLAGS) rpms || exit 1; fi
 	ENTROPY_BUILDDIR='$(abs_top_builddir)' ENTROPY_SRCDIR='$(abs_top_srcdir)' \
 		bash $(srcdir)/tests/system/run-system-tests.sh; rc=$$?; \
 	if [ $$rc -eq 77 ] && [ "$$(id -u)" -ne 0 ]; then rc=0; fi; exit $$rc
