@@ -213,14 +213,19 @@ static void batch_notify(Control *c, bool ok) {
                 c->batch.on_durable(c->batch.userdata, ok);
 }
 
-/* The batch is lost (its COMMIT failed, or SQLite rolled it back on its own): nothing in it
- * happened, no listener hears of it, and every response held for it becomes a 500. */
-static int batch_fail(Control *c, int r) {
+/* The batch is rolled back: nothing in it happened, no listener hears of it, and every response
+ * held for it becomes a 500. */
+static void batch_drop(Control *c) {
         store_rollback(c->store);
         drop_pending(c->store);
         drop_batch_pending(c->store);
-        log_error_errno(r, "Group commit failed, %u transaction(s) rolled back: %m", c->batch.n);
         batch_notify(c, false);
+}
+
+/* The batch is lost: its COMMIT failed, or SQLite rolled it back on its own. */
+static int batch_fail(Control *c, int r) {
+        log_error_errno(r, "Group commit failed, %u transaction(s) rolled back: %m", c->batch.n);
+        batch_drop(c);
         return r;
 }
 
@@ -309,9 +314,40 @@ static int batch_release(Control *c) {
                 s->n_pending = 0;
         }
         c->batch.n++;
-        if (!c->batch.deferring || c->batch.n >= CONTROL_BATCH_MAX)
+        if (c->batch.deferring)
+                c->batch.joined++;
+        else
                 return control_flush(c);
         return 0;
+}
+
+void control_request_begin(Control *c) {
+        c->batch.deferring = true;
+        c->batch.joined = 0;
+}
+
+int control_request_end(Control *c, bool ok) {
+        bool joined = c->batch.joined > 0;
+
+        c->batch.deferring = false;
+        c->batch.joined = 0;
+        if (!ok) {
+                if (!joined)
+                        return 0; /* its own transaction was rolled back: nothing of it is left */
+                if (c->store->batch_open) {
+                        log_error("A request failed after its changes joined the group commit: its batch of %u "
+                                  "transaction(s) is rolled back.",
+                                  c->batch.n);
+                        batch_drop(c);
+                }
+                return -ECANCELED;
+        }
+        if (c->store->batch_open && c->batch.n >= CONTROL_BATCH_MAX) {
+                int r = control_flush(c);
+                if (r < 0)
+                        return r;
+        }
+        return c->store->batch_open;
 }
 
 int control_commit(Control **tx) {

@@ -97,8 +97,11 @@ int control_step_end(Control *c, size_t mark, bool ok);
  * control_commit() then only releases the savepoint, and its audit events wait with the batch.
  * The batch is committed, with one fsync for all of its transactions, by a defer source at the
  * end of the loop iteration (so every request libmicrohttpd handled in one MHD_run() is in it),
- * when it reaches CONTROL_BATCH_MAX transactions, or at once when a caller that is not an HTTP
- * handler (the reconciler, D-Bus) commits, since it answers as soon as it returns. After the
+ * after the handler that takes it to CONTROL_BATCH_MAX transactions, or at once when a caller
+ * that is not an HTTP handler (the reconciler, D-Bus) commits, since it answers as soon as it
+ * returns. A handler's changes are never committed before it has returned, so that one that
+ * fails after its transactions joined the batch takes the batch down with it
+ * (control_request_end()) instead of answering 500 for a change that then commits. After the
  * COMMIT the listeners hear of the batch's events and c->batch.on_durable(ok = true) lets the
  * HTTP server send the responses it held; if the COMMIT fails, the whole batch is rolled back,
  * no listener hears of it, and on_durable(ok = false) turns each held response into a 500:
@@ -106,6 +109,14 @@ int control_step_end(Control *c, size_t mark, bool ok);
 #define CONTROL_BATCH_MAX 256
 /* Commits the open batch now (0 when none is open). */
 int control_flush(Control *c);
+/* Around an HTTP handler: its transactions join the batch. control_request_end() says what
+ * becomes of its response, ok being whether the handler succeeded: 1 it waits for the open batch
+ * (it holds the request's changes, or changes of others a read may have seen); 0 it may go now;
+ * negative, the batch that held what it changed or read is lost (nothing of it was applied). A
+ * handler that failed after its transactions joined the batch rolls the whole batch back, its
+ * held responses becoming 500s, since SQLite cannot take one released savepoint back alone. */
+void control_request_begin(Control *c);
+int control_request_end(Control *c, bool ok);
 static inline void control_txp(Control **tx) {
         if (*tx)
                 control_rollback(*tx);

@@ -60,16 +60,12 @@ void control_emit(Control *c, AuditEvent *const *events, size_t n) {
 /* ---- group commit: the HTTP server's side (audit.h) ---- */
 
 static void on_request_enter(void *userdata) {
-        Control *c = userdata;
-        c->batch.deferring = true;
+        control_request_begin(userdata);
 }
 
-/* Whether the response must wait for the open batch: it holds this request's changes, or (for a
- * read) changes of others the handler may have seen and that are not durable yet. */
-static bool on_request_leave(void *userdata) {
-        Control *c = userdata;
-        c->batch.deferring = false;
-        return c->store->batch_open;
+static HttpHold on_request_leave(void *userdata, bool ok) {
+        int r = control_request_end(userdata, ok);
+        return r < 0 ? HTTP_HOLD_LOST : r > 0 ? HTTP_HOLD_WAIT : HTTP_HOLD_NONE;
 }
 
 static bool on_request_commit(void *userdata) {

@@ -127,6 +127,7 @@ typedef struct Control {
                 bool enabled;       /* transactions of HTTP requests join one batch per loop iteration */
                 bool deferring;     /* set around an HTTP handler: its commits join the batch */
                 unsigned n;         /* transactions released into the open batch */
+                unsigned joined;    /* of those, released by the HTTP handler running now */
                 sd_event_source *flush; /* commits the open batch once the loop iteration is done */
                 /* Told after each batch's COMMIT (ok) or its loss (!ok): the HTTP server releases
                  * (or fails with 500) the responses it held back. */

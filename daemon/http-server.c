@@ -682,12 +682,16 @@ static enum MHD_Result request_finish(HttpServer *s, RequestState *st, struct MH
                 s->hold.enter(s->hold.userdata);
         if (r >= 0)
                 r = s->dispatch(s->userdata, &req, &resp);
-        bool hold = s->hold.leave && s->hold.leave(s->hold.userdata);
+        HttpHold held = s->hold.leave ? s->hold.leave(s->hold.userdata, r >= 0) : HTTP_HOLD_NONE;
         if (r < 0) {
                 log_error_errno(r, "Failed to handle %s %s: %m", method, url);
                 http_response_done(&resp);
-                return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error");
+                return send_error(s, conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                  held == HTTP_HOLD_LOST ? "internal error; nothing was applied" : "internal error");
         }
+        if (held == HTTP_HOLD_LOST)
+                return send_not_durable(s, conn, &resp);
+        bool hold = held == HTTP_HOLD_WAIT;
         if (hold && s->hold.commit && peer_done_sending(conn)) {
                 hold = false;
                 if (!s->hold.commit(s->hold.userdata))

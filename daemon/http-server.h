@@ -126,13 +126,19 @@ int http_server_new(sd_event *e, const HttpServerConfig *cfg, HttpDispatch dispa
  * (MHD_resume_connection) outside the server's own callbacks. */
 void http_server_wake(HttpServer *s);
 /* Durable group commit (daemon/audit.h): the server calls enter() before it dispatches a request
- * and leave() after; when leave() returns true, the request's changes are in a batch that is not
- * durable yet, so its response is held (the connection suspended) until
- * http_server_release_held() says the batch was committed (ok: the responses go out as they
- * are) or lost (!ok: each becomes a 500, since nothing of it was applied). */
+ * and leave() after, telling it whether the handler succeeded. HTTP_HOLD_WAIT: the request's
+ * changes are in a batch that is not durable yet, so its response is held (the connection
+ * suspended) until http_server_release_held() says the batch was committed (ok: the responses go
+ * out as they are) or lost (!ok: each becomes a 500, since nothing of it was applied).
+ * HTTP_HOLD_LOST: that batch is lost already, the request's answer is such a 500. */
+typedef enum HttpHold {
+        HTTP_HOLD_NONE,
+        HTTP_HOLD_WAIT,
+        HTTP_HOLD_LOST,
+} HttpHold;
 typedef struct HttpHoldHooks {
         void (*enter)(void *userdata);
-        bool (*leave)(void *userdata);
+        HttpHold (*leave)(void *userdata, bool ok);
         /* Makes the open batch durable now; false: it was lost. For a client that has shut down
          * its sending side already: libmicrohttpd closes such a connection when it resumes it,
          * before a held response goes out. */

@@ -338,8 +338,10 @@ static void test_group_commit_rolls_back_one_transaction_alone(void) {
         char a[RANDOM_ID_SIZE], b[RANDOM_ID_SIZE];
         strcpy(a, test_submit(c, 0));
         is_int(control_begin(c, &tx), 0, "a second transaction in the batch");
-        sqlite3_exec(c->store->db, "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
-                                   "VALUES ('doomed', 'PENDING', 'x', 1, 1)", NULL, NULL, NULL);
+        sqlite3_exec(c->store->db,
+                     "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
+                     "VALUES ('doomed', 'PENDING', 'x', 1, 1)",
+                     NULL, NULL, NULL);
         control_txp(&tx); /* it fails: rolled back */
         strcpy(b, test_submit(c, 0));
         c->batch.deferring = false;
@@ -393,6 +395,83 @@ static void test_failed_group_commit_acknowledges_nothing(void) {
         batch_control_free(c, reader);
 }
 
+/* An HTTP handler that fails after its transaction joined the batch (say, out of memory while it
+ * builds its answer) is answered 500: its change must not commit with the others, or a client
+ * would submit again what was submitted. SQLite cannot take one released savepoint back, so the
+ * batch goes whole, its held responses becoming 500s as well. */
+static void test_failed_handler_takes_its_batch_down(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+        uint64_t before = c->store->n_commits;
+
+        control_request_begin(c);
+        test_submit(c, 0);
+        is_int(control_request_end(c, true), 1, "a handler that succeeded: its response waits for the batch");
+        control_request_begin(c);
+        test_submit(c, 0);
+        ok(control_request_end(c, false) < 0, "a handler that failed after its change joined: its batch is lost");
+        is_int(log.durable_failed, 1, "the response held for the batch is told to fail (500)");
+        ok(log.durable_ok == 0 && log.events == 0, "nothing acknowledged, no listener told");
+        ok(!c->store->batch_open && !c->store->in_transaction, "the batch is rolled back, the store ready");
+        is_int(committed_jobs(reader), 0, "neither change is durable");
+        is_int(sd_event_run(c->event, 0), 0, "no commit is left to run");
+        is_int((int) (c->store->n_commits - before), 0, "no commit counted");
+
+        control_request_begin(c);
+        test_submit(c, 0);
+        is_int(control_request_end(c, true), 1, "the next request opens a new batch");
+        is_int(sd_event_run(c->event, 0), 1, "which the loop commits");
+        ok(committed_jobs(reader) == 1 && log.durable_ok == 1, "and acknowledges");
+        batch_control_free(c, reader);
+}
+
+/* A handler that fails with nothing of its own in the batch (its transaction rolled back) leaves
+ * the others' changes alone. */
+static void test_failed_handler_without_changes_keeps_the_batch(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+
+        control_request_begin(c);
+        test_submit(c, 0);
+        is_int(control_request_end(c, true), 1, "a submission waits for the batch");
+        control_request_begin(c);
+        {
+                _cleanup_tx_ Control *tx = NULL;
+                is_int(control_begin(c, &tx), 0, "a transaction that will fail");
+        }
+        is_int(control_request_end(c, false), 0, "its handler failed with nothing released: answered at once");
+        ok(c->store->batch_open && log.durable_failed == 0, "the batch stays open, nothing failed");
+        is_int(sd_event_run(c->event, 0), 1, "the loop commits it");
+        ok(committed_jobs(reader) == 1 && log.durable_ok == 1, "the submission is durable and acknowledged");
+        batch_control_free(c, reader);
+}
+
+/* The batch's bound is kept between handlers, never inside one: a handler's changes are not
+ * durable before it has returned (and so can still be given up). */
+static void test_batch_bound_is_kept_after_the_handler(void) {
+        BatchLog log = {};
+        sqlite3 *reader = NULL;
+        Control *c = batch_control_new(&log, &reader);
+        uint64_t before = c->store->n_commits;
+
+        control_request_begin(c);
+        for (int i = 0; i < CONTROL_BATCH_MAX + 8; i++)
+                test_submit(c, 0);
+        ok(c->store->batch_open && c->store->n_commits == before,
+           "past the bound, nothing committed within the handler");
+        is_int(control_request_end(c, true), 0, "after it the batch is committed: the response goes at once");
+        is_int((int) (c->store->n_commits - before), 1, "in one commit");
+        ok(committed_jobs(reader) == CONTROL_BATCH_MAX + 8 && log.durable_ok == 1, "all durable, acknowledged");
+
+        control_request_begin(c);
+        test_submit(c, 0);
+        is_int(control_request_end(c, true), 1, "under the bound the response waits for the loop's commit");
+        is_int(sd_event_run(c->event, 0), 1, "the loop commits it");
+        batch_control_free(c, reader);
+}
+
 int main(void) {
         test_events_are_emitted_after_commit_only();
         test_listeners_get_the_states_of_a_change_without_parsing();
@@ -405,5 +484,8 @@ int main(void) {
         test_group_commit_rolls_back_one_transaction_alone();
         test_each_listener_hears_the_whole_batch_in_order();
         test_failed_group_commit_acknowledges_nothing();
+        test_failed_handler_takes_its_batch_down();
+        test_failed_handler_without_changes_keeps_the_batch();
+        test_batch_bound_is_kept_after_the_handler();
         return tap_done();
 }
