@@ -106,6 +106,35 @@ int executor_build_argv(const char *argv0, char *const *args, char ***ret) {
         return 0;
 }
 
+/* A job's start (executor_start()), sent to entropy-keeper or waiting for its turn. */
+struct ExecutorStart {
+        ExecutorStart *next;
+        KeeperRequest req;
+        char *strings;
+        /* Duplicates of the job's stdout, stderr and cgroup.procs: the caller's may be closed
+         * before this start's turn comes. */
+        int fds[KEEPER_SPAWN_FDS_MAX];
+        size_t n_fds;
+        usec_t timeout;
+        usec_t deadline; /* once sent, with a timeout */
+        bool sent;
+        unsigned restarts;
+        uint32_t spoken;      /* the protocol it was last sent in */
+        ExecutorStarted done; /* NULL once cancelled */
+        void *userdata;
+};
+
+static ExecutorStart *start_free(ExecutorStart *st) {
+        if (!st)
+                return NULL;
+        free(st->strings);
+        for (size_t i = 0; i < st->n_fds; i++)
+                if (st->fds[i] >= 0)
+                        close(st->fds[i]);
+        free(st);
+        return NULL;
+}
+
 /* The running entropy-keeper (keeper.c), and the groups of the jobs it started or was given,
  * so that another one can be given them when it has to be started again. */
 struct Executor {
@@ -121,6 +150,10 @@ struct Executor {
         uint32_t protocol;
         int sock; /* our end of the socket pair */
         sd_event_source *watch;
+        /* Starts, oldest first: entropy-keeper starts one job at a time and answers in order, so
+         * only the first has been sent; the timer is its start_timeout. */
+        ExecutorStart *starts, *starts_last;
+        sd_event_source *start_timer;
         KeeperGroups groups;
         ExecutorOtherChild is_other_child;
         void *other_child_userdata;
@@ -255,16 +288,23 @@ static void keeper_restart(Executor *e) {
                 log_error_errno(r, "Cannot start %s again: %m", e->keeper_path);
 }
 
-static int on_keeper_gone(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        keeper_restart(userdata);
+static void start_on_answer(Executor *e);
+
+/* It only speaks to answer a start: anything to read while none is sent means it is gone. */
+static int on_keeper_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Executor *e = userdata;
+
+        if (e->starts && e->starts->sent)
+                start_on_answer(e);
+        else
+                keeper_restart(e);
         return 0;
 }
 
-/* Watched while idle: it never speaks unasked, so anything to read means it is gone. */
 static int keeper_watch(Executor *e, sd_event *event) {
         if (!event)
                 return 0;
-        return sd_event_add_io(event, &e->watch, e->sock, EPOLLIN | EPOLLRDHUP, on_keeper_gone, e);
+        return sd_event_add_io(event, &e->watch, e->sock, EPOLLIN | EPOLLRDHUP, on_keeper_readable, e);
 }
 
 static int keeper_start(Executor *e, sd_event *event) {
@@ -351,6 +391,12 @@ int executor_attach_event(Executor *e, sd_event *event) {
 Executor *executor_free(Executor *e) {
         if (!e)
                 return NULL;
+        while (e->starts) {
+                ExecutorStart *st = e->starts;
+                e->starts = st->next;
+                start_free(st);
+        }
+        e->start_timer = sd_event_source_disable_unref(e->start_timer);
         keeper_stop(e);
         if (e->keeper_fd >= 0)
                 close(e->keeper_fd);
@@ -411,86 +457,238 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
         return 0;
 }
 
-/* Until entropy-keeper's answer (or its end) is there to read: -ETIMEDOUT past timeout. */
-static int keeper_wait_answer(Executor *e, usec_t timeout) {
-        if (timeout == 0)
-                return 0;
-        int k = fd_wait_readable(e->sock, now_monotonic_usec() + timeout);
-        return k > 0 ? 0 : k == 0 ? -ETIMEDOUT : k;
+static sd_event *executor_event(const Executor *e) {
+        return e->watch ? sd_event_source_get_event(e->watch) : NULL;
 }
 
-static int keeper_spawn(Executor *e, const KeeperRequest *req, const char *strings, const ExecSpec *spec,
-                        KeeperReply *reply) {
-        int fds[KEEPER_SPAWN_FDS_MAX] = {spec->stdout_fd, spec->stderr_fd, spec->cgroup_procs_fd};
-        /* An older entropy-keeper (keeper_step_down) runs the job in the worker's cgroup. */
-        bool in_cgroup = spec->cgroup_procs_fd > 0 && e->protocol >= 4;
-        int r = keeper_send(e, req, strings, fds, in_cgroup ? KEEPER_SPAWN_FDS_MAX : KEEPER_SPAWN_FDS);
+static int on_unreported_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+/* A job started for a start that was cancelled meanwhile: it never runs on. */
+static void start_kill_unwanted(Executor *e, pid_t pid) {
+        sd_event *event = executor_event(e);
+
+        (void) executor_signal_group(pid, SIGKILL);
+        (void) keeper_send_group(e, KEEPER_FORGET, pid); /* before the pid can be reused */
+        if (!event || sd_event_add_child(event, NULL, pid, WEXITED, on_unreported_exit, NULL) < 0)
+                (void) waitpid(pid, NULL, 0);
+}
+
+static void start_send(Executor *e);
+
+/* The first start is over: its caller hears how, and the next one is sent. */
+static void start_finish(Executor *e, int r, pid_t pid, const char *step) {
+        ExecutorStart *st = e->starts;
+
+        e->starts = st->next;
+        if (!e->starts)
+                e->starts_last = NULL;
+        if (e->start_timer)
+                (void) sd_event_source_set_enabled(e->start_timer, SD_EVENT_OFF);
+        if (st->done)
+                st->done(st->userdata, r, pid, step);
+        else if (r >= 0)
+                start_kill_unwanted(e, pid);
+        start_free(st);
+        /* Unless done() queued a start and it went out already. */
+        if (e->starts && !e->starts->sent)
+                start_send(e);
+}
+
+static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata);
+
+static int start_arm_timer(Executor *e, usec_t deadline) {
+        sd_event *event = executor_event(e);
+        int r;
+
+        if (!event)
+                return 0;
+        if (!e->start_timer) {
+                r = sd_event_add_time(event, &e->start_timer, CLOCK_MONOTONIC, deadline, 0, on_start_timeout, e);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(e->start_timer, "keeper-start-timeout");
+                return r;
+        }
+        r = sd_event_source_set_time(e->start_timer, deadline);
         if (r >= 0)
-                r = keeper_wait_answer(e, spec->start_timeout);
-        if (r >= 0)
-                r = keeper_read_exact(e->sock, reply, sizeof(*reply));
-        return r == -ECONNRESET ? -EPIPE : r;
+                r = sd_event_source_set_enabled(e->start_timer, SD_EVENT_ONESHOT);
+        return r;
+}
+
+/* Sends the first start; when entropy-keeper is gone it is started again and the start sent
+ * again, once, and again for as long as it steps down a version. */
+static void start_send(Executor *e) {
+        ExecutorStart *st = e->starts;
+        int r;
+
+        for (;;) {
+                /* An older entropy-keeper (keeper_step_down) runs the job in the worker's cgroup. */
+                bool in_cgroup = st->n_fds > KEEPER_SPAWN_FDS && e->protocol >= 4;
+                st->spoken = e->protocol;
+                r = keeper_send(e, &st->req, st->strings, st->fds, in_cgroup ? KEEPER_SPAWN_FDS_MAX : KEEPER_SPAWN_FDS);
+                if (r != -EPIPE)
+                        break;
+                keeper_restart(e);
+                if (st->restarts++ > 0 && e->protocol == st->spoken)
+                        break;
+        }
+        if (r >= 0 && st->timeout > 0) {
+                st->deadline = now_monotonic_usec() + st->timeout;
+                r = start_arm_timer(e, st->deadline);
+        }
+        if (r < 0) {
+                start_finish(e, r, 0, "keeper");
+                return;
+        }
+        st->sent = true;
+}
+
+/* entropy-keeper's answer to the first start (or its end) is there to read. */
+static void start_on_answer(Executor *e) {
+        ExecutorStart *st = e->starts;
+        KeeperReply reply;
+        int r = keeper_read_exact(e->sock, &reply, sizeof(reply));
+
+        if (r == -EPIPE || r == -ECONNRESET) {
+                /* Gone before it answered: a job it may have started is killed at its restart. */
+                st->sent = false;
+                keeper_restart(e);
+                if (st->restarts++ > 0 && e->protocol == st->spoken) {
+                        start_finish(e, -EPIPE, 0, "keeper");
+                        return;
+                }
+                start_send(e);
+                return;
+        }
+        if (r < 0) {
+                start_finish(e, r, 0, "keeper");
+                return;
+        }
+        if (reply.error != 0) {
+                if (reply.pid > 0) /* the job's process, which gave up before its exec */
+                        (void) waitpid(reply.pid, NULL, 0);
+                start_finish(e, reply.error > 0 ? -reply.error : -EIO, 0,
+                             reply.step >= 0 && reply.step < _KEEPER_STEP_MAX ? spawn_steps[reply.step] : "spawn");
+                return;
+        }
+        r = keeper_groups_add(&e->groups, reply.pid);
+        if (r < 0) {
+                start_kill_unwanted(e, reply.pid);
+                start_finish(e, r, 0, "keeper");
+                return;
+        }
+        start_finish(e, 0, reply.pid, NULL);
 }
 
 /* entropy-keeper has not answered in time: it waits for the job's process, which is stuck before
  * its exec (a working directory or a program on a mount that does not answer). Both are killed
  * (the job's process as one never reported) and entropy-keeper is started again; the jobs already
  * running go on, handed to the new one. */
-static void keeper_abandon(Executor *e, usec_t timeout) {
+static void start_abandon(Executor *e) {
         char span[64];
 
         log_error("entropy-keeper (pid %d) did not start a job within %s (a working directory or program on a "
                   "file system that does not answer?): stopping it and the job's process.",
-                  (int) e->keeper_pid, format_timespan(span, sizeof(span), timeout));
+                  (int) e->keeper_pid, format_timespan(span, sizeof(span), e->starts->timeout));
         if (e->keeper_pid > 0)
                 (void) kill(e->keeper_pid, SIGKILL);
         keeper_restart(e);
+        start_finish(e, -ETIMEDOUT, 0, "start");
+}
+
+static int on_start_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Executor *e = userdata;
+        if (e->starts && e->starts->sent)
+                start_abandon(e);
+        return 0;
+}
+
+int executor_start(Executor *e, const ExecSpec *spec, ExecutorStarted done, void *userdata, ExecutorStart **ret) {
+        ExecutorStart *st = calloc(1, sizeof(*st));
+        int fds[KEEPER_SPAWN_FDS_MAX] = {spec->stdout_fd, spec->stderr_fd, spec->cgroup_procs_fd};
+        int r;
+
+        if (!st)
+                return -ENOMEM;
+        r = request_strings(spec, &st->req, &st->strings);
+        for (size_t i = 0; r >= 0 && i < (spec->cgroup_procs_fd > 0 ? KEEPER_SPAWN_FDS_MAX : KEEPER_SPAWN_FDS); i++) {
+                st->fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+                if (st->fds[i] < 0)
+                        r = -errno;
+                else
+                        st->n_fds++;
+        }
+        if (r < 0) {
+                start_free(st);
+                return r;
+        }
+        st->timeout = spec->start_timeout;
+        st->done = done;
+        st->userdata = userdata;
+        if (e->starts_last)
+                e->starts_last->next = st;
+        else
+                e->starts = st;
+        e->starts_last = st;
+        if (ret)
+                *ret = st;
+        if (e->starts == st)
+                start_send(e); /* may call done() at once */
+        return 0;
+}
+
+void executor_start_cancel(Executor *e, ExecutorStart *st) {
+        if (!st)
+                return;
+        if (st->sent) {
+                st->done = NULL; /* what it starts is killed when entropy-keeper answers */
+                return;
+        }
+        for (ExecutorStart **p = &e->starts, *prev = NULL; *p; prev = *p, p = &(*p)->next)
+                if (*p == st) {
+                        *p = st->next;
+                        if (e->starts_last == st)
+                                e->starts_last = prev;
+                        start_free(st);
+                        return;
+                }
+}
+
+typedef struct SpawnWait {
+        bool over;
+        int r;
+        pid_t pid;
+        const char *step;
+} SpawnWait;
+
+static void on_spawned(void *userdata, int r, pid_t pid, const char *step) {
+        *(SpawnWait *) userdata = (SpawnWait){true, r, pid, step};
 }
 
 int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step) {
-        _cleanup_free_ char *strings = NULL;
-        KeeperRequest req;
-        KeeperReply reply;
+        SpawnWait w = {};
         int r;
 
+        if (e->starts)
+                return -EBUSY; /* its answer would come after theirs */
+        r = executor_start(e, spec, on_spawned, &w, NULL);
+        if (r < 0)
+                return r;
+        while (!w.over) {
+                r = fd_wait_readable(e->sock, e->starts->deadline > 0 ? e->starts->deadline : USEC_INFINITY);
+                if (r < 0) {
+                        e->starts->done = NULL;
+                        return r;
+                }
+                if (r > 0)
+                        start_on_answer(e);
+                else
+                        start_abandon(e);
+        }
         if (ret_step)
-                *ret_step = "keeper";
-        r = request_strings(spec, &req, &strings);
-        if (r < 0)
-                return r;
-        r = keeper_spawn(e, &req, strings, spec, &reply);
-        if (r == -ETIMEDOUT) {
-                keeper_abandon(e, spec->start_timeout);
-                if (ret_step)
-                        *ret_step = "start";
-                return r;
-        }
-        for (unsigned restarts = 0; r == -EPIPE; restarts++) {
-                uint32_t spoken = e->protocol;
-                keeper_restart(e);
-                /* Gone: tried again once, and again for as long as it steps down a version. */
-                if (restarts > 0 && e->protocol == spoken)
-                        break;
-                r = keeper_spawn(e, &req, strings, spec, &reply);
-        }
-        if (r < 0)
-                return r;
-        if (reply.error != 0) {
-                if (reply.pid > 0) /* the job's process, which gave up before its exec */
-                        (void) waitpid(reply.pid, NULL, 0);
-                if (ret_step)
-                        *ret_step = reply.step >= 0 && reply.step < _KEEPER_STEP_MAX ? spawn_steps[reply.step] : "spawn";
-                return reply.error > 0 ? -reply.error : -EIO;
-        }
-        r = keeper_groups_add(&e->groups, reply.pid);
-        if (r < 0) {
-                (void) executor_signal_group(reply.pid, SIGKILL);
-                (void) keeper_send_group(e, KEEPER_FORGET, reply.pid); /* before the pid can be reused */
-                (void) waitpid(reply.pid, NULL, 0);
-                return r;
-        }
-        *ret_pid = reply.pid;
-        return 0;
+                *ret_step = w.r < 0 ? w.step : NULL;
+        if (w.r >= 0)
+                *ret_pid = w.pid;
+        return w.r;
 }
 
 int executor_signal_group(pid_t pgid, int sig) {

@@ -75,11 +75,21 @@ void executor_set_other_child(Executor *e, ExecutorOtherChild is_other, void *us
 int executor_find_keeper(char **ret);
 
 /* Starts the job as the caller's child and the leader of its own process group (its pid is the
- * pgid). Returns the pid once the job's exec succeeded; -errno of the failing step otherwise
- * (chdir, execve, ...), with *ret_step naming it ("keeper": entropy-keeper could not be reached
- * even after a restart, or refused the request). -ETIMEDOUT ("start") when entropy-keeper did not
- * answer within spec->start_timeout: it and the job's process, stuck before its exec, are killed
- * and entropy-keeper is started again. The caller's loop waits that long at most. */
+ * pgid), through entropy-keeper, without waiting for it: done(userdata, r, pid, step) says how it
+ * went, from the event loop (or at once, when the request cannot be sent). r = 0 with the pid
+ * once the job's exec succeeded; -errno of the failing step otherwise (chdir, execve, ...), step
+ * naming it ("keeper": entropy-keeper could not be reached even after a restart, or refused the
+ * request). -ETIMEDOUT ("start") when entropy-keeper did not answer within spec->start_timeout:
+ * it and the job's process, stuck before its exec, are killed and entropy-keeper is started
+ * again. entropy-keeper starts one job at a time: a start waits for the ones before it. The
+ * descriptors of spec are duplicated: the caller may close its own. */
+typedef struct ExecutorStart ExecutorStart;
+typedef void (*ExecutorStarted)(void *userdata, int r, pid_t pid, const char *step);
+int executor_start(Executor *e, const ExecSpec *spec, ExecutorStarted done, void *userdata, ExecutorStart **ret);
+/* The caller no longer wants it (done() is not called): a start not yet sent is dropped, and the
+ * job of one sent is killed as soon as entropy-keeper reports it. */
+void executor_start_cancel(Executor *e, ExecutorStart *st);
+/* The same, waiting for the answer (with no other start under way): for callers without a loop. */
 int executor_spawn(Executor *e, const ExecSpec *spec, pid_t *ret_pid, const char **ret_step);
 /* The job led by pgid has ended. Called after its group is killed and before its pid is reaped,
  * so that entropy-keeper never holds a group number the kernel may have given out again. */

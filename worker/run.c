@@ -134,6 +134,7 @@ Run *run_free(Run *r) {
         sd_event_source_disable_unref(r->record_timer);
         unrecorded_free(r->unrecorded);
         client_request_cancel(r->ack_request);
+        executor_start_cancel(r->worker->executor, r->start);
         preparation_abandon(r->worker->preparer, r->preparation, false);
         sd_event_source_disable_unref(r->prepare_timer);
         /* A run that ends here rather than in on_child_exit (its start failed, the worker exits). */
@@ -454,14 +455,17 @@ void run_stop(Run *r, StopReason reason, const char *detail) {
                 run_release(r);
                 return;
         }
-        if (r->phase == RUN_PREPARING) {
+        if (r->phase == RUN_PREPARING || r->phase == RUN_STARTING) {
                 /* RUNNING at the control plane: handed back, it is retried without losing an
-                 * attempt, as after an ack accepted while stopping (on_ack). */
+                 * attempt, as after an ack accepted while stopping (on_ack). A process whose start
+                 * entropy-keeper has not answered yet is killed as soon as it does. */
                 log_info("Job %s given up before it started: %s", r->spec->job_id, strempty(detail));
+                executor_start_cancel(w->executor, TAKE_PTR(r->start));
                 if (reason == STOP_HANDBACK) {
                         r->stop_reason = reason;
                         run_fail(r, "handback", true, -1, "handback", strempty(detail));
-                }
+                } else if (r->phase == RUN_STARTING)
+                        (void) replay_run_end(w->replay, r->run_id, now_realtime_usec(), "aborted", -1, detail);
                 run_release(r);
                 return;
         }
@@ -524,12 +528,14 @@ static void run_dry(Run *r, const char *exec_path, const char *workdir) {
         run_complete(r, 0, summary, "dry-run", true);
 }
 
+static void on_started(void *userdata, int k, pid_t pid, const char *step);
+
+/* Asks entropy-keeper to start the process (on_started() goes on). Returns 1 when the run failed
+ * here already (recorded), < 0 when it could not be asked. */
 static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
         Worker *w = r->worker;
         _cleanup_strv_free_ char **env = NULL, **argv = NULL;
-        const char *step = "spawn";
         _cleanup_close_ int cgroup_procs = -EBADF;
-        uint64_t start = 0;
         JobEnv je = { r->spec->job_id, r->spec->assignment_id, r->spec->attempt, (int64_t) r->slot,
                       gpu_for_slot(w->gpus, r->slot) ?: w->gpus_hidden };
         int k;
@@ -560,19 +566,31 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                          worker_start_timeout(w)};
         /* The limit the job runs under is the one its output is held to, whatever a reload sets. */
         r->artifacts->max_size = spec.max_output_size;
-        k = executor_spawn(w->executor, &spec, &r->pid, &step);
+        return executor_start(w->executor, &spec, on_started, r, &r->start);
+}
+
+/* entropy-keeper's answer: the process runs (or could not start). */
+static void on_started(void *userdata, int k, pid_t pid, const char *step) {
+        Run *r = userdata;
+        Worker *w = r->worker;
+        uint64_t start = 0;
+
+        r->start = NULL;
         if (k < 0) {
                 char msg[512], span[64];
                 if (k == -ETIMEDOUT)
                         snprintf(msg, sizeof(msg),
                                  "could not start %s: its start did not return within %s (path-check-timeout): "
                                  "its working directory or program on a file system that does not answer?",
-                                 exec_path, format_timespan(span, sizeof(span), spec.start_timeout));
+                                 r->exec_path, format_timespan(span, sizeof(span), worker_start_timeout(w)));
                 else
-                        snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", exec_path, step, strerror(-k));
+                        snprintf(msg, sizeof(msg), "could not start %s: %s failed: %s", r->exec_path, step,
+                                 strerror(-k));
                 run_fail(r, "spawn", true, 127, "failed", msg);
-                return 1;
+                run_release(r);
+                return;
         }
+        r->pid = pid;
         (void) proc_start_time(r->pid, &start);
         k = replay_run_set_pid(w->replay, r->run_id, r->pid, start);
         if (k < 0)
@@ -584,8 +602,17 @@ static int run_spawn(Run *r, const char *exec_path, const char *workdir) {
                 executor_forget(w->executor, r->pid);
                 (void) waitpid(r->pid, NULL, 0);
                 r->pid = 0;
+                run_fail(r, "spawn", true, -1, "failed", "could not watch the job's process");
+                run_release(r);
+                return;
         }
-        return k;
+        r->phase = RUN_RUNNING;
+        log_info("Job %s (assignment %s, attempt %lld) started as pid %d on slot %zu.", r->spec->job_id,
+                 r->spec->assignment_id, (long long) r->spec->attempt, (int) r->pid, r->slot);
+        if (r->spec->timeout_ms > 0)
+                (void) worker_arm_timer(w, &r->timeout_timer, (usec_t) r->spec->timeout_ms * USEC_PER_MSEC, on_timeout,
+                                        r, "job-timeout");
+        worker_update_status(w);
 }
 
 static void run_start(Run *r);
@@ -690,20 +717,15 @@ static void run_start(Run *r) {
                 run_release(r);
                 return;
         }
+        /* on_started() goes on, unless the run failed here already. */
         k = run_spawn(r, r->exec_path, r->workdir);
-        if (k != 0) {
-                if (k < 0)
-                        run_fail(r, "spawn", true, -1, "failed", "could not watch the job's process");
-                run_release(r);
-                return;
+        if (k < 0) {
+                char msg[256];
+                snprintf(msg, sizeof(msg), "could not start %s: %s", r->exec_path, strerror(-k));
+                run_fail(r, "spawn", true, -1, "failed", msg);
         }
-        r->phase = RUN_RUNNING;
-        log_info("Job %s (assignment %s, attempt %lld) started as pid %d on slot %zu.", r->spec->job_id,
-                 r->spec->assignment_id, (long long) r->spec->attempt, (int) r->pid, r->slot);
-        if (r->spec->timeout_ms > 0)
-                (void) worker_arm_timer(w, &r->timeout_timer, (usec_t) r->spec->timeout_ms * USEC_PER_MSEC, on_timeout,
-                                        r, "job-timeout");
-        worker_update_status(w);
+        if (k != 0)
+                run_release(r);
 }
 
 static int send_ack(Run *r);

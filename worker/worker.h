@@ -51,7 +51,7 @@ JobSpec *job_spec_free(JobSpec *s);
 typedef enum RunPhase {
         RUN_ACKING,    /* claimed, /ack in flight: held, not started (policy and files prepared) */
         RUN_PREPARING, /* ack accepted, the policy's checks still running (prepare.h) */
-        RUN_STARTING,  /* ack accepted: recording and starting the process */
+        RUN_STARTING,  /* ack accepted: recorded, its process being started (executor_start) */
         RUN_RUNNING,   /* process running */
         RUN_STOPPING,  /* signalled, waiting for it to exit */
         RUN_FINISHING, /* exited, out of its slot: artifacts being made durable (finisher.c), or its
@@ -90,6 +90,7 @@ typedef struct Run {
         char *exec_path, *workdir;
         int artifacts_error; /* artifacts_open() failed with this */
 
+        ExecutorStart *start; /* its process's start, while entropy-keeper has not answered */
         pid_t pid;
         uint64_t cgroup_id; /* job-cgroup.h; 0: none */
         int64_t run_id;     /* replay.runs row */

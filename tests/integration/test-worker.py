@@ -916,6 +916,70 @@ def test_a_job_whose_start_hangs_fails_and_the_worker_goes_on(t):
 
 
 @test
+def test_heartbeats_go_on_while_a_start_waits_for_its_file_system(t):
+    """entropy-keeper answers a start once the job's exec has returned, and a working directory
+    on a file system that stalls (here strace holds the chdir() into it for 3 s) holds that answer
+    back. The worker used to wait for it in its loop: no heartbeat went out meanwhile (up to
+    path-check-timeout, 20 s under the packaged units), so a worker with other jobs could miss
+    their lease renewals and stop them itself. The loop reads the answer when it comes now:
+    heartbeats go on during the stall, and the job runs once the file system answers."""
+    t.require_tool("strace", "strace")
+    hung = os.path.realpath(os.path.join(t.tmp, "slow"))
+    os.makedirs(hung)
+    # Leases long enough for a worker under strace, whose every system call stops for the tracer.
+    cp = t.control_plane(options={"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"})
+    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "30s"})
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
+    w.start(timeout=20)
+    try:
+        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
+        t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")
+        job_id = submit(cp, command="true", working_dir=hung, max_attempts=1)
+        t.wait_for(lambda: len(keepers_of(worker)) == 2, 10, "the job's process, stuck in chdir() before its exec")
+        seq = heartbeat_seq(cp, "w1")
+        t.wait_for(lambda: heartbeat_seq(cp, "w1") >= seq + 3, 2.5, "heartbeats go on while its start waits")
+        t.eq(len(keepers_of(worker)), 2, "all within the stall: the job's process has not reached its exec yet")
+        job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=20)
+        t.eq(job["status"], "COMPLETED", "the job runs once the file system answers")
+    finally:
+        kill_traced_worker(w)
+        w.proc.wait(timeout=30)
+
+
+@test
+def test_a_job_aborted_while_its_start_waits_never_runs_on(t):
+    """The control plane aborts a job whose start is held up by its file system (strace holds
+    the chdir() into its working directory for 3 s). The worker gives it up at once; when the
+    file system answers and the process reaches its exec, it is killed there, and the worker goes
+    on with the next job."""
+    t.require_tool("strace", "strace")
+    hung = os.path.realpath(os.path.join(t.tmp, "slow"))
+    os.makedirs(hung)
+    cp = t.control_plane(options={"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"})
+    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "30s"})
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
+    w.start(timeout=20)
+    try:
+        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
+        t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")
+        job_id = submit(cp, command="sleep", args=["30.25"], working_dir=hung)
+        t.wait_for(lambda: len(keepers_of(worker)) == 2, 10, "the job's process, stuck in chdir() before its exec")
+        status, _ = cp.admin("POST", "/abort", {"job_id": job_id})
+        t.eq(status, 200, "the job is aborted")
+        t.wait_for(lambda: "given up before it started" in w.log_text(), 5, "the worker gives it up during the stall")
+        t.wait_for(lambda: len(keepers_of(worker)) == 1, 10, "the stall ends")
+        t.wait_for(lambda: not children_named(worker, "sleep"), 5, "its process, started after all, is killed at once")
+        other = submit(cp, command="true")
+        t.eq(cp.wait_job_state(other, ["COMPLETED", "FAILED"], timeout=10)["status"], "COMPLETED", "the next job runs")
+        t.eq(cp.wait_job_state(job_id, ["ABORTED"], timeout=5)["status"], "ABORTED", "the aborted one stays so")
+    finally:
+        kill_traced_worker(w)
+        w.proc.wait(timeout=30)
+
+
+@test
 def test_a_job_whose_paths_hang_fails_there_and_the_worker_goes_on(t):
     """A job whose working directory does not answer (a hung NFS or FUSE mount; here strace holds
     every system call on it for seconds) used to freeze the worker's loop in realpath(): no

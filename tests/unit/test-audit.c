@@ -338,10 +338,8 @@ static void test_group_commit_rolls_back_one_transaction_alone(void) {
         char a[RANDOM_ID_SIZE], b[RANDOM_ID_SIZE];
         strcpy(a, test_submit(c, 0));
         is_int(control_begin(c, &tx), 0, "a second transaction in the batch");
-        sqlite3_exec(c->store->db,
-                     "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
-                     "VALUES ('doomed', 'PENDING', 'x', 1, 1)",
-                     NULL, NULL, NULL);
+        sqlite3_exec(c->store->db, "INSERT INTO jobs (job_id, status, command, created_at, updated_at) "
+                                   "VALUES ('doomed', 'PENDING', 'x', 1, 1)", NULL, NULL, NULL);
         control_txp(&tx); /* it fails: rolled back */
         strcpy(b, test_submit(c, 0));
         c->batch.deferring = false;

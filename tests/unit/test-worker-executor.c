@@ -3,6 +3,7 @@
  * when the worker dies), its output limit (RLIMIT_FSIZE, SIGXFSZ), and entropy-keeper itself:
  * restarted when it dies and handed the running jobs, refusing to run by hand, speaking an older
  * protocol version to an older entropy-keeper. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -517,6 +518,108 @@ static void test_keeper_refuses_to_run_by_hand(void) {
         ok(WIFEXITED(status) && WEXITSTATUS(status) == 2, "entropy-keeper without a worker exits 2");
 }
 
+typedef struct Started {
+        int n;
+        pid_t pid[4];
+        int r[4];
+} Started;
+
+static void on_started(void *userdata, int r, pid_t pid, const char *step) {
+        Started *s = userdata;
+        (void) step;
+        if (s->n < 4) {
+                s->r[s->n] = r;
+                s->pid[s->n++] = pid;
+        }
+}
+
+static int start_sh(Executor *x, const char *script, const char *name, Started *s, ExecutorStart **ret) {
+        char out[300];
+        char *argv[] = {"sh", "-c", (char *) script, NULL};
+        char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+        snprintf(out, sizeof(out), "%s/%s", dir, name);
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ExecSpec spec = {"/bin/sh", argv, envp, NULL, fd, fd, 0, 0, 5 * USEC_PER_SEC};
+        int r = executor_start(x, &spec, on_started, s, ret);
+        close(fd); /* the executor keeps its own */
+        return r;
+}
+
+static bool process_with_cmdline(const char *a0, const char *a1) {
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        bool found = false;
+        while (d && !found && (de = readdir(d))) {
+                char path[300], buf[256];
+                if (atoi(de->d_name) <= 0)
+                        continue;
+                snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+                int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+                if (fd >= 0)
+                        close(fd);
+                buf[MAX(n, 0)] = 0;
+                found = n > 0 && (size_t) n == strlen(a0) + 1 + strlen(a1) + 1 && streq(buf, a0) &&
+                        streq(buf + strlen(a0) + 1, a1);
+        }
+        if (d)
+                closedir(d);
+        return found;
+}
+
+/* From the loop (as the worker starts jobs): executor_start() returns before entropy-keeper has
+ * answered; the starts are answered in order, one at a time; a start cancelled before it was sent
+ * is dropped, and the job of one cancelled after is killed when entropy-keeper reports it. */
+static void test_starts_from_the_loop(void) {
+        char *keeper_env[] = {"ENTROPY_TEST=keeper", NULL};
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        Executor *x = NULL;
+        ExecutorStart *b = NULL, *d = NULL;
+        Started s = {};
+        sigset_t chld, old;
+        int status;
+
+        sigemptyset(&chld);
+        sigaddset(&chld, SIGCHLD);
+        if (sigprocmask(SIG_BLOCK, &chld, &old) < 0 || sd_event_new(&event) < 0 ||
+            executor_new(TEST_KEEPER_PATH, keeper_env, &x) < 0 || executor_attach_event(x, event) < 0)
+                tap_bail("cannot set up an executor with a loop");
+        ok(start_sh(x, "echo A", "loop-a", &s, NULL) == 0 && start_sh(x, "echo B", "loop-b", &s, &b) == 0 &&
+                   start_sh(x, "echo C", "loop-c", &s, NULL) == 0,
+           "three starts asked for");
+        is_int(s.n, 0, "none answered before the loop runs");
+        executor_start_cancel(x, b);
+        for (usec_t end = now_monotonic_usec() + 10 * USEC_PER_SEC; s.n < 2 && now_monotonic_usec() < end;)
+                (void) sd_event_run(event, 100 * USEC_PER_MSEC);
+        ok(s.n == 2 && s.r[0] == 0 && s.r[1] == 0 && s.pid[0] > 0 && s.pid[1] > 0, "the first and the third start");
+        for (int i = 0; i < s.n; i++) {
+                ok(waitpid(s.pid[i], &status, 0) == s.pid[i] && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                   "job %d ran", i);
+                executor_forget(x, s.pid[i]);
+        }
+        _cleanup_free_ char *a = output("loop-a"), *c = output("loop-c"), *bb = output("loop-b");
+        ok(streq(a, "A\n") && streq(c, "C\n") && streq(bb, ""), "in order; the one cancelled never ran");
+
+        /* Cancelled once sent: entropy-keeper starts it, and it is killed at its answer. */
+        s = (Started){};
+        ok(start_sh(x, "exec sleep 31.4159", "loop-d", &s, &d) == 0 && start_sh(x, "echo E", "loop-e", &s, NULL) == 0,
+           "a start and one behind it");
+        executor_start_cancel(x, d);
+        for (usec_t end = now_monotonic_usec() + 10 * USEC_PER_SEC; s.n < 1 && now_monotonic_usec() < end;)
+                (void) sd_event_run(event, 100 * USEC_PER_MSEC);
+        ok(s.n == 1 && s.r[0] == 0, "only the one behind it is answered");
+        if (s.n == 1 && s.pid[0] > 0) {
+                (void) waitpid(s.pid[0], NULL, 0);
+                executor_forget(x, s.pid[0]);
+        }
+        for (usec_t end = now_monotonic_usec() + 5 * USEC_PER_SEC;
+             process_with_cmdline("sleep", "31.4159") && now_monotonic_usec() < end;)
+                (void) sd_event_run(event, 50 * USEC_PER_MSEC);
+        ok(!process_with_cmdline("sleep", "31.4159"), "the job of the start cancelled after it was sent is killed");
+        x = executor_free(x);
+        (void) sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
 int main(void) {
         char *keeper_env[] = { "ENTROPY_TEST=keeper", NULL };
 
@@ -538,6 +641,7 @@ int main(void) {
         test_keeper_process();
         test_keeper_dying_mid_spawn_leaves_no_job_behind();
         test_request_too_large();
+        test_starts_from_the_loop();
         test_output_limit();
         test_output_limit_never_raises_the_workers();
         test_job_enters_its_cgroup_first();
