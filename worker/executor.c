@@ -468,7 +468,10 @@ static void start_kill_unwanted(Executor *e, pid_t pid) {
         sd_event *event = executor_event(e);
 
         (void) executor_signal_group(pid, SIGKILL);
-        (void) keeper_send_group(e, KEEPER_FORGET, pid); /* before the pid can be reused */
+        /* Before the pid can be reused: neither we (nor an entropy-keeper started again) nor
+         * this one may keep its group. */
+        (void) keeper_groups_remove(&e->groups, pid);
+        (void) keeper_send_group(e, KEEPER_FORGET, pid);
         if (!event || sd_event_add_child(event, NULL, pid, WEXITED, on_unreported_exit, NULL) < 0)
                 (void) waitpid(pid, NULL, 0);
 }
