@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Integration tests of entropy-worker against the real entropy-control on 127.0.0.1."""
 
+import contextlib
 import json
 import os
 import re
@@ -876,6 +877,31 @@ def keepers_of(worker_pid):
     return children_named(worker_pid, "entropy-keeper")
 
 
+@contextlib.contextmanager
+def worker_whose_chdir_stalls(t, path_check_timeout, lease_timeout):
+    """A control plane and worker w1 under strace, which holds every chdir() into a directory for
+    3 s: a job's working directory on a file system that stalls, between the path checks (which
+    make no chdir()) and the job's exec. Yields (cp, w, the worker's pid, its entropy-keeper's pid,
+    the directory). Leases long enough for a worker under strace, whose every system call stops for
+    the tracer."""
+    t.require_tool("strace", "strace")
+    hung = os.path.realpath(os.path.join(t.tmp, "hung"))
+    os.makedirs(hung)
+    cp = t.control_plane(options={"lease-timeout": lease_timeout, "heartbeat-timeout": lease_timeout,
+                                  "disconnect-timeout": f"{span(lease_timeout) / 2}s"})
+    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": path_check_timeout})
+    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
+    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
+    w.start(timeout=20)
+    try:
+        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
+        keeper = t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")[0]
+        yield cp, w, worker, keeper, hung
+    finally:
+        kill_traced_worker(w)
+        w.proc.wait(timeout=30)
+
+
 @test
 def test_a_job_whose_start_hangs_fails_and_the_worker_goes_on(t):
     """The path checks passed, then the working directory stops answering before the job's exec
@@ -883,18 +909,7 @@ def test_a_job_whose_start_hangs_fails_and_the_worker_goes_on(t):
     entropy-keeper's answer without end: its loop froze until the watchdog killed it, and every
     job it ran with it. Now it waits path-check-timeout at most, then kills entropy-keeper and the
     stuck process, starts entropy-keeper again, and fails the job with the reason."""
-    t.require_tool("strace", "strace")
-    hung = os.path.realpath(os.path.join(t.tmp, "hung"))
-    os.makedirs(hung)
-    # Leases long enough for a worker under strace, whose every system call stops for the tracer.
-    cp = t.control_plane(options={"lease-timeout": "10s", "heartbeat-timeout": "10s", "disconnect-timeout": "5s"})
-    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "500ms"})
-    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
-    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
-    w.start(timeout=20)
-    try:
-        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
-        keeper = t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")[0]
+    with worker_whose_chdir_stalls(t, "500ms", "10s") as (cp, w, worker, keeper, hung):
         job_id = submit(cp, command="true", working_dir=hung, max_attempts=1)
         seq = heartbeat_seq(cp, "w1")
         job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=10)
@@ -910,9 +925,6 @@ def test_a_job_whose_start_hangs_fails_and_the_worker_goes_on(t):
         t.wait_for(lambda: len(keepers_of(worker)) == 1 and keepers_of(worker) != [keeper], 10,
                    "only a new entropy-keeper left, the stuck process reaped",
                    detail=lambda: f"entropy-keeper images: {keepers_of(worker)}, the first one was {keeper}")
-    finally:
-        kill_traced_worker(w)
-        w.proc.wait(timeout=30)
 
 
 @test
@@ -923,18 +935,7 @@ def test_heartbeats_go_on_while_a_start_waits_for_its_file_system(t):
     path-check-timeout, 20 s under the packaged units), so a worker with other jobs could miss
     their lease renewals and stop them itself. The loop reads the answer when it comes now:
     heartbeats go on during the stall, and the job runs once the file system answers."""
-    t.require_tool("strace", "strace")
-    hung = os.path.realpath(os.path.join(t.tmp, "slow"))
-    os.makedirs(hung)
-    # Leases long enough for a worker under strace, whose every system call stops for the tracer.
-    cp = t.control_plane(options={"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"})
-    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "30s"})
-    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
-    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
-    w.start(timeout=20)
-    try:
-        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
-        t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")
+    with worker_whose_chdir_stalls(t, "30s", "20s") as (cp, w, worker, _, hung):
         job_id = submit(cp, command="true", working_dir=hung, max_attempts=1)
         t.wait_for(lambda: len(keepers_of(worker)) == 2, 10, "the job's process, stuck in chdir() before its exec")
         seq = heartbeat_seq(cp, "w1")
@@ -942,9 +943,6 @@ def test_heartbeats_go_on_while_a_start_waits_for_its_file_system(t):
         t.eq(len(keepers_of(worker)), 2, "all within the stall: the job's process has not reached its exec yet")
         job = cp.wait_job_state(job_id, ["COMPLETED", "FAILED"], timeout=20)
         t.eq(job["status"], "COMPLETED", "the job runs once the file system answers")
-    finally:
-        kill_traced_worker(w)
-        w.proc.wait(timeout=30)
 
 
 @test
@@ -953,17 +951,7 @@ def test_a_job_aborted_while_its_start_waits_never_runs_on(t):
     the chdir() into its working directory for 3 s). The worker gives it up at once; when the
     file system answers and the process reaches its exec, it is killed there, and the worker goes
     on with the next job."""
-    t.require_tool("strace", "strace")
-    hung = os.path.realpath(os.path.join(t.tmp, "slow"))
-    os.makedirs(hung)
-    cp = t.control_plane(options={"lease-timeout": "20s", "heartbeat-timeout": "20s", "disconnect-timeout": "10s"})
-    w = WorkerProcess(t, cp, "w1", options={"path-check-timeout": "30s"})
-    w.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
-    w.argv = ["strace", "-f", "-qq", "-o", os.devnull, "-P", hung, "-e", "inject=chdir:delay_enter=3000000"] + w.argv
-    w.start(timeout=20)
-    try:
-        worker = t.wait_for(lambda: traced_worker_pid(w), 5, "the traced worker")
-        t.wait_for(lambda: keepers_of(worker), 5, "its entropy-keeper")
+    with worker_whose_chdir_stalls(t, "30s", "20s") as (cp, w, worker, _, hung):
         job_id = submit(cp, command="sleep", args=["30.25"], working_dir=hung)
         t.wait_for(lambda: len(keepers_of(worker)) == 2, 10, "the job's process, stuck in chdir() before its exec")
         status, _ = cp.admin("POST", "/abort", {"job_id": job_id})
@@ -974,9 +962,6 @@ def test_a_job_aborted_while_its_start_waits_never_runs_on(t):
         other = submit(cp, command="true")
         t.eq(cp.wait_job_state(other, ["COMPLETED", "FAILED"], timeout=10)["status"], "COMPLETED", "the next job runs")
         t.eq(cp.wait_job_state(job_id, ["ABORTED"], timeout=5)["status"], "ABORTED", "the aborted one stays so")
-    finally:
-        kill_traced_worker(w)
-        w.proc.wait(timeout=30)
 
 
 @test
