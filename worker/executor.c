@@ -275,8 +275,13 @@ static void keeper_step_down(Executor *e) {
 static int keeper_start(Executor *e, sd_event *event);
 static void kill_unreported_jobs(const Executor *e, sd_event *event);
 
+static sd_event *executor_event(const Executor *e) {
+        return e->watch ? sd_event_source_get_event(e->watch) : NULL;
+}
+
 static void keeper_restart(Executor *e) {
-        _cleanup_(sd_event_unrefp) sd_event *event = e->watch ? sd_event_ref(sd_event_source_get_event(e->watch)) : NULL;
+        /* Kept across keeper_stop(), which drops the watch that holds it. */
+        _cleanup_(sd_event_unrefp) sd_event *event = sd_event_ref(executor_event(e));
         int r;
 
         log_warning("entropy-keeper (pid %d) is gone; starting it again.", (int) e->keeper_pid);
@@ -457,10 +462,6 @@ static int request_strings(const ExecSpec *spec, KeeperRequest *req, char **ret)
         return 0;
 }
 
-static sd_event *executor_event(const Executor *e) {
-        return e->watch ? sd_event_source_get_event(e->watch) : NULL;
-}
-
 static int on_unreported_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
 /* A job started for a start that was cancelled meanwhile: it never runs on. */
@@ -552,13 +553,9 @@ static void start_on_answer(Executor *e) {
         int r = keeper_read_exact(e->sock, &reply, sizeof(reply));
 
         if (r == -EPIPE || r == -ECONNRESET) {
-                /* Gone before it answered: a job it may have started is killed at its restart. */
+                /* Gone before it answered: sent again, the start meets its closed socket, and
+                 * start_send() restarts it (a job it may have started is killed then). */
                 st->sent = false;
-                keeper_restart(e);
-                if (st->restarts++ > 0 && e->protocol == st->spoken) {
-                        start_finish(e, -EPIPE, 0, "keeper");
-                        return;
-                }
                 start_send(e);
                 return;
         }
